@@ -1,0 +1,33 @@
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "controlplane/cache/snapshot.h"
+#include "controlplane/model/mesh_state.h"
+#include "translator/proxy.h"
+
+namespace meshpilot::cache {
+
+// What each proxy should have. Holds the current MeshState and, for it, one snapshot per
+// translation key: proxies that would get identical resources share one translation and one
+// serialization. Knows nothing of streams (that is the xDS server's business).
+class SnapshotCache {
+ public:
+  // Installs a new state; snapshots of the previous state are dropped.
+  void SetState(model::MeshStatePtr state);
+  // nullptr until the first state: the sources have not synced yet.
+  model::MeshStatePtr state() const;
+
+  // The snapshot for `proxy` at the current state. FailedPrecondition before the first state.
+  absl::StatusOr<SnapshotPtr> SnapshotFor(const translator::ProxyInfo& proxy);
+
+ private:
+  mutable std::mutex mu_;
+  model::MeshStatePtr state_;
+  std::map<std::string, SnapshotPtr> by_key_;
+};
+
+}  // namespace meshpilot::cache

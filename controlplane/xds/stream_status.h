@@ -1,0 +1,38 @@
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include "controlplane/cache/resource.h"
+#include "translator/proxy.h"
+
+namespace meshpilot::xds {
+
+// What one stream knows about one xDS type: the client's subscription and where the
+// request/response exchange stands.
+struct TypeStatus {
+  bool subscribed = false;
+  bool wildcard = false;
+  std::set<std::string> names;  // named subscriptions (EDS, RDS, and non-wildcard LDS/CDS)
+  std::string sent_version;
+  std::string sent_nonce;
+  std::string acked_version;
+  std::string nacked_version;  // never sent again to this stream
+  std::string nack_error;      // the client's error_detail for nacked_version
+  uint64_t pushes = 0;
+  uint64_t rejects = 0;
+};
+
+// A point-in-time copy of one ADS stream, for the debug endpoints.
+struct StreamStatus {
+  std::string connection_id;  // node id + "-" + a per-server counter, as istiod names them
+  std::string peer;
+  translator::ProxyInfo proxy;
+  std::chrono::system_clock::time_point connected_at;
+  std::array<TypeStatus, cache::kResourceTypeCount> types;
+};
+
+}  // namespace meshpilot::xds

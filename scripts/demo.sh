@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# The meshpilot demo: serves the default mesh in examples/ with no cluster, and shows gRPC's own
+# xDS client balancing calls over two real Echo backends through it.
+#
+#   scripts/demo.sh          # keeps meshpilot running (with a client calling once a second)
+#                            # until Ctrl-C, so the debug pages show a live proxy
+#   scripts/demo.sh --once   # exits after the client run; exit status says if it worked
+#
+# Ports: 15010 (xDS), 15014 (debug), 18081/18082 (echo backends). Logs: build/demo/.
+# Safe to re-run: it stops what an earlier run left behind, and everything it starts is stopped
+# on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ONCE=0
+for arg in "$@"; do
+  case "$arg" in
+    --once) ONCE=1 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "demo: unknown argument $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+XDS_PORT=15010
+DEBUG_PORT=15014
+BACKENDS=("echo-v1:18081" "echo-v2:18082")
+TARGET=xds:///echo.default.svc.cluster.local:7070
+NODE_ID="sidecar~127.0.0.1~demo-client.default~default.svc.cluster.local"
+BIN=build/release
+MESHPILOT=$BIN/controlplane/meshpilot
+ECHO_SERVER=$BIN/tests/conformance/echo_server
+CLIENT=$BIN/tests/conformance/xds_echo_client
+DEMO_DIR=build/demo
+PIDS_FILE=$DEMO_DIR/pids
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+# Stops one process we started, if it is still the binary we started (pids get reused).
+stop_pid() {
+  local pid=$1 exe=$2
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  local running
+  running=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 0
+  # A rebuilt binary shows as "PATH (deleted)" in a process started from the old one.
+  if [ -n "$exe" ] && [ "${running% (deleted)}" != "$(readlink -f "$exe")" ]; then
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# Leftovers of an earlier run that did not get to clean up (kill -9, closed terminal...).
+stop_leftovers() {
+  [ -f "$PIDS_FILE" ] || return 0
+  while read -r pid exe; do stop_pid "$pid" "$exe"; done < "$PIDS_FILE"
+  rm -f "$PIDS_FILE"
+}
+
+CHILDREN=()
+start() {  # start LOG EXE ARGS...: runs EXE in the background, output in LOG
+  local log=$1; shift
+  "$@" >"$log" 2>&1 &
+  local pid=$!
+  CHILDREN+=("$pid:$1")
+  echo "$pid $(readlink -f "$1")" >>"$PIDS_FILE"
+  LAST_PID=$pid
+}
+
+cleanup() {
+  trap - EXIT INT TERM
+  local i
+  for ((i = ${#CHILDREN[@]} - 1; i >= 0; i--)); do
+    stop_pid "${CHILDREN[i]%%:*}" "${CHILDREN[i]#*:}"
+  done
+  rm -f "$PIDS_FILE"
+}
+
+port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s; fails after SECONDS.
+wait_for() {
+  local seconds=$1; shift
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+alive_and_logged() { kill -0 "$1" 2>/dev/null && grep -q "^listening on " "$2"; }
+ready() { curl -fsS -o /dev/null "http://127.0.0.1:$DEBUG_PORT/ready" 2>/dev/null; }
+
+# ----- build
+
+say "setup (packages, protos)"
+scripts/setup.sh
+
+if [ ! -f $BIN/CMakeCache.txt ] || [ ! -f $BIN/build.ninja ]; then
+  say "configure"
+  cmake --preset release
+fi
+say "build meshpilot echo_server xds_echo_client"
+cmake --build $BIN --target meshpilot echo_server xds_echo_client
+
+# ----- run
+
+mkdir -p "$DEMO_DIR"
+stop_leftovers
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for port in $XDS_PORT $DEBUG_PORT ${BACKENDS[@]#*:}; do
+  if port_busy "$port"; then
+    ss -Hltnp "sport = :$port" >&2 || true
+    die "port $port is in use by another process; stop it and re-run"
+  fi
+done
+
+for backend in "${BACKENDS[@]}"; do
+  name=${backend%%:*} port=${backend#*:}
+  say "backend $name on 127.0.0.1:$port"
+  start "$DEMO_DIR/$name.log" "$ECHO_SERVER" --host 127.0.0.1 --port "$port" --name "$name"
+  wait_for 10 alive_and_logged "$LAST_PID" "$DEMO_DIR/$name.log" ||
+    { cat "$DEMO_DIR/$name.log" >&2; die "backend $name did not start"; }
+done
+
+say "meshpilot on examples/ (xDS :$XDS_PORT, debug :$DEBUG_PORT)"
+start "$DEMO_DIR/meshpilot.log" "$MESHPILOT" --config-dir examples \
+  --xds-port "$XDS_PORT" --debug-port "$DEBUG_PORT"
+MESHPILOT_PID=$LAST_PID
+if ! wait_for 30 ready; then
+  tail -n 50 "$DEMO_DIR/meshpilot.log" >&2
+  die "meshpilot did not become ready on http://127.0.0.1:$DEBUG_PORT/ready within 30s"
+fi
+
+cat >"$DEMO_DIR/bootstrap.json" <<EOF
+{
+  "xds_servers": [{
+    "server_uri": "127.0.0.1:$XDS_PORT",
+    "channel_creds": [{"type": "insecure"}],
+    "server_features": ["xds_v3"]
+  }],
+  "node": {
+    "id": "$NODE_ID",
+    "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"},
+    "locality": {}
+  }
+}
+EOF
+export GRPC_XDS_BOOTSTRAP=$ROOT/$DEMO_DIR/bootstrap.json
+
+say "20 calls to $TARGET through gRPC's xDS client"
+client_rc=0
+timeout 60 "$CLIENT" --target "$TARGET" --count 20 --interval_ms 50 --timeout_ms 5000 \
+  | tee "$DEMO_DIR/client.log" || client_rc=$?
+say "calls per backend"
+awk '$1 == "ok" { n[$2]++ } $1 == "error" { n["(error " $2 ")"]++ }
+     END { for (b in n) printf "  %-24s %d\n", b, n[b] }' "$DEMO_DIR/client.log" | sort
+if [ "$client_rc" -ne 0 ]; then
+  echo "demo: the client run failed (exit $client_rc); meshpilot log: $DEMO_DIR/meshpilot.log" >&2
+  echo "      retry with GRPC_TRACE=xds_client GRPC_VERBOSITY=debug for the client's xDS trace" >&2
+  exit "$client_rc"
+fi
+
+if [ "$ONCE" -eq 1 ]; then
+  say "ok (--once)"
+  exit 0
+fi
+
+# A client that stays connected, so the per-proxy debug pages have a proxy to show.
+start "$DEMO_DIR/client-live.log" "$CLIENT" --target "$TARGET" --count 1000000000 \
+  --interval_ms 1000 --timeout_ms 5000
+
+D=http://127.0.0.1:$DEBUG_PORT
+cat <<EOF
+
+meshpilot is serving examples/ (edit the YAML there: clients follow within a second).
+A client ($NODE_ID) calls once a second: $DEMO_DIR/client-live.log
+
+  $D/ready
+  $D/metrics
+  $D/debug/syncz
+  $D/debug/config_dump?proxyID=$NODE_ID
+  $D/debug/registryz
+  $D/debug/endpointz
+  $D/debug/configz
+  $D/debug/adsz
+
+Call it yourself:
+  GRPC_XDS_BOOTSTRAP=$ROOT/$DEMO_DIR/bootstrap.json $CLIENT --target $TARGET --count 10
+
+Logs in $DEMO_DIR/. Ctrl-C stops everything.
+EOF
+
+# Returns when meshpilot exits (or on Ctrl-C, through the traps).
+set +e
+wait "$MESHPILOT_PID"
+rc=$?
+echo "demo: meshpilot exited ($rc); see $DEMO_DIR/meshpilot.log" >&2
+exit "$rc"

@@ -1,0 +1,170 @@
+// xds_echo_client: calls meshpilot.echo.v1.Echo through any gRPC target; with an xds:/// target
+// it is gRPC's own C++ xDS client (bootstrap read from GRPC_XDS_BOOTSTRAP or
+// GRPC_XDS_BOOTSTRAP_CONFIG, exactly as gRPC does), which is what the conformance tests need.
+//
+// Count mode:  xds_echo_client --target xds:///echo.default.svc.cluster.local:7070 --count 40
+// Until mode:  xds_echo_client --target ... --until_only backend-a --consecutive 20 --max_seconds 30
+//
+// Output, one flushed line per call:   ok BACKEND   |   error CODE MESSAGE
+// then one summary line:
+//   summary calls=N ok=N errors=N backends=NAME:COUNT,...            (count mode)
+//   converged BACKEND calls=N elapsed_ms=T ...  |  not-converged ...  (until mode)
+// Exit status: count mode 0 iff every call succeeded; until mode 0 iff it converged in time.
+
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "meshpilot/echo/v1/echo.grpc.pb.h"
+
+ABSL_FLAG(std::string, target, "", "gRPC target, e.g. xds:///echo.default.svc.cluster.local:7070");
+ABSL_FLAG(int, count, 10, "number of calls in count mode");
+ABSL_FLAG(int, interval_ms, 50, "pause between calls");
+ABSL_FLAG(int, timeout_ms, 5000, "deadline of each call");
+ABSL_FLAG(bool, wait_for_ready, false, "queue calls while the channel is not ready");
+ABSL_FLAG(std::string, message, "hello", "request message");
+ABSL_FLAG(std::string, until_only, "",
+          "until mode: call until --consecutive calls in a row reach only this backend");
+ABSL_FLAG(int, consecutive, 20, "until mode: consecutive calls that must reach --until_only");
+ABSL_FLAG(double, max_seconds, 30, "until mode: give up (exit 1) after this long");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN_CODE";
+  }
+}
+
+struct CallResult {
+  bool ok = false;
+  std::string backend;  // set when ok
+};
+
+// Makes one unary call and prints its line.
+CallResult CallOnce(meshpilot::echo::v1::Echo::Stub& stub) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+  context.set_wait_for_ready(absl::GetFlag(FLAGS_wait_for_ready));
+  meshpilot::echo::v1::EchoRequest request;
+  request.set_message(absl::GetFlag(FLAGS_message));
+  meshpilot::echo::v1::EchoResponse response;
+  grpc::Status status = stub.Echo(&context, request, &response);
+  CallResult result;
+  if (status.ok()) {
+    result.ok = true;
+    result.backend = response.backend();
+    std::cout << "ok " << result.backend << std::endl;
+  } else {
+    std::cout << "error " << CodeName(status.error_code()) << " " << status.error_message()
+              << std::endl;
+  }
+  return result;
+}
+
+std::string BackendCounts(const std::map<std::string, int>& counts) {
+  return absl::StrJoin(counts, ",", absl::PairFormatter(":"));
+}
+
+void Pause() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(absl::GetFlag(FLAGS_interval_ms)));
+}
+
+int RunCount(meshpilot::echo::v1::Echo::Stub& stub) {
+  const int count = absl::GetFlag(FLAGS_count);
+  int ok = 0;
+  std::map<std::string, int> backends;
+  for (int i = 0; i < count; ++i) {
+    if (i > 0) Pause();
+    CallResult result = CallOnce(stub);
+    if (result.ok) {
+      ++ok;
+      ++backends[result.backend];
+    }
+  }
+  std::cout << "summary calls=" << count << " ok=" << ok << " errors=" << (count - ok)
+            << " backends=" << BackendCounts(backends) << std::endl;
+  return ok == count ? 0 : 1;
+}
+
+int RunUntilOnly(meshpilot::echo::v1::Echo::Stub& stub) {
+  const std::string wanted = absl::GetFlag(FLAGS_until_only);
+  const int needed = absl::GetFlag(FLAGS_consecutive);
+  const auto start = Clock::now();
+  const auto give_up = start + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double>(absl::GetFlag(FLAGS_max_seconds)));
+  int calls = 0;
+  int errors = 0;
+  int streak = 0;
+  std::map<std::string, int> backends;
+  auto elapsed_ms = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+  };
+  while (true) {
+    if (calls > 0) Pause();
+    CallResult result = CallOnce(stub);
+    ++calls;
+    if (result.ok) ++backends[result.backend];
+    if (!result.ok) ++errors;
+    streak = (result.ok && result.backend == wanted) ? streak + 1 : 0;
+    if (streak >= needed) {
+      std::cout << "converged " << wanted << " calls=" << calls << " errors=" << errors
+                << " elapsed_ms=" << elapsed_ms() << " backends=" << BackendCounts(backends)
+                << std::endl;
+      return 0;
+    }
+    if (Clock::now() >= give_up) {
+      std::cout << "not-converged " << wanted << " calls=" << calls << " errors=" << errors
+                << " streak=" << streak << " elapsed_ms=" << elapsed_ms()
+                << " backends=" << BackendCounts(backends) << std::endl;
+      return 1;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Calls meshpilot.echo.v1.Echo through a gRPC (xDS) target");
+  absl::ParseCommandLine(argc, argv);
+  const std::string target = absl::GetFlag(FLAGS_target);
+  if (target.empty()) {
+    std::cerr << "xds_echo_client: --target is required" << std::endl;
+    return 2;
+  }
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  std::unique_ptr<meshpilot::echo::v1::Echo::Stub> stub =
+      meshpilot::echo::v1::Echo::NewStub(channel);
+  return absl::GetFlag(FLAGS_until_only).empty() ? RunCount(*stub) : RunUntilOnly(*stub);
+}
