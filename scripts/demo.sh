@@ -37,10 +37,18 @@ PIDS_FILE=$DEMO_DIR/pids
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
+# Whether pid is a live process; an exited child whose parent is gone may stay a zombie.
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
 # Stops one process we started, if it is still the binary we started (pids get reused).
 stop_pid() {
   local pid=$1 exe=$2
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  [ -n "$pid" ] && running "$pid" || return 0
   local running
   running=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 0
   # A rebuilt binary shows as "PATH (deleted)" in a process started from the old one.
@@ -48,7 +56,7 @@ stop_pid() {
     return 0
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 50); do running "$pid" || return 0; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
 }
 
@@ -90,7 +98,7 @@ wait_for() {
   done
 }
 
-alive_and_logged() { kill -0 "$1" 2>/dev/null && grep -q "^listening on " "$2"; }
+alive_and_logged() { running "$1" && grep -q "^listening on " "$2"; }
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$DEBUG_PORT/ready" 2>/dev/null; }
 
 # ----- build

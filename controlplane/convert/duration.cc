@@ -14,7 +14,7 @@ namespace {
 constexpr int64_t kMaxNanos = std::numeric_limits<int64_t>::max();
 
 // Longest first, so that "ms" is not read as "m".
-constexpr std::pair<std::string_view, int64_t> kUnits[] = {
+constexpr std::pair<absl::string_view, int64_t> kUnits[] = {
     {"ns", 1},
     {"us", 1'000},
     {"\u00b5s", 1'000},  // micro sign
@@ -25,17 +25,17 @@ constexpr std::pair<std::string_view, int64_t> kUnits[] = {
     {"h", 3'600'000'000'000},
 };
 
-absl::Status Invalid(std::string_view text, std::string_view why) {
+absl::Status Invalid(absl::string_view text, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(
       "invalid duration \"", text, "\" (", why, "); use a number with a unit, e.g. \"1.5s\""));
 }
 
 }  // namespace
 
-absl::StatusOr<std::chrono::nanoseconds> ParseDuration(std::string_view text) {
+absl::StatusOr<std::chrono::nanoseconds> ParseDuration(absl::string_view text) {
   if (text == "0") return std::chrono::nanoseconds(0);
   if (text.empty()) return Invalid(text, "empty");
-  std::string_view rest = text;
+  absl::string_view rest = text;
   int64_t total = 0;
   while (!rest.empty()) {
     int64_t whole = 0;
@@ -83,7 +83,7 @@ absl::StatusOr<std::chrono::nanoseconds> ParseDuration(std::string_view text) {
   return std::chrono::nanoseconds(total);
 }
 
-absl::StatusOr<std::chrono::milliseconds> ParseMillisecondDuration(std::string_view text,
+absl::StatusOr<std::chrono::milliseconds> ParseMillisecondDuration(absl::string_view text,
                                                                    bool allow_zero) {
   absl::StatusOr<std::chrono::nanoseconds> duration = ParseDuration(text);
   if (!duration.ok()) return duration.status();

@@ -1,13 +1,13 @@
 #pragma once
 
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 
 namespace meshpilot::convert {
 
@@ -18,11 +18,11 @@ class FieldPath {
   FieldPath() = default;
   explicit FieldPath(std::string path) : path_(std::move(path)) {}
 
-  FieldPath Field(std::string_view name) const {
+  FieldPath Field(absl::string_view name) const {
     return FieldPath(path_.empty() ? std::string(name) : absl::StrCat(path_, ".", name));
   }
   FieldPath Index(size_t index) const { return FieldPath(absl::StrCat(path_, "[", index, "]")); }
-  FieldPath Key(std::string_view key) const { return FieldPath(absl::StrCat(path_, "[", key, "]")); }
+  FieldPath Key(absl::string_view key) const { return FieldPath(absl::StrCat(path_, "[", key, "]")); }
 
   const std::string& str() const { return path_; }
 
@@ -34,8 +34,9 @@ class FieldPath {
 // fixes a document in one round instead of one error at a time.
 class ValidationErrors {
  public:
-  void Add(const FieldPath& path, std::string_view message) {
-    messages_.push_back(absl::StrCat(path.str(), ": ", message));
+  void Add(const FieldPath& path, absl::string_view message) {
+    messages_.push_back(path.str().empty() ? std::string(message)
+                                           : absl::StrCat(path.str(), ": ", message));
   }
   // Records `status` unless it is OK.
   void Add(const FieldPath& path, const absl::Status& status) {

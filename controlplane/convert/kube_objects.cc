@@ -10,9 +10,9 @@
 namespace meshpilot::convert {
 namespace {
 
-constexpr std::string_view kServiceNameLabel = "kubernetes.io/service-name";
+constexpr absl::string_view kServiceNameLabel = "kubernetes.io/service-name";
 
-model::Protocol ParseProtocolName(std::string_view name) {
+model::Protocol ParseProtocolName(absl::string_view name) {
   std::string lower = absl::AsciiStrToLower(name);
   if (lower == "http" || lower == "http_proxy" || lower == "grpc-web") return model::Protocol::kHttp;
   if (lower == "http2") return model::Protocol::kHttp2;
@@ -23,7 +23,7 @@ model::Protocol ParseProtocolName(std::string_view name) {
 }
 
 // A targetPort given by name must be an IANA service name, as Kubernetes requires.
-bool IsPortName(std::string_view name) {
+bool IsPortName(absl::string_view name) {
   if (name.empty() || name.size() > 15) return false;
   bool has_letter = false;
   for (char c : name) {
@@ -31,11 +31,11 @@ bool IsPortName(std::string_view name) {
     has_letter |= absl::ascii_islower(c);
   }
   return has_letter && name.front() != '-' && name.back() != '-' &&
-         name.find("--") == std::string_view::npos;
+         name.find("--") == absl::string_view::npos;
 }
 
 // A `targetRef` naming a Pod: its name and namespace, empty for any other kind.
-std::pair<std::string, std::string> ReadPodRef(MapReader& address, std::string_view namespace_) {
+std::pair<std::string, std::string> ReadPodRef(MapReader& address, absl::string_view namespace_) {
   std::optional<MapReader> ref = address.Map("targetRef");
   if (!ref || ref->String("kind").value_or("") != "Pod") return {};
   std::string pod_namespace = ref->String("namespace").value_or("");
@@ -61,10 +61,10 @@ std::vector<ServiceEndpoints::Port> ReadEndpointPorts(MapReader& parent) {
 
 }  // namespace
 
-model::Protocol DeriveProtocol(std::string_view port_name, std::string_view protocol,
+model::Protocol DeriveProtocol(absl::string_view port_name, absl::string_view protocol,
                                const std::optional<std::string>& app_protocol) {
   if (absl::AsciiStrToUpper(protocol) == "UDP") return model::Protocol::kUdp;
-  std::string_view name = port_name;
+  absl::string_view name = port_name;
   if (app_protocol) {
     // Kubernetes' standard appProtocol values, which a port name cannot take.
     if (*app_protocol == "kubernetes.io/h2c") return model::Protocol::kHttp2;
@@ -153,7 +153,7 @@ ServiceEndpoints ReadEndpoints(MapReader& object, model::ObjectMeta meta) {
   endpoints.meta = std::move(meta);
   for (MapReader& subset : object.Items("subsets")) {
     ServiceEndpoints::Group group;
-    for (auto [key, ready] : {std::pair{"addresses", true}, {"notReadyAddresses", false}}) {
+    for (auto [key, ready] : {std::pair{"addresses", true}, std::pair{"notReadyAddresses", false}}) {
       for (MapReader& item : subset.Items(key)) {
         ServiceEndpoints::Address address;
         address.ip = item.RequiredString("ip");
@@ -222,7 +222,7 @@ model::Pod ReadPod(MapReader& object, model::ObjectMeta meta) {
   // Istio's istio-locality label ("region.zone.subzone", dots since labels cannot hold '/')
   // wins over the topology labels.
   const auto& labels = meta.labels;
-  auto label = [&labels](std::string_view key) {
+  auto label = [&labels](absl::string_view key) {
     auto it = labels.find(std::string(key));
     return it == labels.end() ? std::string() : it->second;
   };

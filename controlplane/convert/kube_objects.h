@@ -2,9 +2,9 @@
 
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "controlplane/convert/yaml_reader.h"
 #include "controlplane/model/service.h"
 #include "controlplane/model/workload.h"
@@ -42,7 +42,7 @@ struct ServiceEndpoints {
 // The protocol of a service port as Istio derives it: UDP ports are UDP; otherwise
 // `appProtocol` when set, else the port name's prefix before '-' (or the whole name).
 // Istio sniffs the protocol of ports it cannot name; meshpilot treats them as TCP.
-model::Protocol DeriveProtocol(std::string_view port_name, std::string_view protocol,
+model::Protocol DeriveProtocol(absl::string_view port_name, absl::string_view protocol,
                                const std::optional<std::string>& app_protocol);
 
 // Readers of one kind each, given the whole object and its metadata. Problems go to the

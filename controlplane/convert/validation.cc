@@ -14,11 +14,11 @@
 namespace meshpilot::convert {
 namespace {
 
-absl::Status Invalid(std::string_view message) { return absl::InvalidArgumentError(message); }
+absl::Status Invalid(absl::string_view message) { return absl::InvalidArgumentError(message); }
 
 bool IsLabelChar(char c) { return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-'; }
 
-bool IsDnsLabel(std::string_view label) {
+bool IsDnsLabel(absl::string_view label) {
   if (label.empty() || label.size() > 63) return false;
   if (label.front() == '-' || label.back() == '-') return false;
   for (char c : label) {
@@ -29,13 +29,13 @@ bool IsDnsLabel(std::string_view label) {
 
 // RFC 7230 token characters.
 bool IsTokenChar(char c) {
-  return absl::ascii_isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(c) !=
-                                       std::string_view::npos;
+  return absl::ascii_isalnum(c) || absl::string_view("!#$%&'*+-.^_`|~").find(c) !=
+                                       absl::string_view::npos;
 }
 
 }  // namespace
 
-absl::Status ValidateRegex(std::string_view regex) {
+absl::Status ValidateRegex(absl::string_view regex) {
   if (regex.empty()) return Invalid("regex must not be empty");
   // Envoy bounds RE2 program size; Istio approximates that bound by the pattern's length.
   if (regex.size() > 1024) return Invalid("regex is too large, max length allowed is 1024");
@@ -49,9 +49,9 @@ absl::Status ValidateRegex(std::string_view regex) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateIp(std::string_view text, bool allow_cidr) {
+absl::Status ValidateIp(absl::string_view text, bool allow_cidr) {
   std::string address(text);
-  std::string_view prefix;
+  absl::string_view prefix;
   if (size_t slash = address.find('/'); slash != std::string::npos && allow_cidr) {
     prefix = text.substr(slash + 1);
     address.resize(slash);
@@ -75,7 +75,7 @@ absl::Status ValidateIp(std::string_view text, bool allow_cidr) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateDnsLabel(std::string_view label) {
+absl::Status ValidateDnsLabel(absl::string_view label) {
   if (!IsDnsLabel(label)) {
     return Invalid(absl::StrCat("\"", label,
                                 "\" is not a DNS-1123 label (lowercase alphanumerics and '-', "
@@ -84,13 +84,13 @@ absl::Status ValidateDnsLabel(std::string_view label) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateWildcardDomain(std::string_view host) {
+absl::Status ValidateWildcardDomain(absl::string_view host) {
   if (host.empty()) return Invalid("host must not be empty");
   if (host.size() > 255) return Invalid("host is longer than 255 characters");
-  std::vector<std::string_view> labels = absl::StrSplit(host, '.');
+  std::vector<absl::string_view> labels = absl::StrSplit(host, '.');
   if (labels.size() > 1 && labels.back().empty()) labels.pop_back();  // FQDN with a root dot
   for (size_t i = 0; i < labels.size(); ++i) {
-    std::string_view label = labels[i];
+    absl::string_view label = labels[i];
     // Only the first label may carry a wildcard: "*", "*foo" or "*-foo".
     if (i == 0 && absl::StartsWith(label, "*")) {
       label.remove_prefix(1);
@@ -105,8 +105,8 @@ absl::Status ValidateWildcardDomain(std::string_view host) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateHeaderMatchName(std::string_view name) {
-  static const absl::flat_hash_set<std::string_view> kPseudoHeaders = {
+absl::Status ValidateHeaderMatchName(absl::string_view name) {
+  static const absl::flat_hash_set<absl::string_view> kPseudoHeaders = {
       ":method", ":scheme", ":authority", ":path", ":status"};
   if (name.empty()) return Invalid("header name must not be empty");
   if (kPseudoHeaders.contains(name) || absl::StartsWith(name, "@request.auth.claims")) {
@@ -125,7 +125,7 @@ absl::Status ValidatePercentage(double percent) {
   return absl::OkStatus();
 }
 
-std::vector<std::string> ReadExportTo(MapReader& spec, std::string_view namespace_) {
+std::vector<std::string> ReadExportTo(MapReader& spec, absl::string_view namespace_) {
   std::vector<std::string> export_to = spec.StringList("exportTo");
   absl::flat_hash_set<std::string> seen;
   for (size_t i = 0; i < export_to.size(); ++i) {
@@ -149,7 +149,7 @@ std::vector<std::string> ReadExportTo(MapReader& spec, std::string_view namespac
   return export_to;
 }
 
-std::map<std::string, std::string> ReadSelectorLabels(MapReader& selector, std::string_view key) {
+std::map<std::string, std::string> ReadSelectorLabels(MapReader& selector, absl::string_view key) {
   std::map<std::string, std::string> labels = selector.StringMap(key);
   for (const auto& [name, value] : labels) {
     if (name.empty()) selector.FieldError(key, "empty label keys are not supported");

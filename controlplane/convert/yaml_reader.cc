@@ -5,7 +5,7 @@
 namespace meshpilot::convert {
 namespace {
 
-std::string_view TypeName(const YAML::Node& node) {
+absl::string_view TypeName(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Map: return "an object";
     case YAML::NodeType::Sequence: return "a list";
@@ -45,7 +45,7 @@ MapReader::~MapReader() {
   }
 }
 
-YAML::Node MapReader::Take(std::string_view key) {
+YAML::Node MapReader::Take(absl::string_view key) {
   read_.insert(std::string(key));
   const YAML::Node& node = node_;  // the const operator[] never inserts
   YAML::Node value = node[std::string(key)];
@@ -53,13 +53,13 @@ YAML::Node MapReader::Take(std::string_view key) {
   return value;
 }
 
-bool MapReader::Has(std::string_view key) const {
+bool MapReader::Has(absl::string_view key) const {
   const YAML::Node& node = node_;
   YAML::Node value = node[std::string(key)];
   return value.IsDefined() && !value.IsNull();
 }
 
-std::optional<std::string> MapReader::Scalar(std::string_view key, const YAML::Node& node) {
+std::optional<std::string> MapReader::Scalar(absl::string_view key, const YAML::Node& node) {
   if (!node.IsDefined()) return std::nullopt;
   if (!node.IsScalar()) {
     FieldError(key, absl::StrCat("must be a scalar, not ", TypeName(node)));
@@ -68,11 +68,11 @@ std::optional<std::string> MapReader::Scalar(std::string_view key, const YAML::N
   return node.Scalar();
 }
 
-std::optional<std::string> MapReader::String(std::string_view key) {
+std::optional<std::string> MapReader::String(absl::string_view key) {
   return Scalar(key, Take(key));
 }
 
-std::string MapReader::RequiredString(std::string_view key) {
+std::string MapReader::RequiredString(absl::string_view key) {
   std::optional<std::string> value = String(key);
   if (!value || value->empty()) {
     if (!value) FieldError(key, "required");
@@ -82,7 +82,7 @@ std::string MapReader::RequiredString(std::string_view key) {
   return *value;
 }
 
-std::optional<int64_t> MapReader::Int(std::string_view key, int64_t min, int64_t max) {
+std::optional<int64_t> MapReader::Int(absl::string_view key, int64_t min, int64_t max) {
   YAML::Node node = Take(key);
   if (!node.IsDefined()) return std::nullopt;
   int64_t value = 0;
@@ -97,13 +97,13 @@ std::optional<int64_t> MapReader::Int(std::string_view key, int64_t min, int64_t
   return value;
 }
 
-std::optional<uint32_t> MapReader::Port(std::string_view key) {
+std::optional<uint32_t> MapReader::Port(absl::string_view key) {
   std::optional<int64_t> port = Int(key, 1, 65535);
   if (!port) return std::nullopt;
   return static_cast<uint32_t>(*port);
 }
 
-std::optional<double> MapReader::Double(std::string_view key) {
+std::optional<double> MapReader::Double(absl::string_view key) {
   YAML::Node node = Take(key);
   if (!node.IsDefined()) return std::nullopt;
   double value = 0;
@@ -114,7 +114,7 @@ std::optional<double> MapReader::Double(std::string_view key) {
   return value;
 }
 
-std::optional<bool> MapReader::Bool(std::string_view key) {
+std::optional<bool> MapReader::Bool(absl::string_view key) {
   YAML::Node node = Take(key);
   if (!node.IsDefined()) return std::nullopt;
   bool value = false;
@@ -125,7 +125,7 @@ std::optional<bool> MapReader::Bool(std::string_view key) {
   return value;
 }
 
-std::optional<std::chrono::milliseconds> MapReader::Duration(std::string_view key,
+std::optional<std::chrono::milliseconds> MapReader::Duration(absl::string_view key,
                                                              bool allow_zero) {
   std::optional<std::string> text = String(key);
   if (!text) return std::nullopt;
@@ -138,7 +138,7 @@ std::optional<std::chrono::milliseconds> MapReader::Duration(std::string_view ke
   return *duration;
 }
 
-std::vector<std::string> MapReader::StringList(std::string_view key) {
+std::vector<std::string> MapReader::StringList(absl::string_view key) {
   const YAML::Node node = Take(key);
   std::vector<std::string> values;
   if (!node.IsDefined()) return values;
@@ -156,7 +156,7 @@ std::vector<std::string> MapReader::StringList(std::string_view key) {
   return values;
 }
 
-std::map<std::string, std::string> MapReader::StringMap(std::string_view key) {
+std::map<std::string, std::string> MapReader::StringMap(absl::string_view key) {
   YAML::Node node = Take(key);
   std::map<std::string, std::string> values;
   if (!node.IsDefined()) return values;
@@ -177,17 +177,17 @@ std::map<std::string, std::string> MapReader::StringMap(std::string_view key) {
   return values;
 }
 
-std::optional<MapReader> MapReader::Map(std::string_view key) {
+std::optional<MapReader> MapReader::Map(absl::string_view key) {
   YAML::Node node = Take(key);
   if (!node.IsDefined()) return std::nullopt;
   return MapReader(node, path_.Field(key), errors_, strict_);
 }
 
-MapReader MapReader::Child(std::string_view key, bool strict) {
+MapReader MapReader::Child(absl::string_view key, bool strict) {
   return MapReader(Take(key), path_.Field(key), errors_, strict);
 }
 
-std::vector<MapReader> MapReader::Items(std::string_view key) {
+std::vector<MapReader> MapReader::Items(absl::string_view key) {
   const YAML::Node node = Take(key);
   std::vector<MapReader> items;
   if (!node.IsDefined()) return items;
@@ -201,7 +201,7 @@ std::vector<MapReader> MapReader::Items(std::string_view key) {
   return items;
 }
 
-std::vector<std::pair<std::string, MapReader>> MapReader::Entries(std::string_view key) {
+std::vector<std::pair<std::string, MapReader>> MapReader::Entries(absl::string_view key) {
   YAML::Node node = Take(key);
   std::vector<std::pair<std::string, MapReader>> entries;
   if (!node.IsDefined()) return entries;
@@ -218,6 +218,6 @@ std::vector<std::pair<std::string, MapReader>> MapReader::Entries(std::string_vi
   return entries;
 }
 
-YAML::Node MapReader::Raw(std::string_view key) { return Take(key); }
+YAML::Node MapReader::Raw(absl::string_view key) { return Take(key); }
 
 }  // namespace meshpilot::convert

@@ -6,12 +6,12 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "controlplane/convert/field_path.h"
 #include "yaml-cpp/yaml.h"
 
@@ -34,51 +34,51 @@ class MapReader {
   ~MapReader();
 
   const FieldPath& path() const { return path_; }
-  bool Has(std::string_view key) const;
+  bool Has(absl::string_view key) const;
 
   // Records `message` against this mapping, or against one of its fields.
-  void Error(std::string_view message) { errors_->Add(path_, message); }
-  void FieldError(std::string_view key, std::string_view message) {
+  void Error(absl::string_view message) { errors_->Add(path_, message); }
+  void FieldError(absl::string_view key, absl::string_view message) {
     errors_->Add(path_.Field(key), message);
   }
-  void CheckField(std::string_view key, const absl::Status& status) {
+  void CheckField(absl::string_view key, const absl::Status& status) {
     errors_->Add(path_.Field(key), status);
   }
 
-  std::optional<std::string> String(std::string_view key);
+  std::optional<std::string> String(absl::string_view key);
   // An absent or empty value is reported as "required" and read as "".
-  std::string RequiredString(std::string_view key);
-  std::optional<int64_t> Int(std::string_view key, int64_t min, int64_t max);
-  std::optional<uint32_t> Port(std::string_view key);  // 1..65535
-  std::optional<double> Double(std::string_view key);
-  std::optional<bool> Bool(std::string_view key);
+  std::string RequiredString(absl::string_view key);
+  std::optional<int64_t> Int(absl::string_view key, int64_t min, int64_t max);
+  std::optional<uint32_t> Port(absl::string_view key);  // 1..65535
+  std::optional<double> Double(absl::string_view key);
+  std::optional<bool> Bool(absl::string_view key);
   // A duration string as Istio accepts it ("1.5s", "100ms", "1h"), at least 1ms unless
   // `allow_zero`, in whole milliseconds.
-  std::optional<std::chrono::milliseconds> Duration(std::string_view key, bool allow_zero = false);
-  std::vector<std::string> StringList(std::string_view key);
-  std::map<std::string, std::string> StringMap(std::string_view key);
+  std::optional<std::chrono::milliseconds> Duration(absl::string_view key, bool allow_zero = false);
+  std::vector<std::string> StringList(absl::string_view key);
+  std::map<std::string, std::string> StringMap(absl::string_view key);
 
   // One of `names`, mapped to its value; anything else is reported.
   template <typename Enum>
-  std::optional<Enum> Enumerator(std::string_view key,
-                                 std::initializer_list<std::pair<std::string_view, Enum>> names);
+  std::optional<Enum> Enumerator(absl::string_view key,
+                                 std::initializer_list<std::pair<absl::string_view, Enum>> names);
 
   // Nested mappings share this reader's errors and strictness.
-  std::optional<MapReader> Map(std::string_view key);
+  std::optional<MapReader> Map(absl::string_view key);
   // The mapping at `key`, empty when absent, read with its own strictness: Kubernetes objects
   // wrap strictly read Istio specs in leniently read envelopes.
-  MapReader Child(std::string_view key, bool strict);
+  MapReader Child(absl::string_view key, bool strict);
   // A list of mappings, each with its indexed path (`route[1]`).
-  std::vector<MapReader> Items(std::string_view key);
+  std::vector<MapReader> Items(absl::string_view key);
   // A mapping from names to mappings (`headers: {x-user: {exact: a}}`), by name.
-  std::vector<std::pair<std::string, MapReader>> Entries(std::string_view key);
+  std::vector<std::pair<std::string, MapReader>> Entries(absl::string_view key);
   // The node itself, for fields of several shapes (targetPort: 8080 or "http").
-  YAML::Node Raw(std::string_view key);
+  YAML::Node Raw(absl::string_view key);
 
  private:
   // Marks `key` read and returns its node, undefined when absent or null.
-  YAML::Node Take(std::string_view key);
-  std::optional<std::string> Scalar(std::string_view key, const YAML::Node& node);
+  YAML::Node Take(absl::string_view key);
+  std::optional<std::string> Scalar(absl::string_view key, const YAML::Node& node);
 
   YAML::Node node_;
   FieldPath path_;
@@ -90,13 +90,13 @@ class MapReader {
 
 template <typename Enum>
 std::optional<Enum> MapReader::Enumerator(
-    std::string_view key, std::initializer_list<std::pair<std::string_view, Enum>> names) {
+    absl::string_view key, std::initializer_list<std::pair<absl::string_view, Enum>> names) {
   std::optional<std::string> text = String(key);
   if (!text) return std::nullopt;
   for (const auto& [name, value] : names) {
     if (*text == name) return value;
   }
-  std::vector<std::string_view> all;
+  std::vector<absl::string_view> all;
   for (const auto& entry : names) all.push_back(entry.first);
   FieldError(key, absl::StrCat("must be one of ", absl::StrJoin(all, ", ")));
   return std::nullopt;

@@ -37,7 +37,7 @@ struct MeshState {
   std::map<std::string, DestinationRule> destination_rules;
   std::map<std::string, AuthorizationPolicy> authorization_policies;
   std::map<std::string, Pod> pods;
-  std::map<std::string, Namespace> namespaces;
+  std::map<std::string, Namespace> namespaces;  // keyed by name alone
 
   std::vector<ConfigError> errors;
 

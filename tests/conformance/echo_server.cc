@@ -70,6 +70,9 @@ int main(int argc, char** argv) {
   EchoService service(name);
   int selected_port = 0;
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default: a stale backend on the same port would silently share
+  // the calls. Fail to start instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(HostPort(host, absl::GetFlag(FLAGS_port)),
                            grpc::InsecureServerCredentials(), &selected_port);
   builder.RegisterService(&service);

@@ -1,0 +1,233 @@
+#include "controlplane/source/file/file_source.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "controlplane/convert/mesh_state_builder.h"
+#include "spdlog/spdlog.h"
+
+namespace meshpilot::source {
+namespace {
+
+// Editors save by writing a temporary file and renaming it over the old one, and Kubernetes
+// updates a mounted ConfigMap by swapping a symlink: watch every way a name can change.
+constexpr uint32_t kWatchedEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE |
+                                    IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF;
+
+bool IsConfigFile(const std::filesystem::path& path) {
+  std::string name = path.filename().string();
+  std::string extension = path.extension().string();
+  // Hidden files are editors' swap files and a ConfigMap's internal "..data" entries.
+  return !name.starts_with(".") && (extension == ".yaml" || extension == ".yml");
+}
+
+std::optional<std::string> ReadFile(const std::filesystem::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return std::nullopt;
+  std::ostringstream content;
+  content << file.rdbuf();
+  if (file.bad()) return std::nullopt;
+  return std::move(content).str();
+}
+
+bool SameObject(const convert::KubeObject& object, const model::ConfigError& error) {
+  const model::ObjectMeta& meta = convert::MetaOf(object);
+  return convert::KindOf(object) == error.kind && meta.name == error.name &&
+         meta.namespace_ == error.namespace_;
+}
+
+}  // namespace
+
+FileSource::FileSource(std::filesystem::path directory, Subscriber subscriber,
+                       std::chrono::milliseconds quiet_period)
+    : directory_(std::move(directory)),
+      subscriber_(std::move(subscriber)),
+      quiet_period_(quiet_period) {}
+
+FileSource::~FileSource() { Stop(); }
+
+absl::Status FileSource::Start() {
+  if (inotify_fd_ >= 0) return absl::FailedPreconditionError("the file source is already started");
+  inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (inotify_fd_ < 0 || stop_fd_ < 0) {
+    absl::Status status = absl::ErrnoToStatus(errno, "cannot set up inotify");
+    Stop();
+    return status;
+  }
+  // Watch before the first read, so that no change slips in between.
+  if (inotify_add_watch(inotify_fd_, directory_.c_str(), kWatchedEvents) < 0) {
+    absl::Status status =
+        absl::ErrnoToStatus(errno, absl::StrCat("cannot watch config folder ", directory_.string()));
+    Stop();
+    return status;
+  }
+  Rescan();
+  Publish();
+  watcher_ = std::thread([this] { Watch(); });
+  return absl::OkStatus();
+}
+
+void FileSource::Stop() {
+  if (watcher_.joinable()) {
+    uint64_t one = 1;
+    if (write(stop_fd_, &one, sizeof(one)) != sizeof(one)) {
+      spdlog::error("config: cannot wake the folder watcher: {}", strerror(errno));
+    }
+    watcher_.join();
+  }
+  for (int* fd : {&inotify_fd_, &stop_fd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+}
+
+void FileSource::Watch() {
+  pollfd fds[] = {{inotify_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  // Waits up to `timeout_ms` (-1: forever); false once asked to stop or on failure.
+  auto wait = [&fds](int timeout_ms, bool& changed) {
+    changed = false;
+    int ready = poll(fds, 2, timeout_ms);
+    if (ready < 0) {
+      if (errno == EINTR) return true;
+      spdlog::error("config: watching stopped: poll: {}", strerror(errno));
+      return false;
+    }
+    if (fds[1].revents != 0) return false;
+    if (fds[0].revents != 0) {
+      // Which names changed does not matter: the whole folder is re-read and compared.
+      alignas(inotify_event) char buffer[4096];
+      ssize_t length;
+      while ((length = read(fds[0].fd, buffer, sizeof(buffer))) > 0) {
+        for (char* at = buffer; at < buffer + length;) {
+          auto* event = reinterpret_cast<inotify_event*>(at);
+          if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+            spdlog::error("config: the folder was removed or moved; serving its last content");
+          }
+          at += sizeof(inotify_event) + event->len;
+        }
+      }
+      changed = true;
+    }
+    return true;
+  };
+
+  const int quiet_ms = static_cast<int>(quiet_period_.count());
+  bool changed = false;
+  while (wait(-1, changed)) {
+    if (!changed) continue;
+    // Let the burst settle, but not forever: steady writes must still get published.
+    auto deadline = std::chrono::steady_clock::now() + 10 * quiet_period_;
+    bool more = true;
+    while (more && std::chrono::steady_clock::now() < deadline) {
+      if (!wait(quiet_ms, more)) return;
+    }
+    if (Rescan()) Publish();
+  }
+}
+
+bool FileSource::Rescan() {
+  // List first, so that a failure half-way leaves the current state alone.
+  std::vector<std::filesystem::path> paths;
+  std::error_code error;
+  for (std::filesystem::directory_iterator it(directory_, error), end; !error && it != end;
+       it.increment(error)) {
+    // is_regular_file follows symlinks, which is how ConfigMap volumes present files.
+    std::error_code ignored;
+    if (IsConfigFile(it->path()) && std::filesystem::is_regular_file(it->path(), ignored)) {
+      paths.push_back(it->path());
+    }
+  }
+  if (error) {
+    spdlog::error("config: cannot list {}: {}; serving what was read before",
+                  directory_.string(), error.message());
+    return false;
+  }
+
+  std::map<std::string, FileState> next;
+  bool changed = false;
+  for (const std::filesystem::path& path : paths) {
+    std::string name = path.filename().string();
+    auto previous = files_.find(name);
+    std::optional<std::string> content = ReadFile(path);
+    if (previous != files_.end() && (!content || previous->second.content == *content)) {
+      // Unchanged, or unreadable for the moment: keep what it held.
+      next.emplace(name, std::move(previous->second));
+      continue;
+    }
+    if (!content) continue;
+    next.emplace(name, Load(path.string(), std::move(*content),
+                            previous == files_.end() ? nullptr : &previous->second));
+    changed = true;
+  }
+  changed |= next.size() != files_.size() ||
+             !std::equal(next.begin(), next.end(), files_.begin(),
+                         [](const auto& a, const auto& b) { return a.first == b.first; });
+  files_ = std::move(next);
+  return changed;
+}
+
+FileSource::FileState FileSource::Load(const std::string& origin, std::string content,
+                                       const FileState* previous) {
+  FileState state;
+  state.content = std::move(content);
+  absl::StatusOr<convert::ParsedStream> parsed = convert::ParseYamlStream(state.content, origin);
+  if (!parsed.ok()) {
+    // Nothing in a file that is not YAML can be trusted, so it replaces nothing it held.
+    std::string message(parsed.status().message());
+    if (previous != nullptr && !previous->objects.empty()) {
+      state.objects = previous->objects;
+      absl::StrAppend(&message, "; still serving the ", state.objects.size(),
+                      " objects of its last valid version");
+    }
+    state.errors.push_back({origin, "", "", "", std::move(message)});
+  } else {
+    state.objects = std::move(parsed->objects);
+    state.errors = std::move(parsed->errors);
+    // A rejected edit leaves the object's last accepted version serving, as an admission
+    // webhook leaves it in place in a cluster.
+    for (model::ConfigError& error : state.errors) {
+      if (previous == nullptr || error.kind.empty()) continue;
+      auto now_valid = [&](const convert::SourcedObject& o) { return SameObject(o.object, error); };
+      if (std::any_of(state.objects.begin(), state.objects.end(), now_valid)) continue;
+      for (const convert::SourcedObject& old : previous->objects) {
+        if (SameObject(old.object, error)) {
+          state.objects.push_back(old);
+          absl::StrAppend(&error.message, "; still serving its last valid version");
+          break;
+        }
+      }
+    }
+  }
+  for (const model::ConfigError& error : state.errors) {
+    spdlog::warn("config: rejected {}{}{}: {}", error.origin,
+                 error.kind.empty() ? "" : absl::StrCat(" ", error.kind),
+                 error.name.empty() ? "" : absl::StrCat(" ", error.namespace_, "/", error.name),
+                 error.message);
+  }
+  return state;
+}
+
+void FileSource::Publish() {
+  std::vector<convert::SourcedObject> objects;
+  std::vector<model::ConfigError> errors;
+  for (const auto& [name, file] : files_) {
+    objects.insert(objects.end(), file.objects.begin(), file.objects.end());
+    errors.insert(errors.end(), file.errors.begin(), file.errors.end());
+  }
+  auto state = std::make_shared<model::MeshState>(
+      convert::BuildMeshState(objects, std::move(errors)));
+  state->version = ++version_;
+  subscriber_(std::move(state));
+}
+
+}  // namespace meshpilot::source

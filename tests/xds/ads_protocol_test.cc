@@ -1,0 +1,594 @@
+// The ADS protocol as a proxy sees it: one rule per test, each over a real gRPC stream to an
+// in-process AdsServer.
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "envoy/config/cluster/v3/cluster.pb.h"
+#include "envoy/config/endpoint/v3/endpoint.pb.h"
+#include "envoy/config/listener/v3/listener.pb.h"
+#include "envoy/config/route/v3/route.pb.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
+#include "tests/xds/ads_test_client.h"
+
+namespace meshpilot::testing {
+namespace {
+
+using cache::ResourceType;
+using envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+
+const xds::TypeStatus& TypeOf(const xds::StreamStatus& stream, ResourceType type) {
+  return stream.types[static_cast<size_t>(type)];
+}
+
+std::set<std::string> NameSet(const DiscoveryResponse& response) {
+  std::vector<std::string> names = ResourceNames(response);
+  return {names.begin(), names.end()};
+}
+
+// The next response, which must be of `type_url`.
+DiscoveryResponse ReadOf(AdsTestClient& client, const std::string& type_url) {
+  std::optional<DiscoveryResponse> response = client.Read();
+  REQUIRE(response.has_value());
+  REQUIRE(response->type_url() == type_url);
+  return *response;
+}
+
+// Subscribes to `type_url`, reads the answer and ACKs it.
+DiscoveryResponse Subscribe(AdsTestClient& client, const std::string& type_url,
+                            const std::vector<std::string>& names = {}) {
+  REQUIRE(client.Send(type_url, names));
+  DiscoveryResponse response = ReadOf(client, type_url);
+  REQUIRE(client.Ack(response));
+  return response;
+}
+
+std::vector<std::string> ClusterNames(int services) {
+  std::vector<std::string> names;
+  for (int i = 0; i < services; ++i) names.push_back(ClusterName("svc-" + std::to_string(i)));
+  return names;
+}
+
+// Waits until the server has processed the client's ACK of `response`.
+bool WaitForAck(const AdsTestServer& server, const DiscoveryResponse& response,
+                const std::string& node_id = kSidecarNodeId) {
+  ResourceType type = *cache::TypeFromUrl(response.type_url());
+  return server.WaitForStream(
+      [&](const xds::StreamStatus& stream) {
+        return TypeOf(stream, type).acked_version == response.version_info() &&
+               TypeOf(stream, type).sent_nonce == response.nonce();
+      },
+      node_id);
+}
+
+}  // namespace
+
+TEST_CASE("ads: nothing is sent before the first state, then pending requests are answered") {
+  AdsTestServer server;
+  AdsTestClient client(server.port());
+  REQUIRE(client.Send(kCds, {}));
+  REQUIRE(client.Send(kLds, {}));
+  REQUIRE(server.WaitForStream([](const xds::StreamStatus& stream) {
+    return TypeOf(stream, ResourceType::kCluster).subscribed &&
+           TypeOf(stream, ResourceType::kListener).subscribed;
+  }));
+  // Sources have not synced: an empty CDS/LDS now would wipe the proxy's config.
+  CHECK(client.ExpectNothing());
+  CHECK(server.StreamOf()->types[0].sent_version.empty());
+
+  server.SetState(MakeMesh(2));
+  DiscoveryResponse cds = ReadOf(client, kCds);
+  CHECK(cds.resources_size() == 4);  // 2 services + PassthroughCluster + BlackHoleCluster
+  DiscoveryResponse lds = ReadOf(client, kLds);
+  CHECK(lds.resources_size() == 2);  // 0.0.0.0_8080 + virtualOutbound
+}
+
+TEST_CASE("ads: CDS and LDS are wildcard, each type with its own version and nonce") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(3);
+  AddService(mesh, "db", 5432, model::Protocol::kTcp, 2, "10.96.100.1");
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+
+  DiscoveryResponse cds = Subscribe(client, kCds);
+  CHECK(NameSet(cds) == std::set<std::string>{"BlackHoleCluster", "PassthroughCluster",
+                                              ClusterName("db", 5432), ClusterName("svc-0"),
+                                              ClusterName("svc-1"), ClusterName("svc-2")});
+  DiscoveryResponse lds = Subscribe(client, kLds);
+  CHECK(NameSet(lds) ==
+        std::set<std::string>{"0.0.0.0_8080", "10.96.100.1_5432", "virtualOutbound"});
+  CHECK_FALSE(cds.version_info().empty());
+  CHECK_FALSE(lds.version_info().empty());
+  CHECK(cds.version_info() != lds.version_info());
+  CHECK_FALSE(cds.nonce().empty());
+  CHECK(cds.nonce() != lds.nonce());
+
+  // "*" is the explicit spelling of the same wildcard subscription.
+  AdsTestClient star(server.port(),
+                     {.node = MakeNode("sidecar~10.0.0.2~app-2.default~default.svc.cluster.local")});
+  DiscoveryResponse star_cds = Subscribe(star, kCds, {"*"});
+  CHECK(NameSet(star_cds) == NameSet(cds));
+  CHECK(star_cds.version_info() == cds.version_info());
+
+  // A change that only touches listeners (a TCP service's clusterIP) moves only LDS's version.
+  REQUIRE(WaitForAck(server, lds));
+  AddService(mesh, "db", 5432, model::Protocol::kTcp, 2, "10.96.100.2");
+  server.SetState(mesh);
+  DiscoveryResponse lds2 = ReadOf(client, kLds);
+  CHECK(NameSet(lds2) ==
+        std::set<std::string>{"0.0.0.0_8080", "10.96.100.2_5432", "virtualOutbound"});
+  CHECK(lds2.version_info() != lds.version_info());
+  CHECK(lds2.nonce() != lds.nonce());
+  CHECK(client.ExpectNothing());
+  std::optional<xds::StreamStatus> stream = server.StreamOf();
+  REQUIRE(stream);
+  CHECK(TypeOf(*stream, ResourceType::kCluster).sent_version == cds.version_info());
+  CHECK(TypeOf(*stream, ResourceType::kCluster).acked_version == cds.version_info());
+  CHECK(TypeOf(*stream, ResourceType::kListener).sent_version == lds2.version_info());
+}
+
+TEST_CASE("ads: an ACK produces no resend") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(2));
+  AdsTestClient client(server.port());
+  DiscoveryResponse cds = Subscribe(client, kCds);
+  DiscoveryResponse eds = Subscribe(client, kEds, ClusterNames(2));
+  DiscoveryResponse lds = Subscribe(client, kLds);
+  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  CHECK(client.ExpectNothing());
+  REQUIRE(WaitForAck(server, rds));
+  std::optional<xds::StreamStatus> stream = server.StreamOf();
+  REQUIRE(stream);
+  for (const DiscoveryResponse* response : {&cds, &eds, &lds, &rds}) {
+    const xds::TypeStatus& status = TypeOf(*stream, *cache::TypeFromUrl(response->type_url()));
+    CHECK(status.acked_version == response->version_info());
+    CHECK(status.pushes == 1);
+  }
+}
+
+TEST_CASE("ads: pushing an unchanged state sends nothing") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(2));
+  AdsTestClient client(server.port());
+  Subscribe(client, kCds);
+  Subscribe(client, kEds, ClusterNames(2));
+  Subscribe(client, kLds);
+  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  REQUIRE(WaitForAck(server, rds));
+
+  server.SetState(MakeMesh(2));  // a new state version with the same content
+  CHECK(client.ExpectNothing());
+}
+
+TEST_CASE("ads: a change of endpoints only sends only EDS") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  Subscribe(client, kCds);
+  DiscoveryResponse eds = Subscribe(client, kEds, ClusterNames(2));
+  Subscribe(client, kLds);
+  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  REQUIRE(WaitForAck(server, rds));
+
+  mesh.endpoints["default/svc-0"].pop_back();
+  server.SetState(mesh);
+  DiscoveryResponse eds2 = ReadOf(client, kEds);
+  CHECK(eds2.version_info() != eds.version_info());
+  // State of the world for the subscribed names: the unchanged one comes along.
+  CHECK(NameSet(eds2) == std::set<std::string>{ClusterName("svc-0"), ClusterName("svc-1")});
+  REQUIRE(client.Ack(eds2));
+  CHECK(client.ExpectNothing());
+}
+
+TEST_CASE("ads: a NACKed version is never resent, the rejection is reported, a newer one is sent") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(2));
+  AdsTestClient client(server.port());
+  DiscoveryResponse v1 = Subscribe(client, kCds);
+
+  server.SetState(MakeMesh(3));
+  DiscoveryResponse v2 = ReadOf(client, kCds);
+  REQUIRE(v2.version_info() != v1.version_info());
+  REQUIRE(client.Nack(v2, "cluster outbound|8080||svc-2: unsupported lb policy"));
+  REQUIRE(server.WaitForStream([&](const xds::StreamStatus& stream) {
+    return TypeOf(stream, ResourceType::kCluster).rejects == 1;
+  }));
+  CHECK(client.ExpectNothing());  // not resent in a loop
+
+  std::optional<xds::StreamStatus> stream = server.StreamOf();
+  REQUIRE(stream);
+  const xds::TypeStatus& cds = TypeOf(*stream, ResourceType::kCluster);
+  CHECK(cds.nack_error == "cluster outbound|8080||svc-2: unsupported lb policy");
+  CHECK(cds.nacked_version == v2.version_info());
+  CHECK(cds.acked_version == v1.version_info());
+  CHECK_THAT(server.metrics().Render(),
+             Catch::Contains("pilot_total_xds_rejects{type=\"cds\"} 1\n"));
+
+  // The same content again (new state version) is still the rejected version: nothing.
+  server.SetState(MakeMesh(3));
+  CHECK(client.ExpectNothing());
+
+  // Different content is a new version and goes out.
+  server.SetState(MakeMesh(4));
+  DiscoveryResponse v3 = ReadOf(client, kCds);
+  CHECK(v3.version_info() != v2.version_info());
+  CHECK(v3.resources_size() == 6);
+  REQUIRE(client.Ack(v3));
+  REQUIRE(WaitForAck(server, v3));
+  stream = server.StreamOf();
+  REQUIRE(stream);
+  CHECK(TypeOf(*stream, ResourceType::kCluster).nack_error.empty());
+}
+
+TEST_CASE("ads: a change touching all four types arrives as CDS, EDS, LDS, RDS") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  Subscribe(client, kCds);
+  Subscribe(client, kEds, ClusterNames(2));
+  Subscribe(client, kLds);
+  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  REQUIRE(WaitForAck(server, rds));
+
+  // New HTTP service (CDS + route "8080"), a new TCP listener (LDS), svc-0's endpoints (EDS).
+  AddService(mesh, "web", 8080, model::Protocol::kHttp);
+  AddService(mesh, "db", 5432, model::Protocol::kTcp, 2, "10.96.100.1");
+  mesh.endpoints["default/svc-0"].pop_back();
+  server.SetState(mesh);
+
+  std::vector<std::string> order;
+  for (int i = 0; i < 4; ++i) {
+    std::optional<DiscoveryResponse> response = client.Read();
+    REQUIRE(response);
+    order.push_back(response->type_url());
+    REQUIRE(client.Ack(*response));
+  }
+  CHECK(order == std::vector<std::string>{kCds, kEds, kLds, kRds});
+  CHECK(client.ExpectNothing());
+}
+
+TEST_CASE("ads: later types wait while an earlier type awaits its ACK") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(1);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  Subscribe(client, kCds);
+  DiscoveryResponse lds = Subscribe(client, kLds);
+  REQUIRE(WaitForAck(server, lds));
+
+  AddService(mesh, "db", 5432, model::Protocol::kTcp, 1, "10.96.100.1");
+  server.SetState(mesh);
+  DiscoveryResponse cds2 = ReadOf(client, kCds);  // not ACKed yet
+  DiscoveryResponse lds2 = ReadOf(client, kLds);
+  REQUIRE(client.Ack(lds2));
+  REQUIRE(WaitForAck(server, lds2));
+
+  // Clusters and listeners change again while CDS is still in flight: the listener that
+  // names the new cluster must not overtake it.
+  AddService(mesh, "cache", 6379, model::Protocol::kTcp, 1, "10.96.100.2");
+  server.SetState(mesh);
+  CHECK(client.ExpectNothing());
+
+  REQUIRE(client.Ack(cds2));
+  DiscoveryResponse cds3 = ReadOf(client, kCds);
+  CHECK(NameSet(cds3).contains(ClusterName("cache", 6379)));
+  DiscoveryResponse lds3 = ReadOf(client, kLds);
+  CHECK(NameSet(lds3).contains("10.96.100.2_6379"));
+}
+
+TEST_CASE("ads: EDS is resent after a CDS change even when endpoints did not change") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  DiscoveryResponse cds = Subscribe(client, kCds);
+  DiscoveryResponse eds = Subscribe(client, kEds, ClusterNames(2));
+  REQUIRE(WaitForAck(server, eds));
+
+  AddService(mesh, "web", 8080, model::Protocol::kHttp);  // svc-0/svc-1 endpoints unchanged
+  server.SetState(mesh);
+  DiscoveryResponse cds2 = ReadOf(client, kCds);
+  CHECK(cds2.version_info() != cds.version_info());
+  DiscoveryResponse eds2 = ReadOf(client, kEds);
+  CHECK(eds2.version_info() == eds.version_info());
+  CHECK(eds2.nonce() != eds.nonce());
+  CHECK(NameSet(eds2) == std::set<std::string>{ClusterName("svc-0"), ClusterName("svc-1")});
+}
+
+TEST_CASE("ads: a named RDS or EDS resource that does not exist yet is sent when it appears") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(1);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+
+  REQUIRE(client.Send(kRds, {"8080", "9090"}));
+  DiscoveryResponse rds = ReadOf(client, kRds);
+  CHECK(NameSet(rds) == std::set<std::string>{"8080"});
+  REQUIRE(client.Ack(rds));
+  REQUIRE(client.Send(kEds, {ClusterName("svc-0"), ClusterName("web", 9090)}));
+  DiscoveryResponse eds = ReadOf(client, kEds);
+  CHECK(NameSet(eds) == std::set<std::string>{ClusterName("svc-0")});
+  REQUIRE(client.Ack(eds));
+  REQUIRE(WaitForAck(server, eds));
+  std::optional<xds::StreamStatus> stream = server.StreamOf();
+  REQUIRE(stream);
+  CHECK(TypeOf(*stream, ResourceType::kRoute).names ==
+        std::set<std::string>{"8080", "9090"});  // still wanted
+
+  AddService(mesh, "web", 9090, model::Protocol::kHttp);
+  server.SetState(mesh);
+  DiscoveryResponse eds2 = ReadOf(client, kEds);
+  CHECK(NameSet(eds2) == std::set<std::string>{ClusterName("svc-0"), ClusterName("web", 9090)});
+  DiscoveryResponse rds2 = ReadOf(client, kRds);
+  CHECK(NameSet(rds2) == std::set<std::string>{"8080", "9090"});
+}
+
+TEST_CASE("ads: unsubscribing from a named resource is honoured") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  DiscoveryResponse eds = Subscribe(client, kEds, ClusterNames(2));
+  CHECK(eds.resources_size() == 2);
+
+  // The ACK that drops svc-0 is answered with the smaller set.
+  REQUIRE(client.Send(kEds, {ClusterName("svc-1")}, eds.version_info(), eds.nonce()));
+  DiscoveryResponse eds2 = ReadOf(client, kEds);
+  CHECK(NameSet(eds2) == std::set<std::string>{ClusterName("svc-1")});
+  REQUIRE(client.Ack(eds2));
+  REQUIRE(WaitForAck(server, eds2));
+  std::optional<xds::StreamStatus> stream = server.StreamOf();
+  REQUIRE(stream);
+  CHECK(TypeOf(*stream, ResourceType::kEndpoint).names ==
+        std::set<std::string>{ClusterName("svc-1")});
+
+  // A change to what is no longer subscribed is not sent.
+  mesh.endpoints["default/svc-0"].pop_back();
+  server.SetState(mesh);
+  CHECK(client.ExpectNothing());
+}
+
+TEST_CASE("ads: at most one un-ACKed response per type, then the newest state") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(1));
+  AdsTestClient client(server.port());
+  REQUIRE(client.Send(kCds, {}));
+  DiscoveryResponse v1 = ReadOf(client, kCds);
+  CHECK(v1.resources_size() == 3);
+
+  server.SetState(MakeMesh(2));
+  server.SetState(MakeMesh(3));
+  CHECK(client.ExpectNothing());
+
+  REQUIRE(client.Ack(v1));
+  DiscoveryResponse latest = ReadOf(client, kCds);
+  CHECK(latest.resources_size() == 5);  // MakeMesh(3), not the intermediate MakeMesh(2)
+  REQUIRE(client.Ack(latest));
+  CHECK(client.ExpectNothing());
+  REQUIRE(WaitForAck(server, latest));
+  CHECK(TypeOf(*server.StreamOf(), ResourceType::kCluster).pushes == 2);
+}
+
+TEST_CASE("ads: a request carrying a stale nonce is ignored") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(1));
+  AdsTestClient client(server.port());
+  DiscoveryResponse r1 = Subscribe(client, kCds);
+  server.SetState(MakeMesh(2));
+  DiscoveryResponse r2 = ReadOf(client, kCds);
+  REQUIRE(r1.nonce() != r2.nonce());
+
+  // A late NACK of r1 (its nonce is stale now) must not count as an answer to r2...
+  REQUIRE(client.Send(kCds, {}, r1.version_info(), r1.nonce(), "late complaint about r1"));
+  server.SetState(MakeMesh(3));
+  CHECK(client.ExpectNothing());  // ...so r2 is still the one response in flight.
+
+  REQUIRE(client.Ack(r2));
+  DiscoveryResponse r3 = ReadOf(client, kCds);
+  CHECK(r3.resources_size() == 5);
+  std::optional<xds::StreamStatus> stream = server.StreamOf();
+  REQUIRE(stream);
+  CHECK(TypeOf(*stream, ResourceType::kCluster).rejects == 0);
+  CHECK(TypeOf(*stream, ResourceType::kCluster).nacked_version.empty());
+  CHECK(TypeOf(*stream, ResourceType::kCluster).nack_error.empty());
+  CHECK(TypeOf(*stream, ResourceType::kCluster).acked_version == r2.version_info());
+  CHECK_THAT(server.metrics().Render(),
+             Catch::Contains("pilot_total_xds_rejects{type=\"cds\"} 0\n"));
+}
+
+TEST_CASE("ads: a client that stops reading never delays pushes to others") {
+  constexpr int kServices = 3000;
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(kServices);
+  server.SetState(mesh);
+
+  const std::string stuck_id = "sidecar~10.0.0.2~stuck-0.default~default.svc.cluster.local";
+  AdsTestClient stuck(server.port(), {.node = MakeNode(stuck_id), .read_responses = false});
+  REQUIRE(stuck.Send(kCds, {}));
+  REQUIRE(stuck.Send(kEds, ClusterNames(kServices)));
+  REQUIRE(stuck.Send(kLds, {}));
+  REQUIRE(stuck.Send(kRds, {"8080"}));
+  REQUIRE(server.WaitForStream(
+      [](const xds::StreamStatus& stream) {
+        for (const xds::TypeStatus& type : stream.types) {
+          if (type.sent_version.empty()) return false;
+        }
+        return true;
+      },
+      stuck_id));
+
+  AdsTestClient fast(server.port());
+  DiscoveryResponse cds = Subscribe(fast, kCds);
+  REQUIRE(cds.resources_size() == kServices + 2);
+  for (int round = 0; round < 5; ++round) {
+    std::string name = "extra-" + std::to_string(round);
+    AddService(mesh, name, 8080, model::Protocol::kHttp);
+    auto started = std::chrono::steady_clock::now();
+    server.SetState(mesh);
+    DiscoveryResponse pushed = ReadOf(fast, kCds);
+    auto took = std::chrono::steady_clock::now() - started;
+    CHECK(NameSet(pushed).contains(ClusterName(name)));
+    CHECK(took < std::chrono::seconds(3));
+    REQUIRE(fast.Ack(pushed));
+  }
+
+  // The stuck stream got its first responses and nothing more: newer state is coalesced
+  // behind the un-ACKed ones instead of piling up in its outbox.
+  std::optional<xds::StreamStatus> stuck_status = server.StreamOf(stuck_id);
+  REQUIRE(stuck_status);
+  for (const xds::TypeStatus& type : stuck_status->types) {
+    CHECK(type.pushes == 1);
+    CHECK(type.acked_version.empty());
+  }
+}
+
+TEST_CASE("ads: a bad node id ends the stream with INVALID_ARGUMENT naming node.id") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(1));
+  AdsTestClient client(server.port(), {.node = MakeNode("not-a-node-id")});
+  REQUIRE(client.Send(kCds, {}));
+  std::optional<grpc::Status> status = client.WaitForEnd();
+  REQUIRE(status);
+  CHECK(status->error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(status->error_message(), Catch::Contains("node.id"));
+  CHECK_FALSE(client.Read(std::chrono::milliseconds(0)));
+  CHECK(server.ads().Streams().empty());
+}
+
+TEST_CASE("ads: a reconnecting client receives the current state") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(1));
+  std::string old_version;
+  {
+    AdsTestClient first(server.port());
+    DiscoveryResponse cds = Subscribe(first, kCds);
+    REQUIRE(WaitForAck(server, cds));
+    old_version = cds.version_info();
+  }
+  server.SetState(MakeMesh(2));
+
+  // Envoy reconnects with the version it last applied and no nonce.
+  AdsTestClient second(server.port());
+  REQUIRE(second.Send(kCds, {}, old_version));
+  DiscoveryResponse current = ReadOf(second, kCds);
+  CHECK(current.version_info() != old_version);
+  CHECK(current.resources_size() == 4);
+  REQUIRE(second.Ack(current));
+  REQUIRE(WaitForAck(server, current));
+
+  // Even a client claiming the current version gets the full set on a new stream: the server
+  // cannot know what a restarted proxy holds.
+  AdsTestClient third(server.port(),
+                      {.node = MakeNode("sidecar~10.0.0.2~app-2.default~default.svc.cluster.local")});
+  REQUIRE(third.Send(kCds, {}, current.version_info()));
+  DiscoveryResponse again = ReadOf(third, kCds);
+  CHECK(again.version_info() == current.version_info());
+  CHECK(again.resources_size() == 4);
+}
+
+TEST_CASE("ads: a proxyless gRPC client gets api_listeners, routes, EDS clusters, localities") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(1);
+  AddService(mesh, "greeter", 50051, model::Protocol::kGrpc, 4, "10.96.7.7");
+  AddService(mesh, "echo", 7070, model::Protocol::kGrpc, 1);
+  server.SetState(mesh);
+  const std::string node_id = "sidecar~10.0.0.9~grpc-client.default~default.svc.cluster.local";
+  AdsTestClient client(server.port(), {.node = MakeNode(node_id, "grpc")});
+
+  const std::string greeter = "greeter.default.svc.cluster.local:50051";
+  const std::string echo = "echo.default.svc.cluster.local:7070";
+  DiscoveryResponse lds = Subscribe(client, kLds, {greeter, echo});
+  REQUIRE(NameSet(lds) == std::set<std::string>{greeter, echo});
+  for (const google::protobuf::Any& any : lds.resources()) {
+    envoy::config::listener::v3::Listener listener;
+    REQUIRE(any.UnpackTo(&listener));
+    INFO(listener.name());
+    REQUIRE(listener.has_api_listener());
+    CHECK(listener.filter_chains_size() == 0);
+    HttpConnectionManager hcm;
+    REQUIRE(listener.api_listener().api_listener().UnpackTo(&hcm));
+    REQUIRE(hcm.has_rds());
+    CHECK(hcm.rds().route_config_name() == listener.name());  // FQDN:PORT
+    CHECK(hcm.rds().config_source().has_ads());
+    REQUIRE(hcm.http_filters_size() > 0);
+    CHECK(hcm.http_filters(hcm.http_filters_size() - 1).name() == "envoy.filters.http.router");
+  }
+
+  DiscoveryResponse rds = Subscribe(client, kRds, {greeter});
+  REQUIRE(rds.resources_size() == 1);
+  envoy::config::route::v3::RouteConfiguration route;
+  REQUIRE(rds.resources(0).UnpackTo(&route));
+  CHECK(route.name() == greeter);
+  REQUIRE(route.virtual_hosts_size() == 1);
+  const auto& domains = route.virtual_hosts(0).domains();
+  CHECK(std::find(domains.begin(), domains.end(), greeter) != domains.end());
+  REQUIRE(route.virtual_hosts(0).routes_size() > 0);
+  const std::string cluster_name = "outbound|50051||greeter.default.svc.cluster.local";
+  CHECK(route.virtual_hosts(0).routes(0).route().cluster() == cluster_name);
+
+  DiscoveryResponse cds = Subscribe(client, kCds, {cluster_name});
+  REQUIRE(cds.resources_size() == 1);
+  envoy::config::cluster::v3::Cluster cluster;
+  REQUIRE(cds.resources(0).UnpackTo(&cluster));
+  CHECK(cluster.name() == cluster_name);
+  CHECK(cluster.type() == envoy::config::cluster::v3::Cluster::EDS);
+  CHECK(cluster.eds_cluster_config().eds_config().has_ads());
+  CHECK(cluster.lb_policy() == envoy::config::cluster::v3::Cluster::ROUND_ROBIN);
+  std::string eds_name = cluster.eds_cluster_config().service_name().empty()
+                             ? cluster.name()
+                             : cluster.eds_cluster_config().service_name();
+
+  DiscoveryResponse eds = Subscribe(client, kEds, {eds_name});
+  REQUIRE(eds.resources_size() == 1);
+  envoy::config::endpoint::v3::ClusterLoadAssignment assignment;
+  REQUIRE(eds.resources(0).UnpackTo(&assignment));
+  CHECK(assignment.cluster_name() == eds_name);
+  REQUIRE(assignment.endpoints_size() == 2);  // zones us-east1-a and us-east1-b
+  std::set<std::string> zones;
+  int endpoints = 0;
+  for (const auto& locality : assignment.endpoints()) {
+    zones.insert(locality.locality().zone());
+    CHECK(locality.locality().region() == "us-east1");
+    CHECK(locality.has_load_balancing_weight());
+    CHECK(locality.load_balancing_weight().value() > 0);
+    endpoints += locality.lb_endpoints_size();
+    for (const auto& lb_endpoint : locality.lb_endpoints()) {
+      CHECK(lb_endpoint.endpoint().address().socket_address().port_value() == 50051);
+    }
+  }
+  CHECK(zones == std::set<std::string>{"us-east1-a", "us-east1-b"});
+  CHECK(endpoints == 4);
+}
+
+TEST_CASE("ads: CloseAll ends open streams with UNAVAILABLE") {
+  AdsTestServer server;
+  server.SetState(MakeMesh(1));
+  AdsTestClient first(server.port());
+  AdsTestClient second(server.port(),
+                       {.node = MakeNode("sidecar~10.0.0.2~app-2.default~default.svc.cluster.local")});
+  Subscribe(first, kCds);
+  Subscribe(second, kLds);
+
+  server.ads().CloseAll();
+  for (AdsTestClient* client : {&first, &second}) {
+    std::optional<grpc::Status> status = client->WaitForEnd();
+    REQUIRE(status);
+    CHECK(status->error_code() == grpc::StatusCode::UNAVAILABLE);
+  }
+
+  // A proxy that connects during shutdown is turned away the same way.
+  AdsTestClient late(server.port(),
+                     {.node = MakeNode("sidecar~10.0.0.3~app-3.default~default.svc.cluster.local")});
+  late.Send(kCds, {});
+  std::optional<grpc::Status> status = late.WaitForEnd();
+  REQUIRE(status);
+  CHECK(status->error_code() == grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace meshpilot::testing
