@@ -199,7 +199,7 @@ A client ($NODE_ID) calls once a second: $DEMO_DIR/client-live.log
   $D/debug/adsz
 
 Call it yourself:
-  GRPC_XDS_BOOTSTRAP=$ROOT/$DEMO_DIR/bootstrap.json $CLIENT --target $TARGET --count 10
+  GRPC_XDS_BOOTSTRAP=$ROOT/$DEMO_DIR/bootstrap.json $ROOT/$CLIENT --target $TARGET --count 10
 
 Logs in $DEMO_DIR/. Ctrl-C stops everything.
 EOF

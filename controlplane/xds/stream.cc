@@ -96,7 +96,11 @@ void AdsStream::HandleRequest(const Request& request) {
   }
 
   std::set<std::string> names(request.resource_names().begin(), request.resource_names().end());
-  bool wildcard = cache::IsWildcardType(*type) && (names.empty() || names.contains("*"));
+  // An empty list means "*" only until the client names resources of this type; from then on
+  // it unsubscribes from everything (xDS: "How the client specifies what resources to return").
+  if (!names.empty()) state.named = true;
+  bool wildcard =
+      cache::IsWildcardType(*type) && (names.contains("*") || (names.empty() && !state.named));
   names.erase("*");
   if (!status.subscribed || names != status.names || wildcard != status.wildcard) {
     // A new subscription (or a reconnecting client) is answered even if nothing changed.

@@ -46,6 +46,7 @@ class AdsStream
     TypeStatus status;
     bool awaiting_ack = false;
     bool force = false;  // send even if the version did not change
+    bool named = false;  // the client has named resources (even "*"): no legacy wildcard
     std::chrono::steady_clock::time_point sent_at;
   };
 

@@ -8,7 +8,7 @@
 
 #include <signal.h>
 
-#include <cstdio>
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <string>

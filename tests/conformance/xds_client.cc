@@ -23,7 +23,6 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "meshpilot/echo/v1/echo.grpc.pb.h"
 

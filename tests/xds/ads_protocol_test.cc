@@ -67,7 +67,7 @@ bool WaitForAck(const AdsTestServer& server, const DiscoveryResponse& response,
 
 }  // namespace
 
-TEST_CASE("ads: nothing is sent before the first state, then pending requests are answered") {
+TEST_CASE("ads: nothing is sent before the first state and pending requests are answered after it") {
   AdsTestServer server;
   AdsTestClient client(server.port());
   REQUIRE(client.Send(kCds, {}));
@@ -87,7 +87,7 @@ TEST_CASE("ads: nothing is sent before the first state, then pending requests ar
   CHECK(lds.resources_size() == 2);  // 0.0.0.0_8080 + virtualOutbound
 }
 
-TEST_CASE("ads: CDS and LDS are wildcard, each type with its own version and nonce") {
+TEST_CASE("ads: CDS and LDS are wildcard and each type has its own version and nonce") {
   AdsTestServer server;
   model::MeshState mesh = MakeMesh(3);
   AddService(mesh, "db", 5432, model::Protocol::kTcp, 2, "10.96.100.1");
@@ -129,6 +129,42 @@ TEST_CASE("ads: CDS and LDS are wildcard, each type with its own version and non
   CHECK(TypeOf(*stream, ResourceType::kCluster).sent_version == cds.version_info());
   CHECK(TypeOf(*stream, ResourceType::kCluster).acked_version == cds.version_info());
   CHECK(TypeOf(*stream, ResourceType::kListener).sent_version == lds2.version_info());
+}
+
+TEST_CASE("ads: an empty CDS/LDS list after named ones unsubscribes instead of being a wildcard") {
+  // xDS: an empty list means "*" only until the client has named resources on the stream
+  // (even "*"); after that it means "nothing". gRPC clients send it when their last watch
+  // of a type goes away.
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(3);
+  server.SetState(mesh);
+  const std::string node_id = "sidecar~10.0.0.9~grpc-client.default~default.svc.cluster.local";
+  AdsTestClient client(server.port(), {.node = MakeNode(node_id, "grpc")});
+  const std::string listener = "svc-0.default.svc.cluster.local:8080";
+  DiscoveryResponse lds = Subscribe(client, kLds, {listener});
+  REQUIRE(NameSet(lds) == std::set<std::string>{listener});
+
+  REQUIRE(client.Send(kLds, {}, lds.version_info(), lds.nonce()));
+  DiscoveryResponse none = ReadOf(client, kLds);
+  CHECK(none.resources_size() == 0);
+  REQUIRE(client.Ack(none));
+  REQUIRE(WaitForAck(server, none, node_id));
+  std::optional<xds::StreamStatus> stream = server.StreamOf(node_id);
+  REQUIRE(stream);
+  CHECK_FALSE(TypeOf(*stream, ResourceType::kListener).wildcard);
+
+  // Nothing subscribed: new services do not reach this client.
+  AddService(mesh, "web", 9090, model::Protocol::kGrpc);
+  server.SetState(mesh);
+  CHECK(client.ExpectNothing());
+
+  // The same for an explicit "*" that is later cleared, on a sidecar.
+  AdsTestClient sidecar(server.port());
+  DiscoveryResponse cds = Subscribe(sidecar, kCds, {"*"});
+  CHECK(cds.resources_size() == 6);
+  REQUIRE(sidecar.Send(kCds, {}, cds.version_info(), cds.nonce()));
+  DiscoveryResponse cleared = ReadOf(sidecar, kCds);
+  CHECK(cleared.resources_size() == 0);
 }
 
 TEST_CASE("ads: an ACK produces no resend") {
@@ -185,7 +221,7 @@ TEST_CASE("ads: a change of endpoints only sends only EDS") {
   CHECK(client.ExpectNothing());
 }
 
-TEST_CASE("ads: a NACKed version is never resent, the rejection is reported, a newer one is sent") {
+TEST_CASE("ads: a NACKed version is never resent and is reported while a newer one is sent") {
   AdsTestServer server;
   server.SetState(MakeMesh(2));
   AdsTestClient client(server.port());
@@ -225,7 +261,7 @@ TEST_CASE("ads: a NACKed version is never resent, the rejection is reported, a n
   CHECK(TypeOf(*stream, ResourceType::kCluster).nack_error.empty());
 }
 
-TEST_CASE("ads: a change touching all four types arrives as CDS, EDS, LDS, RDS") {
+TEST_CASE("ads: a change touching all four types arrives in the order CDS EDS LDS RDS") {
   AdsTestServer server;
   model::MeshState mesh = MakeMesh(2);
   server.SetState(mesh);
@@ -354,7 +390,7 @@ TEST_CASE("ads: unsubscribing from a named resource is honoured") {
   CHECK(client.ExpectNothing());
 }
 
-TEST_CASE("ads: at most one un-ACKed response per type, then the newest state") {
+TEST_CASE("ads: at most one un-ACKed response per type and then the newest state") {
   AdsTestServer server;
   server.SetState(MakeMesh(1));
   AdsTestClient client(server.port());
@@ -492,7 +528,7 @@ TEST_CASE("ads: a reconnecting client receives the current state") {
   CHECK(again.resources_size() == 4);
 }
 
-TEST_CASE("ads: a proxyless gRPC client gets api_listeners, routes, EDS clusters, localities") {
+TEST_CASE("ads: a proxyless gRPC client gets api_listeners and routes and EDS clusters by locality") {
   AdsTestServer server;
   model::MeshState mesh = MakeMesh(1);
   AddService(mesh, "greeter", 50051, model::Protocol::kGrpc, 4, "10.96.7.7");

@@ -110,7 +110,7 @@ struct AdsClientOptions {
 // sends; requests go out from the test's thread.
 class AdsTestClient {
  public:
-  AdsTestClient(int port, AdsClientOptions options = {});
+  explicit AdsTestClient(int port, AdsClientOptions options = {});
   ~AdsTestClient();
   AdsTestClient(const AdsTestClient&) = delete;
   AdsTestClient& operator=(const AdsTestClient&) = delete;
