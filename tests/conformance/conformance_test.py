@@ -13,7 +13,6 @@ Every wait is bounded: no test can hang.
 
 import json
 import os
-import re
 import socket
 import subprocess
 import tempfile
@@ -189,7 +188,8 @@ class GrpcXdsClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.meshpilot_bin = binary("MESHPILOT_BIN", "build/release/controlplane/meshpilot")
-        cls.echo_server_bin = binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server")
+        cls.echo_server_bin = binary("ECHO_SERVER_BIN",
+                                     "build/release/tests/conformance/echo_server")
         cls.client_bin = binary("XDS_CLIENT_BIN",
                                 "build/release/tests/conformance/xds_echo_client")
 

@@ -3,7 +3,8 @@
 // GRPC_XDS_BOOTSTRAP_CONFIG, exactly as gRPC does), which is what the conformance tests need.
 //
 // Count mode:  xds_echo_client --target xds:///echo.default.svc.cluster.local:7070 --count 40
-// Until mode:  xds_echo_client --target ... --until_only backend-a --consecutive 20 --max_seconds 30
+// Until mode:  xds_echo_client --target ... --until_only backend-a --consecutive 20
+//                --max_seconds 30
 //
 // Output, one flushed line per call:   ok BACKEND   |   error CODE MESSAGE
 // then one summary line:
