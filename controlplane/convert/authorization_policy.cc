@@ -2,14 +2,17 @@
 
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "controlplane/convert/validation.h"
 
 namespace meshpilot::convert {
 namespace {
 
 using model::AuthorizationPolicy;
+using Validator = absl::Status (*)(absl::string_view);
 
 absl::Status ValidatePortString(absl::string_view port) {
   int number = 0;
@@ -24,7 +27,7 @@ absl::Status ValidateIpBlock(absl::string_view block) { return ValidateIp(block,
 
 // Reads a list of values, none of them empty, each passing `validate` if given.
 std::vector<std::string> ReadValues(MapReader& reader, absl::string_view key,
-                                    absl::Status (*validate)(absl::string_view) = nullptr) {
+                                    Validator validate = nullptr) {
   std::vector<std::string> values = reader.StringList(key);
   for (size_t i = 0; i < values.size(); ++i) {
     std::string field = absl::StrCat(key, "[", i, "]");
@@ -40,13 +43,11 @@ std::vector<std::string> ReadValues(MapReader& reader, absl::string_view key,
 // A condition key names an attribute; Istio knows these, some of them with a [name] suffix.
 absl::Status ValidateConditionKey(absl::string_view key) {
   static constexpr absl::string_view kPlain[] = {
-      "source.ip",          "remote.ip",          "source.namespace",
-      "source.principal",   "source.serviceAccount", "request.auth.principal",
+      "source.ip", "remote.ip", "source.namespace",
+      "source.principal", "source.serviceAccount", "request.auth.principal",
       "request.auth.audiences", "request.auth.presenter", "destination.ip",
-      "destination.port",   "connection.sni"};
-  for (absl::string_view plain : kPlain) {
-    if (key == plain) return absl::OkStatus();
-  }
+      "destination.port", "connection.sni"};
+  if (absl::c_linear_search(kPlain, key)) return absl::OkStatus();
   for (absl::string_view prefix : {"request.headers", "request.auth.claims"}) {
     if (absl::StartsWith(key, prefix)) {
       absl::string_view rest = key.substr(prefix.size());
@@ -58,8 +59,6 @@ absl::Status ValidateConditionKey(absl::string_view key) {
   if (absl::StartsWith(key, "experimental.envoy.filters.")) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat("unknown attribute \"", key, "\""));
 }
-
-using Validator = absl::Status (*)(absl::string_view);
 
 // Values of some attributes have a format of their own.
 Validator ConditionValueValidator(absl::string_view key) {
@@ -118,18 +117,24 @@ model::AuthorizationOperation ReadOperation(MapReader& reader) {
 model::AuthorizationRule ReadRule(MapReader& reader) {
   model::AuthorizationRule rule;
   // `from: []` is a mistake rather than "any source": Istio rejects it, as it does `to: []`.
-  for (auto [key, wrapper] : {std::pair{"from", "source"}, std::pair{"to", "operation"}}) {
-    std::vector<MapReader> items = reader.Items(key);
-    if (items.empty() && reader.Raw(key).IsSequence()) reader.FieldError(key, "must not be empty");
-    for (MapReader& item : items) {
-      std::optional<MapReader> inner = item.Map(wrapper);
-      if (!inner) {
-        item.FieldError(wrapper, "required");
-      } else if (absl::string_view(key) == "from") {
-        rule.from.push_back(ReadSource(*inner));
-      } else {
-        rule.to.push_back(ReadOperation(*inner));
-      }
+  for (absl::string_view key : {"from", "to"}) {
+    YAML::Node list = reader.Raw(key);
+    if (list.IsDefined() && list.IsSequence() && list.size() == 0) {
+      reader.FieldError(key, "must not be empty");
+    }
+  }
+  for (MapReader& item : reader.Items("from")) {
+    if (std::optional<MapReader> source = item.Map("source")) {
+      rule.from.push_back(ReadSource(*source));
+    } else {
+      item.FieldError("source", "required");
+    }
+  }
+  for (MapReader& item : reader.Items("to")) {
+    if (std::optional<MapReader> operation = item.Map("operation")) {
+      rule.to.push_back(ReadOperation(*operation));
+    } else {
+      item.FieldError("operation", "required");
     }
   }
   for (MapReader& item : reader.Items("when")) {
@@ -177,7 +182,9 @@ model::AuthorizationPolicy ReadAuthorizationPolicy(MapReader& object, model::Obj
   }
   if (std::optional<MapReader> ref = spec.Map("targetRef")) policy.target_ref = ReadTargetRef(*ref);
   for (MapReader& ref : spec.Items("targetRefs")) policy.target_refs.push_back(ReadTargetRef(ref));
-  if (policy.selector.has_value() + policy.target_ref.has_value() + !policy.target_refs.empty() > 1) {
+  int selectors = policy.selector.has_value() + policy.target_ref.has_value() +
+                  !policy.target_refs.empty();
+  if (selectors > 1) {
     spec.Error("only one of selector, targetRef or targetRefs may be set");
   }
 
@@ -197,9 +204,9 @@ model::AuthorizationPolicy ReadAuthorizationPolicy(MapReader& object, model::Obj
   for (MapReader& rule : spec.Items("rules")) policy.rules.push_back(ReadRule(rule));
 
   // Without rules, DENY and CUSTOM policies would never trigger: surely a mistake.
-  bool triggers_never = policy.rules.empty() && (policy.action == AuthorizationPolicy::Action::kDeny ||
-                                                 policy.action == AuthorizationPolicy::Action::kCustom);
-  if (triggers_never) {
+  bool deny_or_custom = policy.action == AuthorizationPolicy::Action::kDeny ||
+                        policy.action == AuthorizationPolicy::Action::kCustom;
+  if (policy.rules.empty() && deny_or_custom) {
     spec.FieldError("rules", "required for DENY and CUSTOM, which never trigger without rules; "
                              "an empty rule {} matches every request");
   }

@@ -54,7 +54,8 @@ model::ConsistentHashLb ReadConsistentHash(MapReader& reader) {
   }
 
   if (std::optional<MapReader> ring = reader.Map("ringHash")) {
-    hash.ring_hash = {static_cast<uint64_t>(ring->Int("minimumRingSize", 0, INT64_MAX).value_or(0))};
+    int64_t size = ring->Int("minimumRingSize", 0, INT64_MAX).value_or(0);
+    hash.ring_hash = {static_cast<uint64_t>(size)};
   }
   if (std::optional<MapReader> maglev = reader.Map("maglev")) {
     std::optional<int64_t> size = maglev->Int("tableSize", 0, INT64_MAX);
@@ -233,8 +234,8 @@ model::ClientTlsSettings ReadClientTls(MapReader& reader) {
     // The credential supplies the certificates; inline ones would be ambiguous.
     if (!tls.client_certificate.empty() || !tls.private_key.empty() ||
         !tls.ca_certificates.empty() || !tls.ca_crl.empty()) {
-      reader.FieldError("credentialName",
-                        "cannot be set with clientCertificate, privateKey, caCertificates or caCrl");
+      reader.FieldError("credentialName", "cannot be set with clientCertificate, privateKey, "
+                                          "caCertificates or caCrl");
     }
   } else if (tls.mode == Mode::kMutual) {
     if (tls.client_certificate.empty()) {
@@ -267,8 +268,7 @@ model::TrafficPolicy ReadTrafficPolicy(MapReader& reader) {
   for (MapReader& item : reader.Items("portLevelSettings")) {
     model::PortTrafficPolicy& port_policy = policy.port_level_settings.emplace_back();
     if (std::optional<MapReader> port = item.Map("port")) {
-      if (!port->Has("number")) port->FieldError("number", "required");
-      port_policy.port = port->Port("number").value_or(0);
+      port_policy.port = port->RequiredPort("number").value_or(0);
     } else {
       item.FieldError("port", "required");
     }
@@ -287,8 +287,7 @@ model::TrafficPolicy ReadTrafficPolicy(MapReader& reader) {
     if (!out.target_host.empty() && !ValidateIp(out.target_host, false).ok()) {
       tunnel->CheckField("targetHost", ValidateWildcardDomain(out.target_host));
     }
-    if (!tunnel->Has("targetPort")) tunnel->FieldError("targetPort", "required");
-    out.target_port = tunnel->Port("targetPort").value_or(0);
+    out.target_port = tunnel->RequiredPort("targetPort").value_or(0);
     any = true;
   }
   if (std::optional<MapReader> proxy_protocol = reader.Map("proxyProtocol")) {
@@ -333,7 +332,7 @@ model::DestinationRule ReadDestinationRule(MapReader& object, model::ObjectMeta 
     // A rule scoped to workloads of its namespace cannot be seen from other namespaces.
     for (const std::string& entry : rule.export_to) {
       if (entry != "." && entry != rule.meta.namespace_) {
-        spec.FieldError("exportTo", "with workloadSelector, only the rule's own namespace is allowed");
+        spec.FieldError("exportTo", "with workloadSelector, only the own namespace is allowed");
         break;
       }
     }

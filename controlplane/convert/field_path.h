@@ -22,7 +22,9 @@ class FieldPath {
     return FieldPath(path_.empty() ? std::string(name) : absl::StrCat(path_, ".", name));
   }
   FieldPath Index(size_t index) const { return FieldPath(absl::StrCat(path_, "[", index, "]")); }
-  FieldPath Key(absl::string_view key) const { return FieldPath(absl::StrCat(path_, "[", key, "]")); }
+  FieldPath Key(absl::string_view key) const {
+    return FieldPath(absl::StrCat(path_, "[", key, "]"));
+  }
 
   const std::string& str() const { return path_; }
 

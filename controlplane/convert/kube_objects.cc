@@ -1,9 +1,12 @@
 #include "controlplane/convert/kube_objects.h"
 
+#include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "controlplane/convert/validation.h"
 
@@ -14,7 +17,7 @@ constexpr absl::string_view kServiceNameLabel = "kubernetes.io/service-name";
 
 model::Protocol ParseProtocolName(absl::string_view name) {
   std::string lower = absl::AsciiStrToLower(name);
-  if (lower == "http" || lower == "http_proxy" || lower == "grpc-web") return model::Protocol::kHttp;
+  if (lower == "http" || lower == "http_proxy") return model::Protocol::kHttp;
   if (lower == "http2") return model::Protocol::kHttp2;
   if (lower == "grpc") return model::Protocol::kGrpc;
   if (lower == "udp") return model::Protocol::kUdp;
@@ -48,11 +51,8 @@ std::vector<ServiceEndpoints::Port> ReadEndpointPorts(MapReader& parent) {
   for (MapReader& item : parent.Items("ports")) {
     ServiceEndpoints::Port port;
     port.name = item.String("name").value_or("");
-    std::optional<uint32_t> number = item.Port("port");
-    if (!number) {
-      if (!item.Has("port")) item.FieldError("port", "required");
-      continue;
-    }
+    std::optional<uint32_t> number = item.RequiredPort("port");
+    if (!number) continue;
     port.port = *number;
     ports.push_back(std::move(port));
   }
@@ -115,9 +115,7 @@ model::Service ReadService(MapReader& object, model::ObjectMeta meta) {
         item.FieldError("name", "duplicate port name");
       }
     }
-    std::optional<uint32_t> number = item.Port("port");
-    if (!number && !item.Has("port")) item.FieldError("port", "required");
-    port.port = number.value_or(0);
+    port.port = item.RequiredPort("port").value_or(0);
 
     // targetPort is a number or the name of a container port; it defaults to `port`.
     YAML::Node target = item.Raw("targetPort");
@@ -153,11 +151,12 @@ ServiceEndpoints ReadEndpoints(MapReader& object, model::ObjectMeta meta) {
   endpoints.meta = std::move(meta);
   for (MapReader& subset : object.Items("subsets")) {
     ServiceEndpoints::Group group;
-    for (auto [key, ready] : {std::pair{"addresses", true}, std::pair{"notReadyAddresses", false}}) {
+    for (auto [key, ready] :
+         {std::pair{"addresses", true}, std::pair{"notReadyAddresses", false}}) {
       for (MapReader& item : subset.Items(key)) {
         ServiceEndpoints::Address address;
         address.ip = item.RequiredString("ip");
-        item.CheckField("ip", address.ip.empty() ? absl::OkStatus() : ValidateIp(address.ip, false));
+        if (!address.ip.empty()) item.CheckField("ip", ValidateIp(address.ip, false));
         address.ready = ready;
         address.node_name = item.String("nodeName").value_or("");
         std::tie(address.pod_name, address.pod_namespace) =
@@ -182,7 +181,7 @@ ServiceEndpoints ReadEndpointSlice(MapReader& object, model::ObjectMeta meta) {
   }
   slice.meta = std::move(meta);
 
-  // FQDN slices name hosts rather than addresses, which an endpoint here cannot be.
+  // FQDN slices list host names, while a model::Endpoint is an IP address: they are skipped.
   std::string address_type = object.RequiredString("addressType");
   bool is_ip = address_type == "IPv4" || address_type == "IPv6";
   if (!is_ip && !address_type.empty() && address_type != "FQDN") {
@@ -199,10 +198,11 @@ ServiceEndpoints ReadEndpointSlice(MapReader& object, model::ObjectMeta meta) {
     std::tie(address.pod_name, address.pod_namespace) = ReadPodRef(item, slice.meta.namespace_);
     std::vector<std::string> ips = item.StringList("addresses");
     if (ips.empty()) item.FieldError("addresses", "required");
+    if (!is_ip) continue;
     for (size_t i = 0; i < ips.size(); ++i) {
-      if (is_ip) item.CheckField(absl::StrCat("addresses[", i, "]"), ValidateIp(ips[i], false));
+      item.CheckField(absl::StrCat("addresses[", i, "]"), ValidateIp(ips[i], false));
       address.ip = ips[i];
-      if (is_ip) group.addresses.push_back(address);
+      group.addresses.push_back(address);
     }
   }
   group.ports = ReadEndpointPorts(object);

@@ -113,7 +113,9 @@ model::MeshState BuildMeshState(absl::Span<const SourcedObject> objects,
                    },
                    [&](const model::Pod& p) { state.pods.emplace(key, p); },
                    [&](const model::Namespace& n) { state.namespaces.emplace(key, n); },
-                   [&](const model::VirtualService& vs) { state.virtual_services.emplace(key, vs); },
+                   [&](const model::VirtualService& vs) {
+                     state.virtual_services.emplace(key, vs);
+                   },
                    [&](const model::DestinationRule& dr) {
                      state.destination_rules.emplace(key, dr);
                    },

@@ -1,5 +1,6 @@
 #include "controlplane/convert/object.h"
 
+#include <exception>
 #include <string>
 #include <utility>
 
@@ -60,8 +61,7 @@ const Kind* FindKind(absl::string_view api_version, absl::string_view kind) {
 // The scalar at `key` of a mapping, "" when there is none; never throws.
 std::string ScalarAt(const YAML::Node& node, absl::string_view key) {
   if (!node.IsMap()) return "";
-  const YAML::Node& map = node;
-  YAML::Node value = map[std::string(key)];
+  YAML::Node value = node[std::string(key)];  // a const node: no insertion
   return value.IsDefined() && value.IsScalar() ? value.Scalar() : "";
 }
 
@@ -73,8 +73,7 @@ model::ConfigError DescribeRejected(const YAML::Node& document, std::string orig
   error.origin = std::move(origin);
   error.kind = ScalarAt(document, "kind");
   if (document.IsMap()) {
-    const YAML::Node& map = document;
-    YAML::Node metadata = map["metadata"];
+    YAML::Node metadata = document["metadata"];
     if (metadata.IsDefined()) {
       error.name = ScalarAt(metadata, "name");
       error.namespace_ = ScalarAt(metadata, "namespace");
@@ -99,7 +98,9 @@ absl::string_view KindOf(const KubeObject& object) {
     absl::string_view operator()(const model::Namespace&) { return "Namespace"; }
     absl::string_view operator()(const model::VirtualService&) { return "VirtualService"; }
     absl::string_view operator()(const model::DestinationRule&) { return "DestinationRule"; }
-    absl::string_view operator()(const model::AuthorizationPolicy&) { return "AuthorizationPolicy"; }
+    absl::string_view operator()(const model::AuthorizationPolicy&) {
+      return "AuthorizationPolicy";
+    }
   };
   return std::visit(Visitor{}, object);
 }
@@ -130,7 +131,7 @@ absl::StatusOr<KubeObject> ParseObject(const YAML::Node& document) {
     KubeObject parsed = kind->read(object, std::move(meta));
     if (!errors.empty()) return errors.ToStatus();
     return parsed;
-  } catch (const YAML::Exception& e) {
+  } catch (const std::exception& e) {
     // The readers avoid throwing calls; this is the boundary that guarantees it.
     return absl::InvalidArgumentError(absl::StrCat("malformed document: ", e.what()));
   }

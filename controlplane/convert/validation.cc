@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "absl/algorithm/container.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -106,10 +107,11 @@ absl::Status ValidateWildcardDomain(absl::string_view host) {
 }
 
 absl::Status ValidateHeaderMatchName(absl::string_view name) {
-  static const absl::flat_hash_set<absl::string_view> kPseudoHeaders = {
-      ":method", ":scheme", ":authority", ":path", ":status"};
+  static constexpr absl::string_view kPseudoHeaders[] = {":method", ":scheme", ":authority",
+                                                         ":path", ":status"};
   if (name.empty()) return Invalid("header name must not be empty");
-  if (kPseudoHeaders.contains(name) || absl::StartsWith(name, "@request.auth.claims")) {
+  if (absl::c_linear_search(kPseudoHeaders, name) ||
+      absl::StartsWith(name, "@request.auth.claims")) {
     return absl::OkStatus();
   }
   for (char c : name) {

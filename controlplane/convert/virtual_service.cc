@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <tuple>
 #include <utility>
 
 #include "absl/algorithm/container.h"
@@ -52,14 +53,6 @@ StringMatch ReadStringMatch(MapReader& reader, MatchUse use) {
   return match;
 }
 
-std::optional<uint32_t> ReadRequiredPort(MapReader& reader, absl::string_view key) {
-  if (!reader.Has(key)) {
-    reader.FieldError(key, "required");
-    return std::nullopt;
-  }
-  return reader.Port(key);
-}
-
 model::Destination ReadDestination(MapReader& reader) {
   model::Destination destination;
   destination.host = reader.RequiredString("host");
@@ -73,7 +66,7 @@ model::Destination ReadDestination(MapReader& reader) {
     reader.CheckField("subset", ValidateDnsLabel(*subset));
   }
   if (std::optional<MapReader> port = reader.Map("port")) {
-    destination.port = ReadRequiredPort(*port, "number");
+    destination.port = port->RequiredPort("number");
   }
   return destination;
 }
@@ -144,7 +137,8 @@ absl::Status ValidateHeaderValue(absl::string_view value) {
 
 model::HeaderOperations ReadHeaderOperations(MapReader& reader, bool request) {
   model::HeaderOperations operations;
-  for (auto [key, values] : {std::pair{"set", &operations.set}, std::pair{"add", &operations.add}}) {
+  for (auto [key, values] :
+       {std::pair{"set", &operations.set}, std::pair{"add", &operations.add}}) {
     *values = reader.StringMap(key);
     for (const auto& [name, value] : *values) {
       std::string field = absl::StrCat(key, "[", name, "]");
@@ -220,9 +214,10 @@ model::HttpRedirect ReadRedirect(MapReader& reader) {
   redirect.uri = reader.String("uri").value_or("");
   redirect.authority = reader.String("authority").value_or("");
   redirect.port = reader.Port("port");
-  redirect.derive_port = reader.Enumerator<model::HttpRedirect::DerivePort>(
-      "derivePort", {{"FROM_PROTOCOL_DEFAULT", model::HttpRedirect::DerivePort::kFromProtocolDefault},
-                     {"FROM_REQUEST_PORT", model::HttpRedirect::DerivePort::kFromRequestPort}});
+  using DerivePort = model::HttpRedirect::DerivePort;
+  redirect.derive_port = reader.Enumerator<DerivePort>(
+      "derivePort", {{"FROM_PROTOCOL_DEFAULT", DerivePort::kFromProtocolDefault},
+                     {"FROM_REQUEST_PORT", DerivePort::kFromRequestPort}});
   if (redirect.port && redirect.derive_port) {
     reader.FieldError("derivePort", "only one of port and derivePort may be set");
   }
@@ -277,13 +272,13 @@ model::HttpRewrite ReadRewrite(MapReader& reader) {
 
 bool IsRetryPolicy(absl::string_view policy) {
   // Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on values.
-  static const absl::flat_hash_set<absl::string_view> kPolicies = {
+  static constexpr absl::string_view kPolicies[] = {
       "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
       "retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers",
       "envoy-ratelimited", "http3-post-connect-failure", "cancelled", "deadline-exceeded",
       "internal", "resource-exhausted", "unavailable"};
   int status = 0;
-  return kPolicies.contains(policy) ||
+  return absl::c_linear_search(kPolicies, policy) ||
          (absl::SimpleAtoi(policy, &status) && status >= 100 && status <= 599);
 }
 
@@ -310,12 +305,12 @@ model::HttpRetry ReadRetry(MapReader& reader) {
 }
 
 bool IsGrpcStatus(absl::string_view status) {
-  static const absl::flat_hash_set<absl::string_view> kStatuses = {
+  static constexpr absl::string_view kStatuses[] = {
       "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
       "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
       "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
       "UNAUTHENTICATED"};
-  return kStatuses.contains(status);
+  return absl::c_linear_search(kStatuses, status);
 }
 
 // `percentage: {value: 12.5}`, or the deprecated integer `percent`.
@@ -352,7 +347,8 @@ model::HttpFaultInjection ReadFault(MapReader& reader) {
       abort->String("http2Error");
       abort->FieldError("http2Error", "not supported");
     }
-    int error_types = abort->Has("httpStatus") + abort->Has("grpcStatus") + abort->Has("http2Error");
+    int error_types =
+        abort->Has("httpStatus") + abort->Has("grpcStatus") + abort->Has("http2Error");
     if (error_types == 0) abort->Error("one of httpStatus or grpcStatus is required");
     if (error_types > 1) abort->Error("only one of httpStatus or grpcStatus may be set");
     out.percentage = ReadFaultPercentage(*abort);
@@ -362,7 +358,7 @@ model::HttpFaultInjection ReadFault(MapReader& reader) {
 }
 
 model::CorsPolicy ReadCorsPolicy(MapReader& reader) {
-  static const absl::flat_hash_set<absl::string_view> kMethods = {
+  static constexpr absl::string_view kMethods[] = {
       "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"};
   model::CorsPolicy cors;
   for (MapReader& origin : reader.Items("allowOrigins")) {
@@ -378,7 +374,7 @@ model::CorsPolicy ReadCorsPolicy(MapReader& reader) {
   }
   cors.allow_methods = reader.StringList("allowMethods");
   for (size_t i = 0; i < cors.allow_methods.size(); ++i) {
-    if (!kMethods.contains(cors.allow_methods[i])) {
+    if (!absl::c_linear_search(kMethods, cors.allow_methods[i])) {
       reader.FieldError(absl::StrCat("allowMethods[", i, "]"),
                         absl::StrCat("\"", cors.allow_methods[i], "\" is not an HTTP method"));
     }
@@ -416,9 +412,13 @@ void CheckHttpRouteActions(MapReader& reader, const model::HttpRoute& route, boo
     if (route.redirect) reader.FieldError("redirect", "must not be set with delegate");
     return;
   }
-  const char* action = route.redirect ? "redirect" : route.direct_response ? "directResponse" : "";
-  if (*action == '\0') {
-    if (route.route.empty()) reader.Error("one of route, redirect, directResponse or delegate is required");
+  absl::string_view action = route.redirect          ? "redirect"
+                             : route.direct_response ? "directResponse"
+                                                     : "";
+  if (action.empty()) {
+    if (route.route.empty()) {
+      reader.Error("one of route, redirect, directResponse or delegate is required");
+    }
     return;
   }
   std::string conflict = absl::StrCat("must not be set with ", action);
@@ -458,13 +458,18 @@ model::HttpRoute ReadHttpRoute(MapReader& reader, bool delegate_vs) {
       delegate->CheckField("namespace", ValidateDnsLabel(route.delegate->namespace_));
     }
   }
-  if (std::optional<MapReader> rewrite = reader.Map("rewrite")) route.rewrite = ReadRewrite(*rewrite);
+  if (std::optional<MapReader> rewrite = reader.Map("rewrite")) {
+    route.rewrite = ReadRewrite(*rewrite);
+  }
   route.timeout = reader.Duration("timeout");
   if (std::optional<MapReader> retries = reader.Map("retries")) route.retries = ReadRetry(*retries);
   if (std::optional<MapReader> fault = reader.Map("fault")) route.fault = ReadFault(*fault);
-  if (std::optional<MapReader> mirror = reader.Map("mirror")) route.mirror = ReadDestination(*mirror);
+  if (std::optional<MapReader> mirror = reader.Map("mirror")) {
+    route.mirror = ReadDestination(*mirror);
+  }
   for (MapReader& mirror : reader.Items("mirrors")) {
-    route.mirrors.push_back({ReadRequiredDestination(mirror), ReadPercentage(mirror, "percentage")});
+    route.mirrors.push_back(
+        {ReadRequiredDestination(mirror), ReadPercentage(mirror, "percentage")});
   }
   if (route.mirror && !route.mirrors.empty()) {
     reader.FieldError("mirrors", "must not be set with mirror");
@@ -580,9 +585,11 @@ model::VirtualService ReadVirtualService(MapReader& object, model::ObjectMeta me
     spec.Error("one of http, tls or tcp routes is required");
   }
   if (delegate_vs) {
-    if (!vs.gateways.empty()) spec.FieldError("gateways", "a delegate VirtualService (no hosts) cannot set gateways");
-    if (!vs.tls.empty()) spec.FieldError("tls", "a delegate VirtualService (no hosts) cannot have tls routes");
-    if (!vs.tcp.empty()) spec.FieldError("tcp", "a delegate VirtualService (no hosts) cannot have tcp routes");
+    constexpr absl::string_view kOnlyHttp = "must not be set in a delegate (no hosts)";
+    for (auto [key, set] : {std::pair{"gateways", !vs.gateways.empty()},
+                            std::pair{"tls", !vs.tls.empty()}, std::pair{"tcp", !vs.tcp.empty()}}) {
+      if (set) spec.FieldError(key, kOnlyHttp);
+    }
   }
   vs.export_to = ReadExportTo(spec, vs.meta.namespace_);
   return vs;

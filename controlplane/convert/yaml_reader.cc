@@ -1,5 +1,7 @@
 #include "controlplane/convert/yaml_reader.h"
 
+#include <cmath>
+
 #include "controlplane/convert/duration.h"
 
 namespace meshpilot::convert {
@@ -59,27 +61,24 @@ bool MapReader::Has(absl::string_view key) const {
   return value.IsDefined() && !value.IsNull();
 }
 
-std::optional<std::string> MapReader::Scalar(absl::string_view key, const YAML::Node& node) {
+std::optional<std::string> MapReader::String(absl::string_view key) {
+  YAML::Node node = Take(key);
   if (!node.IsDefined()) return std::nullopt;
   if (!node.IsScalar()) {
-    FieldError(key, absl::StrCat("must be a scalar, not ", TypeName(node)));
+    FieldError(key, absl::StrCat("must be a string, not ", TypeName(node)));
     return std::nullopt;
   }
   return node.Scalar();
 }
 
-std::optional<std::string> MapReader::String(absl::string_view key) {
-  return Scalar(key, Take(key));
-}
-
 std::string MapReader::RequiredString(absl::string_view key) {
   std::optional<std::string> value = String(key);
-  if (!value || value->empty()) {
-    if (!value) FieldError(key, "required");
-    else FieldError(key, "must not be empty");
-    return "";
+  if (!Has(key)) {
+    FieldError(key, "required");
+  } else if (value && value->empty()) {
+    FieldError(key, "must not be empty");
   }
-  return *value;
+  return value.value_or("");
 }
 
 std::optional<int64_t> MapReader::Int(absl::string_view key, int64_t min, int64_t max) {
@@ -103,11 +102,16 @@ std::optional<uint32_t> MapReader::Port(absl::string_view key) {
   return static_cast<uint32_t>(*port);
 }
 
+std::optional<uint32_t> MapReader::RequiredPort(absl::string_view key) {
+  if (!Has(key)) FieldError(key, "required");
+  return Port(key);
+}
+
 std::optional<double> MapReader::Double(absl::string_view key) {
   YAML::Node node = Take(key);
   if (!node.IsDefined()) return std::nullopt;
   double value = 0;
-  if (!node.IsScalar() || !YAML::convert<double>::decode(node, value)) {
+  if (!node.IsScalar() || !YAML::convert<double>::decode(node, value) || !std::isfinite(value)) {
     FieldError(key, "must be a number");
     return std::nullopt;
   }

@@ -11,6 +11,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "controlplane/convert/field_path.h"
 #include "yaml-cpp/yaml.h"
@@ -50,6 +52,8 @@ class MapReader {
   std::string RequiredString(absl::string_view key);
   std::optional<int64_t> Int(absl::string_view key, int64_t min, int64_t max);
   std::optional<uint32_t> Port(absl::string_view key);  // 1..65535
+  // Port, reporting an absent value as "required".
+  std::optional<uint32_t> RequiredPort(absl::string_view key);
   std::optional<double> Double(absl::string_view key);
   std::optional<bool> Bool(absl::string_view key);
   // A duration string as Istio accepts it ("1.5s", "100ms", "1h"), at least 1ms unless
@@ -78,7 +82,6 @@ class MapReader {
  private:
   // Marks `key` read and returns its node, undefined when absent or null.
   YAML::Node Take(absl::string_view key);
-  std::optional<std::string> Scalar(absl::string_view key, const YAML::Node& node);
 
   YAML::Node node_;
   FieldPath path_;

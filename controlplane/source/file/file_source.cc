@@ -5,7 +5,9 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -39,6 +41,34 @@ std::optional<std::string> ReadFile(const std::filesystem::path& path) {
   return std::move(content).str();
 }
 
+enum class Wake { kChange, kTimeout, kStop };
+
+// Waits up to `timeout_ms` (-1: forever) for a change in the folder or a request to stop.
+Wake WaitForEvent(int inotify_fd, int stop_fd, int timeout_ms) {
+  pollfd fds[] = {{inotify_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+  int ready = poll(fds, 2, timeout_ms);
+  if (ready < 0 && errno == EINTR) return Wake::kTimeout;
+  if (ready < 0) {
+    spdlog::error("config: stopped watching the folder: poll: {}", strerror(errno));
+    return Wake::kStop;
+  }
+  if (fds[1].revents != 0) return Wake::kStop;
+  if (fds[0].revents == 0) return Wake::kTimeout;
+  // Which names changed does not matter: the whole folder is re-read and compared.
+  alignas(inotify_event) char buffer[4096];
+  ssize_t length;
+  while ((length = read(inotify_fd, buffer, sizeof(buffer))) > 0) {
+    for (char* at = buffer; at < buffer + length;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(at);
+      if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+        spdlog::error("config: the folder was removed or moved; serving its last content");
+      }
+      at += sizeof(inotify_event) + event->len;
+    }
+  }
+  return Wake::kChange;
+}
+
 bool SameObject(const convert::KubeObject& object, const model::ConfigError& error) {
   const model::ObjectMeta& meta = convert::MetaOf(object);
   return convert::KindOf(object) == error.kind && meta.name == error.name &&
@@ -66,8 +96,8 @@ absl::Status FileSource::Start() {
   }
   // Watch before the first read, so that no change slips in between.
   if (inotify_add_watch(inotify_fd_, directory_.c_str(), kWatchedEvents) < 0) {
-    absl::Status status =
-        absl::ErrnoToStatus(errno, absl::StrCat("cannot watch config folder ", directory_.string()));
+    absl::Status status = absl::ErrnoToStatus(
+        errno, absl::StrCat("cannot watch config folder ", directory_.string()));
     Stop();
     return status;
   }
@@ -92,44 +122,17 @@ void FileSource::Stop() {
 }
 
 void FileSource::Watch() {
-  pollfd fds[] = {{inotify_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-  // Waits up to `timeout_ms` (-1: forever); false once asked to stop or on failure.
-  auto wait = [&fds](int timeout_ms, bool& changed) {
-    changed = false;
-    int ready = poll(fds, 2, timeout_ms);
-    if (ready < 0) {
-      if (errno == EINTR) return true;
-      spdlog::error("config: watching stopped: poll: {}", strerror(errno));
-      return false;
-    }
-    if (fds[1].revents != 0) return false;
-    if (fds[0].revents != 0) {
-      // Which names changed does not matter: the whole folder is re-read and compared.
-      alignas(inotify_event) char buffer[4096];
-      ssize_t length;
-      while ((length = read(fds[0].fd, buffer, sizeof(buffer))) > 0) {
-        for (char* at = buffer; at < buffer + length;) {
-          auto* event = reinterpret_cast<inotify_event*>(at);
-          if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
-            spdlog::error("config: the folder was removed or moved; serving its last content");
-          }
-          at += sizeof(inotify_event) + event->len;
-        }
-      }
-      changed = true;
-    }
-    return true;
-  };
-
   const int quiet_ms = static_cast<int>(quiet_period_.count());
-  bool changed = false;
-  while (wait(-1, changed)) {
-    if (!changed) continue;
+  while (true) {
+    Wake wake = WaitForEvent(inotify_fd_, stop_fd_, /*timeout_ms=*/-1);
+    if (wake == Wake::kStop) return;
+    if (wake == Wake::kTimeout) continue;
     // Let the burst settle, but not forever: steady writes must still get published.
     auto deadline = std::chrono::steady_clock::now() + 10 * quiet_period_;
-    bool more = true;
-    while (more && std::chrono::steady_clock::now() < deadline) {
-      if (!wait(quiet_ms, more)) return;
+    while (std::chrono::steady_clock::now() < deadline) {
+      wake = WaitForEvent(inotify_fd_, stop_fd_, quiet_ms);
+      if (wake == Wake::kStop) return;
+      if (wake == Wake::kTimeout) break;
     }
     if (Rescan()) Publish();
   }

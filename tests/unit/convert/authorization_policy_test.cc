@@ -6,6 +6,7 @@ namespace meshpilot::convert {
 namespace {
 
 using model::AuthorizationPolicy;
+using testing::CheckErrors;
 using testing::ErrorOf;
 using testing::ParseAs;
 
@@ -132,19 +133,21 @@ spec:
     - source: {ipBlocks: [10.0.0.0/33], principals: [""]}
     - {}
 )");
-  CHECK_THAT(error, Catch::Contains("spec: only one of selector, targetRef or targetRefs"));
-  CHECK_THAT(error, Catch::Contains("spec.provider: only allowed with action CUSTOM"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].from: must not be empty"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].to[0].operation.ports[0]: \"0\" is not a port"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].to[0].operation.ports[1]: \"http\" is not a port"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].to[1].operation: must not be empty"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].when[0].values[0]: \"not-an-ip\" is not a valid IP"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].when[1].key: \"request.headers\" must name an entry"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].when[2].key: unknown attribute"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[0].when[3]: one of values or notValues is required"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[1].from[0].source.ipBlocks[0]: \"10.0.0.0/33\" has an invalid prefix"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[1].from[0].source.principals[0]: must not be empty"));
-  CHECK_THAT(error, Catch::Contains("spec.rules[1].from[1].source: required"));
+  CheckErrors(error, {
+      "spec: only one of selector, targetRef or targetRefs",
+      "spec.provider: only allowed with action CUSTOM",
+      "spec.rules[0].from: must not be empty",
+      "spec.rules[0].to[0].operation.ports[0]: \"0\" is not a port",
+      "spec.rules[0].to[0].operation.ports[1]: \"http\" is not a port",
+      "spec.rules[0].to[1].operation: must not be empty",
+      "spec.rules[0].when[0].values[0]: \"not-an-ip\" is not a valid IP",
+      "spec.rules[0].when[1].key: \"request.headers\" must name an entry",
+      "spec.rules[0].when[2].key: unknown attribute",
+      "spec.rules[0].when[3]: one of values or notValues is required",
+      "spec.rules[1].from[0].source.ipBlocks[0]: \"10.0.0.0/33\" has an invalid prefix",
+      "spec.rules[1].from[0].source.principals[0]: must not be empty",
+      "spec.rules[1].from[1].source: required",
+  });
 }
 
 TEST_CASE("DENY and CUSTOM policies without rules are rejected", "[authorization_policy]") {

@@ -6,6 +6,7 @@ namespace meshpilot::convert {
 namespace {
 
 using std::chrono::milliseconds;
+using testing::CheckErrors;
 using testing::ErrorOf;
 using testing::ParseAs;
 
@@ -121,18 +122,19 @@ spec:
   - name: v2
   - name: v2
 )");
-  CHECK_THAT(error, Catch::Contains("spec.host: required"));
-  CHECK_THAT(error, Catch::Contains("spec.trafficPolicy.loadBalancer.simple: must be one of"));
-  CHECK_THAT(error, Catch::Contains("spec.trafficPolicy.loadBalancer.consistentHash: only one of"));
-  CHECK_THAT(error, Catch::Contains(
-                        "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: must be a prime"));
-  CHECK_THAT(error, Catch::Contains("spec.trafficPolicy.connectionPool.tcp.connectTimeout: invalid duration"));
-  CHECK_THAT(error, Catch::Contains("spec.trafficPolicy.outlierDetection.interval: duration \"1us\" must be at least 1ms"));
-  CHECK_THAT(error, Catch::Contains("spec.trafficPolicy.outlierDetection.maxEjectionPercent: must be between 0 and 100"));
-  CHECK_THAT(error, Catch::Contains("spec.trafficPolicy.tls.clientCertificate: required for MUTUAL mode"));
-  CHECK_THAT(error, Catch::Contains("spec.trafficPolicy.portLevelSettings[0].port: required"));
-  CHECK_THAT(error, Catch::Contains("spec.subsets[0].name: \"V1\" is not a DNS-1123 label"));
-  CHECK_THAT(error, Catch::Contains("spec.subsets[2].name: duplicate subset name"));
+  CheckErrors(error, {
+      "spec.host: required",
+      "spec.trafficPolicy.loadBalancer.simple: must be one of",
+      "spec.trafficPolicy.loadBalancer.consistentHash: only one of",
+      "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: must be a prime",
+      "spec.trafficPolicy.connectionPool.tcp.connectTimeout: invalid duration",
+      "spec.trafficPolicy.outlierDetection.interval: duration \"1us\" must be at least 1ms",
+      "spec.trafficPolicy.outlierDetection.maxEjectionPercent: must be between 0 and 100",
+      "spec.trafficPolicy.tls.clientCertificate: required for MUTUAL mode",
+      "spec.trafficPolicy.portLevelSettings[0].port: required",
+      "spec.subsets[0].name: \"V1\" is not a DNS-1123 label",
+      "spec.subsets[2].name: duplicate subset name",
+  });
 }
 
 }  // namespace

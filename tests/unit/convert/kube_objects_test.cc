@@ -6,6 +6,7 @@
 namespace meshpilot::convert {
 namespace {
 
+using testing::CheckErrors;
 using testing::ErrorOf;
 using testing::Parse;
 using testing::ParseAs;
@@ -66,11 +67,13 @@ spec:
   - {name: http, port: 70000, targetPort: -1}
   - {name: tcp}
 )");
-  CHECK_THAT(error, Catch::Contains("spec.ports[0].port: must be between 1 and 65535"));
-  CHECK_THAT(error, Catch::Contains("spec.ports[1].name: duplicate port name"));
-  CHECK_THAT(error, Catch::Contains("spec.ports[1].port: must be between 1 and 65535"));
-  CHECK_THAT(error, Catch::Contains("spec.ports[1].targetPort: must be between 1 and 65535"));
-  CHECK_THAT(error, Catch::Contains("spec.ports[2].port: required"));
+  CheckErrors(error, {
+      "spec.ports[0].port: must be between 1 and 65535",
+      "spec.ports[1].name: duplicate port name",
+      "spec.ports[1].port: must be between 1 and 65535",
+      "spec.ports[1].targetPort: must be between 1 and 65535",
+      "spec.ports[2].port: required",
+  });
 }
 
 TEST_CASE("Endpoints parse ready and not-ready addresses", "[kube]") {
@@ -179,10 +182,11 @@ metadata: {name: prod, labels: {istio-injection: enabled}}
 
 TEST_CASE("Unknown kinds and missing identity are rejected", "[kube]") {
   CHECK_THAT(ErrorOf("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n"),
-             Catch::Contains("unsupported kind \"Gateway\" of apiVersion \"networking.istio.io/v1\""));
+             Catch::Contains("kind: unsupported kind \"Gateway\" of apiVersion"));
   CHECK_THAT(ErrorOf("apiVersion: v2\nkind: Service\nmetadata: {name: s}\n"),
              Catch::Contains("unsupported kind"));
-  CHECK_THAT(ErrorOf("kind: Service\nmetadata: {name: s}\n"), Catch::Contains("apiVersion: required"));
+  CHECK_THAT(ErrorOf("kind: Service\nmetadata: {name: s}\n"),
+             Catch::Contains("apiVersion: required"));
   CHECK_THAT(ErrorOf("apiVersion: v1\nkind: Service\nmetadata: {}\n"),
              Catch::Contains("metadata.name: required"));
   CHECK_THAT(ErrorOf("[1, 2]"), Catch::Contains("must hold one object"));

@@ -25,7 +25,11 @@ kind: Pod
 metadata:
   name: reviews-2
   namespace: prod
-  labels: {app: reviews, version: v2, topology.kubernetes.io/region: us-east, topology.kubernetes.io/zone: us-east-1b}
+  labels:
+    app: reviews
+    version: v2
+    topology.kubernetes.io/region: us-east
+    topology.kubernetes.io/zone: us-east-1b
 spec: {serviceAccountName: bookinfo-reviews}
 status: {podIP: 10.0.0.2}
 ---
@@ -61,7 +65,8 @@ TEST_CASE("EndpointSlices are flattened and joined with their pods", "[mesh_stat
   model::MeshState state = BuildFrom(kReviews);
   CHECK(state.errors.empty());
   REQUIRE(state.services.contains("prod/reviews"));
-  const std::vector<model::Endpoint>& endpoints = state.EndpointsOf(state.services.at("prod/reviews"));
+  const std::vector<model::Endpoint>& endpoints =
+      state.EndpointsOf(state.services.at("prod/reviews"));
   REQUIRE(endpoints.size() == 6);  // 3 addresses x 2 ports, sorted by address then port
 
   CHECK(endpoints[0].address == "10.0.0.1");

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <initializer_list>
 #include <string>
 #include <variant>
 
@@ -28,6 +29,11 @@ inline std::string ErrorOf(const std::string& yaml) {
   absl::StatusOr<KubeObject> object = Parse(yaml);
   REQUIRE_FALSE(object.ok());
   return std::string(object.status().message());
+}
+
+// Checks that `error` holds each of `expected`.
+inline void CheckErrors(const std::string& error, std::initializer_list<const char*> expected) {
+  for (const char* message : expected) CHECK_THAT(error, Catch::Contains(message));
 }
 
 }  // namespace meshpilot::convert::testing
