@@ -23,6 +23,7 @@
 #include "controlplane/push/push_controller.h"
 #include "controlplane/source/file/file_source.h"
 #include "controlplane/xds/server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, config_dir, "", "Folder of Kubernetes/Istio YAML to serve (watched).");
@@ -39,6 +40,8 @@ namespace meshpilot {
 namespace {
 
 int Run() {
+  // Logs go to stderr, like istiod's; stdout stays free for tools.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("meshpilot"));
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
   const std::string config_dir = absl::GetFlag(FLAGS_config_dir);
   if (config_dir.empty()) {

@@ -92,7 +92,9 @@ DebugResponse DebugHandler::Ready() const {
 json DebugHandler::SyncZ() const {
   json result = json::array();
   for (const xds::StreamStatus& stream : ads_.Streams()) {
-    json entry{{"proxy", stream.proxy.id}, {"connection_id", stream.connection_id}};
+    json entry{{"proxy", stream.proxy.id},
+               {"connection_id", stream.connection_id},
+               {"protocol", std::string(xds::ProtocolName(stream.protocol))}};
     // Istio's field names first (cluster_sent, cluster_acked, ...), then meshpilot's detail.
     static constexpr std::array<const char*, 4> kIstioNames = {"cluster", "endpoint",
                                                                "listener", "route"};
@@ -231,6 +233,7 @@ json DebugHandler::AdsZ() const {
       watches[std::string(cache::TypeUrl(type))] = names;
     }
     clients.push_back(json{{"connectionId", stream.connection_id},
+                           {"protocol", std::string(xds::ProtocolName(stream.protocol))},
                            {"connectedAt", Rfc3339(stream.connected_at)},
                            {"address", stream.peer},
                            {"proxy", ProxyJson(stream.proxy)},

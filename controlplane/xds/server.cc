@@ -1,6 +1,7 @@
 #include "controlplane/xds/server.h"
 
 #include "absl/strings/str_cat.h"
+#include "controlplane/xds/delta_stream.h"
 #include "controlplane/xds/stream.h"
 
 namespace meshpilot::xds {
@@ -15,15 +16,21 @@ AdsServer::StreamAggregatedResources(grpc::CallbackServerContext* context) {
   return new AdsStream(*this, context);
 }
 
+grpc::ServerBidiReactor<envoy::service::discovery::v3::DeltaDiscoveryRequest,
+                        envoy::service::discovery::v3::DeltaDiscoveryResponse>*
+AdsServer::DeltaAggregatedResources(grpc::CallbackServerContext* context) {
+  return new DeltaStream(*this, context);
+}
+
 void AdsServer::PushAll() {
   std::lock_guard lock(mu_);
-  for (AdsStream* stream : streams_) stream->Push();
+  for (Stream* stream : streams_) stream->Push();
 }
 
 void AdsServer::CloseAll() {
   std::lock_guard lock(mu_);
   closing_ = true;
-  for (AdsStream* stream : streams_) {
+  for (Stream* stream : streams_) {
     stream->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "meshpilot is shutting down"));
   }
 }
@@ -31,7 +38,7 @@ void AdsServer::CloseAll() {
 std::vector<StreamStatus> AdsServer::Streams() const {
   std::lock_guard lock(mu_);
   std::vector<StreamStatus> result;
-  for (const AdsStream* stream : streams_) {
+  for (const Stream* stream : streams_) {
     if (stream->HasProxy()) result.push_back(stream->Status());
   }
   return result;
@@ -41,7 +48,7 @@ std::string AdsServer::NextConnectionId(const std::string& node_id) {
   return absl::StrCat(node_id, "-", ++connection_counter_);
 }
 
-void AdsServer::Register(AdsStream* stream) {
+void AdsServer::Register(Stream* stream) {
   std::lock_guard lock(mu_);
   streams_.insert(stream);
   metrics_.SetConnectedProxies(streams_.size());
@@ -50,7 +57,7 @@ void AdsServer::Register(AdsStream* stream) {
   }
 }
 
-void AdsServer::Unregister(AdsStream* stream) {
+void AdsServer::Unregister(Stream* stream) {
   std::lock_guard lock(mu_);
   streams_.erase(stream);
   metrics_.SetConnectedProxies(streams_.size());

@@ -13,10 +13,11 @@
 
 namespace meshpilot::xds {
 
-class AdsStream;
+class Stream;
 
-// The ADS gRPC service: accepts streams and fans pushes out to them. It knows streams,
-// nonces and ACKs; what each proxy should have comes from the SnapshotCache.
+// The ADS gRPC service, both variants: state of the world (AdsStream) and delta
+// (DeltaStream). Accepts streams and fans pushes out to them. It knows streams, nonces and
+// ACKs; what each proxy should have comes from the SnapshotCache.
 class AdsServer final
     : public envoy::service::discovery::v3::AggregatedDiscoveryService::CallbackService {
  public:
@@ -25,6 +26,9 @@ class AdsServer final
   grpc::ServerBidiReactor<envoy::service::discovery::v3::DiscoveryRequest,
                           envoy::service::discovery::v3::DiscoveryResponse>*
   StreamAggregatedResources(grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<envoy::service::discovery::v3::DeltaDiscoveryRequest,
+                          envoy::service::discovery::v3::DeltaDiscoveryResponse>*
+  DeltaAggregatedResources(grpc::CallbackServerContext* context) override;
 
   // The cache holds a new state: every stream sends what changed for its proxy.
   void PushAll();
@@ -32,12 +36,12 @@ class AdsServer final
   void CloseAll();
   std::vector<StreamStatus> Streams() const;
 
-  // For AdsStream.
+  // For the streams.
   cache::SnapshotCache& cache() { return cache_; }
   debug::Metrics& metrics() { return metrics_; }
   std::string NextConnectionId(const std::string& node_id);
-  void Register(AdsStream* stream);
-  void Unregister(AdsStream* stream);
+  void Register(Stream* stream);
+  void Unregister(Stream* stream);
 
  private:
   cache::SnapshotCache& cache_;
@@ -45,7 +49,7 @@ class AdsServer final
   std::atomic<uint64_t> connection_counter_{0};
 
   mutable std::mutex mu_;
-  std::set<AdsStream*> streams_;
+  std::set<Stream*> streams_;
   bool closing_ = false;
 };
 

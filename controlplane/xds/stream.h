@@ -1,12 +1,13 @@
 #pragma once
 
-#include <atomic>
+#include <array>
 #include <chrono>
 #include <deque>
-#include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 
+#include "absl/status/status.h"
 #include "controlplane/cache/snapshot.h"
 #include "controlplane/xds/stream_status.h"
 #include "envoy/service/discovery/v3/ads.grpc.pb.h"
@@ -15,61 +16,119 @@ namespace meshpilot::xds {
 
 class AdsServer;
 
-// One state-of-the-world ADS stream. It reads requests, tracks per type the subscription,
-// the nonce in flight and the ACKed/NACKed versions, and writes responses in push order
-// (CDS, EDS, LDS, RDS). At most one response per type is un-ACKed at a time; newer state
-// waits behind it and goes out, coalesced, when the client answers. Writes are queued, so a
-// slow client only ever slows itself.
-class AdsStream
-    : public grpc::ServerBidiReactor<envoy::service::discovery::v3::DiscoveryRequest,
-                                     envoy::service::discovery::v3::DiscoveryResponse> {
+// One ADS stream, whatever its protocol: who the proxy is, per type the subscription and
+// where the request/response exchange stands (nonce in flight, ACKed and NACKed versions).
+// AdsServer holds every stream by this interface.
+class Stream {
  public:
-  AdsStream(AdsServer& server, grpc::CallbackServerContext* context);
+  virtual ~Stream() = default;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
 
   // A new state was installed in the cache: send whatever changed for this proxy.
-  void Push();
+  virtual void Push() = 0;
   // Ends the stream from the server side (shutdown).
-  void Close(const grpc::Status& status);
+  virtual void Close(const grpc::Status& status) = 0;
   StreamStatus Status() const;
   bool HasProxy() const;
+
+ protected:
+  struct TypeState {
+    TypeStatus status;
+    bool awaiting_ack = false;
+    bool named = false;  // the client has named resources (even "*"): no legacy wildcard
+    std::chrono::steady_clock::time_point sent_at;
+  };
+  // What a request's response_nonce and error_detail say about the response in flight.
+  enum class Answer { kNone, kStale, kAck, kNack };
+
+  Stream(AdsServer& server, grpc::CallbackServerContext* context, Protocol protocol);
+
+  // The first request's node: parsed into the proxy this stream serves.
+  absl::Status IdentifyLocked(const envoy::config::core::v3::Node& node);
+  // The type of `type_url`, or nullopt (logged) for a type meshpilot does not serve.
+  std::optional<cache::ResourceType> TypeOfLocked(const std::string& type_url) const;
+  // Matches `nonce` against the response in flight for `type` and records the ACK (the
+  // client now holds `acked_version`) or the NACK (metrics, log, never resent).
+  Answer AnswerLocked(cache::ResourceType type, const std::string& nonce,
+                      const google::rpc::Status* error, const std::string& acked_version);
+  // The newest snapshot for this proxy, else the last good one; nullptr before the first
+  // state, when nothing may be sent.
+  const cache::Snapshot* RefreshSnapshotLocked();
+  // Nonce and bookkeeping of a response about to be written.
+  std::string RecordSendLocked(cache::ResourceType type, const std::string& version);
+  TypeState& type_state(cache::ResourceType type) { return types_[static_cast<size_t>(type)]; }
+
+  AdsServer& server_;
+  mutable std::mutex mu_;
+  StreamStatus status_;
+  bool has_proxy_ = false;
+  bool finished_ = false;
+
+ private:
+  std::array<TypeState, cache::kResourceTypeCount> types_;
+  cache::SnapshotPtr snapshot_;  // the last good snapshot for this proxy
+  uint64_t next_nonce_ = 0;
+};
+
+// The gRPC side shared by both protocols: reads, the push walk in push order (CDS, EDS,
+// LDS, RDS) with its barrier, and the write queue. At most one response per type is
+// un-ACKed at a time; newer state waits behind it and goes out, coalesced, when the client
+// answers. Writes are queued, so a slow client only ever slows itself. A protocol supplies
+// what a request means and what a response holds.
+template <typename Request, typename Response>
+class StreamReactor : public Stream, public grpc::ServerBidiReactor<Request, Response> {
+ public:
+  void Push() override;
+  void Close(const grpc::Status& status) override;
 
   // grpc::ServerBidiReactor
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone() override;
 
- private:
-  using Request = envoy::service::discovery::v3::DiscoveryRequest;
-  using Response = envoy::service::discovery::v3::DiscoveryResponse;
+ protected:
+  using Stream::Stream;
+  // Registers with the server and starts reading: the last statement of the most derived
+  // constructor, since gRPC may call back on another thread from here on.
+  void Start();
 
-  struct TypeState {
-    TypeStatus status;
-    bool awaiting_ack = false;
-    bool force = false;  // send even if the version did not change
-    bool named = false;  // the client has named resources (even "*"): no legacy wildcard
-    std::chrono::steady_clock::time_point sent_at;
-  };
-
-  void HandleRequest(const Request& request);
-  void PushLocked();
+  // A request from a known proxy. Ends with PushLocked() when something may have changed.
+  virtual void HandleRequestLocked(const Request& request) = 0;
   // The response for `type` at `snapshot`, or nullopt when there is nothing new to send.
-  std::optional<Response> Diff(cache::ResourceType type, const cache::Snapshot& snapshot);
-  void SendLocked(cache::ResourceType type, Response response);
+  // Must not change state: the push walk may drop it (barrier).
+  virtual std::optional<Response> DiffLocked(cache::ResourceType type,
+                                             const cache::Snapshot& snapshot) = 0;
+  // `response` is on its way: protocol bookkeeping (what is in flight, EDS after CDS).
+  virtual void SentLocked(cache::ResourceType type, const Response& response) = 0;
+
+  void PushLocked();
   void FinishLocked(const grpc::Status& status);
 
-  AdsServer& server_;
-  grpc::CallbackServerContext* context_;
-  Request request_;
+ private:
+  void SendLocked(cache::ResourceType type, Response response);
 
-  mutable std::mutex mu_;
-  StreamStatus status_;
-  bool has_proxy_ = false;
-  std::array<TypeState, cache::kResourceTypeCount> types_;
-  cache::SnapshotPtr snapshot_;  // the last good snapshot for this proxy
+  Request request_;
   std::deque<Response> outbox_;
   bool writing_ = false;
-  bool finished_ = false;
-  uint64_t next_nonce_ = 0;
+};
+
+// One state-of-the-world ADS stream (StreamAggregatedResources): each response holds every
+// subscribed resource of its type, versioned as a whole.
+class AdsStream final : public StreamReactor<envoy::service::discovery::v3::DiscoveryRequest,
+                                             envoy::service::discovery::v3::DiscoveryResponse> {
+ public:
+  AdsStream(AdsServer& server, grpc::CallbackServerContext* context);
+
+ private:
+  void HandleRequestLocked(const envoy::service::discovery::v3::DiscoveryRequest& request) override;
+  std::optional<envoy::service::discovery::v3::DiscoveryResponse> DiffLocked(
+      cache::ResourceType type, const cache::Snapshot& snapshot) override;
+  void SentLocked(cache::ResourceType type,
+                  const envoy::service::discovery::v3::DiscoveryResponse& response) override;
+
+  // Per type: send even if the version did not change.
+  std::array<bool, cache::kResourceTypeCount> force_{};
 };
 
 }  // namespace meshpilot::xds

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "controlplane/cache/resource.h"
 #include "translator/proxy.h"
@@ -17,6 +18,8 @@ struct TypeStatus {
   bool subscribed = false;
   bool wildcard = false;
   std::set<std::string> names;  // named subscriptions (EDS, RDS, and non-wildcard LDS/CDS)
+  // SotW: the response's version_info. Delta: its system_version_info, the hash of every
+  // (name, version) the client holds once it applies the response.
   std::string sent_version;
   std::string sent_nonce;
   std::string acked_version;
@@ -26,10 +29,17 @@ struct TypeStatus {
   uint64_t rejects = 0;
 };
 
+// The two variants of ADS: StreamAggregatedResources and DeltaAggregatedResources.
+enum class Protocol { kStateOfTheWorld, kDelta };
+inline std::string_view ProtocolName(Protocol protocol) {
+  return protocol == Protocol::kDelta ? "delta" : "sotw";
+}
+
 // A point-in-time copy of one ADS stream, for the debug endpoints.
 struct StreamStatus {
   std::string connection_id;  // node id + "-" + a per-server counter, as istiod names them
   std::string peer;
+  Protocol protocol = Protocol::kStateOfTheWorld;
   translator::ProxyInfo proxy;
   std::chrono::system_clock::time_point connected_at;
   std::array<TypeStatus, cache::kResourceTypeCount> types;

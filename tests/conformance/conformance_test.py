@@ -377,6 +377,45 @@ class GrpcXdsClientTest(unittest.TestCase):
         self.expect(rc == 0 and set(self.backend_counts(summary)) == {"backend-a", "backend-b"},
                     f"echo broke after echo2 was added: {summary}")
 
+    def test_invalid_edit_keeps_last_good_config(self):
+        client = self.client(ECHO_TARGET, "--count", "60", "--interval_ms", "50",
+                             "--timeout_ms", "5000")
+        line = client.wait_for_stdout(lambda l: l.startswith("ok "), 15)
+        self.expect(line is not None, "no call succeeded before the edit")
+        # The Service turns invalid: it is rejected with its field path, and the last good
+        # version keeps serving.
+        self.write_config("services.yaml", service_yaml("echo", 7070).replace(
+            "port: 7070", "port: 70000"))
+        deadline = time.monotonic() + 10
+        configz = ""
+        while time.monotonic() < deadline:
+            configz = self.debug_page("/debug/configz")
+            if "spec.ports[0].port" in configz:
+                break
+            time.sleep(0.1)
+        self.expect("spec.ports[0].port" in configz,
+                    f"the rejected Service is not reported with its field path: {configz}")
+        rc = self.finish(client, 30)
+        summary = self.summary(client) or {}
+        self.expect(rc == 0 and summary.get("ok") == "60",
+                    f"calls failed after an invalid edit: {summary}")
+
+    def test_sigterm_closes_streams_and_exits_zero(self):
+        client = self.client(ECHO_TARGET, "--count", "80", "--interval_ms", "50",
+                             "--timeout_ms", "5000")
+        line = client.wait_for_stdout(lambda l: l.startswith("ok "), 15)
+        self.expect(line is not None, "no call succeeded before shutdown")
+        self.meshpilot.proc.terminate()
+        rc = self.meshpilot.wait(10)
+        self.expect(rc == 0, f"meshpilot did not exit 0 on SIGTERM (rc={rc})")
+        self.expect(any("shutting down" in l for l in self.meshpilot.stderr),
+                    "meshpilot did not log its shutdown")
+        # The client keeps its last config while the control plane is away.
+        rc = self.finish(client, 30)
+        summary = self.summary(client) or {}
+        self.expect(rc == 0 and summary.get("ok") == "80",
+                    f"calls failed once meshpilot was gone: {summary}")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -3,6 +3,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string_view>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "envoy/config/cluster/v3/cluster.pb.h"
@@ -66,6 +67,18 @@ void Insert(model::MeshState& mesh, const std::string& name, uint32_t port,
   mesh.services[key] = std::move(service);
 }
 
+std::string NameOf(const google::protobuf::Any& any) {
+  envoy::config::cluster::v3::Cluster cluster;
+  envoy::config::endpoint::v3::ClusterLoadAssignment assignment;
+  envoy::config::listener::v3::Listener listener;
+  envoy::config::route::v3::RouteConfiguration route;
+  if (any.UnpackTo(&cluster)) return cluster.name();
+  if (any.UnpackTo(&assignment)) return assignment.cluster_name();
+  if (any.UnpackTo(&listener)) return listener.name();
+  if (any.UnpackTo(&route)) return route.name();
+  return "<unknown " + any.type_url() + ">";
+}
+
 }  // namespace
 
 envoy::config::core::v3::Node MakeNode(const std::string& id, const std::string& generator) {
@@ -101,23 +114,13 @@ std::string ClusterName(const std::string& service, uint32_t port) {
 
 std::vector<std::string> ResourceNames(const DiscoveryResponse& response) {
   std::vector<std::string> names;
-  for (const google::protobuf::Any& any : response.resources()) {
-    envoy::config::cluster::v3::Cluster cluster;
-    envoy::config::endpoint::v3::ClusterLoadAssignment assignment;
-    envoy::config::listener::v3::Listener listener;
-    envoy::config::route::v3::RouteConfiguration route;
-    if (any.UnpackTo(&cluster)) {
-      names.push_back(cluster.name());
-    } else if (any.UnpackTo(&assignment)) {
-      names.push_back(assignment.cluster_name());
-    } else if (any.UnpackTo(&listener)) {
-      names.push_back(listener.name());
-    } else if (any.UnpackTo(&route)) {
-      names.push_back(route.name());
-    } else {
-      names.push_back("<unknown " + any.type_url() + ">");
-    }
-  }
+  for (const google::protobuf::Any& any : response.resources()) names.push_back(NameOf(any));
+  return names;
+}
+
+std::vector<std::string> ResourceNames(const DeltaDiscoveryResponse& response) {
+  std::vector<std::string> names;
+  for (const auto& resource : response.resources()) names.push_back(NameOf(resource.resource()));
   return names;
 }
 
@@ -179,9 +182,11 @@ bool AdsTestServer::WaitForStream(const std::function<bool(const xds::StreamStat
   }
 }
 
-// --- AdsTestClient ---------------------------------------------------------------------
+// --- XdsTestStream ---------------------------------------------------------------------
 
-AdsTestClient::AdsTestClient(int port, AdsClientOptions options) : options_(std::move(options)) {
+template <typename Request, typename Response>
+XdsTestStream<Request, Response>::XdsTestStream(int port, AdsClientOptions options)
+    : options_(std::move(options)) {
   grpc::ChannelArguments args;
   // Each client gets its own HTTP/2 connection, as separate proxies would.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -194,11 +199,16 @@ AdsTestClient::AdsTestClient(int port, AdsClientOptions options) : options_(std:
   channel_ = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
                                        grpc::InsecureChannelCredentials(), args);
   stub_ = envoy::service::discovery::v3::AggregatedDiscoveryService::NewStub(channel_);
-  stream_ = stub_->StreamAggregatedResources(&context_);
+  if constexpr (std::is_same_v<Request, DeltaDiscoveryRequest>) {
+    stream_ = stub_->DeltaAggregatedResources(&context_);
+  } else {
+    stream_ = stub_->StreamAggregatedResources(&context_);
+  }
   if (options_.read_responses) reader_ = std::thread([this] { ReadLoop(); });
 }
 
-AdsTestClient::~AdsTestClient() {
+template <typename Request, typename Response>
+XdsTestStream<Request, Response>::~XdsTestStream() {
   context_.TryCancel();
   if (reader_.joinable()) {
     reader_.join();
@@ -208,8 +218,9 @@ AdsTestClient::~AdsTestClient() {
   }
 }
 
-void AdsTestClient::ReadLoop() {
-  DiscoveryResponse response;
+template <typename Request, typename Response>
+void XdsTestStream<Request, Response>::ReadLoop() {
+  Response response;
   while (stream_->Read(&response)) {
     std::lock_guard lock(mu_);
     responses_.push_back(response);
@@ -225,6 +236,53 @@ void AdsTestClient::ReadLoop() {
   cv_.notify_all();
 }
 
+template <typename Request, typename Response>
+bool XdsTestStream<Request, Response>::WriteLocked(Request request) {
+  {
+    std::lock_guard state_lock(mu_);
+    if (end_status_) return false;
+  }
+  if (!node_sent_) {
+    *request.mutable_node() = options_.node;
+    node_sent_ = true;
+  }
+  return stream_->Write(request);
+}
+
+template <typename Request, typename Response>
+std::optional<Response> XdsTestStream<Request, Response>::Read(
+    std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [this] { return !responses_.empty() || end_status_; });
+  if (responses_.empty()) return std::nullopt;
+  Response response = std::move(responses_.front());
+  responses_.pop_front();
+  return response;
+}
+
+template <typename Request, typename Response>
+bool XdsTestStream<Request, Response>::ExpectNothing(std::chrono::milliseconds quiet) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, quiet, [this] { return !responses_.empty(); });
+  return responses_.empty();
+}
+
+template <typename Request, typename Response>
+std::optional<grpc::Status> XdsTestStream<Request, Response>::WaitForEnd(
+    std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [this] { return end_status_.has_value(); });
+  return end_status_;
+}
+
+template class XdsTestStream<DiscoveryRequest, DiscoveryResponse>;
+template class XdsTestStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
+// --- AdsTestClient ---------------------------------------------------------------------
+
+AdsTestClient::AdsTestClient(int port, AdsClientOptions options)
+    : XdsTestStream(port, std::move(options)) {}
+
 bool AdsTestClient::Send(const std::string& type_url, const std::vector<std::string>& names,
                          const std::string& version, const std::string& nonce,
                          std::optional<std::string> error_detail) {
@@ -238,17 +296,9 @@ bool AdsTestClient::Send(const std::string& type_url, const std::vector<std::str
     request.mutable_error_detail()->set_message(*error_detail);
   }
   std::lock_guard lock(write_mu_);
-  {
-    std::lock_guard state_lock(mu_);
-    if (end_status_) return false;
-  }
-  if (!node_sent_) {
-    *request.mutable_node() = options_.node;
-    node_sent_ = true;
-  }
   subscriptions_[type_url] = names;
   if (!error_detail && !nonce.empty()) acked_versions_[type_url] = version;
-  return stream_->Write(request);
+  return WriteLocked(std::move(request));
 }
 
 bool AdsTestClient::Ack(const DiscoveryResponse& response,
@@ -275,31 +325,68 @@ bool AdsTestClient::Nack(const DiscoveryResponse& response, const std::string& m
   return Send(response.type_url(), subscription, previous, response.nonce(), message);
 }
 
-std::optional<DiscoveryResponse> AdsTestClient::Read(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [this] { return !responses_.empty() || end_status_; });
-  if (responses_.empty()) return std::nullopt;
-  DiscoveryResponse response = std::move(responses_.front());
-  responses_.pop_front();
-  return response;
-}
-
-bool AdsTestClient::ExpectNothing(std::chrono::milliseconds quiet) {
-  std::unique_lock lock(mu_);
-  cv_.wait_for(lock, quiet, [this] { return !responses_.empty(); });
-  return responses_.empty();
-}
-
-std::optional<grpc::Status> AdsTestClient::WaitForEnd(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [this] { return end_status_.has_value(); });
-  return end_status_;
-}
-
 std::string AdsTestClient::AckedVersion(const std::string& type_url) const {
   std::lock_guard lock(write_mu_);
   auto it = acked_versions_.find(type_url);
   return it == acked_versions_.end() ? "" : it->second;
+}
+
+// --- DeltaTestClient -------------------------------------------------------------------
+
+DeltaTestClient::DeltaTestClient(int port, AdsClientOptions options)
+    : XdsTestStream(port, std::move(options)) {}
+
+bool DeltaTestClient::Send(DeltaDiscoveryRequest request) {
+  std::lock_guard lock(write_mu_);
+  return WriteLocked(std::move(request));
+}
+
+bool DeltaTestClient::Subscribe(const std::string& type_url,
+                                const std::vector<std::string>& names,
+                                const Versions& initial_versions) {
+  DeltaDiscoveryRequest request;
+  request.set_type_url(type_url);
+  for (const std::string& name : names) request.add_resource_names_subscribe(name);
+  for (const auto& [name, version] : initial_versions) {
+    (*request.mutable_initial_resource_versions())[name] = version;
+  }
+  return Send(std::move(request));
+}
+
+bool DeltaTestClient::Unsubscribe(const std::string& type_url,
+                                  const std::vector<std::string>& names) {
+  DeltaDiscoveryRequest request;
+  request.set_type_url(type_url);
+  for (const std::string& name : names) request.add_resource_names_unsubscribe(name);
+  std::lock_guard lock(write_mu_);
+  for (const std::string& name : names) held_[type_url].erase(name);
+  return WriteLocked(std::move(request));
+}
+
+bool DeltaTestClient::Ack(const DeltaDiscoveryResponse& response) {
+  DeltaDiscoveryRequest request;
+  request.set_type_url(response.type_url());
+  request.set_response_nonce(response.nonce());
+  std::lock_guard lock(write_mu_);
+  Versions& held = held_[response.type_url()];
+  for (const auto& resource : response.resources()) held[resource.name()] = resource.version();
+  for (const std::string& name : response.removed_resources()) held.erase(name);
+  return WriteLocked(std::move(request));
+}
+
+bool DeltaTestClient::Nack(const DeltaDiscoveryResponse& response, const std::string& message) {
+  DeltaDiscoveryRequest request;
+  request.set_type_url(response.type_url());
+  request.set_response_nonce(response.nonce());
+  request.mutable_error_detail()->set_code(3);  // INVALID_ARGUMENT, as Envoy reports it
+  request.mutable_error_detail()->set_message(message);
+  return Send(std::move(request));
+}
+
+DeltaTestClient::Versions DeltaTestClient::Held(const std::string& type_url) const {
+  std::lock_guard lock(write_mu_);
+  auto it = held_.find(type_url);
+  return it == held_.end() ? Versions{} : it->second;
 }
 
 }  // namespace meshpilot::testing

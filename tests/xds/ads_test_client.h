@@ -1,7 +1,8 @@
 #pragma once
 
-// An in-process meshpilot ADS server on a real gRPC port, and a hand-written ADS client that
-// talks to it over a real channel, so tests assert what a proxy sees on the wire.
+// An in-process meshpilot ADS server on a real gRPC port, and hand-written ADS clients (state
+// of the world and delta) that talk to it over a real channel, so tests assert what a proxy
+// sees on the wire.
 
 #include <grpcpp/grpcpp.h>
 
@@ -28,6 +29,8 @@
 
 namespace meshpilot::testing {
 
+using envoy::service::discovery::v3::DeltaDiscoveryRequest;
+using envoy::service::discovery::v3::DeltaDiscoveryResponse;
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
 
@@ -59,6 +62,8 @@ std::string ClusterName(const std::string& service, uint32_t port = 8080);
 
 // The names of the resources in a response, in order, decoded from each Any's message.
 std::vector<std::string> ResourceNames(const DiscoveryResponse& response);
+// The same for a delta response (decoded from the resources, not from Resource.name).
+std::vector<std::string> ResourceNames(const DeltaDiscoveryResponse& response);
 
 // The control plane under test: SnapshotCache + Metrics + AdsServer behind a grpc::Server on
 // 127.0.0.1 and a port the kernel picked.
@@ -106,14 +111,50 @@ struct AdsClientOptions {
   bool read_responses = true;
 };
 
-// One SotW ADS stream over its own HTTP/2 connection. A reader thread queues what the server
-// sends; requests go out from the test's thread.
-class AdsTestClient {
+// One ADS stream of either protocol over its own HTTP/2 connection. A reader thread queues
+// what the server sends; requests go out from the test's thread.
+template <typename Request, typename Response>
+class XdsTestStream {
+ public:
+  ~XdsTestStream();
+  XdsTestStream(const XdsTestStream&) = delete;
+  XdsTestStream& operator=(const XdsTestStream&) = delete;
+
+  // The next response, or nullopt if none came within `timeout` (or the stream ended).
+  std::optional<Response> Read(std::chrono::milliseconds timeout = kReadTimeout);
+  // True when no response arrives for `quiet`.
+  bool ExpectNothing(std::chrono::milliseconds quiet = kQuietPeriod);
+  // The stream's final status once the server ended it, or nullopt after `timeout`.
+  std::optional<grpc::Status> WaitForEnd(std::chrono::milliseconds timeout = kReadTimeout);
+
+ protected:
+  XdsTestStream(int port, AdsClientOptions options);
+  // Sends `request`, with the node if it is the stream's first; the caller holds write_mu_.
+  bool WriteLocked(Request request);
+
+  mutable std::mutex write_mu_;  // Write and Finish never overlap
+
+ private:
+  void ReadLoop();
+
+  AdsClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<envoy::service::discovery::v3::AggregatedDiscoveryService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<Request, Response>> stream_;
+  std::thread reader_;
+  bool node_sent_ = false;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Response> responses_;
+  std::optional<grpc::Status> end_status_;
+};
+
+// A state-of-the-world client (StreamAggregatedResources).
+class AdsTestClient : public XdsTestStream<DiscoveryRequest, DiscoveryResponse> {
  public:
   explicit AdsTestClient(int port, AdsClientOptions options = {});
-  ~AdsTestClient();
-  AdsTestClient(const AdsTestClient&) = delete;
-  AdsTestClient& operator=(const AdsTestClient&) = delete;
 
   // The node goes out with the first request only, as Envoy sends it.
   bool Send(const std::string& type_url, const std::vector<std::string>& names,
@@ -124,35 +165,37 @@ class AdsTestClient {
            std::optional<std::vector<std::string>> names = std::nullopt);
   bool Nack(const DiscoveryResponse& response, const std::string& message);
 
-  // The next response, or nullopt if none came within `timeout` (or the stream ended).
-  std::optional<DiscoveryResponse> Read(std::chrono::milliseconds timeout = kReadTimeout);
-  // True when no response arrives for `quiet`.
-  bool ExpectNothing(std::chrono::milliseconds quiet = kQuietPeriod);
-  // The stream's final status once the server ended it, or nullopt after `timeout`.
-  std::optional<grpc::Status> WaitForEnd(std::chrono::milliseconds timeout = kReadTimeout);
-
   // The last ACKed version this client sent for `type_url` ("" if none).
   std::string AckedVersion(const std::string& type_url) const;
 
  private:
-  void ReadLoop();
-
-  AdsClientOptions options_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<envoy::service::discovery::v3::AggregatedDiscoveryService::Stub> stub_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<DiscoveryRequest, DiscoveryResponse>> stream_;
-  std::thread reader_;
-
-  mutable std::mutex write_mu_;  // Write and Finish never overlap
-  bool node_sent_ = false;
   std::map<std::string, std::vector<std::string>> subscriptions_;
   std::map<std::string, std::string> acked_versions_;
+};
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<DiscoveryResponse> responses_;
-  std::optional<grpc::Status> end_status_;
+// An incremental client (DeltaAggregatedResources). It keeps, per type, the resources it
+// holds (name -> version) as an Envoy would: ACKing a response applies it, NACKing does not.
+class DeltaTestClient : public XdsTestStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
+ public:
+  using Versions = std::map<std::string, std::string>;
+
+  explicit DeltaTestClient(int port, AdsClientOptions options = {});
+
+  // Any request; the node goes out with the first one only.
+  bool Send(DeltaDiscoveryRequest request);
+  // Subscribes to `names` ("*" for the wildcard; none at all on the first request of CDS/LDS
+  // is the legacy wildcard), telling the versions it already holds on a reconnect.
+  bool Subscribe(const std::string& type_url, const std::vector<std::string>& names,
+                 const Versions& initial_versions = {});
+  bool Unsubscribe(const std::string& type_url, const std::vector<std::string>& names);
+  bool Ack(const DeltaDiscoveryResponse& response);
+  bool Nack(const DeltaDiscoveryResponse& response, const std::string& message);
+
+  // What this client holds of `type_url` after the responses it ACKed.
+  Versions Held(const std::string& type_url) const;
+
+ private:
+  std::map<std::string, Versions> held_;
 };
 
 }  // namespace meshpilot::testing
