@@ -1,6 +1,6 @@
 // meshpilot: serves Istio-style mesh config to Envoy, meshproxy and proxyless gRPC over ADS.
 //
-//   sources (folder of YAML) -> MeshState -> push controller (debounce) -> snapshot cache
+//   source (Kubernetes API or a folder of YAML) -> MeshState -> push controller (debounce) -> snapshot cache
 //   -> ADS server (gRPC, port 15010) ; debug HTTP (port 15014)
 
 #include <grpcpp/grpcpp.h>
@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controlplane/cache/snapshot_cache.h"
 #include "controlplane/debug/debug_handler.h"
@@ -22,11 +25,20 @@
 #include "controlplane/debug/metrics.h"
 #include "controlplane/push/push_controller.h"
 #include "controlplane/source/file/file_source.h"
+#include "controlplane/source/kube/kube_source.h"
 #include "controlplane/xds/server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, config_dir, "", "Folder of Kubernetes/Istio YAML to serve (watched).");
+ABSL_FLAG(std::string, kubeconfig, "", "Serve the cluster this kubeconfig file names.");
+ABSL_FLAG(std::string, context, "", "With --kubeconfig: the context to use (default: current).");
+ABSL_FLAG(bool, in_cluster, false,
+          "Serve the cluster meshpilot runs in, with its pod's service account.");
+ABSL_FLAG(std::vector<std::string>, watched_namespaces, {},
+          "Comma-separated namespaces to read from the cluster (default: all).");
+ABSL_FLAG(bool, legacy_endpoints, false,
+          "Read v1 Endpoints instead of discovery.k8s.io/v1 EndpointSlices.");
 ABSL_FLAG(std::string, listen_address, "0.0.0.0", "Address the xDS and debug servers bind.");
 ABSL_FLAG(int, xds_port, 15010, "Plaintext ADS (gRPC) port.");
 ABSL_FLAG(int, debug_port, 15014, "Debug and metrics HTTP port.");
@@ -39,15 +51,56 @@ ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error.");
 namespace meshpilot {
 namespace {
 
+// The one config source chosen by the flags; Start() publishes to the push controller.
+class ConfigSource {
+ public:
+  virtual ~ConfigSource() = default;
+  virtual absl::Status Start() = 0;
+  virtual void Stop() = 0;
+};
+
+template <typename Source>
+class SourceOf : public ConfigSource {
+ public:
+  template <typename... Args>
+  explicit SourceOf(Args&&... args) : source_(std::forward<Args>(args)...) {}
+  absl::Status Start() override { return source_.Start(); }
+  void Stop() override { source_.Stop(); }
+
+ private:
+  Source source_;
+};
+
+absl::StatusOr<std::unique_ptr<ConfigSource>> MakeSource(
+    std::function<void(model::MeshStatePtr)> publish) {
+  const std::string config_dir = absl::GetFlag(FLAGS_config_dir);
+  const std::string kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
+  const bool in_cluster = absl::GetFlag(FLAGS_in_cluster);
+  if (!config_dir.empty() + !kubeconfig.empty() + in_cluster != 1) {
+    return absl::InvalidArgumentError(
+        "choose exactly one config source: --config-dir, --kubeconfig or --in-cluster");
+  }
+  if (!config_dir.empty()) {
+    return std::make_unique<SourceOf<source::FileSource>>(config_dir, std::move(publish));
+  }
+  absl::StatusOr<source::ClusterConfig> cluster =
+      in_cluster ? source::InClusterConfig()
+                 : source::LoadKubeconfig(kubeconfig, absl::GetFlag(FLAGS_context));
+  if (!cluster.ok()) return cluster.status();
+  spdlog::info("kube: reading {}", cluster->server);
+  source::KubeSource::Options options;
+  for (const std::string& ns : absl::GetFlag(FLAGS_watched_namespaces)) {
+    if (!ns.empty()) options.watched_namespaces.push_back(ns);
+  }
+  options.legacy_endpoints = absl::GetFlag(FLAGS_legacy_endpoints);
+  return std::make_unique<SourceOf<source::KubeSource>>(*std::move(cluster), std::move(options),
+                                                        std::move(publish));
+}
+
 int Run() {
   // Logs go to stderr, like istiod's; stdout stays free for tools.
   spdlog::set_default_logger(spdlog::stderr_color_mt("meshpilot"));
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
-  const std::string config_dir = absl::GetFlag(FLAGS_config_dir);
-  if (config_dir.empty()) {
-    spdlog::error("--config-dir is required (the Kubernetes source comes in a later release)");
-    return 2;
-  }
 
   // Signals are taken synchronously by the main thread below; every thread started from
   // here on inherits the mask.
@@ -72,12 +125,17 @@ int Run() {
                                 synced = true;
                               });
 
-  source::FileSource source(config_dir, [&](model::MeshStatePtr state) {
-    spdlog::info("config: version {} with {} services, {} rejected objects", state->version,
-                 state->services.size(), state->errors.size());
-    pusher.OnStateChanged(std::move(state));
-  });
-  if (absl::Status status = source.Start(); !status.ok()) {
+  absl::StatusOr<std::unique_ptr<ConfigSource>> source =
+      MakeSource([&](model::MeshStatePtr state) {
+        spdlog::info("config: version {} with {} services, {} rejected objects", state->version,
+                     state->services.size(), state->errors.size());
+        pusher.OnStateChanged(std::move(state));
+      });
+  if (!source.ok()) {
+    spdlog::error("config: {}", source.status().ToString());
+    return 2;
+  }
+  if (absl::Status status = (*source)->Start(); !status.ok()) {
     spdlog::error("config: {}", status.ToString());
     return 1;
   }
@@ -108,7 +166,7 @@ int Run() {
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("received signal {}: shutting down", signal);
-  source.Stop();
+  (*source)->Stop();
   pusher.Stop();
   ads.CloseAll();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -122,7 +180,8 @@ int Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "meshpilot --config-dir DIR [--xds-port 15010] [--debug-port 15014]");
+      "meshpilot (--config-dir DIR | --kubeconfig FILE | --in-cluster) "
+      "[--watched-namespaces a,b] [--xds-port 15010] [--debug-port 15014]");
   // Flags are spelled with dashes, as istiod's are; absl wants underscores.
   std::vector<std::string> args(argv, argv + argc);
   std::vector<char*> argv_underscored;

@@ -10,6 +10,7 @@ DEBIAN_PACKAGES=(
   libcpprest-dev libyaml-cpp-dev nlohmann-json3-dev libabsl-dev catch2
   libboost-dev libnghttp2-dev libssl-dev prometheus-cpp-dev libspdlog-dev
   libbenchmark-dev nodejs npm
+  openssl python3-yaml iproute2 util-linux
 )
 
 missing=()
@@ -32,4 +33,10 @@ fi
 # Envoy / xDS API protos, pinned by package-lock.json.
 if [ ! -d proto/node_modules/@grpc/grpc-js-xds ] || [ proto/package-lock.json -nt proto/node_modules/.package-lock.json ]; then
   (cd proto && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# tests/kube builds kube-apiserver and etcd with Go (>= 1.21; it fetches the 1.26 toolchain
+# tests/kube/apiserver/go.mod asks for). Debian's golang-go is too old.
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ] && [ ! -x /usr/lib/go/bin/go ]; then
+  echo "setup: Go is missing; tests/kube/build_binaries.sh needs it (install into /usr/local/go)" >&2
 fi

@@ -37,7 +37,7 @@ using envoy::service::discovery::v3::DiscoveryResponse;
 inline constexpr char kSidecarNodeId[] =
     "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local";
 
-inline constexpr std::chrono::milliseconds kReadTimeout{5000};
+inline constexpr std::chrono::milliseconds kReadTimeout{20000};
 // How long "nothing arrives" is watched for: the only place these tests wait on purpose.
 inline constexpr std::chrono::milliseconds kQuietPeriod{300};
 

@@ -1,0 +1,200 @@
+#include "controlplane/source/kube/kube_source.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "controlplane/convert/mesh_state_builder.h"
+#include "controlplane/source/kube/json_yaml.h"
+#include "spdlog/spdlog.h"
+
+namespace meshpilot::source {
+namespace {
+
+using nlohmann::json;
+
+constexpr char kOrigin[] = "kube";
+
+std::string MetadataField(const json& object, const char* field) {
+  auto metadata = object.find("metadata");
+  if (metadata == object.end() || !metadata->is_object()) return "";
+  auto value = metadata->find(field);
+  return value != metadata->end() && value->is_string() ? value->get<std::string>() : "";
+}
+
+std::string KeyOf(const json& object) {
+  return absl::StrCat(MetadataField(object, "namespace"), "/", MetadataField(object, "name"));
+}
+
+// The kinds meshpilot reads, each at the version the API server stores: it converts objects
+// applied at any other served version (v1beta1, v1alpha3) to this one.
+std::vector<ApiResource> Resources(bool legacy_endpoints) {
+  return {
+      {"v1", "Namespace", "namespaces", /*namespaced=*/false},
+      {"v1", "Service", "services", true},
+      legacy_endpoints ? ApiResource{"v1", "Endpoints", "endpoints", true}
+                       : ApiResource{"discovery.k8s.io/v1", "EndpointSlice", "endpointslices", true},
+      {"v1", "Pod", "pods", true},
+      {"networking.istio.io/v1", "VirtualService", "virtualservices", true},
+      {"networking.istio.io/v1", "DestinationRule", "destinationrules", true},
+      {"security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", true},
+  };
+}
+
+bool SameError(const std::optional<model::ConfigError>& a,
+               const std::optional<model::ConfigError>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  return !a || a->message == b->message;
+}
+
+void LogRejected(const model::ConfigError& error) {
+  spdlog::warn("kube: rejected {} {}/{}: {}", error.kind, error.namespace_, error.name,
+               error.message);
+}
+
+}  // namespace
+
+KubeSource::KubeSource(ClusterConfig config, Options options, Subscriber subscriber)
+    : options_(std::move(options)),
+      subscriber_(std::move(subscriber)),
+      client_(std::move(config)) {
+  // With watched namespaces, one informer per namespace: a namespaced Role is then enough.
+  std::vector<std::string> scopes = options_.watched_namespaces;
+  if (scopes.empty()) scopes.push_back("");
+  for (const ApiResource& resource : Resources(options_.legacy_endpoints)) {
+    for (const std::string& scope : resource.namespaced ? scopes : std::vector<std::string>{""}) {
+      size_t index = informers_.size();
+      Informer::Callbacks callbacks{
+          [this, index](std::vector<json> objects) { Replace(index, std::move(objects)); },
+          [this, index](json object, bool deleted) { Apply(index, object, deleted); }};
+      informers_.push_back(
+          std::make_unique<Informer>(client_, resource, scope, std::move(callbacks),
+                                     options_.informer));
+    }
+  }
+  stores_.resize(informers_.size());
+}
+
+KubeSource::~KubeSource() { Stop(); }
+
+absl::Status KubeSource::Start() {
+  if (publisher_.joinable()) return absl::FailedPreconditionError("already started");
+  publisher_ = std::thread([this] { PublishLoop(); });
+  for (const auto& informer : informers_) informer->Start();
+  return absl::OkStatus();
+}
+
+void KubeSource::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  client_.Shutdown();  // ends the requests the informers wait on
+  for (const auto& informer : informers_) informer->Stop();
+  if (publisher_.joinable()) publisher_.join();
+}
+
+bool KubeSource::Watched(const json& object) const {
+  if (options_.watched_namespaces.empty()) return true;
+  // Only Namespaces (cluster-scoped, listed cluster-wide) need filtering here.
+  if (object.value("kind", "") != "Namespace") return true;
+  const std::string name = MetadataField(object, "name");
+  return std::find(options_.watched_namespaces.begin(), options_.watched_namespaces.end(),
+                   name) != options_.watched_namespaces.end();
+}
+
+KubeSource::Entry KubeSource::Convert(const json& object, const Entry* previous) const {
+  Entry entry;
+  absl::StatusOr<convert::KubeObject> parsed = convert::ParseObject(JsonToYaml(object));
+  if (parsed.ok()) {
+    entry.accepted = convert::SourcedObject{kOrigin, *std::move(parsed)};
+    return entry;
+  }
+  model::ConfigError error;
+  error.origin = kOrigin;
+  error.kind = object.value("kind", "");
+  error.namespace_ = MetadataField(object, "namespace");
+  error.name = MetadataField(object, "name");
+  error.message = std::string(parsed.status().message());
+  // A rejected edit leaves the last accepted version serving, as an admission webhook would
+  // have left it in place.
+  if (previous != nullptr && previous->accepted) {
+    entry.accepted = previous->accepted;
+    absl::StrAppend(&error.message, "; still serving its last valid version (resourceVersion ",
+                    convert::MetaOf(previous->accepted->object).resource_version, ")");
+  }
+  entry.error = std::move(error);
+  return entry;
+}
+
+void KubeSource::Replace(size_t index, std::vector<json> objects) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Store& store = stores_[index];
+  std::map<std::string, Entry> entries;
+  for (const json& object : objects) {
+    if (!Watched(object)) continue;
+    std::string key = KeyOf(object);
+    auto previous = store.entries.find(key);
+    Entry entry = Convert(object, previous == store.entries.end() ? nullptr : &previous->second);
+    if (entry.error &&
+        (previous == store.entries.end() || !SameError(previous->second.error, entry.error))) {
+      LogRejected(*entry.error);
+    }
+    entries[std::move(key)] = std::move(entry);
+  }
+  store.entries = std::move(entries);
+  store.synced = true;
+  dirty_ = true;
+  changed_.notify_all();
+}
+
+void KubeSource::Apply(size_t index, const json& object, bool deleted) {
+  if (!Watched(object)) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  Store& store = stores_[index];
+  std::string key = KeyOf(object);
+  if (deleted) {
+    if (store.entries.erase(key) == 0) return;
+  } else {
+    auto previous = store.entries.find(key);
+    Entry entry = Convert(object, previous == store.entries.end() ? nullptr : &previous->second);
+    if (entry.error) LogRejected(*entry.error);
+    store.entries[std::move(key)] = std::move(entry);
+  }
+  dirty_ = true;
+  changed_.notify_all();
+}
+
+void KubeSource::PublishLoop() {
+  while (true) {
+    std::vector<convert::SourcedObject> objects;
+    std::vector<model::ConfigError> errors;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto ready = [this] {
+        return stopping_ || (dirty_ && std::all_of(stores_.begin(), stores_.end(),
+                                                   [](const Store& s) { return s.synced; }));
+      };
+      changed_.wait(lock, ready);
+      if (stopping_) return;
+      // Let a burst of events land before building.
+      changed_.wait_for(lock, options_.coalesce, [this] { return stopping_; });
+      if (stopping_) return;
+      dirty_ = false;
+      for (const Store& store : stores_) {
+        for (const auto& [key, entry] : store.entries) {
+          if (entry.accepted) objects.push_back(*entry.accepted);
+          if (entry.error) errors.push_back(*entry.error);
+        }
+      }
+    }
+    auto state = std::make_shared<model::MeshState>(
+        convert::BuildMeshState(objects, std::move(errors)));
+    state->version = ++version_;
+    subscriber_(std::move(state));
+  }
+}
+
+}  // namespace meshpilot::source
