@@ -105,6 +105,7 @@ model::Service ReadService(MapReader& object, model::ObjectMeta meta) {
 
   std::vector<MapReader> ports = spec.Items("ports");
   absl::flat_hash_set<std::string> names;
+  absl::flat_hash_set<std::string> port_protocols;  // Kubernetes: a port once per protocol
   for (MapReader& item : ports) {
     model::ServicePort port;
     port.name = item.String("name").value_or("");
@@ -137,6 +138,10 @@ model::Service ReadService(MapReader& object, model::ObjectMeta meta) {
     std::string protocol = item.String("protocol").value_or("TCP");
     if (protocol != "TCP" && protocol != "UDP" && protocol != "SCTP") {
       item.FieldError("protocol", "must be one of TCP, UDP, SCTP");
+    }
+    if (port.port != 0 &&
+        !port_protocols.insert(absl::StrCat(port.port, "/", protocol)).second) {
+      item.FieldError("port", absl::StrCat("duplicate port ", port.port, "/", protocol));
     }
     port.protocol = DeriveProtocol(port.name, protocol, item.String("appProtocol"));
     service.ports.push_back(std::move(port));

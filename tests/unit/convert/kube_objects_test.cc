@@ -76,6 +76,22 @@ spec:
   });
 }
 
+TEST_CASE("A port number appears once per protocol", "[kube]") {
+  // Found by fuzz_yaml_stream: two ports 80/TCP made two clusters of one name.
+  std::string error = ErrorOf(R"(
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: ns}
+spec:
+  ports:
+  - {name: http, port: 80}
+  - {name: grpc, port: 80}
+  - {name: dns, port: 80, protocol: UDP}
+)");
+  CheckErrors(error, {"spec.ports[1].port: duplicate port 80/TCP"});
+  CHECK(error.find("spec.ports[2]") == std::string::npos);
+}
+
 TEST_CASE("Endpoints parse ready and not-ready addresses", "[kube]") {
   auto endpoints = ParseAs<ServiceEndpoints>(R"(
 apiVersion: v1
