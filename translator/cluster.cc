@@ -1,4 +1,6 @@
 #include "translator/names.h"
+#include "translator/subset.h"
+#include "translator/traffic_policy.h"
 #include "translator/translate.h"
 
 namespace meshpilot::translator {
@@ -41,11 +43,10 @@ void AddSidecarBuiltinClusters(std::vector<Cluster>& clusters) {
 
 std::vector<Cluster> BuildClusters(const model::MeshState& state, const ProxyInfo& proxy) {
   std::vector<Cluster> clusters;
-  for (const auto& [key, service] : state.services) {
-    for (const model::ServicePort& port : service.ports) {
-      if (port.protocol == model::Protocol::kUdp) continue;
-      clusters.push_back(EdsCluster(OutboundClusterName(port.port, "", service.Hostname()), proxy));
-    }
+  for (const OutboundCluster& outbound : BuildOutboundClusters(state, proxy)) {
+    Cluster cluster = EdsCluster(outbound.name, proxy);
+    ApplyTrafficPolicy(outbound.policy, *outbound.port, proxy, cluster);
+    clusters.push_back(std::move(cluster));
   }
   if (!proxy.proxyless_grpc) AddSidecarBuiltinClusters(clusters);
   std::sort(clusters.begin(), clusters.end(),

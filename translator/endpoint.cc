@@ -1,6 +1,7 @@
 #include <map>
 
 #include "translator/names.h"
+#include "translator/subset.h"
 #include "translator/translate.h"
 
 namespace meshpilot::translator {
@@ -13,19 +14,23 @@ bool ServesPort(const model::Endpoint& endpoint, const model::ServicePort& port)
   return endpoint.port_name == port.name;
 }
 
-ClusterLoadAssignment LoadAssignment(const std::string& cluster_name,
-                                     const std::vector<model::Endpoint>& endpoints,
-                                     const model::ServicePort& port) {
+// The endpoints of one outbound cluster: the ready endpoints of its service port, narrowed to
+// a subset's labels; none for a subset no DestinationRule defines.
+ClusterLoadAssignment LoadAssignment(const OutboundCluster& cluster,
+                                     const std::vector<model::Endpoint>& endpoints) {
+  const model::ServicePort& port = *cluster.port;
   // Grouped by locality: gRPC's xDS client requires it, and weights per locality let
   // locality-aware balancing be added without changing the shape.
   std::map<model::Locality, std::vector<const model::Endpoint*>> by_locality;
   for (const model::Endpoint& endpoint : endpoints) {
+    if (cluster.undefined_subset) break;
+    if (cluster.selector != nullptr && !SelectsEndpoint(*cluster.selector, endpoint)) continue;
     if (endpoint.ready && ServesPort(endpoint, port)) {
       by_locality[endpoint.locality].push_back(&endpoint);
     }
   }
   ClusterLoadAssignment assignment;
-  assignment.set_cluster_name(cluster_name);
+  assignment.set_cluster_name(cluster.name);
   for (const auto& [locality, members] : by_locality) {
     auto* group = assignment.add_endpoints();
     group->mutable_locality()->set_region(locality.region);
@@ -49,16 +54,11 @@ ClusterLoadAssignment LoadAssignment(const std::string& cluster_name,
 std::vector<ClusterLoadAssignment> BuildLoadAssignments(const model::MeshState& state,
                                                         const ProxyInfo& proxy) {
   std::vector<ClusterLoadAssignment> assignments;
-  for (const auto& [key, service] : state.services) {
-    for (const model::ServicePort& port : service.ports) {
-      if (port.protocol == model::Protocol::kUdp) continue;
-      assignments.push_back(LoadAssignment(OutboundClusterName(port.port, "", service.Hostname()),
-                                           state.EndpointsOf(service), port));
-    }
+  // Sorted by name already. PASSTHROUGH clusters (ORIGINAL_DST) need no assignment, but one
+  // that nothing references is harmless and keeps this independent of the cluster settings.
+  for (const OutboundCluster& cluster : BuildOutboundClusters(state, proxy)) {
+    assignments.push_back(LoadAssignment(cluster, state.EndpointsOf(*cluster.service)));
   }
-  std::sort(assignments.begin(), assignments.end(), [](const auto& a, const auto& b) {
-    return a.cluster_name() < b.cluster_name();
-  });
   return assignments;
 }
 

@@ -46,7 +46,8 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state) {
         auto* filter = listener.add_filter_chains()->add_filters();
         filter->set_name("envoy.filters.network.http_connection_manager");
         filter->mutable_typed_config()->PackFrom(
-            RdsConnectionManager(absl::StrCat("outbound_", name), absl::StrCat(port.port)));
+            RdsConnectionManager(absl::StrCat("outbound_", name), absl::StrCat(port.port),
+                                 /*proxyless_grpc=*/false));
       } else if (port.protocol == model::Protocol::kTcp && !service.cluster_ip.empty() &&
                  service.cluster_ip != "None") {
         std::string name = absl::StrCat(service.cluster_ip, "_", port.port);
@@ -88,7 +89,7 @@ std::vector<Listener> GrpcApiListeners(const model::MeshState& state, const Prox
     for (const model::ServicePort& port : service.ports) {
       if (port.protocol == model::Protocol::kUdp) continue;
       std::string route_name = absl::StrCat(service.Hostname(), ":", port.port);
-      auto hcm = RdsConnectionManager(route_name, route_name);
+      auto hcm = RdsConnectionManager(route_name, route_name, /*proxyless_grpc=*/true);
       for (const std::string& host : HostAliases(service, proxy.namespace_)) {
         Listener listener;
         listener.set_name(absl::StrCat(host, ":", port.port));

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -17,7 +18,20 @@ std::string StringField(const google::protobuf::Struct& s, const std::string& ke
 }  // namespace
 
 std::string ProxyInfo::TranslationKey() const {
-  return absl::StrCat(proxyless_grpc ? "grpc" : "sidecar", "/", namespace_);
+  // Labels matter too: VirtualService sourceLabels and DestinationRule workloadSelector
+  // pick routes and policies per workload. Replicas of one deployment still share a key.
+  std::string key = absl::StrCat(proxyless_grpc ? "grpc" : "sidecar", "/", namespace_);
+  if (RingHashCrashes()) key += "/no-ring-hash";
+  for (const auto& [name, value] : labels) absl::StrAppend(&key, "/", name, "=", value);
+  return key;
+}
+
+bool ProxyInfo::RingHashCrashes() const {
+  constexpr std::string_view kCore = "C-core ";
+  if (!proxyless_grpc || !std::string_view(user_agent_version).starts_with(kCore)) return false;
+  int major = 0;
+  std::string version = user_agent_version.substr(kCore.size());
+  return absl::SimpleAtoi(version.substr(0, version.find('.')), &major) && major < 30;
 }
 
 absl::StatusOr<ProxyInfo> ParseProxyInfo(const envoy::config::core::v3::Node& node) {
@@ -49,6 +63,7 @@ absl::StatusOr<ProxyInfo> ParseProxyInfo(const envoy::config::core::v3::Node& no
         "node: no namespace in node.id (pod.namespace) nor in metadata.NAMESPACE");
   }
   proxy.proxyless_grpc = StringField(metadata, "GENERATOR") == "grpc";
+  proxy.user_agent_version = node.user_agent_version();
   if (auto it = metadata.fields().find("LABELS");
       it != metadata.fields().end() && it->second.has_struct_value()) {
     for (const auto& [key, value] : it->second.struct_value().fields()) {

@@ -21,8 +21,15 @@ struct ProxyInfo {
   // Node metadata GENERATOR=grpc: a proxyless gRPC client, which gets api_listeners.
   bool proxyless_grpc = false;
   std::map<std::string, std::string> labels;
+  // node.user_agent_version: "C-core 29.0.0" for gRPC C++ 1.51 (C-core's own version).
+  std::string user_agent_version;
 
-  // Proxies with equal keys receive identical resources, so their snapshot is built once.
+  // gRPC C-core before 30 (gRPC 1.52) crashes in its ring_hash picker on the first pick
+  // (grpc/grpc#31766), so such clients get ROUND_ROBIN where a rule asks for a hash.
+  bool RingHashCrashes() const;
+
+  // Proxies with equal keys receive identical resources, so their snapshot is built once:
+  // generator, namespace and labels.
   std::string TranslationKey() const;
   // "POD.NAMESPACE", the short form istiod's debug endpoints accept.
   std::string ShortId() const { return pod_name + "." + namespace_; }

@@ -1,8 +1,11 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "translator/destination_rule_index.h"
+#include "translator/http_route.h"
 #include "translator/names.h"
 #include "translator/translate.h"
+#include "translator/virtual_service_index.h"
 
 namespace meshpilot::translator {
 namespace {
@@ -10,27 +13,37 @@ namespace {
 using envoy::config::route::v3::RouteConfiguration;
 using envoy::config::route::v3::VirtualHost;
 
-// The routes of one service port. Today the default route to the service's cluster;
-// VirtualService routes are added in front of it.
-void AddDefaultRoute(VirtualHost& vhost, const model::Service& service, uint32_t port) {
-  auto* route = vhost.add_routes();
-  route->set_name("default");
-  route->mutable_match()->set_prefix("/");
-  auto* action = route->mutable_route();
-  action->set_cluster(OutboundClusterName(port, "", service.Hostname()));
-  // Istio turns off Envoy's default 15s route timeout: no timeout unless a VirtualService sets one.
-  action->mutable_timeout()->set_seconds(0);
-}
+// What every virtual host of one proxy's routes looks up.
+struct RouteIndexes {
+  RouteIndexes(const model::MeshState& state, const ProxyInfo& proxy)
+      : virtual_services(state, proxy), rules(state, proxy) {}
+  VirtualServiceIndex virtual_services;
+  DestinationRuleIndex rules;
+};
 
-VirtualHost ServiceVirtualHost(const model::Service& service, uint32_t port,
-                               const ProxyInfo& proxy) {
+// The virtual host of one service port: the http rules of the VirtualServices for the
+// service, merged in order; or, without any, the default route to the service's cluster.
+// As in Istio, a request that matches none of a VirtualService's rules gets 404.
+VirtualHost ServiceVirtualHost(const model::MeshState& state, const model::Service& service,
+                               uint32_t port, const ProxyInfo& proxy,
+                               const RouteIndexes& indexes) {
   VirtualHost vhost;
   vhost.set_name(absl::StrCat(service.Hostname(), ":", port));
   for (const std::string& host : HostAliases(service, proxy.namespace_)) {
     vhost.add_domains(host);
     vhost.add_domains(absl::StrCat(host, ":", port));
   }
-  AddDefaultRoute(vhost, service, port);
+  RouteContext context{state, proxy, indexes.rules, port};
+  std::vector<envoy::config::route::v3::Route> routes;
+  for (const model::VirtualService* vs : indexes.virtual_services.ForService(service)) {
+    if (AppendHttpRoutes(*vs, context, routes)) break;
+  }
+  // No VirtualService, or none with a rule for this proxy and port (istiod then drops the
+  // VirtualService for this proxy): the default route.
+  if (routes.empty()) {
+    routes.push_back(DefaultRoute(OutboundClusterName(port, "", service.Hostname()), proxy));
+  }
+  for (auto& route : routes) *vhost.add_routes() = std::move(route);
   return vhost;
 }
 
@@ -38,13 +51,14 @@ VirtualHost ServiceVirtualHost(const model::Service& service, uint32_t port,
 // service on that port and a catch-all that passes unknown hosts through.
 std::vector<RouteConfiguration> SidecarRoutes(const model::MeshState& state,
                                               const ProxyInfo& proxy) {
+  RouteIndexes indexes(state, proxy);
   std::map<uint32_t, RouteConfiguration> by_port;
   for (const auto& [key, service] : state.services) {
     for (const model::ServicePort& port : service.ports) {
       if (!model::IsHttpLike(port.protocol)) continue;
       RouteConfiguration& config = by_port[port.port];
       config.set_name(absl::StrCat(port.port));
-      *config.add_virtual_hosts() = ServiceVirtualHost(service, port.port, proxy);
+      *config.add_virtual_hosts() = ServiceVirtualHost(state, service, port.port, proxy, indexes);
     }
   }
   std::vector<RouteConfiguration> routes;
@@ -65,13 +79,14 @@ std::vector<RouteConfiguration> SidecarRoutes(const model::MeshState& state,
 
 // Proxyless gRPC: one RouteConfiguration per service port, named FQDN:PORT.
 std::vector<RouteConfiguration> GrpcRoutes(const model::MeshState& state, const ProxyInfo& proxy) {
+  RouteIndexes indexes(state, proxy);
   std::vector<RouteConfiguration> routes;
   for (const auto& [key, service] : state.services) {
     for (const model::ServicePort& port : service.ports) {
       if (port.protocol == model::Protocol::kUdp) continue;
       RouteConfiguration config;
       config.set_name(absl::StrCat(service.Hostname(), ":", port.port));
-      *config.add_virtual_hosts() = ServiceVirtualHost(service, port.port, proxy);
+      *config.add_virtual_hosts() = ServiceVirtualHost(state, service, port.port, proxy, indexes);
       routes.push_back(std::move(config));
     }
   }

@@ -2,7 +2,7 @@
 // meshpilot.echo.v1.Echo and answers every call with its own --name, so a client can tell
 // which backend a call reached.
 //
-//   echo_server --port 0 --name backend-a [--host 127.0.0.1]
+//   echo_server --port 0 --name backend-a [--host 127.0.0.1] [--delay_ms 2000]
 //
 // Prints "listening on HOST:PORT" (flushed) once it accepts calls; exits 0 on SIGTERM/SIGINT.
 
@@ -12,6 +12,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
@@ -25,16 +26,24 @@
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one (printed on stdout)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on");
 ABSL_FLAG(std::string, name, "echo", "backend name returned in every response");
+ABSL_FLAG(int, delay_ms, 0, "answer every call this much later: a slow backend for timeout tests");
 
 namespace {
 
 class EchoService final : public meshpilot::echo::v1::Echo::Service {
  public:
-  explicit EchoService(std::string name) : name_(std::move(name)) {}
+  EchoService(std::string name, std::chrono::milliseconds delay)
+      : name_(std::move(name)), delay_(delay) {}
 
-  grpc::Status Echo(grpc::ServerContext* /*context*/,
+  grpc::Status Echo(grpc::ServerContext* context,
                     const meshpilot::echo::v1::EchoRequest* request,
                     meshpilot::echo::v1::EchoResponse* response) override {
+    // Sleep in small steps so a call the client gave up on ends early.
+    const auto until = std::chrono::steady_clock::now() + delay_;
+    while (std::chrono::steady_clock::now() < until && !context->IsCancelled()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (context->IsCancelled()) return grpc::Status::CANCELLED;
     response->set_message(request->message());
     response->set_backend(name_);
     return grpc::Status::OK;
@@ -42,6 +51,7 @@ class EchoService final : public meshpilot::echo::v1::Echo::Service {
 
  private:
   const std::string name_;
+  const std::chrono::milliseconds delay_;
 };
 
 // Brackets IPv6 literals so "HOST:PORT" parses as a gRPC address.
@@ -68,7 +78,7 @@ int main(int argc, char** argv) {
 
   const std::string host = absl::GetFlag(FLAGS_host);
   const std::string name = absl::GetFlag(FLAGS_name);
-  EchoService service(name);
+  EchoService service(name, std::chrono::milliseconds(absl::GetFlag(FLAGS_delay_ms)));
   int selected_port = 0;
   grpc::ServerBuilder builder;
   // gRPC sets SO_REUSEPORT by default: a stale backend on the same port would silently share

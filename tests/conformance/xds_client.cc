@@ -8,16 +8,20 @@
 //
 // Output, one flushed line per call:   ok BACKEND   |   error CODE MESSAGE
 // then one summary line:
-//   summary calls=N ok=N errors=N backends=NAME:COUNT,...            (count mode)
+//   summary calls=N ok=N errors=N backends=NAME:COUNT,... codes=CODE:COUNT,...
+//           min_ms=T max_ms=T                                         (count mode)
 //   converged BACKEND calls=N elapsed_ms=T ...  |  not-converged ...  (until mode)
 // Exit status: count mode 0 iff every call succeeded; until mode 0 iff it converged in time.
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -25,6 +29,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "meshpilot/echo/v1/echo.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "", "gRPC target, e.g. xds:///echo.default.svc.cluster.local:7070");
@@ -37,6 +42,9 @@ ABSL_FLAG(std::string, until_only, "",
           "until mode: call until --consecutive calls in a row reach only this backend");
 ABSL_FLAG(int, consecutive, 20, "until mode: consecutive calls that must reach --until_only");
 ABSL_FLAG(double, max_seconds, 30, "until mode: give up (exit 1) after this long");
+ABSL_FLAG(bool, grpc_version, false, "print the version of libgrpc++ and exit");
+ABSL_FLAG(std::vector<std::string>, metadata, {},
+          "request metadata (headers) sent with every call: key=value,key2=value2");
 
 namespace {
 
@@ -68,6 +76,8 @@ const char* CodeName(grpc::StatusCode code) {
 struct CallResult {
   bool ok = false;
   std::string backend;  // set when ok
+  std::string code;     // set when not ok
+  int64_t elapsed_ms = 0;
 };
 
 // Makes one unary call and prints its line.
@@ -76,18 +86,25 @@ CallResult CallOnce(meshpilot::echo::v1::Echo::Stub& stub) {
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   context.set_wait_for_ready(absl::GetFlag(FLAGS_wait_for_ready));
+  for (const std::string& pair : absl::GetFlag(FLAGS_metadata)) {
+    std::vector<std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    context.AddMetadata(kv[0], kv.size() > 1 ? kv[1] : "");
+  }
   meshpilot::echo::v1::EchoRequest request;
   request.set_message(absl::GetFlag(FLAGS_message));
   meshpilot::echo::v1::EchoResponse response;
+  const auto start = Clock::now();
   grpc::Status status = stub.Echo(&context, request, &response);
   CallResult result;
+  result.elapsed_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
   if (status.ok()) {
     result.ok = true;
     result.backend = response.backend();
     std::cout << "ok " << result.backend << std::endl;
   } else {
-    std::cout << "error " << CodeName(status.error_code()) << " " << status.error_message()
-              << std::endl;
+    result.code = CodeName(status.error_code());
+    std::cout << "error " << result.code << " " << status.error_message() << std::endl;
   }
   return result;
 }
@@ -104,16 +121,24 @@ int RunCount(meshpilot::echo::v1::Echo::Stub& stub) {
   const int count = absl::GetFlag(FLAGS_count);
   int ok = 0;
   std::map<std::string, int> backends;
+  std::map<std::string, int> codes;
+  int64_t min_ms = INT64_MAX;
+  int64_t max_ms = 0;
   for (int i = 0; i < count; ++i) {
     if (i > 0) Pause();
     CallResult result = CallOnce(stub);
     if (result.ok) {
       ++ok;
       ++backends[result.backend];
+    } else {
+      ++codes[result.code];
     }
+    min_ms = std::min(min_ms, result.elapsed_ms);
+    max_ms = std::max(max_ms, result.elapsed_ms);
   }
   std::cout << "summary calls=" << count << " ok=" << ok << " errors=" << (count - ok)
-            << " backends=" << BackendCounts(backends) << std::endl;
+            << " backends=" << BackendCounts(backends) << " codes=" << BackendCounts(codes)
+            << " min_ms=" << (count > 0 ? min_ms : 0) << " max_ms=" << max_ms << std::endl;
   return ok == count ? 0 : 1;
 }
 
@@ -157,6 +182,10 @@ int RunUntilOnly(meshpilot::echo::v1::Echo::Stub& stub) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Calls meshpilot.echo.v1.Echo through a gRPC (xDS) target");
   absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_grpc_version)) {
+    std::cout << grpc::Version() << std::endl;
+    return 0;
+  }
   const std::string target = absl::GetFlag(FLAGS_target);
   if (target.empty()) {
     std::cerr << "xds_echo_client: --target is required" << std::endl;

@@ -1,0 +1,150 @@
+#include <catch2/catch.hpp>
+
+#include "tests/unit/translator/traffic_test_util.h"
+#include "translator/names.h"
+#include "translator/virtual_service_index.h"
+
+namespace meshpilot::translator {
+namespace {
+
+using namespace traffic_testing;
+
+std::vector<std::string> Keys(const std::vector<const model::VirtualService*>& services) {
+  std::vector<std::string> keys;
+  for (const model::VirtualService* vs : services) keys.push_back(vs->meta.Key());
+  return keys;
+}
+
+const model::Service& Reviews(const model::MeshState& state) {
+  return state.services.at("default/reviews");
+}
+
+TEST_CASE("hosts resolve as Istio resolves them", "[host]") {
+  CHECK(ResolveHost("reviews", "default") == "reviews.default.svc.cluster.local");
+  CHECK(ResolveHost("reviews", "shop") == "reviews.shop.svc.cluster.local");
+  // Anything with a dot is taken as written, so "reviews.default" is not the service.
+  CHECK(ResolveHost("reviews.default", "shop") == "reviews.default");
+  CHECK(ResolveHost("reviews.default.svc.cluster.local", "shop") ==
+        "reviews.default.svc.cluster.local");
+  CHECK(ResolveHost("*.default.svc.cluster.local", "shop") == "*.default.svc.cluster.local");
+
+  CHECK(HostMatches("reviews.default.svc.cluster.local", "*.default.svc.cluster.local"));
+  CHECK(HostMatches("reviews.default.svc.cluster.local", "*.svc.cluster.local"));
+  CHECK(HostMatches("reviews.default.svc.cluster.local", "*"));
+  CHECK_FALSE(HostMatches("reviews.default.svc.cluster.local", "*.shop.svc.cluster.local"));
+  CHECK_FALSE(HostMatches("reviews.default.svc.cluster.local", "reviews.default"));
+  CHECK(HostSpecificity("reviews.default.svc.cluster.local") >
+        HostSpecificity("*.default.svc.cluster.local"));
+  CHECK(HostSpecificity("*.default.svc.cluster.local") > HostSpecificity("*"));
+}
+
+TEST_CASE("exportTo limits which namespaces see a config", "[host]") {
+  CHECK(IsExportedTo({}, "a", "b"));
+  CHECK(IsExportedTo({"*"}, "a", "b"));
+  CHECK(IsExportedTo({"."}, "a", "a"));
+  CHECK_FALSE(IsExportedTo({"."}, "a", "b"));
+  CHECK(IsExportedTo({"b", "c"}, "a", "b"));
+  CHECK_FALSE(IsExportedTo({"~"}, "a", "a"));
+}
+
+TEST_CASE("a short VirtualService host names the service in the VS's namespace", "[vs_index]") {
+  model::MeshState state = Mesh();
+  AddVirtualService(state, "default", "short", {"reviews"}).http.push_back(RouteTo("reviews"));
+  AddVirtualService(state, "shop", "elsewhere", {"reviews"}).http.push_back(RouteTo("reviews"));
+  VirtualServiceIndex index(state, Sidecar());
+  CHECK(Keys(index.ForService(Reviews(state))) == std::vector<std::string>{"default/short"});
+}
+
+TEST_CASE("exportTo and gateways decide which VirtualServices a proxy sees", "[vs_index]") {
+  model::MeshState state = Mesh();
+  model::VirtualService& local = AddVirtualService(state, "default", "local-only",
+                                                   {"reviews.default.svc.cluster.local"});
+  local.export_to = {"."};
+  local.http.push_back(RouteTo("reviews"));
+  model::VirtualService& gateway = AddVirtualService(state, "default", "gateway-only",
+                                                     {"reviews.default.svc.cluster.local"});
+  gateway.gateways = {"istio-system/ingress"};
+  gateway.http.push_back(RouteTo("reviews"));
+  model::VirtualService& both = AddVirtualService(state, "default", "mesh-and-gateway",
+                                                  {"reviews.default.svc.cluster.local"});
+  both.gateways = {"istio-system/ingress", "mesh"};
+  both.http.push_back(RouteTo("reviews"));
+
+  CHECK(Keys(VirtualServiceIndex(state, Sidecar("default")).ForService(Reviews(state))) ==
+        std::vector<std::string>{"default/local-only", "default/mesh-and-gateway"});
+  CHECK(Keys(VirtualServiceIndex(state, Sidecar("shop")).ForService(Reviews(state))) ==
+        std::vector<std::string>{"default/mesh-and-gateway"});
+}
+
+TEST_CASE("the most specific host wins and equal ones merge in namespace/name order",
+          "[vs_index]") {
+  model::MeshState state = Mesh();
+  AddVirtualService(state, "default", "wild", {"*.default.svc.cluster.local"})
+      .http.push_back(RouteTo("reviews"));
+  VirtualServiceIndex wildcard_only(state, Sidecar());
+  CHECK(Keys(wildcard_only.ForService(Reviews(state))) == std::vector<std::string>{"default/wild"});
+
+  AddVirtualService(state, "shop", "b", {"reviews.default.svc.cluster.local"})
+      .http.push_back(RouteTo("reviews"));
+  AddVirtualService(state, "default", "z", {"reviews"}).http.push_back(RouteTo("reviews"));
+  VirtualServiceIndex index(state, Sidecar());
+  CHECK(Keys(index.ForService(Reviews(state))) ==
+        std::vector<std::string>{"default/z", "shop/b"});
+  CHECK(index.visible().size() == 3);
+}
+
+TEST_CASE("merged VirtualServices: rules appended in order, stopping at a catch-all",
+          "[vs_index][route]") {
+  model::MeshState state = Mesh();
+  AddDestinationRule(state, "default", "reviews", "reviews");
+  AddVersionSubsets(state.destination_rules.at("default/reviews"));
+  model::HttpRoute v2 = RouteTo("reviews", "v2");
+  v2.match.push_back({.headers = {{"end-user", {model::StringMatch::Type::kExact, "jason"}}}});
+  AddVirtualService(state, "default", "a-canary", {"reviews"}).http.push_back(v2);
+  AddVirtualService(state, "default", "b-default", {"reviews"})
+      .http.push_back(RouteTo("reviews", "v1"));
+  AddVirtualService(state, "default", "c-shadowed", {"reviews"})
+      .http.push_back(RouteTo("reviews", "v2"));
+
+  auto routes = ReviewsRoutes(state, Sidecar());
+  REQUIRE(routes.size() == 2);
+  CHECK(routes[0].route().cluster() == "outbound|9080|v2|reviews.default.svc.cluster.local");
+  CHECK(routes[1].route().cluster() == "outbound|9080|v1|reviews.default.svc.cluster.local");
+
+  auto errors = CheckVirtualServices(state);
+  REQUIRE(errors.size() == 2);
+  CHECK(errors[0].name == "b-default");
+  CHECK(errors[0].message.find("merged in that order") != std::string::npos);
+  CHECK(errors[0].message.find("unreachable") == std::string::npos);
+  CHECK(errors[1].name == "c-shadowed");
+  CHECK(errors[1].message.find("unreachable: default/b-default") != std::string::npos);
+}
+
+TEST_CASE("delegates, gateway-only VirtualServices and unknown hosts are reported",
+          "[vs_index]") {
+  model::MeshState state = Mesh();
+  model::VirtualService& vs = AddVirtualService(state, "default", "reviews", {"reviews"});
+  model::HttpRoute delegate;
+  delegate.delegate = model::Delegate{"reviews-delegate", ""};
+  vs.http.push_back(delegate);
+  vs.http.push_back(RouteTo("nosuch"));
+  model::VirtualService& gateway = AddVirtualService(state, "default", "ingress", {"example.com"});
+  gateway.gateways = {"ingress"};
+  gateway.http.push_back(RouteTo("reviews"));
+
+  auto errors = CheckVirtualServices(state);
+  REQUIRE(errors.size() == 3);
+  CHECK(errors[0].name == "ingress");
+  CHECK(errors[0].message.rfind("spec.gateways: ", 0) == 0);
+  CHECK(errors[1].message ==
+        "spec.http[0].delegate: delegate VirtualServices are not supported; this rule is ignored");
+  CHECK(errors[2].message.rfind("spec.http[1].route[0].destination.host: \"nosuch\"", 0) == 0);
+
+  // The delegating rule is skipped; the next one still routes.
+  auto routes = ReviewsRoutes(state, Sidecar());
+  REQUIRE(routes.size() == 1);
+  CHECK(routes[0].route().cluster() == "outbound|9080||nosuch.default.svc.cluster.local");
+}
+
+}  // namespace
+}  // namespace meshpilot::translator
