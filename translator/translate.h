@@ -22,6 +22,10 @@ struct ProxyResources {
 // The whole translation: pure, no I/O, deterministic for equal inputs.
 ProxyResources Translate(const model::MeshState& state, const ProxyInfo& proxy);
 
+// What translation accepts but cannot fully honour, per object (unsupported fields, merged
+// VirtualServices, destinations that name no Service, ...): warnings for status and debug.
+std::vector<model::ConfigError> CheckConfig(const model::MeshState& state);
+
 // One generator per xDS type (cluster.cc, endpoint.cc, listener.cc, route.cc).
 std::vector<envoy::config::cluster::v3::Cluster> BuildClusters(const model::MeshState& state,
                                                                const ProxyInfo& proxy);

@@ -5,9 +5,17 @@
 namespace meshpilot::cache {
 
 void SnapshotCache::SetState(model::MeshStatePtr state) {
+  std::vector<model::ConfigError> warnings =
+      state == nullptr ? std::vector<model::ConfigError>{} : translator::CheckConfig(*state);
   std::lock_guard lock(mu_);
   state_ = std::move(state);
+  warnings_ = std::move(warnings);
   by_key_.clear();
+}
+
+std::vector<model::ConfigError> SnapshotCache::warnings() const {
+  std::lock_guard lock(mu_);
+  return warnings_;
 }
 
 model::MeshStatePtr SnapshotCache::state() const {

@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "controlplane/cache/snapshot.h"
@@ -20,6 +21,8 @@ class SnapshotCache {
   void SetState(model::MeshStatePtr state);
   // nullptr until the first state: the sources have not synced yet.
   model::MeshStatePtr state() const;
+  // What translation of the current state warns about (translator::CheckConfig).
+  std::vector<model::ConfigError> warnings() const;
 
   // The snapshot for `proxy` at the current state. FailedPrecondition before the first state.
   absl::StatusOr<SnapshotPtr> SnapshotFor(const translator::ProxyInfo& proxy);
@@ -27,6 +30,7 @@ class SnapshotCache {
  private:
   mutable std::mutex mu_;
   model::MeshStatePtr state_;
+  std::vector<model::ConfigError> warnings_;
   std::map<std::string, SnapshotPtr> by_key_;
 };
 

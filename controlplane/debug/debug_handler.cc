@@ -197,8 +197,11 @@ json DebugHandler::EndpointZ() const {
 json DebugHandler::ConfigZ() const {
   json configs = json::array();
   json errors = json::array();
+  json warnings = json::array();
   model::MeshStatePtr state = cache_.state();
-  if (state == nullptr) return json{{"configs", configs}, {"errors", errors}};
+  if (state == nullptr) {
+    return json{{"configs", configs}, {"errors", errors}, {"warnings", warnings}};
+  }
   auto add = [&configs](const char* kind, const model::ObjectMeta& meta) {
     configs.push_back(json{{"kind", kind},
                            {"namespace", meta.namespace_},
@@ -209,15 +212,21 @@ json DebugHandler::ConfigZ() const {
   for (const auto& [key, vs] : state->virtual_services) add("VirtualService", vs.meta);
   for (const auto& [key, dr] : state->destination_rules) add("DestinationRule", dr.meta);
   for (const auto& [key, ap] : state->authorization_policies) add("AuthorizationPolicy", ap.meta);
+  auto describe = [](const model::ConfigError& error, const char* status) {
+    return json{{"origin", error.origin},   {"kind", error.kind},
+                {"namespace", error.namespace_}, {"name", error.name},
+                {"status", status},         {"message", error.message}};
+  };
   for (const model::ConfigError& error : state->errors) {
-    errors.push_back(json{{"origin", error.origin},
-                          {"kind", error.kind},
-                          {"namespace", error.namespace_},
-                          {"name", error.name},
-                          {"status", "Rejected"},
-                          {"message", error.message}});
+    errors.push_back(describe(error, "Rejected"));
   }
-  return json{{"version", state->version}, {"configs", configs}, {"errors", errors}};
+  for (const model::ConfigError& warning : cache_.warnings()) {
+    warnings.push_back(describe(warning, "Warning"));
+  }
+  return json{{"version", state->version},
+              {"configs", configs},
+              {"errors", errors},
+              {"warnings", warnings}};
 }
 
 json DebugHandler::AdsZ() const {

@@ -299,6 +299,29 @@ TEST_CASE("debug: /debug/configz shows accepted config and rejected config with 
   CHECK(error["message"] == "spec.http[0].route[1].weight: must be >= 0");
 }
 
+TEST_CASE("debug: /debug/configz shows what translation warns about") {
+  DebugServer server;
+  model::MeshState mesh = MakeMesh(1);
+  model::VirtualService vs;
+  vs.meta.name = "to-nowhere";
+  vs.meta.namespace_ = "default";
+  vs.hosts = {"svc-0"};
+  model::HttpRoute rule;
+  model::HttpRouteDestination destination;
+  destination.destination.host = "no-such-service";
+  rule.route.push_back(destination);
+  vs.http.push_back(rule);
+  mesh.virtual_services[vs.meta.Key()] = vs;
+  server.ads.SetState(mesh);
+
+  json body = server.Get("/debug/configz").Json();
+  REQUIRE(body["warnings"].size() == 1);
+  CHECK(body["warnings"][0]["name"] == "to-nowhere");
+  CHECK(body["warnings"][0]["status"] == "Warning");
+  CHECK(body["warnings"][0]["message"].get<std::string>().find("no-such-service") !=
+        std::string::npos);
+}
+
 TEST_CASE("debug: /debug/adsz lists connected clients and their watches") {
   DebugServer server;
   server.ads.SetState(MakeMesh(2));
