@@ -39,6 +39,20 @@ ABSL_FLAG(std::vector<std::string>, watched_namespaces, {},
           "Comma-separated namespaces to read from the cluster (default: all).");
 ABSL_FLAG(bool, legacy_endpoints, false,
           "Read v1 Endpoints instead of discovery.k8s.io/v1 EndpointSlices.");
+ABSL_FLAG(bool, write_status, true,
+          "With a cluster: write validation results to the status of VirtualServices, "
+          "DestinationRules and AuthorizationPolicies, and Events for rejected ones.");
+ABSL_FLAG(bool, leader_elect, true,
+          "Write status only while holding the Lease meshpilot-leader (several replicas may "
+          "run); false: this replica always writes.");
+ABSL_FLAG(std::string, leader_election_namespace, "meshpilot-system",
+          "Namespace of the leader election Lease.");
+ABSL_FLAG(absl::Duration, leader_lease_duration, absl::Seconds(15),
+          "A Lease not renewed for this long may be taken over.");
+ABSL_FLAG(absl::Duration, leader_renew_period, absl::Seconds(5),
+          "How often the leader renews the Lease.");
+ABSL_FLAG(absl::Duration, leader_retry_period, absl::Seconds(2),
+          "How often the other replicas look whether the Lease is free.");
 ABSL_FLAG(std::string, listen_address, "0.0.0.0", "Address the xDS and debug servers bind.");
 ABSL_FLAG(int, xds_port, 15010, "Plaintext ADS (gRPC) port.");
 ABSL_FLAG(int, debug_port, 15014, "Debug and metrics HTTP port.");
@@ -93,6 +107,16 @@ absl::StatusOr<std::unique_ptr<ConfigSource>> MakeSource(
     if (!ns.empty()) options.watched_namespaces.push_back(ns);
   }
   options.legacy_endpoints = absl::GetFlag(FLAGS_legacy_endpoints);
+  options.status.write = absl::GetFlag(FLAGS_write_status);
+  options.status.leader_elect = absl::GetFlag(FLAGS_leader_elect);
+  options.status.lease.namespace_ = absl::GetFlag(FLAGS_leader_election_namespace);
+  options.status.lease.identity = source::DefaultIdentity();
+  options.status.lease.lease_duration = std::chrono::seconds(
+      absl::ToInt64Seconds(absl::GetFlag(FLAGS_leader_lease_duration)));
+  options.status.lease.renew_period = std::chrono::milliseconds(
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_leader_renew_period)));
+  options.status.lease.retry_period = std::chrono::milliseconds(
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_leader_retry_period)));
   return std::make_unique<SourceOf<source::KubeSource>>(*std::move(cluster), std::move(options),
                                                         std::move(publish));
 }
@@ -181,7 +205,8 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "meshpilot (--config-dir DIR | --kubeconfig FILE | --in-cluster) "
-      "[--watched-namespaces a,b] [--xds-port 15010] [--debug-port 15014]");
+      "[--watched-namespaces a,b] [--leader-election-namespace meshpilot-system] "
+      "[--xds-port 15010] [--debug-port 15014]");
   // Flags are spelled with dashes, as istiod's are; absl wants underscores.
   std::vector<std::string> args(argv, argv + argc);
   std::vector<char*> argv_underscored;

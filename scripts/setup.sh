@@ -10,7 +10,7 @@ DEBIAN_PACKAGES=(
   libcpprest-dev libyaml-cpp-dev nlohmann-json3-dev libabsl-dev catch2
   libboost-dev libnghttp2-dev libssl-dev prometheus-cpp-dev libspdlog-dev
   libbenchmark-dev nodejs npm
-  openssl python3-yaml iproute2 util-linux
+  openssl python3-yaml iproute2 util-linux iptables
 )
 
 missing=()

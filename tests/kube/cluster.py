@@ -47,7 +47,15 @@ KINDS = {
     ("v1", "ServiceAccount"): ("serviceaccounts", True),
     ("v1", "ConfigMap"): ("configmaps", True),
     ("discovery.k8s.io/v1", "EndpointSlice"): ("endpointslices", True),
+    ("v1", "Event"): ("events", True),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ("customresourcedefinitions", False),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    ("coordination.k8s.io/v1", "Lease"): ("leases", True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): ("clusterroles", False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("clusterrolebindings", False),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
 }
 for _version in ("v1", "v1beta1", "v1alpha3"):
     KINDS[(f"networking.istio.io/{_version}", "VirtualService")] = ("virtualservices", True)
@@ -349,6 +357,26 @@ class Cluster:
         return self.call("PATCH", object_path(obj) + "?" + query, obj,
                          content_type="application/apply-patch+yaml")
 
+    def dry_run_apply(self, obj, field_manager="meshpilot-test"):
+        """What `kubectl apply --server-side --dry-run=server` does: the API server validates,
+        defaults and admits obj, and stores nothing. Returns the object it would store."""
+        query = urllib.parse.urlencode({"fieldManager": field_manager, "force": "true",
+                                        "fieldValidation": "Strict", "dryRun": "All"})
+        return self.call("PATCH", object_path(obj) + "?" + query, obj,
+                         content_type="application/apply-patch+yaml")
+
+    def service_account_token(self, namespace, name, seconds=3600):
+        """A token of that ServiceAccount from the TokenRequest API."""
+        answer = self.call("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                           {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                            "spec": {"expirationSeconds": seconds}})
+        return answer["status"]["token"]
+
+    def token_kubeconfig(self, target, token):
+        """A kubeconfig for this API server that authenticates with a bearer token."""
+        self.require_local("write a kubeconfig with the harness's CA")
+        write_kubeconfig(target, self.server, self.pki, token=token)
+
     def create(self, obj):
         return self.call("POST", object_path(obj, name="") + "?fieldValidation=Strict", obj)
 
@@ -514,10 +542,14 @@ def make_certificates(pki):
             "-out", path("sa.key"))
 
 
-def write_kubeconfig(target, server, pki):
+def write_kubeconfig(target, server, pki, token=None):
+    """A kubeconfig for the admin client certificate, or for a bearer token."""
     def data(name):
         with open(os.path.join(pki, name), "rb") as f:
             return base64.b64encode(f.read()).decode()
+
+    user = ({"token": token} if token else
+            {"client-certificate-data": data("admin.crt"), "client-key-data": data("admin.key")})
 
     # JSON is YAML: any kubeconfig reader takes it.
     config = {
@@ -525,9 +557,7 @@ def write_kubeconfig(target, server, pki):
         "kind": "Config",
         "clusters": [{"name": "test", "cluster": {
             "server": server, "certificate-authority-data": data("ca.crt")}}],
-        "users": [{"name": "admin", "user": {
-            "client-certificate-data": data("admin.crt"),
-            "client-key-data": data("admin.key")}}],
+        "users": [{"name": "admin", "user": user}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
         "current-context": "test",
     }

@@ -126,12 +126,14 @@ class MeshpilotKubeTest(unittest.TestCase):
         for child in reversed(self.children):
             child.stop()
 
-    def start_meshpilot(self, *extra, kubeconfig=None, wait_ready=True):
+    def start_meshpilot(self, *extra, kubeconfig=None, wait_ready=True, pod_name=None):
+        """pod_name: the POD_NAME it runs with, its leader election identity."""
         self.xds_port, self.debug_port = free_port(), free_port()
+        env = dict(os.environ, POD_NAME=pod_name) if pod_name else None
         self.meshpilot = self.start("meshpilot", [
             self.meshpilot_bin, "--kubeconfig", kubeconfig or self.cluster.kubeconfig,
             "--xds-port", str(self.xds_port), "--debug-port", str(self.debug_port),
-            "--debounce-after", "20ms", "--debounce-max", "200ms", *extra])
+            "--debounce-after", "20ms", "--debounce-max", "200ms", *extra], env)
         if wait_ready:
             self.wait_until(lambda: self.debug_status("/ready") == 200, READY_TIMEOUT_S,
                             "meshpilot /ready is 200")

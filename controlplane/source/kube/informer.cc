@@ -3,6 +3,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "controlplane/source/kube/api_status.h"
 #include "spdlog/spdlog.h"
 
 namespace meshpilot::source {
@@ -22,15 +23,6 @@ std::string QueryEscape(const std::string& text) {
     }
   }
   return out;
-}
-
-// The message of a metav1.Status body, or the body itself.
-std::string StatusMessage(const std::string& body) {
-  json status = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (status.is_object() && status.contains("message") && status["message"].is_string()) {
-    return status["message"].get<std::string>();
-  }
-  return body.substr(0, 200);
 }
 
 std::string ResourceVersionOf(const json& object) {
@@ -132,7 +124,7 @@ absl::Status Informer::List() {
     if (response->status != 200) {
       // A continue token that expired (410) fails the whole list: the next try starts over.
       return absl::UnavailableError(absl::StrCat("HTTP ", response->status, ": ",
-                                                 StatusMessage(response->body)));
+                                                 ApiStatusMessage(response->body)));
     }
     json page = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
     if (!page.is_object() || !page.contains("items") || !page["items"].is_array()) {
@@ -212,7 +204,7 @@ Informer::WatchEnd Informer::Watch() {
   if (response->status == 410 || gone) return WatchEnd::kGone;
   if (response->status != 200) {
     spdlog::warn("kube: {}: watch refused: HTTP {}: {}", name_, response->status,
-                 StatusMessage(response->body));
+                 ApiStatusMessage(response->body));
     return WatchEnd::kFailed;
   }
   if (!failure.empty()) {

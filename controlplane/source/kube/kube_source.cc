@@ -41,6 +41,23 @@ std::vector<ApiResource> Resources(bool legacy_endpoints) {
   };
 }
 
+bool WritesStatus(const ApiResource& resource) {
+  return resource.kind == "VirtualService" || resource.kind == "DestinationRule" ||
+         resource.kind == "AuthorizationPolicy";
+}
+
+// The object as its author wrote it: without status and the metadata every write changes.
+size_t ContentHash(const json& object) {
+  json content = object;
+  content.erase("status");
+  if (auto metadata = content.find("metadata"); metadata != content.end() &&
+                                                 metadata->is_object()) {
+    metadata->erase("resourceVersion");
+    metadata->erase("managedFields");
+  }
+  return std::hash<json>{}(content);
+}
+
 bool SameError(const std::optional<model::ConfigError>& a,
                const std::optional<model::ConfigError>& b) {
   if (a.has_value() != b.has_value()) return false;
@@ -57,7 +74,7 @@ void LogRejected(const model::ConfigError& error) {
 KubeSource::KubeSource(ClusterConfig config, Options options, Subscriber subscriber)
     : options_(std::move(options)),
       subscriber_(std::move(subscriber)),
-      client_(std::move(config)) {
+      client_(config) {
   // With watched namespaces, one informer per namespace: a namespaced Role is then enough.
   std::vector<std::string> scopes = options_.watched_namespaces;
   if (scopes.empty()) scopes.push_back("");
@@ -70,9 +87,20 @@ KubeSource::KubeSource(ClusterConfig config, Options options, Subscriber subscri
       informers_.push_back(
           std::make_unique<Informer>(client_, resource, scope, std::move(callbacks),
                                      options_.informer));
+      informer_resources_.push_back(resource);
     }
   }
   stores_.resize(informers_.size());
+  if (options_.status.write) {
+    status_client_ = std::make_unique<ApiClient>(std::move(config));
+    status_writer_ = std::make_unique<StatusWriter>(
+        *status_client_, StatusWriter::Options{.identity = options_.status.lease.identity});
+    if (options_.status.leader_elect) {
+      elector_ = std::make_unique<LeaderElector>(
+          *status_client_, options_.status.lease,
+          [this](bool leading) { status_writer_->SetLeading(leading); });
+    }
+  }
 }
 
 KubeSource::~KubeSource() { Stop(); }
@@ -81,6 +109,14 @@ absl::Status KubeSource::Start() {
   if (publisher_.joinable()) return absl::FailedPreconditionError("already started");
   publisher_ = std::thread([this] { PublishLoop(); });
   for (const auto& informer : informers_) informer->Start();
+  if (status_writer_ != nullptr) {
+    status_writer_->Start();
+    if (elector_ != nullptr) {
+      elector_->Start();
+    } else {
+      status_writer_->SetLeading(true);
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -94,6 +130,10 @@ void KubeSource::Stop() {
   client_.Shutdown();  // ends the requests the informers wait on
   for (const auto& informer : informers_) informer->Stop();
   if (publisher_.joinable()) publisher_.join();
+  // Leadership ends (the writer stops writing) and the Lease is released for a successor.
+  if (elector_ != nullptr) elector_->Stop();
+  if (status_writer_ != nullptr) status_writer_->Stop();
+  if (status_client_ != nullptr) status_client_->Shutdown();
 }
 
 bool KubeSource::Watched(const json& object) const {
@@ -105,11 +145,38 @@ bool KubeSource::Watched(const json& object) const {
                    name) != options_.watched_namespaces.end();
 }
 
-KubeSource::Entry KubeSource::Convert(const json& object, const Entry* previous) const {
+KubeSource::Entry KubeSource::Convert(size_t store, const json& object,
+                                      const Entry* previous) const {
   Entry entry;
+  entry.content_hash = ContentHash(object);
+  std::optional<StatusTarget> target;
+  if (status_writer_ != nullptr && WritesStatus(informer_resources_[store])) {
+    target.emplace();
+    target->resource = informer_resources_[store];
+    target->namespace_ = MetadataField(object, "namespace");
+    target->name = MetadataField(object, "name");
+    target->uid = MetadataField(object, "uid");
+    target->resource_version = MetadataField(object, "resourceVersion");
+    const json& metadata = object.value("metadata", json::object());
+    if (auto generation = metadata.find("generation");
+        generation != metadata.end() && generation->is_number_integer()) {
+      target->generation = generation->get<int64_t>();
+    }
+    if (auto status = object.find("status"); status != object.end()) target->status = *status;
+  }
+  // Only the status changed (often meshpilot's own write coming back): nothing to convert.
+  if (previous != nullptr && previous->content_hash == entry.content_hash) {
+    entry = *previous;
+    if (target && entry.status) {
+      entry.status->resource_version = target->resource_version;
+      entry.status->status = target->status;
+    }
+    return entry;
+  }
   absl::StatusOr<convert::KubeObject> parsed = convert::ParseObject(JsonToYaml(object));
   if (parsed.ok()) {
     entry.accepted = convert::SourcedObject{kOrigin, *std::move(parsed)};
+    entry.status = std::move(target);
     return entry;
   }
   model::ConfigError error;
@@ -118,14 +185,19 @@ KubeSource::Entry KubeSource::Convert(const json& object, const Entry* previous)
   error.namespace_ = MetadataField(object, "namespace");
   error.name = MetadataField(object, "name");
   error.message = std::string(parsed.status().message());
+  if (target) target->validation_error = error.message;
   // A rejected edit leaves the last accepted version serving, as an admission webhook would
   // have left it in place.
   if (previous != nullptr && previous->accepted) {
     entry.accepted = previous->accepted;
-    absl::StrAppend(&error.message, "; still serving its last valid version (resourceVersion ",
-                    convert::MetaOf(previous->accepted->object).resource_version, ")");
+    std::string note = absl::StrCat("still serving its last valid version (resourceVersion ",
+                                    convert::MetaOf(previous->accepted->object).resource_version,
+                                    ")");
+    absl::StrAppend(&error.message, "; ", note);
+    if (target) target->serving_note = std::move(note);
   }
   entry.error = std::move(error);
+  entry.status = std::move(target);
   return entry;
 }
 
@@ -137,7 +209,8 @@ void KubeSource::Replace(size_t index, std::vector<json> objects) {
     if (!Watched(object)) continue;
     std::string key = KeyOf(object);
     auto previous = store.entries.find(key);
-    Entry entry = Convert(object, previous == store.entries.end() ? nullptr : &previous->second);
+    Entry entry =
+        Convert(index, object, previous == store.entries.end() ? nullptr : &previous->second);
     if (entry.error &&
         (previous == store.entries.end() || !SameError(previous->second.error, entry.error))) {
       LogRejected(*entry.error);
@@ -159,7 +232,16 @@ void KubeSource::Apply(size_t index, const json& object, bool deleted) {
     if (store.entries.erase(key) == 0) return;
   } else {
     auto previous = store.entries.find(key);
-    Entry entry = Convert(object, previous == store.entries.end() ? nullptr : &previous->second);
+    const bool existed = previous != store.entries.end();
+    Entry entry = Convert(index, object, existed ? &previous->second : nullptr);
+    if (existed && previous->second.content_hash == entry.content_hash) {
+      // A change of status alone: the mesh is the same; only the status writer cares.
+      previous->second = std::move(entry);
+      if (status_writer_ != nullptr && previous->second.status) {
+        status_writer_->Update(StatusTargets());
+      }
+      return;
+    }
     if (entry.error) LogRejected(*entry.error);
     store.entries[std::move(key)] = std::move(entry);
   }
@@ -167,10 +249,21 @@ void KubeSource::Apply(size_t index, const json& object, bool deleted) {
   changed_.notify_all();
 }
 
+std::vector<StatusTarget> KubeSource::StatusTargets() const {
+  std::vector<StatusTarget> targets;
+  for (const Store& store : stores_) {
+    for (const auto& [key, entry] : store.entries) {
+      if (entry.status) targets.push_back(*entry.status);
+    }
+  }
+  return targets;
+}
+
 void KubeSource::PublishLoop() {
   while (true) {
     std::vector<convert::SourcedObject> objects;
     std::vector<model::ConfigError> errors;
+    std::vector<StatusTarget> targets;
     {
       std::unique_lock<std::mutex> lock(mu_);
       auto ready = [this] {
@@ -189,11 +282,13 @@ void KubeSource::PublishLoop() {
           if (entry.error) errors.push_back(*entry.error);
         }
       }
+      if (status_writer_ != nullptr) targets = StatusTargets();
     }
     auto state = std::make_shared<model::MeshState>(
         convert::BuildMeshState(objects, std::move(errors)));
     state->version = ++version_;
     subscriber_(std::move(state));
+    if (status_writer_ != nullptr) status_writer_->Update(std::move(targets));
   }
 }
 

@@ -17,6 +17,8 @@
 #include "controlplane/source/kube/api_client.h"
 #include "controlplane/source/kube/cluster_config.h"
 #include "controlplane/source/kube/informer.h"
+#include "controlplane/source/kube/leader_election.h"
+#include "controlplane/source/kube/status_writer.h"
 #include "nlohmann/json.hpp"
 
 namespace meshpilot::source {
@@ -33,6 +35,11 @@ namespace meshpilot::source {
 //
 // Bad input loses nothing: an object that fails validation is reported in MeshState::errors
 // (origin "kube"); if an earlier version of it was accepted, that version keeps serving.
+//
+// With Options::status, validation results go back to the cluster: the status subresource
+// of every VirtualService, DestinationRule and AuthorizationPolicy, and an Event for each
+// rejection, written only by the replica that holds the Lease (leader_election.h). Changes
+// to an object's status alone (those writes coming back through the watch) publish nothing.
 class KubeSource {
  public:
   using Subscriber = std::function<void(model::MeshStatePtr)>;
@@ -45,6 +52,15 @@ class KubeSource {
     Informer::Options informer;
     // Changes this close together make one publish (a relist, a burst of endpoint updates).
     std::chrono::milliseconds coalesce{20};
+
+    struct Status {
+      bool write = false;  // write status and Events at all
+      // Compete for the Lease and write only while holding it; false: always write (a single
+      // replica, or tests).
+      bool leader_elect = true;
+      LeaderElector::Options lease;
+    };
+    Status status;
   };
 
   KubeSource(ClusterConfig config, Options options, Subscriber subscriber);
@@ -63,6 +79,9 @@ class KubeSource {
   struct Entry {
     std::optional<convert::SourcedObject> accepted;
     std::optional<model::ConfigError> error;
+    // The object without its status and write metadata: equal ones differ only in status.
+    size_t content_hash = 0;
+    std::optional<StatusTarget> status;  // for the kinds whose status meshpilot writes
   };
   // One per informer, keyed by "namespace/name".
   struct Store {
@@ -73,7 +92,8 @@ class KubeSource {
   void Replace(size_t store, std::vector<nlohmann::json> objects);
   void Apply(size_t store, const nlohmann::json& object, bool deleted);
   // Converts `object`, keeping `previous`'s accepted version when the new one is rejected.
-  Entry Convert(const nlohmann::json& object, const Entry* previous) const;
+  Entry Convert(size_t store, const nlohmann::json& object, const Entry* previous) const;
+  std::vector<StatusTarget> StatusTargets() const;  // under mu_
   bool Watched(const nlohmann::json& object) const;
   void PublishLoop();
 
@@ -81,6 +101,12 @@ class KubeSource {
   const Subscriber subscriber_;
   ApiClient client_;
   std::vector<std::unique_ptr<Informer>> informers_;
+  std::vector<ApiResource> informer_resources_;  // by informer index
+  // Status writes and the Lease have their own connection, which outlives the informers'
+  // at shutdown so that the Lease can be released.
+  std::unique_ptr<ApiClient> status_client_;
+  std::unique_ptr<StatusWriter> status_writer_;
+  std::unique_ptr<LeaderElector> elector_;
 
   std::mutex mu_;
   std::condition_variable changed_;
