@@ -1,3 +1,4 @@
+#include "translator/inbound.h"
 #include "translator/names.h"
 #include "translator/subset.h"
 #include "translator/traffic_policy.h"
@@ -48,7 +49,10 @@ std::vector<Cluster> BuildClusters(const model::MeshState& state, const ProxyInf
     ApplyTrafficPolicy(outbound.policy, *outbound.port, proxy, cluster);
     clusters.push_back(std::move(cluster));
   }
-  if (!proxy.proxyless_grpc) AddSidecarBuiltinClusters(clusters);
+  if (!proxy.proxyless_grpc) {
+    AddSidecarBuiltinClusters(clusters);
+    for (Cluster& inbound : InboundClusters(state, proxy)) clusters.push_back(std::move(inbound));
+  }
   std::sort(clusters.begin(), clusters.end(),
             [](const Cluster& a, const Cluster& b) { return a.name() < b.name(); });
   return clusters;

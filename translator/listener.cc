@@ -2,6 +2,7 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "translator/http_connection_manager.h"
+#include "translator/inbound.h"
 #include "translator/names.h"
 #include "translator/translate.h"
 
@@ -31,7 +32,7 @@ Filter TcpProxyFilter(std::string_view stat_prefix, std::string_view cluster) {
 // virtualOutbound (15001); iptables sends it every outbound connection, and it hands each
 // one to the listener for its original destination. HTTP ports share one listener per port
 // (0.0.0.0_PORT, routes by Host via RDS "PORT"); TCP ports get one per clusterIP:PORT.
-std::vector<Listener> SidecarListeners(const model::MeshState& state) {
+std::vector<Listener> SidecarListeners(const model::MeshState& state, const ProxyInfo& proxy) {
   std::map<std::string, Listener> by_name;
   for (const auto& [key, service] : state.services) {
     for (const model::ServicePort& port : service.ports) {
@@ -76,6 +77,8 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state) {
   passthrough->set_name(std::string(kPassthroughCluster));
   *passthrough->add_filters() = TcpProxyFilter(kPassthroughCluster, kPassthroughCluster);
 
+  by_name[std::string(kVirtualInbound)] = VirtualInboundListener(state, proxy);
+
   std::vector<Listener> listeners;
   for (auto& [name, listener] : by_name) listeners.push_back(std::move(listener));
   return listeners;
@@ -83,8 +86,10 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state) {
 
 // Proxyless gRPC clients dial `xds:///host:port` and ask for a Listener of exactly that
 // name, so every host form the client may use gets one, all sharing the FQDN:PORT routes.
+// A gRPC server among them asks for its own server listeners
+// (grpc/server?xds.resource.listening_address=IP:PORT).
 std::vector<Listener> GrpcApiListeners(const model::MeshState& state, const ProxyInfo& proxy) {
-  std::vector<Listener> listeners;
+  std::vector<Listener> listeners = GrpcServerListeners(state, proxy);
   for (const auto& [key, service] : state.services) {
     for (const model::ServicePort& port : service.ports) {
       if (port.protocol == model::Protocol::kUdp) continue;
@@ -106,7 +111,7 @@ std::vector<Listener> GrpcApiListeners(const model::MeshState& state, const Prox
 }  // namespace
 
 std::vector<Listener> BuildListeners(const model::MeshState& state, const ProxyInfo& proxy) {
-  return proxy.proxyless_grpc ? GrpcApiListeners(state, proxy) : SidecarListeners(state);
+  return proxy.proxyless_grpc ? GrpcApiListeners(state, proxy) : SidecarListeners(state, proxy);
 }
 
 }  // namespace meshpilot::translator

@@ -18,9 +18,11 @@ std::string StringField(const google::protobuf::Struct& s, const std::string& ke
 }  // namespace
 
 std::string ProxyInfo::TranslationKey() const {
-  // Labels matter too: VirtualService sourceLabels and DestinationRule workloadSelector
-  // pick routes and policies per workload. Replicas of one deployment still share a key.
-  std::string key = absl::StrCat(proxyless_grpc ? "grpc" : "sidecar", "/", namespace_);
+  // Labels matter too: VirtualService sourceLabels, DestinationRule workloadSelector and
+  // AuthorizationPolicy selectors pick routes and policies per workload. So does the IP:
+  // the inbound listeners and clusters are those of the endpoints with the proxy's address.
+  std::string key =
+      absl::StrCat(proxyless_grpc ? "grpc" : "sidecar", "/", namespace_, "/ip=", ip);
   if (RingHashCrashes()) key += "/no-ring-hash";
   for (const auto& [name, value] : labels) absl::StrAppend(&key, "/", name, "=", value);
   return key;

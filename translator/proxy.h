@@ -29,7 +29,7 @@ struct ProxyInfo {
   bool RingHashCrashes() const;
 
   // Proxies with equal keys receive identical resources, so their snapshot is built once:
-  // generator, namespace and labels.
+  // generator, namespace, IP (inbound listeners) and labels.
   std::string TranslationKey() const;
   // "POD.NAMESPACE", the short form istiod's debug endpoints accept.
   std::string ShortId() const { return pod_name + "." + namespace_; }

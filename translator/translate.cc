@@ -1,5 +1,6 @@
 #include "translator/translate.h"
 
+#include "translator/authorization.h"
 #include "translator/destination_rule_index.h"
 #include "translator/virtual_service_index.h"
 
@@ -17,6 +18,8 @@ ProxyResources Translate(const model::MeshState& state, const ProxyInfo& proxy) 
 std::vector<model::ConfigError> CheckConfig(const model::MeshState& state) {
   std::vector<model::ConfigError> warnings = CheckVirtualServices(state);
   std::vector<model::ConfigError> more = CheckDestinationRules(state);
+  warnings.insert(warnings.end(), more.begin(), more.end());
+  more = CheckAuthorizationPolicies(state);
   warnings.insert(warnings.end(), more.begin(), more.end());
   return warnings;
 }

@@ -2,9 +2,13 @@
 // meshpilot.echo.v1.Echo and answers every call with its own --name, so a client can tell
 // which backend a call reached.
 //
-//   echo_server --port 0 --name backend-a [--host 127.0.0.1] [--delay_ms 2000]
+//   echo_server --port 0 --name backend-a [--host 127.0.0.1] [--delay_ms 2000] [--xds]
 //
 // Prints "listening on HOST:PORT" (flushed) once it accepts calls; exits 0 on SIGTERM/SIGINT.
+// With --xds it is a proxyless gRPC xDS server (grpc::XdsServerBuilder; GRPC_XDS_BOOTSTRAP
+// names a bootstrap with server_listener_resource_name_template): it serves only once its
+// Listener arrives, applies that Listener's HTTP filters (RBAC) to every call, and prints
+// "xds serving HOST:PORT" / "xds not serving HOST:PORT: STATUS" as its serving state changes.
 
 #include <signal.h>
 
@@ -16,6 +20,8 @@
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/xds_server_builder.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -27,6 +33,9 @@ ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one (printed on stdou
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on");
 ABSL_FLAG(std::string, name, "echo", "backend name returned in every response");
 ABSL_FLAG(int, delay_ms, 0, "answer every call this much later: a slow backend for timeout tests");
+ABSL_FLAG(bool, xds, false,
+          "be an xDS-enabled server: take its Listener (filter chains, RBAC) from the xDS "
+          "server in GRPC_XDS_BOOTSTRAP; needs a fixed --port");
 
 namespace {
 
@@ -52,6 +61,18 @@ class EchoService final : public meshpilot::echo::v1::Echo::Service {
  private:
   const std::string name_;
   const std::chrono::milliseconds delay_;
+};
+
+class ServingStatusPrinter final : public grpc::XdsServerServingStatusNotifierInterface {
+ public:
+  void OnServingStatusUpdate(std::string uri, ServingStatusUpdate update) override {
+    if (update.status.ok()) {
+      std::cout << "xds serving " << uri << std::endl;
+    } else {
+      std::cout << "xds not serving " << uri << ": " << update.status.error_message()
+                << std::endl;
+    }
+  }
 };
 
 // Brackets IPv6 literals so "HOST:PORT" parses as a gRPC address.
@@ -80,12 +101,26 @@ int main(int argc, char** argv) {
   const std::string name = absl::GetFlag(FLAGS_name);
   EchoService service(name, std::chrono::milliseconds(absl::GetFlag(FLAGS_delay_ms)));
   int selected_port = 0;
-  grpc::ServerBuilder builder;
+  const bool xds = absl::GetFlag(FLAGS_xds);
+  if (xds && absl::GetFlag(FLAGS_port) == 0) {
+    std::cerr << "echo_server: --xds needs a fixed --port (the Listener is named by it)"
+              << std::endl;
+    return 2;
+  }
+  ServingStatusPrinter status_printer;
+  grpc::XdsServerBuilder xds_builder;
+  grpc::ServerBuilder plain_builder;
+  grpc::ServerBuilder& builder = xds ? xds_builder : plain_builder;
+  if (xds) xds_builder.set_status_notifier(&status_printer);
   // gRPC sets SO_REUSEPORT by default: a stale backend on the same port would silently share
   // the calls. Fail to start instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(HostPort(host, absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &selected_port);
+  // xDS credentials fall back to plaintext when the Listener's filter chain has no TLS.
+  builder.AddListeningPort(
+      HostPort(host, absl::GetFlag(FLAGS_port)),
+      xds ? grpc::XdsServerCredentials(grpc::InsecureServerCredentials())
+          : grpc::InsecureServerCredentials(),
+      &selected_port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || selected_port == 0) {

@@ -20,7 +20,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The proxies every case is translated for.
+// The proxies every case is translated for. A case that wants them to serve something (inbound
+// listeners, AuthorizationPolicies) gives them endpoints and a Pod with labels at their IP.
 struct GoldenProxy {
   const char* name;
   const char* node_id;
@@ -83,8 +84,17 @@ int Run(const fs::path& case_dir) {
   for (const GoldenProxy& golden : kProxies) {
     envoy::config::core::v3::Node node;
     node.set_id(golden.node_id);
-    if (golden.grpc) {
-      (*node.mutable_metadata()->mutable_fields())["GENERATOR"].set_string_value("grpc");
+    auto& metadata = *node.mutable_metadata()->mutable_fields();
+    if (golden.grpc) metadata["GENERATOR"].set_string_value("grpc");
+    // As istio-agent does, the proxy sends its Pod's labels: a case gives the proxy labels
+    // (for AuthorizationPolicy selectors, ...) with a Pod of the proxy's IP.
+    const std::string ip = translator::ParseProxyInfo(node)->ip;
+    for (const auto& [key, pod] : state.pods) {
+      if (pod.ip != ip) continue;
+      for (const auto& [name, value] : pod.meta.labels) {
+        (*metadata["LABELS"].mutable_struct_value()->mutable_fields())[name].set_string_value(
+            value);
+      }
     }
     translator::ProxyInfo proxy = *translator::ParseProxyInfo(node);
     auto snapshot = cache::Snapshot::Build(translator::Translate(state, proxy), 1);

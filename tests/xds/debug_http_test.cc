@@ -185,7 +185,7 @@ TEST_CASE("debug: /debug/config_dump answers for the full node id and for POD.NA
     CHECK(configs[3]["@type"] == "type.googleapis.com/envoy.admin.v3.RoutesConfigDump");
 
     const json& clusters = configs[0]["dynamic_active_clusters"];
-    REQUIRE(clusters.size() == 4);
+    REQUIRE(clusters.size() == 5);  // svc-0, svc-1, the three built-in clusters
     std::set<std::string> names;
     for (const json& cluster : clusters) {
       names.insert(cluster["name"].get<std::string>());
@@ -195,7 +195,7 @@ TEST_CASE("debug: /debug/config_dump answers for the full node id and for POD.NA
     CHECK(names.contains(ClusterName("svc-0")));
     CHECK(names.contains("PassthroughCluster"));
     CHECK(configs[1]["dynamic_endpoint_configs"].size() == 2);
-    CHECK(configs[2]["dynamic_listeners"].size() == 2);
+    CHECK(configs[2]["dynamic_listeners"].size() == 3);  // with virtualInbound
     REQUIRE(configs[3]["dynamic_route_configs"].size() == 1);
     CHECK(configs[3]["dynamic_route_configs"][0]["route_config"]["name"] == "8080");
   }
