@@ -1,4 +1,3 @@
-#include "translator/inbound.h"
 #include "translator/names.h"
 #include "translator/subset.h"
 #include "translator/traffic_policy.h"
@@ -49,10 +48,7 @@ std::vector<Cluster> BuildClusters(const model::MeshState& state, const ProxyInf
     ApplyTrafficPolicy(outbound.policy, *outbound.port, proxy, cluster);
     clusters.push_back(std::move(cluster));
   }
-  if (!proxy.proxyless_grpc) {
-    AddSidecarBuiltinClusters(clusters);
-    for (Cluster& inbound : InboundClusters(state, proxy)) clusters.push_back(std::move(inbound));
-  }
+  if (!proxy.proxyless_grpc) AddSidecarBuiltinClusters(clusters);
   std::sort(clusters.begin(), clusters.end(),
             [](const Cluster& a, const Cluster& b) { return a.name() < b.name(); });
   return clusters;

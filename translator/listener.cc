@@ -2,7 +2,6 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "translator/http_connection_manager.h"
-#include "translator/inbound.h"
 #include "translator/names.h"
 #include "translator/translate.h"
 
@@ -77,8 +76,6 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state, const Prox
   passthrough->set_name(std::string(kPassthroughCluster));
   *passthrough->add_filters() = TcpProxyFilter(kPassthroughCluster, kPassthroughCluster);
 
-  by_name[std::string(kVirtualInbound)] = VirtualInboundListener(state, proxy);
-
   std::vector<Listener> listeners;
   for (auto& [name, listener] : by_name) listeners.push_back(std::move(listener));
   return listeners;
@@ -86,10 +83,8 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state, const Prox
 
 // Proxyless gRPC clients dial `xds:///host:port` and ask for a Listener of exactly that
 // name, so every host form the client may use gets one, all sharing the FQDN:PORT routes.
-// A gRPC server among them asks for its own server listeners
-// (grpc/server?xds.resource.listening_address=IP:PORT).
 std::vector<Listener> GrpcApiListeners(const model::MeshState& state, const ProxyInfo& proxy) {
-  std::vector<Listener> listeners = GrpcServerListeners(state, proxy);
+  std::vector<Listener> listeners;
   for (const auto& [key, service] : state.services) {
     for (const model::ServicePort& port : service.ports) {
       if (port.protocol == model::Protocol::kUdp) continue;

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <set>
+#include <string>
 #include <vector>
 
 #include "controlplane/model/mesh_state.h"
@@ -19,8 +21,23 @@ struct ProxyResources {
   std::vector<envoy::config::route::v3::RouteConfiguration> routes;
 };
 
-// The whole translation: pure, no I/O, deterministic for equal inputs.
+// The whole translation: pure, no I/O, deterministic for equal inputs. It is the union of two
+// parts, so that what many proxies share is built and serialized once:
 ProxyResources Translate(const model::MeshState& state, const ProxyInfo& proxy);
+
+// The outbound part: clusters, endpoints, outbound listeners and routes. Equal for proxies with
+// equal OutboundKey.
+ProxyResources TranslateOutbound(const model::MeshState& state, const ProxyInfo& proxy);
+// The proxy's own workload as a server: virtualInbound and inbound clusters for sidecars,
+// grpc/server listeners for proxyless gRPC. Depends on the proxy's IP and labels.
+ProxyResources TranslateWorkload(const model::MeshState& state, const ProxyInfo& proxy);
+
+// The label keys outbound translation looks at: those some VirtualService sourceLabels or
+// DestinationRule workloadSelector names. Computed once per state.
+std::set<std::string> OutboundLabelKeys(const model::MeshState& state);
+// Proxies with equal keys get equal TranslateOutbound: generator, namespace, gRPC quirks and
+// the proxy's labels restricted to `label_keys`.
+std::string OutboundKey(const ProxyInfo& proxy, const std::set<std::string>& label_keys);
 
 // What translation accepts but cannot fully honour, per object (unsupported fields, merged
 // VirtualServices, destinations that name no Service, ...): warnings for status and debug.

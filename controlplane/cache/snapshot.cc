@@ -9,11 +9,13 @@ namespace {
 using envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 
 // The RDS names a listener depends on, from its filter chains and its api_listener.
-std::vector<std::string> ReferencedRoutes(const envoy::config::listener::v3::Listener& listener) {
-  std::vector<std::string> names;
-  auto collect = [&names](const google::protobuf::Any& config) {
+void CollectRoutes(const envoy::config::listener::v3::Listener& listener,
+                   std::map<std::string, std::string>& names) {
+  auto collect = [&](const google::protobuf::Any& config) {
     HttpConnectionManager hcm;
-    if (config.UnpackTo(&hcm) && hcm.has_rds()) names.push_back(hcm.rds().route_config_name());
+    if (config.UnpackTo(&hcm) && hcm.has_rds()) {
+      names.emplace(hcm.rds().route_config_name(), listener.name());
+    }
   };
   if (listener.has_api_listener()) collect(listener.api_listener().api_listener());
   auto scan = [&collect](const envoy::config::listener::v3::FilterChain& chain) {
@@ -23,16 +25,16 @@ std::vector<std::string> ReferencedRoutes(const envoy::config::listener::v3::Lis
   };
   for (const auto& chain : listener.filter_chains()) scan(chain);
   if (listener.has_default_filter_chain()) scan(listener.default_filter_chain());
-  return names;
 }
 
 template <typename Message, typename NameOf>
-absl::Status Insert(Snapshot::ResourceMap& map, const std::vector<Message>& messages,
-                    NameOf name_of, ResourceType type) {
+absl::Status Insert(ResourceMap& map, const std::vector<Message>& messages, NameOf name_of,
+                    ResourceType type) {
   for (const Message& message : messages) {
     std::string name = name_of(message);
     if (!map.emplace(name, MakeResource(name, message)).second) {
-      return absl::InternalError(absl::StrCat(std::string(ShortName(type)), ": duplicate resource ", name));
+      return absl::InternalError(
+          absl::StrCat(std::string(ShortName(type)), ": duplicate resource ", name));
     }
   }
   return absl::OkStatus();
@@ -40,11 +42,9 @@ absl::Status Insert(Snapshot::ResourceMap& map, const std::vector<Message>& mess
 
 }  // namespace
 
-absl::StatusOr<SnapshotPtr> Snapshot::Build(const translator::ProxyResources& resources,
-                                            uint64_t state_version) {
-  std::shared_ptr<Snapshot> snapshot(new Snapshot());
-  snapshot->state_version_ = state_version;
-  auto& r = snapshot->resources_;
+absl::StatusOr<ResourceSet> ResourceSet::Serialize(const translator::ProxyResources& resources) {
+  ResourceSet set;
+  auto& r = set.resources;
   auto by_name = [](const auto& m) { return m.name(); };
   auto by_cluster_name = [](const auto& m) { return m.cluster_name(); };
   absl::Status status = Insert(r[0], resources.clusters, by_name, ResourceType::kCluster);
@@ -56,23 +56,51 @@ absl::StatusOr<SnapshotPtr> Snapshot::Build(const translator::ProxyResources& re
 
   for (const auto& cluster : resources.clusters) {
     if (cluster.type() != envoy::config::cluster::v3::Cluster::EDS) continue;
-    const std::string& eds_name = cluster.eds_cluster_config().service_name().empty()
-                                      ? cluster.name()
-                                      : cluster.eds_cluster_config().service_name();
-    if (!snapshot->Resources(ResourceType::kEndpoint).contains(eds_name)) {
-      return absl::InternalError(
-          absl::StrCat("cluster ", cluster.name(), " references missing endpoints ", eds_name));
+    const std::string& service_name = cluster.eds_cluster_config().service_name();
+    set.required_endpoints.emplace(service_name.empty() ? cluster.name() : service_name,
+                                   cluster.name());
+  }
+  for (const auto& listener : resources.listeners) CollectRoutes(listener, set.required_routes);
+  return set;
+}
+
+absl::StatusOr<SnapshotPtr> Snapshot::Build(std::initializer_list<const ResourceSet*> parts,
+                                            uint64_t state_version) {
+  std::shared_ptr<Snapshot> snapshot(new Snapshot());
+  snapshot->state_version_ = state_version;
+  for (const ResourceSet* part : parts) {
+    for (ResourceType type : kPushOrder) {
+      ResourceMap& into = snapshot->resources_[static_cast<size_t>(type)];
+      for (const auto& [name, resource] : part->resources[static_cast<size_t>(type)]) {
+        if (!into.emplace(name, resource).second) {
+          return absl::InternalError(
+              absl::StrCat(std::string(ShortName(type)), ": duplicate resource ", name));
+        }
+      }
     }
   }
-  for (const auto& listener : resources.listeners) {
-    for (const std::string& route : ReferencedRoutes(listener)) {
-      if (!snapshot->Resources(ResourceType::kRoute).contains(route)) {
+  for (const ResourceSet* part : parts) {
+    for (const auto& [name, cluster] : part->required_endpoints) {
+      if (!snapshot->Resources(ResourceType::kEndpoint).contains(name)) {
         return absl::InternalError(
-            absl::StrCat("listener ", listener.name(), " references missing route ", route));
+            absl::StrCat("cluster ", cluster, " references missing endpoints ", name));
+      }
+    }
+    for (const auto& [name, listener] : part->required_routes) {
+      if (!snapshot->Resources(ResourceType::kRoute).contains(name)) {
+        return absl::InternalError(
+            absl::StrCat("listener ", listener, " references missing route ", name));
       }
     }
   }
   return snapshot;
+}
+
+absl::StatusOr<SnapshotPtr> Snapshot::Build(const translator::ProxyResources& resources,
+                                            uint64_t state_version) {
+  absl::StatusOr<ResourceSet> set = ResourceSet::Serialize(resources);
+  if (!set.ok()) return set.status();
+  return Build({&*set}, state_version);
 }
 
 }  // namespace meshpilot::cache

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -12,9 +13,11 @@
 
 namespace meshpilot::cache {
 
-// What each proxy should have. Holds the current MeshState and, for it, one snapshot per
-// translation key: proxies that would get identical resources share one translation and one
-// serialization. Knows nothing of streams (that is the xDS server's business).
+// What each proxy should have. Holds the current MeshState and, for it, each proxy's
+// snapshot, built from two parts: the outbound part, translated and serialized once per
+// translator::OutboundKey and shared by every proxy of that class, and the small workload part
+// (inbound listeners and clusters) of the proxy itself. Knows nothing of streams (that is the
+// xDS server's business).
 class SnapshotCache {
  public:
   // Installs a new state; snapshots of the previous state are dropped.
@@ -31,7 +34,9 @@ class SnapshotCache {
   mutable std::mutex mu_;
   model::MeshStatePtr state_;
   std::vector<model::ConfigError> warnings_;
-  std::map<std::string, SnapshotPtr> by_key_;
+  std::set<std::string> outbound_label_keys_;
+  std::map<std::string, std::shared_ptr<const ResourceSet>> outbound_;  // by OutboundKey
+  std::map<std::string, SnapshotPtr> by_key_;                          // by TranslationKey
 };
 
 }  // namespace meshpilot::cache

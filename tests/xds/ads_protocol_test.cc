@@ -82,9 +82,9 @@ TEST_CASE("ads: nothing is sent before the first state and pending requests are 
 
   server.SetState(MakeMesh(2));
   DiscoveryResponse cds = ReadOf(client, kCds);
-  CHECK(cds.resources_size() == 4);  // 2 services + PassthroughCluster + BlackHoleCluster
+  CHECK(cds.resources_size() == 5);  // 2 services + PassthroughCluster + BlackHoleCluster
   DiscoveryResponse lds = ReadOf(client, kLds);
-  CHECK(lds.resources_size() == 2);  // 0.0.0.0_8080 + virtualOutbound
+  CHECK(lds.resources_size() == 3);  // 0.0.0.0_8080 + virtualOutbound
 }
 
 TEST_CASE("ads: CDS and LDS are wildcard and each type has its own version and nonce") {
@@ -95,12 +95,12 @@ TEST_CASE("ads: CDS and LDS are wildcard and each type has its own version and n
   AdsTestClient client(server.port());
 
   DiscoveryResponse cds = Subscribe(client, kCds);
-  CHECK(NameSet(cds) == std::set<std::string>{"BlackHoleCluster", "PassthroughCluster",
+  CHECK(NameSet(cds) == std::set<std::string>{"BlackHoleCluster", "InboundPassthroughClusterIpv4", "PassthroughCluster",
                                               ClusterName("db", 5432), ClusterName("svc-0"),
                                               ClusterName("svc-1"), ClusterName("svc-2")});
   DiscoveryResponse lds = Subscribe(client, kLds);
   CHECK(NameSet(lds) ==
-        std::set<std::string>{"0.0.0.0_8080", "10.96.100.1_5432", "virtualOutbound"});
+        std::set<std::string>{"0.0.0.0_8080", "10.96.100.1_5432", "virtualInbound", "virtualOutbound"});
   CHECK_FALSE(cds.version_info().empty());
   CHECK_FALSE(lds.version_info().empty());
   CHECK(cds.version_info() != lds.version_info());
@@ -120,7 +120,7 @@ TEST_CASE("ads: CDS and LDS are wildcard and each type has its own version and n
   server.SetState(mesh);
   DiscoveryResponse lds2 = ReadOf(client, kLds);
   CHECK(NameSet(lds2) ==
-        std::set<std::string>{"0.0.0.0_8080", "10.96.100.2_5432", "virtualOutbound"});
+        std::set<std::string>{"0.0.0.0_8080", "10.96.100.2_5432", "virtualInbound", "virtualOutbound"});
   CHECK(lds2.version_info() != lds.version_info());
   CHECK(lds2.nonce() != lds.nonce());
   CHECK(client.ExpectNothing());
@@ -161,7 +161,7 @@ TEST_CASE("ads: an empty CDS/LDS list after named ones unsubscribes instead of b
   // The same for an explicit "*" that is later cleared, on a sidecar.
   AdsTestClient sidecar(server.port());
   DiscoveryResponse cds = Subscribe(sidecar, kCds, {"*"});
-  CHECK(cds.resources_size() == 6);
+  CHECK(cds.resources_size() == 7);
   REQUIRE(sidecar.Send(kCds, {}, cds.version_info(), cds.nonce()));
   DiscoveryResponse cleared = ReadOf(sidecar, kCds);
   CHECK(cleared.resources_size() == 0);
@@ -253,7 +253,7 @@ TEST_CASE("ads: a NACKed version is never resent and is reported while a newer o
   server.SetState(MakeMesh(4));
   DiscoveryResponse v3 = ReadOf(client, kCds);
   CHECK(v3.version_info() != v2.version_info());
-  CHECK(v3.resources_size() == 6);
+  CHECK(v3.resources_size() == 7);
   REQUIRE(client.Ack(v3));
   REQUIRE(WaitForAck(server, v3));
   stream = server.StreamOf();
@@ -396,7 +396,7 @@ TEST_CASE("ads: at most one un-ACKed response per type and then the newest state
   AdsTestClient client(server.port());
   REQUIRE(client.Send(kCds, {}));
   DiscoveryResponse v1 = ReadOf(client, kCds);
-  CHECK(v1.resources_size() == 3);
+  CHECK(v1.resources_size() == 4);
 
   server.SetState(MakeMesh(2));
   server.SetState(MakeMesh(3));
@@ -404,7 +404,7 @@ TEST_CASE("ads: at most one un-ACKed response per type and then the newest state
 
   REQUIRE(client.Ack(v1));
   DiscoveryResponse latest = ReadOf(client, kCds);
-  CHECK(latest.resources_size() == 5);  // MakeMesh(3), not the intermediate MakeMesh(2)
+  CHECK(latest.resources_size() == 6);  // MakeMesh(3), not the intermediate MakeMesh(2)
   REQUIRE(client.Ack(latest));
   CHECK(client.ExpectNothing());
   REQUIRE(WaitForAck(server, latest));
@@ -427,7 +427,7 @@ TEST_CASE("ads: a request carrying a stale nonce is ignored") {
 
   REQUIRE(client.Ack(r2));
   DiscoveryResponse r3 = ReadOf(client, kCds);
-  CHECK(r3.resources_size() == 5);
+  CHECK(r3.resources_size() == 6);
   std::optional<xds::StreamStatus> stream = server.StreamOf();
   REQUIRE(stream);
   CHECK(TypeOf(*stream, ResourceType::kCluster).rejects == 0);
@@ -461,7 +461,7 @@ TEST_CASE("ads: a client that stops reading never delays pushes to others") {
 
   AdsTestClient fast(server.port());
   DiscoveryResponse cds = Subscribe(fast, kCds);
-  REQUIRE(cds.resources_size() == kServices + 2);
+  REQUIRE(cds.resources_size() == kServices + 3);  // + the three built-in clusters
   for (int round = 0; round < 5; ++round) {
     std::string name = "extra-" + std::to_string(round);
     AddService(mesh, name, 8080, model::Protocol::kHttp);
@@ -514,7 +514,7 @@ TEST_CASE("ads: a reconnecting client receives the current state") {
   REQUIRE(second.Send(kCds, {}, old_version));
   DiscoveryResponse current = ReadOf(second, kCds);
   CHECK(current.version_info() != old_version);
-  CHECK(current.resources_size() == 4);
+  CHECK(current.resources_size() == 5);  // 2 services + Passthrough, BlackHole, InboundPassthrough
   REQUIRE(second.Ack(current));
   REQUIRE(WaitForAck(server, current));
 
@@ -525,7 +525,7 @@ TEST_CASE("ads: a reconnecting client receives the current state") {
   REQUIRE(third.Send(kCds, {}, current.version_info()));
   DiscoveryResponse again = ReadOf(third, kCds);
   CHECK(again.version_info() == current.version_info());
-  CHECK(again.resources_size() == 4);
+  CHECK(again.resources_size() == 5);
 }
 
 TEST_CASE("ads: a proxyless gRPC client gets api_listeners and routes and EDS clusters by locality") {

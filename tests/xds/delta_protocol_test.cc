@@ -81,9 +81,9 @@ TEST_CASE("delta: nothing is sent before the first state and pending subscriptio
 
   server.SetState(MakeMesh(2));
   DeltaDiscoveryResponse cds = ReadOf(client, kCds);
-  CHECK(cds.resources_size() == 4);  // 2 services + PassthroughCluster + BlackHoleCluster
+  CHECK(cds.resources_size() == 5);  // 2 services + PassthroughCluster + BlackHoleCluster
   DeltaDiscoveryResponse lds = ReadOf(client, kLds);
-  CHECK(lds.resources_size() == 2);  // 0.0.0.0_8080 + virtualOutbound
+  CHECK(lds.resources_size() == 3);  // 0.0.0.0_8080 + virtualOutbound
 }
 
 TEST_CASE("delta: a wildcard CDS subscription gets the full set and then only what changed") {
@@ -93,7 +93,7 @@ TEST_CASE("delta: a wildcard CDS subscription gets the full set and then only wh
   DeltaTestClient client(server.port());
 
   DeltaDiscoveryResponse cds = Subscribe(client, kCds);
-  CHECK(NameSet(cds) == std::set<std::string>{"BlackHoleCluster", "PassthroughCluster",
+  CHECK(NameSet(cds) == std::set<std::string>{"BlackHoleCluster", "InboundPassthroughClusterIpv4", "PassthroughCluster",
                                               ClusterName("svc-0"), ClusterName("svc-1")});
   CHECK(cds.removed_resources().empty());
   std::vector<std::string> decoded = ResourceNames(cds);
@@ -125,7 +125,7 @@ TEST_CASE("delta: a wildcard CDS subscription gets the full set and then only wh
   // resources reports the same version as a state-of-the-world one.
   DeltaTestClient star(server.port(), {.node = MakeNode(kOtherNode)});
   DeltaDiscoveryResponse star_cds = Subscribe(star, kCds, {"*"});
-  CHECK(star_cds.resources_size() == 5);
+  CHECK(star_cds.resources_size() == 6);
   CHECK(star_cds.system_version_info() == added.system_version_info());
   AdsTestClient sotw(server.port(), {.node = MakeNode(kOtherNode)});
   REQUIRE(sotw.Send(kCds, {}));
@@ -140,7 +140,7 @@ TEST_CASE("delta: '*' or an empty first request is a wildcard and naming resourc
   DeltaTestClient client(server.port());
   Subscribe(client, kCds);  // legacy wildcard
   DeltaDiscoveryResponse lds = Subscribe(client, kLds, {"*"});
-  CHECK(NameSet(lds) == std::set<std::string>{"0.0.0.0_8080", "virtualOutbound"});
+  CHECK(NameSet(lds) == std::set<std::string>{"0.0.0.0_8080", "virtualInbound", "virtualOutbound"});
   REQUIRE(WaitForAck(server, lds));
   std::optional<xds::StreamStatus> stream = server.StreamOf();
   REQUIRE(stream);
@@ -198,7 +198,7 @@ TEST_CASE("delta: a removed service is named in removed_resources") {
   CHECK(Removed(eds2) == std::set<std::string>{ClusterName("svc-1")});
   REQUIRE(client.Ack(eds2));
   CHECK(client.ExpectNothing());
-  CHECK(client.Held(kCds).size() == 4);
+  CHECK(client.Held(kCds).size() == 5);
   CHECK(client.Held(kEds).size() == 2);
   REQUIRE(WaitForAck(server, eds2));
   std::vector<std::string> subscribed = ClusterNames(3);
@@ -279,7 +279,7 @@ TEST_CASE("delta: initial_resource_versions on reconnect suppress resends of wha
     held_cds = first.Held(kCds);
     held_eds = first.Held(kEds);
   }
-  REQUIRE(held_cds.size() == 5);
+  REQUIRE(held_cds.size() == 6);
   REQUIRE(held_eds.size() == 3);
 
   // While it was away: svc-1 removed, web added, svc-2's endpoints changed.
@@ -362,7 +362,7 @@ TEST_CASE("delta: at most one un-ACKed response per type and then the newest sta
   DeltaTestClient client(server.port());
   REQUIRE(client.Subscribe(kCds, {}));
   DeltaDiscoveryResponse v1 = ReadOf(client, kCds);
-  CHECK(v1.resources_size() == 3);
+  CHECK(v1.resources_size() == 4);
 
   server.SetState(MakeMesh(2));
   server.SetState(MakeMesh(3));

@@ -13,9 +13,10 @@ using testing::MakeEndpoint;
 using testing::MakePort;
 using testing::MakeService;
 
-translator::ProxyInfo Proxy(const std::string& pod, const std::string& ns) {
+translator::ProxyInfo Proxy(const std::string& pod, const std::string& ns,
+                           const std::string& ip = "10.0.0.1") {
   envoy::config::core::v3::Node node;
-  node.set_id("sidecar~10.0.0.1~" + pod + "." + ns + "~" + ns + ".svc.cluster.local");
+  node.set_id("sidecar~" + ip + "~" + pod + "." + ns + "~" + ns + ".svc.cluster.local");
   return *translator::ParseProxyInfo(node);
 }
 
@@ -98,6 +99,22 @@ TEST_CASE("proxies of one class share one snapshot per state", "[cache]") {
   CHECK(a->get() == b->get());
   CHECK(a->get() != other_ns->get());
   CHECK((*a)->state_version() == 1);
+}
+
+TEST_CASE("workloads of one class share the outbound resources themselves", "[cache]") {
+  SnapshotCache cache;
+  cache.SetState(State(1, "10.0.0.1"));
+  SnapshotPtr a = *cache.SnapshotFor(Proxy("a", "default", "10.1.0.1"));
+  SnapshotPtr b = *cache.SnapshotFor(Proxy("b", "default", "10.1.0.2"));
+  // Each workload has its own inbound side, so its own snapshot...
+  CHECK(a.get() != b.get());
+  // ...but the outbound resources are one object, translated and serialized once.
+  const std::string cluster = "outbound|80||web.default.svc.cluster.local";
+  CHECK(a->Resources(ResourceType::kCluster).at(cluster).get() ==
+        b->Resources(ResourceType::kCluster).at(cluster).get());
+  CHECK(a->Resources(ResourceType::kRoute).at("80").get() ==
+        b->Resources(ResourceType::kRoute).at("80").get());
+  CHECK(a->Resources(ResourceType::kListener).contains("virtualInbound"));
 }
 
 TEST_CASE("a new state changes only the versions of what changed", "[cache]") {

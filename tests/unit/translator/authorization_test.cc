@@ -69,7 +69,7 @@ AuthorizationPolicy& AddPolicy(model::MeshState& state, const std::string& ns,
 }
 
 Listener VirtualInbound(const model::MeshState& state, const ProxyInfo& proxy) {
-  for (const Listener& listener : BuildListeners(state, proxy)) {
+  for (const Listener& listener : TranslateWorkload(state, proxy).listeners) {
     if (listener.name() == "virtualInbound") return listener;
   }
   FAIL("no virtualInbound");
@@ -155,7 +155,7 @@ TEST_CASE("virtualInbound has a chain per inbound port of the proxy's own endpoi
 }
 
 TEST_CASE("inbound clusters are STATIC to 127.0.0.1:PORT, named inbound|PORT||", "[inbound]") {
-  auto clusters = BuildClusters(Mesh(), Workload());
+  auto clusters = TranslateWorkload(Mesh(), Workload()).clusters;
   const envoy::config::cluster::v3::Cluster* web = nullptr;
   bool passthrough = false;
   for (const auto& cluster : clusters) {
@@ -402,7 +402,7 @@ TEST_CASE("gRPC servers get grpc/server?xds.resource.listening_address=IP:PORT l
   rule.when = {{.key = "request.headers[x-token]", .values = {"ok", "pre*"}}};
   AddPolicy(state, "default", "allow", Action::kAllow, {rule});
   AddPolicy(state, "default", "deny", Action::kDeny);
-  auto listeners = BuildListeners(state, Workload(true));
+  auto listeners = TranslateWorkload(state, Workload(true)).listeners;
   const Listener* server = nullptr;
   int server_listeners = 0;
   for (const auto& listener : listeners) {
@@ -436,7 +436,7 @@ TEST_CASE("gRPC servers get grpc/server?xds.resource.listening_address=IP:PORT l
 
 TEST_CASE("a gRPC client with no endpoints of its own gets no server listeners", "[grpc]") {
   for (const auto& listener :
-       BuildListeners(Mesh(), Workload(true, {}, "default", "10.9.9.9"))) {
+       TranslateWorkload(Mesh(), Workload(true, {}, "default", "10.9.9.9")).listeners) {
     CHECK_FALSE(listener.name().starts_with("grpc/server?"));
   }
 }

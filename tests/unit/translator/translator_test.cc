@@ -79,11 +79,10 @@ TEST_CASE("ParseProxyInfo rejects malformed ids with the field named", "[proxy]"
 TEST_CASE("an EDS cluster per service port, named outbound|PORT||FQDN", "[cluster]") {
   auto clusters = BuildClusters(TwoServices(), Sidecar());
   CHECK(Names(clusters) == std::vector<std::string>{
-                               "BlackHoleCluster", "InboundPassthroughClusterIpv4",
-                               "PassthroughCluster",
+                               "BlackHoleCluster", "PassthroughCluster",
                                "outbound|3306||mysql.db.svc.cluster.local",
                                "outbound|9080||reviews.default.svc.cluster.local"});
-  const Cluster& reviews = clusters[4];
+  const Cluster& reviews = clusters[3];
   CHECK(reviews.type() == Cluster::EDS);
   CHECK(reviews.eds_cluster_config().eds_config().has_ads());
   CHECK(reviews.eds_cluster_config().service_name() == reviews.name());
@@ -129,9 +128,8 @@ TEST_CASE("endpoints are paired with service ports by port name", "[endpoint]") 
 TEST_CASE("sidecar listeners: virtualOutbound, 0.0.0.0_PORT for HTTP, IP_PORT for TCP",
           "[listener]") {
   auto listeners = BuildListeners(TwoServices(), Sidecar());
-  // virtualInbound too: see authorization_test.cc.
-  CHECK(Names(listeners) == std::vector<std::string>{"0.0.0.0_9080", "10.96.0.20_3306",
-                                                     "virtualInbound", "virtualOutbound"});
+  CHECK(Names(listeners) ==
+        std::vector<std::string>{"0.0.0.0_9080", "10.96.0.20_3306", "virtualOutbound"});
   const auto& http = listeners[0];
   CHECK_FALSE(http.bind_to_port().value());
   HttpConnectionManager hcm;
@@ -144,7 +142,7 @@ TEST_CASE("sidecar listeners: virtualOutbound, 0.0.0.0_PORT for HTTP, IP_PORT fo
   REQUIRE(listeners[1].filter_chains(0).filters(0).typed_config().UnpackTo(&tcp));
   CHECK(tcp.cluster() == "outbound|3306||mysql.db.svc.cluster.local");
 
-  const auto& outbound = listeners[3];
+  const auto& outbound = listeners[2];
   CHECK(outbound.address().socket_address().port_value() == 15001);
   CHECK(outbound.use_original_dst().value());
 }
