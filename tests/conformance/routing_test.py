@@ -17,23 +17,15 @@ what a request gets:
   (Debian's) crashes in its ring_hash picker on the first pick (grpc/grpc#31766, fixed in
   1.52): meshpilot gives such clients ROUND_ROBIN instead, which the test checks there.
 
-Helpers (processes, ports, logs) come from conformance_test.py. Every wait is bounded.
+Processes, ports and failure messages come from mesh_harness.py. Every wait is bounded.
 """
 
-import json
-import os
 import subprocess
-import tempfile
-import time
 import unittest
-import urllib.error
-import urllib.request
 
-from conformance_test import Child, binary, free_port
+from mesh_harness import MeshTestCase, parse_counts
 
-NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 TARGET = "xds:///echo.default.svc.cluster.local:7070"
-READY_TIMEOUT_S = 20
 SLOW_BACKEND_DELAY_MS = 6000
 
 SPLIT_CALLS = 200
@@ -174,133 +166,35 @@ spec:
 """
 
 
-class GrpcRoutingTest(unittest.TestCase):
+class GrpcRoutingTest(MeshTestCase):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.meshpilot_bin = binary("MESHPILOT_BIN", "build/release/controlplane/meshpilot")
-        cls.echo_server_bin = binary("ECHO_SERVER_BIN",
-                                     "build/release/tests/conformance/echo_server")
-        cls.client_bin = binary("XDS_CLIENT_BIN",
-                                "build/release/tests/conformance/xds_echo_client")
+    TMP_PREFIX = "meshpilot-routing-"
 
     def setUp(self):
-        self.children = []
-        self.tmp = tempfile.TemporaryDirectory(prefix="meshpilot-routing-")
-        self.addCleanup(self.tmp.cleanup)
-        self.addCleanup(self.stop_children)
-        self.config_dir = os.path.join(self.tmp.name, "config")
-        os.mkdir(self.config_dir)
+        super().setUp()
         files = {"service.yaml": SERVICE_YAML, "routing.yaml": ROUTING_YAML,
                  "sticky.yaml": STICKY_YAML}
         for version, delay_ms in (("v1", 0), ("v2", 0), ("slow", SLOW_BACKEND_DELAY_MS)):
-            port = self.start_backend(f"echo-{version}", delay_ms)
+            port = self.start_backend(f"echo-{version}", "--delay_ms", str(delay_ms))
             files[f"backend-{version}.yaml"] = backend_yaml(version, port)
             if version != "slow":
                 files[f"sticky-{version}.yaml"] = sticky_slice_yaml(version, port)
         for name, text in files.items():
-            with open(os.path.join(self.config_dir, name), "w") as f:
-                f.write(text)
+            self.write_config(name, text)
         self.start_meshpilot()
-        self.bootstrap = os.path.join(self.tmp.name, "bootstrap.json")
-        with open(self.bootstrap, "w") as f:
-            json.dump({
-                "xds_servers": [{
-                    "server_uri": f"127.0.0.1:{self.xds_port}",
-                    "channel_creds": [{"type": "insecure"}],
-                    "server_features": ["xds_v3"],
-                }],
-                "node": {"id": NODE_ID,
-                         "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"},
-                         "locality": {}},
-            }, f)
+        self.write_bootstrap()
 
-    # ----- helpers
-
-    def start(self, name, argv, env=None):
-        child = Child(name, argv, env)
-        self.children.append(child)
-        return child
-
-    def stop_children(self):
-        for child in reversed(self.children):
-            child.stop()
-
-    def start_backend(self, name, delay_ms):
-        child = self.start(name, [self.echo_server_bin, "--port", "0", "--name", name,
-                                  "--host", "127.0.0.1", "--delay_ms", str(delay_ms)])
-        line = child.wait_for_stdout(lambda l: l.startswith("listening on "), 10)
-        if line is None:
-            self.fail(f"{name} did not start\n" + child.log())
-        return int(line.rsplit(":", 1)[1])
-
-    def start_meshpilot(self):
-        self.xds_port, self.debug_port = free_port(), free_port()
-        self.meshpilot = self.start("meshpilot", [
-            self.meshpilot_bin, "--config-dir", self.config_dir,
-            "--xds-port", str(self.xds_port), "--debug-port", str(self.debug_port)])
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.meshpilot.proc.poll() is not None:
-                self.fail("meshpilot exited before /ready\n" + self.diagnostics())
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.debug_port}/ready",
-                                            timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        self.fail(f"meshpilot /ready not 200 within {READY_TIMEOUT_S}s\n" + self.diagnostics())
-
-    def diagnostics(self):
-        text = "\n".join(child.log() for child in self.children)
-        try:
-            with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.debug_port}/debug/config_dump?proxyID={NODE_ID}",
-                    timeout=2) as response:
-                body = response.read().decode(errors="replace")
-            text += "----- config_dump\n" + body[:30000] + "\n"
-        except (urllib.error.URLError, OSError) as e:
-            text += f"----- config_dump unreachable: {e}\n"
-        return text
-
-    def expect(self, condition, what):
-        if not condition:
-            self.fail(what + "\n" + self.diagnostics())
-
-    def run_client(self, count, *metadata, timeout_ms=5000, interval_ms=0, target=TARGET):
+    def calls(self, count, *metadata, timeout_ms=5000, interval_ms=0, target=TARGET):
         """Runs count calls (after the channel is ready) and returns the summary dict."""
-        env = dict(os.environ, GRPC_XDS_BOOTSTRAP=self.bootstrap)
-        env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)
-        argv = [self.client_bin, "--target", target, "--count", str(count),
-                "--interval_ms", str(interval_ms), "--timeout_ms", str(timeout_ms),
-                "--wait_for_ready"]
-        if metadata:
-            argv += ["--metadata", ",".join(metadata)]
-        client = self.start("xds_echo_client", argv, env)
-        rc = client.wait(90)
-        self.expect(rc is not None, "client still running after 90 s")
-        for line in reversed(client.stdout_snapshot()):
-            if line.startswith("summary "):
-                summary = dict(kv.split("=", 1) for kv in line.split()[1:])
-                summary["rc"] = rc
-                return summary
-        self.fail("client printed no summary\n" + self.diagnostics())
-
-    @staticmethod
-    def counts(field):
-        out = {}
-        for item in filter(None, field.split(",")):
-            name, count = item.rsplit(":", 1)
-            out[name] = int(count)
-        return out
+        return self.run_client(target, "--count", str(count), "--interval_ms", str(interval_ms),
+                               "--timeout_ms", str(timeout_ms), "--wait_for_ready",
+                               metadata=metadata, env=self.xds_env())
 
     # ----- tests
 
     def test_weighted_split_between_subsets(self):
-        summary = self.run_client(SPLIT_CALLS)
-        backends = self.counts(summary["backends"])
+        summary = self.calls(SPLIT_CALLS)
+        backends = parse_counts(summary["backends"])
         self.expect(summary["ok"] == str(SPLIT_CALLS), f"calls failed: {summary}")
         self.expect(set(backends) == {"echo-v1", "echo-v2"},
                     f"calls left subsets v1/v2 (the slow backend is no default): {backends}")
@@ -309,28 +203,28 @@ class GrpcRoutingTest(unittest.TestCase):
                     f"split is not {SPLIT_V1_WEIGHT}/{100 - SPLIT_V1_WEIGHT}: {backends}")
 
     def test_header_match_routes_to_subset(self):
-        summary = self.run_client(30, "x-user=jason")
-        self.expect(summary["ok"] == "30" and self.counts(summary["backends"]) == {"echo-v2": 30},
+        summary = self.calls(30, "x-user=jason")
+        self.expect(summary["ok"] == "30" and parse_counts(summary["backends"]) == {"echo-v2": 30},
                     f"x-user: jason did not reach only v2: {summary}")
-        summary = self.run_client(30, "x-user=someone-else")
+        summary = self.calls(30, "x-user=someone-else")
         self.expect(summary["ok"] == "30" and "echo-slow" not in summary["backends"],
                     f"another user left the split: {summary}")
 
     def test_fault_abort_with_grpc_status(self):
-        summary = self.run_client(20, "x-fault=abort")
-        self.expect(summary["ok"] == "0" and self.counts(summary["codes"]) == {"ABORTED": 20},
+        summary = self.calls(20, "x-fault=abort")
+        self.expect(summary["ok"] == "0" and parse_counts(summary["codes"]) == {"ABORTED": 20},
                     f"fault abort did not fail every call with ABORTED: {summary}")
 
     def test_fault_fixed_delay(self):
-        summary = self.run_client(3, "x-fault=delay")
+        summary = self.calls(3, "x-fault=delay")
         self.expect(summary["ok"] == "3", f"delayed calls failed: {summary}")
         self.expect(int(summary["min_ms"]) >= 950,
                     f"calls were not delayed by the 1 s fault: {summary}")
         self.expect(int(summary["max_ms"]) < 1900, f"delay far longer than 1 s: {summary}")
 
     def test_route_timeout(self):
-        summary = self.run_client(2, "x-route=slow", timeout_ms=10000)
-        self.expect(self.counts(summary["codes"]) == {"DEADLINE_EXCEEDED": 2},
+        summary = self.calls(2, "x-route=slow", timeout_ms=10000)
+        self.expect(parse_counts(summary["codes"]) == {"DEADLINE_EXCEEDED": 2},
                     f"the 3 s route timeout did not end the calls: {summary}")
         # Without the route timeout these calls would succeed after 6 s. libgrpc 1.51 arms
         # the max_stream_duration deadline from a cycle-counter timestamp and fires it about
@@ -347,16 +241,16 @@ class GrpcRoutingTest(unittest.TestCase):
         if self.grpc_version() < (1, 52):
             # Its ring_hash crashes (grpc/grpc#31766): meshpilot must send ROUND_ROBIN, so
             # one user's calls succeed and spread over both backends.
-            summary = self.run_client(20, "x-user=alice", target=STICKY_TARGET)
+            summary = self.calls(20, "x-user=alice", target=STICKY_TARGET)
             self.expect(summary["rc"] == 0 and summary["ok"] == "20",
                         f"calls to a consistentHash service failed: {summary}")
-            self.expect(set(self.counts(summary["backends"])) == {"echo-v1", "echo-v2"},
+            self.expect(set(parse_counts(summary["backends"])) == {"echo-v1", "echo-v2"},
                         f"expected the ROUND_ROBIN fallback: {summary}")
             return
         reached = set()
         for user in range(16):
-            summary = self.run_client(8, f"x-user=user-{user}", target=STICKY_TARGET)
-            backends = self.counts(summary["backends"])
+            summary = self.calls(8, f"x-user=user-{user}", target=STICKY_TARGET)
+            backends = parse_counts(summary["backends"])
             self.expect(summary["ok"] == "8" and len(backends) == 1,
                         f"user-{user} was not kept on one backend: {summary}")
             reached.update(backends)

@@ -23,7 +23,7 @@ import yaml  # python3-yaml
 
 from kube_test import (CONVERGE_TIMEOUT_S, REPO, MeshpilotKubeTest, endpoint_slice, load_yaml,
                        service, virtual_service)
-from conformance_test import binary
+from mesh_harness import binary
 
 DEPLOY = os.path.join(REPO, "deploy")
 SYSTEM_NS = "meshpilot-system"

@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "conformance"))
 
 from cluster import Cluster, CuttableProxy, write_kubeconfig  # noqa: E402
-from conformance_test import Child, binary, free_port  # noqa: E402
+from mesh_harness import Child, binary, free_port  # noqa: E402
 
 CRD_FILES = ["virtualservice.yaml", "destinationrule.yaml", "authorizationpolicy.yaml"]
 CRD_NAMES = ["virtualservices.networking.istio.io", "destinationrules.networking.istio.io",

@@ -1,0 +1,296 @@
+"""Shared harness for tests that run meshpilot with real processes around it.
+
+Child runs a process and collects its output; MeshTestCase gives each test a temporary config
+folder, real Echo backends (echo_server), a meshpilot serving that folder, a gRPC xDS
+bootstrap pointing at it, and failure messages that carry every process's log and
+meshpilot's view of the proxy. Binaries come from the environment (set by ctest):
+MESHPILOT_BIN, ECHO_SERVER_BIN, XDS_CLIENT_BIN; by hand they default to build/release.
+Every wait is bounded: no test can hang.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+READY_TIMEOUT_S = 20  # meshpilot start-up until /ready is 200
+LOG_TAIL_LINES = 150  # per process and stream, in failure messages
+
+
+def binary(env_name, default_relative):
+    """The path of a binary under test. ctest names them: missing is then a failure. By hand,
+    an unbuilt default path skips the tests."""
+    path = os.environ.get(env_name)
+    if path:
+        if not os.access(path, os.X_OK):
+            raise RuntimeError(f"{env_name}={path} is not an executable; build it first")
+        return path
+    path = os.path.join(REPO, default_relative)
+    if not os.access(path, os.X_OK):
+        raise unittest.SkipTest(f"{path} is not built (or set {env_name})")
+    return path
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Child:
+    """A child process whose stdout and stderr lines are collected by reader threads."""
+
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.argv = argv
+        self.stdout = []
+        self.stderr = []
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, errors="replace", env=env)
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, lines):
+        for line in stream:
+            with self._changed:
+                lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_stdout(self, predicate, timeout_s, start=0):
+        """Returns the first stdout line (from index start) matching predicate, or None on
+        timeout or when the process has exited without printing one."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                for line in self.stdout[start:]:
+                    if predicate(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and
+                                      not any(r.is_alive() for r in self._readers)):
+                    return None
+                self._changed.wait(min(remaining, 0.2))
+
+    def stdout_snapshot(self):
+        with self._changed:
+            return list(self.stdout)
+
+    def wait(self, timeout_s):
+        """Waits for exit; returns the exit code, or None if still running."""
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+        self._drain()
+        return rc
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._drain()
+
+    def _drain(self):
+        for reader in self._readers:
+            reader.join(timeout=2)
+        if not any(reader.is_alive() for reader in self._readers):
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    def log(self):
+        with self._changed:
+            out, err = collapse(self.stdout), collapse(self.stderr)
+        return (f"----- {self.name} (rc={self.proc.poll()}): {' '.join(self.argv)}\n"
+                f"--- stdout\n" + "\n".join(out[-LOG_TAIL_LINES:]) +
+                f"\n--- stderr\n" + "\n".join(err[-LOG_TAIL_LINES:]) + "\n")
+
+
+def collapse(lines):
+    """Run-length encodes repeated lines, so a failing client's log stays readable."""
+    out = []
+    previous, repeats = None, 0
+    for line in lines + [None]:
+        if line == previous:
+            repeats += 1
+            continue
+        if previous is not None:
+            out.append(previous if repeats == 1 else f"{previous}  [x{repeats}]")
+        previous, repeats = line, 1
+    return out
+
+
+
+def parse_counts(field):
+    """"a:3,b:2" (a client summary's backends= or codes=) -> {"a": 3, "b": 2}."""
+    out = {}
+    for item in filter(None, field.split(",")):
+        name, count = item.rsplit(":", 1)
+        out[name] = int(count)
+    return out
+
+
+class MeshTestCase(unittest.TestCase):
+    """Processes, config folder and meshpilot for one test. Subclasses set NODE_ID (the proxy
+    whose config_dump goes into failure messages) and TMP_PREFIX."""
+
+    NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
+    TMP_PREFIX = "meshpilot-test-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.meshpilot_bin = binary("MESHPILOT_BIN", "build/release/controlplane/meshpilot")
+        cls.echo_server_bin = binary("ECHO_SERVER_BIN",
+                                     "build/release/tests/conformance/echo_server")
+        cls.client_bin = binary("XDS_CLIENT_BIN",
+                                "build/release/tests/conformance/xds_echo_client")
+
+    def setUp(self):
+        self.children = []
+        self.meshpilot = None
+        self.tmp = tempfile.TemporaryDirectory(prefix=self.TMP_PREFIX)
+        self.addCleanup(self.tmp.cleanup)
+        self.addCleanup(self.stop_children)
+        self.config_dir = os.path.join(self.tmp.name, "config")
+        os.mkdir(self.config_dir)
+
+    # ----- processes
+
+    def start(self, name, argv, env=None):
+        child = Child(name, argv, env)
+        self.children.append(child)
+        return child
+
+    def stop_children(self):
+        for child in reversed(self.children):
+            child.stop()
+
+    def start_backend(self, name, *extra_args):
+        """Starts an echo_server answering as `name` on a free port; returns the port."""
+        child = self.start(name, [self.echo_server_bin, "--port", "0", "--name", name,
+                                  "--host", "127.0.0.1", *extra_args])
+        line = child.wait_for_stdout(lambda l: l.startswith("listening on "), 10)
+        if line is None:
+            self.fail(f"{name} did not start\n" + child.log())
+        return int(line.rsplit(":", 1)[1])
+
+    def write_config(self, filename, text):
+        # Write beside the folder, then rename into it: the watcher never sees a half file.
+        staging = os.path.join(self.tmp.name, filename + ".staging")
+        with open(staging, "w") as f:
+            f.write(text)
+        os.replace(staging, os.path.join(self.config_dir, filename))
+
+    def start_meshpilot(self):
+        self.xds_port, self.debug_port = free_port(), free_port()
+        self.meshpilot = self.start("meshpilot", [
+            self.meshpilot_bin, "--config-dir", self.config_dir,
+            "--xds-port", str(self.xds_port), "--debug-port", str(self.debug_port)])
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.meshpilot.proc.poll() is not None:
+                self.fail("meshpilot exited before /ready\n" + self.diagnostics())
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.debug_port}/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+                    last = f"HTTP {response.status}"
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                last = str(e)
+            time.sleep(0.1)
+        self.fail(f"meshpilot /ready not 200 within {READY_TIMEOUT_S}s (last: {last})\n" +
+                  self.diagnostics())
+
+    def write_bootstrap(self, labels=None, **extra):
+        """A gRPC xDS bootstrap for NODE_ID (a proxyless client or server) at meshpilot."""
+        metadata = {"GENERATOR": "grpc", "NAMESPACE": "default"}
+        if labels:
+            metadata["LABELS"] = labels
+        self.bootstrap = os.path.join(self.tmp.name, "bootstrap.json")
+        with open(self.bootstrap, "w") as f:
+            json.dump({
+                "xds_servers": [{
+                    "server_uri": f"127.0.0.1:{self.xds_port}",
+                    "channel_creds": [{"type": "insecure"}],
+                    "server_features": ["xds_v3"],
+                }],
+                "node": {"id": self.NODE_ID, "metadata": metadata, "locality": {}},
+                **extra,
+            }, f, indent=2)
+
+    def xds_env(self):
+        env = dict(os.environ, GRPC_XDS_BOOTSTRAP=self.bootstrap)
+        env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)
+        return env
+
+    def run_client(self, target, *args, metadata=(), env=None, timeout_s=90):
+        """Runs xds_echo_client to completion; returns its summary dict with "rc" added."""
+        argv = [self.client_bin, "--target", target, *args]
+        if metadata:
+            argv += ["--metadata", ",".join(metadata)]
+        client = self.start("xds_echo_client", argv, env)
+        rc = self.finish(client, timeout_s)
+        summary = self.summary(client)
+        self.expect(summary is not None, "client printed no summary")
+        summary["rc"] = rc
+        return summary
+
+    def finish(self, child, timeout_s):
+        rc = child.wait(timeout_s)
+        self.expect(rc is not None, f"{child.name} still running after {timeout_s}s")
+        return rc
+
+    @staticmethod
+    def summary(child):
+        for line in reversed(child.stdout_snapshot()):
+            if line.startswith("summary "):
+                return dict(kv.split("=", 1) for kv in line.split()[1:])
+        return None
+
+    # ----- failure messages
+
+    def debug_page(self, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.debug_port}{path}",
+                                        timeout=2) as response:
+                body = response.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            body = f"HTTP {e.code}: {e.read().decode(errors='replace')}"
+        except (urllib.error.URLError, OSError) as e:
+            body = f"unreachable: {e}"
+        return body if len(body) < 30000 else body[:30000] + "\n...(truncated)"
+
+    def diagnostics(self):
+        text = "\n".join(child.log() for child in self.children)
+        if self.meshpilot is not None and self.meshpilot.proc.poll() is None:
+            for path in ("/debug/syncz", f"/debug/config_dump?proxyID={self.NODE_ID}"):
+                text += f"----- GET {path}\n{self.debug_page(path)}\n"
+        files = sorted(os.listdir(self.config_dir))
+        return text + f"----- config dir: {files}\n"
+
+    def expect(self, condition, what):
+        if not condition:
+            self.fail(what + "\n" + self.diagnostics())
