@@ -1,0 +1,189 @@
+#include "sidecar/config/cluster.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
+
+namespace meshpilot::sidecar::config {
+namespace {
+
+namespace cluster_v3 = envoy::config::cluster::v3;
+namespace endpoint_v3 = envoy::config::endpoint::v3;
+
+bool Healthy(envoy::config::core::v3::HealthStatus status) {
+  return status == envoy::config::core::v3::UNKNOWN || status == envoy::config::core::v3::HEALTHY;
+}
+
+absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseAssignment(
+    const endpoint_v3::ClusterLoadAssignment& proto, const std::string& field) {
+  auto set = std::make_shared<EndpointSet>();
+  set->cluster_name = proto.cluster_name();
+  // Priority -> localities with healthy endpoints; the lowest priority that has any wins.
+  std::map<uint32_t, std::vector<Locality>> by_priority;
+  for (int l = 0; l < proto.endpoints_size(); ++l) {
+    const endpoint_v3::LocalityLbEndpoints& group = proto.endpoints(l);
+    const std::string lf = absl::StrCat(field, "endpoints[", l, "]");
+    Locality locality;
+    locality.zone = absl::StrCat(group.locality().region(), "/", group.locality().zone(), "/",
+                                 group.locality().sub_zone());
+    locality.weight = group.has_load_balancing_weight() ? group.load_balancing_weight().value() : 0;
+    for (int e = 0; e < group.lb_endpoints_size(); ++e) {
+      const endpoint_v3::LbEndpoint& lb = group.lb_endpoints(e);
+      const std::string ef = absl::StrCat(lf, ".lb_endpoints[", e, "]");
+      if (!lb.has_endpoint()) {
+        return absl::InvalidArgumentError(absl::StrCat(ef, ".endpoint: missing"));
+      }
+      const auto& sa = lb.endpoint().address().socket_address();
+      boost::system::error_code ec;
+      auto ip = boost::asio::ip::make_address(sa.address(), ec);
+      if (ec) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            ef, ".endpoint.address.socket_address.address: \"", sa.address(),
+            "\" is not an IP address"));
+      }
+      if (sa.port_value() == 0 || sa.port_value() > 65535) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            ef, ".endpoint.address.socket_address.port_value: must be in [1, 65535]"));
+      }
+      uint32_t weight = lb.has_load_balancing_weight() ? lb.load_balancing_weight().value() : 1;
+      if (weight == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(ef, ".load_balancing_weight: must be >= 1"));
+      }
+      if (!Healthy(lb.health_status())) continue;
+      locality.endpoints.push_back(
+          Endpoint{boost::asio::ip::tcp::endpoint(ip, static_cast<uint16_t>(sa.port_value())),
+                   weight});
+    }
+    if (!locality.endpoints.empty()) by_priority[group.priority()].push_back(std::move(locality));
+  }
+  if (!by_priority.empty()) set->localities = std::move(by_priority.begin()->second);
+  return std::shared_ptr<const EndpointSet>(std::move(set));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseClusterLoadAssignment(
+    const endpoint_v3::ClusterLoadAssignment& proto) {
+  if (proto.cluster_name().empty()) {
+    return absl::InvalidArgumentError("cluster_name: empty");
+  }
+  return ParseAssignment(proto, "");
+}
+
+absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
+    const cluster_v3::Cluster& proto) {
+  auto cluster = std::make_shared<ClusterConfig>();
+  cluster->name = proto.name();
+  if (cluster->name.empty()) return absl::InvalidArgumentError("name: empty");
+  switch (proto.type()) {
+    case cluster_v3::Cluster::STATIC:
+      cluster->type = DiscoveryType::kStatic;
+      break;
+    case cluster_v3::Cluster::EDS:
+      cluster->type = DiscoveryType::kEds;
+      if (proto.eds_cluster_config().has_eds_config() &&
+          !proto.eds_cluster_config().eds_config().has_ads()) {
+        return absl::InvalidArgumentError(
+            "eds_cluster_config.eds_config: only ads config sources are supported");
+      }
+      cluster->eds_service_name = proto.eds_cluster_config().service_name().empty()
+                                      ? proto.name()
+                                      : proto.eds_cluster_config().service_name();
+      break;
+    case cluster_v3::Cluster::ORIGINAL_DST:
+      cluster->type = DiscoveryType::kOriginalDst;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "type: ", cluster_v3::Cluster::DiscoveryType_Name(proto.type()),
+          " is not supported (STATIC, EDS, ORIGINAL_DST)"));
+  }
+  if (proto.has_cluster_type()) {
+    return absl::InvalidArgumentError("cluster_type: custom cluster types are not supported");
+  }
+  switch (proto.lb_policy()) {
+    case cluster_v3::Cluster::ROUND_ROBIN:
+      cluster->lb_policy = LbPolicy::kRoundRobin;
+      break;
+    case cluster_v3::Cluster::LEAST_REQUEST:
+      cluster->lb_policy = LbPolicy::kLeastRequest;
+      if (proto.least_request_lb_config().has_choice_count()) {
+        cluster->choice_count = proto.least_request_lb_config().choice_count().value();
+        if (cluster->choice_count < 2) {
+          return absl::InvalidArgumentError(
+              "least_request_lb_config.choice_count: must be >= 2");
+        }
+      }
+      break;
+    case cluster_v3::Cluster::RANDOM:
+      cluster->lb_policy = LbPolicy::kRandom;
+      break;
+    case cluster_v3::Cluster::CLUSTER_PROVIDED:
+      if (cluster->type != DiscoveryType::kOriginalDst) {
+        return absl::InvalidArgumentError("lb_policy: CLUSTER_PROVIDED needs type ORIGINAL_DST");
+      }
+      break;
+    case cluster_v3::Cluster::RING_HASH:
+      cluster->lb_policy = LbPolicy::kRingHash;
+      if (proto.ring_hash_lb_config().has_minimum_ring_size()) {
+        cluster->ring_size = proto.ring_hash_lb_config().minimum_ring_size().value();
+      }
+      break;
+    case cluster_v3::Cluster::MAGLEV:
+      cluster->lb_policy = LbPolicy::kRingHash;
+      cluster->ring_size = proto.maglev_lb_config().has_table_size()
+                               ? proto.maglev_lb_config().table_size().value()
+                               : 65537;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lb_policy: ", cluster_v3::Cluster::LbPolicy_Name(proto.lb_policy()),
+          " is not supported yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"));
+  }
+  // Bounded: a ring entry per slot, shared by all workers.
+  cluster->ring_size = std::clamp<uint64_t>(cluster->ring_size, 1, 1 << 17);
+  if (proto.has_connect_timeout()) {
+    int64_t ms = google::protobuf::util::TimeUtil::DurationToMilliseconds(proto.connect_timeout());
+    if (ms <= 0) return absl::InvalidArgumentError("connect_timeout: must be > 0");
+    cluster->connect_timeout = std::chrono::milliseconds(ms);
+  }
+  for (const auto& thresholds : proto.circuit_breakers().thresholds()) {
+    if (thresholds.priority() != envoy::config::core::v3::DEFAULT) continue;
+    CircuitBreakers& cb = cluster->circuit_breakers;
+    if (thresholds.has_max_connections()) cb.max_connections = thresholds.max_connections().value();
+    if (thresholds.has_max_pending_requests()) {
+      cb.max_pending_requests = thresholds.max_pending_requests().value();
+    }
+    if (thresholds.has_max_requests()) cb.max_requests = thresholds.max_requests().value();
+    if (thresholds.has_max_retries()) cb.max_retries = thresholds.max_retries().value();
+    break;
+  }
+  if (proto.has_transport_socket()) {
+    return absl::InvalidArgumentError("transport_socket: TLS upstreams are not supported yet");
+  }
+  if (auto it = proto.typed_extension_protocol_options().find(
+          "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+      it != proto.typed_extension_protocol_options().end()) {
+    envoy::extensions::upstreams::http::v3::HttpProtocolOptions options;
+    if (!it->second.UnpackTo(&options)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]:"
+          " cannot unpack ", it->second.type_url()));
+    }
+    cluster->http2_upstream = options.explicit_http_config().has_http2_protocol_options();
+  }
+  if (proto.has_load_assignment()) {
+    auto endpoints = ParseAssignment(proto.load_assignment(), "load_assignment.");
+    if (!endpoints.ok()) return endpoints.status();
+    cluster->static_endpoints = *std::move(endpoints);
+  } else if (cluster->type == DiscoveryType::kStatic) {
+    cluster->static_endpoints = std::make_shared<const EndpointSet>();
+  }
+  return std::shared_ptr<const ClusterConfig>(std::move(cluster));
+}
+
+}  // namespace meshpilot::sidecar::config

@@ -1,0 +1,69 @@
+#pragma once
+
+// Cluster and ClusterLoadAssignment parsed into plain structs. Endpoints keep only the healthy
+// ones (health_status UNKNOWN or HEALTHY) of the highest-priority level that has any.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "absl/status/statusor.h"
+#include "envoy/config/cluster/v3/cluster.pb.h"
+#include "envoy/config/endpoint/v3/endpoint.pb.h"
+
+namespace meshpilot::sidecar::config {
+
+// kRingHash also serves MAGLEV: both are consistent hashing by the route's hash policy.
+enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kRingHash };
+enum class DiscoveryType { kStatic, kEds, kOriginalDst };
+
+struct Endpoint {
+  boost::asio::ip::tcp::endpoint address;
+  uint32_t weight = 1;
+};
+
+struct Locality {
+  std::string zone;  // region/zone/sub_zone, for display
+  uint32_t weight = 0;  // 0: the sum of its endpoints' weights
+  std::vector<Endpoint> endpoints;
+};
+
+struct EndpointSet {
+  std::string cluster_name;
+  std::vector<Locality> localities;
+};
+
+// circuit_breakers.thresholds of priority DEFAULT, with Envoy's defaults.
+struct CircuitBreakers {
+  uint32_t max_connections = 1024;
+  uint32_t max_pending_requests = 1024;
+  uint32_t max_requests = 1024;
+  uint32_t max_retries = 3;
+};
+
+struct ClusterConfig {
+  std::string name;
+  DiscoveryType type = DiscoveryType::kEds;
+  std::string eds_service_name;  // EDS: the ClusterLoadAssignment to subscribe to
+  LbPolicy lb_policy = LbPolicy::kRoundRobin;
+  uint32_t choice_count = 2;  // LEAST_REQUEST
+  uint64_t ring_size = 1024;  // RING_HASH minimum_ring_size / MAGLEV table_size (capped)
+  std::chrono::milliseconds connect_timeout{5000};
+  // HttpProtocolOptions asks for HTTP/2 upstream: recorded; meshproxy speaks HTTP/1.1 upstream
+  // until its HTTP/2 codec lands.
+  bool http2_upstream = false;
+  CircuitBreakers circuit_breakers;
+  std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment
+};
+
+absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
+    const envoy::config::cluster::v3::Cluster& proto);
+
+absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseClusterLoadAssignment(
+    const envoy::config::endpoint::v3::ClusterLoadAssignment& proto);
+
+}  // namespace meshpilot::sidecar::config

@@ -1,0 +1,237 @@
+#include "sidecar/config/listener.h"
+
+#include "absl/strings/str_cat.h"
+#include "envoy/extensions/filters/http/cors/v3/cors.pb.h"
+#include "envoy/extensions/filters/http/fault/v3/fault.pb.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+
+namespace meshpilot::sidecar::config {
+namespace {
+
+namespace listener_v3 = envoy::config::listener::v3;
+namespace hcm_v3 = envoy::extensions::filters::network::http_connection_manager::v3;
+namespace tcp_v3 = envoy::extensions::filters::network::tcp_proxy::v3;
+
+
+std::string TypeOf(const google::protobuf::Any& any) {
+  const std::string& url = any.type_url();
+  size_t slash = url.rfind('/');
+  return slash == std::string::npos ? url : url.substr(slash + 1);
+}
+
+absl::Status CheckHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const std::string& field) {
+  if (hcm.http_filters_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".http_filters: must end in the router"));
+  }
+  for (int i = 0; i < hcm.http_filters_size(); ++i) {
+    const auto& filter = hcm.http_filters(i);
+    const std::string ff = absl::StrCat(field, ".http_filters[", i, "]");
+    const std::string type = TypeOf(filter.typed_config());
+    const bool last = i == hcm.http_filters_size() - 1;
+    if (type == envoy::extensions::filters::http::router::v3::Router::descriptor()->full_name()) {
+      if (!last) return absl::InvalidArgumentError(absl::StrCat(ff, ": the router must be last"));
+      continue;
+    }
+    if (last) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ff, ": the last HTTP filter must be envoy.filters.http.router, not \"", filter.name(),
+          "\""));
+    }
+    if (type == envoy::extensions::filters::http::cors::v3::Cors::descriptor()->full_name()) {
+      continue;  // CORS policy lives on routes; none is enforced yet, and none is sent yet.
+    }
+    if (type == envoy::extensions::filters::http::fault::v3::HTTPFault::descriptor()->full_name()) {
+      envoy::extensions::filters::http::fault::v3::HTTPFault fault;
+      if (!filter.typed_config().UnpackTo(&fault)) {
+        return absl::InvalidArgumentError(absl::StrCat(ff, ".typed_config: cannot unpack"));
+      }
+      if (fault.has_abort() || fault.has_delay()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(ff, ".typed_config: listener-level fault injection is not supported yet"));
+      }
+      continue;  // empty: per-route faults would apply; none is enforced yet.
+    }
+    if (filter.is_optional()) continue;
+    return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported HTTP filter \"", filter.name(),
+                                                   "\" (", type, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
+                                       const std::string& field) {
+  FilterChain chain;
+  chain.name = proto.name();
+  if (proto.has_filter_chain_match()) {
+    const auto& m = proto.filter_chain_match();
+    if (m.prefix_ranges_size() > 0 || m.source_prefix_ranges_size() > 0 ||
+        m.source_ports_size() > 0 || m.server_names_size() > 0 ||
+        m.application_protocols_size() > 0 || m.direct_source_prefix_ranges_size() > 0 ||
+        (!m.transport_protocol().empty() && m.transport_protocol() != "raw_buffer")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".filter_chain_match: only destination_port and transport_protocol raw_buffer "
+                 "are supported"));
+    }
+    if (m.has_destination_port()) chain.destination_port = m.destination_port().value();
+  }
+  if (proto.has_transport_socket()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".transport_socket: TLS is not supported yet"));
+  }
+  if (proto.filters_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".filters: empty"));
+  }
+  // Only the terminal filter carries traffic; earlier network filters are not supported.
+  if (proto.filters_size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".filters[0]: unsupported network filter \"", proto.filters(0).name(),
+        "\" (only one terminal filter: http_connection_manager or tcp_proxy)"));
+  }
+  const auto& filter = proto.filters(0);
+  const std::string ff = absl::StrCat(field, ".filters[0]");
+  const std::string type = TypeOf(filter.typed_config());
+  if (type == hcm_v3::HttpConnectionManager::descriptor()->full_name()) {
+    hcm_v3::HttpConnectionManager hcm;
+    if (!filter.typed_config().UnpackTo(&hcm)) {
+      return absl::InvalidArgumentError(absl::StrCat(ff, ".typed_config: cannot unpack"));
+    }
+    const std::string hf = absl::StrCat(ff, ".typed_config");
+    if (hcm.codec_type() == hcm_v3::HttpConnectionManager::HTTP2 ||
+        hcm.codec_type() == hcm_v3::HttpConnectionManager::HTTP3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(hf, ".codec_type: only HTTP/1.1 downstream is supported yet"));
+    }
+    HttpChain http;
+    http.stat_prefix = hcm.stat_prefix();
+    switch (hcm.route_specifier_case()) {
+      case hcm_v3::HttpConnectionManager::kRds:
+        if (!hcm.rds().config_source().has_ads()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(hf, ".rds.config_source: only ads is supported"));
+        }
+        http.rds_name = hcm.rds().route_config_name();
+        if (http.rds_name.empty()) {
+          return absl::InvalidArgumentError(absl::StrCat(hf, ".rds.route_config_name: empty"));
+        }
+        break;
+      case hcm_v3::HttpConnectionManager::kRouteConfig: {
+        auto routes = ParseRouteConfiguration(hcm.route_config());
+        if (!routes.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(hf, ".route_config.", routes.status().message()));
+        }
+        http.inline_routes = *std::move(routes);
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(hf, ": needs rds or route_config"));
+    }
+    if (auto status = CheckHttpFilters(hcm, hf); !status.ok()) return status;
+    chain.filter = std::move(http);
+    return chain;
+  }
+  if (type == tcp_v3::TcpProxy::descriptor()->full_name()) {
+    tcp_v3::TcpProxy proto_tcp;
+    if (!filter.typed_config().UnpackTo(&proto_tcp)) {
+      return absl::InvalidArgumentError(absl::StrCat(ff, ".typed_config: cannot unpack"));
+    }
+    const std::string tf = absl::StrCat(ff, ".typed_config");
+    TcpProxyChain tcp;
+    tcp.stat_prefix = proto_tcp.stat_prefix();
+    if (proto_tcp.has_weighted_clusters()) {
+      const auto& wc = proto_tcp.weighted_clusters();
+      for (int i = 0; i < wc.clusters_size(); ++i) {
+        if (wc.clusters(i).name().empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(tf, ".weighted_clusters.clusters[", i, "].name: empty"));
+        }
+        tcp.weighted.push_back(WeightedCluster{wc.clusters(i).name(), wc.clusters(i).weight()});
+        tcp.total_weight += wc.clusters(i).weight();
+      }
+      if (tcp.total_weight == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(tf, ".weighted_clusters: needs a cluster with weight > 0"));
+      }
+    } else {
+      tcp.cluster = proto_tcp.cluster();
+      if (tcp.cluster.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(tf, ".cluster: empty"));
+      }
+    }
+    chain.filter = std::move(tcp);
+    return chain;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported network filter \"",
+                                                 filter.name(), "\" (", type, ")"));
+}
+
+}  // namespace
+
+const FilterChain* ListenerConfig::ChainFor(uint16_t destination_port) const {
+  const FilterChain* any_port = nullptr;
+  for (const FilterChain& chain : chains) {
+    if (chain.destination_port == destination_port) return &chain;
+    if (chain.destination_port == 0 && any_port == nullptr) any_port = &chain;
+  }
+  if (any_port != nullptr) return any_port;
+  return default_chain ? &*default_chain : nullptr;
+}
+
+absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
+    const listener_v3::Listener& proto) {
+  auto listener = std::make_shared<ListenerConfig>();
+  listener->name = proto.name();
+  if (listener->name.empty()) return absl::InvalidArgumentError("name: empty");
+  if (proto.has_api_listener()) {
+    return absl::InvalidArgumentError("api_listener: meshproxy serves only socket listeners");
+  }
+  const auto& sa = proto.address().socket_address();
+  if (!proto.address().has_socket_address()) {
+    return absl::InvalidArgumentError("address.socket_address: missing");
+  }
+  boost::system::error_code ec;
+  auto ip = boost::asio::ip::make_address(sa.address(), ec);
+  if (ec) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "address.socket_address.address: \"", sa.address(), "\" is not an IP address"));
+  }
+  if (sa.port_value() > 65535) {
+    return absl::InvalidArgumentError("address.socket_address.port_value: must be <= 65535");
+  }
+  listener->address = boost::asio::ip::tcp::endpoint(ip, static_cast<uint16_t>(sa.port_value()));
+  listener->bind_to_port = !proto.has_bind_to_port() || proto.bind_to_port().value();
+  listener->use_original_dst = proto.has_use_original_dst() && proto.use_original_dst().value();
+  if (listener->bind_to_port && sa.port_value() == 0) {
+    return absl::InvalidArgumentError("address.socket_address.port_value: must be set to bind");
+  }
+  for (int i = 0; i < proto.listener_filters_size(); ++i) {
+    const std::string& name = proto.listener_filters(i).name();
+    // original_dst is what use_original_dst does here; the inspectors only feed
+    // filter_chain_match fields that are rejected below when used.
+    if (name != "envoy.filters.listener.original_dst" &&
+        name != "envoy.filters.listener.tls_inspector" &&
+        name != "envoy.filters.listener.http_inspector") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("listener_filters[", i, "]: unsupported listener filter \"", name, "\""));
+    }
+  }
+  for (int i = 0; i < proto.filter_chains_size(); ++i) {
+    auto chain = ParseChain(proto.filter_chains(i), absl::StrCat("filter_chains[", i, "]"));
+    if (!chain.ok()) return chain.status();
+    listener->chains.push_back(*std::move(chain));
+  }
+  if (proto.has_default_filter_chain()) {
+    auto chain = ParseChain(proto.default_filter_chain(), "default_filter_chain");
+    if (!chain.ok()) return chain.status();
+    listener->default_chain = *std::move(chain);
+  }
+  if (listener->chains.empty() && !listener->default_chain) {
+    return absl::InvalidArgumentError("filter_chains: empty and no default_filter_chain");
+  }
+  return std::shared_ptr<const ListenerConfig>(std::move(listener));
+}
+
+}  // namespace meshpilot::sidecar::config

@@ -1,0 +1,57 @@
+#pragma once
+
+// A Listener parsed into plain structs: its address, whether it binds, whether it hands
+// connections over by original destination, and its filter chains, each ending in either the
+// HTTP connection manager (routes by RDS name or inline) or the TCP proxy.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "absl/status/statusor.h"
+#include "envoy/config/listener/v3/listener.pb.h"
+#include "sidecar/config/route.h"
+
+namespace meshpilot::sidecar::config {
+
+struct HttpChain {
+  std::string stat_prefix;
+  std::string rds_name;                            // or:
+  std::shared_ptr<const RouteTable> inline_routes;
+};
+
+struct TcpProxyChain {
+  std::string stat_prefix;
+  std::string cluster;                   // or:
+  std::vector<WeightedCluster> weighted;
+  uint64_t total_weight = 0;
+};
+
+struct FilterChain {
+  std::string name;
+  uint32_t destination_port = 0;  // 0: any
+  std::variant<HttpChain, TcpProxyChain> filter;
+};
+
+struct ListenerConfig {
+  std::string name;
+  boost::asio::ip::tcp::endpoint address;
+  bool bind_to_port = true;
+  bool use_original_dst = false;
+  std::vector<FilterChain> chains;
+  std::optional<FilterChain> default_chain;
+
+  // The chain for a connection to `destination_port`: a chain naming that port, else the first
+  // chain with no port, else the default chain; null when none applies.
+  const FilterChain* ChainFor(uint16_t destination_port) const;
+};
+
+absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
+    const envoy::config::listener::v3::Listener& proto);
+
+}  // namespace meshpilot::sidecar::config

@@ -1,0 +1,526 @@
+#include "sidecar/config/route.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "envoy/extensions/filters/http/cors/v3/cors.pb.h"
+#include "envoy/extensions/filters/http/fault/v3/fault.pb.h"
+
+namespace meshpilot::sidecar::config {
+namespace {
+
+namespace route_v3 = envoy::config::route::v3;
+using google::protobuf::Duration;
+
+std::chrono::milliseconds ToMillis(const Duration& d) {
+  return std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(d));
+}
+
+absl::Status CheckDuration(const Duration& d, const std::string& field) {
+  if (d.seconds() < 0 || d.nanos() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must not be negative"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RouteMatch> ParseMatch(const route_v3::RouteMatch& proto, const std::string& field) {
+  RouteMatch match;
+  match.case_sensitive = !proto.has_case_sensitive() || proto.case_sensitive().value();
+  switch (proto.path_specifier_case()) {
+    case route_v3::RouteMatch::kPrefix:
+      match.kind = RouteMatch::PathKind::kPrefix;
+      match.path = proto.prefix();
+      break;
+    case route_v3::RouteMatch::kPath:
+      match.kind = RouteMatch::PathKind::kPath;
+      match.path = proto.path();
+      break;
+    case route_v3::RouteMatch::kPathSeparatedPrefix:
+      match.kind = RouteMatch::PathKind::kPathSeparatedPrefix;
+      match.path = proto.path_separated_prefix();
+      if (match.path.empty() || match.path[0] != '/' ||
+          (match.path.size() > 1 && match.path.back() == '/')) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".path_separated_prefix: must start with '/' and not end with '/'"));
+      }
+      break;
+    case route_v3::RouteMatch::kSafeRegex: {
+      match.kind = RouteMatch::PathKind::kRegex;
+      auto regex = CompileRegex(proto.safe_regex(), absl::StrCat(field, ".safe_regex"));
+      if (!regex.ok()) return regex.status();
+      match.regex = *std::move(regex);
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": unsupported path specifier (prefix, path, safe_regex, path_separated_prefix)"));
+  }
+  if (!match.case_sensitive) match.path = absl::AsciiStrToLower(match.path);
+  for (int i = 0; i < proto.headers_size(); ++i) {
+    const auto& h = proto.headers(i);
+    const std::string hf = absl::StrCat(field, ".headers[", i, "]");
+    HeaderMatch header;
+    header.name = absl::AsciiStrToLower(h.name());
+    if (header.name.empty()) return absl::InvalidArgumentError(absl::StrCat(hf, ".name: empty"));
+    header.invert = h.invert_match();
+    header.treat_missing_as_empty = h.treat_missing_header_as_empty();
+    using H = route_v3::HeaderMatcher;
+    envoy::type::matcher::v3::StringMatcher sm;
+    switch (h.header_match_specifier_case()) {
+      case H::kExactMatch:
+        sm.set_exact(h.exact_match());
+        break;
+      case H::kSafeRegexMatch:
+        *sm.mutable_safe_regex() = h.safe_regex_match();
+        break;
+      case H::kPrefixMatch:
+        sm.set_prefix(h.prefix_match());
+        break;
+      case H::kSuffixMatch:
+        sm.set_suffix(h.suffix_match());
+        break;
+      case H::kContainsMatch:
+        sm.set_contains(h.contains_match());
+        break;
+      case H::kStringMatch:
+        sm = h.string_match();
+        break;
+      case H::kPresentMatch:
+        header.present = h.present_match();
+        break;
+      case H::HEADER_MATCH_SPECIFIER_NOT_SET:
+        break;  // present
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(hf, ": unsupported header match (range_match)"));
+    }
+    if (sm.match_pattern_case() != envoy::type::matcher::v3::StringMatcher::MATCH_PATTERN_NOT_SET) {
+      auto value = ParseStringMatch(sm, hf);
+      if (!value.ok()) return value.status();
+      header.value = *std::move(value);
+    }
+    match.headers.push_back(std::move(header));
+  }
+  for (int i = 0; i < proto.query_parameters_size(); ++i) {
+    const auto& q = proto.query_parameters(i);
+    const std::string qf = absl::StrCat(field, ".query_parameters[", i, "]");
+    QueryParamMatch param;
+    param.name = q.name();
+    if (param.name.empty()) return absl::InvalidArgumentError(absl::StrCat(qf, ".name: empty"));
+    if (q.has_string_match()) {
+      auto value = ParseStringMatch(q.string_match(), absl::StrCat(qf, ".string_match"));
+      if (!value.ok()) return value.status();
+      param.value = *std::move(value);
+    }
+    match.query_params.push_back(std::move(param));
+  }
+  return match;
+}
+
+absl::StatusOr<RouteAction> ParseAction(const route_v3::RouteAction& proto,
+                                        const std::string& field) {
+  RouteAction action;
+  switch (proto.cluster_specifier_case()) {
+    case route_v3::RouteAction::kCluster:
+      action.cluster = proto.cluster();
+      if (action.cluster.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".cluster: empty"));
+      }
+      break;
+    case route_v3::RouteAction::kWeightedClusters: {
+      const auto& wc = proto.weighted_clusters();
+      for (int i = 0; i < wc.clusters_size(); ++i) {
+        const auto& c = wc.clusters(i);
+        const std::string cf = absl::StrCat(field, ".weighted_clusters.clusters[", i, "]");
+        if (c.name().empty()) return absl::InvalidArgumentError(absl::StrCat(cf, ".name: empty"));
+        WeightedCluster cluster;
+        cluster.name = c.name();
+        cluster.weight = c.has_weight() ? c.weight().value() : 0;
+        auto req = ParseHeaderMutations(c.request_headers_to_add(), c.request_headers_to_remove(),
+                                        absl::StrCat(cf, ".request_headers_to_add"));
+        if (!req.ok()) return req.status();
+        auto res = ParseHeaderMutations(c.response_headers_to_add(),
+                                        c.response_headers_to_remove(),
+                                        absl::StrCat(cf, ".response_headers_to_add"));
+        if (!res.ok()) return res.status();
+        cluster.request_headers = *std::move(req);
+        cluster.response_headers = *std::move(res);
+        action.total_weight += cluster.weight;
+        action.weighted.push_back(std::move(cluster));
+      }
+      if (action.weighted.empty() || action.total_weight == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".weighted_clusters: needs at least one cluster with weight > 0"));
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": unsupported cluster specifier (cluster, weighted_clusters)"));
+  }
+  action.prefix_rewrite = proto.prefix_rewrite();
+  if (proto.has_regex_rewrite()) {
+    auto regex = CompileRegex(proto.regex_rewrite().pattern(),
+                              absl::StrCat(field, ".regex_rewrite.pattern"));
+    if (!regex.ok()) return regex.status();
+    action.regex_rewrite = *std::move(regex);
+    action.regex_substitution = proto.regex_rewrite().substitution();
+  }
+  switch (proto.host_rewrite_specifier_case()) {
+    case route_v3::RouteAction::kHostRewriteLiteral:
+      action.host_rewrite = proto.host_rewrite_literal();
+      break;
+    case route_v3::RouteAction::kAutoHostRewrite:
+      action.auto_host_rewrite = proto.auto_host_rewrite().value();
+      break;
+    case route_v3::RouteAction::HOST_REWRITE_SPECIFIER_NOT_SET:
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": unsupported host rewrite (host_rewrite_literal, auto_host_rewrite)"));
+  }
+  if (proto.has_timeout()) {
+    if (auto s = CheckDuration(proto.timeout(), absl::StrCat(field, ".timeout")); !s.ok()) return s;
+    action.timeout = ToMillis(proto.timeout());
+  }
+  if (proto.has_retry_policy()) {
+    auto retry = ParseRetryPolicy(proto.retry_policy(), absl::StrCat(field, ".retry_policy"));
+    if (!retry.ok()) return retry.status();
+    action.retry = *std::move(retry);
+  }
+  for (int i = 0; i < proto.hash_policy_size(); ++i) {
+    const auto& hp = proto.hash_policy(i);
+    const std::string hf = absl::StrCat(field, ".hash_policy[", i, "]");
+    HashPolicy policy;
+    policy.terminal = hp.terminal();
+    using P = route_v3::RouteAction::HashPolicy;
+    switch (hp.policy_specifier_case()) {
+      case P::kHeader:
+        policy.kind = HashPolicy::Kind::kHeader;
+        policy.name = absl::AsciiStrToLower(hp.header().header_name());
+        break;
+      case P::kCookie:
+        // Cookies with a ttl are generated by Envoy when absent; meshproxy only reads them.
+        policy.kind = HashPolicy::Kind::kCookie;
+        policy.name = hp.cookie().name();
+        break;
+      case P::kConnectionProperties:
+        if (!hp.connection_properties().source_ip()) continue;
+        policy.kind = HashPolicy::Kind::kSourceIp;
+        break;
+      case P::kQueryParameter:
+        policy.kind = HashPolicy::Kind::kQueryParameter;
+        policy.name = hp.query_parameter().name();
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            hf, ": unsupported (header, cookie, connection_properties, query_parameter)"));
+    }
+    if (policy.kind != HashPolicy::Kind::kSourceIp && policy.name.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(hf, ": empty name"));
+    }
+    action.hash_policies.push_back(std::move(policy));
+  }
+  return action;
+}
+
+absl::StatusOr<Redirect> ParseRedirect(const route_v3::RedirectAction& proto,
+                                       const std::string& field) {
+  Redirect redirect;
+  if (proto.https_redirect()) redirect.scheme = "https";
+  if (!proto.scheme_redirect().empty()) redirect.scheme = proto.scheme_redirect();
+  redirect.host = proto.host_redirect();
+  redirect.port = proto.port_redirect();
+  redirect.path = proto.path_redirect();
+  redirect.prefix_rewrite = proto.prefix_rewrite();
+  redirect.strip_query = proto.strip_query();
+  switch (proto.response_code()) {
+    case route_v3::RedirectAction::MOVED_PERMANENTLY: redirect.status = 301; break;
+    case route_v3::RedirectAction::FOUND: redirect.status = 302; break;
+    case route_v3::RedirectAction::SEE_OTHER: redirect.status = 303; break;
+    case route_v3::RedirectAction::TEMPORARY_REDIRECT: redirect.status = 307; break;
+    case route_v3::RedirectAction::PERMANENT_REDIRECT: redirect.status = 308; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, ".response_code: unknown value"));
+  }
+  if (proto.has_regex_rewrite()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".regex_rewrite: not supported"));
+  }
+  return redirect;
+}
+
+absl::StatusOr<uint32_t> PerMillion(const envoy::type::v3::FractionalPercent& percent,
+                                    const std::string& field) {
+  uint64_t scale = 1;
+  switch (percent.denominator()) {
+    case envoy::type::v3::FractionalPercent::HUNDRED: scale = 10000; break;
+    case envoy::type::v3::FractionalPercent::TEN_THOUSAND: scale = 100; break;
+    case envoy::type::v3::FractionalPercent::MILLION: scale = 1; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, ".denominator: unknown value"));
+  }
+  return static_cast<uint32_t>(std::min<uint64_t>(1000000, percent.numerator() * scale));
+}
+
+absl::StatusOr<Fault> ParseFault(const google::protobuf::Any& any, const std::string& field) {
+  envoy::extensions::filters::http::fault::v3::HTTPFault proto;
+  if (!any.UnpackTo(&proto)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": not an HTTPFault (", any.type_url(), ")"));
+  }
+  if (proto.headers_size() > 0 || proto.downstream_nodes_size() > 0 || proto.has_response_rate_limit()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": only delay.fixed_delay and abort (http_status, grpc_status) are supported"));
+  }
+  Fault fault;
+  if (proto.has_delay()) {
+    if (!proto.delay().has_fixed_delay()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".delay: only fixed_delay is supported"));
+    }
+    if (auto s = CheckDuration(proto.delay().fixed_delay(), absl::StrCat(field, ".delay.fixed_delay"));
+        !s.ok()) {
+      return s;
+    }
+    fault.delay = ToMillis(proto.delay().fixed_delay());
+    auto percent = PerMillion(proto.delay().percentage(), absl::StrCat(field, ".delay.percentage"));
+    if (!percent.ok()) return percent.status();
+    fault.delay_per_million = *percent;
+  }
+  if (proto.has_abort()) {
+    const auto& abort = proto.abort();
+    using Abort = envoy::extensions::filters::http::fault::v3::FaultAbort;
+    switch (abort.error_type_case()) {
+      case Abort::kHttpStatus:
+        if (abort.http_status() < 200 || abort.http_status() >= 600) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".abort.http_status: must be in [200, 600)"));
+        }
+        fault.abort_http_status = abort.http_status();
+        break;
+      case Abort::kGrpcStatus:
+        fault.abort_grpc_status = abort.grpc_status();
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".abort: only http_status and grpc_status are supported"));
+    }
+    auto percent = PerMillion(abort.percentage(), absl::StrCat(field, ".abort.percentage"));
+    if (!percent.ok()) return percent.status();
+    fault.abort_per_million = *percent;
+  }
+  return fault;
+}
+
+}  // namespace
+
+absl::StatusOr<HeaderMutations> ParseHeaderMutations(
+    const google::protobuf::RepeatedPtrField<envoy::config::core::v3::HeaderValueOption>& add,
+    const google::protobuf::RepeatedPtrField<std::string>& remove, const std::string& field) {
+  using Option = envoy::config::core::v3::HeaderValueOption;
+  HeaderMutations mutations;
+  for (int i = 0; i < add.size(); ++i) {
+    const Option& o = add[i];
+    HeaderToAdd header;
+    header.key = absl::AsciiStrToLower(o.header().key());
+    if (header.key.empty() || header.key[0] == ':') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, "[", i, "].header.key: must be a non-empty regular header name"));
+    }
+    header.value = o.header().value();
+    if (o.has_append()) {
+      header.action = o.append().value() ? HeaderToAdd::Action::kAppendIfExistsOrAdd
+                                         : HeaderToAdd::Action::kOverwriteIfExistsOrAdd;
+    } else {
+      switch (o.append_action()) {
+        case Option::APPEND_IF_EXISTS_OR_ADD:
+          header.action = HeaderToAdd::Action::kAppendIfExistsOrAdd;
+          break;
+        case Option::ADD_IF_ABSENT:
+          header.action = HeaderToAdd::Action::kAddIfAbsent;
+          break;
+        case Option::OVERWRITE_IF_EXISTS_OR_ADD:
+          header.action = HeaderToAdd::Action::kOverwriteIfExistsOrAdd;
+          break;
+        case Option::OVERWRITE_IF_EXISTS:
+          header.action = HeaderToAdd::Action::kOverwriteIfExists;
+          break;
+        default:
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, "[", i, "].append_action: unknown value"));
+      }
+    }
+    mutations.add.push_back(std::move(header));
+  }
+  for (const std::string& name : remove) mutations.remove.push_back(absl::AsciiStrToLower(name));
+  return mutations;
+}
+
+absl::StatusOr<RetryPolicy> ParseRetryPolicy(const route_v3::RetryPolicy& proto,
+                                             const std::string& field) {
+  RetryPolicy policy;
+  for (absl::string_view token : absl::StrSplit(proto.retry_on(), ',', absl::SkipWhitespace())) {
+    token = absl::StripAsciiWhitespace(token);
+    if (token == "5xx") {
+      policy.on_5xx = true;
+    } else if (token == "gateway-error") {
+      policy.on_gateway_error = true;
+    } else if (token == "connect-failure" || token == "http3-post-connect-failure") {
+      policy.on_connect_failure = true;
+    } else if (token == "reset" || token == "reset-before-request") {
+      policy.on_reset = true;
+    } else if (token == "retriable-4xx") {
+      policy.on_retriable_4xx = true;
+    } else if (token == "retriable-status-codes") {
+      policy.on_retriable_status_codes = true;
+    } else if (token == "refused-stream" || token == "envoy-ratelimited" ||
+               token == "retriable-headers" || token == "cancelled" ||
+               token == "deadline-exceeded" || token == "internal" ||
+               token == "resource-exhausted" || token == "unavailable") {
+      // HTTP/2 and gRPC conditions: they never occur on HTTP/1.1 upstreams.
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".retry_on: unknown condition \"", token, "\""));
+    }
+  }
+  if (proto.has_num_retries()) policy.num_retries = proto.num_retries().value();
+  if (proto.has_per_try_timeout()) {
+    if (auto s = CheckDuration(proto.per_try_timeout(), absl::StrCat(field, ".per_try_timeout"));
+        !s.ok()) {
+      return s;
+    }
+    policy.per_try_timeout = ToMillis(proto.per_try_timeout());
+  }
+  for (uint32_t code : proto.retriable_status_codes()) {
+    policy.retriable_status_codes.push_back(code);
+  }
+  if (proto.has_retry_back_off()) {
+    const auto& backoff = proto.retry_back_off();
+    policy.base_interval = ToMillis(backoff.base_interval());
+    if (policy.base_interval.count() <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".retry_back_off.base_interval: must be > 0"));
+    }
+    policy.max_interval = backoff.has_max_interval() ? ToMillis(backoff.max_interval())
+                                                     : policy.base_interval * 10;
+    if (policy.max_interval < policy.base_interval) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".retry_back_off.max_interval: must be >= base_interval"));
+    }
+  }
+  for (const auto& predicate : proto.retry_host_predicate()) {
+    if (predicate.name() == "envoy.retry_host_predicates.previous_hosts") {
+      policy.avoid_previous_hosts = true;
+    }
+  }
+  return policy;
+}
+
+absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
+    const route_v3::RouteConfiguration& proto) {
+  auto table = std::make_shared<RouteTable>();
+  table->name = proto.name();
+  auto req = ParseHeaderMutations(proto.request_headers_to_add(),
+                                  proto.request_headers_to_remove(), "request_headers_to_add");
+  if (!req.ok()) return req.status();
+  auto res = ParseHeaderMutations(proto.response_headers_to_add(),
+                                  proto.response_headers_to_remove(), "response_headers_to_add");
+  if (!res.ok()) return res.status();
+  table->request_headers = *std::move(req);
+  table->response_headers = *std::move(res);
+  for (int v = 0; v < proto.virtual_hosts_size(); ++v) {
+    const route_v3::VirtualHost& vh = proto.virtual_hosts(v);
+    const std::string vf = absl::StrCat("virtual_hosts[", v, "]");
+    VirtualHost vhost;
+    vhost.name = vh.name();
+    if (vh.domains_size() == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(vf, ".domains: must not be empty"));
+    }
+    for (int d = 0; d < vh.domains_size(); ++d) {
+      std::string domain = absl::AsciiStrToLower(vh.domains(d));
+      if (domain.empty() ||
+          (domain != "*" && domain.find('*') != domain.rfind('*'))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            vf, ".domains[", d, "]: \"", domain, "\" is not a domain or a single-wildcard pattern"));
+      }
+      vhost.domains.push_back(std::move(domain));
+    }
+    auto vreq = ParseHeaderMutations(vh.request_headers_to_add(), vh.request_headers_to_remove(),
+                                     absl::StrCat(vf, ".request_headers_to_add"));
+    if (!vreq.ok()) return vreq.status();
+    auto vres = ParseHeaderMutations(vh.response_headers_to_add(),
+                                     vh.response_headers_to_remove(),
+                                     absl::StrCat(vf, ".response_headers_to_add"));
+    if (!vres.ok()) return vres.status();
+    vhost.request_headers = *std::move(vreq);
+    vhost.response_headers = *std::move(vres);
+    if (vh.has_retry_policy()) {
+      auto retry = ParseRetryPolicy(vh.retry_policy(), absl::StrCat(vf, ".retry_policy"));
+      if (!retry.ok()) return retry.status();
+      vhost.retry = *std::move(retry);
+    }
+    for (int r = 0; r < vh.routes_size(); ++r) {
+      const route_v3::Route& rp = vh.routes(r);
+      const std::string rf = absl::StrCat(vf, ".routes[", r, "]");
+      Route route;
+      route.name = rp.name();
+      auto match = ParseMatch(rp.match(), absl::StrCat(rf, ".match"));
+      if (!match.ok()) return match.status();
+      route.match = *std::move(match);
+      switch (rp.action_case()) {
+        case route_v3::Route::kRoute: {
+          auto action = ParseAction(rp.route(), absl::StrCat(rf, ".route"));
+          if (!action.ok()) return action.status();
+          if (!action->retry) action->retry = vhost.retry;
+          route.action = *std::move(action);
+          break;
+        }
+        case route_v3::Route::kRedirect: {
+          auto redirect = ParseRedirect(rp.redirect(), absl::StrCat(rf, ".redirect"));
+          if (!redirect.ok()) return redirect.status();
+          route.action = *std::move(redirect);
+          break;
+        }
+        case route_v3::Route::kDirectResponse: {
+          const auto& dr = rp.direct_response();
+          if (dr.status() < 200 || dr.status() > 599) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(rf, ".direct_response.status: must be in [200, 600)"));
+          }
+          route.action = DirectResponse{dr.status(), dr.body().inline_string()};
+          break;
+        }
+        default:
+          return absl::InvalidArgumentError(
+              absl::StrCat(rf, ": unsupported action (route, redirect, direct_response)"));
+      }
+      auto rreq = ParseHeaderMutations(rp.request_headers_to_add(),
+                                       rp.request_headers_to_remove(),
+                                       absl::StrCat(rf, ".request_headers_to_add"));
+      if (!rreq.ok()) return rreq.status();
+      auto rres = ParseHeaderMutations(rp.response_headers_to_add(),
+                                       rp.response_headers_to_remove(),
+                                       absl::StrCat(rf, ".response_headers_to_add"));
+      if (!rres.ok()) return rres.status();
+      route.request_headers = *std::move(rreq);
+      route.response_headers = *std::move(rres);
+      for (const auto& [filter, config] : rp.typed_per_filter_config()) {
+        const std::string ff = absl::StrCat(rf, ".typed_per_filter_config[", filter, "]");
+        if (filter == "envoy.filters.http.fault") {
+          auto fault = ParseFault(config, ff);
+          if (!fault.ok()) return fault.status();
+          route.fault = *std::move(fault);
+        } else if (filter != "envoy.filters.http.cors") {
+          // CORS policies are accepted and not enforced yet; anything else is unknown.
+          return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported filter config"));
+        }
+      }
+      vhost.routes.push_back(std::move(route));
+    }
+    table->virtual_hosts.push_back(std::move(vhost));
+  }
+  return std::shared_ptr<const RouteTable>(std::move(table));
+}
+
+}  // namespace meshpilot::sidecar::config

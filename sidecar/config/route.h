@@ -1,0 +1,162 @@
+#pragma once
+
+// A RouteConfiguration parsed into plain, compiled structs (regexes compiled once), so the data
+// path never touches protos. Parsing validates and reports the field path of the first error.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "envoy/config/core/v3/base.pb.h"
+#include "envoy/config/route/v3/route.pb.h"
+#include "google/protobuf/repeated_field.h"
+#include "sidecar/config/string_match.h"
+
+namespace meshpilot::sidecar::config {
+
+struct HeaderToAdd {
+  enum class Action { kAppendIfExistsOrAdd, kAddIfAbsent, kOverwriteIfExistsOrAdd, kOverwriteIfExists };
+  std::string key;
+  std::string value;
+  Action action = Action::kAppendIfExistsOrAdd;
+};
+
+struct HeaderMutations {
+  std::vector<HeaderToAdd> add;
+  std::vector<std::string> remove;
+  bool empty() const { return add.empty() && remove.empty(); }
+};
+
+struct HeaderMatch {
+  std::string name;  // lower case
+  // Unset: present_match (the header must exist, or must not when present_match is false).
+  std::optional<StringMatch> value;
+  bool present = true;
+  bool invert = false;
+  bool treat_missing_as_empty = false;
+};
+
+struct QueryParamMatch {
+  std::string name;
+  std::optional<StringMatch> value;  // unset: the parameter must be present
+};
+
+struct RouteMatch {
+  enum class PathKind { kPrefix, kPath, kRegex, kPathSeparatedPrefix };
+  PathKind kind = PathKind::kPrefix;
+  std::string path;
+  std::shared_ptr<const re2::RE2> regex;
+  bool case_sensitive = true;
+  std::vector<HeaderMatch> headers;
+  std::vector<QueryParamMatch> query_params;
+};
+
+struct RetryPolicy {
+  bool on_5xx = false;
+  bool on_gateway_error = false;
+  bool on_connect_failure = false;
+  bool on_reset = false;
+  bool on_retriable_4xx = false;
+  bool on_retriable_status_codes = false;
+  uint32_t num_retries = 1;
+  std::chrono::milliseconds per_try_timeout{0};  // 0: none
+  std::vector<uint32_t> retriable_status_codes;
+  std::chrono::milliseconds base_interval{25};
+  std::chrono::milliseconds max_interval{250};
+  bool avoid_previous_hosts = false;
+};
+
+struct WeightedCluster {
+  std::string name;
+  uint32_t weight = 0;
+  HeaderMutations request_headers;
+  HeaderMutations response_headers;
+};
+
+// How a request picks its place on a consistent-hash ring (RouteAction.hash_policy).
+struct HashPolicy {
+  enum class Kind { kHeader, kCookie, kSourceIp, kQueryParameter };
+  Kind kind = Kind::kHeader;
+  std::string name;  // header (lower case), cookie or query parameter name
+  bool terminal = false;
+};
+
+struct RouteAction {
+  std::string cluster;                     // or:
+  std::vector<WeightedCluster> weighted;   // non-empty: pick by weight
+  uint64_t total_weight = 0;
+  std::string prefix_rewrite;
+  std::shared_ptr<const re2::RE2> regex_rewrite;
+  std::string regex_substitution;
+  std::string host_rewrite;
+  bool auto_host_rewrite = false;
+  std::chrono::milliseconds timeout{15000};  // Envoy's default; 0: none
+  std::optional<RetryPolicy> retry;
+  std::vector<HashPolicy> hash_policies;
+};
+
+struct Redirect {
+  std::string scheme;  // empty: keep
+  std::string host;
+  uint32_t port = 0;
+  std::string path;
+  std::string prefix_rewrite;
+  bool strip_query = false;
+  unsigned status = 301;
+};
+
+struct DirectResponse {
+  unsigned status = 200;
+  std::string body;
+};
+
+// The fault filter's per-route config (typed_per_filter_config "envoy.filters.http.fault").
+struct Fault {
+  std::optional<std::chrono::milliseconds> delay;
+  uint32_t delay_per_million = 0;
+  std::optional<unsigned> abort_http_status;
+  std::optional<uint32_t> abort_grpc_status;
+  uint32_t abort_per_million = 0;
+};
+
+struct Route {
+  std::string name;
+  RouteMatch match;
+  std::optional<Fault> fault;
+  std::variant<RouteAction, Redirect, DirectResponse> action;
+  HeaderMutations request_headers;
+  HeaderMutations response_headers;
+};
+
+struct VirtualHost {
+  std::string name;
+  std::vector<std::string> domains;  // lower case
+  std::vector<Route> routes;
+  HeaderMutations request_headers;
+  HeaderMutations response_headers;
+  std::optional<RetryPolicy> retry;
+};
+
+struct RouteTable {
+  std::string name;
+  std::vector<VirtualHost> virtual_hosts;
+  HeaderMutations request_headers;
+  HeaderMutations response_headers;
+};
+
+absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
+    const envoy::config::route::v3::RouteConfiguration& proto);
+
+absl::StatusOr<RetryPolicy> ParseRetryPolicy(const envoy::config::route::v3::RetryPolicy& proto,
+                                             const std::string& field);
+
+absl::StatusOr<HeaderMutations> ParseHeaderMutations(
+    const google::protobuf::RepeatedPtrField<envoy::config::core::v3::HeaderValueOption>& add,
+    const google::protobuf::RepeatedPtrField<std::string>& remove, const std::string& field);
+
+}  // namespace meshpilot::sidecar::config

@@ -1,0 +1,127 @@
+// The TCP proxy filter: one upstream connection per downstream connection, bytes both ways,
+// half-close carried across (a FIN from one side becomes a shutdown(SHUT_WR) on the other and
+// the other direction keeps flowing), a reset or error on either side closes both.
+
+#include <array>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include "sidecar/router/route_match.h"
+#include "sidecar/server/connection.h"
+
+namespace meshpilot::sidecar::server {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using asio::redirect_error;
+using asio::use_awaitable;
+
+namespace {
+
+asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint64_t>& bytes) {
+  std::array<char, 16384> buffer;
+  for (;;) {
+    boost::system::error_code ec;
+    size_t n = co_await from.async_read_some(asio::buffer(buffer), redirect_error(use_awaitable, ec));
+    if (n > 0) {
+      boost::system::error_code write_ec;
+      co_await asio::async_write(to, asio::buffer(buffer.data(), n),
+                                 redirect_error(use_awaitable, write_ec));
+      if (write_ec) {
+        from.close(write_ec);
+        to.close(write_ec);
+        co_return;
+      }
+      bytes.fetch_add(n, std::memory_order_relaxed);
+    }
+    if (ec == asio::error::eof) {
+      to.shutdown(tcp::socket::shutdown_send, ec);
+      co_return;
+    }
+    if (ec) {
+      from.close(ec);
+      to.close(ec);
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> PumpThenSignal(tcp::socket& from, tcp::socket& to,
+                                     std::atomic<uint64_t>& bytes, bool& done,
+                                     asio::steady_timer& signal) {
+  co_await Pump(from, to, bytes);
+  done = true;
+  signal.cancel();
+}
+
+}  // namespace
+
+asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, ConnectionInfo info,
+                                  std::shared_ptr<const ProxyConfig> config,
+                                  const config::TcpProxyChain& chain) {
+  const std::string& cluster_name =
+      chain.weighted.empty()
+          ? chain.cluster
+          : router::PickWeighted(chain.weighted, chain.total_weight, worker.rng()()).name;
+  const ClusterEntry* cluster = config->FindCluster(cluster_name);
+  if (cluster == nullptr) co_return;
+  tcp::endpoint peer;
+  const upstream::Host* host = nullptr;
+  if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
+    // Without a redirect the destination is meshproxy itself: passing through would loop.
+    if (!info.redirected) co_return;
+    peer = info.destination;
+  } else {
+    host = cluster->lb->Pick(worker.rng());
+    if (host == nullptr) {
+      cluster->stats->upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+      co_return;
+    }
+    peer = host->address;
+  }
+  ClusterStats& stats = *cluster->stats;
+  if (stats.upstream_cx_active.load(std::memory_order_relaxed) >=
+      static_cast<int64_t>(cluster->config->circuit_breakers.max_connections)) {
+    stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  boost::beast::tcp_stream connector(worker.io());
+  connector.expires_after(cluster->config->connect_timeout);
+  boost::system::error_code ec;
+  co_await connector.async_connect(peer, redirect_error(use_awaitable, ec));
+  if (ec) {
+    stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  connector.expires_never();
+  tcp::socket upstream = connector.release_socket();
+  upstream.set_option(tcp::no_delay(true), ec);
+  stats.upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
+  stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
+  if (host != nullptr) {
+    host->active_requests.fetch_add(1, std::memory_order_relaxed);
+    host->total_requests.fetch_add(1, std::memory_order_relaxed);
+  }
+  auto shared_cluster = cluster->lb;  // keeps `host` alive
+  asio::steady_timer signal(worker.io(), std::chrono::steady_clock::time_point::max());
+  bool upstream_done = false;
+  asio::co_spawn(worker.io(),
+                 PumpThenSignal(upstream, downstream, stats.upstream_cx_rx_bytes_total,
+                                upstream_done, signal),
+                 asio::detached);
+  co_await Pump(downstream, upstream, stats.upstream_cx_tx_bytes_total);
+  if (!upstream_done) co_await signal.async_wait(redirect_error(use_awaitable, ec));
+  stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
+  stats.upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
+  if (host != nullptr) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace meshpilot::sidecar::server

@@ -1,0 +1,196 @@
+#include "sidecar/server/worker.h"
+
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "sidecar/server/connection.h"
+#include "spdlog/spdlog.h"
+
+namespace meshpilot::sidecar::server {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+std::optional<tcp::endpoint> OriginalDestination(tcp::socket& socket) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof(storage);
+  const int fd = socket.native_handle();
+  if (::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &storage, &length) == 0 &&
+      storage.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&storage);
+    return tcp::endpoint(asio::ip::address_v4(ntohl(in->sin_addr.s_addr)), ntohs(in->sin_port));
+  }
+  length = sizeof(storage);
+  if (::getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &storage, &length) == 0 &&
+      storage.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage);
+    asio::ip::address_v6::bytes_type bytes;
+    std::memcpy(bytes.data(), in6->sin6_addr.s6_addr, bytes.size());
+    return tcp::endpoint(asio::ip::address_v6(bytes), ntohs(in6->sin6_port));
+  }
+  return std::nullopt;
+}
+
+Worker::Worker(int index, ConfigStore& store)
+    : index_(index),
+      store_(store),
+      work_(asio::make_work_guard(io_)),
+      pool_(io_),
+      rng_(std::random_device{}() ^ (static_cast<uint64_t>(index) << 32)) {}
+
+Worker::~Worker() { Stop(); }
+
+void Worker::Start() {
+  thread_ = std::thread([this] { io_.run(); });
+}
+
+void Worker::Stop() {
+  if (!thread_.joinable()) return;
+  asio::post(io_, [this] {
+    for (auto& [name, bound] : bound_) bound.acceptor->close();
+    bound_.clear();
+  });
+  work_.reset();
+  io_.stop();
+  thread_.join();
+}
+
+void Worker::ApplyListeners(std::shared_ptr<const ProxyConfig> config) {
+  asio::post(io_, [this, config = std::move(config)] { Reconcile(*config); });
+}
+
+void Worker::Drain() {
+  asio::post(io_, [this] {
+    draining_ = true;
+    for (auto& [name, bound] : bound_) bound.acceptor->close();
+    bound_.clear();
+  });
+}
+
+void Worker::Reconcile(const ProxyConfig& config) {
+  if (draining_) return;
+  for (auto it = bound_.begin(); it != bound_.end();) {
+    const ListenerEntry* listener = config.FindListener(it->first);
+    if (listener == nullptr || !listener->config->bind_to_port ||
+        listener->config->address != it->second.address) {
+      if (index_ == 0) spdlog::info("listener {}: closed, draining", it->first);
+      it->second.acceptor->close();
+      it = bound_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  bool retry_bind = false;
+  for (const auto& [name, listener] : config.listeners) {
+    if (!listener.config->bind_to_port || bound_.contains(name)) continue;
+    auto acceptor = std::make_shared<tcp::acceptor>(io_);
+    boost::system::error_code ec;
+    const tcp::endpoint& address = listener.config->address;
+    acceptor->open(address.protocol(), ec);
+    if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      int one = 1;
+      if (::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        ec = boost::system::error_code(errno, boost::system::system_category());
+      }
+    }
+    if (!ec) acceptor->bind(address, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      listener.stats->bind_errors.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error("listener {}: cannot listen on {}:{}: {}", name,
+                    address.address().to_string(), address.port(), ec.message());
+      retry_bind = true;
+      continue;
+    }
+    if (index_ == 0) {
+      spdlog::info("listener {}: listening on {}:{}", name, address.address().to_string(),
+                   address.port());
+    }
+    bound_[name] = Bound{address, acceptor};
+    asio::co_spawn(io_, AcceptLoop(acceptor, name), asio::detached);
+  }
+  if (retry_bind && !bind_retry_pending_) {
+    // The port may free up (another process exits): try again with whatever config is then
+    // current, until every listener is bound or removed.
+    bind_retry_pending_ = true;
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
+    timer->async_wait([this, timer](const boost::system::error_code& ec) {
+      bind_retry_pending_ = false;
+      if (!ec) Reconcile(*store_.Load());
+    });
+  }
+}
+
+asio::awaitable<void> Worker::AcceptLoop(std::shared_ptr<tcp::acceptor> acceptor,
+                                         std::string listener) {
+  for (;;) {
+    boost::system::error_code ec;
+    tcp::socket socket = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+    if (ec) {
+      // Out of descriptors and the like: back off a little instead of spinning.
+      asio::steady_timer pause(io_, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(io_, HandleConnection(std::move(socket), listener), asio::detached);
+  }
+}
+
+asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string name) {
+  std::shared_ptr<const ProxyConfig> config = store_.Load();
+  const ListenerEntry* accepting = config->FindListener(name);
+  if (accepting == nullptr) co_return;
+  boost::system::error_code ec;
+  ConnectionInfo info;
+  info.local = socket.local_endpoint(ec);
+  info.remote = socket.remote_endpoint(ec);
+  if (ec) co_return;
+  info.destination = info.local;
+  if (auto original = OriginalDestination(socket); original && *original != info.local) {
+    info.destination = *original;
+    info.redirected = true;
+  }
+  accepting->stats->downstream_cx_total.fetch_add(1, std::memory_order_relaxed);
+  std::string owner_name = name;
+  ListenerEntry owner = *accepting;
+  if (accepting->config->use_original_dst) {
+    // virtualOutbound: hand the connection to the listener of its original destination.
+    if (const ListenerEntry* target = config->ListenerForDestination(info.destination)) {
+      owner = *target;
+      owner_name = target->config->name;
+      owner.stats->downstream_cx_total.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  const config::FilterChain* chain = owner.config->ChainFor(info.destination.port());
+  if (chain == nullptr) co_return;
+  owner.stats->downstream_cx_active.fetch_add(1, std::memory_order_relaxed);
+  struct ActiveGuard {
+    std::shared_ptr<ListenerStats> stats;
+    ~ActiveGuard() { stats->downstream_cx_active.fetch_sub(1, std::memory_order_relaxed); }
+  } guard{owner.stats};
+  if (const auto* http = std::get_if<config::HttpChain>(&chain->filter)) {
+    co_await RunHttpSession(*this, std::move(socket), info, owner_name, owner, *http);
+  } else {
+    co_await RunTcpProxy(*this, std::move(socket), info, config,
+                         std::get<config::TcpProxyChain>(chain->filter));
+  }
+}
+
+}  // namespace meshpilot::sidecar::server

@@ -1,0 +1,83 @@
+#pragma once
+
+// One worker thread: its own io_context, its own SO_REUSEPORT acceptors for every listener
+// that binds, its own upstream connection pool and random generator. Workers share nothing
+// but the immutable ProxyConfig and atomic stats, so the data path takes no locks.
+
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "sidecar/proxy_config.h"
+#include "sidecar/server/upstream_pool.h"
+
+namespace meshpilot::sidecar::server {
+
+// Where a downstream connection was going, as the data path needs it.
+struct ConnectionInfo {
+  boost::asio::ip::tcp::endpoint local;
+  boost::asio::ip::tcp::endpoint remote;
+  boost::asio::ip::tcp::endpoint destination;  // original destination, or `local`
+  bool redirected = false;                     // destination came from SO_ORIGINAL_DST
+};
+
+class Worker {
+ public:
+  Worker(int index, ConfigStore& store);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void Start();
+  // Stops accepting and ends the event loop (connections in flight are dropped).
+  void Stop();
+  // Opens acceptors for new listeners, closes those of removed ones (their connections in
+  // flight carry on: the drain). Thread-safe: runs on the worker's thread.
+  void ApplyListeners(std::shared_ptr<const ProxyConfig> config);
+  // Stops accepting for good (/drain_listeners); connections in flight finish.
+  void Drain();
+  // On the worker's thread: keep-alive connections close after their current request.
+  bool draining() const { return draining_; }
+
+  boost::asio::io_context& io() { return io_; }
+  ConfigStore& store() { return store_; }
+  UpstreamPool& pool() { return pool_; }
+  std::mt19937_64& rng() { return rng_; }
+  int index() const { return index_; }
+
+ private:
+  struct Bound {
+    boost::asio::ip::tcp::endpoint address;
+    std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+  };
+  void Reconcile(const ProxyConfig& config);
+  boost::asio::awaitable<void> AcceptLoop(std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
+                                          std::string listener);
+  boost::asio::awaitable<void> HandleConnection(boost::asio::ip::tcp::socket socket,
+                                                std::string listener);
+
+  int index_;
+  ConfigStore& store_;
+  boost::asio::io_context io_{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  UpstreamPool pool_;
+  std::mt19937_64 rng_;
+  std::map<std::string, Bound> bound_;
+  bool bind_retry_pending_ = false;
+  bool draining_ = false;
+  std::thread thread_;
+};
+
+// SO_ORIGINAL_DST of an accepted socket (set by iptables REDIRECT), if any.
+std::optional<boost::asio::ip::tcp::endpoint> OriginalDestination(boost::asio::ip::tcp::socket& s);
+
+}  // namespace meshpilot::sidecar::server

@@ -1,0 +1,139 @@
+#include "sidecar/stats.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace meshpilot::sidecar {
+namespace {
+
+std::string Label(const std::string& value) {
+  return absl::StrReplaceAll(value, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
+}
+
+struct Metric {
+  std::string name;  // without the envoy_cluster_ / envoy_listener_ prefix
+  bool counter;
+  int64_t value;
+};
+
+std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
+  auto v = [](const auto& a) { return static_cast<int64_t>(a.load(std::memory_order_relaxed)); };
+  return {
+      {"upstream_rq_total", true, v(s.upstream_rq_total)},
+      {"upstream_rq_retry", true, v(s.upstream_rq_retry)},
+      {"upstream_rq_timeout", true, v(s.upstream_rq_timeout)},
+      {"upstream_rq_per_try_timeout", true, v(s.upstream_rq_per_try_timeout)},
+      {"upstream_cx_total", true, v(s.upstream_cx_total)},
+      {"upstream_cx_active", false, v(s.upstream_cx_active)},
+      {"upstream_cx_connect_fail", true, v(s.upstream_cx_connect_fail)},
+      {"upstream_cx_destroy", true, v(s.upstream_cx_destroy)},
+      {"upstream_cx_rx_bytes_total", true, v(s.upstream_cx_rx_bytes_total)},
+      {"upstream_cx_tx_bytes_total", true, v(s.upstream_cx_tx_bytes_total)},
+      {"upstream_cx_none_healthy", true, v(s.upstream_cx_none_healthy)},
+      {"upstream_rq_active", false, v(s.upstream_rq_active)},
+      {"upstream_rq_pending_overflow", true, v(s.upstream_rq_pending_overflow)},
+      {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
+      {"upstream_rq_retry_overflow", true, v(s.upstream_rq_retry_overflow)},
+  };
+}
+
+std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
+  auto v = [](const auto& a) { return static_cast<int64_t>(a.load(std::memory_order_relaxed)); };
+  return {
+      {"downstream_cx_total", true, v(s.downstream_cx_total)},
+      {"downstream_cx_active", false, v(s.downstream_cx_active)},
+      {"downstream_rq_total", true, v(s.downstream_rq_total)},
+      {"no_route", true, v(s.no_route)},
+      {"bind_errors", true, v(s.bind_errors)},
+  };
+}
+
+}  // namespace
+
+std::shared_ptr<ClusterStats> StatsStore::Cluster(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stats = clusters_[name];
+  if (!stats) stats = std::make_shared<ClusterStats>();
+  return stats;
+}
+
+std::shared_ptr<ListenerStats> StatsStore::Listener(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stats = listeners_[name];
+  if (!stats) stats = std::make_shared<ListenerStats>();
+  return stats;
+}
+
+std::string StatsStore::RenderText() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  for (const auto& [name, stats] : clusters_) {
+    for (const Metric& m : ClusterMetrics(*stats)) {
+      absl::StrAppend(&out, "cluster.", name, ".", m.name, ": ", m.value, "\n");
+    }
+    for (int c = 1; c <= 5; ++c) {
+      absl::StrAppend(&out, "cluster.", name, ".upstream_rq_", c, "xx: ",
+                      stats->upstream_rq_class[c].load(std::memory_order_relaxed), "\n");
+    }
+  }
+  for (const auto& [name, stats] : listeners_) {
+    for (const Metric& m : ListenerMetrics(*stats)) {
+      absl::StrAppend(&out, "listener.", name, ".", m.name, ": ", m.value, "\n");
+    }
+    for (int c = 1; c <= 5; ++c) {
+      absl::StrAppend(&out, "listener.", name, ".downstream_rq_", c, "xx: ",
+                      stats->downstream_rq_class[c].load(std::memory_order_relaxed), "\n");
+    }
+  }
+  absl::StrAppend(&out, "control_plane.xds_ack: ", xds_ack.load(), "\n");
+  absl::StrAppend(&out, "control_plane.xds_nack: ", xds_nack.load(), "\n");
+  absl::StrAppend(&out, "control_plane.connected_state_changes: ", xds_connect.load(), "\n");
+  return out;
+}
+
+std::string StatsStore::RenderPrometheus() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  auto family = [&out](const std::string& metric, bool counter) {
+    absl::StrAppend(&out, "# TYPE ", metric, counter ? " counter\n" : " gauge\n");
+  };
+  if (!clusters_.empty()) {
+    std::vector<Metric> names = ClusterMetrics(*clusters_.begin()->second);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const std::string metric = absl::StrCat("envoy_cluster_", names[i].name);
+      family(metric, names[i].counter);
+      for (const auto& [name, stats] : clusters_) {
+        absl::StrAppend(&out, metric, "{envoy_cluster_name=\"", Label(name), "\"} ",
+                        ClusterMetrics(*stats)[i].value, "\n");
+      }
+    }
+    family("envoy_cluster_upstream_rq", true);
+    for (const auto& [name, stats] : clusters_) {
+      for (int c = 1; c <= 5; ++c) {
+        absl::StrAppend(&out, "envoy_cluster_upstream_rq{envoy_response_code_class=\"", c,
+                        "xx\",envoy_cluster_name=\"", Label(name), "\"} ",
+                        stats->upstream_rq_class[c].load(std::memory_order_relaxed), "\n");
+      }
+    }
+  }
+  if (!listeners_.empty()) {
+    std::vector<Metric> names = ListenerMetrics(*listeners_.begin()->second);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const std::string metric = absl::StrCat("envoy_listener_", names[i].name);
+      family(metric, names[i].counter);
+      for (const auto& [name, stats] : listeners_) {
+        absl::StrAppend(&out, metric, "{envoy_listener_address=\"", Label(name), "\"} ",
+                        ListenerMetrics(*stats)[i].value, "\n");
+      }
+    }
+  }
+  family("envoy_control_plane_xds_ack", true);
+  absl::StrAppend(&out, "envoy_control_plane_xds_ack ", xds_ack.load(), "\n");
+  family("envoy_control_plane_xds_nack", true);
+  absl::StrAppend(&out, "envoy_control_plane_xds_nack ", xds_nack.load(), "\n");
+  return out;
+}
+
+}  // namespace meshpilot::sidecar

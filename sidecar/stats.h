@@ -1,0 +1,73 @@
+#pragma once
+
+// Counters and gauges in Envoy's names, kept by name for the life of the process (a cluster
+// that is removed and comes back keeps counting). The data path only touches atomics; the
+// registry's mutex is taken when a config is built and when stats are rendered.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace meshpilot::sidecar {
+
+struct ClusterStats {
+  std::atomic<uint64_t> upstream_rq_total{0};
+  std::array<std::atomic<uint64_t>, 6> upstream_rq_class{};  // [1] 1xx ... [5] 5xx
+  std::atomic<uint64_t> upstream_rq_retry{0};
+  std::atomic<uint64_t> upstream_rq_timeout{0};
+  std::atomic<uint64_t> upstream_rq_per_try_timeout{0};
+  std::atomic<uint64_t> upstream_cx_total{0};
+  std::atomic<int64_t> upstream_cx_active{0};
+  std::atomic<uint64_t> upstream_cx_connect_fail{0};
+  std::atomic<uint64_t> upstream_cx_destroy{0};
+  std::atomic<uint64_t> upstream_cx_rx_bytes_total{0};
+  std::atomic<uint64_t> upstream_cx_tx_bytes_total{0};
+  std::atomic<uint64_t> upstream_cx_none_healthy{0};
+  std::atomic<int64_t> upstream_rq_active{0};
+  std::atomic<int64_t> upstream_rq_retry_active{0};  // retries waiting or in flight
+  std::atomic<uint64_t> upstream_rq_pending_overflow{0};
+  std::atomic<uint64_t> upstream_cx_overflow{0};
+  std::atomic<uint64_t> upstream_rq_retry_overflow{0};
+
+  void CountResponse(unsigned status) {
+    upstream_rq_total.fetch_add(1, std::memory_order_relaxed);
+    if (status >= 100 && status < 600) {
+      upstream_rq_class[status / 100].fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+};
+
+struct ListenerStats {
+  std::atomic<uint64_t> downstream_cx_total{0};
+  std::atomic<int64_t> downstream_cx_active{0};
+  std::atomic<uint64_t> downstream_rq_total{0};
+  std::array<std::atomic<uint64_t>, 6> downstream_rq_class{};
+  std::atomic<uint64_t> no_route{0};
+  std::atomic<uint64_t> bind_errors{0};
+};
+
+class StatsStore {
+ public:
+  std::shared_ptr<ClusterStats> Cluster(const std::string& name);
+  std::shared_ptr<ListenerStats> Listener(const std::string& name);
+
+  // Envoy's /stats text (`cluster.NAME.upstream_rq_total: 3`), sorted.
+  std::string RenderText() const;
+  // Prometheus text exposition in Envoy's names (`envoy_cluster_upstream_rq_total{...}`).
+  std::string RenderPrometheus() const;
+
+  std::atomic<uint64_t> xds_ack{0};
+  std::atomic<uint64_t> xds_nack{0};
+  std::atomic<uint64_t> xds_connect{0};
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<ClusterStats>> clusters_;
+  std::map<std::string, std::shared_ptr<ListenerStats>> listeners_;
+};
+
+}  // namespace meshpilot::sidecar

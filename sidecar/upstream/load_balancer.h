@@ -1,0 +1,79 @@
+#pragma once
+
+// Load balancing over a cluster's healthy endpoints: ROUND_ROBIN (smooth weighted, from a
+// precomputed wheel and one atomic counter), RANDOM (weighted), LEAST_REQUEST (power of
+// `choice_count` weighted random choices, fewest active requests wins). Localities are picked
+// first by their weight, then a host inside. RING_HASH (and MAGLEV) place hosts on a ring in
+// proportion to their weight (locality weight included) and pick by the request's hash; a
+// request without one picks at random. Immutable once built; the counters are atomics, so
+// worker threads share it without locks.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "sidecar/config/cluster.h"
+
+namespace meshpilot::sidecar::upstream {
+
+struct Host {
+  boost::asio::ip::tcp::endpoint address;
+  uint32_t weight = 1;
+  std::string zone;
+  mutable std::atomic<int64_t> active_requests{0};
+  mutable std::atomic<uint64_t> total_requests{0};
+};
+
+class LoadBalancer {
+ public:
+  LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
+               const std::vector<config::Locality>& localities, uint64_t ring_size = 1024);
+  LoadBalancer(const LoadBalancer&) = delete;
+  LoadBalancer& operator=(const LoadBalancer&) = delete;
+
+  // A host, avoiding `avoid` when another one exists; null when there is no healthy host.
+  // `hash` places the request on the ring of a RING_HASH balancer (ignored by the others).
+  const Host* Pick(std::mt19937_64& rng, const Host* avoid = nullptr,
+                   std::optional<uint64_t> hash = std::nullopt) const;
+  bool empty() const { return localities_.empty(); }
+  std::vector<const Host*> Hosts() const;
+
+ private:
+  struct LocalityHosts {
+    uint64_t weight = 0;
+    std::vector<std::unique_ptr<Host>> hosts;
+    std::vector<uint32_t> wheel;        // ROUND_ROBIN order (smooth weighted)
+    std::vector<uint64_t> cumulative;   // cumulative host weights, for weighted random
+    mutable std::atomic<uint64_t> next{0};
+  };
+
+  const LocalityHosts& PickLocality(std::mt19937_64& rng) const;
+  const Host* PickInLocality(const LocalityHosts& locality, std::mt19937_64& rng) const;
+  static const Host* WeightedRandom(const LocalityHosts& locality, std::mt19937_64& rng);
+
+  config::LbPolicy policy_;
+  uint32_t choice_count_;
+  const Host* PickOnRing(uint64_t hash, const Host* avoid) const;
+
+  std::vector<std::unique_ptr<LocalityHosts>> localities_;
+  std::vector<std::pair<uint64_t, const Host*>> ring_;  // sorted by hash
+  std::vector<uint32_t> locality_wheel_;
+  std::vector<uint64_t> locality_cumulative_;
+  mutable std::atomic<uint64_t> next_locality_{0};
+};
+
+// Smooth weighted round-robin order (nginx's), one full cycle, scaled down when the weights
+// would make it longer than `max_length`.
+std::vector<uint32_t> SmoothWeightedOrder(std::vector<uint64_t> weights, size_t max_length = 4096);
+
+// A 64-bit hash with good mixing (FNV-1a then a splitmix64 finaliser), stable across runs.
+uint64_t Hash64(std::string_view data);
+
+}  // namespace meshpilot::sidecar::upstream

@@ -1,0 +1,204 @@
+#include "sidecar/xds/xds_state.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace meshpilot::sidecar::xds {
+namespace {
+
+using envoy::service::discovery::v3::DiscoveryResponse;
+
+std::string Now() {
+  return absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone());
+}
+
+}  // namespace
+
+template <typename Proto, typename T, typename ParseFn, typename NameFn>
+std::string XdsState::ApplyType(XdsType type, const DiscoveryResponse& response,
+                                std::map<std::string, Applied<T>>& applied, ParseFn parse,
+                                NameFn name_of, bool state_of_the_world) {
+  const char* type_name = kTypeNames[static_cast<size_t>(type)];
+  std::vector<std::string> errors;
+  std::map<std::string, Applied<T>> next;
+  if (!state_of_the_world) next = applied;
+  std::set<std::string> seen;
+  for (int i = 0; i < response.resources_size(); ++i) {
+    const google::protobuf::Any& any = response.resources(i);
+    if (any.type_url() != TypeUrl(type)) {
+      errors.push_back(absl::StrCat("resources[", i, "]: type_url \"", any.type_url(),
+                                    "\" in a response of type ", TypeUrl(type)));
+      continue;
+    }
+    Proto proto;
+    if (!any.UnpackTo(&proto)) {
+      errors.push_back(absl::StrCat("resources[", i, "]: cannot decode ", type_name));
+      continue;
+    }
+    const std::string name = name_of(proto);
+    if (!seen.insert(name).second) {
+      errors.push_back(absl::StrCat(type_name, " \"", name, "\": duplicate name in one response"));
+      continue;
+    }
+    // Unchanged bytes: keep the parsed object, so everything keyed on its identity (load
+    // balancer state, keep-alive connections of an unchanged listener) carries over.
+    if (auto old = applied.find(name);
+        old != applied.end() && old->second.dump.resource->value() == any.value()) {
+      Applied<T> kept = old->second;
+      kept.dump.version = response.version_info();
+      next[name] = std::move(kept);
+      continue;
+    }
+    auto parsed = parse(proto);
+    if (!parsed.ok()) {
+      errors.push_back(absl::StrCat(type_name, " \"", name, "\": ", parsed.status().message()));
+      if (auto old = applied.find(name); old != applied.end()) next[name] = old->second;
+      continue;
+    }
+    auto raw = std::make_shared<google::protobuf::Any>(any);
+    next[name] = Applied<T>{*std::move(parsed),
+                            AppliedResource{name, response.version_info(), Now(), std::move(raw)}};
+  }
+  applied = std::move(next);
+  received_[static_cast<size_t>(type)] = true;
+  std::string error = absl::StrJoin(errors, "; ");
+  if (error.empty()) {
+    acked_version_[static_cast<size_t>(type)] = response.version_info();
+    stats_.xds_ack.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    stats_.xds_nack.fetch_add(1, std::memory_order_relaxed);
+  }
+  last_error_[static_cast<size_t>(type)] = error;
+  return error;
+}
+
+std::string XdsState::Apply(XdsType type, const DiscoveryResponse& response) {
+  std::string error;
+  switch (type) {
+    case XdsType::kCluster:
+      error = ApplyType<envoy::config::cluster::v3::Cluster>(
+          type, response, clusters_, config::ParseCluster,
+          [](const auto& p) { return p.name(); }, true);
+      break;
+    case XdsType::kEndpoint:
+      error = ApplyType<envoy::config::endpoint::v3::ClusterLoadAssignment>(
+          type, response, endpoints_, config::ParseClusterLoadAssignment,
+          [](const auto& p) { return p.cluster_name(); }, false);
+      break;
+    case XdsType::kListener:
+      error = ApplyType<envoy::config::listener::v3::Listener>(
+          type, response, listeners_, config::ParseListener,
+          [](const auto& p) { return p.name(); }, true);
+      break;
+    case XdsType::kRoute:
+      error = ApplyType<envoy::config::route::v3::RouteConfiguration>(
+          type, response, routes_, config::ParseRouteConfiguration,
+          [](const auto& p) { return p.name(); }, false);
+      break;
+  }
+  PruneToSubscriptions();
+  return error;
+}
+
+std::vector<std::string> XdsState::Subscription(XdsType type) const {
+  std::set<std::string> names;
+  if (type == XdsType::kEndpoint) {
+    for (const auto& [name, cluster] : clusters_) {
+      if (cluster.parsed->type == config::DiscoveryType::kEds) {
+        names.insert(cluster.parsed->eds_service_name);
+      }
+    }
+  } else if (type == XdsType::kRoute) {
+    for (const auto& [name, listener] : listeners_) {
+      auto add = [&names](const config::FilterChain& chain) {
+        if (const auto* http = std::get_if<config::HttpChain>(&chain.filter);
+            http != nullptr && !http->rds_name.empty()) {
+          names.insert(http->rds_name);
+        }
+      };
+      for (const config::FilterChain& chain : listener.parsed->chains) add(chain);
+      if (listener.parsed->default_chain) add(*listener.parsed->default_chain);
+    }
+  }
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+void XdsState::PruneToSubscriptions() {
+  // Endpoints and routes nobody needs any more are dropped (SotW: unsubscribed names go).
+  auto prune = [](auto& applied, const std::vector<std::string>& wanted) {
+    std::set<std::string> keep(wanted.begin(), wanted.end());
+    for (auto it = applied.begin(); it != applied.end();) {
+      it = keep.contains(it->first) ? std::next(it) : applied.erase(it);
+    }
+  };
+  if (received_[static_cast<size_t>(XdsType::kCluster)]) {
+    prune(endpoints_, Subscription(XdsType::kEndpoint));
+  }
+  if (received_[static_cast<size_t>(XdsType::kListener)]) {
+    prune(routes_, Subscription(XdsType::kRoute));
+  }
+}
+
+std::shared_ptr<const ProxyConfig> XdsState::Build() {
+  auto config = std::make_shared<ProxyConfig>();
+  std::map<std::string, BalancerKey> balancers;
+  for (const auto& [name, cluster] : clusters_) {
+    ClusterEntry entry;
+    entry.config = cluster.parsed;
+    entry.stats = stats_.Cluster(name);
+    std::shared_ptr<const config::EndpointSet> endpoints;
+    switch (cluster.parsed->type) {
+      case config::DiscoveryType::kEds:
+        if (auto it = endpoints_.find(cluster.parsed->eds_service_name); it != endpoints_.end()) {
+          endpoints = it->second.parsed;
+        }
+        break;
+      case config::DiscoveryType::kStatic:
+        endpoints = cluster.parsed->static_endpoints;
+        break;
+      case config::DiscoveryType::kOriginalDst:
+        break;
+    }
+    if (cluster.parsed->type != config::DiscoveryType::kOriginalDst) {
+      auto old = balancers_.find(name);
+      if (old != balancers_.end() && old->second.cluster == cluster.parsed &&
+          old->second.endpoints == endpoints) {
+        entry.lb = old->second.lb;
+      } else {
+        static const std::vector<config::Locality> kNone;
+        entry.lb = std::make_shared<const upstream::LoadBalancer>(
+            cluster.parsed->lb_policy, cluster.parsed->choice_count,
+            endpoints ? endpoints->localities : kNone, cluster.parsed->ring_size);
+      }
+      balancers[name] = BalancerKey{cluster.parsed, endpoints, entry.lb};
+    }
+    config->clusters.emplace(name, std::move(entry));
+  }
+  balancers_ = std::move(balancers);
+  for (const auto& [name, listener] : listeners_) {
+    config->listeners.emplace(name, ListenerEntry{listener.parsed, stats_.Listener(name)});
+    if (!listener.parsed->use_original_dst) {
+      config->by_destination.emplace(listener.parsed->address, name);
+    }
+  }
+  for (const auto& [name, routes] : routes_) config->routes.emplace(name, routes.parsed);
+  auto dump = [&](XdsType type, const auto& applied) {
+    TypeDump& d = config->dump[static_cast<size_t>(type)];
+    d.version_info = acked_version_[static_cast<size_t>(type)];
+    d.last_error = last_error_[static_cast<size_t>(type)];
+    for (const auto& [name, resource] : applied) d.resources.push_back(resource.dump);
+  };
+  dump(XdsType::kCluster, clusters_);
+  dump(XdsType::kEndpoint, endpoints_);
+  dump(XdsType::kListener, listeners_);
+  dump(XdsType::kRoute, routes_);
+  config->initialized = received_[static_cast<size_t>(XdsType::kCluster)] &&
+                        received_[static_cast<size_t>(XdsType::kListener)];
+  return config;
+}
+
+}  // namespace meshpilot::sidecar::xds

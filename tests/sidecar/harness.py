@@ -1,0 +1,275 @@
+"""Shared pieces of meshproxy's integration tests: child processes with collected output,
+real HTTP and TCP backends in threads, free ports, bounded waits. No wait is unbounded."""
+
+import http.server
+import json
+import os
+import random
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+import unittest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+LOG_TAIL_LINES = 120
+
+
+def binary(env_name, default_relative):
+    path = os.environ.get(env_name)
+    if path:
+        if not os.access(path, os.X_OK):
+            raise RuntimeError(f"{env_name}={path} is not an executable; build it first")
+        return path
+    path = os.path.join(REPO, default_relative)
+    if not os.access(path, os.X_OK):
+        raise unittest.SkipTest(f"{path} is not built (or set {env_name})")
+    return path
+
+
+def free_port():
+    """A port free now, below the kernel's ephemeral range (32768+), so that outgoing
+    connections (which take ephemeral ports) cannot grab it before the process that is handed
+    it binds it."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
+def wait_until(predicate, timeout_s, what, interval_s=0.05):
+    deadline = time.monotonic() + timeout_s
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the condition may raise until it holds (connection refused)
+            last_error = e
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}"
+                         + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+class Child:
+    """A child process whose stdout and stderr lines are collected by reader threads."""
+
+    def __init__(self, name, argv, env=None, preexec_fn=None):
+        self.name = name
+        self.argv = argv
+        self.stdout = []
+        self.stderr = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, errors="replace", env=env, preexec_fn=preexec_fn)
+        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True).start()
+
+    def _read(self, stream, lines):
+        for line in stream:
+            with self._lock:
+                lines.append(line.rstrip("\n"))
+
+    def lines(self, which="stdout"):
+        with self._lock:
+            return list(self.stdout if which == "stdout" else self.stderr)
+
+    def json_lines(self):
+        out = []
+        for line in self.lines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def stop(self, timeout_s=5):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout_s)
+
+    def tail(self):
+        out = self.lines("stdout")[-LOG_TAIL_LINES:] + self.lines("stderr")[-LOG_TAIL_LINES:]
+        return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(out)
+
+
+class Backend:
+    """A real HTTP/1.1 server (keep-alive) that says who it is and what it received.
+
+    GET  /status/CODE       answers CODE
+    GET  /delay/MS          answers after MS milliseconds
+    GET  /fail/N/KEY        answers 503 to the first N requests with KEY (across backends)
+    GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
+    GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
+    POST anything           reads the whole body (length or chunked) and reports its size
+    else                    200 with JSON {backend, path, method, headers}
+    """
+
+    failures = {}
+    failures_lock = threading.Lock()
+
+    def __init__(self, name):
+        self.name = name
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code, payload, extra_headers=()):
+                body = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Backend", backend.name)
+                for k, v in extra_headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _info(self, **more):
+                info = {"backend": backend.name, "path": self.path, "method": self.command,
+                        "headers": {k.lower(): v for k, v in self.headers.items()}}
+                info.update(more)
+                return info
+
+            def do_GET(self):
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if "status" in parts:
+                    code = int(parts[parts.index("status") + 1])
+                    return self._reply(code, self._info())
+                if "delay" in parts:
+                    time.sleep(int(parts[parts.index("delay") + 1]) / 1000)
+                    return self._reply(200, self._info())
+                if "fail" in parts:
+                    i = parts.index("fail")
+                    n, key = int(parts[i + 1]), parts[i + 2]
+                    with Backend.failures_lock:
+                        seen = Backend.failures.get(key, 0)
+                        Backend.failures[key] = seen + 1
+                    return self._reply(503 if seen < n else 200, self._info(attempt=seen + 1))
+                if "slowonce" in parts:
+                    i = parts.index("slowonce")
+                    delay, key = int(parts[i + 1]), parts[i + 2]
+                    with Backend.failures_lock:
+                        seen = Backend.failures.get(key, 0)
+                        Backend.failures[key] = seen + 1
+                    if seen == 0:
+                        time.sleep(delay / 1000)
+                    return self._reply(200, self._info(attempt=seen + 1))
+                if "chunked" in parts:
+                    n = int(parts[parts.index("chunked") + 1])
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("X-Backend", backend.name)
+                    self.end_headers()
+                    for i in range(n):
+                        data = f"chunk-{i};".encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    return None
+                return self._reply(200, self._info())
+
+            do_HEAD = do_GET
+
+            def do_POST(self):
+                size = 0
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    while True:
+                        line = self.rfile.readline()
+                        n = int(line.strip().split(b";")[0], 16)
+                        if n == 0:
+                            self.rfile.readline()
+                            break
+                        size += len(self.rfile.read(n))
+                        self.rfile.readline()
+                else:
+                    remaining = int(self.headers.get("Content-Length", "0"))
+                    while remaining > 0:
+                        got = len(self.rfile.read(min(remaining, 1 << 16)))
+                        if got == 0:
+                            break
+                        size += got
+                        remaining -= got
+                return self._reply(200, self._info(body_size=size))
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+            def handle_error(self, request, client_address):
+                pass  # a proxy dropping a connection it retried is expected, not noise
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TcpEchoBackend:
+    """Reads until the client half-closes, then answers NAME:DATA and closes: a TCP proxy
+    that does not carry the half-close never gets an answer."""
+
+    def __init__(self, name):
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while True:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(self.name.encode() + b":" + data)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.sock.close()
+
+
+def tcp_exchange(port, payload, timeout_s=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk

@@ -1,0 +1,156 @@
+// Header mutations, hop-by-hop removal, request ids, and the retry policy's decisions.
+
+#include <catch2/catch.hpp>
+
+#include <regex>
+
+#include "sidecar/config/route.h"
+#include "sidecar/router/headers.h"
+#include "sidecar/router/retry.h"
+#include "tests/sidecar/proto_json.h"
+
+namespace meshpilot::sidecar {
+namespace {
+
+namespace http = boost::beast::http;
+using testing::FromJson;
+
+std::vector<std::string> Values(const http::fields& fields, const std::string& name) {
+  std::vector<std::string> values;
+  auto range = fields.equal_range(name);
+  for (auto it = range.first; it != range.second; ++it) values.emplace_back(it->value());
+  return values;
+}
+
+TEST_CASE("headers: add, append, overwrite, add-if-absent and remove") {
+  auto route = FromJson<envoy::config::route::v3::Route>(R"({
+    "request_headers_to_add": [
+      {"header": {"key": "x-append", "value": "2"}},
+      {"header": {"key": "x-overwrite", "value": "new"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+      {"header": {"key": "x-absent", "value": "added"}, "append_action": "ADD_IF_ABSENT"},
+      {"header": {"key": "x-present", "value": "kept?"}, "append_action": "ADD_IF_ABSENT"},
+      {"header": {"key": "x-only-if", "value": "no"}, "append_action": "OVERWRITE_IF_EXISTS"},
+      {"header": {"key": "X-Legacy", "value": "v"}, "append": false}],
+    "request_headers_to_remove": ["x-secret"]})");
+  auto mutations = config::ParseHeaderMutations(route.request_headers_to_add(),
+                                                route.request_headers_to_remove(), "r");
+  REQUIRE(mutations.ok());
+  http::fields fields;
+  fields.insert("x-append", "1");
+  fields.insert("x-overwrite", "old");
+  fields.insert("x-present", "original");
+  fields.insert("x-secret", "s");
+  fields.insert("x-legacy", "old");
+  router::ApplyHeaderMutations(*mutations, fields);
+  CHECK(Values(fields, "x-append") == std::vector<std::string>{"1", "2"});
+  CHECK(Values(fields, "x-overwrite") == std::vector<std::string>{"new"});
+  CHECK(Values(fields, "x-absent") == std::vector<std::string>{"added"});
+  CHECK(Values(fields, "x-present") == std::vector<std::string>{"original"});
+  CHECK(Values(fields, "x-only-if").empty());
+  CHECK(Values(fields, "x-legacy") == std::vector<std::string>{"v"});
+  CHECK(Values(fields, "x-secret").empty());
+}
+
+TEST_CASE("headers: pseudo-headers cannot be added") {
+  auto route = FromJson<envoy::config::route::v3::Route>(
+      R"({"request_headers_to_add": [{"header": {"key": ":path", "value": "/"}}]})");
+  auto mutations = config::ParseHeaderMutations(route.request_headers_to_add(),
+                                                route.request_headers_to_remove(),
+                                                "routes[0].request_headers_to_add");
+  REQUIRE_FALSE(mutations.ok());
+  CHECK(mutations.status().message() ==
+        "routes[0].request_headers_to_add[0].header.key: must be a non-empty regular header name");
+}
+
+TEST_CASE("headers: hop-by-hop headers and those Connection names are removed") {
+  http::fields fields;
+  fields.insert(http::field::connection, "keep-alive, x-hop");
+  fields.insert("x-hop", "1");
+  fields.insert(http::field::keep_alive, "timeout=5");
+  fields.insert(http::field::upgrade, "h2c");
+  fields.insert(http::field::te, "trailers");
+  fields.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  fields.insert("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7");
+  router::StripHopByHop(fields);
+  CHECK(fields.find(http::field::connection) == fields.end());
+  CHECK(fields.find("x-hop") == fields.end());
+  CHECK(fields.find(http::field::keep_alive) == fields.end());
+  CHECK(fields.find(http::field::upgrade) == fields.end());
+  CHECK(fields.find(http::field::te) == fields.end());
+  // Trace context is end to end: it stays.
+  CHECK(fields.find("traceparent") != fields.end());
+  CHECK(fields.find("x-b3-traceid") != fields.end());
+}
+
+TEST_CASE("headers: request ids are version-4 UUIDs") {
+  std::mt19937_64 rng(3);
+  std::string a = router::NewRequestId(rng);
+  std::string b = router::NewRequestId(rng);
+  std::regex uuid("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}");
+  CHECK(std::regex_match(a, uuid));
+  CHECK(a != b);
+}
+
+config::RetryPolicy Policy(const std::string& json) {
+  auto policy = config::ParseRetryPolicy(FromJson<envoy::config::route::v3::RetryPolicy>(json),
+                                         "retry_policy");
+  REQUIRE(policy.ok());
+  return *policy;
+}
+
+TEST_CASE("retry: conditions as Envoy reads them") {
+  using router::AttemptOutcome;
+  using router::ShouldRetry;
+  auto five_xx = Policy(R"({"retry_on": "5xx", "num_retries": 3})");
+  CHECK(five_xx.num_retries == 3);
+  CHECK(ShouldRetry(five_xx, AttemptOutcome::kResponse, 500));
+  CHECK(ShouldRetry(five_xx, AttemptOutcome::kResponse, 503));
+  CHECK_FALSE(ShouldRetry(five_xx, AttemptOutcome::kResponse, 404));
+  CHECK(ShouldRetry(five_xx, AttemptOutcome::kConnectFailure));
+  CHECK(ShouldRetry(five_xx, AttemptOutcome::kReset));
+  CHECK(ShouldRetry(five_xx, AttemptOutcome::kPerTryTimeout));
+
+  auto gateway = Policy(R"({"retry_on": "gateway-error"})");
+  CHECK(gateway.num_retries == 1);
+  CHECK_FALSE(ShouldRetry(gateway, AttemptOutcome::kResponse, 500));
+  CHECK(ShouldRetry(gateway, AttemptOutcome::kResponse, 502));
+  CHECK(ShouldRetry(gateway, AttemptOutcome::kPerTryTimeout));
+
+  auto connect = Policy(R"({"retry_on": "connect-failure"})");
+  CHECK(ShouldRetry(connect, AttemptOutcome::kConnectFailure));
+  CHECK_FALSE(ShouldRetry(connect, AttemptOutcome::kReset));
+  CHECK_FALSE(ShouldRetry(connect, AttemptOutcome::kResponse, 503));
+
+  // What meshpilot sends for Istio's default retry policy.
+  auto istio = Policy(R"({"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                          "num_retries": 2, "retriable_status_codes": [503],
+                          "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}]})");
+  CHECK(istio.avoid_previous_hosts);
+  CHECK(ShouldRetry(istio, AttemptOutcome::kResponse, 503));
+  CHECK_FALSE(ShouldRetry(istio, AttemptOutcome::kResponse, 502));
+  CHECK(ShouldRetry(Policy(R"({"retry_on": "retriable-4xx"})"), AttemptOutcome::kResponse, 409));
+}
+
+TEST_CASE("retry: back-off is jittered below an exponential ceiling") {
+  auto policy = Policy(R"({"retry_on": "5xx", "retry_back_off": {"base_interval": "0.1s", "max_interval": "0.3s"}})");
+  for (uint64_t r = 0; r < 1000; r += 7) {
+    CHECK(router::Backoff(policy, 1, r).count() < 100);
+    CHECK(router::Backoff(policy, 2, r).count() < 200);
+    CHECK(router::Backoff(policy, 5, r).count() < 300);
+  }
+  CHECK(router::Backoff(policy, 2, 150).count() == 150);
+  auto defaults = Policy(R"({"retry_on": "5xx"})");
+  CHECK(defaults.base_interval == std::chrono::milliseconds(25));
+}
+
+TEST_CASE("retry: unknown conditions and bad back-off are rejected with the field") {
+  auto bad = config::ParseRetryPolicy(
+      FromJson<envoy::config::route::v3::RetryPolicy>(R"({"retry_on": "5xx,sometimes"})"),
+      "virtual_hosts[0].routes[0].route.retry_policy");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message() ==
+        "virtual_hosts[0].routes[0].route.retry_policy.retry_on: unknown condition \"sometimes\"");
+}
+
+}  // namespace
+}  // namespace meshpilot::sidecar

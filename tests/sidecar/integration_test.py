@@ -1,0 +1,613 @@
+"""meshproxy end to end on loopback, with real processes and sockets.
+
+A test ADS server (sidecar_test_ads_server) serves fixed Envoy resources to a real meshproxy:
+listeners with bind_to_port on 127.0.0.1 (so traffic reaches meshproxy without iptables), EDS
+clusters pointing at real HTTP and TCP backends running in this process. Clients are Python's
+http.client and raw sockets (and curl where it is installed). Binaries come from MESHPROXY_BIN
+and ADS_SERVER_BIN (set by ctest); by hand they default to build/release.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+from harness import (Backend, Child, TcpEchoBackend, binary, free_port, tcp_exchange,
+                     wait_until)
+
+T = "type.googleapis.com/"
+HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = T + "envoy.extensions.filters.http.router.v3.Router"
+FAULT = T + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+TCP_PROXY = T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+NODE_ID = "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local"
+WAIT_S = 15
+
+
+def eds_cluster(name, lb="ROUND_ROBIN"):
+    return {"@type": T + "envoy.config.cluster.v3.Cluster", "name": name, "type": "EDS",
+            "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"},
+                                   "service_name": name},
+            "connect_timeout": "1s", "lb_policy": lb}
+
+
+def limited_cluster(name, **thresholds):
+    cluster = eds_cluster(name)
+    cluster["circuit_breakers"] = {"thresholds": [dict(thresholds)]}
+    return cluster
+
+
+def assignment(name, ports):
+    return {"@type": T + "envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                             "port_value": p}}},
+                 "health_status": "HEALTHY"} for p in ports]}]}
+
+
+def http_listener(name, port, route_name):
+    return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {"@type": HCM, "stat_prefix": name,
+                                 "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"},
+                                         "route_config_name": route_name},
+                                 "http_filters": [{"name": "envoy.filters.http.router",
+                                                   "typed_config": {"@type": ROUTER}}]}}]}],
+            "traffic_direction": "OUTBOUND", "bind_to_port": True}
+
+
+def tcp_listener(name, port, cluster=None, weighted=None):
+    config = {"@type": TCP_PROXY, "stat_prefix": name}
+    if weighted:
+        config["weighted_clusters"] = {"clusters": [{"name": n, "weight": w} for n, w in weighted]}
+    else:
+        config["cluster"] = cluster
+    return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy",
+                                            "typed_config": config}]}]}
+
+
+def route(prefix, action, **extra):
+    r = {"match": {"prefix": prefix}}
+    r.update(action)
+    r.update(extra)
+    return r
+
+
+def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
+    return {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": name,
+            "virtual_hosts": [{
+                "name": "web", "domains": ["web.default.svc.cluster.local", "web"],
+                "routes": list(extra_routes) + [
+                    {"match": {"safe_regex": {"regex": regex}}, "route": {"cluster": "web-v1"}},
+                    route("/split", {"route": {"weighted_clusters": {"clusters": [
+                        {"name": "web-v1", "weight": split[0]},
+                        {"name": "web-v2", "weight": split[1]}]}}}),
+                    route("/retry/", {"route": {"cluster": "web-v1", "retry_policy": {
+                        "retry_on": "5xx", "num_retries": 3,
+                        "retry_back_off": {"base_interval": "0.01s"}}}}),
+                    route("/slow/", {"route": {"cluster": "web-v1", "timeout": "0.3s"}}),
+                    route("/pertry/", {"route": {"cluster": "web-v1", "timeout": "5s", "retry_policy": {
+                        "retry_on": "gateway-error", "num_retries": 2, "per_try_timeout": "0.2s",
+                        "retry_back_off": {"base_interval": "0.01s"}}}}),
+                    route("/dead", {"route": {"cluster": "dead"}}),
+                    route("/limited/", {"route": {"cluster": "limited"}}),
+                    route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
+                        {"header": {"header_name": "x-user"}}]}}),
+                    route("/empty", {"route": {"cluster": "empty"}}),
+                    route("/rewrite/", {"route": {"cluster": "web-v1", "prefix_rewrite": "/rewritten/"}},
+                          request_headers_to_add=[{"header": {"key": "x-added", "value": "yes"}}],
+                          request_headers_to_remove=["x-secret"]),
+                    route("/redirect", {"redirect": {"https_redirect": True}}),
+                    route("/fault-abort", {"route": {"cluster": "web-v1"}}, typed_per_filter_config={
+                        "envoy.filters.http.fault": {"@type": FAULT, "abort": {
+                            "http_status": 418, "percentage": {"numerator": 100}}}}),
+                    route("/fault-delay", {"route": {"cluster": "web-v1"}}, typed_per_filter_config={
+                        "envoy.filters.http.fault": {"@type": FAULT, "delay": {
+                            "fixed_delay": "0.3s", "percentage": {"numerator": 100}}}}),
+                    route("/", {"route": {"cluster": "web-v1"}},
+                          response_headers_to_add=[{"header": {"key": "x-mesh", "value": "meshproxy"}}]),
+                ]}]}
+
+
+class Mesh:
+    """The test ADS server, the backends and meshproxy, with the resources on disk."""
+
+    def __init__(self, test):
+        self.ads_bin = binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server")
+        self.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
+        self.dir = tempfile.mkdtemp(prefix="meshproxy-it-")
+        self.v1, self.v2 = Backend("web-v1"), Backend("web-v2")
+        self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
+        self.dead_port = free_port()  # nothing listens there
+        self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
+        self.admin_port = free_port()
+        self.children = []
+        self.version = 0
+        test.addCleanup(self.close)
+        self.write(self.resources())
+        self.ads_port = None
+        self.start_ads()
+        self.proxy = Child("meshproxy", [
+            self.proxy_bin, "--xds-address", f"127.0.0.1:{self.ads_port}", "--node-id", NODE_ID,
+            "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2",
+            # Reconnects within a second in tests (the default ceiling is 30s).
+            "--xds-max-backoff", "1s"])
+        self.children.append(self.proxy)
+        self.test = test
+        wait_until(lambda: self.admin("/ready")[0] == 200, WAIT_S, "meshproxy /ready")
+        wait_until(lambda: self.get("/")[0] == 200, WAIT_S, "the HTTP listener to route")
+
+    def start_ads(self, port=0):
+        ads = Child("ads", [self.ads_bin, "--resources", self.dir, "--port", str(port)])
+        self.children.append(ads)
+        listening = wait_until(
+            lambda: [l for l in ads.json_lines() if l.get("event") == "listening"], WAIT_S,
+            "the ADS server to listen")
+        self.ads_port = listening[0]["port"]
+        self.ads = ads
+        return ads
+
+    def resources(self, routes_override=None, listeners=None):
+        clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
+                    eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
+                    limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH")]
+        endpoints = [assignment("web-v1", [self.v1.port]), assignment("web-v2", [self.v2.port]),
+                     assignment("dead", [self.dead_port]), assignment("empty", []),
+                     assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
+                     assignment("limited", [self.v1.port]),
+                     assignment("sticky", [self.v1.port, self.v2.port])]
+        if listeners is None:
+            listeners = [http_listener("http", self.http_port, "web-routes"),
+                         tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
+                         tcp_listener("tcp-split", self.split_tcp_port,
+                                      weighted=[("tcp-a", 1), ("tcp-b", 1)])]
+        return {"cds": clusters, "eds": endpoints, "lds": listeners,
+                "rds": [routes_override or routes("web-routes")]}
+
+    def write(self, resources):
+        self.version += 1
+        for kind, items in resources.items():
+            with open(os.path.join(self.dir, kind + ".json.tmp"), "w") as f:
+                json.dump(items, f)
+            os.replace(os.path.join(self.dir, kind + ".json.tmp"), os.path.join(self.dir, kind + ".json"))
+        with open(os.path.join(self.dir, "version.tmp"), "w") as f:
+            f.write(f"v{self.version}\n")
+        os.replace(os.path.join(self.dir, "version.tmp"), os.path.join(self.dir, "version"))
+        return f"v{self.version}"
+
+    def requests(self, kind=None):
+        return [l for l in self.ads.json_lines()
+                if l.get("event") == "request" and (kind is None or l.get("type") == kind)]
+
+    def wait_acked(self, kind, version):
+        return wait_until(lambda: any(r["version"] == version and "error" not in r
+                                      and r["nonce"] for r in self.requests(kind)),
+                          WAIT_S, f"meshproxy to ACK {kind} {version}")
+
+    def get(self, path, host="web", headers=None, method="GET", body=None, timeout=10):
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            h = {"Host": host}
+            h.update(headers or {})
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+        finally:
+            conn.close()
+
+    def admin(self, path, method="GET"):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def stat(self, name):
+        for line in self.admin("/stats")[1].splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return None
+
+    def logs(self):
+        return "\n".join(c.tail() for c in self.children)
+
+    def close(self):
+        for child in reversed(self.children):
+            child.stop()
+        for backend in (self.v1, self.v2, self.tcp_a, self.tcp_b):
+            backend.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class HttpTest(unittest.TestCase):
+    """HTTP/1.1 through meshproxy: routing, keep-alive, bodies, local replies, retries."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.case = unittest.TestCase()
+        cls.mesh = Mesh(cls.case)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.case.doCleanups()
+
+    def run(self, result=None):
+        outcome = super().run(result)
+        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
+            self._dumped = True
+            print(self.mesh.logs())
+        return outcome
+
+    def test_routes_by_host_and_path_with_header_work(self):
+        status, headers, body = self.mesh.get(
+            "/rewrite/a?q=1", headers={"x-secret": "s", "traceparent":
+                                       "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                                       "x-b3-traceid": "80f198ee56343ba8"})
+        self.assertEqual(status, 200, body)
+        info = json.loads(body)
+        self.assertEqual(info["backend"], "web-v1")
+        self.assertEqual(info["path"], "/rewritten/a?q=1")
+        self.assertEqual(info["headers"]["x-added"], "yes")
+        self.assertNotIn("x-secret", info["headers"])
+        self.assertEqual(info["headers"]["x-envoy-original-path"], "/rewrite/a?q=1")
+        self.assertRegex(info["headers"]["x-request-id"], r"^[0-9a-f-]{36}$")
+        self.assertEqual(info["headers"]["traceparent"],
+                         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        self.assertEqual(info["headers"]["x-b3-traceid"], "80f198ee56343ba8")
+        # A client's x-request-id is kept.
+        _, _, body = self.mesh.get("/", headers={"x-request-id": "abc"})
+        self.assertEqual(json.loads(body)["headers"]["x-request-id"], "abc")
+        status, headers, _ = self.mesh.get("/", host="web.default.svc.cluster.local:80")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["x-mesh"], "meshproxy")
+        status, _, _ = self.mesh.get("/regex/abc")
+        self.assertEqual(status, 200)
+
+    def test_keep_alive_reuses_the_downstream_connection(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        try:
+            for i in range(20):
+                conn.request("GET", f"/k/{i}", headers={"Host": "web"})
+                r = conn.getresponse()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(json.loads(r.read())["path"], f"/k/{i}")
+            first = conn.sock.getsockname()
+            conn.request("GET", "/k/last", headers={"Host": "web"})
+            conn.getresponse().read()
+            self.assertEqual(conn.sock.getsockname(), first)  # same connection throughout
+        finally:
+            conn.close()
+
+    def test_weighted_split(self):
+        counts = {"web-v1": 0, "web-v2": 0}
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        for _ in range(400):
+            conn.request("GET", "/split", headers={"Host": "web"})
+            r = conn.getresponse()
+            counts[json.loads(r.read())["backend"]] += 1
+        conn.close()
+        self.assertAlmostEqual(counts["web-v1"] / 400, 0.75, delta=0.08, msg=counts)
+
+    def test_streams_large_and_chunked_bodies_both_ways(self):
+        payload = os.urandom(5 * 1024 * 1024)
+        status, _, body = self.mesh.get("/upload", method="POST", body=payload,
+                                        headers={"Content-Length": str(len(payload))})
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["body_size"], len(payload))
+        # A chunked request body (no length) and a chunked response.
+        def chunks():
+            for _ in range(50):
+                yield b"x" * 10000
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        conn.request("POST", "/chunked-upload", body=chunks(), headers={"Host": "web"},
+                     encode_chunked=True)
+        r = conn.getresponse()
+        self.assertEqual(json.loads(r.read())["body_size"], 500000)
+        conn.request("GET", "/chunked/100", headers={"Host": "web"})
+        r = conn.getresponse()
+        self.assertEqual(r.getheader("Transfer-Encoding"), "chunked")
+        self.assertEqual(r.read().decode(), "".join(f"chunk-{i};" for i in range(100)))
+        conn.close()
+        if shutil.which("curl"):
+            out = subprocess.run(
+                ["curl", "-sS", "--max-time", "10", "-H", "Host: web", "--data-binary", "@-",
+                 f"http://127.0.0.1:{self.mesh.http_port}/curl"],
+                input=b"y" * 300000, capture_output=True, timeout=20)
+            self.assertEqual(json.loads(out.stdout)["body_size"], 300000, out.stderr)
+
+    def test_head_and_http10(self):
+        status, headers, body = self.mesh.get("/", method="HEAD")
+        self.assertEqual(status, 200)
+        self.assertEqual(body, b"")
+        with socket.create_connection(("127.0.0.1", self.mesh.http_port), timeout=5) as s:
+            s.sendall(b"GET /chunked/3 HTTP/1.0\r\nHost: web\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.0 200"), head)
+        self.assertEqual(body, b"chunk-0;chunk-1;chunk-2;")  # de-chunked, ended by the close
+
+    def test_local_replies(self):
+        status, headers, body = self.mesh.get("/", host="unknown.example")
+        self.assertEqual(status, 404)
+        status, _, body = self.mesh.get("/empty")
+        self.assertEqual((status, body), (503, b"no healthy upstream"))
+        status, _, body = self.mesh.get("/dead")
+        self.assertEqual(status, 503)
+        self.assertTrue(body.startswith(b"upstream connect error or disconnect/reset before headers"),
+                        body)
+        start = time.monotonic()
+        status, _, body = self.mesh.get("/slow/delay/3000")
+        self.assertEqual((status, body), (504, b"upstream request timeout"))
+        self.assertLess(time.monotonic() - start, 2.0)
+        status, headers, _ = self.mesh.get("/redirect/x?y=1", host="web:8080")
+        self.assertEqual(status, 301)
+        self.assertEqual(headers["location"], "https://web/redirect/x?y=1")
+
+    def test_ring_hash_by_header_is_sticky(self):
+        seen = {}
+        for user in range(30):
+            backends = {json.loads(self.mesh.get("/sticky", headers={"x-user": f"u{user}"})[2])["backend"]
+                        for _ in range(4)}
+            self.assertEqual(len(backends), 1, f"user u{user} moved between {backends}")
+            seen[user] = backends.pop()
+        self.assertEqual(set(seen.values()), {"web-v1", "web-v2"})
+
+    def test_circuit_breaker_overflow(self):
+        results = []
+        slow = threading.Thread(target=lambda: results.append(self.mesh.get("/limited/delay/700")))
+        slow.start()
+        wait_until(lambda: self.mesh.stat("cluster.limited.upstream_rq_active") == 1, WAIT_S,
+                   "the first request to be in flight")
+        status, headers, body = self.mesh.get("/limited/x")
+        slow.join(timeout=10)
+        self.assertEqual(status, 503)
+        self.assertEqual(headers.get("x-envoy-overloaded"), "true")
+        self.assertTrue(body.endswith(b"reset reason: overflow"), body)
+        self.assertEqual(results[0][0], 200)
+        self.assertEqual(self.mesh.stat("cluster.limited.upstream_rq_pending_overflow"), 1)
+        self.assertEqual(self.mesh.get("/limited/y")[0], 200)  # the breaker closes again
+
+    def test_fault_injection(self):
+        self.assertEqual(self.mesh.get("/fault-abort")[::2], (418, b"fault filter abort"))
+        start = time.monotonic()
+        status, _, body = self.mesh.get("/fault-delay")
+        self.assertEqual(status, 200, body)
+        self.assertGreaterEqual(time.monotonic() - start, 0.3)
+
+    def test_retries(self):
+        before = self.mesh.stat("cluster.web-v1.upstream_rq_retry")
+        status, _, body = self.mesh.get("/retry/fail/2/retry-key-a")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["attempt"], 3)
+        self.assertEqual(self.mesh.stat("cluster.web-v1.upstream_rq_retry") - before, 2)
+        # More failures than retries: the last 503 reaches the client.
+        status, _, _ = self.mesh.get("/retry/fail/9/retry-key-b")
+        self.assertEqual(status, 503)
+        # No retry policy: the first 503 is the answer.
+        status, _, body = self.mesh.get("/fail/1/retry-key-c")
+        self.assertEqual(status, 503)
+
+    def test_per_try_timeout_is_retried(self):
+        before = self.mesh.stat("cluster.web-v1.upstream_rq_per_try_timeout")
+        start = time.monotonic()
+        status, _, body = self.mesh.get("/pertry/slowonce/2000/per-try-key")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["attempt"], 2)
+        self.assertLess(time.monotonic() - start, 1.5)  # did not wait for the slow attempt
+        self.assertEqual(self.mesh.stat("cluster.web-v1.upstream_rq_per_try_timeout") - before, 1)
+
+    def test_tcp_proxy_with_half_close_and_weighted_clusters(self):
+        self.assertEqual(tcp_exchange(self.mesh.tcp_port, b"hello" * 1000), b"tcp-a:" + b"hello" * 1000)
+        seen = set()
+        for _ in range(40):
+            seen.add(tcp_exchange(self.mesh.split_tcp_port, b"x").split(b":")[0])
+        self.assertEqual(seen, {b"tcp-a", b"tcp-b"})
+
+    def test_admin_endpoints(self):
+        self.mesh.get("/")
+        status, dump = self.mesh.admin("/config_dump")
+        self.assertEqual(status, 200)
+        configs = json.loads(dump)["configs"]
+        by_type = {c["@type"].rsplit(".", 1)[-1]: c for c in configs}
+        self.assertEqual(by_type["BootstrapConfigDump"]["bootstrap"]["node"]["id"], NODE_ID)
+        self.assertEqual(by_type["ClustersConfigDump"]["version_info"], f"v{self.mesh.version}")
+        names = {c["cluster"]["name"] for c in by_type["ClustersConfigDump"]["dynamic_active_clusters"]}
+        self.assertIn("web-v1", names)
+        listener = by_type["ListenersConfigDump"]["dynamic_listeners"][0]["active_state"]["listener"]
+        self.assertIn("filter_chains", listener)
+        status, clusters = self.mesh.admin("/clusters")
+        self.assertIn(f"web-v1::127.0.0.1:{self.mesh.v1.port}::health_flags::healthy", clusters)
+        status, prom = self.mesh.admin("/stats/prometheus")
+        self.assertIn('envoy_cluster_upstream_rq_total{envoy_cluster_name="web-v1"}', prom)
+        self.assertIn('envoy_cluster_upstream_rq{envoy_response_code_class="2xx",envoy_cluster_name="web-v1"}', prom)
+        self.assertIn('envoy_cluster_upstream_cx_active{envoy_cluster_name="web-v1"}', prom)
+        self.assertGreater(self.mesh.stat("listener.http.downstream_cx_total"), 0)
+        self.assertGreater(self.mesh.stat("cluster.web-v1.upstream_rq_2xx"), 0)
+        self.assertEqual(self.mesh.admin("/ready"), (200, "LIVE\n"))
+        self.assertEqual(self.mesh.admin("/quitquitquit")[0], 405)  # POST only
+
+
+class ConfigUpdateTest(unittest.TestCase):
+    """ACK/NACK, last good config, listener changes and reconnects."""
+
+    def setUp(self):
+        self.mesh = Mesh(self)
+
+    def run(self, result=None):
+        failures = len(result.failures) + len(result.errors) if result else 0
+        outcome = super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > failures:
+            print(self.mesh.logs())
+        return outcome
+
+    def test_acks_every_type_with_version_and_nonce(self):
+        version = f"v{self.mesh.version}"
+        for kind in ("cds", "eds", "lds", "rds"):
+            self.mesh.wait_acked(kind, version)
+        first = self.mesh.requests()[0]
+        self.assertEqual(first["node"], NODE_ID)
+        self.assertEqual(first["type"], "cds")
+        rds = self.mesh.requests("rds")[-1]
+        self.assertEqual(rds["names"], ["web-routes"])
+        eds = self.mesh.requests("eds")[-1]
+        self.assertEqual(sorted(eds["names"]),
+                         ["dead", "empty", "limited", "sticky", "tcp-a", "tcp-b", "web-v1", "web-v2"])
+
+    def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
+        good = f"v{self.mesh.version}"
+        self.mesh.wait_acked("rds", good)
+        bad = self.mesh.write(self.mesh.resources(routes_override=routes("web-routes", regex="(unclosed")))
+        nack = wait_until(lambda: [r for r in self.mesh.requests("rds") if "error" in r], WAIT_S,
+                          "a NACK of the route config")[0]
+        self.assertEqual(nack["version"], good)  # the last ACKed version, not the rejected one
+        self.assertIn('RouteConfiguration "web-routes": virtual_hosts[0].routes[0].match.safe_regex.regex: '
+                      'invalid regex "(unclosed"', nack["error"])
+        self.mesh.wait_acked("cds", bad)  # the other types of that push were fine
+        status, _, body = self.mesh.get("/regex/abc")
+        self.assertEqual(status, 200, body)  # the old route still matches
+        self.assertEqual(self.mesh.stat("control_plane.xds_nack"), 1)
+        # The next valid version applies.
+        fixed = self.mesh.write(self.mesh.resources(routes_override=routes("web-routes", extra_routes=[
+            route("/new", {"direct_response": {"status": 202, "body": {"inline_string": "new"}}})])))
+        self.mesh.wait_acked("rds", fixed)
+        self.assertEqual(self.mesh.get("/new")[0], 202)
+
+    def test_config_changes_mid_traffic_lose_no_request(self):
+        statuses, stop = [], threading.Event()
+
+        def traffic():
+            conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+            while not stop.is_set():
+                try:
+                    conn.request("GET", "/split", headers={"Host": "web"})
+                    r = conn.getresponse()
+                    r.read()
+                    statuses.append(r.status)
+                except Exception as e:  # any failure is a lost request
+                    statuses.append(repr(e))
+                    conn.close()
+            conn.close()
+
+        workers = [threading.Thread(target=traffic) for _ in range(3)]
+        for w in workers:
+            w.start()
+        try:
+            for weights in ((50, 50), (0, 100), (100, 0), (75, 25)):
+                version = self.mesh.write(self.mesh.resources(
+                    routes_override=routes("web-routes", split=weights)))
+                self.mesh.wait_acked("rds", version)
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(timeout=10)
+        self.assertGreater(len(statuses), 50)
+        self.assertEqual([s for s in statuses if s != 200], [])
+
+    def test_removed_listener_stops_accepting_drains_and_new_one_binds(self):
+        # A connection accepted before the listener goes away finishes normally (the drain).
+        in_flight = socket.create_connection(("127.0.0.1", self.mesh.tcp_port), timeout=5)
+        in_flight.sendall(b"before;")
+        wait_until(lambda: self.mesh.stat("listener.tcp.downstream_cx_active") == 1, WAIT_S,
+                   "the connection to be accepted")
+        extra_port = free_port()
+        listeners = [http_listener("http", self.mesh.http_port, "web-routes"),
+                     tcp_listener("tcp-new", extra_port, cluster="tcp-b")]
+        version = self.mesh.write(self.mesh.resources(listeners=listeners))
+        self.mesh.wait_acked("lds", version)
+        wait_until(lambda: tcp_exchange(extra_port, b"n") == b"tcp-b:n", WAIT_S, "the new listener")
+
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", self.mesh.tcp_port), timeout=1).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+        wait_until(refused, WAIT_S, "the removed listener to close")
+        in_flight.sendall(b"after")
+        in_flight.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = in_flight.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        in_flight.close()
+        self.assertEqual(data, b"tcp-a:before;after")
+
+    def test_listener_whose_port_is_taken_binds_once_it_frees(self):
+        port = free_port()
+        squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen(1)
+        listeners = [http_listener("http", self.mesh.http_port, "web-routes"),
+                     tcp_listener("late", port, cluster="tcp-a")]
+        self.mesh.wait_acked("lds", self.mesh.write(self.mesh.resources(listeners=listeners)))
+        wait_until(lambda: self.mesh.stat("listener.late.bind_errors"), WAIT_S, "a bind error")
+        squatter.close()
+        wait_until(lambda: tcp_exchange(port, b"z") == b"tcp-a:z", WAIT_S, "the late listener")
+
+    def test_drain_listeners(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        conn.request("GET", "/", headers={"Host": "web"})
+        r = conn.getresponse()
+        r.read()
+        self.assertIsNone(r.getheader("Connection"))  # keep-alive
+        self.assertEqual(self.mesh.admin("/drain_listeners", method="POST")[0], 200)
+        self.assertEqual(self.mesh.admin("/ready"), (503, "DRAINING\n"))
+
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", self.mesh.http_port), timeout=1).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+        wait_until(refused, WAIT_S, "the listeners to stop accepting")
+        # The open connection is still served, and told to close.
+        conn.request("GET", "/", headers={"Host": "web"})
+        r = conn.getresponse()
+        r.read()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.getheader("Connection"), "close")
+        conn.close()
+
+    def test_quitquitquit_exits_cleanly(self):
+        self.assertEqual(self.mesh.admin("/quitquitquit", method="POST")[0], 200)
+        self.assertEqual(self.mesh.proxy.proc.wait(timeout=10), 0)
+
+    def test_keeps_serving_while_the_control_plane_is_away_and_reconnects(self):
+        port = self.mesh.ads_port
+        version = f"v{self.mesh.version}"
+        self.mesh.wait_acked("lds", version)
+        self.mesh.ads.stop()
+        for _ in range(5):
+            self.assertEqual(self.mesh.get("/")[0], 200)
+        ads = self.mesh.start_ads(port)
+        # The new stream resumes from the ACKed versions.
+        first = wait_until(lambda: [r for r in self.mesh.requests("cds")], WAIT_S, "a reconnect")[0]
+        self.assertEqual(first["version"], version)
+        self.assertEqual(first["node"], NODE_ID)
+        self.mesh.wait_acked("rds", version)
+        self.assertEqual(self.mesh.get("/")[0], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,254 @@
+"""meshproxy with the real meshpilot, in a private network namespace.
+
+The test re-runs itself under `unshare --net` (a fresh network namespace with only loopback),
+so the well-known ports (15001, 15000, 15010, ...) are its own and everything it creates
+disappears with it. Inside:
+
+1. meshpilot serves a folder of Kubernetes YAML (Services with cluster IPs, EndpointSlices
+   pointing at real backends on loopback); meshproxy connects and must ACK every type:
+   meshpilot's /debug/syncz shows acked == sent for CDS, EDS, LDS and RDS and no NACK.
+2. With iptables (as istio-iptables does: nat OUTPUT to 15001, except meshproxy's own uid
+   1337), a client's plain request to a Service clusterIP:port is intercepted, handed by
+   virtualOutbound to the listener of its original destination, and routed to the backend.
+
+Exit code 77 (ctest: skipped) when network namespaces are not available.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Backend, Child, TcpEchoBackend, binary, tcp_exchange, wait_until  # noqa: E402
+
+IN_NETNS = "MESHPROXY_TEST_NETNS"
+PROXY_UID = 1337
+NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
+WAIT_S = 20
+
+
+def yaml_for(web_port, db_port):
+    return f"""apiVersion: v1
+kind: Namespace
+metadata:
+  name: default
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  clusterIP: 10.96.0.50
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    protocol: TCP
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: db
+  namespace: default
+spec:
+  clusterIP: 10.96.0.60
+  selector:
+    app: db
+  ports:
+  - name: tcp-db
+    port: 3306
+    protocol: TCP
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+- name: http
+  port: {web_port}
+  protocol: TCP
+endpoints:
+- addresses: [127.0.0.1]
+  conditions:
+    ready: true
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: default
+  labels:
+    kubernetes.io/service-name: db
+addressType: IPv4
+ports:
+- name: tcp-db
+  port: {db_port}
+  protocol: TCP
+endpoints:
+- addresses: [127.0.0.1]
+  conditions:
+    ready: true
+"""
+
+
+def http_json(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def run(*argv):
+    subprocess.run(argv, check=True, capture_output=True, timeout=10)
+
+
+class MeshpilotTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.meshpilot_bin = binary("MESHPILOT_BIN", "build/release/controlplane/meshpilot")
+        cls.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
+
+    def setUp(self):
+        self.children = []
+        self.addCleanup(self.stop_children)
+        self.dir = tempfile.mkdtemp(prefix="meshproxy-meshpilot-")
+        os.chmod(self.dir, 0o755)
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.web = Backend("web-v1")
+        self.db = TcpEchoBackend("db")
+        self.addCleanup(self.web.stop)
+        self.addCleanup(self.db.stop)
+        with open(os.path.join(self.dir, "mesh.yaml"), "w") as f:
+            f.write(yaml_for(self.web.port, self.db.port))
+        self.meshpilot = self.start("meshpilot", [
+            self.meshpilot_bin, "--config-dir", self.dir, "--xds-port", "15010",
+            "--debug-port", "15014", "--debounce-after", "10ms"])
+        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready", timeout=2).status == 200,
+                   WAIT_S, "meshpilot /ready")
+        # As a pod's sidecar: its own uid, so iptables can exempt its traffic.
+        self.proxy = self.start("meshproxy", [
+            "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
+            self.proxy_bin, "--xds-address", "127.0.0.1:15010", "--node-id", NODE_ID,
+            "--admin-port", "15000", "--readiness-port", "15021", "--concurrency", "2"])
+        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",
+                                                  timeout=2).status == 200,
+                   WAIT_S, "meshproxy /healthz/ready")
+
+    def start(self, name, argv):
+        child = Child(name, argv)
+        self.children.append(child)
+        return child
+
+    def stop_children(self):
+        for child in reversed(self.children):
+            child.stop()
+
+    def logs(self):
+        return "\n".join(c.tail() for c in self.children)
+
+    def synced(self):
+        for stream in http_json("http://127.0.0.1:15014/debug/syncz"):
+            if stream["proxy"] != NODE_ID:
+                continue
+            types = stream["types"]
+            if len(types) == 4 and all(t["sent_version"] and t["acked_version"] == t["sent_version"]
+                                       for t in types.values()):
+                return stream
+        return None
+
+    def test_meshproxy_acks_everything_meshpilot_sends(self):
+        try:
+            stream = wait_until(self.synced, WAIT_S, "acked == sent for all four types")
+        except AssertionError:
+            raise AssertionError(json.dumps(http_json("http://127.0.0.1:15014/debug/syncz"),
+                                            indent=1) + "\n" + self.logs())
+        for name, t in stream["types"].items():
+            self.assertEqual(t["nacked_version"], "", f"{name}: {t['nack_error']}")
+            self.assertEqual(t["rejects"], 0, name)
+        dump = http_json("http://127.0.0.1:15000/config_dump")
+        listeners = {l["name"] for c in dump["configs"] for l in c.get("dynamic_listeners", [])}
+        self.assertIn("virtualOutbound", listeners)
+        self.assertIn("0.0.0.0_80", listeners)
+        self.assertIn("10.96.0.60_3306", listeners)
+        routes = {r["route_config"]["name"] for c in dump["configs"]
+                  for r in c.get("dynamic_route_configs", [])}
+        self.assertIn("80", routes)
+
+    def test_intercepted_traffic_to_cluster_ips_is_routed(self):
+        if not shutil.which("iptables"):
+            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        wait_until(self.synced, WAIT_S, "meshproxy to sync")
+        # A route for the service range, and istio-iptables' outbound capture.
+        # The pod's interface (a veth pair, its peer standing for the node) and a route for the
+        # service range through it, as a pod has.
+        run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "node0")
+        run("ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
+        run("ip", "link", "set", "eth0", "up")
+        run("ip", "link", "set", "node0", "up")
+        run("ip", "route", "add", "10.96.0.0/16", "dev", "eth0")
+        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner",
+            "--uid-owner", str(PROXY_UID), "-j", "RETURN")
+        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1/32", "-j", "RETURN")
+        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT",
+            "--to-ports", "15001")
+        try:
+            # HTTP to the web Service's cluster IP, by IP and by name in Host.
+            for host in ("10.96.0.50", "web.default.svc.cluster.local"):
+                req = urllib.request.Request("http://10.96.0.50/hello", headers={"Host": host})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    info = json.loads(r.read())
+                self.assertEqual(info["backend"], "web-v1")
+                self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
+            # TCP to the db Service, half-close carried through.
+            self.assertEqual(tcp_exchange_to("10.96.0.60", 3306, b"select 1"), b"db:select 1")
+            stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
+            self.assertIn("listener.virtualOutbound.downstream_cx_total", stats)
+            self.assertRegex(stats, r"listener\.0\.0\.0\.0_80\.downstream_cx_total: [1-9]")
+        except Exception:
+            print(self.logs())
+            raise
+
+
+def tcp_exchange_to(host, port, payload):
+    import socket
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def main():
+    if os.environ.get(IN_NETNS) != "1":
+        if not shutil.which("unshare"):
+            print("skipped: unshare is not available")
+            return 77
+        probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+        if probe.returncode != 0:
+            print(f"skipped: cannot create a network namespace: {probe.stderr.decode().strip()}")
+            return 77
+        env = dict(os.environ, **{IN_NETNS: "1"})
+        return subprocess.run(
+            ["unshare", "--net", "--", "sh", "-c",
+             'ip link set lo up && exec "$0" "$@"', sys.executable, os.path.abspath(__file__)]
+            + sys.argv[1:], env=env, timeout=300).returncode
+    program = unittest.main(module=__name__, exit=False, verbosity=2)
+    return 0 if program.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

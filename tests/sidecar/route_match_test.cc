@@ -1,0 +1,239 @@
+// Virtual host and route selection, rewrites and redirects, over RouteConfigurations written
+// as a control plane sends them.
+
+#include <catch2/catch.hpp>
+
+#include <map>
+
+#include "sidecar/config/route.h"
+#include "sidecar/router/route_match.h"
+#include "tests/sidecar/proto_json.h"
+
+namespace meshpilot::sidecar {
+namespace {
+
+using testing::FromJson;
+using RC = envoy::config::route::v3::RouteConfiguration;
+
+std::shared_ptr<const config::RouteTable> Parse(const std::string& json) {
+  auto table = config::ParseRouteConfiguration(FromJson<RC>(json));
+  REQUIRE(table.ok());
+  return *table;
+}
+
+std::string VhostFor(const config::RouteTable& table, const std::string& host) {
+  const config::VirtualHost* vhost = router::SelectVirtualHost(table, host);
+  return vhost ? vhost->name : "<none>";
+}
+
+const config::Route* RouteFor(const config::VirtualHost& vhost, const std::string& path,
+                              std::map<std::string, std::string> headers = {}) {
+  return router::SelectRoute(vhost, path,
+                             [&](std::string_view name) -> std::optional<std::string_view> {
+                               auto it = headers.find(std::string(name));
+                               if (it == headers.end()) return std::nullopt;
+                               return it->second;
+                             });
+}
+
+const config::RouteTable& Domains() {
+  static auto table = Parse(R"({"name": "80", "virtual_hosts": [
+    {"name": "exact", "domains": ["ratings.shop.svc.cluster.local", "ratings.shop:80"]},
+    {"name": "suffix-short", "domains": ["*.com"]},
+    {"name": "suffix-long", "domains": ["*.example.com"]},
+    {"name": "prefix", "domains": ["api.*"]},
+    {"name": "any", "domains": ["*"]}]})");
+  return *table;
+}
+
+TEST_CASE("vhost: exact domain wins over wildcards, case-insensitively") {
+  CHECK(VhostFor(Domains(), "ratings.shop.svc.cluster.local") == "exact");
+  CHECK(VhostFor(Domains(), "Ratings.Shop.SVC.cluster.local") == "exact");
+}
+
+TEST_CASE("vhost: the longest suffix wildcard wins, then prefix, then *") {
+  CHECK(VhostFor(Domains(), "www.example.com") == "suffix-long");
+  CHECK(VhostFor(Domains(), "foo.com") == "suffix-short");
+  CHECK(VhostFor(Domains(), "api.internal") == "prefix");
+  CHECK(VhostFor(Domains(), "api.example.com") == "suffix-long");  // suffix beats prefix
+  CHECK(VhostFor(Domains(), "other") == "any");
+  // A wildcard never matches the empty string.
+  CHECK(VhostFor(Domains(), ".com") == "any");
+}
+
+TEST_CASE("vhost: Host with a port matches a domain with that port or without a port") {
+  CHECK(VhostFor(Domains(), "ratings.shop:80") == "exact");
+  CHECK(VhostFor(Domains(), "ratings.shop.svc.cluster.local:8080") == "exact");
+  CHECK(VhostFor(Domains(), "www.example.com:443") == "suffix-long");
+  CHECK(VhostFor(Domains(), "ratings.shop:81") == "any");
+}
+
+TEST_CASE("vhost: no match without a catch-all") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "a", "domains": ["a.com"]}]})");
+  CHECK(router::SelectVirtualHost(*table, "b.com") == nullptr);
+}
+
+TEST_CASE("route: prefix, exact path, path-separated prefix and regex, first match wins") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"name": "exact", "match": {"path": "/api"}, "route": {"cluster": "c"}},
+    {"name": "separated", "match": {"path_separated_prefix": "/api"}, "route": {"cluster": "c"}},
+    {"name": "regex", "match": {"safe_regex": {"regex": "/v[0-9]+/items"}}, "route": {"cluster": "c"}},
+    {"name": "nocase", "match": {"prefix": "/CaSe", "case_sensitive": false}, "route": {"cluster": "c"}},
+    {"name": "prefix", "match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]})");
+  const auto& vhost = table->virtual_hosts[0];
+  CHECK(RouteFor(vhost, "/api")->name == "exact");
+  CHECK(RouteFor(vhost, "/api?x=1")->name == "exact");  // the query is not part of the path
+  CHECK(RouteFor(vhost, "/api/users")->name == "separated");
+  CHECK(RouteFor(vhost, "/apix")->name == "prefix");
+  CHECK(RouteFor(vhost, "/v2/items")->name == "regex");
+  CHECK(RouteFor(vhost, "/v2/items/1")->name == "prefix");  // regex must match the whole path
+  CHECK(RouteFor(vhost, "/case/x")->name == "nocase");
+}
+
+TEST_CASE("route: header and query parameter matchers") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"name": "canary", "match": {"prefix": "/", "headers": [
+        {"name": "x-user", "string_match": {"exact": "jason"}},
+        {"name": "x-debug", "present_match": true}]}, "route": {"cluster": "c"}},
+    {"name": "not-mobile", "match": {"prefix": "/", "headers": [
+        {"name": "user-agent", "string_match": {"contains": "Mobile"}, "invert_match": true}]},
+     "route": {"cluster": "c"}, "request_headers_to_add": []},
+    {"name": "query", "match": {"prefix": "/", "query_parameters": [
+        {"name": "v", "string_match": {"prefix": "2"}}, {"name": "flag", "present_match": true}]},
+     "route": {"cluster": "c"}},
+    {"name": "method", "match": {"prefix": "/", "headers": [
+        {"name": ":method", "string_match": {"exact": "POST"}}]}, "route": {"cluster": "c"}}]}]})");
+  const auto& vhost = table->virtual_hosts[0];
+  CHECK(RouteFor(vhost, "/", {{"x-user", "jason"}, {"x-debug", "1"}})->name == "canary");
+  CHECK(RouteFor(vhost, "/", {{"x-user", "jason"}, {"user-agent", "curl"}})->name == "not-mobile");
+  CHECK(RouteFor(vhost, "/?v=2.1&flag", {{"user-agent", "Mobile"}})->name == "query");
+  CHECK(RouteFor(vhost, "/?v=1&flag", {{"user-agent", "Mobile"}, {":method", "POST"}})->name ==
+        "method");
+  CHECK(RouteFor(vhost, "/?v=1&flag", {{"user-agent", "Mobile"}, {":method", "GET"}}) == nullptr);
+}
+
+TEST_CASE("route: weighted clusters split by weight") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+       {"name": "v1", "weight": 75}, {"name": "v2", "weight": 25}]}}}]}]})");
+  const auto& action = std::get<config::RouteAction>(table->virtual_hosts[0].routes[0].action);
+  std::map<std::string, int> counts;
+  for (uint64_t r = 0; r < 100; ++r) {
+    counts[router::PickWeighted(action.weighted, action.total_weight, r).name]++;
+  }
+  CHECK(counts["v1"] == 75);
+  CHECK(counts["v2"] == 25);
+}
+
+TEST_CASE("route: prefix and regex rewrites keep the query") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/old/"}, "route": {"cluster": "c", "prefix_rewrite": "/new/"}},
+    {"match": {"prefix": "/r/"}, "route": {"cluster": "c",
+       "regex_rewrite": {"pattern": {"regex": "^/r/(\\w+)$"}, "substitution": "/\\1/x"}}}]}]})");
+  const auto& routes = table->virtual_hosts[0].routes;
+  CHECK(router::RewritePath(routes[0].match, std::get<config::RouteAction>(routes[0].action),
+                            "/old/a/b?q=1") == "/new/a/b?q=1");
+  CHECK(router::RewritePath(routes[1].match, std::get<config::RouteAction>(routes[1].action),
+                            "/r/abc?z") == "/abc/x?z");
+}
+
+TEST_CASE("route: redirect locations") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/a"}, "redirect": {"https_redirect": true}},
+    {"match": {"prefix": "/b"}, "redirect": {"host_redirect": "other", "path_redirect": "/x",
+                                             "response_code": "FOUND", "strip_query": true}},
+    {"match": {"prefix": "/c/"}, "redirect": {"prefix_rewrite": "/d/", "port_redirect": 8443}}]}]})");
+  const auto& routes = table->virtual_hosts[0].routes;
+  const auto& a = std::get<config::Redirect>(routes[0].action);
+  const auto& b = std::get<config::Redirect>(routes[1].action);
+  const auto& c = std::get<config::Redirect>(routes[2].action);
+  CHECK(router::RedirectLocation(a, routes[0].match, "http", "h:8080", "/a?q") == "https://h/a?q");
+  CHECK(b.status == 302);
+  CHECK(router::RedirectLocation(b, routes[1].match, "http", "h", "/b?q") == "http://other/x");
+  CHECK(router::RedirectLocation(c, routes[2].match, "http", "h", "/c/1") == "http://h:8443/d/1");
+}
+
+TEST_CASE("route config: errors name the field") {
+  auto bad_regex = config::ParseRouteConfiguration(FromJson<RC>(R"({"virtual_hosts": [
+    {"name": "v", "domains": ["*"], "routes": [
+      {"match": {"prefix": "/"}, "route": {"cluster": "c"}},
+      {"match": {"safe_regex": {"regex": "(unclosed"}}, "route": {"cluster": "c"}}]}]})"));
+  REQUIRE_FALSE(bad_regex.ok());
+  CHECK(std::string(bad_regex.status().message())
+            .starts_with("virtual_hosts[0].routes[1].match.safe_regex.regex: invalid regex"));
+  auto no_domains = config::ParseRouteConfiguration(
+      FromJson<RC>(R"({"virtual_hosts": [{"name": "v"}]})"));
+  REQUIRE_FALSE(no_domains.ok());
+  CHECK(no_domains.status().message() == "virtual_hosts[0].domains: must not be empty");
+  auto zero_weights = config::ParseRouteConfiguration(FromJson<RC>(R"({"virtual_hosts": [
+    {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {
+      "weighted_clusters": {"clusters": [{"name": "a", "weight": 0}]}}}]}]})"));
+  REQUIRE_FALSE(zero_weights.ok());
+  CHECK(zero_weights.status().message() ==
+        "virtual_hosts[0].routes[0].route.weighted_clusters: needs at least one cluster with "
+        "weight > 0");
+}
+
+TEST_CASE("route config: per-route fault injection as meshpilot sends it") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/"}, "route": {"cluster": "c"}, "typed_per_filter_config": {
+      "envoy.filters.http.fault": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "delay": {"fixed_delay": "0.5s", "percentage": {"numerator": 10, "denominator": "HUNDRED"}},
+        "abort": {"http_status": 503, "percentage": {"numerator": 25, "denominator": "TEN_THOUSAND"}}},
+      "envoy.filters.http.cors": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"}}}]}]})");
+  const auto& fault = table->virtual_hosts[0].routes[0].fault;
+  REQUIRE(fault);
+  CHECK(*fault->delay == std::chrono::milliseconds(500));
+  CHECK(fault->delay_per_million == 100000);
+  CHECK(*fault->abort_http_status == 503);
+  CHECK(fault->abort_per_million == 2500);
+  auto unknown = config::ParseRouteConfiguration(FromJson<RC>(R"({"virtual_hosts": [{"name": "v",
+    "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"},
+    "typed_per_filter_config": {"envoy.filters.http.rbac": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}}}]}]})"));
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(unknown.status().message() == "virtual_hosts[0].routes[0].typed_per_filter_config["
+                                      "envoy.filters.http.rbac]: unsupported filter config");
+}
+
+TEST_CASE("route: hash policies from header, cookie, query and source ip") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/"}, "route": {"cluster": "c", "hash_policy": [
+      {"header": {"header_name": "X-User"}, "terminal": true},
+      {"cookie": {"name": "session"}},
+      {"query_parameter": {"name": "id"}},
+      {"connection_properties": {"source_ip": true}}]}}]}]})");
+  const auto& policies = std::get<config::RouteAction>(table->virtual_hosts[0].routes[0].action).hash_policies;
+  REQUIRE(policies.size() == 4);
+  auto hash = [&](std::map<std::string, std::string> headers, const std::string& path,
+                  const std::string& ip) {
+    return router::RequestHash(policies, path,
+                               [&](std::string_view name) -> std::optional<std::string_view> {
+                                 auto it = headers.find(std::string(name));
+                                 if (it == headers.end()) return std::nullopt;
+                                 return it->second;
+                               },
+                               ip);
+  };
+  // A terminal header wins alone: the rest does not change the hash.
+  CHECK(hash({{"x-user", "a"}}, "/?id=1", "10.0.0.1") == hash({{"x-user", "a"}}, "/?id=2", "10.0.0.2"));
+  CHECK(hash({{"x-user", "a"}}, "/", "1.1.1.1") != hash({{"x-user", "b"}}, "/", "1.1.1.1"));
+  // Without it, cookie, query and source combine.
+  CHECK(hash({{"cookie", "a=1; session=s1"}}, "/?id=1", "10.0.0.1") !=
+        hash({{"cookie", "a=1; session=s2"}}, "/?id=1", "10.0.0.1"));
+  CHECK(hash({}, "/?id=1", "10.0.0.1") != hash({}, "/?id=2", "10.0.0.1"));
+  CHECK(hash({}, "/", "10.0.0.1") == hash({}, "/", "10.0.0.1"));
+}
+
+TEST_CASE("route config: Envoy's default route timeout is 15s, 0s disables it") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/a"}, "route": {"cluster": "c"}},
+    {"match": {"prefix": "/b"}, "route": {"cluster": "c", "timeout": "0s"}},
+    {"match": {"prefix": "/c"}, "route": {"cluster": "c", "timeout": "1.5s"}}]}]})");
+  const auto& routes = table->virtual_hosts[0].routes;
+  CHECK(std::get<config::RouteAction>(routes[0].action).timeout == std::chrono::seconds(15));
+  CHECK(std::get<config::RouteAction>(routes[1].action).timeout.count() == 0);
+  CHECK(std::get<config::RouteAction>(routes[2].action).timeout == std::chrono::milliseconds(1500));
+}
+
+}  // namespace
+}  // namespace meshpilot::sidecar

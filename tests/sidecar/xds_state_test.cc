@@ -1,0 +1,151 @@
+// Applying xDS responses: ACK and NACK decisions, per-resource isolation of bad config, the
+// EDS/RDS names the applied config needs, and the ProxyConfig built from it.
+
+#include <catch2/catch.hpp>
+
+#include "sidecar/xds/xds_state.h"
+#include "tests/sidecar/proto_json.h"
+
+namespace meshpilot::sidecar {
+namespace {
+
+using envoy::service::discovery::v3::DiscoveryResponse;
+using testing::FromJson;
+
+template <typename T>
+DiscoveryResponse Response(const std::string& version, const std::vector<std::string>& resources) {
+  DiscoveryResponse response;
+  response.set_version_info(version);
+  response.set_nonce("n-" + version);
+  for (const std::string& json : resources) response.add_resources()->PackFrom(FromJson<T>(json));
+  response.set_type_url(response.resources_size() > 0 ? response.resources(0).type_url() : "");
+  return response;
+}
+
+std::string EdsCluster(const std::string& name, const std::string& extra = "") {
+  return R"({"name": ")" + name + R"(", "type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}, "service_name": ")" +
+         name + R"("}, "connect_timeout": "1s")" + extra + "}";
+}
+
+std::string HttpListener(const std::string& name, int port, const std::string& rds) {
+  return R"({"name": ")" + name + R"(", "address": {"socket_address": {"address": "127.0.0.1", "port_value": )" +
+         std::to_string(port) + R"(}}, "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+      "stat_prefix": "s", "rds": {"config_source": {"ads": {}}, "route_config_name": ")" + rds + R"("},
+      "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]})";
+}
+
+using Cluster = envoy::config::cluster::v3::Cluster;
+using Listener = envoy::config::listener::v3::Listener;
+using Cla = envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+TEST_CASE("xds: valid clusters are ACKed and name the endpoints to subscribe to") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  CHECK(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a"), EdsCluster("b")})) == "");
+  CHECK(state.AckedVersion(XdsType::kCluster) == "1");
+  CHECK(state.Subscription(XdsType::kEndpoint) == std::vector<std::string>{"a", "b"});
+  CHECK(state.Subscription(XdsType::kCluster).empty());  // wildcard
+  CHECK(state.Apply(XdsType::kEndpoint, Response<Cla>("e1", {R"({"cluster_name": "a", "endpoints": [
+      {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}},
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.2", "port_value": 9}}},
+                         "health_status": "UNHEALTHY"}]}]})"})) == "");
+  auto config = state.Build();
+  REQUIRE(config->FindCluster("a") != nullptr);
+  CHECK(config->FindCluster("a")->lb->Hosts().size() == 1);  // only the healthy one
+  CHECK(config->FindCluster("b")->lb->empty());             // no endpoints yet
+  CHECK_FALSE(config->initialized);                          // LDS not received yet
+}
+
+TEST_CASE("xds: a bad cluster is NACKed with its name and field, the rest still applies") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a"), EdsCluster("b")})) == "");
+  std::string error = state.Apply(
+      XdsType::kCluster,
+      Response<Cluster>("2", {EdsCluster("a", R"(, "lb_policy": "CLUSTER_PROVIDED")"), EdsCluster("b"),
+                              EdsCluster("c")}));
+  CHECK(error ==
+        "Cluster \"a\": lb_policy: CLUSTER_PROVIDED needs type ORIGINAL_DST");
+  CHECK(state.AckedVersion(XdsType::kCluster) == "1");
+  auto config = state.Build();
+  // "a" keeps its previous version; "c" is new and valid, so it applies.
+  REQUIRE(config->FindCluster("a") != nullptr);
+  CHECK(config->FindCluster("a")->config->lb_policy == config::LbPolicy::kRoundRobin);
+  CHECK(config->FindCluster("c") != nullptr);
+  CHECK(config->dump[static_cast<size_t>(XdsType::kCluster)].last_error == error);
+  CHECK(config->FindCluster("c")->config->circuit_breakers.max_requests == 1024);  // Envoy's default
+  CHECK(stats.xds_nack.load() == 1);
+}
+
+TEST_CASE("xds: circuit breaker thresholds of the default priority") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a", R"(,
+      "circuit_breakers": {"thresholds": [{"priority": "HIGH", "max_requests": 1},
+                                          {"max_connections": 7, "max_requests": 9, "max_retries": 2}]})")})) == "");
+  const auto& cb = state.Build()->FindCluster("a")->config->circuit_breakers;
+  CHECK(cb.max_connections == 7);
+  CHECK(cb.max_requests == 9);
+  CHECK(cb.max_retries == 2);
+  CHECK(cb.max_pending_requests == 1024);
+}
+
+TEST_CASE("xds: listeners need their route configs, and a removed listener drops its routes") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a")})) == "");
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("1", {HttpListener("l1", 1001, "r1"),
+                                                                  HttpListener("l2", 1002, "r2")})) == "");
+  CHECK(state.Subscription(XdsType::kRoute) == std::vector<std::string>{"r1", "r2"});
+  REQUIRE(state.Apply(XdsType::kRoute,
+                      Response<envoy::config::route::v3::RouteConfiguration>(
+                          "1", {R"({"name": "r1", "virtual_hosts": [{"name": "v", "domains": ["*"]}]})",
+                                R"({"name": "r2", "virtual_hosts": [{"name": "v", "domains": ["*"]}]})"})) == "");
+  auto config = state.Build();
+  CHECK(config->initialized);
+  CHECK(config->routes.size() == 2);
+  CHECK(config->ListenerForDestination(boost::asio::ip::tcp::endpoint(
+            boost::asio::ip::make_address("127.0.0.1"), 1002))->config->name == "l2");
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("2", {HttpListener("l1", 1001, "r1")})) == "");
+  CHECK(state.Subscription(XdsType::kRoute) == std::vector<std::string>{"r1"});
+  config = state.Build();
+  CHECK(config->FindListener("l2") == nullptr);
+  CHECK(config->routes.size() == 1);
+}
+
+TEST_CASE("xds: listener errors carry the filter's field path") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  std::string listener = HttpListener("l1", 1001, "r1");
+  std::string bad = listener;
+  bad.replace(bad.find("envoy.extensions.filters.http.router.v3.Router"),
+              std::string("envoy.extensions.filters.http.router.v3.Router").size(),
+              "envoy.extensions.filters.http.fault.v3.HTTPFault");
+  std::string error = state.Apply(XdsType::kListener, Response<Listener>("1", {bad}));
+  CHECK(error ==
+        "Listener \"l1\": filter_chains[0].filters[0].typed_config.http_filters[0]: the last HTTP "
+        "filter must be envoy.filters.http.router, not \"envoy.filters.http.router\"");
+  CHECK(state.Build()->FindListener("l1") == nullptr);
+}
+
+TEST_CASE("xds: load balancers survive rebuilds that do not touch their cluster") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a")})) == "");
+  auto first = state.Build();
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("1", {HttpListener("l1", 1001, "r1")})) == "");
+  auto second = state.Build();
+  CHECK(first->FindCluster("a")->lb == second->FindCluster("a")->lb);
+  CHECK(first->FindCluster("a")->stats == second->FindCluster("a")->stats);
+  // A new version with the same bytes keeps the parsed objects too.
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("2", {EdsCluster("a")})) == "");
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("2", {HttpListener("l1", 1001, "r1")})) == "");
+  auto third = state.Build();
+  CHECK(third->FindCluster("a")->lb == first->FindCluster("a")->lb);
+  CHECK(third->FindListener("l1")->config == second->FindListener("l1")->config);
+  CHECK(third->dump[static_cast<size_t>(XdsType::kListener)].resources[0].version == "2");
+}
+
+}  // namespace
+}  // namespace meshpilot::sidecar
