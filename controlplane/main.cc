@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include "common/flags.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/status/statusor.h"
@@ -207,16 +207,6 @@ int main(int argc, char** argv) {
       "meshpilot (--config-dir DIR | --kubeconfig FILE | --in-cluster) "
       "[--watched-namespaces a,b] [--leader-election-namespace meshpilot-system] "
       "[--xds-port 15010] [--debug-port 15014]");
-  // Flags are spelled with dashes, as istiod's are; absl wants underscores.
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> argv_underscored;
-  for (std::string& arg : args) {
-    if (arg.starts_with("--")) {
-      size_t end = std::min(arg.find('='), arg.size());
-      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
-    }
-    argv_underscored.push_back(arg.data());
-  }
-  absl::ParseCommandLine(argv_underscored.size(), argv_underscored.data());
+  meshpilot::ParseDashedFlags(argc, argv);
   return meshpilot::Run();
 }

@@ -12,7 +12,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include "common/flags.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -167,16 +167,6 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "meshproxy --xds-address 127.0.0.1:15010 (--node-id ID | --pod-name P --namespace NS) "
       "[--admin-port 15000] [--concurrency N] [--bootstrap FILE]");
-  // Flags are spelled with dashes, as Envoy's and istiod's are; absl wants underscores.
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> argv_underscored;
-  for (std::string& arg : args) {
-    if (arg.starts_with("--")) {
-      size_t end = std::min(arg.find('='), arg.size());
-      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
-    }
-    argv_underscored.push_back(arg.data());
-  }
-  absl::ParseCommandLine(static_cast<int>(argv_underscored.size()), argv_underscored.data());
+  meshpilot::ParseDashedFlags(argc, argv);
   return meshpilot::sidecar::Run();
 }

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include "common/flags.h"
 #include "absl/flags/usage.h"
 #include "nlohmann/json.hpp"
 #include "tools/xds_loadgen/fleet.h"
@@ -158,16 +158,6 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "xds_loadgen --server HOST:PORT --streams N [--namespaces a,b] [--expect-change "
       "--watch-address IP [--on-ready CMD] [--trigger CMD]]");
-  // Flags are spelled with dashes, like meshpilot's; absl wants underscores.
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> argv_underscored;
-  for (std::string& arg : args) {
-    if (arg.starts_with("--")) {
-      size_t end = std::min(arg.find('='), arg.size());
-      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
-    }
-    argv_underscored.push_back(arg.data());
-  }
-  absl::ParseCommandLine(argv_underscored.size(), argv_underscored.data());
+  meshpilot::ParseDashedFlags(argc, argv);
   return meshpilot::loadgen::Run();
 }
