@@ -21,7 +21,12 @@ std::string TypeOf(const google::protobuf::Any& any) {
   return slash == std::string::npos ? url : url.substr(slash + 1);
 }
 
-absl::Status CheckHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const std::string& field) {
+constexpr std::string_view kHttpRbacType = "envoy.extensions.filters.http.rbac.v3.RBAC";
+constexpr std::string_view kNetworkRbacType = "envoy.extensions.filters.network.rbac.v3.RBAC";
+
+// Checks the HTTP filter list and keeps the RBAC filters in `http`.
+absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const std::string& field,
+                              HttpChain& http) {
   if (hcm.http_filters_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".http_filters: must end in the router"));
   }
@@ -38,6 +43,13 @@ absl::Status CheckHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const st
       return absl::InvalidArgumentError(absl::StrCat(
           ff, ": the last HTTP filter must be envoy.filters.http.router, not \"", filter.name(),
           "\""));
+    }
+    if (type == kHttpRbacType) {
+      auto rbac = filters::RbacFilter::ParseHttp(filter.typed_config(),
+                                                 absl::StrCat(ff, ".typed_config"));
+      if (!rbac.ok()) return rbac.status();
+      http.rbac.push_back(*std::move(rbac));
+      continue;
     }
     if (type == envoy::extensions::filters::http::cors::v3::Cors::descriptor()->full_name()) {
       continue;  // CORS policy lives on routes; none is enforced yet, and none is sent yet.
@@ -83,14 +95,23 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
   if (proto.filters_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".filters: empty"));
   }
-  // Only the terminal filter carries traffic; earlier network filters are not supported.
-  if (proto.filters_size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".filters[0]: unsupported network filter \"", proto.filters(0).name(),
-        "\" (only one terminal filter: http_connection_manager or tcp_proxy)"));
+  // The last filter carries traffic; only RBAC may come before it.
+  const int last = proto.filters_size() - 1;
+  for (int i = 0; i < last; ++i) {
+    const auto& filter = proto.filters(i);
+    const std::string ff = absl::StrCat(field, ".filters[", i, "]");
+    if (TypeOf(filter.typed_config()) != kNetworkRbacType) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ff, ": unsupported network filter \"", filter.name(),
+          "\" before the terminal filter (only envoy.filters.network.rbac)"));
+    }
+    auto rbac = filters::RbacFilter::ParseNetwork(filter.typed_config(),
+                                                  absl::StrCat(ff, ".typed_config"));
+    if (!rbac.ok()) return rbac.status();
+    chain.rbac.push_back(*std::move(rbac));
   }
-  const auto& filter = proto.filters(0);
-  const std::string ff = absl::StrCat(field, ".filters[0]");
+  const auto& filter = proto.filters(last);
+  const std::string ff = absl::StrCat(field, ".filters[", last, "]");
   const std::string type = TypeOf(filter.typed_config());
   if (type == hcm_v3::HttpConnectionManager::descriptor()->full_name()) {
     hcm_v3::HttpConnectionManager hcm;
@@ -129,7 +150,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
         return absl::InvalidArgumentError(
             absl::StrCat(hf, ": needs rds or route_config"));
     }
-    if (auto status = CheckHttpFilters(hcm, hf); !status.ok()) return status;
+    if (auto status = ParseHttpFilters(hcm, hf, http); !status.ok()) return status;
     chain.filter = std::move(http);
     return chain;
   }

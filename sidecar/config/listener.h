@@ -16,11 +16,14 @@
 #include "absl/status/statusor.h"
 #include "envoy/config/listener/v3/listener.pb.h"
 #include "sidecar/config/route.h"
+#include "sidecar/filters/rbac.h"
 
 namespace meshpilot::sidecar::config {
 
 struct HttpChain {
   std::string stat_prefix;
+  // envoy.filters.http.rbac filters, in order: a request must pass each of them.
+  std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
   std::string rds_name;                            // or:
   std::shared_ptr<const RouteTable> inline_routes;
 };
@@ -35,6 +38,9 @@ struct TcpProxyChain {
 struct FilterChain {
   std::string name;
   uint32_t destination_port = 0;  // 0: any
+  // envoy.filters.network.rbac filters before the terminal filter: a connection must pass
+  // each of them, or it is closed.
+  std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
   std::variant<HttpChain, TcpProxyChain> filter;
 };
 

@@ -60,49 +60,9 @@ absl::StatusOr<RouteMatch> ParseMatch(const route_v3::RouteMatch& proto, const s
   }
   if (!match.case_sensitive) match.path = absl::AsciiStrToLower(match.path);
   for (int i = 0; i < proto.headers_size(); ++i) {
-    const auto& h = proto.headers(i);
-    const std::string hf = absl::StrCat(field, ".headers[", i, "]");
-    HeaderMatch header;
-    header.name = absl::AsciiStrToLower(h.name());
-    if (header.name.empty()) return absl::InvalidArgumentError(absl::StrCat(hf, ".name: empty"));
-    header.invert = h.invert_match();
-    header.treat_missing_as_empty = h.treat_missing_header_as_empty();
-    using H = route_v3::HeaderMatcher;
-    envoy::type::matcher::v3::StringMatcher sm;
-    switch (h.header_match_specifier_case()) {
-      case H::kExactMatch:
-        sm.set_exact(h.exact_match());
-        break;
-      case H::kSafeRegexMatch:
-        *sm.mutable_safe_regex() = h.safe_regex_match();
-        break;
-      case H::kPrefixMatch:
-        sm.set_prefix(h.prefix_match());
-        break;
-      case H::kSuffixMatch:
-        sm.set_suffix(h.suffix_match());
-        break;
-      case H::kContainsMatch:
-        sm.set_contains(h.contains_match());
-        break;
-      case H::kStringMatch:
-        sm = h.string_match();
-        break;
-      case H::kPresentMatch:
-        header.present = h.present_match();
-        break;
-      case H::HEADER_MATCH_SPECIFIER_NOT_SET:
-        break;  // present
-      default:
-        return absl::InvalidArgumentError(
-            absl::StrCat(hf, ": unsupported header match (range_match)"));
-    }
-    if (sm.match_pattern_case() != envoy::type::matcher::v3::StringMatcher::MATCH_PATTERN_NOT_SET) {
-      auto value = ParseStringMatch(sm, hf);
-      if (!value.ok()) return value.status();
-      header.value = *std::move(value);
-    }
-    match.headers.push_back(std::move(header));
+    auto header = ParseHeaderMatcher(proto.headers(i), absl::StrCat(field, ".headers[", i, "]"));
+    if (!header.ok()) return header.status();
+    match.headers.push_back(*std::move(header));
   }
   for (int i = 0; i < proto.query_parameters_size(); ++i) {
     const auto& q = proto.query_parameters(i);
@@ -314,6 +274,51 @@ absl::StatusOr<Fault> ParseFault(const google::protobuf::Any& any, const std::st
 }
 
 }  // namespace
+
+absl::StatusOr<HeaderMatch> ParseHeaderMatcher(const route_v3::HeaderMatcher& proto,
+                                               const std::string& field) {
+  HeaderMatch header;
+  header.name = absl::AsciiStrToLower(proto.name());
+  if (header.name.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ".name: empty"));
+  header.invert = proto.invert_match();
+  header.treat_missing_as_empty = proto.treat_missing_header_as_empty();
+  using H = route_v3::HeaderMatcher;
+  envoy::type::matcher::v3::StringMatcher sm;
+  switch (proto.header_match_specifier_case()) {
+    case H::kExactMatch:
+      sm.set_exact(proto.exact_match());
+      break;
+    case H::kSafeRegexMatch:
+      *sm.mutable_safe_regex() = proto.safe_regex_match();
+      break;
+    case H::kPrefixMatch:
+      sm.set_prefix(proto.prefix_match());
+      break;
+    case H::kSuffixMatch:
+      sm.set_suffix(proto.suffix_match());
+      break;
+    case H::kContainsMatch:
+      sm.set_contains(proto.contains_match());
+      break;
+    case H::kStringMatch:
+      sm = proto.string_match();
+      break;
+    case H::kPresentMatch:
+      header.present = proto.present_match();
+      break;
+    case H::HEADER_MATCH_SPECIFIER_NOT_SET:
+      break;  // present
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": unsupported header match (range_match)"));
+  }
+  if (sm.match_pattern_case() != envoy::type::matcher::v3::StringMatcher::MATCH_PATTERN_NOT_SET) {
+    auto value = ParseStringMatch(sm, field);
+    if (!value.ok()) return value.status();
+    header.value = *std::move(value);
+  }
+  return header;
+}
 
 absl::StatusOr<HeaderMutations> ParseHeaderMutations(
     const google::protobuf::RepeatedPtrField<envoy::config::core::v3::HeaderValueOption>& add,

@@ -155,6 +155,9 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
 absl::StatusOr<RetryPolicy> ParseRetryPolicy(const envoy::config::route::v3::RetryPolicy& proto,
                                              const std::string& field);
 
+absl::StatusOr<HeaderMatch> ParseHeaderMatcher(const envoy::config::route::v3::HeaderMatcher& proto,
+                                               const std::string& field);
+
 absl::StatusOr<HeaderMutations> ParseHeaderMutations(
     const google::protobuf::RepeatedPtrField<envoy::config::core::v3::HeaderValueOption>& add,
     const google::protobuf::RepeatedPtrField<std::string>& remove, const std::string& field);

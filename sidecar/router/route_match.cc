@@ -44,11 +44,6 @@ std::string_view StripPort(std::string_view host) {
   return host.substr(0, colon);
 }
 
-std::string_view PathOnly(std::string_view path_and_query) {
-  size_t end = path_and_query.find_first_of("?#");
-  return end == std::string_view::npos ? path_and_query : path_and_query.substr(0, end);
-}
-
 std::optional<std::string_view> QueryParam(std::string_view path_and_query, std::string_view name) {
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return std::nullopt;
@@ -88,6 +83,13 @@ bool PathMatches(const config::RouteMatch& match, std::string_view path_and_quer
   return false;
 }
 
+}  // namespace
+
+std::string_view PathOnly(std::string_view path_and_query) {
+  size_t end = path_and_query.find_first_of("?#");
+  return end == std::string_view::npos ? path_and_query : path_and_query.substr(0, end);
+}
+
 bool HeaderMatches(const config::HeaderMatch& match, HeaderGetter headers) {
   std::optional<std::string_view> value = headers(match.name);
   if (!value && match.treat_missing_as_empty && match.value) value = std::string_view();
@@ -99,8 +101,6 @@ bool HeaderMatches(const config::HeaderMatch& match, HeaderGetter headers) {
   }
   return match.invert ? !result : result;
 }
-
-}  // namespace
 
 const config::VirtualHost* SelectVirtualHost(const config::RouteTable& table,
                                              std::string_view host_in) {

@@ -17,6 +17,13 @@ namespace meshpilot::sidecar::router {
 // Looks a request header up by lower-case name (":authority", ":path", ":method" included).
 using HeaderGetter = absl::FunctionRef<std::optional<std::string_view>(std::string_view)>;
 
+// The path of a :path, without its query string and fragment.
+std::string_view PathOnly(std::string_view path_and_query);
+
+// Envoy's HeaderMatcher: a missing header matches only a present_match of false (or an empty
+// value when treat_missing_as_empty); invert flips the result.
+bool HeaderMatches(const config::HeaderMatch& match, HeaderGetter headers);
+
 // Precedence as in Envoy: exact domain, then the longest `*suffix`, then the longest `prefix*`,
 // then `*`. The Host is tried as sent and without its port; the better match wins.
 const config::VirtualHost* SelectVirtualHost(const config::RouteTable& table, std::string_view host);

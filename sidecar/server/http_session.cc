@@ -47,6 +47,7 @@ constexpr char kConnectFailure[] =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
 constexpr char kOverflow[] =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+constexpr char kRbacDenied[] = "RBAC: access denied";
 constexpr char kConnectionTermination[] =
     "upstream connect error or disconnect/reset before headers. reset reason: connection "
     "termination";
@@ -199,6 +200,18 @@ class HttpSession {
       if (it == request.end()) return std::nullopt;
       return SV(it->value());
     };
+    if (!chain_.rbac.empty()) {
+      // The RBAC filters run before the router (and so before route selection).
+      filters::RbacRequest rbac_request{info_.remote, info_.destination, headers,
+                                        router::PathOnly(path)};
+      for (const auto& rbac : chain_.rbac) {
+        if (!rbac->Evaluate(rbac_request).allowed) {
+          listener_.stats->rbac_denied.fetch_add(1, std::memory_order_relaxed);
+          co_return co_await LocalReply(version, 403, kRbacDenied, local_keep_alive(), {});
+        }
+      }
+      listener_.stats->rbac_allowed.fetch_add(1, std::memory_order_relaxed);
+    }
     const config::RouteTable* table = config->RoutesFor(chain_);
     const config::VirtualHost* vhost = table ? router::SelectVirtualHost(*table, host) : nullptr;
     const config::Route* route = vhost ? router::SelectRoute(*vhost, path, headers) : nullptr;

@@ -185,6 +185,16 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
     std::shared_ptr<ListenerStats> stats;
     ~ActiveGuard() { stats->downstream_cx_active.fetch_sub(1, std::memory_order_relaxed); }
   } guard{owner.stats};
+  if (!chain->rbac.empty()) {
+    filters::RbacRequest request{info.remote, info.destination, std::nullopt, {}};
+    for (const auto& rbac : chain->rbac) {
+      if (!rbac->Evaluate(request).allowed) {
+        owner.stats->rbac_denied.fetch_add(1, std::memory_order_relaxed);
+        co_return;  // Envoy's network RBAC closes the connection
+      }
+    }
+    owner.stats->rbac_allowed.fetch_add(1, std::memory_order_relaxed);
+  }
   if (const auto* http = std::get_if<config::HttpChain>(&chain->filter)) {
     co_await RunHttpSession(*this, std::move(socket), info, owner_name, owner, *http);
   } else {

@@ -1,7 +1,5 @@
 // Everything meshpilot's translator produces for a sidecar (its golden files) must apply in
-// meshproxy, except what meshproxy deliberately rejects for now (RBAC: failing closed beats
-// ignoring an AuthorizationPolicy). A new translator feature that meshproxy cannot apply shows
-// up here first.
+// meshproxy. A new translator feature that meshproxy cannot apply shows up here first.
 
 #include <catch2/catch.hpp>
 #include <google/protobuf/util/json_util.h>
@@ -53,7 +51,7 @@ TEST_CASE("golden: meshproxy applies every sidecar resource meshpilot generates"
       response.set_type_url(TypeUrl(type));
       std::string error = state.Apply(type, response);
       INFO(entry.path().filename().string() << "/" << file << ": " << error);
-      CHECK((error.empty() || error.find("envoy.filters.http.rbac") != std::string::npos));
+      CHECK(error.empty());
     }
     CHECK(state.Build()->initialized);
   }

@@ -10,6 +10,9 @@ disappears with it. Inside:
 2. With iptables (as istio-iptables does: nat OUTPUT to 15001, except meshproxy's own uid
    1337), a client's plain request to a Service clusterIP:port is intercepted, handed by
    virtualOutbound to the listener of its original destination, and routed to the backend.
+3. As the server-side sidecar of a pod (inbound capture to 15006), meshproxy enforces the
+   pod's AuthorizationPolicies: HTTP requests get 403 "RBAC: access denied", TCP connections
+   are closed, and a policy edit takes effect without a restart.
 
 Exit code 77 (ctest: skipped) when network namespaces are not available.
 """
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +36,7 @@ NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 WAIT_S = 20
 
 
-def yaml_for(web_port, db_port):
+def yaml_for(web_port, db_port, address="127.0.0.1"):
     return f"""apiVersion: v1
 kind: Namespace
 metadata:
@@ -79,7 +83,7 @@ ports:
   port: {web_port}
   protocol: TCP
 endpoints:
-- addresses: [127.0.0.1]
+- addresses: [{address}]
   conditions:
     ready: true
 ---
@@ -96,7 +100,7 @@ ports:
   port: {db_port}
   protocol: TCP
 endpoints:
-- addresses: [127.0.0.1]
+- addresses: [{address}]
   conditions:
     ready: true
 """
@@ -135,14 +139,18 @@ class MeshpilotTest(unittest.TestCase):
             "--debug-port", "15014", "--debounce-after", "10ms"])
         wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready", timeout=2).status == 200,
                    WAIT_S, "meshpilot /ready")
-        # As a pod's sidecar: its own uid, so iptables can exempt its traffic.
-        self.proxy = self.start("meshproxy", [
+        self.proxy = self.start_proxy("--node-id", NODE_ID)
+
+    def start_proxy(self, *identity):
+        """meshproxy as a pod's sidecar: its own uid, so iptables can exempt its traffic."""
+        proxy = self.start("meshproxy", [
             "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
-            self.proxy_bin, "--xds-address", "127.0.0.1:15010", "--node-id", NODE_ID,
+            self.proxy_bin, "--xds-address", "127.0.0.1:15010", *identity,
             "--admin-port", "15000", "--readiness-port", "15021", "--concurrency", "2"])
         wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",
                                                   timeout=2).status == 200,
                    WAIT_S, "meshproxy /healthz/ready")
+        return proxy
 
     def start(self, name, argv):
         child = Child(name, argv)
@@ -156,9 +164,9 @@ class MeshpilotTest(unittest.TestCase):
     def logs(self):
         return "\n".join(c.tail() for c in self.children)
 
-    def synced(self):
+    def synced(self, node_id=NODE_ID):
         for stream in http_json("http://127.0.0.1:15014/debug/syncz"):
-            if stream["proxy"] != NODE_ID:
+            if stream["proxy"] != node_id:
                 continue
             types = stream["types"]
             if len(types) == 4 and all(t["sent_version"] and t["acked_version"] == t["sent_version"]
@@ -217,6 +225,140 @@ class MeshpilotTest(unittest.TestCase):
         except Exception:
             print(self.logs())
             raise
+
+    def test_authorization_policies_are_enforced_inbound(self):
+        if not shutil.which("iptables"):
+            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        # This test's meshproxy is the sidecar of pod web-1 (10.1.0.2, app=web), serving both
+        # Services on that pod; the client-side proxy of setUp would share its ports.
+        self.proxy.stop()
+        run("ip", "addr", "add", f"{POD_IP}/32", "dev", "lo")
+        # istio-iptables' inbound capture, for traffic that starts in this namespace.
+        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", f"{POD_IP}/32", "-m",
+            "owner", "!", "--uid-owner", str(PROXY_UID), "-j", "REDIRECT", "--to-ports", "15006")
+        web, db = self.web.port, self.db.port
+        policies = authz_yaml(web, db)
+        self.write_mesh(yaml_for(web, db, POD_IP) + policies)
+        node_id = f"sidecar~{POD_IP}~web-1.default~default.svc.cluster.local"
+        self.proxy = self.start_proxy("--pod-name", "web-1", "--namespace", "default",
+                                      "--pod-ip", POD_IP, "--labels", "app=web")
+        try:
+            def has_policies():
+                dump = urllib.request.urlopen("http://127.0.0.1:15000/config_dump", timeout=5)
+                text = dump.read().decode()
+                return "envoy.filters.http.rbac" in text and "envoy.filters.network.rbac" in text
+            wait_until(has_policies, WAIT_S, "the workload proxy to get the policies")
+
+            def status(method, path):
+                req = urllib.request.Request(f"http://{POD_IP}:{web}{path}", method=method,
+                                             data=b"x" if method == "POST" else None)
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as r:
+                        return r.status, json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    return e.code, e.read().decode()
+
+            code, info = status("GET", "/public/index")
+            self.assertEqual(code, 200, info)
+            self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
+            self.assertEqual(status("POST", "/public/index"), (403, "RBAC: access denied"))
+            self.assertEqual(status("GET", "/private"), (403, "RBAC: access denied"))
+            # DENY wins over ALLOW.
+            self.assertEqual(status("GET", "/public/secret"), (403, "RBAC: access denied"))
+            # The second ALLOW rule: POST from the pod's own address block.
+            self.assertEqual(status("POST", "/upload")[0], 200)
+            # TCP: the HTTP-only ALLOW rule does not apply to it; the ports-only one does.
+            self.assertEqual(tcp_exchange_to(POD_IP, db, b"select 1"), b"db:select 1")
+
+            # An edit: deny TCP from the pod's block. The connection is closed, nothing echoed.
+            self.write_mesh(yaml_for(web, db, POD_IP) + policies + f"""---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: db-deny-local
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: web
+  action: DENY
+  rules:
+  - from:
+    - source:
+        ipBlocks: ["10.1.0.0/24"]
+    to:
+    - operation:
+        ports: ["{db}"]
+""")
+
+            def tcp_refused():
+                try:
+                    return tcp_exchange_to(POD_IP, db, b"select 1") == b""
+                except OSError:
+                    return True
+            wait_until(tcp_refused, WAIT_S, "the DENY policy to close TCP connections")
+            self.assertEqual(status("GET", "/public/index")[0], 200)  # HTTP still allowed
+            stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
+            self.assertRegex(stats, r"rbac_denied: [1-9]")
+        except Exception:
+            print(self.logs())
+            raise
+
+    def write_mesh(self, text):
+        path = os.path.join(self.dir, "mesh.yaml")
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(path + ".tmp", path)
+
+
+POD_IP = "10.1.0.2"
+
+
+def authz_yaml(web_port, db_port):
+    return f"""---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: web-allow
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: web
+  action: ALLOW
+  rules:
+  - to:
+    - operation:
+        methods: ["GET"]
+        paths: ["/public/*"]
+  - from:
+    - source:
+        ipBlocks: ["10.1.0.0/24"]
+    to:
+    - operation:
+        methods: ["POST"]
+        paths: ["/upload"]
+  - to:
+    - operation:
+        ports: ["{db_port}"]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: web-deny-secret
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: web
+  action: DENY
+  rules:
+  # Scoped to the HTTP port: on a TCP port Istio drops the paths and denies everything.
+  - to:
+    - operation:
+        ports: ["{web_port}"]
+        paths: ["/public/secret"]
+"""
 
 
 def tcp_exchange_to(host, port, payload):
