@@ -133,11 +133,8 @@ bool LabelsInclude(const std::map<std::string, std::string>& labels,
 
 // Whether a match block applies to routes built for this proxy and port at all.
 bool AppliesHere(const model::HttpMatchRequest& match, const RouteContext& context) {
-  if (!match.gateways.empty()) {
-    if (!absl::c_linear_search(match.gateways, "mesh")) return false;
-  } else if (!LabelsInclude(context.proxy.labels, match.source_labels)) {
-    return false;
-  }
+  if (!match.gateways.empty() && !absl::c_linear_search(match.gateways, "mesh")) return false;
+  if (!LabelsInclude(context.proxy.labels, match.source_labels)) return false;
   if (!match.source_namespace.empty() && match.source_namespace != context.proxy.namespace_) {
     return false;
   }

@@ -3,6 +3,7 @@
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "translator/http_connection_manager.h"
 #include "translator/names.h"
+#include "translator/tcp_route.h"
 #include "translator/translate.h"
 
 namespace meshpilot::translator {
@@ -30,9 +31,11 @@ Filter TcpProxyFilter(std::string_view stat_prefix, std::string_view cluster) {
 // Outbound listeners of a sidecar, as istiod builds them: the proxy binds only
 // virtualOutbound (15001); iptables sends it every outbound connection, and it hands each
 // one to the listener for its original destination. HTTP ports share one listener per port
-// (0.0.0.0_PORT, routes by Host via RDS "PORT"); TCP ports get one per clusterIP:PORT.
+// (0.0.0.0_PORT, routes by Host via RDS "PORT"); TCP ports get one per clusterIP:PORT, with
+// the VirtualServices' tcp rules.
 std::vector<Listener> SidecarListeners(const model::MeshState& state, const ProxyInfo& proxy) {
   std::map<std::string, Listener> by_name;
+  const VirtualServiceIndex virtual_services(state, proxy);
   for (const auto& [key, service] : state.services) {
     for (const model::ServicePort& port : service.ports) {
       if (model::IsHttpLike(port.protocol)) {
@@ -56,8 +59,8 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state, const Prox
         SetAddress(listener, service.cluster_ip, port.port);
         listener.mutable_bind_to_port()->set_value(false);
         listener.set_traffic_direction(envoy::config::core::v3::OUTBOUND);
-        std::string cluster = OutboundClusterName(port.port, "", service.Hostname());
-        *listener.add_filter_chains()->add_filters() = TcpProxyFilter(cluster, cluster);
+        *listener.add_filter_chains()->add_filters() =
+            OutboundTcpProxy(state, virtual_services, proxy, service, port.port);
       }
     }
   }

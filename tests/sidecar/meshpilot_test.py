@@ -124,6 +124,7 @@ class MeshpilotTest(unittest.TestCase):
 
     def setUp(self):
         self.children = []
+        self.addCleanup(reset_network)
         self.addCleanup(self.stop_children)
         self.dir = tempfile.mkdtemp(prefix="meshproxy-meshpilot-")
         os.chmod(self.dir, 0o755)
@@ -196,19 +197,7 @@ class MeshpilotTest(unittest.TestCase):
         if not shutil.which("iptables"):
             self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
         wait_until(self.synced, WAIT_S, "meshproxy to sync")
-        # A route for the service range, and istio-iptables' outbound capture.
-        # The pod's interface (a veth pair, its peer standing for the node) and a route for the
-        # service range through it, as a pod has.
-        run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "node0")
-        run("ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
-        run("ip", "link", "set", "eth0", "up")
-        run("ip", "link", "set", "node0", "up")
-        run("ip", "route", "add", "10.96.0.0/16", "dev", "eth0")
-        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner",
-            "--uid-owner", str(PROXY_UID), "-j", "RETURN")
-        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1/32", "-j", "RETURN")
-        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT",
-            "--to-ports", "15001")
+        capture_outbound()
         try:
             # HTTP to the web Service's cluster IP, by IP and by name in Host.
             for host in ("10.96.0.50", "web.default.svc.cluster.local"):
@@ -304,6 +293,33 @@ spec:
             print(self.logs())
             raise
 
+    def test_tcp_routes_split_connections_by_weight(self):
+        if not shutil.which("iptables"):
+            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        v2 = TcpEchoBackend("db-v2")
+        self.addCleanup(v2.stop)
+        # The db Service gets a second endpoint (joined with Pod db-v2 by targetRef; the first
+        # joins db-v1 by address), subsets by its Pods' version label, and a
+        # VirtualService tcp rule sending 80% of connections to v1 and 20% to v2.
+        self.write_mesh(yaml_for(self.web.port, self.db.port) + tcp_split_yaml(v2.port))
+        capture_outbound()
+
+        def split_served():
+            dump = urllib.request.urlopen("http://127.0.0.1:15000/config_dump", timeout=5)
+            return "outbound|3306|v2|db.default.svc.cluster.local" in dump.read().decode()
+        wait_until(split_served, WAIT_S, "meshproxy to get the tcp route")
+        try:
+            answers = [tcp_exchange_to("10.96.0.60", 3306, b"q").split(b":")[0]
+                       for _ in range(200)]
+            v1, v2_count = answers.count(b"db"), answers.count(b"db-v2")
+            self.assertEqual(v1 + v2_count, 200, answers)
+            # 80/20 over 200 connections: sd is about 5.7; 5 sd either way.
+            self.assertGreater(v1, 130)
+            self.assertLess(v1, 190)
+        except Exception:
+            print(self.logs())
+            raise
+
     def write_mesh(self, text):
         path = os.path.join(self.dir, "mesh.yaml")
         with open(path + ".tmp", "w") as f:
@@ -358,6 +374,80 @@ spec:
     - operation:
         ports: ["{web_port}"]
         paths: ["/public/secret"]
+"""
+
+def reset_network():
+    """Undoes what a test set up in the namespace (all tests share it)."""
+    for argv in (["iptables", "-t", "nat", "-F", "OUTPUT"], ["ip", "link", "del", "eth0"],
+                 ["ip", "addr", "del", f"{POD_IP}/32", "dev", "lo"]):
+        subprocess.run(argv, capture_output=True, timeout=10)
+
+
+def capture_outbound():
+    """The pod's interface (a veth pair, its peer standing for the node), a route for the
+    service range through it, as a pod has, and istio-iptables' outbound capture."""
+    run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "node0")
+    run("ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
+    run("ip", "link", "set", "eth0", "up")
+    run("ip", "link", "set", "node0", "up")
+    run("ip", "route", "add", "10.96.0.0/16", "dev", "eth0")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner",
+        "--uid-owner", str(PROXY_UID), "-j", "RETURN")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1/32", "-j", "RETURN")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT",
+        "--to-ports", "15001")
+
+
+def tcp_split_yaml(v2_port):
+    return f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-2
+  namespace: default
+  labels:
+    kubernetes.io/service-name: db
+addressType: IPv4
+ports:
+- name: tcp-db
+  port: {v2_port}
+  protocol: TCP
+endpoints:
+- addresses: [127.0.0.1]
+  targetRef: {{kind: Pod, name: db-v2, namespace: default}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db-v2, namespace: default, labels: {{app: db, version: v2}}}}
+status: {{podIP: 127.0.0.2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db-v1, namespace: default, labels: {{app: db, version: v1}}}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: default}}
+spec:
+  host: db
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db]
+  tcp:
+  - match:
+    - port: 3306
+    route:
+    - destination: {{host: db, subset: v1}}
+      weight: 80
+    - destination: {{host: db, subset: v2}}
+      weight: 20
 """
 
 

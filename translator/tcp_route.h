@@ -1,0 +1,22 @@
+#pragma once
+
+#include "controlplane/model/mesh_state.h"
+#include "envoy/config/listener/v3/listener_components.pb.h"
+#include "translator/proxy.h"
+#include "translator/virtual_service_index.h"
+
+namespace meshpilot::translator {
+
+// The tcp_proxy filter of the outbound listener for `service`'s TCP `port` (its clusterIP), as
+// Istio shapes it: the first `tcp` rule of the service's VirtualServices with a match that
+// applies to this proxy and port wins (no match list: it always applies); its destinations
+// become the cluster, or weighted clusters. A match applies when it is bound to the mesh, its
+// sourceLabels and sourceNamespace fit the proxy, its port is the listener's, and one of its
+// destinationSubnets (if any) holds the clusterIP, the only destination this listener sees.
+// Without such a rule, everything goes to the service's own cluster.
+envoy::config::listener::v3::Filter OutboundTcpProxy(const model::MeshState& state,
+                                                     const VirtualServiceIndex& virtual_services,
+                                                     const ProxyInfo& proxy,
+                                                     const model::Service& service, uint32_t port);
+
+}  // namespace meshpilot::translator
