@@ -458,7 +458,6 @@ std::optional<Route> TranslateRule(const model::HttpRoute& rule,
 bool AppendHttpRoutes(const model::VirtualService& vs, const RouteContext& context,
                       std::vector<Route>& routes) {
   for (const model::HttpRoute& rule : vs.http) {
-    if (rule.delegate) continue;  // not supported; reported by CheckVirtualServices
     std::vector<const model::HttpMatchRequest*> matches;
     for (const model::HttpMatchRequest& match : rule.match) matches.push_back(&match);
     if (matches.empty()) matches.push_back(nullptr);

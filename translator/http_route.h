@@ -20,8 +20,7 @@ struct RouteContext {
 
 // Appends the Envoy routes of `vs`'s http rules, as istiod translates them: one route per
 // match block (rules without matches match everything), skipping match blocks that do not
-// apply to this proxy and port (sourceLabels, sourceNamespace, gateways, port) and rules that
-// delegate. Returns true when the last route appended matches every request: routes after it
+// apply to this proxy and port (sourceLabels, sourceNamespace, gateways, port). Returns true when the last route appended matches every request: routes after it
 // would be unreachable, so the caller stops there, as istiod does.
 bool AppendHttpRoutes(const model::VirtualService& vs, const RouteContext& context,
                       std::vector<envoy::config::route::v3::Route>& routes);

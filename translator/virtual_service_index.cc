@@ -84,24 +84,30 @@ std::vector<model::ConfigError> CheckVirtualServices(const model::MeshState& sta
               "proxyless gRPC) only, so this VirtualService is ignored"));
       continue;
     }
-    for (size_t i = 0; i < vs.http.size(); ++i) {
-      if (vs.http[i].delegate) {
+    auto check_host = [&](const model::Destination& destination, const std::string& field) {
+      std::string host = ResolveHost(destination.host, vs.meta.namespace_);
+      if (FindServiceByHostname(state, host) == nullptr) {
         errors.push_back(ErrorFor(
-            vs, absl::StrCat("spec.http[", i, "].delegate: delegate VirtualServices are not "
-                             "supported; this rule is ignored")));
+            vs, absl::StrCat(field, ".host: \"", destination.host, "\" (", host,
+                             ") is not a known Service; requests routed there fail (503)")));
       }
-      auto check_host = [&](const model::Destination& destination, const std::string& field) {
-        std::string host = ResolveHost(destination.host, vs.meta.namespace_);
-        if (FindServiceByHostname(state, host) == nullptr) {
-          errors.push_back(ErrorFor(
-              vs, absl::StrCat(field, ".host: \"", destination.host, "\" (", host,
-                               ") is not a known Service; requests routed there fail (503)")));
-        }
-      };
+    };
+    for (size_t i = 0; i < vs.http.size(); ++i) {
       for (size_t j = 0; j < vs.http[i].route.size(); ++j) {
         check_host(vs.http[i].route[j].destination,
                    absl::StrCat("spec.http[", i, "].route[", j, "].destination"));
       }
+    }
+    for (size_t i = 0; i < vs.tcp.size(); ++i) {
+      for (size_t j = 0; j < vs.tcp[i].route.size(); ++j) {
+        check_host(vs.tcp[i].route[j].destination,
+                   absl::StrCat("spec.tcp[", i, "].route[", j, "].destination"));
+      }
+    }
+    for (size_t i = 0; i < vs.tls.size(); ++i) {
+      errors.push_back(ErrorFor(
+          vs, absl::StrCat("spec.tls[", i, "]: TLS routes (SNI matching) are not supported yet; "
+                           "TLS connections to these hosts keep their original destination")));
     }
     for (const std::string& host : vs.hosts) {
       by_host[ResolveHost(host, vs.meta.namespace_)].push_back(&vs);

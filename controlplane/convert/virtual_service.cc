@@ -16,6 +16,12 @@
 namespace meshpilot::convert {
 namespace {
 
+// Istio's VirtualService delegation (http[].delegate and delegate VirtualServices without
+// hosts) is out of meshpilot's scope: such objects are rejected rather than half-served.
+constexpr absl::string_view kNoDelegation =
+    "VirtualService delegation is not supported by meshpilot; put the delegate's http routes "
+    "in this VirtualService (a VirtualService needs hosts)";
+
 using model::StringMatch;
 
 // Where a StringMatch is used changes what it may hold.
@@ -405,19 +411,13 @@ model::CorsPolicy ReadCorsPolicy(MapReader& reader) {
 }
 
 // What a matching request gets must be unambiguous: Istio's conflict rules.
-void CheckHttpRouteActions(MapReader& reader, const model::HttpRoute& route, bool delegate_vs) {
-  if (route.delegate) {
-    if (delegate_vs) reader.FieldError("delegate", "a delegate VirtualService cannot delegate");
-    if (!route.route.empty()) reader.FieldError("route", "must not be set with delegate");
-    if (route.redirect) reader.FieldError("redirect", "must not be set with delegate");
-    return;
-  }
+void CheckHttpRouteActions(MapReader& reader, const model::HttpRoute& route) {
   absl::string_view action = route.redirect          ? "redirect"
                              : route.direct_response ? "directResponse"
                                                      : "";
   if (action.empty()) {
     if (route.route.empty()) {
-      reader.Error("one of route, redirect, directResponse or delegate is required");
+      reader.Error("one of route, redirect or directResponse is required");
     }
     return;
   }
@@ -437,7 +437,7 @@ void CheckAuthorityRewrites(MapReader& reader, const model::HttpRoute& route) {
   if (rewrites > 1) reader.Error("the authority is rewritten more than once");
 }
 
-model::HttpRoute ReadHttpRoute(MapReader& reader, bool delegate_vs) {
+model::HttpRoute ReadHttpRoute(MapReader& reader) {
   model::HttpRoute route;
   route.name = reader.String("name").value_or("");
   for (MapReader& match : reader.Items("match")) route.match.push_back(ReadHttpMatch(match));
@@ -451,12 +451,8 @@ model::HttpRoute ReadHttpRoute(MapReader& reader, bool delegate_vs) {
   if (std::optional<MapReader> response = reader.Map("directResponse")) {
     route.direct_response = ReadDirectResponse(*response);
   }
-  if (std::optional<MapReader> delegate = reader.Map("delegate")) {
-    route.delegate = model::Delegate{delegate->RequiredString("name"),
-                                     delegate->String("namespace").value_or("")};
-    if (!route.delegate->namespace_.empty()) {
-      delegate->CheckField("namespace", ValidateDnsLabel(route.delegate->namespace_));
-    }
+  if (reader.Has("delegate")) {
+    reader.FieldError("delegate", kNoDelegation);
   }
   if (std::optional<MapReader> rewrite = reader.Map("rewrite")) {
     route.rewrite = ReadRewrite(*rewrite);
@@ -485,7 +481,7 @@ model::HttpRoute ReadHttpRoute(MapReader& reader, bool delegate_vs) {
   if (std::optional<MapReader> headers = reader.Map("headers")) {
     route.headers = ReadHeaders(*headers);
   }
-  CheckHttpRouteActions(reader, route, delegate_vs);
+  CheckHttpRouteActions(reader, route);
   CheckAuthorityRewrites(reader, route);
   return route;
 }
@@ -576,20 +572,13 @@ model::VirtualService ReadVirtualService(MapReader& object, model::ObjectMeta me
     if (!seen_hosts.insert(host).second) spec.FieldError(field, "duplicate host");
   }
 
-  // Without hosts, this VirtualService is a delegate: only http routes reach it.
-  bool delegate_vs = vs.hosts.empty();
-  for (MapReader& route : spec.Items("http")) vs.http.push_back(ReadHttpRoute(route, delegate_vs));
+  // Without hosts, a VirtualService is a delegate, which only delegation reaches.
+  if (vs.hosts.empty()) spec.FieldError("hosts", kNoDelegation);
+  for (MapReader& route : spec.Items("http")) vs.http.push_back(ReadHttpRoute(route));
   for (MapReader& route : spec.Items("tls")) vs.tls.push_back(ReadTlsRoute(route, vs.hosts));
   for (MapReader& route : spec.Items("tcp")) vs.tcp.push_back(ReadTcpRoute(route));
   if (vs.http.empty() && vs.tls.empty() && vs.tcp.empty()) {
     spec.Error("one of http, tls or tcp routes is required");
-  }
-  if (delegate_vs) {
-    constexpr absl::string_view kOnlyHttp = "must not be set in a delegate (no hosts)";
-    for (auto [key, set] : {std::pair{"gateways", !vs.gateways.empty()},
-                            std::pair{"tls", !vs.tls.empty()}, std::pair{"tcp", !vs.tcp.empty()}}) {
-      if (set) spec.FieldError(key, kOnlyHttp);
-    }
   }
   vs.export_to = ReadExportTo(spec, vs.meta.namespace_);
   return vs;

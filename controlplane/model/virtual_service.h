@@ -77,12 +77,6 @@ struct HttpDirectResponse {
   std::optional<std::string> body;  // `body.string`, or `body.bytes` base64-decoded
 };
 
-// Hands this route's traffic to the http routes of another (delegate) VirtualService.
-struct Delegate {
-  std::string name;
-  std::string namespace_;  // empty: the namespace of the referring VirtualService
-};
-
 struct RegexRewrite {
   std::string match;
   std::string rewrite;
@@ -133,15 +127,14 @@ struct CorsPolicy {
   UnmatchedPreflights unmatched_preflights = UnmatchedPreflights::kUnspecified;
 };
 
-// One http[] rule. Exactly one of route, redirect, direct_response and delegate decides what
-// happens to a matching request.
+// One http[] rule. Exactly one of route, redirect and direct_response decides what happens to
+// a matching request.
 struct HttpRoute {
   std::string name;
   std::vector<HttpMatchRequest> match;  // empty: matches every request
   std::vector<HttpRouteDestination> route;
   std::optional<HttpRedirect> redirect;
   std::optional<HttpDirectResponse> direct_response;
-  std::optional<Delegate> delegate;
   std::optional<HttpRewrite> rewrite;
   std::optional<std::chrono::milliseconds> timeout;
   std::optional<HttpRetry> retries;
@@ -184,7 +177,7 @@ struct TlsRoute {
 // networking.istio.io VirtualService (v1, v1beta1 and v1alpha3 share this shape).
 struct VirtualService {
   ObjectMeta meta;
-  std::vector<std::string> hosts;  // empty: a delegate, reachable only through Delegate
+  std::vector<std::string> hosts;
   std::vector<std::string> gateways;
   std::vector<HttpRoute> http;
   std::vector<TlsRoute> tls;

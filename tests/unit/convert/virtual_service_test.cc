@@ -70,8 +70,6 @@ spec:
     redirect: {uri: /new, authority: example.com, redirectCode: 302, scheme: https}
   - match: [{uri: {exact: /health}}]
     directResponse: {status: 200, body: {string: ok}}
-  - match: [{uri: {prefix: /delegated}}]
-    delegate: {name: reviews-api, namespace: team}
   - mirrors:
     - destination: {host: a}
       percentage: {value: 5}
@@ -97,7 +95,7 @@ TEST_CASE("A VirtualService using every field parses", "[virtual_service]") {
   CHECK(vs.hosts.size() == 2);
   CHECK(vs.gateways == std::vector<std::string>{"mesh", "prod/public"});
   CHECK(vs.export_to == std::vector<std::string>{".", "istio-system"});
-  REQUIRE(vs.http.size() == 5);
+  REQUIRE(vs.http.size() == 4);
 
   const model::HttpRoute& canary = vs.http[0];
   CHECK(canary.name == "canary");
@@ -150,11 +148,9 @@ TEST_CASE("A VirtualService using every field parses", "[virtual_service]") {
   CHECK(vs.http[1].redirect->redirect_code == 302);
   CHECK(vs.http[2].direct_response->status == 200);
   CHECK(vs.http[2].direct_response->body == "ok");
-  CHECK(vs.http[3].delegate->name == "reviews-api");
-  CHECK(vs.http[3].delegate->namespace_ == "team");
-  CHECK(vs.http[4].mirrors.at(0).percentage == 5.0);
-  CHECK(vs.http[4].fault->abort->grpc_status == "UNAVAILABLE");
-  CHECK(vs.http[4].rewrite->uri_regex_rewrite->rewrite == "/\\1");
+  CHECK(vs.http[3].mirrors.at(0).percentage == 5.0);
+  CHECK(vs.http[3].fault->abort->grpc_status == "UNAVAILABLE");
+  CHECK(vs.http[3].rewrite->uri_regex_rewrite->rewrite == "/\\1");
 
   REQUIRE(vs.tcp.size() == 1);
   CHECK(vs.tcp[0].match[0].port == 27017u);
@@ -302,10 +298,37 @@ spec:
 )");
   CheckErrors(error, {
       "spec.http[0].route: must not be set with redirect",
-      "spec.http[1]: one of route, redirect, directResponse or delegate is required",
+      "spec.http[1]: one of route, redirect or directResponse is required",
       "spec.http[2].retries.perTryTimout: unknown field",
       "spec.http[2].fault.abort.httpStatus: must be between 200 and 599",
   });
+}
+
+TEST_CASE("Delegation is rejected with a clear message", "[virtual_service]") {
+  std::string error = ErrorOf(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    delegate: {name: api, namespace: team}
+)");
+  CheckErrors(error, {
+      "spec.http[0].delegate: VirtualService delegation is not supported by meshpilot; put the "
+      "delegate's http routes in this VirtualService (a VirtualService needs hosts)",
+      "spec.http[0]: one of route, redirect or directResponse is required",
+  });
+  CHECK_THAT(ErrorOf(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: team}
+spec:
+  http:
+  - route: [{destination: {host: api}}]
+)"),
+             Catch::Contains("spec.hosts: VirtualService delegation is not supported"));
 }
 
 TEST_CASE("A VirtualService without routes is rejected", "[virtual_service]") {

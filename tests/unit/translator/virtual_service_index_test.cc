@@ -120,30 +120,26 @@ TEST_CASE("merged VirtualServices: rules appended in order, stopping at a catch-
   CHECK(errors[1].message.find("unreachable: default/b-default") != std::string::npos);
 }
 
-TEST_CASE("delegates, gateway-only VirtualServices and unknown hosts are reported",
+TEST_CASE("tls routes, gateway-only VirtualServices and unknown hosts are reported",
           "[vs_index]") {
   model::MeshState state = Mesh();
   model::VirtualService& vs = AddVirtualService(state, "default", "reviews", {"reviews"});
-  model::HttpRoute delegate;
-  delegate.delegate = model::Delegate{"reviews-delegate", ""};
-  vs.http.push_back(delegate);
   vs.http.push_back(RouteTo("nosuch"));
+  model::TcpRoute tcp;
+  tcp.route.push_back({model::Destination{"nosuch-db"}, 0});
+  vs.tcp.push_back(tcp);
+  vs.tls.emplace_back();
   model::VirtualService& gateway = AddVirtualService(state, "default", "ingress", {"example.com"});
   gateway.gateways = {"ingress"};
   gateway.http.push_back(RouteTo("reviews"));
 
   auto errors = CheckVirtualServices(state);
-  REQUIRE(errors.size() == 3);
+  REQUIRE(errors.size() == 4);
   CHECK(errors[0].name == "ingress");
   CHECK(errors[0].message.rfind("spec.gateways: ", 0) == 0);
-  CHECK(errors[1].message ==
-        "spec.http[0].delegate: delegate VirtualServices are not supported; this rule is ignored");
-  CHECK(errors[2].message.rfind("spec.http[1].route[0].destination.host: \"nosuch\"", 0) == 0);
-
-  // The delegating rule is skipped; the next one still routes.
-  auto routes = ReviewsRoutes(state, Sidecar());
-  REQUIRE(routes.size() == 1);
-  CHECK(routes[0].route().cluster() == "outbound|9080||nosuch.default.svc.cluster.local");
+  CHECK(errors[1].message.rfind("spec.http[0].route[0].destination.host: \"nosuch\"", 0) == 0);
+  CHECK(errors[2].message.rfind("spec.tcp[0].route[0].destination.host: \"nosuch-db\"", 0) == 0);
+  CHECK(errors[3].message.rfind("spec.tls[0]: TLS routes (SNI matching) are not supported", 0) == 0);
 }
 
 }  // namespace
