@@ -8,7 +8,7 @@
 
 namespace meshpilot {
 
-void ParseDashedFlags(int argc, char** argv) {
+std::vector<std::string> ParseDashedFlags(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   std::vector<char*> argv_underscored;
   for (std::string& arg : args) {
@@ -18,7 +18,9 @@ void ParseDashedFlags(int argc, char** argv) {
     }
     argv_underscored.push_back(arg.data());
   }
-  absl::ParseCommandLine(static_cast<int>(argv_underscored.size()), argv_underscored.data());
+  std::vector<char*> rest =
+      absl::ParseCommandLine(static_cast<int>(argv_underscored.size()), argv_underscored.data());
+  return std::vector<std::string>(rest.begin() + std::min<size_t>(1, rest.size()), rest.end());
 }
 
 }  // namespace meshpilot

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "controlplane/push/push_controller.h"
 #include "controlplane/source/file/file_source.h"
 #include "controlplane/source/kube/kube_source.h"
+#include "controlplane/validate/validate.h"
 #include "controlplane/xds/server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -206,7 +208,21 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "meshpilot (--config-dir DIR | --kubeconfig FILE | --in-cluster) "
       "[--watched-namespaces a,b] [--leader-election-namespace meshpilot-system] "
-      "[--xds-port 15010] [--debug-port 15014]");
-  meshpilot::ParseDashedFlags(argc, argv);
+      "[--xds-port 15010] [--debug-port 15014]\n"
+      "meshpilot validate FILE|DIR...   (offline: exit 1 if an object would be rejected)");
+  std::vector<std::string> args = meshpilot::ParseDashedFlags(argc, argv);
+  if (!args.empty() && args[0] == "validate") {
+    if (args.size() == 1) {
+      std::fprintf(stderr, "meshpilot validate: name YAML files or folders to validate\n");
+      return 2;
+    }
+    auto report = meshpilot::validate::ValidatePaths({args.begin() + 1, args.end()});
+    std::fputs(meshpilot::validate::FormatReport(report).c_str(), stdout);
+    return report.errors.empty() ? 0 : 1;
+  }
+  if (!args.empty()) {
+    std::fprintf(stderr, "meshpilot: unexpected argument \"%s\" (try --help)\n", args[0].c_str());
+    return 2;
+  }
   return meshpilot::Run();
 }

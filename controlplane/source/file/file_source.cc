@@ -25,13 +25,6 @@ namespace {
 constexpr uint32_t kWatchedEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE |
                                     IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF;
 
-bool IsConfigFile(const std::filesystem::path& path) {
-  std::string name = path.filename().string();
-  std::string extension = path.extension().string();
-  // Hidden files are editors' swap files and a ConfigMap's internal "..data" entries.
-  return !name.starts_with(".") && (extension == ".yaml" || extension == ".yml");
-}
-
 std::optional<std::string> ReadFile(const std::filesystem::path& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) return std::nullopt;
@@ -76,6 +69,13 @@ bool SameObject(const convert::KubeObject& object, const model::ConfigError& err
 }
 
 }  // namespace
+
+bool IsConfigFile(const std::filesystem::path& path) {
+  std::string name = path.filename().string();
+  std::string extension = path.extension().string();
+  // Hidden files are editors' swap files and a ConfigMap's internal "..data" entries.
+  return !name.starts_with(".") && (extension == ".yaml" || extension == ".yml");
+}
 
 FileSource::FileSource(std::filesystem::path directory, Subscriber subscriber,
                        std::chrono::milliseconds quiet_period)

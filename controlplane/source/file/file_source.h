@@ -26,6 +26,10 @@ namespace meshpilot::source {
 // and so does the last accepted version of that same object, if there was one. A file that is
 // not YAML at all is reported with the line and column of the error, and the objects it last
 // held keep serving until it parses again. Deleting a file removes its objects.
+// Whether the folder's entry is config: *.yaml and *.yml, not hidden (hidden files are editors'
+// swap files and a ConfigMap's internal "..data" entries).
+bool IsConfigFile(const std::filesystem::path& path);
+
 class FileSource {
  public:
   using Subscriber = std::function<void(model::MeshStatePtr)>;
