@@ -1,5 +1,6 @@
 #include "translator/destination_rule_index.h"
 
+#include <memory>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,22 @@ bool AppliesTo(const model::DestinationRule& rule, const ProxyInfo& proxy) {
            Selects(*rule.workload_selector, proxy.labels);
   }
   return true;
+}
+
+// Several rules in one group merge as Istio merges them, in namespace/name order (Istio: creation
+// order, which the model does not carry): every subset whose name is new is appended; the
+// first top-level trafficPolicy and exportTo win. The first rule's name stands for the merge.
+model::DestinationRule Merge(const std::vector<const model::DestinationRule*>& rules) {
+  model::DestinationRule merged = *rules.front();
+  for (size_t i = 1; i < rules.size(); ++i) {
+    const model::DestinationRule& rule = *rules[i];
+    for (const model::Subset& subset : rule.subsets) {
+      if (FindSubset(&merged, subset.name) == nullptr) merged.subsets.push_back(subset);
+    }
+    if (!merged.traffic_policy) merged.traffic_policy = rule.traffic_policy;
+    if (merged.export_to.empty()) merged.export_to = rule.export_to;
+  }
+  return merged;
 }
 
 model::ConfigError ErrorFor(const model::DestinationRule& rule, std::string message) {
@@ -76,28 +93,49 @@ void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy&
 
 DestinationRuleIndex::DestinationRuleIndex(const model::MeshState& state,
                                            const ProxyInfo& proxy) {
+  // The rules that may apply to this proxy, grouped as Istio merges them.
+  std::map<RuleGroup, std::vector<const model::DestinationRule*>> groups;
+  for (const auto& [rule_key, rule] : state.destination_rules) {
+    if (AppliesTo(rule, proxy)) groups[GroupOf(rule)].push_back(&rule);
+  }
   for (const auto& [key, service] : state.services) {
     const std::string hostname = service.Hostname();
-    const model::DestinationRule* best = nullptr;
-    std::tuple<int, size_t> best_rank{0, 0};
-    for (const auto& [rule_key, rule] : state.destination_rules) {
-      if (!AppliesTo(rule, proxy)) continue;
-      std::string host = ResolveHost(rule.host, rule.meta.namespace_);
-      if (!HostMatches(hostname, host)) continue;
+    const RuleGroup* best = nullptr;
+    std::tuple<int, size_t, bool> best_rank{0, 0, false};
+    for (const auto& [group, rules] : groups) {
+      if (!HostMatches(hostname, group.host)) continue;
       // Istio's lookup path; rules elsewhere never apply, even when exported.
-      int tier = rule.meta.namespace_ == proxy.namespace_           ? 3
-                 : rule.meta.namespace_ == service.meta.namespace_ ? 2
-                 : rule.meta.namespace_ == kRootNamespace          ? 1
-                                                                   : 0;
+      int tier = group.namespace_ == proxy.namespace_           ? 3
+                 : group.namespace_ == service.meta.namespace_ ? 2
+                 : group.namespace_ == kRootNamespace          ? 1
+                                                               : 0;
       if (tier == 0) continue;
-      std::tuple<int, size_t> rank{tier, HostSpecificity(host)};
-      if (rank > best_rank) {  // strict: the first in namespace/name order keeps ties
-        best = &rule;
+      // A rule selecting this workload beats one for every workload of its namespace.
+      std::tuple<int, size_t, bool> rank{tier, HostSpecificity(group.host), group.selector};
+      if (rank > best_rank) {
+        best = &group;
         best_rank = rank;
       }
     }
-    if (best != nullptr) by_service_[key] = best;
+    if (best == nullptr) continue;
+    const std::vector<const model::DestinationRule*>& rules = groups[*best];
+    if (rules.size() == 1) {
+      by_service_[key] = rules.front();
+      continue;
+    }
+    auto [it, inserted] = merged_by_group_.try_emplace(*best, nullptr);
+    if (inserted) {
+      merged_.push_back(std::make_unique<model::DestinationRule>(Merge(rules)));
+      it->second = merged_.back().get();
+    }
+    by_service_[key] = it->second;
   }
+}
+
+RuleGroup GroupOf(const model::DestinationRule& rule) {
+  return {rule.meta.namespace_, ResolveHost(rule.host, rule.meta.namespace_),
+          rule.workload_selector.has_value(),
+          rule.workload_selector.value_or(std::map<std::string, std::string>{})};
 }
 
 const model::DestinationRule* DestinationRuleIndex::ForService(
@@ -116,6 +154,39 @@ const model::Subset* FindSubset(const model::DestinationRule* rule, const std::s
 
 std::vector<model::ConfigError> CheckDestinationRules(const model::MeshState& state) {
   std::vector<model::ConfigError> errors;
+  std::map<RuleGroup, std::vector<const model::DestinationRule*>> groups;
+  for (const auto& [key, rule] : state.destination_rules) groups[GroupOf(rule)].push_back(&rule);
+  for (const auto& [group, rules] : groups) {
+    if (rules.size() < 2) continue;
+    std::string names;
+    for (const model::DestinationRule* rule : rules) {
+      absl::StrAppend(&names, names.empty() ? "" : ", ", rule->meta.namespace_, "/",
+                      rule->meta.name);
+    }
+    std::map<std::string, const model::DestinationRule*> subset_owner;
+    const model::DestinationRule* policy_owner = nullptr;
+    for (const model::DestinationRule* rule : rules) {
+      std::string message = absl::StrCat("spec.host: host ", group.host,
+                                         " has several DestinationRules (", names,
+                                         "); they are merged in that order");
+      for (size_t i = 0; i < rule->subsets.size(); ++i) {
+        auto [owner, inserted] = subset_owner.try_emplace(rule->subsets[i].name, rule);
+        if (!inserted) {
+          absl::StrAppend(&message, "; spec.subsets[", i, "] \"", rule->subsets[i].name,
+                          "\" is ignored: ", owner->second->meta.name, " defines it first");
+        }
+      }
+      if (rule->traffic_policy) {
+        if (policy_owner != nullptr) {
+          absl::StrAppend(&message, "; spec.trafficPolicy is ignored: ",
+                          policy_owner->meta.name, " has the first one");
+        } else {
+          policy_owner = rule;
+        }
+      }
+      errors.push_back(ErrorFor(*rule, std::move(message)));
+    }
+  }
   for (const auto& [key, rule] : state.destination_rules) {
     if (rule.traffic_policy) CheckPolicy(rule, *rule.traffic_policy, "spec.trafficPolicy", errors);
     for (size_t i = 0; i < rule.subsets.size(); ++i) {

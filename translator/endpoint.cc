@@ -24,7 +24,7 @@ ClusterLoadAssignment LoadAssignment(const OutboundCluster& cluster,
   std::map<model::Locality, std::vector<const model::Endpoint*>> by_locality;
   for (const model::Endpoint& endpoint : endpoints) {
     if (cluster.undefined_subset) break;
-    if (cluster.selector != nullptr && !SelectsEndpoint(*cluster.selector, endpoint)) continue;
+    if (cluster.selector && !SelectsEndpoint(*cluster.selector, endpoint)) continue;
     if (endpoint.ready && ServesPort(endpoint, port)) {
       by_locality[endpoint.locality].push_back(&endpoint);
     }

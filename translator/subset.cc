@@ -77,7 +77,7 @@ std::vector<OutboundCluster> BuildOutboundClusters(const model::MeshState& state
                             .service = &service,
                             .port = &port,
                             .subset = subset.name,
-                            .selector = &subset.labels,
+                            .selector = subset.labels,
                             .policy = ResolveTrafficPolicy(rule, &subset, port.port)});
       }
     }

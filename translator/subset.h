@@ -17,8 +17,8 @@ struct OutboundCluster {
   const model::Service* service = nullptr;
   const model::ServicePort* port = nullptr;
   std::string subset;  // "" for the service port itself
-  // The subset's labels, which endpoints (by their Pod's labels) must carry; nullptr: all.
-  const std::map<std::string, std::string>* selector = nullptr;
+  // The subset's labels, which endpoints (by their Pod's labels) must carry; none: all.
+  std::optional<std::map<std::string, std::string>> selector;
   // A subset some route names but no DestinationRule defines. Istio routes to a cluster
   // that does not exist (503); meshpilot sends a cluster without endpoints, which fails the
   // same way and keeps every name a route references present (gRPC clients would otherwise

@@ -126,20 +126,24 @@ int Run(const fs::path& case_dir) {
       }
     }
   }
-  // Rejected documents are part of the expectation too: validation must not drift silently.
-  const fs::path errors_path = case_dir / "expected" / "errors.txt";
-  std::string errors;
-  for (const model::ConfigError& error : state.errors) {
-    errors += error.origin + " " + error.kind + " " + error.namespace_ + "/" + error.name + ": " +
-              error.message + "\n";
-  }
-  if (update) {
-    std::ofstream(errors_path) << errors;
-  } else if (ReadFile(errors_path) != errors) {
-    std::cerr << errors_path << " differs at " << FirstDifference(ReadFile(errors_path), errors)
-              << "\n";
-    ++failures;
-  }
+  // Rejected documents and the translator's warnings are part of the expectation too:
+  // validation must not drift silently.
+  auto compare_findings = [&](const std::vector<model::ConfigError>& findings, const char* file) {
+    const fs::path path = case_dir / "expected" / file;
+    std::string text;
+    for (const model::ConfigError& finding : findings) {
+      text += finding.origin + " " + finding.kind + " " + finding.namespace_ + "/" + finding.name +
+              ": " + finding.message + "\n";
+    }
+    if (update) {
+      std::ofstream(path) << text;
+    } else if (ReadFile(path) != text) {
+      std::cerr << path << " differs at " << FirstDifference(ReadFile(path), text) << "\n";
+      ++failures;
+    }
+  };
+  compare_findings(state.errors, "errors.txt");
+  compare_findings(translator::CheckConfig(state), "warnings.txt");
   std::cout << case_dir.filename().string() << ": "
             << (update ? "updated" : failures == 0 ? "ok" : "FAILED") << "\n";
   return failures == 0 ? 0 : 1;
