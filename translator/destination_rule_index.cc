@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "translator/message_types.h"
 #include "translator/names.h"
 
 namespace meshpilot::translator {
@@ -26,12 +27,14 @@ bool AppliesTo(const model::DestinationRule& rule, const ProxyInfo& proxy) {
   return true;
 }
 
-model::ConfigError ErrorFor(const model::DestinationRule& rule, std::string message) {
+model::ConfigError ErrorFor(const model::DestinationRule& rule, std::string message,
+                            const model::MessageType& type = kNotSupported) {
   return {.origin = "translator",
           .kind = "DestinationRule",
           .namespace_ = rule.meta.namespace_,
           .name = rule.meta.name,
-          .message = std::move(message)};
+          .message = std::move(message),
+          .type = type};
 }
 
 void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy& policy,
