@@ -175,15 +175,16 @@ uint64_t StatusWriter::events() const {
 
 void StatusWriter::Run() {
   Backoff backoff(options_.retry_initial, options_.retry_max);
-  std::chrono::milliseconds retry_in{0};
+  // Set after a failed pass: try again after this long (which the jitter may make 0).
+  std::optional<std::chrono::milliseconds> retry_in;
   while (true) {
     std::vector<StatusTarget> targets;
     {
       std::unique_lock<std::mutex> lock(mu_);
       auto ready = [this] { return stopping_ || (leading_ && dirty_); };
-      if (retry_in.count() > 0) {
+      if (retry_in) {
         // Something failed: try again after the backoff, or sooner on news.
-        if (!wake_.wait_for(lock, retry_in, ready) && leading_) dirty_ = true;
+        if (!wake_.wait_for(lock, *retry_in, ready) && leading_) dirty_ = true;
       }
       wake_.wait(lock, ready);
       if (stopping_) return;
@@ -192,7 +193,7 @@ void StatusWriter::Run() {
     }
     if (Reconcile(targets)) {
       backoff.Reset();
-      retry_in = std::chrono::milliseconds(0);
+      retry_in.reset();
     } else {
       retry_in = backoff.Next();
     }
