@@ -530,12 +530,14 @@ class XdsClientTest(MeshpilotKubeTest):
             found = client.wait_for_stdout(lambda l: l.startswith(prefix), CONVERGE_TIMEOUT_S,
                                            start=start)
             self.assertIsNotNone(found, f"{what}\n" + self.diagnostics())
+            return found
 
         next_line("error ", "the namespace is not selected: its listener is not served")
         self.label_namespace(self.ns, {"mesh": self.ns})
         next_line("ok backend-a", "selected by its new label: calls reach the backend")
         self.label_namespace(self.ns, {"mesh": "off"})
-        next_line("error ", "deselected: the listener is withdrawn and calls fail")
+        failed = next_line("error ", "deselected: the listener is withdrawn and calls fail")
+        self.assertIn("xDS listener resource does not exist", failed)
 
 
 class ScaleTest(MeshpilotKubeTest):
