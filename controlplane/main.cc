@@ -39,6 +39,9 @@ ABSL_FLAG(bool, in_cluster, false,
           "Serve the cluster meshpilot runs in, with its pod's service account.");
 ABSL_FLAG(std::vector<std::string>, watched_namespaces, {},
           "Comma-separated namespaces to read from the cluster (default: all).");
+ABSL_FLAG(std::string, namespace_selector, "",
+          "Kubernetes label selector ('mesh=on,tier in (a,b),!legacy'): admit only the objects "
+          "of namespaces whose labels match, as istiod's discoverySelectors (default: all).");
 ABSL_FLAG(bool, legacy_endpoints, false,
           "Read v1 Endpoints instead of discovery.k8s.io/v1 EndpointSlices.");
 ABSL_FLAG(bool, write_status, true,
@@ -73,6 +76,8 @@ class ConfigSource {
   virtual ~ConfigSource() = default;
   virtual absl::Status Start() = 0;
   virtual void Stop() = 0;
+  // A state it published has been pushed; `warnings` are the translator's about it.
+  virtual void OnPushed(uint64_t state_version, std::vector<model::ConfigError> warnings) = 0;
 };
 
 template <typename Source>
@@ -82,6 +87,12 @@ class SourceOf : public ConfigSource {
   explicit SourceOf(Args&&... args) : source_(std::forward<Args>(args)...) {}
   absl::Status Start() override { return source_.Start(); }
   void Stop() override { source_.Stop(); }
+  void OnPushed(uint64_t state_version, std::vector<model::ConfigError> warnings) override {
+    // Only sources that write status back care.
+    if constexpr (requires { source_.OnPushed(state_version, std::move(warnings)); }) {
+      source_.OnPushed(state_version, std::move(warnings));
+    }
+  }
 
  private:
   Source source_;
@@ -108,6 +119,14 @@ absl::StatusOr<std::unique_ptr<ConfigSource>> MakeSource(
   for (const std::string& ns : absl::GetFlag(FLAGS_watched_namespaces)) {
     if (!ns.empty()) options.watched_namespaces.push_back(ns);
   }
+  absl::StatusOr<source::LabelSelector> selector =
+      source::LabelSelector::Parse(absl::GetFlag(FLAGS_namespace_selector));
+  if (!selector.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--namespace-selector \"",
+                                                   absl::GetFlag(FLAGS_namespace_selector),
+                                                   "\": ", selector.status().message()));
+  }
+  options.namespace_selector = *std::move(selector);
   options.legacy_endpoints = absl::GetFlag(FLAGS_legacy_endpoints);
   options.status.write = absl::GetFlag(FLAGS_write_status);
   options.status.leader_elect = absl::GetFlag(FLAGS_leader_elect);
@@ -140,15 +159,20 @@ int Run() {
   debug::Metrics metrics;
   xds::AdsServer ads(cache, metrics);
   std::atomic<bool> synced = false;
+  std::atomic<ConfigSource*> source_pushed_to = nullptr;
 
   push::PushController pusher(absl::ToChronoNanoseconds(absl::GetFlag(FLAGS_debounce_after)),
                               absl::ToChronoNanoseconds(absl::GetFlag(FLAGS_debounce_max)),
                               [&](model::MeshStatePtr state) {
                                 metrics.RecordConfigErrors(state->errors.size());
                                 metrics.RecordStatePushed();
+                                const uint64_t version = state->version;
                                 cache.SetState(std::move(state));
                                 ads.PushAll();
                                 synced = true;
+                                if (ConfigSource* source = source_pushed_to.load()) {
+                                  source->OnPushed(version, cache.warnings());
+                                }
                               });
 
   absl::StatusOr<std::unique_ptr<ConfigSource>> source =
@@ -161,6 +185,7 @@ int Run() {
     spdlog::error("config: {}", source.status().ToString());
     return 2;
   }
+  source_pushed_to = source->get();
   if (absl::Status status = (*source)->Start(); !status.ok()) {
     spdlog::error("config: {}", status.ToString());
     return 1;
@@ -192,6 +217,7 @@ int Run() {
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("received signal {}: shutting down", signal);
+  source_pushed_to = nullptr;
   (*source)->Stop();
   pusher.Stop();
   ads.CloseAll();
@@ -207,7 +233,8 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "meshpilot (--config-dir DIR | --kubeconfig FILE | --in-cluster) "
-      "[--watched-namespaces a,b] [--leader-election-namespace meshpilot-system] "
+      "[--watched-namespaces a,b] [--namespace-selector 'mesh=on'] "
+      "[--leader-election-namespace meshpilot-system] "
       "[--xds-port 15010] [--debug-port 15014]\n"
       "meshpilot validate FILE|DIR...   (offline: exit 1 if an object would be rejected)");
   std::vector<std::string> args = meshpilot::ParseDashedFlags(argc, argv);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "translator/message_types.h"
 #include "translator/names.h"
 
 namespace meshpilot::translator {
@@ -11,12 +12,14 @@ namespace {
 
 using Action = model::AuthorizationPolicy::Action;
 
-model::ConfigError ErrorFor(const model::AuthorizationPolicy& policy, std::string message) {
+model::ConfigError ErrorFor(const model::AuthorizationPolicy& policy, std::string message,
+                            const model::MessageType& type = kNotSupported) {
   return {.origin = "translator",
           .kind = "AuthorizationPolicy",
           .namespace_ = policy.meta.namespace_,
           .name = policy.meta.name,
-          .message = std::move(message)};
+          .message = std::move(message),
+          .type = type};
 }
 
 // The TCP ports (endpoint target ports) of the workloads `policy` selects.
@@ -172,7 +175,8 @@ std::vector<model::ConfigError> CheckAuthorizationPolicies(const model::MeshStat
                        where, ", as in Istio, ",
                        policy.action == Action::kAllow
                            ? "this ALLOW rule is dropped (it allows nothing there)"
-                           : "those fields are ignored, so the rule denies more there")));
+                           : "those fields are ignored, so the rule denies more there"),
+          kHttpOnlyRuleOnTcp));
     }
   }
   return errors;

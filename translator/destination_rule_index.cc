@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "translator/message_types.h"
 #include "translator/names.h"
 
 namespace meshpilot::translator {
@@ -43,12 +44,14 @@ model::DestinationRule Merge(const std::vector<const model::DestinationRule*>& r
   return merged;
 }
 
-model::ConfigError ErrorFor(const model::DestinationRule& rule, std::string message) {
+model::ConfigError ErrorFor(const model::DestinationRule& rule, std::string message,
+                            const model::MessageType& type = kNotSupported) {
   return {.origin = "translator",
           .kind = "DestinationRule",
           .namespace_ = rule.meta.namespace_,
           .name = rule.meta.name,
-          .message = std::move(message)};
+          .message = std::move(message),
+          .type = type};
 }
 
 void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy& policy,
@@ -184,7 +187,7 @@ std::vector<model::ConfigError> CheckDestinationRules(const model::MeshState& st
           policy_owner = rule;
         }
       }
-      errors.push_back(ErrorFor(*rule, std::move(message)));
+      errors.push_back(ErrorFor(*rule, std::move(message), kMergedDestinationRules));
     }
   }
   for (const auto& [key, rule] : state.destination_rules) {

@@ -14,8 +14,7 @@ inline constexpr std::string_view kPassthroughCluster = "PassthroughCluster";
 inline constexpr std::string_view kBlackHoleCluster = "BlackHoleCluster";
 inline constexpr std::string_view kVirtualOutbound = "virtualOutbound";
 inline constexpr uint32_t kVirtualOutboundPort = 15001;
-// Istio's config root namespace (meshConfig.rootNamespace): its configs apply mesh-wide.
-inline constexpr std::string_view kRootNamespace = "istio-system";
+using model::kRootNamespace;
 
 // outbound|PORT|SUBSET|FQDN
 std::string OutboundClusterName(uint32_t port, const std::string& subset,

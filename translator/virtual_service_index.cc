@@ -5,6 +5,7 @@
 #include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "translator/message_types.h"
 #include "translator/names.h"
 
 namespace meshpilot::translator {
@@ -24,12 +25,27 @@ bool IsCatchAll(const model::HttpRoute& rule) {
   });
 }
 
-model::ConfigError ErrorFor(const model::VirtualService& vs, std::string message) {
+model::ConfigError ErrorFor(const model::VirtualService& vs, std::string message,
+                            const model::MessageType& type = kNotSupported) {
   return {.origin = "translator",
           .kind = "VirtualService",
           .namespace_ = vs.meta.namespace_,
           .name = vs.meta.name,
-          .message = std::move(message)};
+          .message = std::move(message),
+          .type = type};
+}
+
+// Whether some DestinationRule whose host matches `host` (after resolving its namespace) defines
+// `subset`, as Istio's analyzer looks for it.
+bool SubsetDefined(const model::MeshState& state, const std::string& host,
+                   const std::string& subset) {
+  for (const auto& [key, rule] : state.destination_rules) {
+    if (!HostMatches(host, ResolveHost(rule.host, rule.meta.namespace_))) continue;
+    if (absl::c_any_of(rule.subsets, [&](const model::Subset& s) { return s.name == subset; })) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -88,8 +104,18 @@ std::vector<model::ConfigError> CheckVirtualServices(const model::MeshState& sta
       std::string host = ResolveHost(destination.host, vs.meta.namespace_);
       if (FindServiceByHostname(state, host) == nullptr) {
         errors.push_back(ErrorFor(
-            vs, absl::StrCat(field, ".host: \"", destination.host, "\" (", host,
-                             ") is not a known Service; requests routed there fail (503)")));
+            vs,
+            absl::StrCat(field, ".host: \"", destination.host, "\" (", host,
+                         ") is not a known Service; requests routed there fail (503)"),
+            kReferencedResourceNotFound));
+        return;
+      }
+      if (!destination.subset.empty() && !SubsetDefined(state, host, destination.subset)) {
+        errors.push_back(ErrorFor(
+            vs,
+            absl::StrCat(field, ".subset: no DestinationRule for ", host, " defines subset \"",
+                         destination.subset, "\"; requests routed there fail (503)"),
+            kReferencedResourceNotFound));
       }
     };
     for (size_t i = 0; i < vs.http.size(); ++i) {
@@ -123,14 +149,19 @@ std::vector<model::ConfigError> CheckVirtualServices(const model::MeshState& sta
       for (size_t j = 0; j < i && earlier_catch_all == nullptr; ++j) {
         if (absl::c_any_of(services[j]->http, IsCatchAll)) earlier_catch_all = services[j];
       }
-      std::string message =
+      errors.push_back(ErrorFor(
+          *services[i],
           absl::StrCat("spec.hosts: host ", host, " is defined by several VirtualServices (",
-                       order, "); their http rules are merged in that order");
+                       order, "); their http rules are merged in that order"),
+          kConflictingMeshGatewayVirtualServiceHosts));
       if (earlier_catch_all != nullptr && !services[i]->http.empty()) {
-        absl::StrAppend(&message, "; the rules of this one are unreachable: ",
-                        earlier_catch_all->meta.Key(), " has a rule that matches every request");
+        errors.push_back(ErrorFor(
+            *services[i],
+            absl::StrCat("spec.http: the rules of this VirtualService for host ", host,
+                         " are unreachable: ", earlier_catch_all->meta.Key(),
+                         ", merged before it, has a rule that matches every request"),
+            kVirtualServiceUnreachableRule));
       }
-      errors.push_back(ErrorFor(*services[i], std::move(message)));
     }
   }
   return errors;

@@ -99,7 +99,8 @@ model::MeshState BuildMeshState(absl::Span<const SourcedObject> objects,
       const model::ObjectMeta& meta = MetaOf(sourced.object);
       state.errors.push_back({sourced.origin, std::string(kind), meta.namespace_, meta.name,
                               absl::StrCat("duplicate ", kind, " ", key,
-                                           ", already defined by ", first->second)});
+                                           ", already defined by ", first->second),
+                              {}});
       continue;
     }
     std::visit(Overloaded{

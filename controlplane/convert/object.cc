@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "controlplane/convert/authorization_policy.h"
 #include "controlplane/convert/destination_rule.h"
@@ -137,7 +138,36 @@ absl::StatusOr<KubeObject> ParseObject(const YAML::Node& document) {
   }
 }
 
-absl::StatusOr<ParsedStream> ParseYamlStream(absl::string_view yaml, absl::string_view origin) {
+ServedVersion ReadServedVersion(const YAML::Node& document, std::string origin,
+                                absl::Span<const SourcedObject> served_before) {
+  ServedVersion served;
+  absl::StatusOr<KubeObject> object = ParseObject(document);
+  if (object.ok()) {
+    served.accepted = SourcedObject{std::move(origin), *std::move(object)};
+    return served;
+  }
+  served.problems = std::string(object.status().message());
+  model::ConfigError error = DescribeRejected(document, std::move(origin), served.problems);
+  for (const SourcedObject& before : served_before) {
+    const model::ObjectMeta& meta = MetaOf(before.object);
+    if (KindOf(before.object) != error.kind || meta.name != error.name ||
+        meta.namespace_ != error.namespace_) {
+      continue;
+    }
+    served.accepted = before;
+    served.serving_note = "still serving its last valid version";
+    if (!meta.resource_version.empty()) {
+      absl::StrAppend(&served.serving_note, " (resourceVersion ", meta.resource_version, ")");
+    }
+    absl::StrAppend(&error.message, "; ", served.serving_note);
+    break;
+  }
+  served.error = std::move(error);
+  return served;
+}
+
+absl::StatusOr<ParsedStream> ParseYamlStream(absl::string_view yaml, absl::string_view origin,
+                                             absl::Span<const SourcedObject> served_before) {
   std::vector<YAML::Node> documents;
   try {
     documents = YAML::LoadAll(std::string(yaml));
@@ -146,18 +176,30 @@ absl::StatusOr<ParsedStream> ParseYamlStream(absl::string_view yaml, absl::strin
     return absl::InvalidArgumentError(absl::StrCat("invalid YAML at line ", e.mark.line + 1,
                                                    ", column ", e.mark.column + 1, ": ", e.msg));
   }
-  ParsedStream stream;
+  std::vector<ServedVersion> versions;
   for (size_t i = 0; i < documents.size(); ++i) {
     const YAML::Node& document = documents[i];
     if (!document.IsDefined() || document.IsNull()) continue;  // "---" with nothing after it
-    std::string document_origin = absl::StrCat(origin, "[", i, "]");
-    absl::StatusOr<KubeObject> object = ParseObject(document);
-    if (object.ok()) {
-      stream.objects.push_back({std::move(document_origin), *std::move(object)});
-    } else {
-      stream.errors.push_back(DescribeRejected(document, std::move(document_origin),
-                                               std::string(object.status().message())));
+    versions.push_back(
+        ReadServedVersion(document, absl::StrCat(origin, "[", i, "]"), served_before));
+  }
+  auto valid_elsewhere = [&](const ServedVersion& kept) {
+    return absl::c_any_of(versions, [&](const ServedVersion& other) {
+      return !other.error && other.accepted &&
+             KindOf(other.accepted->object) == KindOf(kept.accepted->object) &&
+             MetaOf(other.accepted->object).Key() == MetaOf(kept.accepted->object).Key();
+    });
+  };
+  ParsedStream stream;
+  for (ServedVersion& version : versions) {
+    if (version.error && version.accepted && valid_elsewhere(version)) {
+      // The old version kept for a rejected document yields to a valid one moved elsewhere
+      // in the same file.
+      version.accepted.reset();
+      version.error->message = version.problems;
     }
+    if (version.accepted) stream.objects.push_back(*std::move(version.accepted));
+    if (version.error) stream.errors.push_back(*std::move(version.error));
   }
   return stream;
 }

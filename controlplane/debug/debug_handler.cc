@@ -221,7 +221,10 @@ json DebugHandler::ConfigZ() const {
     errors.push_back(describe(error, "Rejected"));
   }
   for (const model::ConfigError& warning : cache_.warnings()) {
-    warnings.push_back(describe(warning, "Warning"));
+    json entry = describe(warning, "Warning");
+    entry["type"] = json{{"name", warning.type.name}};
+    if (!warning.type.code.empty()) entry["type"]["code"] = warning.type.code;
+    warnings.push_back(std::move(entry));
   }
   return json{{"version", state->version},
               {"configs", configs},

@@ -15,13 +15,23 @@
 
 namespace meshpilot::model {
 
-// An object a source could not accept, with where it came from and why.
+// The kind of problem, in the vocabulary of Istio's analyzers (istioctl analyze, the
+// validationMessages of an object's status): {"ReferencedResourceNotFound", "IST0101"}.
+// meshpilot's own kinds, which Istio has no analyzer for, have a name and no code.
+struct MessageType {
+  std::string name;
+  std::string code;
+};
+
+// An object a source could not accept, or (from the translator) one it accepted but cannot
+// fully honour, with where it came from and why.
 struct ConfigError {
   std::string origin;  // "dir/file.yaml[2]" for the file source, "kube" for the API
   std::string kind;    // "VirtualService", ... ; empty when the document did not parse
   std::string namespace_;
   std::string name;
   std::string message;  // field path first: "spec.http[0].route[1].weight: must be >= 0"
+  MessageType type;     // for translator warnings; rejections are schema validation errors
 };
 
 // Everything the translator reads, as one immutable snapshot. Sources build a new one for

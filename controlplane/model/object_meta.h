@@ -3,8 +3,12 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 
 namespace meshpilot::model {
+
+// Istio's config root namespace (meshConfig.rootNamespace): its configs apply mesh-wide.
+inline constexpr std::string_view kRootNamespace = "istio-system";
 
 // The Kubernetes metadata meshpilot keeps for every object it ingests.
 struct ObjectMeta {

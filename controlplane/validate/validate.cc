@@ -18,6 +18,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
+model::ConfigError FileError(std::string origin, std::string message) {
+  model::ConfigError error;
+  error.origin = std::move(origin);
+  error.message = std::move(message);
+  return error;
+}
+
 // The files named by `paths`, folders expanded (sorted, as the file source reads them).
 std::vector<fs::path> ExpandPaths(const std::vector<std::string>& paths, Report& report) {
   std::vector<fs::path> files;
@@ -30,7 +37,7 @@ std::vector<fs::path> ExpandPaths(const std::vector<std::string>& paths, Report&
           in_folder.push_back(entry.path());
         }
       }
-      if (ec) report.errors.push_back({path, "", "", "", absl::StrCat("cannot list: ", ec.message())});
+      if (ec) report.errors.push_back(FileError(path, absl::StrCat("cannot list: ", ec.message())));
       std::sort(in_folder.begin(), in_folder.end());
       files.insert(files.end(), in_folder.begin(), in_folder.end());
     } else {
@@ -61,12 +68,12 @@ Report ValidatePaths(const std::vector<std::string>& paths) {
     std::ostringstream content;
     content << in.rdbuf();
     if (!in) {
-      report.errors.push_back({file.string(), "", "", "", "cannot read the file"});
+      report.errors.push_back(FileError(file.string(), "cannot read the file"));
       continue;
     }
     auto parsed = convert::ParseYamlStream(content.str(), file.string());
     if (!parsed.ok()) {
-      report.errors.push_back({file.string(), "", "", "", std::string(parsed.status().message())});
+      report.errors.push_back(FileError(file.string(), std::string(parsed.status().message())));
       continue;
     }
     report.objects += parsed->objects.size();
@@ -98,7 +105,9 @@ std::string FormatReport(const Report& report) {
     absl::StrAppend(&out, "error: ", Describe(error), "\n");
   }
   for (const model::ConfigError& warning : report.warnings) {
-    absl::StrAppend(&out, "warning: ", Describe(warning), "\n");
+    // Istio's analyzer code, where the warning has one: `warning [IST0101]: ...`.
+    const std::string code = warning.type.code.empty() ? "" : absl::StrCat(" [", warning.type.code, "]");
+    absl::StrAppend(&out, "warning", code, ": ", Describe(warning), "\n");
   }
   absl::StrAppend(&out, report.objects, " objects in ", report.files, " files: ",
                   report.errors.size(), " errors, ", report.warnings.size(), " warnings\n");

@@ -23,7 +23,8 @@ struct Report {
 // Reads `paths` (files, or folders whose *.yaml / *.yml files are read, not recursively).
 Report ValidatePaths(const std::vector<std::string>& paths);
 
-// One line per finding, `error: ORIGIN: KIND NS/NAME: MESSAGE`, then a summary line.
+// One line per finding, `error: ORIGIN: KIND NS/NAME: MESSAGE` (warnings with Istio's analyzer
+// code where there is one: `warning [IST0101]: ...`), then a summary line.
 std::string FormatReport(const Report& report);
 
 }  // namespace meshpilot::validate

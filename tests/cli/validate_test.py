@@ -73,7 +73,7 @@ class ValidateTest(unittest.TestCase):
         self.assertEqual(code, 0, lines)
         self.assertEqual(len(lines), 2, lines)
         self.assertTrue(lines[0].startswith(
-            f"warning: {self.dir}/b-vs.yml[0]: VirtualService default/to-nowhere: "
+            f"warning [IST0101]: {self.dir}/b-vs.yml[0]: VirtualService default/to-nowhere: "
             "spec.http[0].route[0].destination.host: \"ratings\""), lines[0])
         self.assertEqual(lines[1], "2 objects in 2 files: 0 errors, 1 warnings")
 

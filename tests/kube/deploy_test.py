@@ -205,7 +205,9 @@ class ServiceAccountTest(StatusTestBase):
         self.cluster.apply(fixed)
         self.wait_until(lambda: (self.accepted_condition(fixed) or {}).get("status") == "True",
                         CONVERGE_TIMEOUT_S, "the fixed VirtualService is Accepted")
-        self.assertNotIn("validationMessages", self.status_of(fixed))
+        # Valid now, with the translator's warning that no Service "ratings" exists.
+        [warning] = self.status_of(fixed)["validationMessages"]
+        self.assertEqual((warning["type"]["code"], warning["level"]), ("IST0101", "WARNING"))
         self.assertEqual(len(self.rejected_events(self.ns, "bad")), 1)
 
     def test_forbidden_actions_are_reported_with_verb_resource_and_403(self):
@@ -349,6 +351,89 @@ class LeaderTest(StatusTestBase):
         print(f"takeover after SIGTERM of the leader: {time.monotonic() - stopped_at:.1f}s",
               flush=True)
         self.assertIn("released the Lease", self.log_text(follower))
+
+
+class StatusTest(StatusTestBase):
+    """What one writer (--leader-elect=false) puts in status: the translator's warnings in
+    Istio's validationMessages shape, the Reconciled condition once the push is out, and no
+    rewrite while the status would not change, however much else churns."""
+
+    def condition(self, obj, kind):
+        for condition in self.status_of(obj).get("conditions") or []:
+            if condition.get("type") == kind:
+                return condition
+        return None
+
+    def resource_version(self, obj):
+        return self.cluster.get(obj)["metadata"]["resourceVersion"]
+
+    def writes_of(self, meshpilot, name):
+        return self.log_text(meshpilot).count(f"status: wrote VirtualService {self.ns}/{name} ")
+
+    def test_warnings_reconciled_and_no_rewrites_on_a_steady_state(self):
+        self.cluster.apply(service(self.ns, "reviews"))
+        rule = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"name": "reviews", "namespace": self.ns},
+                "spec": {"host": "reviews",
+                         "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}
+        self.cluster.apply(rule)
+        good = virtual_service(self.ns, "good", "reviews", [("reviews", "v1", 100)])
+        canary = virtual_service(self.ns, "canary", "reviews.example.com",
+                                 [("reviews", "v1", 90), ("reviews", "v9", 10)])
+        self.cluster.apply(good)
+        self.cluster.apply(canary)
+        meshpilot = self.start_meshpilot("--leader-elect=false")
+
+        def warned():
+            messages = self.status_of(canary).get("validationMessages") or []
+            return [m for m in messages if m["level"] == "WARNING"]
+        self.wait_until(lambda: warned(), CONVERGE_TIMEOUT_S, "the canary's warning is written")
+        [warning] = warned()
+        self.assertEqual(warning["type"], {"name": "ReferencedResourceNotFound", "code": "IST0101"})
+        self.assertEqual(warning["documentationUrl"],
+                         "https://istio.io/latest/docs/reference/config/analysis/ist0101/")
+        self.assertEqual(warning["message"],
+                         f"spec.http[0].route[1].destination.subset: no DestinationRule for "
+                         f"{self.host('reviews')} defines subset \"v9\"; requests routed there "
+                         f"fail (503)")
+        generation = self.cluster.get(canary)["metadata"]["generation"]
+        self.assertEqual(self.status_of(canary)["observedGeneration"], generation)
+        self.assertEqual(self.condition(canary, "Accepted")["status"], "True")
+        reconciled = self.condition(canary, "Reconciled")
+        self.assertEqual((reconciled["status"], reconciled["observedGeneration"]),
+                         ("True", generation))
+        self.wait_until(lambda: (self.condition(good, "Reconciled") or {}).get("status") == "True",
+                        CONVERGE_TIMEOUT_S, "the good VirtualService is Reconciled")
+        self.assertNotIn("validationMessages", self.status_of(good))
+
+        # Steady state under churn: endpoints change (each change a push) and no status
+        # changes, so no status is written. Then a DestinationRule defines v9: only the
+        # canary's status changes, written once; that write is the barrier.
+        steady = {o["metadata"]["name"]: self.resource_version(o) for o in (good, canary)}
+        for i in range(5):
+            self.cluster.apply(endpoint_slice(self.ns, "reviews-1", "reviews",
+                                              [f"10.9.0.{i + 1}"], 9080, port_name="grpc"))
+            self.wait_until(lambda: [e["address"] for e in self.endpoints("reviews")] ==
+                            [f"10.9.0.{i + 1}"], CONVERGE_TIMEOUT_S, f"endpoint change {i}")
+        rule["spec"]["subsets"].append({"name": "v9", "labels": {"version": "v9"}})
+        self.cluster.apply(rule)
+        self.wait_until(lambda: "validationMessages" not in self.status_of(canary),
+                        CONVERGE_TIMEOUT_S, "the warning is gone once v9 exists")
+        self.assertEqual(self.resource_version(good), steady["good"], "good rewritten")
+        self.assertEqual(self.writes_of(meshpilot, "good"), 1)
+        self.assertEqual(self.writes_of(meshpilot, "canary"), 2)
+
+        # A new generation: its status (observedGeneration, Reconciled) follows once pushed.
+        changed = virtual_service(self.ns, "good", "reviews", [("reviews", None, 100)])
+        self.cluster.apply(changed)
+        new_generation = self.cluster.get(changed)["metadata"]["generation"]
+        self.assertEqual(new_generation, 2)
+        self.wait_until(lambda: self.status_of(changed).get("observedGeneration") ==
+                        new_generation, CONVERGE_TIMEOUT_S, "the new generation is reported")
+        reconciled = self.condition(changed, "Reconciled")
+        self.assertEqual((reconciled["status"], reconciled["observedGeneration"]),
+                         ("True", new_generation))
+        self.assertEqual(self.writes_of(meshpilot, "good"), 2)
 
 
 if __name__ == "__main__":

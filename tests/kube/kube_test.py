@@ -213,6 +213,12 @@ class MeshpilotKubeTest(unittest.TestCase):
             text += self.cluster.log_tail("kube-apiserver.log", 30)
         return text
 
+    def label_namespace(self, name, labels):
+        """Merges `labels` into the Namespace's (a None value removes the label)."""
+        self.cluster.call("PATCH", f"/api/v1/namespaces/{name}",
+                          {"metadata": {"labels": labels}},
+                          content_type="application/merge-patch+json")
+
     def create_pod(self, name, labels, ip, service_account="default"):
         spec = pod(self.ns, name, labels, ip, service_account)
         spec.pop("status_ip")
@@ -376,6 +382,59 @@ class WatchTest(MeshpilotKubeTest):
         namespaces = {s["namespace"] for s in self.debug_json("/debug/registryz")}
         self.assertEqual(namespaces, {self.ns})
 
+    def test_namespace_selector_follows_namespace_labels(self):
+        # A label only this test uses, so other tests' namespaces stay out.
+        selector = f"mesh={self.ns},!legacy"
+        other = self.ns + "-b"
+        self.cluster.ensure_namespace(other)
+        self.label_namespace(self.ns, {"mesh": self.ns})
+        self.cluster.apply(service(self.ns, "mine"))
+        self.cluster.apply(service(other, "theirs"))
+        self.start_meshpilot("--namespace-selector", selector)
+        namespaces = lambda: {s["namespace"] for s in self.debug_json("/debug/registryz")}
+        self.assertEqual(namespaces(), {self.ns})
+
+        # A namespace enters the selection by its labels, without a restart ...
+        self.label_namespace(other, {"mesh": self.ns})
+        self.wait_until(lambda: namespaces() == {self.ns, other}, CONVERGE_TIMEOUT_S,
+                        "the relabelled namespace's Service appears")
+        # ... and leaves it the same way (here by `!legacy`).
+        self.label_namespace(self.ns, {"legacy": "true"})
+        self.wait_until(lambda: namespaces() == {other}, CONVERGE_TIMEOUT_S,
+                        "the deselected namespace's Service disappears")
+
+        # As in Istio, the root namespace is selected like any other: its mesh-wide
+        # AuthorizationPolicy applies only once its labels match.
+        self.cluster.ensure_namespace("istio-system")
+        policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                  "metadata": {"name": f"deny-{self.ns}", "namespace": "istio-system"},
+                  "spec": {"action": "DENY", "rules": [{"to": [{"operation": {
+                      "paths": ["/admin"]}}]}]}}
+        self.cluster.apply(policy)
+        self.addCleanup(self.cluster.delete, policy)
+        self.addCleanup(self.label_namespace, "istio-system", {"mesh": None})
+        root_policies = lambda: {c["name"] for c in self.debug_json("/debug/configz")["configs"]
+                                 if c["namespace"] == "istio-system"}
+        self.cluster.apply(service(other, "barrier"))
+        self.wait_until(lambda: f"barrier.{other}.svc.cluster.local" in
+                        {s["hostname"] for s in self.debug_json("/debug/registryz")},
+                        CONVERGE_TIMEOUT_S, "a later change is served")
+        self.assertNotIn(f"deny-{self.ns}", root_policies())
+        self.assertIn("the root namespace istio-system is not selected by --namespace-selector",
+                      "\n".join(self.log_lines(self.meshpilot)))
+        self.label_namespace("istio-system", {"mesh": self.ns})
+        self.wait_until(lambda: f"deny-{self.ns}" in root_policies(), CONVERGE_TIMEOUT_S,
+                        "the root namespace's policy applies once it is selected")
+
+    def test_invalid_namespace_selector_is_refused_with_its_column(self):
+        child = self.start("meshpilot", [self.meshpilot_bin, "--kubeconfig",
+                                         self.cluster.kubeconfig, "--xds-port", "0",
+                                         "--debug-port", "0", "--namespace-selector",
+                                         "mesh in on"])
+        self.assertEqual(child.wait(20), 2, child.log())
+        self.assertIn('--namespace-selector "mesh in on": column 9: expected "(" after "in"',
+                      child.log())
+
 
 class XdsClientTest(MeshpilotKubeTest):
     """gRPC's xDS client calling real backends through what meshpilot reads from the API.
@@ -400,6 +459,21 @@ class XdsClientTest(MeshpilotKubeTest):
                        timeout=10)
         super().setUpClass()
 
+    def grpc_xds_env(self):
+        """The environment of a gRPC xDS client of this test's meshpilot (a bootstrap file)."""
+        bootstrap = os.path.join(self.cluster.workdir, f"bootstrap-{self.ns}.json")
+        with open(bootstrap, "w") as f:
+            json.dump({"xds_servers": [{"server_uri": f"127.0.0.1:{self.xds_port}",
+                                        "channel_creds": [{"type": "insecure"}],
+                                        "server_features": ["xds_v3"]}],
+                       "node": {"id": f"sidecar~127.0.0.1~client.{self.ns}~{self.ns}"
+                                      ".svc.cluster.local",
+                                "metadata": {"GENERATOR": "grpc", "NAMESPACE": self.ns},
+                                "locality": {}}}, f)
+        env = dict(os.environ, GRPC_XDS_BOOTSTRAP=bootstrap)
+        env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)
+        return env
+
     def test_grpc_xds_client_follows_endpoint_slices(self):
         echo_server = binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server")
         client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
@@ -416,17 +490,7 @@ class XdsClientTest(MeshpilotKubeTest):
             self.cluster.apply(endpoint_slice(self.ns, f"echo-{backend}", "echo",
                                               [BACKEND_IP], port))
         self.start_meshpilot()
-        bootstrap = os.path.join(self.cluster.workdir, f"bootstrap-{self.ns}.json")
-        with open(bootstrap, "w") as f:
-            json.dump({"xds_servers": [{"server_uri": f"127.0.0.1:{self.xds_port}",
-                                        "channel_creds": [{"type": "insecure"}],
-                                        "server_features": ["xds_v3"]}],
-                       "node": {"id": f"sidecar~127.0.0.1~client.{self.ns}~{self.ns}"
-                                      ".svc.cluster.local",
-                                "metadata": {"GENERATOR": "grpc", "NAMESPACE": self.ns},
-                                "locality": {}}}, f)
-        env = dict(os.environ, GRPC_XDS_BOOTSTRAP=bootstrap)
-        env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)
+        env = self.grpc_xds_env()
         target = f"xds:///{self.host('echo')}:7070"
         client = self.start("xds_echo_client", [client_bin, "--target", target, "--count", "20",
                                                 "--interval_ms", "20", "--timeout_ms", "5000"],
@@ -447,6 +511,38 @@ class XdsClientTest(MeshpilotKubeTest):
         self.assertEqual(client.wait(40), 0,
                          "client did not converge to backend-a\n" + self.diagnostics())
 
+
+    def test_namespace_selection_seen_by_the_grpc_xds_client(self):
+        echo_server = binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server")
+        client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
+        backend = self.start("backend-a", [echo_server, "--port", "0", "--name", "backend-a",
+                                           "--host", BACKEND_IP])
+        line = backend.wait_for_stdout(lambda l: l.startswith("listening on "), 10)
+        self.assertIsNotNone(line, backend.log())
+        self.cluster.apply(service(self.ns, "echo"))
+        self.cluster.apply(endpoint_slice(self.ns, "echo-a", "echo", [BACKEND_IP],
+                                          int(line.rsplit(":", 1)[1])))
+        self.start_meshpilot("--namespace-selector", f"mesh={self.ns}")
+        env = self.grpc_xds_env()
+        # Calls until stopped (the streak it waits for is never reached), one line each.
+        client = self.start("xds_echo_client", [
+            client_bin, "--target", f"xds:///{self.host('echo')}:7070", "--until_only",
+            "backend-a", "--consecutive", "1000000", "--interval_ms", "50", "--timeout_ms",
+            "1000", "--max_seconds", "120"], env)
+
+        def next_line(prefix, what):
+            start = len(client.stdout_snapshot())
+            found = client.wait_for_stdout(lambda l: l.startswith(prefix), CONVERGE_TIMEOUT_S,
+                                           start=start)
+            self.assertIsNotNone(found, f"{what}\n" + self.diagnostics())
+            return found
+
+        next_line("error ", "the namespace is not selected: its listener is not served")
+        self.label_namespace(self.ns, {"mesh": self.ns})
+        next_line("ok backend-a", "selected by its new label: calls reach the backend")
+        self.label_namespace(self.ns, {"mesh": "off"})
+        failed = next_line("error ", "deselected: the listener is withdrawn and calls fail")
+        self.assertIn("xDS listener resource does not exist", failed)
 
 
 class ScaleTest(MeshpilotKubeTest):

@@ -318,6 +318,8 @@ TEST_CASE("debug: /debug/configz shows what translation warns about") {
   REQUIRE(body["warnings"].size() == 1);
   CHECK(body["warnings"][0]["name"] == "to-nowhere");
   CHECK(body["warnings"][0]["status"] == "Warning");
+  CHECK(body["warnings"][0]["type"] ==
+        json{{"name", "ReferencedResourceNotFound"}, {"code", "IST0101"}});
   CHECK(body["warnings"][0]["message"].get<std::string>().find("no-such-service") !=
         std::string::npos);
 }

@@ -62,12 +62,6 @@ Wake WaitForEvent(int inotify_fd, int stop_fd, int timeout_ms) {
   return Wake::kChange;
 }
 
-bool SameObject(const convert::KubeObject& object, const model::ConfigError& error) {
-  const model::ObjectMeta& meta = convert::MetaOf(object);
-  return convert::KindOf(object) == error.kind && meta.name == error.name &&
-         meta.namespace_ == error.namespace_;
-}
-
 }  // namespace
 
 bool IsConfigFile(const std::filesystem::path& path) {
@@ -183,7 +177,9 @@ FileSource::FileState FileSource::Load(const std::string& origin, std::string co
                                        const FileState* previous) {
   FileState state;
   state.content = std::move(content);
-  absl::StatusOr<convert::ParsedStream> parsed = convert::ParseYamlStream(state.content, origin);
+  absl::StatusOr<convert::ParsedStream> parsed = convert::ParseYamlStream(
+      state.content, origin,
+      previous == nullptr ? absl::Span<const convert::SourcedObject>() : previous->objects);
   if (!parsed.ok()) {
     // Nothing in a file that is not YAML can be trusted, so it replaces nothing it held.
     std::string message(parsed.status().message());
@@ -192,24 +188,10 @@ FileSource::FileState FileSource::Load(const std::string& origin, std::string co
       absl::StrAppend(&message, "; still serving the ", state.objects.size(),
                       " objects of its last valid version");
     }
-    state.errors.push_back({origin, "", "", "", std::move(message)});
+    state.errors.push_back({origin, "", "", "", std::move(message), {}});
   } else {
     state.objects = std::move(parsed->objects);
     state.errors = std::move(parsed->errors);
-    // A rejected edit leaves the object's last accepted version serving, as an admission
-    // webhook leaves it in place in a cluster.
-    for (model::ConfigError& error : state.errors) {
-      if (previous == nullptr || error.kind.empty()) continue;
-      auto now_valid = [&](const convert::SourcedObject& o) { return SameObject(o.object, error); };
-      if (std::any_of(state.objects.begin(), state.objects.end(), now_valid)) continue;
-      for (const convert::SourcedObject& old : previous->objects) {
-        if (SameObject(old.object, error)) {
-          state.objects.push_back(old);
-          absl::StrAppend(&error.message, "; still serving its last valid version");
-          break;
-        }
-      }
-    }
   }
   for (const model::ConfigError& error : state.errors) {
     spdlog::warn("config: rejected {}{}{}: {}", error.origin,

@@ -58,6 +58,17 @@ size_t ContentHash(const json& object) {
   return std::hash<json>{}(content);
 }
 
+std::map<std::string, std::string> LabelsOf(const json& object) {
+  std::map<std::string, std::string> labels;
+  const json& metadata = object.value("metadata", json::object());
+  auto found = metadata.find("labels");
+  if (found == metadata.end() || !found->is_object()) return labels;
+  for (const auto& [key, value] : found->items()) {
+    if (value.is_string()) labels[key] = value.get<std::string>();
+  }
+  return labels;
+}
+
 bool SameError(const std::optional<model::ConfigError>& a,
                const std::optional<model::ConfigError>& b) {
   if (a.has_value() != b.has_value()) return false;
@@ -67,6 +78,10 @@ bool SameError(const std::optional<model::ConfigError>& a,
 void LogRejected(const model::ConfigError& error) {
   spdlog::warn("kube: rejected {} {}/{}: {}", error.kind, error.namespace_, error.name,
                error.message);
+}
+
+std::string StatusKey(const std::string& kind, const std::string& ns, const std::string& name) {
+  return absl::StrCat(kind, "/", ns, "/", name);
 }
 
 }  // namespace
@@ -91,6 +106,9 @@ KubeSource::KubeSource(ClusterConfig config, Options options, Subscriber subscri
     }
   }
   stores_.resize(informers_.size());
+  namespace_store_ = std::find_if(informer_resources_.begin(), informer_resources_.end(),
+                                  [](const ApiResource& r) { return r.kind == "Namespace"; }) -
+                     informer_resources_.begin();
   if (options_.status.write) {
     status_client_ = std::make_unique<ApiClient>(std::move(config));
     status_writer_ = std::make_unique<StatusWriter>(
@@ -149,10 +167,16 @@ KubeSource::Entry KubeSource::Convert(size_t store, const json& object,
                                       const Entry* previous) const {
   Entry entry;
   entry.content_hash = ContentHash(object);
+  const ApiResource& resource = informer_resources_[store];
+  if (resource.namespaced) {
+    entry.namespace_ = MetadataField(object, "namespace");
+  } else {
+    entry.labels = LabelsOf(object);
+  }
   std::optional<StatusTarget> target;
-  if (status_writer_ != nullptr && WritesStatus(informer_resources_[store])) {
+  if (status_writer_ != nullptr && WritesStatus(resource)) {
     target.emplace();
-    target->resource = informer_resources_[store];
+    target->resource = resource;
     target->namespace_ = MetadataField(object, "namespace");
     target->name = MetadataField(object, "name");
     target->uid = MetadataField(object, "uid");
@@ -173,30 +197,16 @@ KubeSource::Entry KubeSource::Convert(size_t store, const json& object,
     }
     return entry;
   }
-  absl::StatusOr<convert::KubeObject> parsed = convert::ParseObject(JsonToYaml(object));
-  if (parsed.ok()) {
-    entry.accepted = convert::SourcedObject{kOrigin, *std::move(parsed)};
-    entry.status = std::move(target);
-    return entry;
+  std::vector<convert::SourcedObject> served_before;
+  if (previous != nullptr && previous->served.accepted) {
+    served_before.push_back(*previous->served.accepted);
   }
-  model::ConfigError error;
-  error.origin = kOrigin;
-  error.kind = object.value("kind", "");
-  error.namespace_ = MetadataField(object, "namespace");
-  error.name = MetadataField(object, "name");
-  error.message = std::string(parsed.status().message());
-  if (target) target->validation_error = error.message;
-  // A rejected edit leaves the last accepted version serving, as an admission webhook would
-  // have left it in place.
-  if (previous != nullptr && previous->accepted) {
-    entry.accepted = previous->accepted;
-    std::string note = absl::StrCat("still serving its last valid version (resourceVersion ",
-                                    convert::MetaOf(previous->accepted->object).resource_version,
-                                    ")");
-    absl::StrAppend(&error.message, "; ", note);
-    if (target) target->serving_note = std::move(note);
+  entry.served = convert::ReadServedVersion(JsonToYaml(object), kOrigin, served_before);
+  if (target && entry.served.error) {
+    // One validation message per problem; what still serves goes in the condition.
+    target->validation_error = entry.served.problems;
+    target->serving_note = entry.served.serving_note;
   }
-  entry.error = std::move(error);
   entry.status = std::move(target);
   return entry;
 }
@@ -211,9 +221,9 @@ void KubeSource::Replace(size_t index, std::vector<json> objects) {
     auto previous = store.entries.find(key);
     Entry entry =
         Convert(index, object, previous == store.entries.end() ? nullptr : &previous->second);
-    if (entry.error &&
-        (previous == store.entries.end() || !SameError(previous->second.error, entry.error))) {
-      LogRejected(*entry.error);
+    if (entry.served.error && (previous == store.entries.end() ||
+                               !SameError(previous->second.served.error, entry.served.error))) {
+      LogRejected(*entry.served.error);
     }
     entries[std::move(key)] = std::move(entry);
   }
@@ -242,28 +252,89 @@ void KubeSource::Apply(size_t index, const json& object, bool deleted) {
       }
       return;
     }
-    if (entry.error) LogRejected(*entry.error);
+    if (entry.served.error) LogRejected(*entry.served.error);
     store.entries[std::move(key)] = std::move(entry);
   }
   dirty_ = true;
   changed_.notify_all();
 }
 
+std::set<std::string> KubeSource::SelectedNamespaces() const {
+  std::set<std::string> selected;
+  for (const auto& [key, entry] : stores_[namespace_store_].entries) {
+    if (options_.namespace_selector.Matches(entry.labels)) selected.insert(key.substr(1));
+  }
+  return selected;
+}
+
+bool KubeSource::Admitted(const std::string& key, const Entry& entry,
+                          const std::set<std::string>& selected) const {
+  // Without a selector every namespace is admitted, also one whose Namespace has not been
+  // seen yet (the watches are not ordered).
+  if (options_.namespace_selector.SelectsEverything()) return true;
+  // Namespaces are cluster-scoped and keyed "/name".
+  return selected.contains(entry.namespace_.empty() ? key.substr(1) : entry.namespace_);
+}
+
 std::vector<StatusTarget> KubeSource::StatusTargets() const {
+  const std::set<std::string> selected = SelectedNamespaces();
   std::vector<StatusTarget> targets;
   for (const Store& store : stores_) {
     for (const auto& [key, entry] : store.entries) {
-      if (entry.status) targets.push_back(*entry.status);
+      if (!entry.status || entry.published_in == 0 || entry.published_in > pushed_version_ ||
+          !Admitted(key, entry, selected)) {
+        continue;
+      }
+      StatusTarget target = *entry.status;
+      auto warnings = warnings_.find(
+          StatusKey(target.resource.kind, target.namespace_, target.name));
+      if (warnings != warnings_.end()) target.warnings = warnings->second;
+      targets.push_back(std::move(target));
     }
   }
   return targets;
+}
+
+void KubeSource::OnPushed(uint64_t state_version, std::vector<model::ConfigError> warnings) {
+  if (status_writer_ == nullptr) return;
+  std::vector<StatusTarget> targets;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pushed_version_ = std::max(pushed_version_, state_version);
+    warnings_.clear();
+    for (model::ConfigError& warning : warnings) {
+      warnings_[StatusKey(warning.kind, warning.namespace_, warning.name)].push_back(
+          std::move(warning));
+    }
+    targets = StatusTargets();
+  }
+  status_writer_->Update(std::move(targets));
+}
+
+void KubeSource::LogRootSelection(const std::set<std::string>& selected) {
+  if (options_.namespace_selector.SelectsEverything() ||
+      !stores_[namespace_store_].entries.contains("/" + std::string(model::kRootNamespace))) {
+    return;
+  }
+  const bool root_selected = selected.contains(std::string(model::kRootNamespace));
+  if (root_selected_ == root_selected) return;
+  root_selected_ = root_selected;
+  if (root_selected) {
+    spdlog::info("kube: the root namespace {} is selected: its mesh-wide config applies",
+                 model::kRootNamespace);
+  } else {
+    spdlog::warn("kube: the root namespace {} is not selected by --namespace-selector: as in "
+                 "Istio, its mesh-wide AuthorizationPolicies and DestinationRules are ignored "
+                 "until its labels match",
+                 model::kRootNamespace);
+  }
 }
 
 void KubeSource::PublishLoop() {
   while (true) {
     std::vector<convert::SourcedObject> objects;
     std::vector<model::ConfigError> errors;
-    std::vector<StatusTarget> targets;
+    uint64_t version = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
       auto ready = [this] {
@@ -276,19 +347,25 @@ void KubeSource::PublishLoop() {
       changed_.wait_for(lock, options_.coalesce, [this] { return stopping_; });
       if (stopping_) return;
       dirty_ = false;
-      for (const Store& store : stores_) {
-        for (const auto& [key, entry] : store.entries) {
-          if (entry.accepted) objects.push_back(*entry.accepted);
-          if (entry.error) errors.push_back(*entry.error);
+      version = ++version_;
+      const std::set<std::string> selected = SelectedNamespaces();
+      LogRootSelection(selected);
+      for (Store& store : stores_) {
+        for (auto& [key, entry] : store.entries) {
+          if (!Admitted(key, entry, selected)) {
+            entry.published_in = 0;  // published again once its namespace is selected
+            continue;
+          }
+          if (entry.published_in == 0) entry.published_in = version;
+          if (entry.served.accepted) objects.push_back(*entry.served.accepted);
+          if (entry.served.error) errors.push_back(*entry.served.error);
         }
       }
-      if (status_writer_ != nullptr) targets = StatusTargets();
     }
     auto state = std::make_shared<model::MeshState>(
         convert::BuildMeshState(objects, std::move(errors)));
-    state->version = ++version_;
+    state->version = version;
     subscriber_(std::move(state));
-    if (status_writer_ != nullptr) status_writer_->Update(std::move(targets));
   }
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "controlplane/source/kube/api_client.h"
 #include "controlplane/source/kube/cluster_config.h"
 #include "controlplane/source/kube/informer.h"
+#include "controlplane/source/kube/label_selector.h"
 #include "controlplane/source/kube/leader_election.h"
 #include "controlplane/source/kube/status_writer.h"
 #include "nlohmann/json.hpp"
@@ -36,10 +38,18 @@ namespace meshpilot::source {
 // Bad input loses nothing: an object that fails validation is reported in MeshState::errors
 // (origin "kube"); if an earlier version of it was accepted, that version keeps serving.
 //
+// Namespaces are selected as istiod's meshConfig.discoverySelectors select them: with a
+// namespace selector, only objects of namespaces whose labels match are admitted (the root
+// namespace istio-system included: it too must match). Namespaces are watched, so a namespace
+// whose labels change so that it enters or leaves the selection brings its objects in or
+// takes them out at the next publish. --watched-namespaces narrows what is read at all.
+//
 // With Options::status, validation results go back to the cluster: the status subresource
 // of every VirtualService, DestinationRule and AuthorizationPolicy, and an Event for each
-// rejection, written only by the replica that holds the Lease (leader_election.h). Changes
-// to an object's status alone (those writes coming back through the watch) publish nothing.
+// rejection, written only by the replica that holds the Lease (leader_election.h). An
+// object's status is written once the state holding its current generation has been pushed
+// (OnPushed), with the translator's warnings about it. Changes to an object's status alone
+// (those writes coming back through the watch) publish nothing.
 class KubeSource {
  public:
   using Subscriber = std::function<void(model::MeshStatePtr)>;
@@ -47,6 +57,8 @@ class KubeSource {
   struct Options {
     // Namespaces to read; empty: all. Cluster-scoped Namespaces are filtered to these.
     std::vector<std::string> watched_namespaces;
+    // Of those, the namespaces whose objects are admitted (discoverySelectors).
+    LabelSelector namespace_selector;
     // Read v1 Endpoints instead of discovery.k8s.io/v1 EndpointSlices.
     bool legacy_endpoints = false;
     Informer::Options informer;
@@ -73,15 +85,24 @@ class KubeSource {
   // Once it returns, the subscriber is not called again. Idempotent.
   void Stop();
 
+  // The state of `state_version` (or a later one) that this source published has been
+  // installed and its push handed to every connected proxy; `warnings` are the translator's
+  // about it. Objects whose current generation it holds get their status written.
+  void OnPushed(uint64_t state_version, std::vector<model::ConfigError> warnings);
+
  private:
-  // What meshpilot holds of one object: the version it last accepted and, if its current
-  // version is rejected, why.
+  // What meshpilot holds of one object: what serves of it and, if its newest version is
+  // rejected, why (convert::ServedVersion).
   struct Entry {
-    std::optional<convert::SourcedObject> accepted;
-    std::optional<model::ConfigError> error;
+    convert::ServedVersion served;
+    std::string namespace_;  // empty for Namespaces
+    std::map<std::string, std::string> labels;  // of Namespaces, for the selector
     // The object without its status and write metadata: equal ones differ only in status.
     size_t content_hash = 0;
     std::optional<StatusTarget> status;  // for the kinds whose status meshpilot writes
+    // The first published state that holds this content; 0: none yet (new, changed, or in a
+    // namespace not selected).
+    uint64_t published_in = 0;
   };
   // One per informer, keyed by "namespace/name".
   struct Store {
@@ -93,7 +114,15 @@ class KubeSource {
   void Apply(size_t store, const nlohmann::json& object, bool deleted);
   // Converts `object`, keeping `previous`'s accepted version when the new one is rejected.
   Entry Convert(size_t store, const nlohmann::json& object, const Entry* previous) const;
-  std::vector<StatusTarget> StatusTargets() const;  // under mu_
+  // The namespaces whose objects are admitted, from the Namespaces store. Under mu_.
+  std::set<std::string> SelectedNamespaces() const;
+  bool Admitted(const std::string& key, const Entry& entry,
+                const std::set<std::string>& selected) const;
+  // Logs when the root namespace enters or leaves the selection. Under mu_.
+  void LogRootSelection(const std::set<std::string>& selected);
+  // What the status writer should write: the admitted objects whose content has been pushed.
+  // Under mu_.
+  std::vector<StatusTarget> StatusTargets() const;
   bool Watched(const nlohmann::json& object) const;
   void PublishLoop();
 
@@ -102,6 +131,7 @@ class KubeSource {
   ApiClient client_;
   std::vector<std::unique_ptr<Informer>> informers_;
   std::vector<ApiResource> informer_resources_;  // by informer index
+  size_t namespace_store_ = 0;                   // the store of Namespaces
   // Status writes and the Lease have their own connection, which outlives the informers'
   // at shutdown so that the Lease can be released.
   std::unique_ptr<ApiClient> status_client_;
@@ -113,7 +143,12 @@ class KubeSource {
   std::vector<Store> stores_;  // by informer index
   bool dirty_ = false;
   bool stopping_ = false;
-  uint64_t version_ = 0;  // only the publisher thread
+  uint64_t version_ = 0;         // of the last state published
+  uint64_t pushed_version_ = 0;  // of the last state pushed (OnPushed)
+  // The translator's warnings about the pushed state, by "Kind/namespace/name".
+  std::map<std::string, std::vector<model::ConfigError>> warnings_;
+  // Whether the root namespace was selected at the last publish (logged when it changes).
+  std::optional<bool> root_selected_;
   std::thread publisher_;
 };
 

@@ -1,5 +1,6 @@
 #include "controlplane/source/kube/status_writer.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -15,11 +16,10 @@ using nlohmann::json;
 
 constexpr std::chrono::seconds kRequestTimeout(10);
 // Istio's analysis message for an object its validation rejects.
-constexpr char kCode[] = "IST0106";
-constexpr char kCodeName[] = "SchemaValidationError";
-constexpr char kDocumentationUrl[] =
-    "https://istio.io/latest/docs/reference/config/analysis/ist0106/";
-constexpr char kConditionType[] = "Accepted";
+// Istio's analysis message for an object its validation rejects.
+const model::MessageType kSchemaValidationError{"SchemaValidationError", "IST0106"};
+constexpr char kAccepted[] = "Accepted";
+constexpr char kReconciled[] = "Reconciled";
 
 std::string KeyOf(const StatusTarget& target) {
   return absl::StrCat(target.resource.kind, "/", target.namespace_, "/", target.name);
@@ -44,43 +44,78 @@ std::string Now() {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
 }
 
+json ValidationMessage(const model::MessageType& type, const char* level,
+                       absl::string_view message) {
+  json entry{{"type", {{"name", type.name}}}, {"level", level}, {"message", std::string(message)}};
+  if (!type.code.empty()) {
+    entry["type"]["code"] = type.code;
+    entry["documentationUrl"] = absl::StrCat(
+        "https://istio.io/latest/docs/reference/config/analysis/", absl::AsciiStrToLower(type.code),
+        "/");
+  }
+  return entry;
+}
+
+// A condition of `target`'s status-to-be; its lastTransitionTime stays while its status does.
+json Condition(const StatusTarget& target, const char* type, bool holds, const char* reason,
+               const std::string& message, const std::string& now) {
+  const std::string status = holds ? "True" : "False";
+  std::string transition = now;
+  if (const json* previous = FindCondition(target.status, type);
+      previous != nullptr && previous->value("status", "") == status &&
+      previous->contains("lastTransitionTime") && (*previous)["lastTransitionTime"].is_string()) {
+    transition = (*previous)["lastTransitionTime"].get<std::string>();
+  }
+  return json{{"type", type},
+              {"status", status},
+              {"observedGeneration", target.generation},
+              {"reason", reason},
+              {"message", message},
+              {"lastTransitionTime", transition}};
+}
+
+std::string Count(size_t n, const char* what) {
+  return absl::StrCat(n, " ", what, n == 1 ? "" : "s");
+}
+
 }  // namespace
 
 json DesiredStatus(const StatusTarget& target, const std::string& now_rfc3339) {
   const bool rejected = !target.validation_error.empty();
   json messages = json::array();
+  size_t errors = 0;
   if (rejected) {
     // One message per problem: the error lists them, each led by its field path.
     for (absl::string_view problem : absl::StrSplit(target.validation_error, "; ")) {
       if (problem.empty()) continue;
-      messages.push_back(json{{"type", {{"name", kCodeName}, {"code", kCode}}},
-                              {"level", "ERROR"},
-                              {"documentationUrl", kDocumentationUrl},
-                              {"message", std::string(problem)}});
+      messages.push_back(ValidationMessage(kSchemaValidationError, "ERROR", problem));
+      ++errors;
     }
   }
-  std::string message = "meshpilot serves this generation";
+  for (const model::ConfigError& warning : target.warnings) {
+    messages.push_back(ValidationMessage(warning.type, "WARNING", warning.message));
+  }
+  const size_t warnings = target.warnings.size();
+  std::string accepted = "meshpilot serves this generation";
   if (rejected) {
-    message = absl::StrCat(messages.size(), messages.size() == 1 ? " error" : " errors",
-                           " found; see validationMessages");
-    if (!target.serving_note.empty()) absl::StrAppend(&message, "; ", target.serving_note);
+    accepted = absl::StrCat(Count(errors, "error"), " found; see validationMessages");
+    if (!target.serving_note.empty()) absl::StrAppend(&accepted, "; ", target.serving_note);
+  } else if (warnings > 0) {
+    absl::StrAppend(&accepted, "; ", Count(warnings, "warning"), ": see validationMessages");
   }
-  const std::string status = rejected ? "False" : "True";
-  std::string transition = now_rfc3339;
-  if (const json* previous = FindCondition(target.status, kConditionType);
-      previous != nullptr && previous->value("status", "") == status &&
-      previous->contains("lastTransitionTime") && (*previous)["lastTransitionTime"].is_string()) {
-    transition = (*previous)["lastTransitionTime"].get<std::string>();
-  }
-  json desired{{"observedGeneration", target.generation},
-               {"conditions", json::array({json{{"type", kConditionType},
-                                                {"status", status},
-                                                {"observedGeneration", target.generation},
-                                                {"reason", rejected ? "Rejected" : "Accepted"},
-                                                {"message", message},
-                                                {"lastTransitionTime", transition}}})}};
+  json desired{
+      {"observedGeneration", target.generation},
+      {"conditions",
+       json::array({Condition(target, kAccepted, !rejected, rejected ? "Rejected" : "Accepted",
+                              accepted, now_rfc3339),
+                    Condition(target, kReconciled, true, "Pushed",
+                              rejected ? "the config that still serves has been pushed to every "
+                                         "connected proxy"
+                                       : "the config of this generation has been pushed to "
+                                         "every connected proxy",
+                              now_rfc3339)})}};
   // null in a merge patch removes the messages of an earlier rejection.
-  desired["validationMessages"] = rejected ? messages : json(nullptr);
+  desired["validationMessages"] = messages.empty() ? json(nullptr) : messages;
   return desired;
 }
 
@@ -92,7 +127,7 @@ bool StatusUpToDate(const json& current, const json& desired) {
   return true;
 }
 
-StatusWriter::StatusWriter(ApiClient& client, Options options)
+StatusWriter::StatusWriter(ApiSender& client, Options options)
     : client_(client), options_(std::move(options)) {}
 
 StatusWriter::~StatusWriter() { Stop(); }
@@ -140,15 +175,16 @@ uint64_t StatusWriter::events() const {
 
 void StatusWriter::Run() {
   Backoff backoff(options_.retry_initial, options_.retry_max);
-  std::chrono::milliseconds retry_in{0};
+  // Set after a failed pass: try again after this long (which the jitter may make 0).
+  std::optional<std::chrono::milliseconds> retry_in;
   while (true) {
     std::vector<StatusTarget> targets;
     {
       std::unique_lock<std::mutex> lock(mu_);
       auto ready = [this] { return stopping_ || (leading_ && dirty_); };
-      if (retry_in.count() > 0) {
+      if (retry_in) {
         // Something failed: try again after the backoff, or sooner on news.
-        if (!wake_.wait_for(lock, retry_in, ready) && leading_) dirty_ = true;
+        if (!wake_.wait_for(lock, *retry_in, ready) && leading_) dirty_ = true;
       }
       wake_.wait(lock, ready);
       if (stopping_) return;
@@ -157,7 +193,7 @@ void StatusWriter::Run() {
     }
     if (Reconcile(targets)) {
       backoff.Reset();
-      retry_in = std::chrono::milliseconds(0);
+      retry_in.reset();
     } else {
       retry_in = backoff.Next();
     }
@@ -186,13 +222,10 @@ bool StatusWriter::Reconcile(const std::vector<StatusTarget>& targets) {
     if (Write(target, desired)) {
       still_written[key] = Written{target.resource_version, desired};
       // An Event when this generation newly turns rejected, not on every rewrite.
-      const json* before = FindCondition(target.status, kConditionType);
+      const json* before = FindCondition(target.status, kAccepted);
       bool was_rejected_here = before != nullptr && before->value("status", "") == "False" &&
                                before->value("observedGeneration", int64_t{-1}) ==
-                                   target.generation &&
-                               Field(target.status, "validationMessages") != nullptr &&
-                               *Field(target.status, "validationMessages") ==
-                                   desired["validationMessages"];
+                                   target.generation;
       if (!target.validation_error.empty() && !was_rejected_here) RecordEvent(target, desired);
     } else {
       complete = false;

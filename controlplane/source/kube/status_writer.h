@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "controlplane/model/mesh_state.h"
 #include "controlplane/source/kube/api_client.h"
 #include "controlplane/source/kube/informer.h"
 #include "nlohmann/json.hpp"
@@ -30,18 +31,23 @@ struct StatusTarget {
   std::string validation_error;
   // Said in the Accepted condition of a rejected object that still serves an older version.
   std::string serving_note;
+  // What the translator warns about the version that serves (translator::CheckConfig).
+  std::vector<model::ConfigError> warnings;
 };
 
-// The status meshpilot wants `target` to have, in Istio's shape: observedGeneration, an
-// Accepted condition, and one validationMessage (IST0106 SchemaValidationError, level ERROR)
-// per problem. `lastTransitionTime` is kept from `target.status` while the condition's status
-// stays the same, so that an unchanged object yields exactly its current status.
+// The status meshpilot wants `target` to have once the state holding its generation has been
+// pushed, in Istio's shape (IstioStatus): observedGeneration (the generation the Reconciled
+// condition refers to); an Accepted condition; a Reconciled condition (True: that push has been
+// sent); validationMessages: one per problem, IST0106 SchemaValidationError at level ERROR for
+// a rejection, then the translator's warnings at level WARNING with their analyzer type.
+// A condition's `lastTransitionTime` is kept from `target.status` while its status stays the
+// same, so that an unchanged object yields exactly its current status.
 nlohmann::json DesiredStatus(const StatusTarget& target, const std::string& now_rfc3339);
 
 // Whether `current` already says what `desired` says (meshpilot's fields only).
 bool StatusUpToDate(const nlohmann::json& current, const nlohmann::json& desired);
 
-// Writes validation results to the status subresource of Istio objects, and a Kubernetes Event
+// Writes validation results and warnings to the status subresource of Istio objects, and a Kubernetes Event
 // (reason Rejected) whenever an object's generation newly becomes rejected. Only while
 // leading: replicas that are not leaders compute nothing. A status is written only when it
 // differs from what the object already has, each write conditional on the resourceVersion
@@ -54,7 +60,7 @@ class StatusWriter {
     std::chrono::milliseconds retry_initial{500};
     std::chrono::milliseconds retry_max{30000};
   };
-  StatusWriter(ApiClient& client, Options options);
+  StatusWriter(ApiSender& client, Options options);
   StatusWriter(const StatusWriter&) = delete;
   StatusWriter& operator=(const StatusWriter&) = delete;
   ~StatusWriter();
@@ -77,7 +83,7 @@ class StatusWriter {
   bool Write(const StatusTarget& target, const nlohmann::json& desired);
   void RecordEvent(const StatusTarget& target, const nlohmann::json& desired);
 
-  ApiClient& client_;
+  ApiSender& client_;
   const Options options_;
 
   mutable std::mutex mu_;

@@ -112,12 +112,43 @@ TEST_CASE("merged VirtualServices: rules appended in order, stopping at a catch-
   CHECK(routes[1].route().cluster() == "outbound|9080|v1|reviews.default.svc.cluster.local");
 
   auto errors = CheckVirtualServices(state);
-  REQUIRE(errors.size() == 2);
+  REQUIRE(errors.size() == 3);
   CHECK(errors[0].name == "b-default");
   CHECK(errors[0].message.find("merged in that order") != std::string::npos);
-  CHECK(errors[0].message.find("unreachable") == std::string::npos);
+  CHECK(errors[0].type.code == "IST0109");
   CHECK(errors[1].name == "c-shadowed");
-  CHECK(errors[1].message.find("unreachable: default/b-default") != std::string::npos);
+  CHECK(errors[1].type.code == "IST0109");
+  CHECK(errors[2].name == "c-shadowed");
+  CHECK(errors[2].type.name == "VirtualServiceUnreachableRule");
+  CHECK(errors[2].type.code == "IST0130");
+  CHECK(errors[2].message ==
+        "spec.http: the rules of this VirtualService for host reviews.default.svc.cluster.local "
+        "are unreachable: default/b-default, merged before it, has a rule that matches every "
+        "request");
+}
+
+TEST_CASE("subsets no DestinationRule defines are referenced resources not found",
+          "[vs_index]") {
+  model::MeshState state = Mesh();
+  AddDestinationRule(state, "default", "reviews", "reviews");
+  AddVersionSubsets(state.destination_rules.at("default/reviews"));
+  model::VirtualService& vs = AddVirtualService(state, "default", "reviews", {"reviews"});
+  vs.http.push_back(RouteTo("reviews", "v1"));
+  vs.http.push_back(RouteTo("reviews", "v9"));
+
+  auto errors = CheckVirtualServices(state);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].message ==
+        "spec.http[1].route[0].destination.subset: no DestinationRule for "
+        "reviews.default.svc.cluster.local defines subset \"v9\"; requests routed there fail "
+        "(503)");
+  CHECK(errors[0].type.name == "ReferencedResourceNotFound");
+  CHECK(errors[0].type.code == "IST0101");
+
+  // Defined by a DestinationRule with a wildcard host, as Istio's analyzer accepts it.
+  AddDestinationRule(state, "default", "all", "*.default.svc.cluster.local")
+      .subsets.push_back({.name = "v9"});
+  CHECK(CheckVirtualServices(state).empty());
 }
 
 TEST_CASE("tls routes, gateway-only VirtualServices and unknown hosts are reported",
@@ -140,6 +171,10 @@ TEST_CASE("tls routes, gateway-only VirtualServices and unknown hosts are report
   CHECK(errors[1].message.rfind("spec.http[0].route[0].destination.host: \"nosuch\"", 0) == 0);
   CHECK(errors[2].message.rfind("spec.tcp[0].route[0].destination.host: \"nosuch-db\"", 0) == 0);
   CHECK(errors[3].message.rfind("spec.tls[0]: TLS routes (SNI matching) are not supported", 0) == 0);
+  CHECK(errors[1].type.code == "IST0101");
+  CHECK(errors[2].type.code == "IST0101");
+  CHECK(errors[3].type.name == "NotSupported");
+  CHECK(errors[3].type.code.empty());
 }
 
 }  // namespace
