@@ -59,7 +59,11 @@ void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy&
   using Mode = model::ClientTlsSettings::Mode;
   auto check_tls = [&](const std::optional<model::ClientTlsSettings>& tls,
                        const std::string& field) {
-    if (tls && tls->mode != Mode::kDisable && tls->mode != Mode::kIstioMutual) {
+    if (tls && tls->mode == Mode::kIstioMutual) {
+      errors.push_back(ErrorFor(
+          rule, absl::StrCat(field, ".mode: ISTIO_MUTUAL needs the mesh's mTLS, which meshpilot "
+                                    "does not serve yet; plaintext is used")));
+    } else if (tls && tls->mode != Mode::kDisable) {
       errors.push_back(ErrorFor(
           rule, absl::StrCat(field, ".mode: SIMPLE and MUTUAL origination are not supported "
                                     "yet; plaintext is used")));

@@ -427,6 +427,9 @@ std::optional<Route> TranslateRule(const model::HttpRoute& rule,
   }
   route.set_name(name);
   *route.mutable_match() = TranslateMatch(match, grpc);
+  if (match != nullptr && !match->stat_prefix.empty() && !grpc) {
+    route.set_stat_prefix(match->stat_prefix);
+  }
 
   if (rule.redirect) {
     *route.mutable_redirect() = TranslateRedirect(*rule.redirect, context.port);
@@ -472,7 +475,8 @@ bool AppendHttpRoutes(const model::VirtualService& vs, const RouteContext& conte
   return false;
 }
 
-Route DefaultRoute(const std::string& cluster, const ProxyInfo& proxy) {
+Route DefaultRoute(const std::string& cluster, const ProxyInfo& proxy,
+                   const ClusterTrafficPolicy& policy) {
   Route route;
   route.set_name("default");
   route.mutable_match()->set_prefix("/");
@@ -481,6 +485,7 @@ Route DefaultRoute(const std::string& cluster, const ProxyInfo& proxy) {
   // Istio turns off Envoy's default 15s route timeout: no timeout unless a VirtualService sets one.
   action->mutable_timeout()->set_seconds(0);
   if (!proxy.proxyless_grpc) *action->mutable_retry_policy() = DefaultRetryPolicy();
+  for (auto& hash_policy : HashPolicies(policy)) *action->add_hash_policy() = std::move(hash_policy);
   return route;
 }
 

@@ -7,6 +7,7 @@
 #include "envoy/config/route/v3/route_components.pb.h"
 #include "translator/destination_rule_index.h"
 #include "translator/proxy.h"
+#include "translator/traffic_policy.h"
 
 namespace meshpilot::translator {
 
@@ -27,7 +28,10 @@ bool AppendHttpRoutes(const model::VirtualService& vs, const RouteContext& conte
 
 // The route a service port has without a VirtualService: everything to its cluster, with
 // Istio's default retry policy on sidecars.
-envoy::config::route::v3::Route DefaultRoute(const std::string& cluster, const ProxyInfo& proxy);
+// The route of a service port no VirtualService shapes: to its cluster, with the hash policies
+// of the DestinationRule's consistentHash (`policy`, the port's), so that it sticks.
+envoy::config::route::v3::Route DefaultRoute(const std::string& cluster, const ProxyInfo& proxy,
+                                             const ClusterTrafficPolicy& policy);
 
 // The filter names routes refer to in typed_per_filter_config.
 inline constexpr char kFaultFilter[] = "envoy.filters.http.fault";

@@ -36,6 +36,7 @@ Filter TcpProxyFilter(std::string_view stat_prefix, std::string_view cluster) {
 std::vector<Listener> SidecarListeners(const model::MeshState& state, const ProxyInfo& proxy) {
   std::map<std::string, Listener> by_name;
   const VirtualServiceIndex virtual_services(state, proxy);
+  const DestinationRuleIndex rules(state, proxy);
   for (const auto& [key, service] : state.services) {
     for (const model::ServicePort& port : service.ports) {
       if (model::IsHttpLike(port.protocol)) {
@@ -60,7 +61,7 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state, const Prox
         listener.mutable_bind_to_port()->set_value(false);
         listener.set_traffic_direction(envoy::config::core::v3::OUTBOUND);
         *listener.add_filter_chains()->add_filters() =
-            OutboundTcpProxy(state, virtual_services, proxy, service, port.port);
+            OutboundTcpProxy(state, virtual_services, rules, proxy, service, port.port);
       }
     }
   }

@@ -41,7 +41,9 @@ VirtualHost ServiceVirtualHost(const model::MeshState& state, const model::Servi
   // No VirtualService, or none with a rule for this proxy and port (istiod then drops the
   // VirtualService for this proxy): the default route.
   if (routes.empty()) {
-    routes.push_back(DefaultRoute(OutboundClusterName(port, "", service.Hostname()), proxy));
+    routes.push_back(DefaultRoute(
+        OutboundClusterName(port, "", service.Hostname()), proxy,
+        ResolveTrafficPolicy(indexes.rules.ForService(service), nullptr, port)));
   }
   for (auto& route : routes) *vhost.add_routes() = std::move(route);
   return vhost;

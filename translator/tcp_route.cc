@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+#include "translator/duration.h"
 #include "translator/names.h"
 #include "translator/subset.h"
 
@@ -92,11 +93,21 @@ std::pair<const model::TcpRoute*, const model::VirtualService*> SelectRule(
 
 envoy::config::listener::v3::Filter OutboundTcpProxy(const model::MeshState& state,
                                                      const VirtualServiceIndex& virtual_services,
+                                                     const DestinationRuleIndex& rules,
                                                      const ProxyInfo& proxy,
                                                      const model::Service& service, uint32_t port) {
   const std::string own_cluster = OutboundClusterName(port, "", service.Hostname());
   TcpProxy tcp_proxy;
   tcp_proxy.set_stat_prefix(own_cluster);
+  const ClusterTrafficPolicy policy = ResolveTrafficPolicy(rules.ForService(service), nullptr, port);
+  if (policy.connection_pool && policy.connection_pool->tcp &&
+      policy.connection_pool->tcp->idle_timeout) {
+    SetDuration(*policy.connection_pool->tcp->idle_timeout, *tcp_proxy.mutable_idle_timeout());
+  }
+  if (policy.load_balancer && policy.load_balancer->consistent_hash &&
+      policy.load_balancer->consistent_hash->use_source_ip) {
+    tcp_proxy.add_hash_policy()->mutable_source_ip();
+  }
   auto [rule, vs] = SelectRule(virtual_services, proxy, service, port);
   std::vector<const model::RouteDestination*> destinations;
   if (rule != nullptr) {

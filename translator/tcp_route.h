@@ -2,6 +2,7 @@
 
 #include "controlplane/model/mesh_state.h"
 #include "envoy/config/listener/v3/listener_components.pb.h"
+#include "translator/destination_rule_index.h"
 #include "translator/proxy.h"
 #include "translator/virtual_service_index.h"
 
@@ -13,9 +14,12 @@ namespace meshpilot::translator {
 // become the cluster, or weighted clusters. A match applies when it is bound to the mesh, its
 // sourceLabels and sourceNamespace fit the proxy, its port is the listener's, and one of its
 // destinationSubnets (if any) holds the clusterIP, the only destination this listener sees.
-// Without such a rule, everything goes to the service's own cluster.
+// Without such a rule, everything goes to the service's own cluster. From the service's
+// DestinationRule at this port: connectionPool.tcp.idleTimeout (Istio's default: 1h) and a
+// consistentHash on useSourceIp (the tcp_proxy's source-IP hash policy).
 envoy::config::listener::v3::Filter OutboundTcpProxy(const model::MeshState& state,
                                                      const VirtualServiceIndex& virtual_services,
+                                                     const DestinationRuleIndex& rules,
                                                      const ProxyInfo& proxy,
                                                      const model::Service& service, uint32_t port);
 

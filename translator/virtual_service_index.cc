@@ -118,7 +118,23 @@ std::vector<model::ConfigError> CheckVirtualServices(const model::MeshState& sta
             kReferencedResourceNotFound));
       }
     };
+    for (size_t i = 0; i < vs.hosts.size(); ++i) {
+      const std::string host = ResolveHost(vs.hosts[i], vs.meta.namespace_);
+      if (host.find('*') == std::string::npos && FindServiceByHostname(state, host) == nullptr) {
+        errors.push_back(ErrorFor(
+            vs, absl::StrCat("spec.hosts[", i, "]: \"", vs.hosts[i], "\" (", host,
+                             ") is not a known Service (ServiceEntry is not supported yet); no "
+                             "route is built for it"),
+            kReferencedResourceNotFound));
+      }
+    }
     for (size_t i = 0; i < vs.http.size(); ++i) {
+      if (vs.http[i].retries && vs.http[i].retries->retry_remote_localities.value_or(false)) {
+        errors.push_back(ErrorFor(
+            vs, absl::StrCat("spec.http[", i, "].retries.retryRemoteLocalities: needs "
+                             "locality-aware load balancing, which meshpilot does not support "
+                             "yet; ignored")));
+      }
       for (size_t j = 0; j < vs.http[i].route.size(); ++j) {
         check_host(vs.http[i].route[j].destination,
                    absl::StrCat("spec.http[", i, "].route[", j, "].destination"));

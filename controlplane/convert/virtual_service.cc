@@ -232,6 +232,12 @@ model::HttpRedirect ReadRedirect(MapReader& reader) {
     reader.FieldError("scheme", "must be \"http\" or \"https\"");
   }
   redirect.redirect_code = reader.Int("redirectCode", 300, 399).value_or(301);
+  // What Envoy's RedirectAction can answer; Istio drops the route for any other code.
+  if (reader.Has("redirectCode") && redirect.redirect_code != 301 &&
+      redirect.redirect_code != 302 && redirect.redirect_code != 303 &&
+      redirect.redirect_code != 307 && redirect.redirect_code != 308) {
+    reader.FieldError("redirectCode", "must be one of 301, 302, 303, 307 or 308");
+  }
   if (redirect.uri.empty() && redirect.authority.empty() && !reader.Has("port") &&
       !reader.Has("derivePort") && redirect.scheme.empty()) {
     reader.Error("must set uri, authority, scheme or port");

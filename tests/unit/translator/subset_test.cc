@@ -97,16 +97,18 @@ TEST_CASE("unsupported DestinationRule settings are reported", "[subset]") {
   using Mode = model::ClientTlsSettings::Mode;
   rule.traffic_policy.emplace().tls = model::ClientTlsSettings{.mode = Mode::kSimple};
   rule.traffic_policy->load_balancer.emplace().locality_lb_setting.emplace();
-  // ISTIO_MUTUAL is accepted quietly.
+  // ISTIO_MUTUAL is accepted, with a warning that traffic stays plaintext.
   rule.subsets.push_back(
       {.name = "v1",
        .labels = {{"version", "v1"}},
        .traffic_policy = model::TrafficPolicy{.tls = model::ClientTlsSettings{
                                                   .mode = Mode::kIstioMutual}}});
   auto errors = CheckDestinationRules(state);
-  REQUIRE(errors.size() == 2);
-  CHECK(errors[0].message.rfind("spec.trafficPolicy.tls.mode: ", 0) == 0);
+  REQUIRE(errors.size() == 3);
+  CHECK(errors[0].message.rfind("spec.trafficPolicy.tls.mode: SIMPLE and MUTUAL", 0) == 0);
   CHECK(errors[1].message.rfind("spec.trafficPolicy.loadBalancer.localityLbSetting: ", 0) == 0);
+  CHECK(errors[2].message.rfind("spec.subsets[0].trafficPolicy.tls.mode: ISTIO_MUTUAL needs", 0) ==
+        0);
 }
 
 }  // namespace
