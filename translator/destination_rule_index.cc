@@ -77,8 +77,15 @@ void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy&
           rule, absl::StrCat(field, ".localityLbSetting: not supported yet (needs the proxy's "
                                     "locality); ignored")));
     }
-    if (lb->warmup || lb->warmup_duration) {
-      errors.push_back(ErrorFor(rule, absl::StrCat(field, ".warmup: not supported yet; ignored")));
+    const bool round_robin_or_least_request =
+        !lb->consistent_hash &&
+        (!lb->simple || *lb->simple == model::LoadBalancerSettings::Simple::kRoundRobin ||
+         *lb->simple == model::LoadBalancerSettings::Simple::kLeastRequest ||
+         *lb->simple == model::LoadBalancerSettings::Simple::kLeastConn);
+    if ((lb->warmup || lb->warmup_duration) && !round_robin_or_least_request) {
+      errors.push_back(ErrorFor(
+          rule, absl::StrCat(field, ".warmup: applies to ROUND_ROBIN and LEAST_REQUEST only; "
+                                    "ignored with this load balancer")));
     }
   };
   check_tls(policy.tls, path + ".tls");

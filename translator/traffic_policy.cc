@@ -26,6 +26,29 @@ void ApplyPortLevel(const model::TrafficPolicy& policy, uint32_t port,
 // Istio: a consistentHash without ring_hash/maglev is a ring hash.
 bool IsMaglev(const model::ConsistentHashLb& hash) { return hash.maglev.has_value(); }
 
+// Istio's warmup (`warmup`, or the older `warmupDurationSecs`): Envoy's slow start for new
+// endpoints, on the round robin and least request balancers it exists for.
+void ApplyWarmup(const model::LoadBalancerSettings& lb, Cluster& cluster) {
+  if (!lb.warmup && !lb.warmup_duration) return;
+  Cluster::SlowStartConfig* config;
+  if (cluster.lb_policy() == Cluster::ROUND_ROBIN) {
+    config = cluster.mutable_round_robin_lb_config()->mutable_slow_start_config();
+  } else if (cluster.lb_policy() == Cluster::LEAST_REQUEST) {
+    config = cluster.mutable_least_request_lb_config()->mutable_slow_start_config();
+  } else {
+    return;  // reported by CheckDestinationRules
+  }
+  SetDuration(lb.warmup ? lb.warmup->duration : *lb.warmup_duration,
+              *config->mutable_slow_start_window());
+  if (lb.warmup && lb.warmup->aggression) {
+    config->mutable_aggression()->set_default_value(*lb.warmup->aggression);
+    config->mutable_aggression()->set_runtime_key("upstream.warmup.aggression");
+  }
+  if (lb.warmup && lb.warmup->minimum_percent) {
+    config->mutable_min_weight_percent()->set_value(*lb.warmup->minimum_percent);
+  }
+}
+
 void ApplyLoadBalancer(const model::LoadBalancerSettings& lb, const ProxyInfo& proxy,
                        Cluster& cluster) {
   const bool grpc = proxy.proxyless_grpc;
@@ -62,6 +85,7 @@ void ApplyLoadBalancer(const model::LoadBalancerSettings& lb, const ProxyInfo& p
       break;
     case LbSimple::kUnspecified: break;
   }
+  ApplyWarmup(lb, cluster);
 }
 
 // Istio opens the circuit breakers fully unless connectionPool closes them.
