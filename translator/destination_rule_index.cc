@@ -70,12 +70,20 @@ void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy&
     }
   };
   auto check_lb = [&](const std::optional<model::LoadBalancerSettings>& lb,
+                      const std::optional<model::OutlierDetection>& outlier_detection,
                       const std::string& field) {
     if (!lb) return;
-    if (lb->locality_lb_setting) {
-      errors.push_back(ErrorFor(
-          rule, absl::StrCat(field, ".localityLbSetting: not supported yet (needs the proxy's "
-                                    "locality); ignored")));
+    if (const auto& locality = lb->locality_lb_setting) {
+      if (!locality->failover_priority.empty()) {
+        errors.push_back(ErrorFor(
+            rule, absl::StrCat(field, ".localityLbSetting.failoverPriority: not supported yet; "
+                                      "ignored (failover by locality still applies)")));
+      }
+      if (!locality->failover.empty() && !outlier_detection) {
+        errors.push_back(ErrorFor(
+            rule, absl::StrCat(field, ".localityLbSetting.failover: needs outlierDetection "
+                                      "(as in Istio); without it, no failover happens")));
+      }
     }
     const bool round_robin_or_least_request =
         !lb->consistent_hash &&
@@ -89,11 +97,12 @@ void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy&
     }
   };
   check_tls(policy.tls, path + ".tls");
-  check_lb(policy.load_balancer, path + ".loadBalancer");
+  check_lb(policy.load_balancer, policy.outlier_detection, path + ".loadBalancer");
   for (size_t i = 0; i < policy.port_level_settings.size(); ++i) {
     std::string field = absl::StrCat(path, ".portLevelSettings[", i, "]");
     check_tls(policy.port_level_settings[i].tls, field + ".tls");
-    check_lb(policy.port_level_settings[i].load_balancer, field + ".loadBalancer");
+    check_lb(policy.port_level_settings[i].load_balancer,
+             policy.port_level_settings[i].outlier_detection, field + ".loadBalancer");
   }
   if (policy.tunnel) {
     errors.push_back(ErrorFor(rule, path + ".tunnel: not supported yet; ignored"));

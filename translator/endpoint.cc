@@ -1,5 +1,6 @@
 #include <map>
 
+#include "translator/locality.h"
 #include "translator/names.h"
 #include "translator/subset.h"
 #include "translator/translate.h"
@@ -17,10 +18,11 @@ bool ServesPort(const model::Endpoint& endpoint, const model::ServicePort& port)
 // The endpoints of one outbound cluster: the ready endpoints of its service port, narrowed to
 // a subset's labels; none for a subset no DestinationRule defines.
 ClusterLoadAssignment LoadAssignment(const OutboundCluster& cluster,
-                                     const std::vector<model::Endpoint>& endpoints) {
+                                     const std::vector<model::Endpoint>& endpoints,
+                                     const ProxyInfo& proxy) {
   const model::ServicePort& port = *cluster.port;
-  // Grouped by locality: gRPC's xDS client requires it, and weights per locality let
-  // locality-aware balancing be added without changing the shape.
+  // Grouped by locality: gRPC's xDS client requires it, and locality load balancing sets
+  // their weights and priorities.
   std::map<model::Locality, std::vector<const model::Endpoint*>> by_locality;
   for (const model::Endpoint& endpoint : endpoints) {
     if (cluster.undefined_subset) break;
@@ -46,6 +48,7 @@ ClusterLoadAssignment LoadAssignment(const OutboundCluster& cluster,
       lb_endpoint->mutable_load_balancing_weight()->set_value(1);
     }
   }
+  ApplyLocalityLb(cluster.policy, proxy.locality, assignment);
   return assignment;
 }
 
@@ -57,7 +60,7 @@ std::vector<ClusterLoadAssignment> BuildLoadAssignments(const model::MeshState& 
   // Sorted by name already. PASSTHROUGH clusters (ORIGINAL_DST) need no assignment, but one
   // that nothing references is harmless and keeps this independent of the cluster settings.
   for (const OutboundCluster& cluster : BuildOutboundClusters(state, proxy)) {
-    assignments.push_back(LoadAssignment(cluster, state.EndpointsOf(*cluster.service)));
+    assignments.push_back(LoadAssignment(cluster, state.EndpointsOf(*cluster.service), proxy));
   }
   return assignments;
 }

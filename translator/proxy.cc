@@ -24,6 +24,9 @@ std::string ProxyInfo::TranslationKey() const {
   std::string key =
       absl::StrCat(proxyless_grpc ? "grpc" : "sidecar", "/", namespace_, "/ip=", ip);
   if (RingHashCrashes()) key += "/no-ring-hash";
+  if (locality != model::Locality{}) {
+    absl::StrAppend(&key, "/locality=", locality.region, "/", locality.zone, "/", locality.subzone);
+  }
   for (const auto& [name, value] : labels) absl::StrAppend(&key, "/", name, "=", value);
   return key;
 }
@@ -66,6 +69,7 @@ absl::StatusOr<ProxyInfo> ParseProxyInfo(const envoy::config::core::v3::Node& no
   }
   proxy.proxyless_grpc = StringField(metadata, "GENERATOR") == "grpc";
   proxy.user_agent_version = node.user_agent_version();
+  proxy.locality = {node.locality().region(), node.locality().zone(), node.locality().sub_zone()};
   if (auto it = metadata.fields().find("LABELS");
       it != metadata.fields().end() && it->second.has_struct_value()) {
     for (const auto& [key, value] : it->second.struct_value().fields()) {

@@ -3,6 +3,8 @@
 #include <map>
 #include <string>
 
+#include "controlplane/model/endpoint.h"
+
 #include "absl/status/statusor.h"
 #include "envoy/config/core/v3/base.pb.h"
 
@@ -21,6 +23,8 @@ struct ProxyInfo {
   // Node metadata GENERATOR=grpc: a proxyless gRPC client, which gets api_listeners.
   bool proxyless_grpc = false;
   std::map<std::string, std::string> labels;
+  // node.locality: where the proxy runs, for locality-aware load balancing.
+  model::Locality locality;
   // node.user_agent_version: "C-core 29.0.0" for gRPC C++ 1.51 (C-core's own version).
   std::string user_agent_version;
 

@@ -72,6 +72,11 @@ std::set<std::string> OutboundLabelKeys(const model::MeshState& state) {
 std::string OutboundKey(const ProxyInfo& proxy, const std::set<std::string>& label_keys) {
   std::string key = absl::StrCat(proxy.proxyless_grpc ? "grpc" : "sidecar", "/", proxy.namespace_);
   if (proxy.RingHashCrashes()) key += "/no-ring-hash";
+  // Endpoint priorities and locality weights depend on where the proxy runs.
+  const model::Locality& locality = proxy.locality;
+  if (locality != model::Locality{}) {
+    absl::StrAppend(&key, "/locality=", locality.region, "/", locality.zone, "/", locality.subzone);
+  }
   for (const std::string& label : label_keys) {
     auto it = proxy.labels.find(label);
     if (it != proxy.labels.end()) absl::StrAppend(&key, "/", label, "=", it->second);

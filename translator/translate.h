@@ -35,8 +35,8 @@ ProxyResources TranslateWorkload(const model::MeshState& state, const ProxyInfo&
 // The label keys outbound translation looks at: those some VirtualService sourceLabels or
 // DestinationRule workloadSelector names. Computed once per state.
 std::set<std::string> OutboundLabelKeys(const model::MeshState& state);
-// Proxies with equal keys get equal TranslateOutbound: generator, namespace, gRPC quirks and
-// the proxy's labels restricted to `label_keys`.
+// Proxies with equal keys get equal TranslateOutbound: generator, namespace, gRPC quirks, locality
+// and the proxy's labels restricted to `label_keys`.
 std::string OutboundKey(const ProxyInfo& proxy, const std::set<std::string>& label_keys);
 
 // What translation accepts but cannot fully honour, per object (unsupported fields, merged

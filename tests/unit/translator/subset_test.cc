@@ -96,7 +96,8 @@ TEST_CASE("unsupported DestinationRule settings are reported", "[subset]") {
   model::DestinationRule& rule = AddDestinationRule(state, "default", "reviews", "reviews");
   using Mode = model::ClientTlsSettings::Mode;
   rule.traffic_policy.emplace().tls = model::ClientTlsSettings{.mode = Mode::kSimple};
-  rule.traffic_policy->load_balancer.emplace().locality_lb_setting.emplace();
+  rule.traffic_policy->load_balancer.emplace().locality_lb_setting.emplace().failover_priority = {
+      "topology.kubernetes.io/region"};
   // ISTIO_MUTUAL is accepted, with a warning that traffic stays plaintext.
   rule.subsets.push_back(
       {.name = "v1",
@@ -106,7 +107,8 @@ TEST_CASE("unsupported DestinationRule settings are reported", "[subset]") {
   auto errors = CheckDestinationRules(state);
   REQUIRE(errors.size() == 3);
   CHECK(errors[0].message.rfind("spec.trafficPolicy.tls.mode: SIMPLE and MUTUAL", 0) == 0);
-  CHECK(errors[1].message.rfind("spec.trafficPolicy.loadBalancer.localityLbSetting: ", 0) == 0);
+  CHECK(errors[1].message.rfind(
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: ", 0) == 0);
   CHECK(errors[2].message.rfind("spec.subsets[0].trafficPolicy.tls.mode: ISTIO_MUTUAL needs", 0) ==
         0);
 }
