@@ -20,7 +20,10 @@
 namespace meshpilot::sidecar::config {
 
 struct HttpChain {
+  // codec_type: AUTO tells HTTP/2 (the client preface "PRI * HTTP/2.0") from HTTP/1.1.
+  enum class Codec { kAuto, kHttp1, kHttp2 };
   std::string stat_prefix;
+  Codec codec = Codec::kAuto;
   std::string rds_name;                            // or:
   std::shared_ptr<const RouteTable> inline_routes;
 };

@@ -1,0 +1,315 @@
+"""HTTP/2 and gRPC through meshproxy, with real clients and servers on loopback.
+
+The test ADS server serves one listener (codec_type AUTO, so HTTP/1.1 and h2c prior knowledge
+on the same port) with routes to gRPC backends (echo_server, HTTP/2 clusters as meshpilot
+emits them) and to an HTTP/1.1 backend. Clients: gRPC's C++ client (xds_echo_client dialling
+meshproxy directly), h2load and nghttp (nghttp2-client), curl, and Python's http.client.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import unittest
+
+from harness import Backend, Child, binary, free_port, pattern_bytes, wait_until
+from integration_test import NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+ECHO = "/meshpilot.echo.v1.Echo/"
+
+
+def h2_cluster(name):
+    """An HTTP/2 cluster exactly as meshpilot's translator writes one for a grpc port."""
+    cluster = eds_cluster(name)
+    cluster["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: {
+        "@type": T + HTTP_PROTOCOL_OPTIONS,
+        "explicit_http_config": {"http2_protocol_options": {}}}}
+    return cluster
+
+
+def header_route(name, value, action):
+    return {"match": {"prefix": ECHO, "headers": [{"name": name,
+                                                   "string_match": {"exact": value}}]},
+            "route": action}
+
+
+def routes(weights=(100, 0)):
+    grpc_routes = [
+        header_route("x-backend", "b", {"cluster": "grpc-b"}),
+        header_route("x-route", "retry", {"cluster": "grpc-flaky", "retry_policy": {
+            "retry_on": "unavailable", "num_retries": 3,
+            "retry_back_off": {"base_interval": "0.01s"}}}),
+        header_route("x-route", "none", {"cluster": "grpc-empty"}),
+        header_route("x-route", "slow", {"cluster": "grpc-slow", "timeout": "0.3s"}),
+        {"match": {"prefix": ECHO}, "route": {"weighted_clusters": {"clusters": [
+            {"name": "grpc-a", "weight": weights[0]}, {"name": "grpc-b", "weight": weights[1]}]}}},
+    ]
+    web_routes = [{"match": {"prefix": "/"}, "route": {"cluster": "web"},
+                   "response_headers_to_add": [{"header": {"key": "x-mesh", "value": "h2"}}]}]
+    return {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": "routes",
+            "virtual_hosts": [{"name": "grpc", "domains": ["grpc.test"], "routes": grpc_routes},
+                              {"name": "web", "domains": ["web.test"], "routes": web_routes}]}
+
+
+def grpc_frame(message):
+    """A length-prefixed gRPC message holding EchoRequest{message}."""
+    data = message.encode()
+    proto = b"\x0a" + bytes([len(data)]) + data  # field 1, length-delimited (short strings)
+    return b"\x00" + len(proto).to_bytes(4, "big") + proto
+
+
+class EchoServer:
+    def __init__(self, name, *flags):
+        self.port = free_port()
+        self.child = Child(name, [binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server"),
+                                  "--port", str(self.port), "--name", name, *flags])
+        wait_until(lambda: any("listening on" in l for l in self.child.lines()), WAIT_S,
+                   f"{name} to listen")
+
+
+class Http2Mesh:
+    def __init__(self, test):
+        self.dir = tempfile.mkdtemp(prefix="meshproxy-h2-")
+        test.addCleanup(shutil.rmtree, self.dir, True)
+        self.children = []
+        test.addCleanup(self.close)
+        self.web = Backend("web")
+        self.backends = {name: EchoServer(name, *flags) for name, flags in {
+            "grpc-a": (), "grpc-b": (), "grpc-failing": ("--fail_code", "14"),
+            "grpc-slow": ("--delay_ms", "2000")}.items()}
+        self.children += [b.child for b in self.backends.values()]
+        self.port, self.admin_port = free_port(), free_port()
+        self.version = 0
+        self.write(routes())
+        ads = Child("ads", [binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server"),
+                            "--resources", self.dir, "--port", "0"])
+        self.children.append(ads)
+        ads_port = wait_until(lambda: [l for l in ads.json_lines() if l.get("event") == "listening"],
+                              WAIT_S, "the ADS server")[0]["port"]
+        self.ads = ads
+        self.proxy = Child("meshproxy", [
+            binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy"),
+            "--xds-address", f"127.0.0.1:{ads_port}", "--node-id", NODE_ID,
+            "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2"])
+        self.children.append(self.proxy)
+        wait_until(lambda: self.curl("/", http2=True)[0] == 200, WAIT_S, "meshproxy to route")
+
+    def write(self, route_config):
+        b = self.backends
+        clusters = [h2_cluster(n) for n in ("grpc-a", "grpc-b", "grpc-flaky", "grpc-empty",
+                                            "grpc-slow")] + [eds_cluster("web")]
+        endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
+                     assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
+                     assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
+                     assignment("web", [self.web.port])]
+        resources = {"cds": clusters, "eds": endpoints,
+                     "lds": [http_listener("http", self.port, "routes")], "rds": [route_config]}
+        self.version += 1
+        for kind, items in resources.items():
+            with open(os.path.join(self.dir, kind + ".json.tmp"), "w") as f:
+                json.dump(items, f)
+            os.replace(os.path.join(self.dir, kind + ".json.tmp"), os.path.join(self.dir, kind + ".json"))
+        with open(os.path.join(self.dir, "version.tmp"), "w") as f:
+            f.write(f"v{self.version}\n")
+        os.replace(os.path.join(self.dir, "version.tmp"), os.path.join(self.dir, "version"))
+        return f"v{self.version}"
+
+    def wait_acked(self, kind, version):
+        wait_until(lambda: any(l.get("event") == "request" and l.get("type") == kind
+                               and l.get("version") == version and "error" not in l
+                               for l in self.ads.json_lines()),
+                   WAIT_S, f"meshproxy to ACK {kind} {version}")
+
+    def echo(self, *flags, authority="grpc.test", timeout=60):
+        """Runs the gRPC client against meshproxy; returns (exit code, call lines, summary)."""
+        argv = [binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client"),
+                "--target", f"127.0.0.1:{self.port}", "--authority", authority,
+                "--interval_ms", "0", *flags]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        lines = done.stdout.splitlines()
+        return done.returncode, [l for l in lines if not l.startswith("summary")], lines[-1]
+
+    def curl(self, path, host="web.test", http2=False, data_file=None, output=None):
+        argv = ["curl", "-sS", "-o", output or "/dev/null", "-w", "%{http_code} %{http_version}",
+                "-H", f"Host: {host}", f"http://127.0.0.1:{self.port}{path}"]
+        if http2:
+            argv.insert(1, "--http2-prior-knowledge")
+        if data_file:
+            argv[1:1] = ["--data-binary", "@" + data_file]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        code, _, version = done.stdout.partition(" ")
+        return int(code or 0), version
+
+    def stat(self, name):
+        out = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{self.admin_port}/stats"],
+                             capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+    def logs(self):
+        return "\n".join(c.tail() for c in self.children)
+
+    def close(self):
+        for child in reversed(self.children):
+            child.stop()
+        self.web.stop()
+
+
+@unittest.skipUnless(shutil.which("curl") and shutil.which("h2load") and shutil.which("nghttp"),
+                     "needs curl and nghttp2-client (scripts/setup.sh installs them)")
+class Http2Test(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.case = unittest.TestCase()
+        cls.mesh = Http2Mesh(cls.case)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.case.doCleanups()
+
+    def run(self, result=None):
+        outcome = super().run(result)
+        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
+            self._dumped = True
+            print(self.mesh.logs())
+        return outcome
+
+    def test_grpc_unary_routed_by_header_with_trailers(self):
+        code, calls, summary = self.mesh.echo("--count", "10", "--print_trailer", "x-echo-backend")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-a trailer=grpc-a"})
+        code, calls, summary = self.mesh.echo("--count", "10", "--print_trailer", "x-echo-backend",
+                                              "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-b trailer=grpc-b"})
+
+    def test_grpc_server_streaming_and_parallel_calls(self):
+        code, calls, summary = self.mesh.echo("--count", "20", "--parallel", "10", "--stream", "200")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(len(calls), 20)
+
+    def test_grpc_large_messages_both_ways(self):
+        # 6 MB each way per call, several calls at once on the shared connections: only flow
+        # control (window updates both ways) lets these through without buffering them whole.
+        code, calls, summary = self.mesh.echo("--count", "4", "--parallel", "4",
+                                              "--payload_bytes", str(6 * 1024 * 1024))
+        self.assertEqual(code, 0, summary)
+
+    def test_grpc_local_replies_carry_grpc_status(self):
+        code, calls, _ = self.mesh.echo("--count", "1", authority="nothing.test")
+        self.assertEqual(code, 1)
+        self.assertTrue(calls[0].startswith("error UNIMPLEMENTED"), calls)
+        code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=none")
+        self.assertTrue(calls[0].startswith("error UNAVAILABLE no healthy upstream"), calls)
+        code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=slow")
+        self.assertTrue(calls[0].startswith("error DEADLINE_EXCEEDED upstream request timeout"), calls)
+
+    def test_grpc_retry_on_unavailable_from_grpc_status(self):
+        before = self.mesh.stat("cluster.grpc-flaky.upstream_rq_retry")
+        code, calls, summary = self.mesh.echo("--count", "10", "--metadata", "x-route=retry")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-a"})
+        # Round robin over a failing and a healthy host: about half the calls needed a retry.
+        self.assertGreater(self.mesh.stat("cluster.grpc-flaky.upstream_rq_retry"), before)
+
+    def test_upstream_stats_count_http2_requests(self):
+        before = self.mesh.stat("cluster.grpc-b.upstream_rq_2xx")
+        code, _, summary = self.mesh.echo("--count", "5", "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(self.mesh.stat("cluster.grpc-b.upstream_rq_2xx") - before, 5)
+        self.assertGreaterEqual(self.mesh.stat("cluster.grpc-b.upstream_cx_total"), 1)
+
+    def test_h2load_many_streams_on_one_connection_to_http1_backend(self):
+        before = self.mesh.stat("listener.http.downstream_cx_total")
+        done = subprocess.run(["h2load", "-n", "400", "-c", "1", "-m", "100", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/many"],
+                              capture_output=True, text=True, timeout=60)
+        self.assertIn("400 succeeded", done.stdout, done.stdout + done.stderr)
+        self.assertIn("status codes: 400 2xx", done.stdout)
+        # All 400 requests on one downstream connection, 100 at a time.
+        self.assertEqual(self.mesh.stat("listener.http.downstream_cx_total") - before, 1)
+
+    def test_nghttp_response_headers_and_local_reply(self):
+        done = subprocess.run(["nghttp", "-v", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/hello"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertIn(":status: 200", done.stdout, done.stdout + done.stderr)
+        self.assertIn("x-mesh: h2", done.stdout)
+        self.assertIn('"backend": "web"', done.stdout)
+        self.assertEqual(self.mesh.curl("/", host="nothing.test", http2=True), (404, "2"))
+
+    def test_large_bodies_both_ways_between_http2_client_and_http1_backend(self):
+        size = 5 * 1024 * 1024 + 17
+        with tempfile.TemporaryDirectory() as tmp:
+            upload = os.path.join(tmp, "up")
+            with open(upload, "wb") as f:
+                f.write(pattern_bytes(size))
+            reply = os.path.join(tmp, "reply")
+            self.assertEqual(self.mesh.curl("/upload", http2=True, data_file=upload, output=reply),
+                             (200, "2"))
+            with open(reply) as f:
+                info = json.load(f)
+            self.assertEqual(info["body_size"], size)
+            self.assertEqual(info["body_sha256"], hashlib.sha256(pattern_bytes(size)).hexdigest())
+            download = os.path.join(tmp, "down")
+            self.assertEqual(self.mesh.curl(f"/bytes/{size}", http2=True, output=download), (200, "2"))
+            with open(download, "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).hexdigest(),
+                                 hashlib.sha256(pattern_bytes(size)).hexdigest())
+
+    def test_http1_client_to_http2_upstream(self):
+        # A gRPC call spelled in HTTP/1.1: meshproxy sends it on as HTTP/2 to the gRPC server.
+        # (Trailers do not travel back over HTTP/1.1, as with Envoy.)
+        with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
+            body = grpc_frame("over h1")
+            s.sendall(b"POST " + ECHO.encode() + b"Echo HTTP/1.1\r\nHost: grpc.test\r\n"
+                      b"Content-Type: application/grpc\r\nTE: trailers\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            response = b""
+            while b"grpc-a" not in response:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                response += chunk
+        self.assertTrue(response.startswith(b"HTTP/1.1 200"), response)
+        self.assertIn(b"content-type: application/grpc", response.lower())
+        self.assertIn(b"over h1", response)
+        self.assertIn(b"grpc-a", response)
+
+    def test_weight_shift_mid_traffic_loses_no_call(self):
+        argv = [binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client"),
+                "--target", f"127.0.0.1:{self.mesh.port}", "--authority", "grpc.test",
+                "--count", "600", "--parallel", "4", "--interval_ms", "5"]
+        client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            # Some calls on the old weights first, then the shift while calls are in flight.
+            while len(lines) < 50:
+                lines.append(client.stdout.readline())
+            version = self.mesh.write(routes(weights=(0, 100)))
+            self.mesh.wait_acked("type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                                 version)
+            out, _ = client.communicate(timeout=120)
+        finally:
+            if client.poll() is None:
+                client.kill()
+            self.mesh.write(routes())
+        summary = out.splitlines()[-1]
+        self.assertEqual(client.returncode, 0, summary)
+        self.assertIn("errors=0", summary)
+        backends = dict(re.findall(r"(grpc-[ab]):(\d+)", summary))
+        self.assertGreater(int(backends.get("grpc-a", 0)), 0, summary)
+        self.assertGreater(int(backends.get("grpc-b", 0)), 0, summary)
+
+
+if __name__ == "__main__":
+    unittest.main()
