@@ -113,16 +113,18 @@ class Http1DownstreamStream final : public DownstreamStream {
   }
 
   asio::awaitable<bool> WriteBody(std::string_view data, bool end_stream) override {
-    if (!chunked_) {
-      if (!data.empty() && !co_await Write(data)) co_return false;
+    std::string framed;
+    if (chunked_ && !data.empty()) {
+      absl::StrAppendFormat(&framed, "%x\r\n", data.size());
+      framed.append(data);
+      framed.append("\r\n");
     } else {
-      std::string framed;
-      if (!data.empty()) absl::StrAppendFormat(&framed, "%x\r\n", data.size());
-      if (!data.empty() && (!co_await Write(framed) || !co_await Write(data) ||
-                            !co_await Write("\r\n"))) {
-        co_return false;
-      }
-      if (end_stream && !co_await Write("0\r\n\r\n")) co_return false;
+      framed.append(data);
+    }
+    if (chunked_ && end_stream) framed.append("0\r\n\r\n");
+    if (!framed.empty()) {
+      const bool written = co_await Write(framed);
+      if (!written) co_return false;
     }
     response_done_ = end_stream;
     co_return true;

@@ -93,18 +93,17 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::Header
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data,
                                                            bool end_stream) {
-  if (!chunked_request_) {
-    request_complete_ = end_stream;
-    co_return data.empty() ? StreamError::kNone : co_await Write(data);
-  }
   std::string framed;
-  if (!data.empty()) absl::StrAppendFormat(&framed, "%x\r\n", data.size());
-  std::string trailer = data.empty() ? "" : "\r\n";
-  if (end_stream) trailer += "0\r\n\r\n";
+  if (chunked_request_ && !data.empty()) {
+    absl::StrAppendFormat(&framed, "%x\r\n", data.size());
+    framed.append(data);
+    framed.append("\r\n");
+  } else {
+    framed.append(data);
+  }
+  if (chunked_request_ && end_stream) framed.append("0\r\n\r\n");
   StreamError error = StreamError::kNone;
-  if (!data.empty()) error = co_await Write(framed);
-  if (error == StreamError::kNone && !data.empty()) error = co_await Write(data);
-  if (error == StreamError::kNone) error = co_await Write(trailer);
+  if (!framed.empty()) error = co_await Write(framed);
   request_complete_ = end_stream && error == StreamError::kNone;
   co_return error;
 }

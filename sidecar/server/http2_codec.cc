@@ -48,7 +48,9 @@ class Http2DownstreamStream final : public DownstreamStream {
 
  private:
   static std::optional<uint64_t> BodyLength(const Http2Stream& stream) {
-    if (stream.remote_ended()) return 0;
+    // The router may start after more of the stream arrived: only an end with the headers
+    // means no body.
+    if (stream.ended_with_headers()) return 0;
     uint64_t length = 0;
     auto value = stream.headers().Get("content-length");
     if (value && absl::SimpleAtoi(absl::string_view(value->data(), value->size()), &length)) {

@@ -55,7 +55,8 @@ asio::awaitable<bool> Http2Stream::Wait(asio::steady_timer& signal, Clock::time_
   signal.expires_at(deadline);
   boost::system::error_code ec;
   co_await signal.async_wait(redirect_error(use_awaitable, ec));
-  co_return ec == asio::error::operation_aborted || Clock::now() < deadline;
+  const bool woken = ec == asio::error::operation_aborted || Clock::now() < deadline;
+  co_return woken;
 }
 
 void Http2Stream::NotifyAll() {
@@ -71,15 +72,18 @@ StreamError Http2Stream::CloseReason() const {
 
 asio::awaitable<StreamError> Http2Stream::WaitHeaders(Clock::time_point deadline) {
   while (!headers_complete_ && !closed_) {
-    if (!co_await Wait(readable_, deadline)) co_return StreamError::kTimeout;
+    const bool woken = co_await Wait(readable_, deadline);
+    if (!woken) co_return StreamError::kTimeout;
   }
-  co_return headers_complete_ ? StreamError::kNone : CloseReason();
+  const StreamError error = headers_complete_ ? StreamError::kNone : CloseReason();
+  co_return error;
 }
 
 asio::awaitable<StreamError> Http2Stream::ReadBody(std::string& out, bool& end,
                                                    Clock::time_point deadline) {
   while (received_.empty() && !remote_ended_ && !closed_) {
-    if (!co_await Wait(readable_, deadline)) co_return StreamError::kTimeout;
+    const bool woken = co_await Wait(readable_, deadline);
+    if (!woken) co_return StreamError::kTimeout;
   }
   if (!received_.empty()) {
     out.append(received_);

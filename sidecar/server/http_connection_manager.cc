@@ -51,9 +51,10 @@ asio::awaitable<void> RunHttpSession(Worker& worker, tcp::socket socket, Connect
                                      const config::HttpChain& chain) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
-  const bool http2 =
-      chain.codec == config::HttpChain::Codec::kHttp2 ||
-      (chain.codec == config::HttpChain::Codec::kAuto && co_await StartsWithHttp2Preface(stream, buffer));
+  bool http2 = chain.codec == config::HttpChain::Codec::kHttp2;
+  if (chain.codec == config::HttpChain::Codec::kAuto) {
+    http2 = co_await StartsWithHttp2Preface(stream, buffer);
+  }
   if (http2) {
     stream.expires_never();
     std::string preface = beast::buffers_to_string(buffer.data());

@@ -52,11 +52,18 @@ struct Mutations {
 };
 
 // Streams a request body that is not held from downstream to upstream while the router reads
-// the response (gRPC streams go both ways at once). The router joins it before returning.
+// the response (gRPC streams go both ways at once), keeping a copy of a body that stays within
+// kRetryBufferLimit, as Envoy does, so that a request sent whole can still be retried. The
+// router joins it before returning.
 struct BodyPump {
   explicit BodyPump(asio::io_context& io) : finished(io) {}
   asio::steady_timer finished;
   bool done = false;
+  bool sent_whole = false;  // the body ended and all of it went upstream
+  bool copy_overflowed = false;
+  std::string copy;
+
+  bool can_replay() const { return done && sent_whole && !copy_overflowed; }
 };
 
 asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
@@ -69,7 +76,14 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
       break;
     }
     if (chunk.empty() && !end) continue;
+    if (!pump->copy_overflowed && pump->copy.size() + chunk.size() <= kRetryBufferLimit) {
+      pump->copy.append(chunk);
+    } else {
+      pump->copy_overflowed = true;
+      pump->copy.clear();
+    }
     if (co_await up.SendBody(chunk, end) != StreamError::kNone) break;
+    pump->sent_whole = end;
   }
   pump->done = true;
   pump->finished.cancel();
@@ -105,9 +119,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     mutations.ApplyTo(headers);
     headers.Set("server", "envoy");
     count_downstream(headers.Status());
-    if (co_await down.WriteHeaders(std::move(headers), body.empty()) && !body.empty()) {
-      co_await down.WriteBody(body, true);
-    }
+    const bool written = co_await down.WriteHeaders(std::move(headers), body.empty());
+    if (written && !body.empty()) co_await down.WriteBody(body, true);
   };
   auto overloaded = [&](Mutations mutations) -> asio::awaitable<void> {
     static const config::HeaderMutations kOverloaded{
@@ -241,8 +254,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
 
   auto may_retry = [&](router::AttemptOutcome outcome, unsigned status,
                        std::optional<uint32_t> grpc_status = std::nullopt) {
-    // A streamed body cannot be sent again once its stream is open.
-    if (pump != nullptr) return false;
+    // A streamed body can be sent again only if it went whole and fits the retry buffer.
+    if (pump != nullptr && !pump->can_replay()) return false;
     if (retry == nullptr || retries_left == 0 ||
         !router::ShouldRetry(*retry, outcome, status, grpc_status)) {
       return false;
@@ -285,6 +298,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   // Every exit from the attempts joins the pump, which uses `up` and `down`.
   auto attempts = [&]() -> asio::awaitable<void> {
   for (;;) {
+    if (pump != nullptr) {
+      held = std::move(pump->copy);  // may_retry checked it is the whole body
+      pump.reset();
+    }
     up.reset();
     UpstreamTarget target{cluster_name, {}, cluster->stats, breakers.max_connections,
                           cluster->config->http2.max_concurrent_streams, method == "HEAD"};
@@ -386,10 +403,37 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
                                      response_mutations);
     }
     const unsigned status = response.Status();
-    stats.CountResponse(status);
-    // gRPC errors come as trailers-only responses: grpc-status in the headers.
-    const std::optional<uint32_t> grpc_status =
+    const bool ended_with_headers = response_ended;
+    // grpc-status is in the headers of a trailers-only response, else in the trailers: when a
+    // gRPC condition could retry, hold a small response until its trailers to decide.
+    std::optional<uint32_t> grpc_status =
         response_ended ? http::GrpcStatusOf(response) : std::nullopt;
+    std::string held_response;
+    if (!response_ended && grpc && retry != nullptr && retry->any_grpc() && retries_left > 0 &&
+        (pump == nullptr || pump->can_replay())) {
+      while (!response_ended && held_response.size() <= kRetryBufferLimit) {
+        error = co_await up->ReadBody(held_response, response_ended, attempt_deadline);
+        if (error != StreamError::kNone) break;
+      }
+      if (response_ended) grpc_status = http::GrpcStatusOf(up->trailers());
+    }
+    if (error != StreamError::kNone) {
+      // The response broke off before its end, and none of it was sent on.
+      up->Reset();
+      if (error == StreamError::kTimeout && deadline &&
+          Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+        co_return co_await timeout_reply();
+      }
+      if (may_retry(error == StreamError::kTimeout ? router::AttemptOutcome::kPerTryTimeout
+                                                   : router::AttemptOutcome::kReset,
+                    0)) {
+        co_await backoff();
+        continue;
+      }
+      stats.CountResponse(503);
+      co_return co_await local_reply(503, kConnectionTermination, response_mutations);
+    }
+    stats.CountResponse(status);
     if (may_retry(router::AttemptOutcome::kResponse, status, grpc_status)) {
       up->Reset();
       co_await backoff();
@@ -398,28 +442,38 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     router::StripHopByHop(response);
     response_mutations.ApplyTo(response);
     count_downstream(status);
-    if (!co_await down.WriteHeaders(std::move(response), response_ended)) {
+    const bool headers_written = co_await down.WriteHeaders(std::move(response), ended_with_headers);
+    if (!headers_written) {
       up->Reset();
       co_return;
     }
     const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
-    std::string chunk;
-    while (!response_ended) {
-      chunk.clear();
-      error = co_await up->ReadBody(chunk, response_ended, body_deadline);
-      if (error != StreamError::kNone) {
-        // Mid-body: nothing to reply with.
-        down.Reset();
-        break;
+    std::string chunk = std::move(held_response);
+    for (bool done = ended_with_headers; !done; done = response_ended) {
+      if (chunk.empty() && !response_ended) {
+        error = co_await up->ReadBody(chunk, response_ended, body_deadline);
+        if (error != StreamError::kNone) {
+          spdlog::debug("upstream {}:{} of {}: response body broke off ({})",
+                        target.peer.address().to_string(), target.peer.port(), cluster_name,
+                        static_cast<int>(error));
+          // Mid-body: nothing to reply with.
+          down.Reset();
+          break;
+        }
       }
       const bool with_trailers = response_ended && !up->trailers().empty();
       if (!chunk.empty() || (response_ended && !with_trailers)) {
-        if (!co_await down.WriteBody(chunk, response_ended && !with_trailers)) {
+        const bool written = co_await down.WriteBody(chunk, response_ended && !with_trailers);
+        if (!written) {
           up->Reset();
           break;
         }
       }
-      if (with_trailers && !co_await down.WriteTrailers(up->trailers())) up->Reset();
+      chunk.clear();
+      if (with_trailers) {
+        const bool written = co_await down.WriteTrailers(up->trailers());
+        if (!written) up->Reset();
+      }
     }
     co_return;
   }

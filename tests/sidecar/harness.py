@@ -235,6 +235,7 @@ class Backend:
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = 256  # a proxy opens many connections at once
 
             def handle_error(self, request, client_address):
                 pass  # a proxy dropping a connection it retried is expected, not noise
