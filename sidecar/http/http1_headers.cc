@@ -2,6 +2,8 @@
 
 #include <string_view>
 
+#include "absl/strings/str_format.h"
+
 namespace meshpilot::sidecar::http {
 
 namespace beast_http = boost::beast::http;
@@ -59,6 +61,18 @@ beast_http::response_header<> ToHttp1Response(const HeaderMap& headers, unsigned
   response.result(headers.Status());
   CopyRegular(headers, response);
   return response;
+}
+
+std::string FrameHttp1Body(std::string_view data, bool chunked, bool end) {
+  if (!chunked) return std::string(data);
+  std::string framed;
+  if (!data.empty()) {
+    absl::StrAppendFormat(&framed, "%x\r\n", data.size());
+    framed.append(data);
+    framed.append("\r\n");
+  }
+  if (end) framed.append("0\r\n\r\n");
+  return framed;
 }
 
 }  // namespace meshpilot::sidecar::http

@@ -5,6 +5,9 @@
 
 #include <boost/beast/http/message.hpp>
 
+#include <string>
+#include <string_view>
+
 #include "sidecar/http/header_map.h"
 
 namespace meshpilot::sidecar::http {
@@ -16,5 +19,9 @@ HeaderMap FromHttp1Response(const boost::beast::http::response_header<>& respons
 // An absent :authority leaves Host out; HTTP/1.1 requires it, so the router always sets one.
 boost::beast::http::request_header<> ToHttp1Request(const HeaderMap& headers);
 boost::beast::http::response_header<> ToHttp1Response(const HeaderMap& headers, unsigned version);
+
+// A piece of an HTTP/1.1 body as it goes on the wire: as it is, or, for a chunked message, as a
+// chunk followed by the last chunk when `end`.
+std::string FrameHttp1Body(std::string_view data, bool chunked, bool end);
 
 }  // namespace meshpilot::sidecar::http

@@ -10,7 +10,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
-#include "absl/strings/str_format.h"
 #include "sidecar/http/http1_headers.h"
 #include "sidecar/server/router_filter.h"
 
@@ -113,15 +112,7 @@ class Http1DownstreamStream final : public DownstreamStream {
   }
 
   asio::awaitable<bool> WriteBody(std::string_view data, bool end_stream) override {
-    std::string framed;
-    if (chunked_ && !data.empty()) {
-      absl::StrAppendFormat(&framed, "%x\r\n", data.size());
-      framed.append(data);
-      framed.append("\r\n");
-    } else {
-      framed.append(data);
-    }
-    if (chunked_ && end_stream) framed.append("0\r\n\r\n");
+    const std::string framed = http::FrameHttp1Body(data, chunked_, end_stream);
     if (!framed.empty()) {
       const bool written = co_await Write(framed);
       if (!written) co_return false;

@@ -12,7 +12,6 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 
-#include "absl/strings/str_format.h"
 #include "sidecar/http/http1_headers.h"
 
 namespace meshpilot::sidecar::server {
@@ -93,15 +92,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::Header
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data,
                                                            bool end_stream) {
-  std::string framed;
-  if (chunked_request_ && !data.empty()) {
-    absl::StrAppendFormat(&framed, "%x\r\n", data.size());
-    framed.append(data);
-    framed.append("\r\n");
-  } else {
-    framed.append(data);
-  }
-  if (chunked_request_ && end_stream) framed.append("0\r\n\r\n");
+  const std::string framed = http::FrameHttp1Body(data, chunked_request_, end_stream);
   StreamError error = StreamError::kNone;
   if (!framed.empty()) error = co_await Write(framed);
   request_complete_ = end_stream && error == StreamError::kNone;

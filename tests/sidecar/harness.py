@@ -298,3 +298,38 @@ def tcp_exchange(port, payload, timeout_s=5):
             if not chunk:
                 return data
             data += chunk
+
+
+def write_resources(directory, resources, version):
+    """Writes the test ADS server's resource files ({"cds": [...], ...}), each atomically, and
+    then the version file that makes it serve them."""
+    for kind, items in resources.items():
+        with open(os.path.join(directory, kind + ".json.tmp"), "w") as f:
+            json.dump(items, f)
+        os.replace(os.path.join(directory, kind + ".json.tmp"), os.path.join(directory, kind + ".json"))
+    with open(os.path.join(directory, "version.tmp"), "w") as f:
+        f.write(f"{version}\n")
+    os.replace(os.path.join(directory, "version.tmp"), os.path.join(directory, "version"))
+
+
+class SharedMeshTest(unittest.TestCase):
+    """Tests that share one mesh (`mesh_class(case)`, which has logs()) across the class, and
+    print its processes' logs once when a test fails."""
+
+    mesh_class = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.case = unittest.TestCase()
+        cls.mesh = cls.mesh_class(cls.case)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.case.doCleanups()
+
+    def run(self, result=None):
+        outcome = super().run(result)
+        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
+            self._dumped = True
+            print(self.mesh.logs())
+        return outcome

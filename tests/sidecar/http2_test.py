@@ -16,7 +16,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import Backend, Child, binary, free_port, pattern_bytes, wait_until
+from harness import (Backend, Child, SharedMeshTest, binary, free_port, pattern_bytes, wait_until,
+                     write_resources)
 from integration_test import NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -107,16 +108,10 @@ class Http2Mesh:
                      assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
                      assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
                      assignment("web", [self.web.port])]
-        resources = {"cds": clusters, "eds": endpoints,
-                     "lds": [http_listener("http", self.port, "routes")], "rds": [route_config]}
         self.version += 1
-        for kind, items in resources.items():
-            with open(os.path.join(self.dir, kind + ".json.tmp"), "w") as f:
-                json.dump(items, f)
-            os.replace(os.path.join(self.dir, kind + ".json.tmp"), os.path.join(self.dir, kind + ".json"))
-        with open(os.path.join(self.dir, "version.tmp"), "w") as f:
-            f.write(f"v{self.version}\n")
-        os.replace(os.path.join(self.dir, "version.tmp"), os.path.join(self.dir, "version"))
+        write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
+                                   "lds": [http_listener("http", self.port, "routes")]},
+                        f"v{self.version}")
         return f"v{self.version}"
 
     def wait_acked(self, kind, version):
@@ -165,23 +160,9 @@ class Http2Mesh:
 
 @unittest.skipUnless(shutil.which("curl") and shutil.which("h2load") and shutil.which("nghttp"),
                      "needs curl and nghttp2-client (scripts/setup.sh installs them)")
-class Http2Test(unittest.TestCase):
+class Http2Test(SharedMeshTest):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.case = unittest.TestCase()
-        cls.mesh = Http2Mesh(cls.case)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.case.doCleanups()
-
-    def run(self, result=None):
-        outcome = super().run(result)
-        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
-            self._dumped = True
-            print(self.mesh.logs())
-        return outcome
+    mesh_class = Http2Mesh
 
     def test_grpc_unary_routed_by_header_with_trailers(self):
         code, calls, summary = self.mesh.echo("--count", "10", "--print_trailer", "x-echo-backend")

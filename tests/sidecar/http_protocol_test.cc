@@ -119,6 +119,14 @@ TEST_CASE("http1 headers: status line becomes :status and back") {
   CHECK(back[bhttp::field::content_type] == "text/plain");
 }
 
+TEST_CASE("http1 framing: bodies as they are, or chunked with the last chunk") {
+  CHECK(http::FrameHttp1Body("abc", false, true) == "abc");
+  CHECK(http::FrameHttp1Body(std::string(26, 'x'), true, false) == "1a\r\n" + std::string(26, 'x') + "\r\n");
+  CHECK(http::FrameHttp1Body("ab", true, true) == "2\r\nab\r\n0\r\n\r\n");
+  CHECK(http::FrameHttp1Body("", true, true) == "0\r\n\r\n");
+  CHECK(http::FrameHttp1Body("", true, false).empty());
+}
+
 config::ClusterConfig ClusterFrom(const std::string& json) {
   auto cluster = config::ParseCluster(FromJson<envoy::config::cluster::v3::Cluster>(json));
   INFO(cluster.status().ToString());
