@@ -50,7 +50,9 @@ beast_http::request_header<> ToHttp1Request(const HeaderMap& headers) {
   request.version(11);
   request.method_string(BV(headers.GetOr(":method", "GET")));
   request.target(BV(headers.GetOr(":path", "/")));
-  if (auto authority = headers.Get(":authority")) request.set(beast_http::field::host, BV(*authority));
+  if (auto authority = headers.Get(":authority")) {
+    request.set(beast_http::field::host, BV(*authority));
+  }
   CopyRegular(headers, request);
   return request;
 }

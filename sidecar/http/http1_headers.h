@@ -5,12 +5,19 @@
 
 #include <boost/beast/http/message.hpp>
 
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 
 #include "sidecar/http/header_map.h"
 
 namespace meshpilot::sidecar::http {
+
+// The body limit of Beast parsers here: bodies are streamed, so none; not boost::none, since
+// Boost 1.74's parser compares the content length against an empty optional and reports
+// body_limit for every body.
+inline constexpr uint64_t kUnlimitedBody = std::numeric_limits<uint64_t>::max();
 
 HeaderMap FromHttp1Request(const boost::beast::http::request_header<>& request);
 HeaderMap FromHttp1Response(const boost::beast::http::response_header<>& response);

@@ -45,10 +45,9 @@ void StripHopByHop(http::HeaderMap& headers) {
                            "transfer-encoding", "trailer"}) {
     headers.Remove(name);
   }
-  if (auto te = headers.Get("te");
-      te && !absl::EqualsIgnoreCase(
-                absl::StripAsciiWhitespace(absl::string_view(te->data(), te->size())), "trailers")) {
-    headers.Remove("te");
+  if (auto te = headers.Get("te")) {
+    const absl::string_view value(te->data(), te->size());
+    if (!absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(value), "trailers")) headers.Remove("te");
   }
 }
 

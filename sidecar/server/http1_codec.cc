@@ -1,6 +1,5 @@
 #include "sidecar/server/http1_codec.h"
 
-#include <limits>
 #include <optional>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
@@ -25,9 +24,6 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kIdleTimeout = std::chrono::seconds(300);
-// Bodies are streamed, so no limit; not boost::none: Boost 1.74's parser compares the content
-// length against an empty optional and reports body_limit for every body.
-constexpr uint64_t kNoBodyLimit = std::numeric_limits<uint64_t>::max();
 
 class Http1DownstreamStream final : public DownstreamStream {
  public:
@@ -162,7 +158,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
   RouterFilter router(worker, info, listener, chain);
   for (;;) {
     bhttp::request_parser<bhttp::buffer_body> parser;
-    parser.body_limit(kNoBodyLimit);
+    parser.body_limit(http::kUnlimitedBody);
     parser.header_limit(64 * 1024);
     stream.expires_after(kIdleTimeout);
     boost::system::error_code ec;

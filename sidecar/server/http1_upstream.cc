@@ -1,6 +1,5 @@
 #include "sidecar/server/http1_upstream.h"
 
-#include <limits>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
@@ -23,10 +22,6 @@ using asio::redirect_error;
 using asio::use_awaitable;
 
 namespace {
-
-// Bodies are streamed, so no limit; not boost::none: Boost 1.74's parser compares the content
-// length against an empty optional and reports body_limit for every body.
-constexpr uint64_t kNoBodyLimit = std::numeric_limits<uint64_t>::max();
 
 StreamError ErrorOf(const boost::system::error_code& ec) {
   return ec == beast::error::timeout ? StreamError::kTimeout : StreamError::kReset;
@@ -105,7 +100,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
   ExpiresAt(deadline);
   for (;;) {
     parser_.emplace();
-    parser_->body_limit(kNoBodyLimit);
+    parser_->body_limit(http::kUnlimitedBody);
     if (head_request_) parser_->skip(true);
     boost::system::error_code ec;
     co_await bhttp::async_read_header(connection_->stream, connection_->buffer, *parser_,

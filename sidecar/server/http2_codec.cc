@@ -132,7 +132,8 @@ asio::awaitable<void> ServeHttp2(Worker& worker, asio::ip::tcp::socket socket, s
   co_await connection->Serve(std::move(preface));
 }
 
-std::unique_ptr<UpstreamStream> NewHttp2UpstreamStream(std::shared_ptr<Http2Connection> connection) {
+std::unique_ptr<UpstreamStream> NewHttp2UpstreamStream(
+    std::shared_ptr<Http2Connection> connection) {
   return std::make_unique<Http2UpstreamStream>(std::move(connection));
 }
 

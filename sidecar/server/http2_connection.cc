@@ -267,7 +267,9 @@ asio::awaitable<void> Http2Connection::WriteLoop() {
         Terminate(false);
         co_return;
       }
-      if (stats_) stats_->upstream_cx_tx_bytes_total.fetch_add(out.size(), std::memory_order_relaxed);
+      if (stats_) {
+        stats_->upstream_cx_tx_bytes_total.fetch_add(out.size(), std::memory_order_relaxed);
+      }
       continue;
     }
     if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {

@@ -29,7 +29,8 @@ constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr auto kPrefaceTimeout = std::chrono::seconds(300);
 
 // Reads until the first bytes tell the preface from anything else.
-asio::awaitable<bool> StartsWithHttp2Preface(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+asio::awaitable<bool> StartsWithHttp2Preface(beast::tcp_stream& stream,
+                                             beast::flat_buffer& buffer) {
   stream.expires_after(kPrefaceTimeout);
   for (;;) {
     const std::string_view seen(static_cast<const char*>(buffer.data().data()), buffer.size());

@@ -208,7 +208,9 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
                                 info_.remote.address().to_string());
   // The request as it goes upstream.
   router::StripHopByHop(request);
-  if (!request.Has("x-request-id")) request.Add("x-request-id", router::NewRequestId(worker_.rng()));
+  if (!request.Has("x-request-id")) {
+    request.Add("x-request-id", router::NewRequestId(worker_.rng()));
+  }
   if (!request.Has("x-forwarded-proto")) request.Add("x-forwarded-proto", "http");
   router::ApplyHeaderMutations(route->request_headers, request);
   if (weighted != nullptr) router::ApplyHeaderMutations(weighted->request_headers, request);
@@ -297,186 +299,190 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
 
   // Every exit from the attempts joins the pump, which uses `up` and `down`.
   auto attempts = [&]() -> asio::awaitable<void> {
-  for (;;) {
-    if (pump != nullptr) {
-      held = std::move(pump->copy);  // may_retry checked it is the whole body
-      pump.reset();
-    }
-    up.reset();
-    UpstreamTarget target{cluster_name, {}, cluster->stats, breakers.max_connections,
-                          cluster->config->http2.max_concurrent_streams, method == "HEAD"};
-    const upstream::Host* host = nullptr;
-    if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
-      if (!info_.redirected) co_return co_await local_reply(503, "no healthy upstream", response_mutations);
-      target.peer = info_.destination;
-    } else {
-      host = lb->Pick(worker_.rng(),
-                      retry != nullptr && retry->avoid_previous_hosts ? previous : nullptr,
-                      request_hash);
-      if (host == nullptr) {
-        stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
-        co_return co_await local_reply(503, "no healthy upstream", response_mutations);
+    for (;;) {
+      if (pump != nullptr) {
+        held = std::move(pump->copy);  // may_retry checked it is the whole body
+        pump.reset();
       }
-      target.peer = host->address;
-    }
-    previous = host;
-    struct ActiveRequest {
-      const upstream::Host* host;
-      explicit ActiveRequest(const upstream::Host* h) : host(h) {
-        if (host) {
-          host->active_requests.fetch_add(1, std::memory_order_relaxed);
-          host->total_requests.fetch_add(1, std::memory_order_relaxed);
+      up.reset();
+      UpstreamTarget target{cluster_name, {}, cluster->stats, breakers.max_connections,
+                            cluster->config->http2.max_concurrent_streams, method == "HEAD"};
+      const upstream::Host* host = nullptr;
+      if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
+        if (!info_.redirected) {
+          co_return co_await local_reply(503, "no healthy upstream", response_mutations);
+        }
+        target.peer = info_.destination;
+      } else {
+        host = lb->Pick(worker_.rng(),
+                        retry != nullptr && retry->avoid_previous_hosts ? previous : nullptr,
+                        request_hash);
+        if (host == nullptr) {
+          stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+          co_return co_await local_reply(503, "no healthy upstream", response_mutations);
+        }
+        target.peer = host->address;
+      }
+      previous = host;
+      struct ActiveRequest {
+        const upstream::Host* host;
+        explicit ActiveRequest(const upstream::Host* h) : host(h) {
+          if (host) {
+            host->active_requests.fetch_add(1, std::memory_order_relaxed);
+            host->total_requests.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        ~ActiveRequest() {
+          if (host) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
+        }
+      } active(host);
+
+      const Clock::time_point now = Clock::now();
+      Clock::time_point attempt_deadline = deadline.value_or(Clock::time_point::max());
+      if (retry != nullptr && retry->per_try_timeout.count() > 0) {
+        attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
+      }
+      const Clock::time_point connect_deadline =
+          std::min(attempt_deadline, now + cluster->config->connect_timeout);
+      OpenedStream opened = co_await worker_.pool().Open(target, protocol, connect_deadline);
+      if (opened.overflow) {
+        stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+        co_return co_await overloaded(response_mutations);
+      }
+      up = std::move(opened.stream);
+      StreamError error = opened.error;
+      if (error == StreamError::kNone) {
+        const bool headers_only = held && held->empty();
+        error = co_await up->SendHeaders(request, headers_only);
+        if (error == StreamError::kNone && held && !held->empty()) {
+          error = co_await up->SendBody(*held, true);
+        } else if (error == StreamError::kNone && !held) {
+          pump = std::make_shared<BodyPump>(worker_.io());
+          asio::co_spawn(worker_.io(), PumpBody(down, *up, pump), asio::detached);
         }
       }
-      ~ActiveRequest() {
-        if (host) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
+      http::HeaderMap response;
+      bool response_ended = false;
+      if (error == StreamError::kNone) {
+        error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
       }
-    } active(host);
-
-    const Clock::time_point now = Clock::now();
-    Clock::time_point attempt_deadline = deadline.value_or(Clock::time_point::max());
-    if (retry != nullptr && retry->per_try_timeout.count() > 0) {
-      attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
-    }
-    const Clock::time_point connect_deadline =
-        std::min(attempt_deadline, now + cluster->config->connect_timeout);
-    OpenedStream opened = co_await worker_.pool().Open(target, protocol, connect_deadline);
-    if (opened.overflow) {
-      stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
-      co_return co_await overloaded(response_mutations);
-    }
-    up = std::move(opened.stream);
-    StreamError error = opened.error;
-    if (error == StreamError::kNone) {
-      const bool headers_only = held && held->empty();
-      error = co_await up->SendHeaders(request, headers_only);
-      if (error == StreamError::kNone && held && !held->empty()) {
-        error = co_await up->SendBody(*held, true);
-      } else if (error == StreamError::kNone && !held) {
-        pump = std::make_shared<BodyPump>(worker_.io());
-        asio::co_spawn(worker_.io(), PumpBody(down, *up, pump), asio::detached);
+      if (error == StreamError::kConnectFailure) {
+        if (deadline && Clock::now() >= *deadline) co_return co_await timeout_reply();
+        // Nothing was sent yet: even a streamed request can try again.
+        if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
+          co_await backoff();
+          continue;
+        }
+        stats.CountResponse(503);
+        co_return co_await local_reply(503, kConnectFailure, response_mutations);
       }
-    }
-    http::HeaderMap response;
-    bool response_ended = false;
-    if (error == StreamError::kNone) {
-      error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
-    }
-    if (error == StreamError::kConnectFailure) {
-      if (deadline && Clock::now() >= *deadline) co_return co_await timeout_reply();
-      // Nothing was sent yet: even a streamed request can try again.
-      if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
-        co_await backoff();
-        continue;
-      }
-      stats.CountResponse(503);
-      co_return co_await local_reply(503, kConnectFailure, response_mutations);
-    }
-    if (error == StreamError::kTimeout) {
-      up->Reset();
-      if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+      if (error == StreamError::kTimeout) {
+        up->Reset();
+        if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+          co_return co_await timeout_reply();
+        }
+        stats.upstream_rq_per_try_timeout.fetch_add(1, std::memory_order_relaxed);
+        if (may_retry(router::AttemptOutcome::kPerTryTimeout, 0)) {
+          co_await backoff();
+          continue;
+        }
         co_return co_await timeout_reply();
       }
-      stats.upstream_rq_per_try_timeout.fetch_add(1, std::memory_order_relaxed);
-      if (may_retry(router::AttemptOutcome::kPerTryTimeout, 0)) {
+      if (error != StreamError::kNone) {
+        spdlog::debug("upstream {}:{} of {}: reset", target.peer.address().to_string(),
+                      target.peer.port(), cluster_name);
+        // A pooled connection the server closed as we reused it: once, a fresh one.
+        if (held && up->reused_idle_connection() && !stale_retried) {
+          stale_retried = true;
+          continue;
+        }
+        const bool refused = error == StreamError::kRefused;
+        if (may_retry(refused ? router::AttemptOutcome::kRefusedStream
+                              : router::AttemptOutcome::kReset,
+                      0)) {
+          co_await backoff();
+          continue;
+        }
+        stats.CountResponse(503);
+        co_return co_await local_reply(503, refused ? kRemoteRefusedStream : kConnectionTermination,
+                                       response_mutations);
+      }
+      const unsigned status = response.Status();
+      const bool ended_with_headers = response_ended;
+      // grpc-status is in the headers of a trailers-only response, else in the trailers: when a
+      // gRPC condition could retry, hold a small response until its trailers to decide.
+      std::optional<uint32_t> grpc_status =
+          response_ended ? http::GrpcStatusOf(response) : std::nullopt;
+      std::string held_response;
+      if (!response_ended && grpc && retry != nullptr && retry->any_grpc() && retries_left > 0 &&
+          (pump == nullptr || pump->can_replay())) {
+        while (!response_ended && held_response.size() <= kRetryBufferLimit) {
+          error = co_await up->ReadBody(held_response, response_ended, attempt_deadline);
+          if (error != StreamError::kNone) break;
+        }
+        if (response_ended) grpc_status = http::GrpcStatusOf(up->trailers());
+      }
+      if (error != StreamError::kNone) {
+        // The response broke off before its end, and none of it was sent on.
+        up->Reset();
+        if (error == StreamError::kTimeout && deadline &&
+            Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+          co_return co_await timeout_reply();
+        }
+        if (may_retry(error == StreamError::kTimeout ? router::AttemptOutcome::kPerTryTimeout
+                                                     : router::AttemptOutcome::kReset,
+                      0)) {
+          co_await backoff();
+          continue;
+        }
+        stats.CountResponse(503);
+        co_return co_await local_reply(503, kConnectionTermination, response_mutations);
+      }
+      stats.CountResponse(status);
+      if (may_retry(router::AttemptOutcome::kResponse, status, grpc_status)) {
+        up->Reset();
         co_await backoff();
         continue;
       }
-      co_return co_await timeout_reply();
-    }
-    if (error != StreamError::kNone) {
-      spdlog::debug("upstream {}:{} of {}: reset", target.peer.address().to_string(),
-                    target.peer.port(), cluster_name);
-      // A pooled connection the server closed as we reused it: once, a fresh one.
-      if (held && up->reused_idle_connection() && !stale_retried) {
-        stale_retried = true;
-        continue;
+      router::StripHopByHop(response);
+      response_mutations.ApplyTo(response);
+      count_downstream(status);
+      const bool headers_written =
+          co_await down.WriteHeaders(std::move(response), ended_with_headers);
+      if (!headers_written) {
+        up->Reset();
+        co_return;
       }
-      const bool refused = error == StreamError::kRefused;
-      if (may_retry(refused ? router::AttemptOutcome::kRefusedStream : router::AttemptOutcome::kReset,
-                    0)) {
-        co_await backoff();
-        continue;
+      const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
+      std::string chunk = std::move(held_response);
+      for (bool done = ended_with_headers; !done; done = response_ended) {
+        if (chunk.empty() && !response_ended) {
+          error = co_await up->ReadBody(chunk, response_ended, body_deadline);
+          if (error != StreamError::kNone) {
+            spdlog::debug("upstream {}:{} of {}: response body broke off ({})",
+                          target.peer.address().to_string(), target.peer.port(), cluster_name,
+                          static_cast<int>(error));
+            // Mid-body: nothing to reply with.
+            down.Reset();
+            break;
+          }
+        }
+        const bool with_trailers = response_ended && !up->trailers().empty();
+        if (!chunk.empty() || (response_ended && !with_trailers)) {
+          const bool written = co_await down.WriteBody(chunk, response_ended && !with_trailers);
+          if (!written) {
+            up->Reset();
+            break;
+          }
+        }
+        chunk.clear();
+        if (with_trailers) {
+          const bool written = co_await down.WriteTrailers(up->trailers());
+          if (!written) up->Reset();
+        }
       }
-      stats.CountResponse(503);
-      co_return co_await local_reply(503, refused ? kRemoteRefusedStream : kConnectionTermination,
-                                     response_mutations);
-    }
-    const unsigned status = response.Status();
-    const bool ended_with_headers = response_ended;
-    // grpc-status is in the headers of a trailers-only response, else in the trailers: when a
-    // gRPC condition could retry, hold a small response until its trailers to decide.
-    std::optional<uint32_t> grpc_status =
-        response_ended ? http::GrpcStatusOf(response) : std::nullopt;
-    std::string held_response;
-    if (!response_ended && grpc && retry != nullptr && retry->any_grpc() && retries_left > 0 &&
-        (pump == nullptr || pump->can_replay())) {
-      while (!response_ended && held_response.size() <= kRetryBufferLimit) {
-        error = co_await up->ReadBody(held_response, response_ended, attempt_deadline);
-        if (error != StreamError::kNone) break;
-      }
-      if (response_ended) grpc_status = http::GrpcStatusOf(up->trailers());
-    }
-    if (error != StreamError::kNone) {
-      // The response broke off before its end, and none of it was sent on.
-      up->Reset();
-      if (error == StreamError::kTimeout && deadline &&
-          Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
-        co_return co_await timeout_reply();
-      }
-      if (may_retry(error == StreamError::kTimeout ? router::AttemptOutcome::kPerTryTimeout
-                                                   : router::AttemptOutcome::kReset,
-                    0)) {
-        co_await backoff();
-        continue;
-      }
-      stats.CountResponse(503);
-      co_return co_await local_reply(503, kConnectionTermination, response_mutations);
-    }
-    stats.CountResponse(status);
-    if (may_retry(router::AttemptOutcome::kResponse, status, grpc_status)) {
-      up->Reset();
-      co_await backoff();
-      continue;
-    }
-    router::StripHopByHop(response);
-    response_mutations.ApplyTo(response);
-    count_downstream(status);
-    const bool headers_written = co_await down.WriteHeaders(std::move(response), ended_with_headers);
-    if (!headers_written) {
-      up->Reset();
       co_return;
     }
-    const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
-    std::string chunk = std::move(held_response);
-    for (bool done = ended_with_headers; !done; done = response_ended) {
-      if (chunk.empty() && !response_ended) {
-        error = co_await up->ReadBody(chunk, response_ended, body_deadline);
-        if (error != StreamError::kNone) {
-          spdlog::debug("upstream {}:{} of {}: response body broke off ({})",
-                        target.peer.address().to_string(), target.peer.port(), cluster_name,
-                        static_cast<int>(error));
-          // Mid-body: nothing to reply with.
-          down.Reset();
-          break;
-        }
-      }
-      const bool with_trailers = response_ended && !up->trailers().empty();
-      if (!chunk.empty() || (response_ended && !with_trailers)) {
-        const bool written = co_await down.WriteBody(chunk, response_ended && !with_trailers);
-        if (!written) {
-          up->Reset();
-          break;
-        }
-      }
-      chunk.clear();
-      if (with_trailers) {
-        const bool written = co_await down.WriteTrailers(up->trailers());
-        if (!written) up->Reset();
-      }
-    }
-    co_return;
-  }
   };
   co_await attempts();
   co_await join_pump();
