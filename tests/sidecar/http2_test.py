@@ -18,18 +18,18 @@ import unittest
 
 from harness import (Backend, Child, SharedMeshTest, binary, free_port, pattern_bytes, wait_until,
                      write_resources)
-from integration_test import NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
+from integration_test import FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ECHO = "/meshpilot.echo.v1.Echo/"
 
 
-def h2_cluster(name):
+def h2_cluster(name, **http2_options):
     """An HTTP/2 cluster exactly as meshpilot's translator writes one for a grpc port."""
     cluster = eds_cluster(name)
     cluster["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: {
         "@type": T + HTTP_PROTOCOL_OPTIONS,
-        "explicit_http_config": {"http2_protocol_options": {}}}}
+        "explicit_http_config": {"http2_protocol_options": http2_options}}}
     return cluster
 
 
@@ -47,10 +47,17 @@ def routes(weights=(100, 0)):
             "retry_back_off": {"base_interval": "0.01s"}}}),
         header_route("x-route", "none", {"cluster": "grpc-empty"}),
         header_route("x-route", "slow", {"cluster": "grpc-slow", "timeout": "0.3s"}),
+        header_route("x-route", "narrow", {"cluster": "grpc-narrow", "timeout": "10s"}),
+        dict(header_route("x-route", "fault", {"cluster": "grpc-a"}), typed_per_filter_config={
+            "envoy.filters.http.fault": {"@type": FAULT, "abort": {
+                "grpc_status": 8, "percentage": {"numerator": 100}}}}),
         {"match": {"prefix": ECHO}, "route": {"weighted_clusters": {"clusters": [
             {"name": "grpc-a", "weight": weights[0]}, {"name": "grpc-b", "weight": weights[1]}]}}},
     ]
-    web_routes = [{"match": {"prefix": "/"}, "route": {"cluster": "web"},
+    web_routes = [{"match": {"prefix": "/redirect"}, "redirect": {"https_redirect": True}},
+                  {"match": {"prefix": "/rewrite/"}, "route": {"cluster": "web",
+                                                              "prefix_rewrite": "/rewritten/"}},
+                  {"match": {"prefix": "/"}, "route": {"cluster": "web"},
                    "response_headers_to_add": [{"header": {"key": "x-mesh", "value": "h2"}}]}]
     return {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": "routes",
             "virtual_hosts": [{"name": "grpc", "domains": ["grpc.test"], "routes": grpc_routes},
@@ -103,10 +110,12 @@ class Http2Mesh:
     def write(self, route_config):
         b = self.backends
         clusters = [h2_cluster(n) for n in ("grpc-a", "grpc-b", "grpc-flaky", "grpc-empty",
-                                            "grpc-slow")] + [eds_cluster("web")]
+                                            "grpc-slow")]
+        clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web")]
         endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
                      assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
                      assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
+                     assignment("grpc-narrow", [b["grpc-slow"].port]),
                      assignment("web", [self.web.port])]
         self.version += 1
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
@@ -202,6 +211,19 @@ class Http2Test(SharedMeshTest):
         # Round robin over a failing and a healthy host: about half the calls needed a retry.
         self.assertGreater(self.mesh.stat("cluster.grpc-flaky.upstream_rq_retry"), before)
 
+    def test_fault_filter_aborts_grpc_with_its_status(self):
+        code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=fault")
+        self.assertTrue(calls[0].startswith("error RESOURCE_EXHAUSTED fault filter abort"), calls)
+
+    def test_new_upstream_connection_when_streams_are_exhausted(self):
+        # The cluster allows one stream per connection; four calls of 2 s each run at once.
+        before = self.mesh.stat("cluster.grpc-narrow.upstream_cx_total")
+        code, calls, summary = self.mesh.echo("--count", "4", "--parallel", "4",
+                                              "--metadata", "x-route=narrow")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-slow"})
+        self.assertGreaterEqual(self.mesh.stat("cluster.grpc-narrow.upstream_cx_total") - before, 2)
+
     def test_upstream_stats_count_http2_requests(self):
         before = self.mesh.stat("cluster.grpc-b.upstream_rq_2xx")
         code, _, summary = self.mesh.echo("--count", "5", "--metadata", "x-backend=b")
@@ -227,6 +249,20 @@ class Http2Test(SharedMeshTest):
         self.assertIn("x-mesh: h2", done.stdout)
         self.assertIn('"backend": "web"', done.stdout)
         self.assertEqual(self.mesh.curl("/", host="nothing.test", http2=True), (404, "2"))
+
+    def test_rewrite_and_redirect_over_http2(self):
+        done = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-H", "Host: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/rewrite/a?q=1"],
+                              capture_output=True, text=True, timeout=30)
+        info = json.loads(done.stdout)
+        self.assertEqual(info["path"], "/rewritten/a?q=1")
+        self.assertEqual(info["headers"]["x-envoy-original-path"], "/rewrite/a?q=1")
+        self.assertEqual(info["headers"]["host"], "web.test")  # :authority becomes Host
+        done = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/null", "--http2-prior-knowledge",
+                               "-H", "Host: web.test", f"http://127.0.0.1:{self.mesh.port}/redirect"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertIn("HTTP/2 301", done.stdout)
+        self.assertIn("location: https://web.test/redirect", done.stdout)
 
     def test_large_bodies_both_ways_between_http2_client_and_http1_backend(self):
         size = 5 * 1024 * 1024 + 17
