@@ -102,12 +102,22 @@ class Http2UpstreamStream final : public UpstreamStream {
 struct Http2ServerContext {
   Worker& worker;
   ConnectionInfo info;
+  std::string listener_name;
   ListenerEntry listener;  // keeps `chain` alive
   const config::HttpChain& chain;
+  std::weak_ptr<Http2Connection> connection;
 };
 
 asio::awaitable<void> ServeStream(std::shared_ptr<Http2ServerContext> context,
                                   std::shared_ptr<Http2Stream> stream) {
+  // A listener that was removed or replaced drains, as HTTP/1.1 keep-alive does: this stream is
+  // served, and GOAWAY tells the client to open no more on this connection.
+  std::shared_ptr<const ProxyConfig> config = context->worker.store().Load();
+  const ListenerEntry* current = config->FindListener(context->listener_name);
+  if (current == nullptr || current->config != context->listener.config ||
+      context->worker.draining()) {
+    if (auto connection = context->connection.lock()) connection->Drain();
+  }
   Http2DownstreamStream down(std::move(stream));
   RouterFilter router(context->worker, context->info, context->listener, context->chain);
   co_await router.Serve(down);
@@ -116,10 +126,10 @@ asio::awaitable<void> ServeStream(std::shared_ptr<Http2ServerContext> context,
 }  // namespace
 
 asio::awaitable<void> ServeHttp2(Worker& worker, asio::ip::tcp::socket socket, std::string preface,
-                                 ConnectionInfo info, ListenerEntry listener,
-                                 const config::HttpChain& chain) {
-  auto context = std::make_shared<Http2ServerContext>(
-      Http2ServerContext{worker, info, std::move(listener), chain});
+                                 ConnectionInfo info, std::string listener_name,
+                                 ListenerEntry listener, const config::HttpChain& chain) {
+  auto context = std::make_shared<Http2ServerContext>(Http2ServerContext{
+      worker, info, std::move(listener_name), std::move(listener), chain, {}});
   auto connection = std::make_shared<Http2Connection>(
       worker.io(), std::move(socket), Http2Connection::Role::kServer,
       [context](std::shared_ptr<Http2Stream> stream) {
@@ -129,6 +139,7 @@ asio::awaitable<void> ServeHttp2(Worker& worker, asio::ip::tcp::socket socket, s
                          asio::detached);
         });
       });
+  context->connection = connection;
   co_await connection->Serve(std::move(preface));
 }
 

@@ -19,10 +19,12 @@
 
 namespace meshpilot::sidecar::server {
 
-// Serves an h2c connection whose first bytes (the client preface) are in `preface`.
+// Serves an h2c connection whose first bytes (the client preface) are in `preface`. A
+// listener that was removed or replaced drains with GOAWAY.
 boost::asio::awaitable<void> ServeHttp2(Worker& worker, boost::asio::ip::tcp::socket socket,
                                         std::string preface, ConnectionInfo info,
-                                        ListenerEntry listener, const config::HttpChain& chain);
+                                        std::string listener_name, ListenerEntry listener,
+                                        const config::HttpChain& chain);
 
 // A stream to be opened on `connection` by SendHeaders.
 std::unique_ptr<UpstreamStream> NewHttp2UpstreamStream(std::shared_ptr<Http2Connection> connection);

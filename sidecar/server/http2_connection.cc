@@ -337,9 +337,12 @@ std::shared_ptr<Http2Stream> Http2Connection::OpenStream(const http::HeaderMap& 
   return stream;
 }
 
-void Http2Connection::Shutdown() {
-  if (dead_) return;
-  nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+void Http2Connection::Drain() {
+  if (dead_ || draining_) return;
+  draining_ = true;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
   Flush();
 }
 

@@ -123,8 +123,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Client: a new stream with `headers`; the body follows unless `end_stream`.
   std::shared_ptr<Http2Stream> OpenStream(const http::HeaderMap& headers, bool end_stream);
 
-  // Sends GOAWAY and closes once the streams in flight are done.
-  void Shutdown();
+  // Server: GOAWAY naming the last stream taken; the connection closes once the streams in
+  // flight are done.
+  void Drain();
 
  private:
   friend class Http2Stream;
@@ -158,6 +159,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   boost::asio::steady_timer write_signal_;
   bool connected_ = false;
   bool goaway_received_ = false;
+  bool draining_ = false;
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
 };

@@ -60,7 +60,7 @@ asio::awaitable<void> RunHttpSession(Worker& worker, tcp::socket socket, Connect
     stream.expires_never();
     std::string preface = beast::buffers_to_string(buffer.data());
     co_await ServeHttp2(worker, stream.release_socket(), std::move(preface), info,
-                        std::move(listener), chain);
+                        std::move(listener_name), std::move(listener), chain);
   } else {
     co_await ServeHttp1(worker, stream, buffer, info, listener_name, listener, chain);
   }

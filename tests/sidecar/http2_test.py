@@ -71,9 +71,40 @@ def grpc_frame(message):
     return b"\x00" + len(proto).to_bytes(4, "big") + proto
 
 
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_get(stream, authority, path):
+    """HEADERS (END_STREAM | END_HEADERS) of a GET, HPACK literals without Huffman coding."""
+    block = b"".join(b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v for n, v in (
+        (b":method", b"GET"), (b":scheme", b"http"), (b":path", path), (b":authority", authority)))
+    return h2_frame(1, 0x5, stream, block)
+
+
+def h2_read_frames(sock, until):
+    """Frames (kind, flags, stream, payload) read until `until(frames)` or the peer closes."""
+    data, frames = b"", []
+    while not until(frames):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+            n = int.from_bytes(data[:3], "big")
+            frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7fffffff,
+                           data[9:9 + n]))
+            data = data[9 + n:]
+    return frames
+
+
+def stream_ended(stream):
+    return lambda frames: any(s == stream and f & 0x1 and k in (0, 1) for k, f, s, _ in frames)
+
+
 class EchoServer:
-    def __init__(self, name, *flags):
-        self.port = free_port()
+    def __init__(self, name, *flags, port=None):
+        self.port = port or free_port()
         self.child = Child(name, [binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server"),
                                   "--port", str(self.port), "--name", name, *flags])
         wait_until(lambda: any("listening on" in l for l in self.child.lines()), WAIT_S,
@@ -122,6 +153,13 @@ class Http2Mesh:
                                    "lds": [http_listener("http", self.port, "routes")]},
                         f"v{self.version}")
         return f"v{self.version}"
+
+    def restart(self, name):
+        """Stops a backend (gRPC says GOAWAY to its connections) and starts it again."""
+        old = self.backends[name]
+        old.child.stop()
+        self.backends[name] = EchoServer(name, port=old.port)
+        self.children.append(self.backends[name].child)
 
     def wait_acked(self, kind, version):
         wait_until(lambda: any(l.get("event") == "request" and l.get("type") == kind
@@ -223,6 +261,15 @@ class Http2Test(SharedMeshTest):
         self.assertEqual(code, 0, summary)
         self.assertEqual(set(calls), {"ok grpc-slow"})
         self.assertGreaterEqual(self.mesh.stat("cluster.grpc-narrow.upstream_cx_total") - before, 2)
+
+    def test_upstream_goaway_moves_calls_to_a_new_connection(self):
+        code, _, summary = self.mesh.echo("--count", "3", "--parallel", "3", "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        before = self.mesh.stat("cluster.grpc-b.upstream_cx_total")
+        self.mesh.restart("grpc-b")
+        code, calls, summary = self.mesh.echo("--count", "3", "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        self.assertGreaterEqual(self.mesh.stat("cluster.grpc-b.upstream_cx_total") - before, 1)
 
     def test_upstream_stats_count_http2_requests(self):
         before = self.mesh.stat("cluster.grpc-b.upstream_rq_2xx")
@@ -329,3 +376,29 @@ class Http2Test(SharedMeshTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(shutil.which("curl"), "needs curl")
+class Http2DrainTest(unittest.TestCase):
+    """A drained listener's HTTP/2 connection serves the stream in flight and says GOAWAY."""
+
+    def setUp(self):
+        self.mesh = Http2Mesh(self)
+
+    def test_drain_sends_goaway_after_serving_the_stream(self):
+        with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                      h2_get(1, b"web.test", b"/before"))
+            frames = h2_read_frames(s, stream_ended(1))
+            self.assertIn(b'"path": "/before"', b"".join(p for k, _, st, p in frames if st == 1))
+            drained = subprocess.run(["curl", "-sS", "-X", "POST", "-o", "/dev/null", "-w", "%{http_code}",
+                                      f"http://127.0.0.1:{self.mesh.admin_port}/drain_listeners"],
+                                     capture_output=True, text=True, timeout=10)
+            self.assertEqual(drained.stdout, "200")
+            s.sendall(h2_get(3, b"web.test", b"/after"))
+            frames = h2_read_frames(s, lambda frames: False)  # to the close
+        self.assertIn(b'"path": "/after"', b"".join(p for k, _, st, p in frames if st == 3 and k == 0))
+        goaways = [p for k, _, _, p in frames if k == 7]
+        self.assertEqual(len(goaways), 1)
+        self.assertEqual(int.from_bytes(goaways[0][:4], "big"), 3)  # the last stream it took
+        self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR
