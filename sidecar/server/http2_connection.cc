@@ -107,7 +107,6 @@ StreamError Http2Stream::SubmitResponse(const http::HeaderMap& headers, bool end
                               end_stream ? nullptr : &provider) != 0) {
     return StreamError::kReset;
   }
-  sent_headers_ = true;
   connection_->Flush();
   return StreamError::kNone;
 }
@@ -188,7 +187,6 @@ void Http2Connection::InitSession() {
 }
 
 asio::awaitable<void> Http2Connection::Serve(std::string preface) {
-  connected_ = true;
   co_await Run(std::move(preface));
 }
 
@@ -207,7 +205,6 @@ asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_p
   }
   socket_ = stream.release_socket();
   socket_.set_option(tcp::no_delay(true), ec);
-  connected_ = true;
   stats_->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats_->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_await Run("");
@@ -332,7 +329,6 @@ std::shared_ptr<Http2Stream> Http2Connection::OpenStream(const http::HeaderMap& 
     return stream;
   }
   stream->id_ = id;
-  stream->sent_headers_ = true;
   streams_[id] = stream;
   Flush();
   return stream;

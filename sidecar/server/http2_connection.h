@@ -39,12 +39,9 @@ class Http2Stream {
  public:
   Http2Stream(boost::asio::io_context& io, std::shared_ptr<Http2Connection> connection);
 
-  int32_t id() const { return id_; }
   const http::HeaderMap& headers() const { return headers_; }
   http::HeaderMap& headers() { return headers_; }
   const http::HeaderMap& trailers() const { return trailers_; }
-  bool headers_complete() const { return headers_complete_; }
-  bool remote_ended() const { return remote_ended_; }
   bool closed() const { return closed_; }
   bool local_ended() const { return local_ended_; }
   // The peer ended the stream with its headers: no body, no trailers.
@@ -91,7 +88,6 @@ class Http2Stream {
   bool closed_ = false;
   bool connect_failed_ = false;
   uint32_t close_error_ = 0;  // NGHTTP2_NO_ERROR, ..., as the stream closed
-  bool sent_headers_ = false;
   boost::asio::steady_timer readable_;
   boost::asio::steady_timer writable_;
 };
@@ -157,7 +153,6 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   nghttp2_session* session_ = nullptr;
   std::map<int32_t, std::shared_ptr<Http2Stream>> streams_;
   boost::asio::steady_timer write_signal_;
-  bool connected_ = false;
   bool goaway_received_ = false;
   bool draining_ = false;
   bool dead_ = false;
