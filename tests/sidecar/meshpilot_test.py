@@ -9,7 +9,9 @@ disappears with it. Inside:
    meshpilot's /debug/syncz shows acked == sent for CDS, EDS, LDS and RDS and no NACK.
 2. With iptables (as istio-iptables does: nat OUTPUT to 15001, except meshproxy's own uid
    1337), a client's plain request to a Service clusterIP:port is intercepted, handed by
-   virtualOutbound to the listener of its original destination, and routed to the backend.
+   virtualOutbound to the listener of its original destination, and routed to the backend;
+   a gRPC call to a `grpc` port goes over HTTP/2 both ways (the cluster meshpilot sends asks
+   for HTTP/2) to a real gRPC server.
 
 Exit code 77 (ctest: skipped) when network namespaces are not available.
 """
@@ -24,7 +26,8 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Backend, Child, TcpEchoBackend, binary, tcp_exchange, wait_until  # noqa: E402
+from harness import (Backend, Child, TcpEchoBackend, binary, free_port, tcp_exchange,  # noqa: E402
+                     wait_until)
 
 IN_NETNS = "MESHPROXY_TEST_NETNS"
 PROXY_UID = 1337
@@ -32,7 +35,7 @@ NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 WAIT_S = 20
 
 
-def yaml_for(web_port, db_port):
+def yaml_for(web_port, db_port, echo_port):
     return f"""apiVersion: v1
 kind: Namespace
 metadata:
@@ -99,6 +102,37 @@ endpoints:
 - addresses: [127.0.0.1]
   conditions:
     ready: true
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: default
+spec:
+  clusterIP: 10.96.0.70
+  selector:
+    app: echo
+  ports:
+  - name: grpc
+    port: 7070
+    protocol: TCP
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  namespace: default
+  labels:
+    kubernetes.io/service-name: echo
+addressType: IPv4
+ports:
+- name: grpc
+  port: {echo_port}
+  protocol: TCP
+endpoints:
+- addresses: [127.0.0.1]
+  conditions:
+    ready: true
 """
 
 
@@ -117,6 +151,8 @@ class MeshpilotTest(unittest.TestCase):
     def setUpClass(cls):
         cls.meshpilot_bin = binary("MESHPILOT_BIN", "build/release/controlplane/meshpilot")
         cls.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
+        cls.echo_bin = binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server")
+        cls.client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
 
     def setUp(self):
         self.children = []
@@ -128,8 +164,11 @@ class MeshpilotTest(unittest.TestCase):
         self.db = TcpEchoBackend("db")
         self.addCleanup(self.web.stop)
         self.addCleanup(self.db.stop)
+        echo_port = free_port()
+        echo = self.start("echo", [self.echo_bin, "--port", str(echo_port), "--name", "echo-1"])
+        wait_until(lambda: any("listening on" in l for l in echo.lines()), WAIT_S, "echo_server")
         with open(os.path.join(self.dir, "mesh.yaml"), "w") as f:
-            f.write(yaml_for(self.web.port, self.db.port))
+            f.write(yaml_for(self.web.port, self.db.port, echo_port))
         self.meshpilot = self.start("meshpilot", [
             self.meshpilot_bin, "--config-dir", self.dir, "--xds-port", "15010",
             "--debug-port", "15014", "--debounce-after", "10ms"])
@@ -180,6 +219,7 @@ class MeshpilotTest(unittest.TestCase):
         self.assertIn("virtualOutbound", listeners)
         self.assertIn("0.0.0.0_80", listeners)
         self.assertIn("10.96.0.60_3306", listeners)
+        self.assertIn("0.0.0.0_7070", listeners)
         routes = {r["route_config"]["name"] for c in dump["configs"]
                   for r in c.get("dynamic_route_configs", [])}
         self.assertIn("80", routes)
@@ -209,11 +249,19 @@ class MeshpilotTest(unittest.TestCase):
                     info = json.loads(r.read())
                 self.assertEqual(info["backend"], "web-v1")
                 self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
+            # gRPC to the echo Service: HTTP/2 in, HTTP/2 out, trailers back.
+            call = subprocess.run([self.client_bin, "--target", "10.96.0.70:7070", "--count", "3",
+                                   "--interval_ms", "0", "--print_trailer", "x-echo-backend"],
+                                  capture_output=True, text=True, timeout=30)
+            self.assertEqual(call.returncode, 0, call.stdout + call.stderr)
+            self.assertEqual(call.stdout.splitlines()[:3], ["ok echo-1 trailer=echo-1"] * 3)
             # TCP to the db Service, half-close carried through.
             self.assertEqual(tcp_exchange_to("10.96.0.60", 3306, b"select 1"), b"db:select 1")
             stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
             self.assertIn("listener.virtualOutbound.downstream_cx_total", stats)
             self.assertRegex(stats, r"listener\.0\.0\.0\.0_80\.downstream_cx_total: [1-9]")
+            self.assertRegex(
+                stats, r"cluster\.outbound\|7070\|\|echo\.default\.svc\.cluster\.local\.upstream_rq_2xx: 3")
         except Exception:
             print(self.logs())
             raise
