@@ -41,6 +41,9 @@ class Http2DownstreamStream final : public DownstreamStream {
   asio::awaitable<bool> WriteTrailers(http::HeaderMap trailers) override {
     co_return co_await stream_->WriteTrailers(trailers) == StreamError::kNone;
   }
+  void OnAbandoned(std::function<void()> callback) override {
+    stream_->OnAbandoned(std::move(callback));
+  }
   void Reset() override {
     // After a complete response the unread rest of the request is refused politely.
     stream_->Reset(stream_->local_ended() ? NGHTTP2_NO_ERROR : NGHTTP2_INTERNAL_ERROR);

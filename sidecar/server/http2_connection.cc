@@ -59,6 +59,17 @@ asio::awaitable<bool> Http2Stream::Wait(asio::steady_timer& signal, Clock::time_
   co_return woken;
 }
 
+void Http2Stream::Close(uint32_t error_code, bool connect_failed) {
+  closed_ = true;
+  close_error_ = error_code;
+  connect_failed_ = connect_failed;
+  NotifyAll();
+  if (on_abandoned_ && (error_code != NGHTTP2_NO_ERROR || !local_ended_)) {
+    std::function<void()> callback = std::move(on_abandoned_);
+    callback();
+  }
+}
+
 void Http2Stream::NotifyAll() {
   readable_.cancel();
   writable_.cancel();
@@ -288,12 +299,7 @@ void Http2Connection::Terminate(bool connect_failed) {
   dead_ = true;
   auto streams = std::move(streams_);
   streams_.clear();
-  for (auto& [id, stream] : streams) {
-    stream->closed_ = true;
-    stream->connect_failed_ = connect_failed;
-    stream->close_error_ = NGHTTP2_INTERNAL_ERROR;
-    stream->NotifyAll();
-  }
+  for (auto& [id, stream] : streams) stream->Close(NGHTTP2_INTERNAL_ERROR, connect_failed);
   write_signal_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
@@ -431,9 +437,7 @@ int Http2Connection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t
   if (it == self->streams_.end()) return 0;
   std::shared_ptr<Http2Stream> stream = std::move(it->second);
   self->streams_.erase(it);
-  stream->closed_ = true;
-  stream->close_error_ = error_code;
-  stream->NotifyAll();
+  stream->Close(error_code, /*connect_failed=*/false);
   return 0;
 }
 

@@ -65,12 +65,18 @@ class Http2Stream {
   // What ended the stream, as the router classifies it.
   StreamError CloseReason() const;
 
+  // Called when the peer abandons the stream (RST_STREAM, or the connection ends) before this
+  // side ended it; empty: none.
+  void OnAbandoned(std::function<void()> callback) { on_abandoned_ = std::move(callback); }
+
  private:
   friend class Http2Connection;
   static constexpr size_t kSendHighWater = 64 * 1024;
 
   boost::asio::awaitable<bool> Wait(boost::asio::steady_timer& signal,
                                     Clock::time_point deadline);
+  // The stream closed with `error_code`: wakes its waiters, tells whoever asked if abandoned.
+  void Close(uint32_t error_code, bool connect_failed);
   void NotifyAll();
 
   std::shared_ptr<Http2Connection> connection_;  // cleared when the stream closes
@@ -88,6 +94,7 @@ class Http2Stream {
   bool closed_ = false;
   bool connect_failed_ = false;
   uint32_t close_error_ = 0;  // NGHTTP2_NO_ERROR, ..., as the stream closed
+  std::function<void()> on_abandoned_;
   boost::asio::steady_timer readable_;
   boost::asio::steady_timer writable_;
 };

@@ -254,8 +254,17 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   std::shared_ptr<const upstream::LoadBalancer> lb = cluster->lb;  // keeps hosts alive
   std::shared_ptr<BodyPump> pump;
 
+  // The upstream stream outlives the pump that writes into it.
+  std::unique_ptr<UpstreamStream> up;
+  // A client that gives up cancels the upstream request, and nothing is retried for it.
+  bool abandoned = false;
+  down.OnAbandoned([&] {
+    abandoned = true;
+    if (up != nullptr) up->Reset();
+  });
   auto may_retry = [&](router::AttemptOutcome outcome, unsigned status,
                        std::optional<uint32_t> grpc_status = std::nullopt) {
+    if (abandoned) return false;
     // A streamed body can be sent again only if it went whole and fits the retry buffer.
     if (pump != nullptr && !pump->can_replay()) return false;
     if (retry == nullptr || retries_left == 0 ||
@@ -282,8 +291,6 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     stats.CountResponse(504);
     co_await local_reply(504, "upstream request timeout", response_mutations);
   };
-  // The upstream stream outlives the pump that writes into it.
-  std::unique_ptr<UpstreamStream> up;
   auto join_pump = [&]() -> asio::awaitable<void> {
     if (pump == nullptr) co_return;
     if (!pump->done) {
@@ -486,6 +493,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   };
   co_await attempts();
   co_await join_pump();
+  down.OnAbandoned(nullptr);
 }
 
 }  // namespace meshpilot::sidecar::server

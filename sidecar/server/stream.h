@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,6 +55,11 @@ class DownstreamStream {
   virtual boost::asio::awaitable<bool> WriteTrailers(http::HeaderMap trailers) = 0;
   // Abandons the exchange: RST_STREAM on HTTP/2, the connection closed on HTTP/1.1.
   virtual void Reset() = 0;
+  // `callback` runs if the client abandons the exchange before the response is complete
+  // (HTTP/2 RST_STREAM or the connection's end), so the upstream request is cancelled too, as
+  // Envoy does; empty: none. HTTP/1.1 notices a client that went away only when it next reads
+  // or writes.
+  virtual void OnAbandoned(std::function<void()> callback) {}
 };
 
 class UpstreamStream {

@@ -7,6 +7,8 @@
 //
 // Every call's trailing metadata carries x-echo-backend: NAME. EchoStream answers with
 // request.count responses. --fail_code makes every call fail with that status (retry tests).
+// A call its client cancelled during --delay_ms is reported on stderr
+// ("call cancelled: MESSAGE").
 // Prints "listening on HOST:PORT" (flushed) once it accepts calls; exits 0 on SIGTERM/SIGINT.
 // With --xds it is a proxyless gRPC xDS server (grpc::XdsServerBuilder; GRPC_XDS_BOOTSTRAP
 // names a bootstrap with server_listener_resource_name_template): it serves only once its
@@ -51,7 +53,7 @@ class EchoService final : public meshpilot::echo::v1::Echo::Service {
   grpc::Status Echo(grpc::ServerContext* context,
                     const meshpilot::echo::v1::EchoRequest* request,
                     meshpilot::echo::v1::EchoResponse* response) override {
-    if (grpc::Status status = Prepare(context); !status.ok()) return status;
+    if (grpc::Status status = Prepare(context, *request); !status.ok()) return status;
     response->set_message(request->message());
     response->set_backend(name_);
     return grpc::Status::OK;
@@ -60,7 +62,7 @@ class EchoService final : public meshpilot::echo::v1::Echo::Service {
   grpc::Status EchoStream(grpc::ServerContext* context,
                           const meshpilot::echo::v1::EchoRequest* request,
                           grpc::ServerWriter<meshpilot::echo::v1::EchoResponse>* writer) override {
-    if (grpc::Status status = Prepare(context); !status.ok()) return status;
+    if (grpc::Status status = Prepare(context, *request); !status.ok()) return status;
     meshpilot::echo::v1::EchoResponse response;
     response.set_message(request->message());
     response.set_backend(name_);
@@ -72,14 +74,19 @@ class EchoService final : public meshpilot::echo::v1::Echo::Service {
 
  private:
   // The delay, the failure asked for, and the trailer every call carries.
-  grpc::Status Prepare(grpc::ServerContext* context) {
+  grpc::Status Prepare(grpc::ServerContext* context,
+                       const meshpilot::echo::v1::EchoRequest& request) {
     context->AddTrailingMetadata("x-echo-backend", name_);
     // Sleep in small steps so a call the client gave up on ends early.
     const auto until = std::chrono::steady_clock::now() + delay_;
     while (std::chrono::steady_clock::now() < until && !context->IsCancelled()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    if (context->IsCancelled()) return grpc::Status::CANCELLED;
+    if (context->IsCancelled()) {
+      std::cerr << "echo_server " << name_ << ": call cancelled: " << request.message()
+                << std::endl;
+      return grpc::Status::CANCELLED;
+    }
     if (fail_code_ != 0) {
       return grpc::Status(static_cast<grpc::StatusCode>(fail_code_), "failing on purpose");
     }

@@ -5,7 +5,7 @@
 // Count mode:  xds_echo_client --target xds:///echo.default.svc.cluster.local:7070 --count 40
 //              (--stream N: each call is EchoStream with N responses; --payload_bytes N: the
 //              message is N bytes and must come back intact; --authority, --parallel,
-//              --print_trailer NAME for calls through a proxy)
+//              --print_trailer NAME, --cancel_after_ms for calls through a proxy)
 // Until mode:  xds_echo_client --target ... --until_only backend-a --consecutive 20
 //                --max_seconds 30
 //
@@ -54,6 +54,7 @@ ABSL_FLAG(int, stream, 0, "count mode: call EchoStream for this many responses i
 ABSL_FLAG(int, payload_bytes, 0, "count mode: send a message of this many bytes instead");
 ABSL_FLAG(int, parallel, 1, "count mode: this many callers at once on the one channel");
 ABSL_FLAG(std::string, print_trailer, "", "print this trailing metadata entry of each call");
+ABSL_FLAG(int, cancel_after_ms, 0, "cancel each call this long after it starts (0: never)");
 ABSL_FLAG(std::vector<std::string>, metadata, {},
           "request metadata (headers) sent with every call: key=value,key2=value2");
 
@@ -111,6 +112,13 @@ CallResult CallOnce(meshpilot::echo::v1::Echo::Stub& stub) {
   request.set_count(stream);
   meshpilot::echo::v1::EchoResponse response;
   const auto start = Clock::now();
+  std::thread canceller;
+  if (const int after = absl::GetFlag(FLAGS_cancel_after_ms); after > 0) {
+    canceller = std::thread([&context, after] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(after));
+      context.TryCancel();
+    });
+  }
   grpc::Status status;
   int responses = 0;
   bool intact = true;
@@ -126,6 +134,7 @@ CallResult CallOnce(meshpilot::echo::v1::Echo::Stub& stub) {
     responses = 1;
     intact = response.message() == request.message();
   }
+  if (canceller.joinable()) canceller.join();
   CallResult result;
   result.elapsed_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();

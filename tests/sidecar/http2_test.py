@@ -249,6 +249,16 @@ class Http2Test(SharedMeshTest):
         # Round robin over a failing and a healthy host: about half the calls needed a retry.
         self.assertGreater(self.mesh.stat("cluster.grpc-flaky.upstream_rq_retry"), before)
 
+    def test_client_giving_up_cancels_the_upstream_call(self):
+        # The backend answers after 2 s; the client cancels after 0.3 s (RST_STREAM; its deadline,
+        # which the backend would enforce by itself, is 5 s), the route's timeout is 10 s.
+        code, calls, _ = self.mesh.echo("--count", "1", "--cancel_after_ms", "300", "--message",
+                                        "cancel-me", "--metadata", "x-route=narrow")
+        self.assertTrue(calls[0].startswith("error CANCELLED"), calls)
+        slow = self.mesh.backends["grpc-slow"].child
+        wait_until(lambda: any("call cancelled: cancel-me" in l for l in slow.lines("stderr")),
+                   WAIT_S, "the backend to see the call cancelled")
+
     def test_fault_filter_aborts_grpc_with_its_status(self):
         code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=fault")
         self.assertTrue(calls[0].startswith("error RESOURCE_EXHAUSTED fault filter abort"), calls)
