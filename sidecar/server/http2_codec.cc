@@ -70,6 +70,10 @@ class Http2UpstreamStream final : public UpstreamStream {
  public:
   explicit Http2UpstreamStream(std::shared_ptr<Http2Connection> connection)
       : connection_(std::move(connection)) {}
+  ~Http2UpstreamStream() override {
+    // An exchange left unfinished is cancelled, and its unread data released.
+    if (stream_ != nullptr) stream_->Reset(NGHTTP2_CANCEL);
+  }
 
   asio::awaitable<StreamError> SendHeaders(const http::HeaderMap& headers,
                                            bool end_stream) override {
@@ -121,9 +125,11 @@ asio::awaitable<void> ServeStream(std::shared_ptr<Http2ServerContext> context,
       context->worker.draining()) {
     if (auto connection = context->connection.lock()) connection->Drain();
   }
-  Http2DownstreamStream down(std::move(stream));
+  Http2DownstreamStream down(stream);
   RouterFilter router(context->worker, context->info, context->listener, context->chain);
   co_await router.Serve(down);
+  // A response sent before the request body was read (a local reply): the rest is dropped.
+  stream->Discard();
 }
 
 }  // namespace

@@ -146,13 +146,17 @@ asio::awaitable<StreamError> Http2Stream::WriteTrailers(const http::HeaderMap& t
 void Http2Stream::Reset(uint32_t error_code) {
   if (!closed_ && id_ > 0 && !connection_->dead_) {
     nghttp2_submit_rst_stream(connection_->session_, NGHTTP2_FLAG_NONE, id_, error_code);
-    connection_->Flush();
   }
-  // What nobody will read gives its window back to the connection.
+  Discard();
+}
+
+void Http2Stream::Discard() {
+  discarding_ = true;
   if (!received_.empty()) {
     nghttp2_session_consume(connection_->session_, id_, received_.size());
     received_.clear();
   }
+  connection_->Flush();
 }
 
 // ---- Http2Connection ----
@@ -421,7 +425,7 @@ int Http2Connection::OnDataChunkRecv(nghttp2_session* session, uint8_t, int32_t 
                                      const uint8_t* bytes, size_t len, void* data) {
   auto* self = static_cast<Http2Connection*>(data);
   Http2Stream* stream = self->StreamOf(stream_id);
-  if (stream == nullptr) {
+  if (stream == nullptr || stream->discarding_) {
     nghttp2_session_consume(session, stream_id, len);
     return 0;
   }

@@ -61,6 +61,9 @@ class Http2Stream {
   boost::asio::awaitable<StreamError> WriteTrailers(const http::HeaderMap& trailers);
   // RST_STREAM with `error_code` unless the stream is already closed.
   void Reset(uint32_t error_code);
+  // Nobody reads this stream any more: what is buffered and what still arrives gives its window
+  // back at once, so an unread body never starves the connection.
+  void Discard();
 
   // What ended the stream, as the router classifies it.
   StreamError CloseReason() const;
@@ -86,6 +89,7 @@ class Http2Stream {
   bool headers_complete_ = false;
   std::string received_;
   bool remote_ended_ = false;
+  bool discarding_ = false;
   // What the router queued for the peer, and whether the body (then trailers) ends it.
   std::string sending_;
   size_t sending_offset_ = 0;
