@@ -82,47 +82,39 @@ def h2_get(stream, authority, path, method=b"GET"):
     return h2_frame(1, 0x5 if method == b"GET" else 0x4, stream, block)
 
 
-def h2_read_frames(sock, until):
-    """Frames (kind, flags, stream, payload) read until `until(frames)` or the peer closes."""
-    data, frames = b"", []
-    while not until(frames):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
-            n = int.from_bytes(data[:3], "big")
-            frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7fffffff,
-                           data[9:9 + n]))
-            data = data[9 + n:]
-    return frames
-
-
-class H2Sender:
-    """Sends request bodies on a raw HTTP/2 connection within the connection's send window, as
-    a client must, reading the peer's frames (WINDOW_UPDATE) meanwhile."""
+class H2Client:
+    """The frames of a raw HTTP/2 connection as (kind, flags, stream, payload), and request
+    bodies sent within the connection's send window, as a client must, reading the peer's
+    frames (WINDOW_UPDATE) meanwhile."""
 
     def __init__(self, sock):
         self.sock, self.window, self.frames, self.data = sock, 65535, [], b""
 
     def read_some(self):
+        """False once the peer closed the connection."""
         chunk = self.sock.recv(65536)
-        if not chunk:
-            raise AssertionError("the proxy closed the connection")
         self.data += chunk
         while len(self.data) >= 9 and len(self.data) >= 9 + int.from_bytes(self.data[:3], "big"):
             n = int.from_bytes(self.data[:3], "big")
             kind, stream, payload = self.data[3], int.from_bytes(self.data[5:9], "big"), self.data[9:9 + n]
             if kind == 8 and stream == 0:
                 self.window += int.from_bytes(payload, "big") & 0x7fffffff
-            self.frames.append((kind, self.data[4], stream, payload))
+            self.frames.append((kind, self.data[4], stream & 0x7fffffff, payload))
             self.data = self.data[9 + n:]
+        return bool(chunk)
+
+    def read_until(self, done):
+        """Reads until `done(frames)` or the peer closes; the frames."""
+        while not done(self.frames) and self.read_some():
+            pass
+        return self.frames
 
     def send_body(self, stream, size, end):
         for offset in range(0, size, 16384):
             piece = min(16384, size - offset)
             while self.window < piece:
-                self.read_some()
+                if not self.read_some():
+                    raise AssertionError("the proxy closed the connection")
             self.window -= piece
             last = end and offset + piece == size
             self.sock.sendall(h2_frame(0, 0x1 if last else 0, stream, b"x" * piece))
@@ -345,16 +337,15 @@ class Http2Test(SharedMeshTest):
         # serves a request.
         with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0))
-            sender = H2Sender(s)
+            client = H2Client(s)
             for stream in range(1, 41, 2):
                 s.sendall(h2_get(stream, b"nothing.test", b"/upload", method=b"POST"))
-                sender.send_body(stream, 60 * 1024, end=False)
+                client.send_body(stream, 60 * 1024, end=False)
             s.sendall(h2_get(41, b"web.test", b"/after-uploads"))
-            while not stream_ended(41)(sender.frames):
-                sender.read_some()
+            frames = client.read_until(stream_ended(41))
         self.assertIn(b'"path": "/after-uploads"',
-                      b"".join(p for k, _, st, p in sender.frames if st == 41 and k == 0))
-        self.assertEqual([st for k, _, st, _ in sender.frames if k == 3], [])  # no RST_STREAM
+                      b"".join(p for k, _, st, p in frames if st == 41 and k == 0))
+        self.assertEqual([st for k, _, st, _ in frames if k == 3], [])  # no RST_STREAM
 
     def test_rewrite_and_redirect_over_http2(self):
         done = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-H", "Host: web.test",
@@ -448,14 +439,15 @@ class Http2DrainTest(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
                       h2_get(1, b"web.test", b"/before"))
-            frames = h2_read_frames(s, stream_ended(1))
+            client = H2Client(s)
+            frames = client.read_until(stream_ended(1))
             self.assertIn(b'"path": "/before"', b"".join(p for k, _, st, p in frames if st == 1))
             drained = subprocess.run(["curl", "-sS", "-X", "POST", "-o", "/dev/null", "-w", "%{http_code}",
                                       f"http://127.0.0.1:{self.mesh.admin_port}/drain_listeners"],
                                      capture_output=True, text=True, timeout=10)
             self.assertEqual(drained.stdout, "200")
             s.sendall(h2_get(3, b"web.test", b"/after"))
-            frames = h2_read_frames(s, lambda frames: False)  # to the close
+            frames = client.read_until(lambda frames: False)  # to the close
         self.assertIn(b'"path": "/after"', b"".join(p for k, _, st, p in frames if st == 3 and k == 0))
         goaways = [p for k, _, _, p in frames if k == 7]
         self.assertEqual(len(goaways), 1)
