@@ -402,7 +402,7 @@ class Http2Test(SharedMeshTest):
     def test_weight_shift_mid_traffic_loses_no_call(self):
         argv = [binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client"),
                 "--target", f"127.0.0.1:{self.mesh.port}", "--authority", "grpc.test",
-                "--count", "600", "--parallel", "4", "--interval_ms", "5"]
+                "--count", "3000", "--parallel", "4", "--interval_ms", "5"]
         client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             lines = []
