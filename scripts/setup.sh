@@ -8,7 +8,7 @@ DEBIAN_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git curl
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev
   libcpprest-dev libyaml-cpp-dev nlohmann-json3-dev libabsl-dev catch2
-  libboost-dev libnghttp2-dev libssl-dev prometheus-cpp-dev libspdlog-dev
+  libboost-dev libnghttp2-dev nghttp2-client libssl-dev prometheus-cpp-dev libspdlog-dev
   libbenchmark-dev nodejs npm
   openssl python3-yaml iproute2 util-linux iptables
 )

@@ -74,6 +74,57 @@ absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseClusterLoadAssignment(
   return ParseAssignment(proto, "");
 }
 
+absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& proto,
+                                   ClusterConfig& cluster) {
+  using envoy::config::core::v3::Http2ProtocolOptions;
+  auto http2 = [&](const Http2ProtocolOptions& options) {
+    if (options.has_max_concurrent_streams()) {
+      cluster.http2.max_concurrent_streams = options.max_concurrent_streams().value();
+    }
+  };
+  constexpr char kOptions[] = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+  if (auto it = proto.typed_extension_protocol_options().find(kOptions);
+      it != proto.typed_extension_protocol_options().end()) {
+    const std::string field = absl::StrCat("typed_extension_protocol_options[", kOptions, "]");
+    envoy::extensions::upstreams::http::v3::HttpProtocolOptions options;
+    if (!it->second.UnpackTo(&options)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": cannot unpack ", it->second.type_url()));
+    }
+    switch (options.upstream_protocol_options_case()) {
+      case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kExplicitHttpConfig:
+        if (options.explicit_http_config().has_http2_protocol_options()) {
+          cluster.protocol = UpstreamProtocol::kHttp2;
+          http2(options.explicit_http_config().http2_protocol_options());
+        } else if (options.explicit_http_config().has_http3_protocol_options()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ".explicit_http_config.http3_protocol_options: HTTP/3 is not supported"));
+        } else {
+          cluster.protocol = UpstreamProtocol::kHttp1;
+        }
+        return absl::OkStatus();
+      case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::
+          kUseDownstreamProtocolConfig:
+        cluster.protocol = UpstreamProtocol::kDownstream;
+        http2(options.use_downstream_protocol_config().http2_protocol_options());
+        return absl::OkStatus();
+      case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kAutoConfig:
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".auto_config: needs ALPN over TLS, and upstream TLS is not supported yet"));
+      default:
+        break;  // only common options: the deprecated fields decide
+    }
+  }
+  if (proto.has_http2_protocol_options()) {
+    cluster.protocol = UpstreamProtocol::kHttp2;
+    http2(proto.http2_protocol_options());
+  }
+  if (proto.protocol_selection() == envoy::config::cluster::v3::Cluster::USE_DOWNSTREAM_PROTOCOL) {
+    cluster.protocol = UpstreamProtocol::kDownstream;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
     const cluster_v3::Cluster& proto) {
   auto cluster = std::make_shared<ClusterConfig>();
@@ -165,17 +216,7 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
   if (proto.has_transport_socket()) {
     return absl::InvalidArgumentError("transport_socket: TLS upstreams are not supported yet");
   }
-  if (auto it = proto.typed_extension_protocol_options().find(
-          "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
-      it != proto.typed_extension_protocol_options().end()) {
-    envoy::extensions::upstreams::http::v3::HttpProtocolOptions options;
-    if (!it->second.UnpackTo(&options)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]:"
-          " cannot unpack ", it->second.type_url()));
-    }
-    cluster->http2_upstream = options.explicit_http_config().has_http2_protocol_options();
-  }
+  if (auto status = ParseUpstreamProtocol(proto, *cluster); !status.ok()) return status;
   if (proto.has_load_assignment()) {
     auto endpoints = ParseAssignment(proto.load_assignment(), "load_assignment.");
     if (!endpoints.ok()) return endpoints.status();

@@ -45,6 +45,17 @@ struct CircuitBreakers {
   uint32_t max_retries = 3;
 };
 
+// The protocol meshproxy speaks to a cluster's hosts.
+enum class UpstreamProtocol {
+  kHttp1,
+  kHttp2,       // h2c with prior knowledge
+  kDownstream,  // whichever the downstream request came in (use_downstream_protocol_config)
+};
+
+struct Http2Options {
+  uint32_t max_concurrent_streams = 0;  // 0: as many as the peer allows
+};
+
 struct ClusterConfig {
   std::string name;
   DiscoveryType type = DiscoveryType::kEds;
@@ -53,15 +64,20 @@ struct ClusterConfig {
   uint32_t choice_count = 2;  // LEAST_REQUEST
   uint64_t ring_size = 1024;  // RING_HASH minimum_ring_size / MAGLEV table_size (capped)
   std::chrono::milliseconds connect_timeout{5000};
-  // HttpProtocolOptions asks for HTTP/2 upstream: recorded; meshproxy speaks HTTP/1.1 upstream
-  // until its HTTP/2 codec lands.
-  bool http2_upstream = false;
+  UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
+  Http2Options http2;
   CircuitBreakers circuit_breakers;
   std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment
 };
 
 absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
     const envoy::config::cluster::v3::Cluster& proto);
+
+// From typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+// (explicit_http_config, use_downstream_protocol_config), else the deprecated
+// http2_protocol_options and protocol_selection fields; HTTP/1.1 when none asks otherwise.
+absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& proto,
+                                   ClusterConfig& cluster);
 
 absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseClusterLoadAssignment(
     const envoy::config::endpoint::v3::ClusterLoadAssignment& proto);

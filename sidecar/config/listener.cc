@@ -119,12 +119,21 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
       return absl::InvalidArgumentError(absl::StrCat(ff, ".typed_config: cannot unpack"));
     }
     const std::string hf = absl::StrCat(ff, ".typed_config");
-    if (hcm.codec_type() == hcm_v3::HttpConnectionManager::HTTP2 ||
-        hcm.codec_type() == hcm_v3::HttpConnectionManager::HTTP3) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(hf, ".codec_type: only HTTP/1.1 downstream is supported yet"));
-    }
     HttpChain http;
+    switch (hcm.codec_type()) {
+      case hcm_v3::HttpConnectionManager::HTTP1:
+        http.codec = HttpChain::Codec::kHttp1;
+        break;
+      case hcm_v3::HttpConnectionManager::HTTP2:
+        http.codec = HttpChain::Codec::kHttp2;
+        break;
+      case hcm_v3::HttpConnectionManager::AUTO:
+        http.codec = HttpChain::Codec::kAuto;
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(hf, ".codec_type: HTTP/3 is not supported (AUTO, HTTP1, HTTP2 are)"));
+    }
     http.stat_prefix = hcm.stat_prefix();
     switch (hcm.route_specifier_case()) {
       case hcm_v3::HttpConnectionManager::kRds:

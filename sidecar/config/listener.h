@@ -21,7 +21,10 @@
 namespace meshpilot::sidecar::config {
 
 struct HttpChain {
+  // codec_type: AUTO tells HTTP/2 (the client preface "PRI * HTTP/2.0") from HTTP/1.1.
+  enum class Codec { kAuto, kHttp1, kHttp2 };
   std::string stat_prefix;
+  Codec codec = Codec::kAuto;
   // envoy.filters.http.rbac filters, in order: a request must pass each of them.
   std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
   std::string rds_name;                            // or:

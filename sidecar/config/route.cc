@@ -379,11 +379,21 @@ absl::StatusOr<RetryPolicy> ParseRetryPolicy(const route_v3::RetryPolicy& proto,
       policy.on_retriable_4xx = true;
     } else if (token == "retriable-status-codes") {
       policy.on_retriable_status_codes = true;
-    } else if (token == "refused-stream" || token == "envoy-ratelimited" ||
-               token == "retriable-headers" || token == "cancelled" ||
-               token == "deadline-exceeded" || token == "internal" ||
-               token == "resource-exhausted" || token == "unavailable") {
-      // HTTP/2 and gRPC conditions: they never occur on HTTP/1.1 upstreams.
+    } else if (token == "refused-stream") {
+      policy.on_refused_stream = true;
+    } else if (token == "cancelled") {
+      policy.on_grpc_cancelled = true;
+    } else if (token == "deadline-exceeded") {
+      policy.on_grpc_deadline_exceeded = true;
+    } else if (token == "internal") {
+      policy.on_grpc_internal = true;
+    } else if (token == "resource-exhausted") {
+      policy.on_grpc_resource_exhausted = true;
+    } else if (token == "unavailable") {
+      policy.on_grpc_unavailable = true;
+    } else if (token == "envoy-ratelimited" || token == "retriable-headers") {
+      // Conditions on headers meshproxy never sees (no rate-limit filter, no
+      // retriable_headers matcher): accepted, never true.
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ".retry_on: unknown condition \"", token, "\""));

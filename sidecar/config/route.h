@@ -63,12 +63,24 @@ struct RetryPolicy {
   bool on_reset = false;
   bool on_retriable_4xx = false;
   bool on_retriable_status_codes = false;
+  bool on_refused_stream = false;  // HTTP/2 REFUSED_STREAM
+  // gRPC conditions, read from grpc-status in response headers or trailers.
+  bool on_grpc_cancelled = false;
+  bool on_grpc_deadline_exceeded = false;
+  bool on_grpc_internal = false;
+  bool on_grpc_resource_exhausted = false;
+  bool on_grpc_unavailable = false;
   uint32_t num_retries = 1;
   std::chrono::milliseconds per_try_timeout{0};  // 0: none
   std::vector<uint32_t> retriable_status_codes;
   std::chrono::milliseconds base_interval{25};
   std::chrono::milliseconds max_interval{250};
   bool avoid_previous_hosts = false;
+
+  bool any_grpc() const {
+    return on_grpc_cancelled || on_grpc_deadline_exceeded || on_grpc_internal ||
+           on_grpc_resource_exhausted || on_grpc_unavailable;
+  }
 };
 
 struct WeightedCluster {

@@ -4,51 +4,51 @@
 #include <string_view>
 #include <vector>
 
-#include <boost/beast/http/rfc7230.hpp>
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 
 namespace meshpilot::sidecar::router {
 
-namespace http = boost::beast::http;
-
-void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::fields& headers) {
-  for (const std::string& name : mutations.remove) headers.erase(name);
+void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::HeaderMap& headers) {
+  for (const std::string& name : mutations.remove) headers.Remove(name);
   for (const config::HeaderToAdd& header : mutations.add) {
-    const bool exists = headers.find(header.key) != headers.end();
+    const bool exists = headers.Has(absl::AsciiStrToLower(header.key));
     switch (header.action) {
       case config::HeaderToAdd::Action::kAppendIfExistsOrAdd:
-        headers.insert(header.key, header.value);
+        headers.Add(header.key, header.value);
         break;
       case config::HeaderToAdd::Action::kAddIfAbsent:
-        if (!exists) headers.insert(header.key, header.value);
+        if (!exists) headers.Add(header.key, header.value);
         break;
       case config::HeaderToAdd::Action::kOverwriteIfExistsOrAdd:
-        headers.set(header.key, header.value);
+        headers.Set(header.key, header.value);
         break;
       case config::HeaderToAdd::Action::kOverwriteIfExists:
-        if (exists) headers.set(header.key, header.value);
+        if (exists) headers.Set(header.key, header.value);
         break;
     }
   }
 }
 
-void StripHopByHop(http::fields& headers) {
+void StripHopByHop(http::HeaderMap& headers) {
   std::vector<std::string> named;
-  auto range = headers.equal_range(http::field::connection);
-  for (auto it = range.first; it != range.second; ++it) {
-    for (auto token : http::token_list(it->value())) {
-      std::string name(token.data(), token.size());
-      if (!boost::beast::iequals(name, "close") && !boost::beast::iequals(name, "keep-alive")) {
-        named.push_back(std::move(name));
-      }
+  for (const auto& [name, value] : headers.entries()) {
+    if (name != "connection") continue;
+    for (absl::string_view token : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+      std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(token));
+      if (lower != "close" && lower != "keep-alive") named.push_back(std::move(lower));
     }
   }
-  for (const std::string& name : named) headers.erase(name);
-  headers.erase(http::field::connection);
-  headers.erase(http::field::keep_alive);
-  headers.erase(http::field::proxy_connection);
-  headers.erase(http::field::upgrade);
-  headers.erase(http::field::te);
-  headers.erase(http::field::trailer);
+  for (const std::string& name : named) headers.Remove(name);
+  for (const char* name : {"connection", "keep-alive", "proxy-connection", "upgrade",
+                           "transfer-encoding", "trailer"}) {
+    headers.Remove(name);
+  }
+  if (auto te = headers.Get("te")) {
+    const absl::string_view value(te->data(), te->size());
+    if (!absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(value), "trailers")) headers.Remove("te");
+  }
 }
 
 std::string NewRequestId(std::mt19937_64& rng) {

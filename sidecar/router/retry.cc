@@ -2,14 +2,19 @@
 
 #include <algorithm>
 
+#include "sidecar/http/grpc.h"
+
 namespace meshpilot::sidecar::router {
 
-bool ShouldRetry(const config::RetryPolicy& p, AttemptOutcome outcome, unsigned status) {
+bool ShouldRetry(const config::RetryPolicy& p, AttemptOutcome outcome, unsigned status,
+                 std::optional<uint32_t> grpc_status) {
   switch (outcome) {
     case AttemptOutcome::kConnectFailure:
       return p.on_connect_failure || p.on_5xx || p.on_gateway_error || p.on_reset;
     case AttemptOutcome::kReset:
       return p.on_5xx || p.on_gateway_error || p.on_reset;
+    case AttemptOutcome::kRefusedStream:
+      return p.on_refused_stream || p.on_5xx || p.on_gateway_error || p.on_reset;
     case AttemptOutcome::kPerTryTimeout:
       return p.on_5xx || p.on_gateway_error;
     case AttemptOutcome::kResponse:
@@ -20,6 +25,22 @@ bool ShouldRetry(const config::RetryPolicy& p, AttemptOutcome outcome, unsigned 
           std::find(p.retriable_status_codes.begin(), p.retriable_status_codes.end(), status) !=
               p.retriable_status_codes.end()) {
         return true;
+      }
+      if (grpc_status) {
+        switch (static_cast<http::GrpcStatus>(*grpc_status)) {
+          case http::GrpcStatus::kCancelled:
+            return p.on_grpc_cancelled;
+          case http::GrpcStatus::kDeadlineExceeded:
+            return p.on_grpc_deadline_exceeded;
+          case http::GrpcStatus::kInternal:
+            return p.on_grpc_internal;
+          case http::GrpcStatus::kResourceExhausted:
+            return p.on_grpc_resource_exhausted;
+          case http::GrpcStatus::kUnavailable:
+            return p.on_grpc_unavailable;
+          default:
+            return false;
+        }
       }
       return false;
   }

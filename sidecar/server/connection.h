@@ -14,8 +14,9 @@
 
 namespace meshpilot::sidecar::server {
 
-// HTTP/1.1 connection manager + router. `listener` keeps its chain alive; the route table
-// and clusters are looked up in the current config for every request.
+// HTTP connection manager (HTTP/1.1 or HTTP/2 by codec_type) + router. `listener` keeps its
+// chain alive; the route table and clusters are looked up in the current config for every
+// request.
 boost::asio::awaitable<void> RunHttpSession(Worker& worker, boost::asio::ip::tcp::socket socket,
                                             ConnectionInfo info, std::string listener_name,
                                             ListenerEntry listener,

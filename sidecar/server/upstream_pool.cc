@@ -2,12 +2,19 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include "sidecar/server/http1_upstream.h"
+#include "sidecar/server/http2_codec.h"
+#include "sidecar/server/http2_connection.h"
 
 namespace meshpilot::sidecar::server {
 
@@ -36,40 +43,70 @@ bool StillUsable(UpstreamConnection& connection) {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+bool AtConnectionLimit(const UpstreamTarget& target) {
+  return target.stats->upstream_cx_active.load(std::memory_order_relaxed) >=
+         static_cast<int64_t>(target.max_connections);
+}
+
 }  // namespace
 
-asio::awaitable<Acquired> UpstreamPool::Acquire(const std::string& cluster,
-                                                const tcp::endpoint& peer,
-                                                std::shared_ptr<ClusterStats> stats,
-                                                std::chrono::steady_clock::time_point deadline,
-                                                uint32_t max_connections) {
-  if (auto it = idle_.find({cluster, peer}); it != idle_.end()) {
+asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, Protocol protocol,
+                                                 Clock::time_point connect_deadline) {
+  if (protocol == Protocol::kHttp2) co_return OpenHttp2(target, connect_deadline);
+  co_return co_await OpenHttp1(target, connect_deadline);
+}
+
+asio::awaitable<OpenedStream> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
+                                                      Clock::time_point deadline) {
+  auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
+    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, target.cluster, target.peer,
+                                                              std::move(connection),
+                                                              target.head_request)};
+  };
+  if (auto it = idle_.find({target.cluster, target.peer}); it != idle_.end()) {
     while (!it->second.empty()) {
       std::unique_ptr<UpstreamConnection> connection = std::move(it->second.back());
       it->second.pop_back();
       if (StillUsable(*connection)) {
         connection->reused = true;
-        co_return Acquired{std::move(connection), {}};
+        co_return stream(std::move(connection));
       }
     }
   }
-  if (stats->upstream_cx_active.load(std::memory_order_relaxed) >=
-      static_cast<int64_t>(max_connections)) {
-    co_return Acquired{nullptr, {}, true};
-  }
-  auto connection = std::make_unique<UpstreamConnection>(io_, stats);
+  if (AtConnectionLimit(target)) co_return OpenedStream{nullptr, StreamError::kNone, true};
+  auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
   boost::system::error_code ec;
   connection->stream.expires_at(deadline);
-  co_await connection->stream.async_connect(peer, asio::redirect_error(asio::use_awaitable, ec));
+  co_await connection->stream.async_connect(target.peer,
+                                            asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
-    stats->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-    co_return Acquired{nullptr, ec};
+    target.stats->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    co_return OpenedStream{nullptr, StreamError::kConnectFailure};
   }
   connection->stream.socket().set_option(tcp::no_delay(true), ec);
   connection->connected = true;
-  stats->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
-  stats->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
-  co_return Acquired{std::move(connection), {}};
+  target.stats->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
+  target.stats->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
+  co_return stream(std::move(connection));
+}
+
+OpenedStream UpstreamPool::OpenHttp2(const UpstreamTarget& target, Clock::time_point deadline) {
+  auto& connections = http2_[{target.cluster, target.peer}];
+  connections.erase(
+      std::remove_if(connections.begin(), connections.end(),
+                     [](const std::shared_ptr<Http2Connection>& c) { return c->dead(); }),
+      connections.end());
+  for (const auto& connection : connections) {
+    if (connection->CanOpenStream(target.max_concurrent_streams)) {
+      return OpenedStream{NewHttp2UpstreamStream(connection)};
+    }
+  }
+  if (AtConnectionLimit(target)) return OpenedStream{nullptr, StreamError::kNone, true};
+  auto connection = std::make_shared<Http2Connection>(io_, tcp::socket(io_),
+                                                      Http2Connection::Role::kClient);
+  connections.push_back(connection);
+  asio::co_spawn(io_, connection->Connect(target.peer, deadline, target.stats), asio::detached);
+  return OpenedStream{NewHttp2UpstreamStream(std::move(connection))};
 }
 
 void UpstreamPool::Release(const std::string& cluster, const tcp::endpoint& peer,

@@ -1,7 +1,11 @@
 #pragma once
 
-// Upstream HTTP/1.1 connections, pooled per worker (so without locks) by cluster and endpoint.
-// An idle connection the peer has closed meanwhile is noticed before reuse and dropped.
+// Upstream connections of one worker (so without locks), by cluster and endpoint:
+// - HTTP/1.1: one request at a time per connection; idle ones are kept for reuse, and one the
+//   peer closed meanwhile is noticed before reuse and dropped.
+// - HTTP/2: connections shared by streams; a stream goes on the first connection that has
+//   room under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
+//   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
 
 #include <chrono>
 #include <map>
@@ -18,9 +22,12 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include "sidecar/server/stream.h"
 #include "sidecar/stats.h"
 
 namespace meshpilot::sidecar::server {
+
+class Http2Connection;
 
 struct UpstreamConnection {
   UpstreamConnection(boost::asio::io_context& io, std::shared_ptr<ClusterStats> stats);
@@ -35,30 +42,47 @@ struct UpstreamConnection {
   bool reused = false;
 };
 
-struct Acquired {
-  std::unique_ptr<UpstreamConnection> connection;
-  boost::system::error_code error;
-  bool overflow = false;  // no idle connection and max_connections reached
+// Where one attempt goes.
+struct UpstreamTarget {
+  std::string cluster;
+  boost::asio::ip::tcp::endpoint peer;
+  std::shared_ptr<ClusterStats> stats;
+  uint32_t max_connections = 0;         // circuit breaker
+  uint32_t max_concurrent_streams = 0;  // HTTP/2, 0: the peer's limit
+  bool head_request = false;            // HTTP/1.1: the response has no body
+};
+
+struct OpenedStream {
+  std::unique_ptr<UpstreamStream> stream;
+  StreamError error = StreamError::kNone;
+  bool overflow = false;  // a new connection was needed and max_connections is reached
 };
 
 class UpstreamPool {
  public:
   explicit UpstreamPool(boost::asio::io_context& io) : io_(io) {}
 
-  boost::asio::awaitable<Acquired> Acquire(const std::string& cluster,
-                                           const boost::asio::ip::tcp::endpoint& peer,
-                                           std::shared_ptr<ClusterStats> stats,
-                                           std::chrono::steady_clock::time_point connect_deadline,
-                                           uint32_t max_connections);
+  // A stream to `target` in `protocol`. HTTP/1.1 connects here (kConnectFailure on failure);
+  // an HTTP/2 connection connects in the background and its streams fail with
+  // kConnectFailure if it cannot.
+  boost::asio::awaitable<OpenedStream> Open(const UpstreamTarget& target, Protocol protocol,
+                                            Clock::time_point connect_deadline);
+
+  // An HTTP/1.1 connection whose exchange completed cleanly, for the next request.
   void Release(const std::string& cluster, const boost::asio::ip::tcp::endpoint& peer,
                std::unique_ptr<UpstreamConnection> connection);
 
  private:
+  using Key = std::pair<std::string, boost::asio::ip::tcp::endpoint>;
   static constexpr size_t kMaxIdlePerEndpoint = 128;
+
+  boost::asio::awaitable<OpenedStream> OpenHttp1(const UpstreamTarget& target,
+                                                 Clock::time_point connect_deadline);
+  OpenedStream OpenHttp2(const UpstreamTarget& target, Clock::time_point connect_deadline);
+
   boost::asio::io_context& io_;
-  std::map<std::pair<std::string, boost::asio::ip::tcp::endpoint>,
-           std::vector<std::unique_ptr<UpstreamConnection>>>
-      idle_;
+  std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  std::map<Key, std::vector<std::shared_ptr<Http2Connection>>> http2_;
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -3,7 +3,12 @@
 // which backend a call reached.
 //
 //   echo_server --port 0 --name backend-a [--host 127.0.0.1] [--delay_ms 2000] [--xds]
+//               [--fail_code 14]
 //
+// Every call's trailing metadata carries x-echo-backend: NAME. EchoStream answers with
+// request.count responses. --fail_code makes every call fail with that status (retry tests).
+// A call its client cancelled during --delay_ms is reported on stderr
+// ("call cancelled: MESSAGE").
 // Prints "listening on HOST:PORT" (flushed) once it accepts calls; exits 0 on SIGTERM/SIGINT.
 // With --xds it is a proxyless gRPC xDS server (grpc::XdsServerBuilder; GRPC_XDS_BOOTSTRAP
 // names a bootstrap with server_listener_resource_name_template): it serves only once its
@@ -33,6 +38,7 @@ ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one (printed on stdou
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on");
 ABSL_FLAG(std::string, name, "echo", "backend name returned in every response");
 ABSL_FLAG(int, delay_ms, 0, "answer every call this much later: a slow backend for timeout tests");
+ABSL_FLAG(int, fail_code, 0, "fail every call with this gRPC status code (0: answer)");
 ABSL_FLAG(bool, xds, false,
           "be an xDS-enabled server: take its Listener (filter chains, RBAC) from the xDS "
           "server in GRPC_XDS_BOOTSTRAP; needs a fixed --port");
@@ -41,26 +47,55 @@ namespace {
 
 class EchoService final : public meshpilot::echo::v1::Echo::Service {
  public:
-  EchoService(std::string name, std::chrono::milliseconds delay)
-      : name_(std::move(name)), delay_(delay) {}
+  EchoService(std::string name, std::chrono::milliseconds delay, int fail_code)
+      : name_(std::move(name)), delay_(delay), fail_code_(fail_code) {}
 
   grpc::Status Echo(grpc::ServerContext* context,
                     const meshpilot::echo::v1::EchoRequest* request,
                     meshpilot::echo::v1::EchoResponse* response) override {
-    // Sleep in small steps so a call the client gave up on ends early.
-    const auto until = std::chrono::steady_clock::now() + delay_;
-    while (std::chrono::steady_clock::now() < until && !context->IsCancelled()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (context->IsCancelled()) return grpc::Status::CANCELLED;
+    if (grpc::Status status = Prepare(context, *request); !status.ok()) return status;
     response->set_message(request->message());
     response->set_backend(name_);
     return grpc::Status::OK;
   }
 
+  grpc::Status EchoStream(grpc::ServerContext* context,
+                          const meshpilot::echo::v1::EchoRequest* request,
+                          grpc::ServerWriter<meshpilot::echo::v1::EchoResponse>* writer) override {
+    if (grpc::Status status = Prepare(context, *request); !status.ok()) return status;
+    meshpilot::echo::v1::EchoResponse response;
+    response.set_message(request->message());
+    response.set_backend(name_);
+    for (int i = 0; i < request->count(); ++i) {
+      if (!writer->Write(response)) return grpc::Status::CANCELLED;
+    }
+    return grpc::Status::OK;
+  }
+
  private:
+  // The delay, the failure asked for, and the trailer every call carries.
+  grpc::Status Prepare(grpc::ServerContext* context,
+                       const meshpilot::echo::v1::EchoRequest& request) {
+    context->AddTrailingMetadata("x-echo-backend", name_);
+    // Sleep in small steps so a call the client gave up on ends early.
+    const auto until = std::chrono::steady_clock::now() + delay_;
+    while (std::chrono::steady_clock::now() < until && !context->IsCancelled()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (context->IsCancelled()) {
+      std::cerr << "echo_server " << name_ << ": call cancelled: " << request.message()
+                << std::endl;
+      return grpc::Status::CANCELLED;
+    }
+    if (fail_code_ != 0) {
+      return grpc::Status(static_cast<grpc::StatusCode>(fail_code_), "failing on purpose");
+    }
+    return grpc::Status::OK;
+  }
+
   const std::string name_;
   const std::chrono::milliseconds delay_;
+  const int fail_code_;
 };
 
 class ServingStatusPrinter final : public grpc::XdsServerServingStatusNotifierInterface {
@@ -99,7 +134,8 @@ int main(int argc, char** argv) {
 
   const std::string host = absl::GetFlag(FLAGS_host);
   const std::string name = absl::GetFlag(FLAGS_name);
-  EchoService service(name, std::chrono::milliseconds(absl::GetFlag(FLAGS_delay_ms)));
+  EchoService service(name, std::chrono::milliseconds(absl::GetFlag(FLAGS_delay_ms)),
+                      absl::GetFlag(FLAGS_fail_code));
   int selected_port = 0;
   const bool xds = absl::GetFlag(FLAGS_xds);
   if (xds && absl::GetFlag(FLAGS_port) == 0) {
@@ -122,6 +158,7 @@ int main(int argc, char** argv) {
           : grpc::InsecureServerCredentials(),
       &selected_port);
   builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(64 * 1024 * 1024);  // large messages for flow-control tests
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || selected_port == 0) {
     std::cerr << "echo_server: cannot listen on " << HostPort(host, absl::GetFlag(FLAGS_port))

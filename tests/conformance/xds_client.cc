@@ -3,10 +3,13 @@
 // GRPC_XDS_BOOTSTRAP_CONFIG, exactly as gRPC does), which is what the conformance tests need.
 //
 // Count mode:  xds_echo_client --target xds:///echo.default.svc.cluster.local:7070 --count 40
+//              (--stream N: each call is EchoStream with N responses; --payload_bytes N: the
+//              message is N bytes and must come back intact; --authority, --parallel,
+//              --print_trailer NAME, --cancel_after_ms for calls through a proxy)
 // Until mode:  xds_echo_client --target ... --until_only backend-a --consecutive 20
 //                --max_seconds 30
 //
-// Output, one flushed line per call:   ok BACKEND   |   error CODE MESSAGE
+// Output, one flushed line per call:   ok BACKEND [trailer=VALUE]   |   error CODE MESSAGE
 // then one summary line:
 //   summary calls=N ok=N errors=N backends=NAME:COUNT,... codes=CODE:COUNT,...
 //           min_ms=T max_ms=T                                         (count mode)
@@ -14,11 +17,13 @@
 // Exit status: count mode 0 iff every call succeeded; until mode 0 iff it converged in time.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +33,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "meshpilot/echo/v1/echo.grpc.pb.h"
@@ -43,6 +49,12 @@ ABSL_FLAG(std::string, until_only, "",
 ABSL_FLAG(int, consecutive, 20, "until mode: consecutive calls that must reach --until_only");
 ABSL_FLAG(double, max_seconds, 30, "until mode: give up (exit 1) after this long");
 ABSL_FLAG(bool, grpc_version, false, "print the version of libgrpc++ and exit");
+ABSL_FLAG(std::string, authority, "", "the :authority of every call (default: the target)");
+ABSL_FLAG(int, stream, 0, "count mode: call EchoStream for this many responses instead of Echo");
+ABSL_FLAG(int, payload_bytes, 0, "count mode: send a message of this many bytes instead");
+ABSL_FLAG(int, parallel, 1, "count mode: this many callers at once on the one channel");
+ABSL_FLAG(std::string, print_trailer, "", "print this trailing metadata entry of each call");
+ABSL_FLAG(int, cancel_after_ms, 0, "cancel each call this long after it starts (0: never)");
 ABSL_FLAG(std::vector<std::string>, metadata, {},
           "request metadata (headers) sent with every call: key=value,key2=value2");
 
@@ -80,7 +92,9 @@ struct CallResult {
   int64_t elapsed_ms = 0;
 };
 
-// Makes one unary call and prints its line.
+std::mutex output_mu;
+
+// Makes one call and prints its line.
 CallResult CallOnce(meshpilot::echo::v1::Echo::Stub& stub) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
@@ -91,20 +105,61 @@ CallResult CallOnce(meshpilot::echo::v1::Echo::Stub& stub) {
     context.AddMetadata(kv[0], kv.size() > 1 ? kv[1] : "");
   }
   meshpilot::echo::v1::EchoRequest request;
-  request.set_message(absl::GetFlag(FLAGS_message));
+  const int payload_bytes = absl::GetFlag(FLAGS_payload_bytes);
+  request.set_message(payload_bytes > 0 ? std::string(payload_bytes, 'x')
+                                        : absl::GetFlag(FLAGS_message));
+  const int stream = absl::GetFlag(FLAGS_stream);
+  request.set_count(stream);
   meshpilot::echo::v1::EchoResponse response;
   const auto start = Clock::now();
-  grpc::Status status = stub.Echo(&context, request, &response);
+  std::thread canceller;
+  if (const int after = absl::GetFlag(FLAGS_cancel_after_ms); after > 0) {
+    canceller = std::thread([&context, after] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(after));
+      context.TryCancel();
+    });
+  }
+  grpc::Status status;
+  int responses = 0;
+  bool intact = true;
+  if (stream > 0) {
+    auto reader = stub.EchoStream(&context, request);
+    while (reader->Read(&response)) {
+      ++responses;
+      intact = intact && response.message() == request.message();
+    }
+    status = reader->Finish();
+  } else {
+    status = stub.Echo(&context, request, &response);
+    responses = 1;
+    intact = response.message() == request.message();
+  }
+  if (canceller.joinable()) canceller.join();
   CallResult result;
   result.elapsed_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
-  if (status.ok()) {
+  std::string line;
+  if (status.ok() && (responses != std::max(stream, 1) || !intact)) {
+    result.code = "INCOMPLETE";
+    line = absl::StrCat("error INCOMPLETE responses=", responses, " intact=", intact);
+  } else if (status.ok()) {
     result.ok = true;
     result.backend = response.backend();
-    std::cout << "ok " << result.backend << std::endl;
+    line = "ok " + result.backend;
+    if (const std::string name = absl::GetFlag(FLAGS_print_trailer); !name.empty()) {
+      auto it = context.GetServerTrailingMetadata().find(name);
+      std::string value = it == context.GetServerTrailingMetadata().end()
+                              ? ""
+                              : std::string(it->second.data(), it->second.size());
+      absl::StrAppend(&line, " trailer=", value);
+    }
   } else {
     result.code = CodeName(status.error_code());
-    std::cout << "error " << result.code << " " << status.error_message() << std::endl;
+    line = absl::StrCat("error ", result.code, " ", status.error_message());
+  }
+  {
+    std::lock_guard<std::mutex> lock(output_mu);
+    std::cout << line << std::endl;
   }
   return result;
 }
@@ -124,18 +179,26 @@ int RunCount(meshpilot::echo::v1::Echo::Stub& stub) {
   std::map<std::string, int> codes;
   int64_t min_ms = INT64_MAX;
   int64_t max_ms = 0;
-  for (int i = 0; i < count; ++i) {
-    if (i > 0) Pause();
-    CallResult result = CallOnce(stub);
-    if (result.ok) {
-      ++ok;
-      ++backends[result.backend];
-    } else {
-      ++codes[result.code];
+  std::mutex mu;
+  std::atomic<int> next{0};
+  auto caller = [&] {
+    for (int i = next++; i < count; i = next++) {
+      if (i > 0) Pause();
+      CallResult result = CallOnce(stub);
+      std::lock_guard<std::mutex> lock(mu);
+      if (result.ok) {
+        ++ok;
+        ++backends[result.backend];
+      } else {
+        ++codes[result.code];
+      }
+      min_ms = std::min(min_ms, result.elapsed_ms);
+      max_ms = std::max(max_ms, result.elapsed_ms);
     }
-    min_ms = std::min(min_ms, result.elapsed_ms);
-    max_ms = std::max(max_ms, result.elapsed_ms);
-  }
+  };
+  std::vector<std::thread> callers;
+  for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_parallel)); ++i) callers.emplace_back(caller);
+  for (std::thread& t : callers) t.join();
   std::cout << "summary calls=" << count << " ok=" << ok << " errors=" << (count - ok)
             << " backends=" << BackendCounts(backends) << " codes=" << BackendCounts(codes)
             << " min_ms=" << (count > 0 ? min_ms : 0) << " max_ms=" << max_ms << std::endl;
@@ -191,8 +254,14 @@ int main(int argc, char** argv) {
     std::cerr << "xds_echo_client: --target is required" << std::endl;
     return 2;
   }
+  grpc::ChannelArguments arguments;
+  if (const std::string authority = absl::GetFlag(FLAGS_authority); !authority.empty()) {
+    arguments.SetString(GRPC_ARG_DEFAULT_AUTHORITY, authority);
+  }
+  // Large payloads for flow-control tests.
+  arguments.SetMaxReceiveMessageSize(64 * 1024 * 1024);
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
   std::unique_ptr<meshpilot::echo::v1::Echo::Stub> stub =
       meshpilot::echo::v1::Echo::NewStub(channel);
   return absl::GetFlag(FLAGS_until_only).empty() ? RunCount(*stub) : RunUntilOnly(*stub);

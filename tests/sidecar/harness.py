@@ -1,6 +1,7 @@
 """Shared pieces of meshproxy's integration tests: child processes with collected output,
 real HTTP and TCP backends in threads, free ports, bounded waits. No wait is unbounded."""
 
+import hashlib
 import http.server
 import json
 import os
@@ -105,6 +106,12 @@ class Child:
         return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(out)
 
 
+def pattern_bytes(n):
+    """n bytes that are not all alike, so a lost or reordered piece shows in a digest."""
+    block = bytes(range(256)) * 4096
+    return (block * (n // len(block) + 1))[:n]
+
+
 class Backend:
     """A real HTTP/1.1 server (keep-alive) that says who it is and what it received.
 
@@ -113,7 +120,9 @@ class Backend:
     GET  /fail/N/KEY        answers 503 to the first N requests with KEY (across backends)
     GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
     GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
+    GET  /bytes/N           answers N bytes of pattern_bytes(N)
     POST anything           reads the whole body (length or chunked) and reports its size
+                            and SHA-256
     else                    200 with JSON {backend, path, method, headers}
     """
 
@@ -183,12 +192,22 @@ class Backend:
                         self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
                     return None
+                if "bytes" in parts:
+                    body = pattern_bytes(int(parts[parts.index("bytes") + 1]))
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("X-Backend", backend.name)
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                    return None
                 return self._reply(200, self._info())
 
             do_HEAD = do_GET
 
             def do_POST(self):
                 size = 0
+                digest = hashlib.sha256()
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     while True:
                         line = self.rfile.readline()
@@ -196,21 +215,27 @@ class Backend:
                         if n == 0:
                             self.rfile.readline()
                             break
-                        size += len(self.rfile.read(n))
+                        data = self.rfile.read(n)
+                        size += len(data)
+                        digest.update(data)
                         self.rfile.readline()
                 else:
                     remaining = int(self.headers.get("Content-Length", "0"))
                     while remaining > 0:
-                        got = len(self.rfile.read(min(remaining, 1 << 16)))
+                        data = self.rfile.read(min(remaining, 1 << 16))
+                        got = len(data)
+                        digest.update(data)
                         if got == 0:
                             break
                         size += got
                         remaining -= got
-                return self._reply(200, self._info(body_size=size))
+                return self._reply(200, self._info(body_size=size,
+                                                   body_sha256=digest.hexdigest()))
 
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = 256  # a proxy opens many connections at once
 
             def handle_error(self, request, client_address):
                 pass  # a proxy dropping a connection it retried is expected, not noise
@@ -273,3 +298,38 @@ def tcp_exchange(port, payload, timeout_s=5):
             if not chunk:
                 return data
             data += chunk
+
+
+def write_resources(directory, resources, version):
+    """Writes the test ADS server's resource files ({"cds": [...], ...}), each atomically, and
+    then the version file that makes it serve them."""
+    for kind, items in resources.items():
+        with open(os.path.join(directory, kind + ".json.tmp"), "w") as f:
+            json.dump(items, f)
+        os.replace(os.path.join(directory, kind + ".json.tmp"), os.path.join(directory, kind + ".json"))
+    with open(os.path.join(directory, "version.tmp"), "w") as f:
+        f.write(f"{version}\n")
+    os.replace(os.path.join(directory, "version.tmp"), os.path.join(directory, "version"))
+
+
+class SharedMeshTest(unittest.TestCase):
+    """Tests that share one mesh (`mesh_class(case)`, which has logs()) across the class, and
+    print its processes' logs once when a test fails."""
+
+    mesh_class = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.case = unittest.TestCase()
+        cls.mesh = cls.mesh_class(cls.case)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.case.doCleanups()
+
+    def run(self, result=None):
+        outcome = super().run(result)
+        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
+            self._dumped = True
+            print(self.mesh.logs())
+        return outcome

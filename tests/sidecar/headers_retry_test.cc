@@ -12,13 +12,13 @@
 namespace meshpilot::sidecar {
 namespace {
 
-namespace http = boost::beast::http;
 using testing::FromJson;
 
-std::vector<std::string> Values(const http::fields& fields, const std::string& name) {
+std::vector<std::string> Values(const http::HeaderMap& headers, const std::string& name) {
   std::vector<std::string> values;
-  auto range = fields.equal_range(name);
-  for (auto it = range.first; it != range.second; ++it) values.emplace_back(it->value());
+  for (const auto& [n, v] : headers.entries()) {
+    if (n == name) values.push_back(v);
+  }
   return values;
 }
 
@@ -35,12 +35,11 @@ TEST_CASE("headers: add, append, overwrite, add-if-absent and remove") {
   auto mutations = config::ParseHeaderMutations(route.request_headers_to_add(),
                                                 route.request_headers_to_remove(), "r");
   REQUIRE(mutations.ok());
-  http::fields fields;
-  fields.insert("x-append", "1");
-  fields.insert("x-overwrite", "old");
-  fields.insert("x-present", "original");
-  fields.insert("x-secret", "s");
-  fields.insert("x-legacy", "old");
+  http::HeaderMap fields{{"x-append", "1"},
+                         {"x-overwrite", "old"},
+                         {"x-present", "original"},
+                         {"x-secret", "s"},
+                         {"x-legacy", "old"}};
   router::ApplyHeaderMutations(*mutations, fields);
   CHECK(Values(fields, "x-append") == std::vector<std::string>{"1", "2"});
   CHECK(Values(fields, "x-overwrite") == std::vector<std::string>{"new"});
@@ -63,23 +62,27 @@ TEST_CASE("headers: pseudo-headers cannot be added") {
 }
 
 TEST_CASE("headers: hop-by-hop headers and those Connection names are removed") {
-  http::fields fields;
-  fields.insert(http::field::connection, "keep-alive, x-hop");
-  fields.insert("x-hop", "1");
-  fields.insert(http::field::keep_alive, "timeout=5");
-  fields.insert(http::field::upgrade, "h2c");
-  fields.insert(http::field::te, "trailers");
-  fields.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-  fields.insert("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7");
+  http::HeaderMap fields{{"connection", "keep-alive, X-Hop"},
+                         {"x-hop", "1"},
+                         {"keep-alive", "timeout=5"},
+                         {"upgrade", "h2c"},
+                         {"transfer-encoding", "chunked"},
+                         {"te", "gzip"},
+                         {"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+                         {"x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"}};
   router::StripHopByHop(fields);
-  CHECK(fields.find(http::field::connection) == fields.end());
-  CHECK(fields.find("x-hop") == fields.end());
-  CHECK(fields.find(http::field::keep_alive) == fields.end());
-  CHECK(fields.find(http::field::upgrade) == fields.end());
-  CHECK(fields.find(http::field::te) == fields.end());
+  for (const char* hop : {"connection", "x-hop", "keep-alive", "upgrade", "transfer-encoding", "te"}) {
+    CHECK_FALSE(fields.Has(hop));
+  }
   // Trace context is end to end: it stays.
-  CHECK(fields.find("traceparent") != fields.end());
-  CHECK(fields.find("x-b3-traceid") != fields.end());
+  CHECK(fields.Has("traceparent"));
+  CHECK(fields.Has("x-b3-traceid"));
+}
+
+TEST_CASE("headers: te: trailers is end to end, as gRPC needs") {
+  http::HeaderMap fields{{"te", "trailers"}, {"content-type", "application/grpc"}};
+  router::StripHopByHop(fields);
+  CHECK(fields.GetOr("te", "") == "trailers");
 }
 
 TEST_CASE("headers: request ids are version-4 UUIDs") {
@@ -129,6 +132,25 @@ TEST_CASE("retry: conditions as Envoy reads them") {
   CHECK(ShouldRetry(istio, AttemptOutcome::kResponse, 503));
   CHECK_FALSE(ShouldRetry(istio, AttemptOutcome::kResponse, 502));
   CHECK(ShouldRetry(Policy(R"({"retry_on": "retriable-4xx"})"), AttemptOutcome::kResponse, 409));
+  CHECK(ShouldRetry(istio, AttemptOutcome::kRefusedStream));
+  CHECK_FALSE(ShouldRetry(istio, AttemptOutcome::kReset));
+}
+
+TEST_CASE("retry: gRPC conditions read grpc-status") {
+  using router::AttemptOutcome;
+  using router::ShouldRetry;
+  auto grpc = Policy(R"({"retry_on": "unavailable,cancelled,deadline-exceeded,resource-exhausted"})");
+  CHECK(ShouldRetry(grpc, AttemptOutcome::kResponse, 200, 14));
+  CHECK(ShouldRetry(grpc, AttemptOutcome::kResponse, 200, 1));
+  CHECK(ShouldRetry(grpc, AttemptOutcome::kResponse, 200, 4));
+  CHECK(ShouldRetry(grpc, AttemptOutcome::kResponse, 200, 8));
+  CHECK_FALSE(ShouldRetry(grpc, AttemptOutcome::kResponse, 200, 13));  // internal: not asked
+  CHECK_FALSE(ShouldRetry(grpc, AttemptOutcome::kResponse, 200, 0));
+  CHECK_FALSE(ShouldRetry(grpc, AttemptOutcome::kResponse, 200));
+  CHECK_FALSE(ShouldRetry(grpc, AttemptOutcome::kReset));
+  CHECK(ShouldRetry(Policy(R"({"retry_on": "internal"})"), AttemptOutcome::kResponse, 200, 13));
+  // An HTTP condition does not fire on a gRPC status.
+  CHECK_FALSE(ShouldRetry(Policy(R"({"retry_on": "5xx"})"), AttemptOutcome::kResponse, 200, 14));
 }
 
 TEST_CASE("retry: back-off is jittered below an exponential ceiling") {

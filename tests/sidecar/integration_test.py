@@ -19,8 +19,8 @@ import time
 import unittest
 import urllib.request
 
-from harness import (Backend, Child, TcpEchoBackend, binary, free_port, tcp_exchange,
-                     wait_until)
+from harness import (Backend, Child, SharedMeshTest, TcpEchoBackend, binary, free_port,
+                     tcp_exchange, wait_until, write_resources)
 
 T = "type.googleapis.com/"
 HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -177,13 +177,7 @@ class Mesh:
 
     def write(self, resources):
         self.version += 1
-        for kind, items in resources.items():
-            with open(os.path.join(self.dir, kind + ".json.tmp"), "w") as f:
-                json.dump(items, f)
-            os.replace(os.path.join(self.dir, kind + ".json.tmp"), os.path.join(self.dir, kind + ".json"))
-        with open(os.path.join(self.dir, "version.tmp"), "w") as f:
-            f.write(f"v{self.version}\n")
-        os.replace(os.path.join(self.dir, "version.tmp"), os.path.join(self.dir, "version"))
+        write_resources(self.dir, resources, f"v{self.version}")
         return f"v{self.version}"
 
     def requests(self, kind=None):
@@ -232,24 +226,10 @@ class Mesh:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class HttpTest(unittest.TestCase):
+class HttpTest(SharedMeshTest):
     """HTTP/1.1 through meshproxy: routing, keep-alive, bodies, local replies, retries."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.case = unittest.TestCase()
-        cls.mesh = Mesh(cls.case)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.case.doCleanups()
-
-    def run(self, result=None):
-        outcome = super().run(result)
-        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
-            self._dumped = True
-            print(self.mesh.logs())
-        return outcome
+    mesh_class = Mesh
 
     def test_routes_by_host_and_path_with_header_work(self):
         status, headers, body = self.mesh.get(

@@ -9,7 +9,9 @@ disappears with it. Inside:
    meshpilot's /debug/syncz shows acked == sent for CDS, EDS, LDS and RDS and no NACK.
 2. With iptables (as istio-iptables does: nat OUTPUT to 15001, except meshproxy's own uid
    1337), a client's plain request to a Service clusterIP:port is intercepted, handed by
-   virtualOutbound to the listener of its original destination, and routed to the backend.
+   virtualOutbound to the listener of its original destination, and routed to the backend;
+   a gRPC call to a `grpc` port goes over HTTP/2 both ways (the cluster meshpilot sends asks
+   for HTTP/2) to a real gRPC server; a VirtualService tcp rule splits connections by weight.
 3. As the server-side sidecar of a pod (inbound capture to 15006), meshproxy enforces the
    pod's AuthorizationPolicies: HTTP requests get 403 "RBAC: access denied", TCP connections
    are closed, and a policy edit takes effect without a restart.
@@ -28,7 +30,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Backend, Child, TcpEchoBackend, binary, tcp_exchange, wait_until  # noqa: E402
+from harness import (Backend, Child, TcpEchoBackend, binary, free_port, tcp_exchange,  # noqa: E402
+                     wait_until)
 
 IN_NETNS = "MESHPROXY_TEST_NETNS"
 PROXY_UID = 1337
@@ -36,7 +39,7 @@ NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 WAIT_S = 20
 
 
-def yaml_for(web_port, db_port, address="127.0.0.1"):
+def yaml_for(web_port, db_port, echo_port, address="127.0.0.1"):
     return f"""apiVersion: v1
 kind: Namespace
 metadata:
@@ -103,6 +106,37 @@ endpoints:
 - addresses: [{address}]
   conditions:
     ready: true
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: default
+spec:
+  clusterIP: 10.96.0.70
+  selector:
+    app: echo
+  ports:
+  - name: grpc
+    port: 7070
+    protocol: TCP
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  namespace: default
+  labels:
+    kubernetes.io/service-name: echo
+addressType: IPv4
+ports:
+- name: grpc
+  port: {echo_port}
+  protocol: TCP
+endpoints:
+- addresses: [127.0.0.1]
+  conditions:
+    ready: true
 """
 
 
@@ -121,6 +155,8 @@ class MeshpilotTest(unittest.TestCase):
     def setUpClass(cls):
         cls.meshpilot_bin = binary("MESHPILOT_BIN", "build/release/controlplane/meshpilot")
         cls.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
+        cls.echo_bin = binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server")
+        cls.client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
 
     def setUp(self):
         self.children = []
@@ -133,8 +169,11 @@ class MeshpilotTest(unittest.TestCase):
         self.db = TcpEchoBackend("db")
         self.addCleanup(self.web.stop)
         self.addCleanup(self.db.stop)
+        self.echo_port = free_port()
+        echo = self.start("echo", [self.echo_bin, "--port", str(self.echo_port), "--name", "echo-1"])
+        wait_until(lambda: any("listening on" in l for l in echo.lines()), WAIT_S, "echo_server")
         with open(os.path.join(self.dir, "mesh.yaml"), "w") as f:
-            f.write(yaml_for(self.web.port, self.db.port))
+            f.write(yaml_for(self.web.port, self.db.port, self.echo_port))
         self.meshpilot = self.start("meshpilot", [
             self.meshpilot_bin, "--config-dir", self.dir, "--xds-port", "15010",
             "--debug-port", "15014", "--debounce-after", "10ms"])
@@ -189,6 +228,7 @@ class MeshpilotTest(unittest.TestCase):
         self.assertIn("virtualOutbound", listeners)
         self.assertIn("0.0.0.0_80", listeners)
         self.assertIn("10.96.0.60_3306", listeners)
+        self.assertIn("0.0.0.0_7070", listeners)
         routes = {r["route_config"]["name"] for c in dump["configs"]
                   for r in c.get("dynamic_route_configs", [])}
         self.assertIn("80", routes)
@@ -206,11 +246,19 @@ class MeshpilotTest(unittest.TestCase):
                     info = json.loads(r.read())
                 self.assertEqual(info["backend"], "web-v1")
                 self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
+            # gRPC to the echo Service: HTTP/2 in, HTTP/2 out, trailers back.
+            call = subprocess.run([self.client_bin, "--target", "10.96.0.70:7070", "--count", "3",
+                                   "--interval_ms", "0", "--print_trailer", "x-echo-backend"],
+                                  capture_output=True, text=True, timeout=30)
+            self.assertEqual(call.returncode, 0, call.stdout + call.stderr)
+            self.assertEqual(call.stdout.splitlines()[:3], ["ok echo-1 trailer=echo-1"] * 3)
             # TCP to the db Service, half-close carried through.
             self.assertEqual(tcp_exchange_to("10.96.0.60", 3306, b"select 1"), b"db:select 1")
             stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
             self.assertIn("listener.virtualOutbound.downstream_cx_total", stats)
             self.assertRegex(stats, r"listener\.0\.0\.0\.0_80\.downstream_cx_total: [1-9]")
+            self.assertRegex(
+                stats, r"cluster\.outbound\|7070\|\|echo\.default\.svc\.cluster\.local\.upstream_rq_2xx: 3")
         except Exception:
             print(self.logs())
             raise
@@ -227,7 +275,7 @@ class MeshpilotTest(unittest.TestCase):
             "owner", "!", "--uid-owner", str(PROXY_UID), "-j", "REDIRECT", "--to-ports", "15006")
         web, db = self.web.port, self.db.port
         policies = authz_yaml(web, db)
-        self.write_mesh(yaml_for(web, db, POD_IP) + policies)
+        self.write_mesh(yaml_for(web, db, self.echo_port, POD_IP) + policies)
         node_id = f"sidecar~{POD_IP}~web-1.default~default.svc.cluster.local"
         self.proxy = self.start_proxy("--pod-name", "web-1", "--namespace", "default",
                                       "--pod-ip", POD_IP, "--labels", "app=web")
@@ -260,7 +308,7 @@ class MeshpilotTest(unittest.TestCase):
             self.assertEqual(tcp_exchange_to(POD_IP, db, b"select 1"), b"db:select 1")
 
             # An edit: deny TCP from the pod's block. The connection is closed, nothing echoed.
-            self.write_mesh(yaml_for(web, db, POD_IP) + policies + f"""---
+            self.write_mesh(yaml_for(web, db, self.echo_port, POD_IP) + policies + f"""---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -301,7 +349,7 @@ spec:
         # The db Service gets a second endpoint (joined with Pod db-v2 by targetRef; the first
         # joins db-v1 by address), subsets by its Pods' version label, and a
         # VirtualService tcp rule sending 80% of connections to v1 and 20% to v2.
-        self.write_mesh(yaml_for(self.web.port, self.db.port) + tcp_split_yaml(v2.port))
+        self.write_mesh(yaml_for(self.web.port, self.db.port, self.echo_port) + tcp_split_yaml(v2.port))
         capture_outbound()
 
         def split_served():

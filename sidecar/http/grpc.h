@@ -1,0 +1,48 @@
+#pragma once
+
+// What the data path needs to know about gRPC: recognising a gRPC request, its status in
+// response headers or trailers, and Envoy's local replies to it (HTTP 200,
+// content-type application/grpc, grpc-status and grpc-message in a trailers-only response).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "sidecar/http/header_map.h"
+
+namespace meshpilot::sidecar::http {
+
+// gRPC's status codes (google.rpc.Code) that the proxy itself produces or reads.
+enum class GrpcStatus : uint32_t {
+  kOk = 0,
+  kCancelled = 1,
+  kUnknown = 2,
+  kDeadlineExceeded = 4,
+  kPermissionDenied = 7,
+  kResourceExhausted = 8,
+  kUnimplemented = 12,
+  kInternal = 13,
+  kUnavailable = 14,
+  kUnauthenticated = 16,
+};
+
+// content-type application/grpc, application/grpc+proto, application/grpc;...
+bool IsGrpc(const HeaderMap& headers);
+
+// The grpc-status a local reply with this HTTP status carries, as Envoy maps them:
+// 400 INTERNAL, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED,
+// 429/502/503 UNAVAILABLE, 504 DEADLINE_EXCEEDED (the router's upstream timeout), else UNKNOWN.
+GrpcStatus GrpcStatusForHttp(unsigned http_status);
+
+// grpc-status of headers (a trailers-only response) or trailers; none if absent or malformed.
+std::optional<uint32_t> GrpcStatusOf(const HeaderMap& headers);
+
+// The headers of a trailers-only local reply to a gRPC request. grpc-message is
+// percent-encoded as the gRPC HTTP/2 protocol asks.
+HeaderMap GrpcLocalReplyHeaders(unsigned http_status, std::string_view message,
+                                std::optional<uint32_t> grpc_status = std::nullopt);
+
+std::string PercentEncodeGrpcMessage(std::string_view message);
+
+}  // namespace meshpilot::sidecar::http

@@ -1,0 +1,54 @@
+#pragma once
+
+// An exchange on one HTTP/1.1 upstream connection (Boost.Beast). The request body is sent as
+// it comes, with Content-Length when the request had one and chunked otherwise; the response
+// body is read a piece at a time. A cleanly finished keep-alive exchange gives the connection
+// back to the pool.
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+
+#include "sidecar/server/stream.h"
+#include "sidecar/server/upstream_pool.h"
+
+namespace meshpilot::sidecar::server {
+
+class Http1UpstreamStream final : public UpstreamStream {
+ public:
+  Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
+                      boost::asio::ip::tcp::endpoint peer,
+                      std::unique_ptr<UpstreamConnection> connection, bool head_request);
+  ~Http1UpstreamStream() override;
+
+  boost::asio::awaitable<StreamError> SendHeaders(const http::HeaderMap& headers,
+                                                  bool end_stream) override;
+  boost::asio::awaitable<StreamError> SendBody(std::string_view data, bool end_stream) override;
+  boost::asio::awaitable<StreamError> ReadHeaders(http::HeaderMap& out, bool& end_stream,
+                                                  Clock::time_point deadline) override;
+  boost::asio::awaitable<StreamError> ReadBody(std::string& out, bool& end,
+                                               Clock::time_point deadline) override;
+  const http::HeaderMap& trailers() const override { return trailers_; }
+  void Reset() override;
+  bool reused_idle_connection() const override { return connection_->reused; }
+
+ private:
+  boost::asio::awaitable<StreamError> Write(std::string_view bytes);
+  void ExpiresAt(Clock::time_point deadline);
+
+  UpstreamPool& pool_;
+  std::string cluster_;
+  boost::asio::ip::tcp::endpoint peer_;
+  std::unique_ptr<UpstreamConnection> connection_;
+  bool head_request_;
+  bool chunked_request_ = false;
+  bool request_complete_ = false;
+  bool reset_ = false;
+  std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body>> parser_;
+  http::HeaderMap trailers_;  // HTTP/1.1 trailers are not read: always empty
+};
+
+}  // namespace meshpilot::sidecar::server

@@ -1,0 +1,69 @@
+// The HTTP connection manager's codec choice: with codec_type AUTO (Envoy's default) a
+// connection that opens with the HTTP/2 client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+// h2c with prior knowledge) is HTTP/2, anything else HTTP/1.1.
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <algorithm>
+#include <string_view>
+
+#include "sidecar/server/connection.h"
+#include "sidecar/server/http1_codec.h"
+#include "sidecar/server/http2_codec.h"
+
+namespace meshpilot::sidecar::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+constexpr auto kPrefaceTimeout = std::chrono::seconds(300);
+
+// Reads until the first bytes tell the preface from anything else.
+asio::awaitable<bool> StartsWithHttp2Preface(beast::tcp_stream& stream,
+                                             beast::flat_buffer& buffer) {
+  stream.expires_after(kPrefaceTimeout);
+  for (;;) {
+    const std::string_view seen(static_cast<const char*>(buffer.data().data()), buffer.size());
+    const size_t n = std::min(seen.size(), kHttp2Preface.size());
+    if (seen.substr(0, n) != kHttp2Preface.substr(0, n)) co_return false;
+    if (n == kHttp2Preface.size()) co_return true;
+    boost::system::error_code ec;
+    size_t read = co_await stream.async_read_some(buffer.prepare(4096),
+                                                  asio::redirect_error(asio::use_awaitable, ec));
+    buffer.commit(read);
+    if (ec) co_return false;
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> RunHttpSession(Worker& worker, tcp::socket socket, ConnectionInfo info,
+                                     std::string listener_name, ListenerEntry listener,
+                                     const config::HttpChain& chain) {
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  bool http2 = chain.codec == config::HttpChain::Codec::kHttp2;
+  if (chain.codec == config::HttpChain::Codec::kAuto) {
+    http2 = co_await StartsWithHttp2Preface(stream, buffer);
+  }
+  if (http2) {
+    stream.expires_never();
+    std::string preface = beast::buffers_to_string(buffer.data());
+    co_await ServeHttp2(worker, stream.release_socket(), std::move(preface), info,
+                        std::move(listener_name), std::move(listener), chain);
+  } else {
+    co_await ServeHttp1(worker, stream, buffer, info, listener_name, listener, chain);
+  }
+}
+
+}  // namespace meshpilot::sidecar::server

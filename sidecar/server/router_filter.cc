@@ -1,0 +1,512 @@
+#include "sidecar/server/router_filter.h"
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "sidecar/http/grpc.h"
+#include "sidecar/router/headers.h"
+#include "sidecar/router/retry.h"
+#include "sidecar/router/route_match.h"
+#include "sidecar/server/upstream_pool.h"
+#include "spdlog/spdlog.h"
+
+namespace meshpilot::sidecar::server {
+
+namespace asio = boost::asio;
+using asio::redirect_error;
+using asio::use_awaitable;
+
+namespace {
+
+// A request body up to this size with a known length is held, so the request can be retried.
+constexpr size_t kRetryBufferLimit = 64 * 1024;
+constexpr char kConnectFailure[] =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+constexpr char kRbacDenied[] = "RBAC: access denied";
+constexpr char kOverflow[] =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+constexpr char kConnectionTermination[] =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection "
+    "termination";
+constexpr char kRemoteRefusedStream[] =
+    "upstream connect error or disconnect/reset before headers. reset reason: remote refused "
+    "stream reset";
+
+// The header mutations that apply to a response, most specific first: route, weighted
+// cluster, virtual host, route config, and meshproxy's own.
+struct Mutations {
+  const config::HeaderMutations* levels[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  void ApplyTo(http::HeaderMap& headers) const {
+    for (const auto* m : levels) {
+      if (m != nullptr) router::ApplyHeaderMutations(*m, headers);
+    }
+  }
+};
+
+// Streams a request body that is not held from downstream to upstream while the router reads
+// the response (gRPC streams go both ways at once), keeping a copy of a body that stays within
+// kRetryBufferLimit, as Envoy does, so that a request sent whole can still be retried. The
+// router joins it before returning.
+struct BodyPump {
+  explicit BodyPump(asio::io_context& io) : finished(io) {}
+  asio::steady_timer finished;
+  bool done = false;
+  bool sent_whole = false;  // the body ended and all of it went upstream
+  bool copy_overflowed = false;
+  std::string copy;
+
+  bool can_replay() const { return done && sent_whole && !copy_overflowed; }
+};
+
+asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
+                               std::shared_ptr<BodyPump> pump) {
+  std::string chunk;
+  for (bool end = false; !end;) {
+    chunk.clear();
+    if (!co_await down.ReadBody(chunk, end)) {
+      up.Reset();
+      break;
+    }
+    if (chunk.empty() && !end) continue;
+    if (!pump->copy_overflowed && pump->copy.size() + chunk.size() <= kRetryBufferLimit) {
+      pump->copy.append(chunk);
+    } else {
+      pump->copy_overflowed = true;
+      pump->copy.clear();
+    }
+    if (co_await up.SendBody(chunk, end) != StreamError::kNone) break;
+    pump->sent_whole = end;
+  }
+  pump->done = true;
+  pump->finished.cancel();
+}
+
+}  // namespace
+
+asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
+  std::shared_ptr<const ProxyConfig> config = worker_.store().Load();
+  ListenerStats& listener_stats = *listener_.stats;
+  listener_stats.downstream_rq_total.fetch_add(1, std::memory_order_relaxed);
+  http::HeaderMap& request = down.request_headers();
+  const bool grpc = http::IsGrpc(request);
+
+  auto count_downstream = [&](unsigned status) {
+    if (status >= 100 && status < 600) {
+      listener_stats.downstream_rq_class[status / 100].fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  // Envoy's local reply: text for HTTP, a trailers-only response for gRPC.
+  auto local_reply = [&](unsigned status, std::string body, const Mutations& mutations,
+                         std::string location = "") -> asio::awaitable<void> {
+    http::HeaderMap headers;
+    if (grpc) {
+      headers = http::GrpcLocalReplyHeaders(status, body);
+      body.clear();
+    } else {
+      headers.Add(":status", std::to_string(status));
+      if (!body.empty()) headers.Add("content-type", "text/plain");
+      headers.Add("content-length", std::to_string(body.size()));
+      if (!location.empty()) headers.Add("location", location);
+    }
+    mutations.ApplyTo(headers);
+    headers.Set("server", "envoy");
+    count_downstream(headers.Status());
+    const bool written = co_await down.WriteHeaders(std::move(headers), body.empty());
+    if (written && !body.empty()) co_await down.WriteBody(body, true);
+  };
+  auto overloaded = [&](Mutations mutations) -> asio::awaitable<void> {
+    static const config::HeaderMutations kOverloaded{
+        {{"x-envoy-overloaded", "true", config::HeaderToAdd::Action::kOverwriteIfExistsOrAdd}},
+        {}};
+    mutations.levels[4] = &kOverloaded;
+    co_await local_reply(503, kOverflow, mutations);
+  };
+  auto sleep = [&](std::chrono::milliseconds delay) -> asio::awaitable<void> {
+    asio::steady_timer timer(worker_.io(), delay);
+    boost::system::error_code ec;
+    co_await timer.async_wait(redirect_error(use_awaitable, ec));
+  };
+
+  const std::string host(request.GetOr(":authority", ""));
+  const std::string path(request.GetOr(":path", "/"));
+  const std::string method(request.GetOr(":method", "GET"));
+  auto headers = [&](std::string_view name) { return request.Get(name); };
+  if (!chain_.rbac.empty()) {
+    // The RBAC filters run before the router (and so before route selection).
+    filters::RbacRequest rbac_request{info_.remote, info_.destination, headers,
+                                      router::PathOnly(path)};
+    for (const auto& rbac : chain_.rbac) {
+      if (!rbac->Evaluate(rbac_request).allowed) {
+        listener_stats.rbac_denied.fetch_add(1, std::memory_order_relaxed);
+        co_return co_await local_reply(403, kRbacDenied, {});
+      }
+    }
+    listener_stats.rbac_allowed.fetch_add(1, std::memory_order_relaxed);
+  }
+  const config::RouteTable* table = config->RoutesFor(chain_);
+  const config::VirtualHost* vhost = table ? router::SelectVirtualHost(*table, host) : nullptr;
+  const config::Route* route = vhost ? router::SelectRoute(*vhost, path, headers) : nullptr;
+  if (route == nullptr) {
+    listener_stats.no_route.fetch_add(1, std::memory_order_relaxed);
+    co_return co_await local_reply(404, "", {});
+  }
+  Mutations response_mutations{{&route->response_headers, nullptr, &vhost->response_headers,
+                                &table->response_headers}};
+  if (route->fault) {
+    // The fault filter runs before the router: delay first, then abort.
+    const config::Fault& fault = *route->fault;
+    if (fault.delay && worker_.rng()() % 1000000 < fault.delay_per_million) {
+      co_await sleep(*fault.delay);
+    }
+    if ((fault.abort_http_status || fault.abort_grpc_status) &&
+        worker_.rng()() % 1000000 < fault.abort_per_million) {
+      if (fault.abort_grpc_status) {
+        http::HeaderMap reply = http::GrpcLocalReplyHeaders(200, "fault filter abort",
+                                                            *fault.abort_grpc_status);
+        count_downstream(200);
+        co_await down.WriteHeaders(std::move(reply), true);
+        co_return;
+      }
+      co_return co_await local_reply(*fault.abort_http_status, "fault filter abort",
+                                     response_mutations);
+    }
+  }
+  if (const auto* redirect = std::get_if<config::Redirect>(&route->action)) {
+    co_return co_await local_reply(
+        redirect->status, "", response_mutations,
+        router::RedirectLocation(*redirect, route->match, request.GetOr(":scheme", "http"), host,
+                                 path));
+  }
+  if (const auto* direct = std::get_if<config::DirectResponse>(&route->action)) {
+    co_return co_await local_reply(direct->status, direct->body, response_mutations);
+  }
+  const auto& action = std::get<config::RouteAction>(route->action);
+  const config::WeightedCluster* weighted = nullptr;
+  std::string cluster_name = action.cluster;
+  if (!action.weighted.empty()) {
+    weighted = &router::PickWeighted(action.weighted, action.total_weight, worker_.rng()());
+    cluster_name = weighted->name;
+    response_mutations.levels[1] = &weighted->response_headers;
+  }
+  const ClusterEntry* cluster = config->FindCluster(cluster_name);
+  if (cluster == nullptr) co_return co_await local_reply(503, "", response_mutations);
+  ClusterStats& stats = *cluster->stats;
+  const config::CircuitBreakers& breakers = cluster->config->circuit_breakers;
+  // Circuit breaking (max_requests) across all workers, as Envoy's x-envoy-overloaded 503.
+  if (stats.upstream_rq_active.fetch_add(1, std::memory_order_relaxed) >=
+      static_cast<int64_t>(breakers.max_requests)) {
+    stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed);
+    stats.upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
+    co_return co_await overloaded(response_mutations);
+  }
+  struct ActiveGuard {
+    ClusterStats& stats;
+    ~ActiveGuard() { stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed); }
+  } active_request{stats};
+
+  // Consistent hashing reads the request as the client sent it.
+  const std::optional<uint64_t> request_hash =
+      action.hash_policies.empty()
+          ? std::nullopt
+          : router::RequestHash(action.hash_policies, path, headers,
+                                info_.remote.address().to_string());
+  // The request as it goes upstream.
+  router::StripHopByHop(request);
+  if (!request.Has("x-request-id")) {
+    request.Add("x-request-id", router::NewRequestId(worker_.rng()));
+  }
+  if (!request.Has("x-forwarded-proto")) request.Add("x-forwarded-proto", "http");
+  router::ApplyHeaderMutations(route->request_headers, request);
+  if (weighted != nullptr) router::ApplyHeaderMutations(weighted->request_headers, request);
+  router::ApplyHeaderMutations(vhost->request_headers, request);
+  router::ApplyHeaderMutations(table->request_headers, request);
+  if (std::string rewritten = router::RewritePath(route->match, action, path); rewritten != path) {
+    request.Set("x-envoy-original-path", path);
+    request.Set(":path", rewritten);
+  }
+  if (!action.host_rewrite.empty()) request.Set(":authority", action.host_rewrite);
+
+  // Hold a small body so the request can be retried; stream anything else.
+  const std::optional<uint64_t> body_length = down.request_body_length();
+  std::optional<std::string> held;
+  if (body_length && *body_length <= kRetryBufferLimit) {
+    held.emplace();
+    for (bool end = *body_length == 0; !end;) {
+      if (!co_await down.ReadBody(*held, end)) co_return;
+    }
+  }
+
+  const Protocol protocol = [&] {
+    switch (cluster->config->protocol) {
+      case config::UpstreamProtocol::kHttp2:
+        return Protocol::kHttp2;
+      case config::UpstreamProtocol::kDownstream:
+        return down.protocol();
+      case config::UpstreamProtocol::kHttp1:
+        break;
+    }
+    return Protocol::kHttp1;
+  }();
+  const config::RetryPolicy* retry = action.retry ? &*action.retry : nullptr;
+  uint32_t retries_left = retry ? retry->num_retries : 0;
+  uint32_t retry_number = 0;
+  const Clock::time_point start = Clock::now();
+  const std::optional<Clock::time_point> deadline =
+      action.timeout.count() > 0 ? std::optional(start + action.timeout) : std::nullopt;
+  const upstream::Host* previous = nullptr;
+  bool stale_retried = false;
+  std::shared_ptr<const upstream::LoadBalancer> lb = cluster->lb;  // keeps hosts alive
+  std::shared_ptr<BodyPump> pump;
+
+  // The upstream stream outlives the pump that writes into it.
+  std::unique_ptr<UpstreamStream> up;
+  // A client that gives up cancels the upstream request, and nothing is retried for it.
+  bool abandoned = false;
+  down.OnAbandoned([&] {
+    abandoned = true;
+    if (up != nullptr) up->Reset();
+  });
+  auto may_retry = [&](router::AttemptOutcome outcome, unsigned status,
+                       std::optional<uint32_t> grpc_status = std::nullopt) {
+    if (abandoned) return false;
+    // A streamed body can be sent again only if it went whole and fits the retry buffer.
+    if (pump != nullptr && !pump->can_replay()) return false;
+    if (retry == nullptr || retries_left == 0 ||
+        !router::ShouldRetry(*retry, outcome, status, grpc_status)) {
+      return false;
+    }
+    if (stats.upstream_rq_retry_active.load(std::memory_order_relaxed) >=
+        static_cast<int64_t>(breakers.max_retries)) {
+      stats.upstream_rq_retry_overflow.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  };
+  auto backoff = [&]() -> asio::awaitable<void> {
+    --retries_left;
+    ++retry_number;
+    stats.upstream_rq_retry.fetch_add(1, std::memory_order_relaxed);
+    stats.upstream_rq_retry_active.fetch_add(1, std::memory_order_relaxed);
+    co_await sleep(router::Backoff(*retry, retry_number, worker_.rng()()));
+    stats.upstream_rq_retry_active.fetch_sub(1, std::memory_order_relaxed);
+  };
+  auto timeout_reply = [&]() -> asio::awaitable<void> {
+    stats.upstream_rq_timeout.fetch_add(1, std::memory_order_relaxed);
+    stats.CountResponse(504);
+    co_await local_reply(504, "upstream request timeout", response_mutations);
+  };
+  auto join_pump = [&]() -> asio::awaitable<void> {
+    if (pump == nullptr) co_return;
+    if (!pump->done) {
+      up->Reset();
+      down.Reset();
+    }
+    while (!pump->done) {
+      pump->finished.expires_at(Clock::time_point::max());
+      boost::system::error_code ec;
+      co_await pump->finished.async_wait(redirect_error(use_awaitable, ec));
+    }
+  };
+
+  // Every exit from the attempts joins the pump, which uses `up` and `down`.
+  auto attempts = [&]() -> asio::awaitable<void> {
+    for (;;) {
+      if (pump != nullptr) {
+        held = std::move(pump->copy);  // may_retry checked it is the whole body
+        pump.reset();
+      }
+      up.reset();
+      UpstreamTarget target{cluster_name, {}, cluster->stats, breakers.max_connections,
+                            cluster->config->http2.max_concurrent_streams, method == "HEAD"};
+      const upstream::Host* host = nullptr;
+      if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
+        if (!info_.redirected) {
+          co_return co_await local_reply(503, "no healthy upstream", response_mutations);
+        }
+        target.peer = info_.destination;
+      } else {
+        host = lb->Pick(worker_.rng(),
+                        retry != nullptr && retry->avoid_previous_hosts ? previous : nullptr,
+                        request_hash);
+        if (host == nullptr) {
+          stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+          co_return co_await local_reply(503, "no healthy upstream", response_mutations);
+        }
+        target.peer = host->address;
+      }
+      previous = host;
+      struct ActiveRequest {
+        const upstream::Host* host;
+        explicit ActiveRequest(const upstream::Host* h) : host(h) {
+          if (host) {
+            host->active_requests.fetch_add(1, std::memory_order_relaxed);
+            host->total_requests.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        ~ActiveRequest() {
+          if (host) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
+        }
+      } active(host);
+
+      const Clock::time_point now = Clock::now();
+      Clock::time_point attempt_deadline = deadline.value_or(Clock::time_point::max());
+      if (retry != nullptr && retry->per_try_timeout.count() > 0) {
+        attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
+      }
+      const Clock::time_point connect_deadline =
+          std::min(attempt_deadline, now + cluster->config->connect_timeout);
+      OpenedStream opened = co_await worker_.pool().Open(target, protocol, connect_deadline);
+      if (opened.overflow) {
+        stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+        co_return co_await overloaded(response_mutations);
+      }
+      up = std::move(opened.stream);
+      StreamError error = opened.error;
+      if (error == StreamError::kNone) {
+        const bool headers_only = held && held->empty();
+        error = co_await up->SendHeaders(request, headers_only);
+        if (error == StreamError::kNone && held && !held->empty()) {
+          error = co_await up->SendBody(*held, true);
+        } else if (error == StreamError::kNone && !held) {
+          pump = std::make_shared<BodyPump>(worker_.io());
+          asio::co_spawn(worker_.io(), PumpBody(down, *up, pump), asio::detached);
+        }
+      }
+      http::HeaderMap response;
+      bool response_ended = false;
+      if (error == StreamError::kNone) {
+        error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
+      }
+      if (error == StreamError::kConnectFailure) {
+        if (deadline && Clock::now() >= *deadline) co_return co_await timeout_reply();
+        // Nothing was sent yet: even a streamed request can try again.
+        if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
+          co_await backoff();
+          continue;
+        }
+        stats.CountResponse(503);
+        co_return co_await local_reply(503, kConnectFailure, response_mutations);
+      }
+      if (error == StreamError::kTimeout) {
+        up->Reset();
+        if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+          co_return co_await timeout_reply();
+        }
+        stats.upstream_rq_per_try_timeout.fetch_add(1, std::memory_order_relaxed);
+        if (may_retry(router::AttemptOutcome::kPerTryTimeout, 0)) {
+          co_await backoff();
+          continue;
+        }
+        co_return co_await timeout_reply();
+      }
+      if (error != StreamError::kNone) {
+        spdlog::debug("upstream {}:{} of {}: reset", target.peer.address().to_string(),
+                      target.peer.port(), cluster_name);
+        // A pooled connection the server closed as we reused it: once, a fresh one.
+        if (held && up->reused_idle_connection() && !stale_retried) {
+          stale_retried = true;
+          continue;
+        }
+        const bool refused = error == StreamError::kRefused;
+        if (may_retry(refused ? router::AttemptOutcome::kRefusedStream
+                              : router::AttemptOutcome::kReset,
+                      0)) {
+          co_await backoff();
+          continue;
+        }
+        stats.CountResponse(503);
+        co_return co_await local_reply(503, refused ? kRemoteRefusedStream : kConnectionTermination,
+                                       response_mutations);
+      }
+      const unsigned status = response.Status();
+      const bool ended_with_headers = response_ended;
+      // grpc-status is in the headers of a trailers-only response, else in the trailers: when a
+      // gRPC condition could retry, hold a small response until its trailers to decide.
+      std::optional<uint32_t> grpc_status =
+          response_ended ? http::GrpcStatusOf(response) : std::nullopt;
+      std::string held_response;
+      if (!response_ended && grpc && retry != nullptr && retry->any_grpc() && retries_left > 0 &&
+          (pump == nullptr || pump->can_replay())) {
+        while (!response_ended && held_response.size() <= kRetryBufferLimit) {
+          error = co_await up->ReadBody(held_response, response_ended, attempt_deadline);
+          if (error != StreamError::kNone) break;
+        }
+        if (response_ended) grpc_status = http::GrpcStatusOf(up->trailers());
+      }
+      if (error != StreamError::kNone) {
+        // The response broke off before its end, and none of it was sent on.
+        up->Reset();
+        if (error == StreamError::kTimeout && deadline &&
+            Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+          co_return co_await timeout_reply();
+        }
+        if (may_retry(error == StreamError::kTimeout ? router::AttemptOutcome::kPerTryTimeout
+                                                     : router::AttemptOutcome::kReset,
+                      0)) {
+          co_await backoff();
+          continue;
+        }
+        stats.CountResponse(503);
+        co_return co_await local_reply(503, kConnectionTermination, response_mutations);
+      }
+      stats.CountResponse(status);
+      if (may_retry(router::AttemptOutcome::kResponse, status, grpc_status)) {
+        up->Reset();
+        co_await backoff();
+        continue;
+      }
+      router::StripHopByHop(response);
+      response_mutations.ApplyTo(response);
+      count_downstream(status);
+      const bool headers_written =
+          co_await down.WriteHeaders(std::move(response), ended_with_headers);
+      if (!headers_written) {
+        up->Reset();
+        co_return;
+      }
+      const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
+      std::string chunk = std::move(held_response);
+      for (bool done = ended_with_headers; !done; done = response_ended) {
+        if (chunk.empty() && !response_ended) {
+          error = co_await up->ReadBody(chunk, response_ended, body_deadline);
+          if (error != StreamError::kNone) {
+            spdlog::debug("upstream {}:{} of {}: response body broke off ({})",
+                          target.peer.address().to_string(), target.peer.port(), cluster_name,
+                          static_cast<int>(error));
+            // Mid-body: nothing to reply with.
+            down.Reset();
+            break;
+          }
+        }
+        const bool with_trailers = response_ended && !up->trailers().empty();
+        if (!chunk.empty() || (response_ended && !with_trailers)) {
+          const bool written = co_await down.WriteBody(chunk, response_ended && !with_trailers);
+          if (!written) {
+            up->Reset();
+            break;
+          }
+        }
+        chunk.clear();
+        if (with_trailers) {
+          const bool written = co_await down.WriteTrailers(up->trailers());
+          if (!written) up->Reset();
+        }
+      }
+      co_return;
+    }
+  };
+  co_await attempts();
+  co_await join_pump();
+  down.OnAbandoned(nullptr);
+}
+
+}  // namespace meshpilot::sidecar::server

@@ -1,0 +1,455 @@
+"""HTTP/2 and gRPC through meshproxy, with real clients and servers on loopback.
+
+The test ADS server serves one listener (codec_type AUTO, so HTTP/1.1 and h2c prior knowledge
+on the same port) with routes to gRPC backends (echo_server, HTTP/2 clusters as meshpilot
+emits them) and to an HTTP/1.1 backend. Clients: gRPC's C++ client (xds_echo_client dialling
+meshproxy directly), h2load and nghttp (nghttp2-client), curl, and Python's http.client.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import unittest
+
+from harness import (Backend, Child, SharedMeshTest, binary, free_port, pattern_bytes, wait_until,
+                     write_resources)
+from integration_test import FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+ECHO = "/meshpilot.echo.v1.Echo/"
+
+
+def h2_cluster(name, **http2_options):
+    """An HTTP/2 cluster exactly as meshpilot's translator writes one for a grpc port."""
+    cluster = eds_cluster(name)
+    cluster["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: {
+        "@type": T + HTTP_PROTOCOL_OPTIONS,
+        "explicit_http_config": {"http2_protocol_options": http2_options}}}
+    return cluster
+
+
+def header_route(name, value, action):
+    return {"match": {"prefix": ECHO, "headers": [{"name": name,
+                                                   "string_match": {"exact": value}}]},
+            "route": action}
+
+
+def routes(weights=(100, 0)):
+    grpc_routes = [
+        header_route("x-backend", "b", {"cluster": "grpc-b"}),
+        header_route("x-route", "retry", {"cluster": "grpc-flaky", "retry_policy": {
+            "retry_on": "unavailable", "num_retries": 3,
+            "retry_back_off": {"base_interval": "0.01s"}}}),
+        header_route("x-route", "none", {"cluster": "grpc-empty"}),
+        header_route("x-route", "slow", {"cluster": "grpc-slow", "timeout": "0.3s"}),
+        header_route("x-route", "narrow", {"cluster": "grpc-narrow", "timeout": "10s"}),
+        dict(header_route("x-route", "fault", {"cluster": "grpc-a"}), typed_per_filter_config={
+            "envoy.filters.http.fault": {"@type": FAULT, "abort": {
+                "grpc_status": 8, "percentage": {"numerator": 100}}}}),
+        {"match": {"prefix": ECHO}, "route": {"weighted_clusters": {"clusters": [
+            {"name": "grpc-a", "weight": weights[0]}, {"name": "grpc-b", "weight": weights[1]}]}}},
+    ]
+    web_routes = [{"match": {"prefix": "/redirect"}, "redirect": {"https_redirect": True}},
+                  {"match": {"prefix": "/rewrite/"}, "route": {"cluster": "web",
+                                                              "prefix_rewrite": "/rewritten/"}},
+                  {"match": {"prefix": "/"}, "route": {"cluster": "web"},
+                   "response_headers_to_add": [{"header": {"key": "x-mesh", "value": "h2"}}]}]
+    return {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": "routes",
+            "virtual_hosts": [{"name": "grpc", "domains": ["grpc.test"], "routes": grpc_routes},
+                              {"name": "web", "domains": ["web.test"], "routes": web_routes}]}
+
+
+def grpc_frame(message):
+    """A length-prefixed gRPC message holding EchoRequest{message}."""
+    data = message.encode()
+    proto = b"\x0a" + bytes([len(data)]) + data  # field 1, length-delimited (short strings)
+    return b"\x00" + len(proto).to_bytes(4, "big") + proto
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_get(stream, authority, path, method=b"GET"):
+    """HEADERS of a request, HPACK literals without Huffman coding; a GET ends the stream."""
+    block = b"".join(b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v for n, v in (
+        (b":method", method), (b":scheme", b"http"), (b":path", path), (b":authority", authority)))
+    return h2_frame(1, 0x5 if method == b"GET" else 0x4, stream, block)
+
+
+class H2Client:
+    """The frames of a raw HTTP/2 connection as (kind, flags, stream, payload), and request
+    bodies sent within the connection's send window, as a client must, reading the peer's
+    frames (WINDOW_UPDATE) meanwhile."""
+
+    def __init__(self, sock):
+        self.sock, self.window, self.frames, self.data = sock, 65535, [], b""
+
+    def read_some(self):
+        """False once the peer closed the connection."""
+        chunk = self.sock.recv(65536)
+        self.data += chunk
+        while len(self.data) >= 9 and len(self.data) >= 9 + int.from_bytes(self.data[:3], "big"):
+            n = int.from_bytes(self.data[:3], "big")
+            kind, stream, payload = self.data[3], int.from_bytes(self.data[5:9], "big"), self.data[9:9 + n]
+            if kind == 8 and stream == 0:
+                self.window += int.from_bytes(payload, "big") & 0x7fffffff
+            self.frames.append((kind, self.data[4], stream & 0x7fffffff, payload))
+            self.data = self.data[9 + n:]
+        return bool(chunk)
+
+    def read_until(self, done):
+        """Reads until `done(frames)` or the peer closes; the frames."""
+        while not done(self.frames) and self.read_some():
+            pass
+        return self.frames
+
+    def send_body(self, stream, size, end):
+        for offset in range(0, size, 16384):
+            piece = min(16384, size - offset)
+            while self.window < piece:
+                if not self.read_some():
+                    raise AssertionError("the proxy closed the connection")
+            self.window -= piece
+            last = end and offset + piece == size
+            self.sock.sendall(h2_frame(0, 0x1 if last else 0, stream, b"x" * piece))
+
+
+def stream_ended(stream):
+    return lambda frames: any(s == stream and f & 0x1 and k in (0, 1) for k, f, s, _ in frames)
+
+
+class EchoServer:
+    def __init__(self, name, *flags, port=None):
+        self.port = port or free_port()
+        self.child = Child(name, [binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server"),
+                                  "--port", str(self.port), "--name", name, *flags])
+        wait_until(lambda: any("listening on" in l for l in self.child.lines()), WAIT_S,
+                   f"{name} to listen")
+
+
+class Http2Mesh:
+    def __init__(self, test):
+        self.dir = tempfile.mkdtemp(prefix="meshproxy-h2-")
+        test.addCleanup(shutil.rmtree, self.dir, True)
+        self.children = []
+        test.addCleanup(self.close)
+        self.web = Backend("web")
+        self.backends = {name: EchoServer(name, *flags) for name, flags in {
+            "grpc-a": (), "grpc-b": (), "grpc-failing": ("--fail_code", "14"),
+            "grpc-slow": ("--delay_ms", "2000")}.items()}
+        self.children += [b.child for b in self.backends.values()]
+        self.port, self.admin_port = free_port(), free_port()
+        self.version = 0
+        self.write(routes())
+        ads = Child("ads", [binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server"),
+                            "--resources", self.dir, "--port", "0"])
+        self.children.append(ads)
+        ads_port = wait_until(lambda: [l for l in ads.json_lines() if l.get("event") == "listening"],
+                              WAIT_S, "the ADS server")[0]["port"]
+        self.ads = ads
+        self.proxy = Child("meshproxy", [
+            binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy"),
+            "--xds-address", f"127.0.0.1:{ads_port}", "--node-id", NODE_ID,
+            "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2"])
+        self.children.append(self.proxy)
+        wait_until(lambda: self.curl("/", http2=True)[0] == 200, WAIT_S, "meshproxy to route")
+
+    def write(self, route_config):
+        b = self.backends
+        clusters = [h2_cluster(n) for n in ("grpc-a", "grpc-b", "grpc-flaky", "grpc-empty",
+                                            "grpc-slow")]
+        clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web")]
+        endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
+                     assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
+                     assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
+                     assignment("grpc-narrow", [b["grpc-slow"].port]),
+                     assignment("web", [self.web.port])]
+        self.version += 1
+        write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
+                                   "lds": [http_listener("http", self.port, "routes")]},
+                        f"v{self.version}")
+        return f"v{self.version}"
+
+    def restart(self, name):
+        """Stops a backend (gRPC says GOAWAY to its connections) and starts it again."""
+        old = self.backends[name]
+        old.child.stop()
+        self.backends[name] = EchoServer(name, port=old.port)
+        self.children.append(self.backends[name].child)
+
+    def wait_acked(self, kind, version):
+        wait_until(lambda: any(l.get("event") == "request" and l.get("type") == kind
+                               and l.get("version") == version and "error" not in l
+                               for l in self.ads.json_lines()),
+                   WAIT_S, f"meshproxy to ACK {kind} {version}")
+
+    def echo(self, *flags, authority="grpc.test", timeout=60):
+        """Runs the gRPC client against meshproxy; returns (exit code, call lines, summary)."""
+        argv = [binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client"),
+                "--target", f"127.0.0.1:{self.port}", "--authority", authority,
+                "--interval_ms", "0", *flags]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        lines = done.stdout.splitlines()
+        return done.returncode, [l for l in lines if not l.startswith("summary")], lines[-1]
+
+    def curl(self, path, host="web.test", http2=False, data_file=None, output=None):
+        argv = ["curl", "-sS", "-o", output or "/dev/null", "-w", "%{http_code} %{http_version}",
+                "-H", f"Host: {host}", f"http://127.0.0.1:{self.port}{path}"]
+        if http2:
+            argv.insert(1, "--http2-prior-knowledge")
+        if data_file:
+            argv[1:1] = ["--data-binary", "@" + data_file]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        code, _, version = done.stdout.partition(" ")
+        return int(code or 0), version
+
+    def stat(self, name):
+        out = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{self.admin_port}/stats"],
+                             capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+    def logs(self):
+        return "\n".join(c.tail() for c in self.children)
+
+    def close(self):
+        for child in reversed(self.children):
+            child.stop()
+        self.web.stop()
+
+
+@unittest.skipUnless(shutil.which("curl") and shutil.which("h2load") and shutil.which("nghttp"),
+                     "needs curl and nghttp2-client (scripts/setup.sh installs them)")
+class Http2Test(SharedMeshTest):
+
+    mesh_class = Http2Mesh
+
+    def test_grpc_unary_routed_by_header_with_trailers(self):
+        code, calls, summary = self.mesh.echo("--count", "10", "--print_trailer", "x-echo-backend")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-a trailer=grpc-a"})
+        code, calls, summary = self.mesh.echo("--count", "10", "--print_trailer", "x-echo-backend",
+                                              "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-b trailer=grpc-b"})
+
+    def test_grpc_server_streaming_and_parallel_calls(self):
+        code, calls, summary = self.mesh.echo("--count", "20", "--parallel", "10", "--stream", "200")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(len(calls), 20)
+
+    def test_grpc_large_messages_both_ways(self):
+        # 6 MB each way per call, several calls at once on the shared connections: only flow
+        # control (window updates both ways) lets these through without buffering them whole.
+        code, calls, summary = self.mesh.echo("--count", "4", "--parallel", "4",
+                                              "--payload_bytes", str(6 * 1024 * 1024))
+        self.assertEqual(code, 0, summary)
+
+    def test_grpc_local_replies_carry_grpc_status(self):
+        code, calls, _ = self.mesh.echo("--count", "1", authority="nothing.test")
+        self.assertEqual(code, 1)
+        self.assertTrue(calls[0].startswith("error UNIMPLEMENTED"), calls)
+        code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=none")
+        self.assertTrue(calls[0].startswith("error UNAVAILABLE no healthy upstream"), calls)
+        code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=slow")
+        self.assertTrue(calls[0].startswith("error DEADLINE_EXCEEDED upstream request timeout"), calls)
+
+    def test_grpc_retry_on_unavailable_from_grpc_status(self):
+        before = self.mesh.stat("cluster.grpc-flaky.upstream_rq_retry")
+        code, calls, summary = self.mesh.echo("--count", "10", "--metadata", "x-route=retry")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-a"})
+        # Round robin over a failing and a healthy host: about half the calls needed a retry.
+        self.assertGreater(self.mesh.stat("cluster.grpc-flaky.upstream_rq_retry"), before)
+
+    def test_client_giving_up_cancels_the_upstream_call(self):
+        # The backend answers after 2 s; the client cancels after 0.3 s (RST_STREAM; its deadline,
+        # which the backend would enforce by itself, is 5 s), the route's timeout is 10 s.
+        code, calls, _ = self.mesh.echo("--count", "1", "--cancel_after_ms", "300", "--message",
+                                        "cancel-me", "--metadata", "x-route=narrow")
+        self.assertTrue(calls[0].startswith("error CANCELLED"), calls)
+        slow = self.mesh.backends["grpc-slow"].child
+        wait_until(lambda: any("call cancelled: cancel-me" in l for l in slow.lines("stderr")),
+                   WAIT_S, "the backend to see the call cancelled")
+
+    def test_fault_filter_aborts_grpc_with_its_status(self):
+        code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=fault")
+        self.assertTrue(calls[0].startswith("error RESOURCE_EXHAUSTED fault filter abort"), calls)
+
+    def test_new_upstream_connection_when_streams_are_exhausted(self):
+        # The cluster allows one stream per connection; four calls of 2 s each run at once.
+        before = self.mesh.stat("cluster.grpc-narrow.upstream_cx_total")
+        code, calls, summary = self.mesh.echo("--count", "4", "--parallel", "4",
+                                              "--metadata", "x-route=narrow")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(set(calls), {"ok grpc-slow"})
+        self.assertGreaterEqual(self.mesh.stat("cluster.grpc-narrow.upstream_cx_total") - before, 2)
+
+    def test_upstream_goaway_moves_calls_to_a_new_connection(self):
+        code, _, summary = self.mesh.echo("--count", "3", "--parallel", "3", "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        before = self.mesh.stat("cluster.grpc-b.upstream_cx_total")
+        self.mesh.restart("grpc-b")
+        code, calls, summary = self.mesh.echo("--count", "3", "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        self.assertGreaterEqual(self.mesh.stat("cluster.grpc-b.upstream_cx_total") - before, 1)
+
+    def test_upstream_stats_count_http2_requests(self):
+        before = self.mesh.stat("cluster.grpc-b.upstream_rq_2xx")
+        code, _, summary = self.mesh.echo("--count", "5", "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(self.mesh.stat("cluster.grpc-b.upstream_rq_2xx") - before, 5)
+        self.assertGreaterEqual(self.mesh.stat("cluster.grpc-b.upstream_cx_total"), 1)
+
+    def test_h2load_many_streams_on_one_connection_to_http1_backend(self):
+        before = self.mesh.stat("listener.http.downstream_cx_total")
+        done = subprocess.run(["h2load", "-n", "400", "-c", "1", "-m", "100", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/many"],
+                              capture_output=True, text=True, timeout=60)
+        self.assertIn("400 succeeded", done.stdout, done.stdout + done.stderr)
+        self.assertIn("status codes: 400 2xx", done.stdout)
+        # All 400 requests on one downstream connection, 100 at a time.
+        self.assertEqual(self.mesh.stat("listener.http.downstream_cx_total") - before, 1)
+
+    def test_nghttp_response_headers_and_local_reply(self):
+        done = subprocess.run(["nghttp", "-v", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/hello"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertIn(":status: 200", done.stdout, done.stdout + done.stderr)
+        self.assertIn("x-mesh: h2", done.stdout)
+        self.assertIn('"backend": "web"', done.stdout)
+        self.assertEqual(self.mesh.curl("/", host="nothing.test", http2=True), (404, "2"))
+
+    def test_unread_request_bodies_give_their_window_back(self):
+        # Twenty 60 KB uploads (each within the default stream window), answered 404 before
+        # their bodies are read and never finished by the client: 1.2 MB in all, more than the
+        # connection's 1 MiB window, so the last ones go through only if meshproxy gives the
+        # window of bodies nobody reads back. No stream is reset, and the connection still
+        # serves a request.
+        with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0))
+            client = H2Client(s)
+            for stream in range(1, 41, 2):
+                s.sendall(h2_get(stream, b"nothing.test", b"/upload", method=b"POST"))
+                client.send_body(stream, 60 * 1024, end=False)
+            s.sendall(h2_get(41, b"web.test", b"/after-uploads"))
+            frames = client.read_until(stream_ended(41))
+        self.assertIn(b'"path": "/after-uploads"',
+                      b"".join(p for k, _, st, p in frames if st == 41 and k == 0))
+        self.assertEqual([st for k, _, st, _ in frames if k == 3], [])  # no RST_STREAM
+
+    def test_rewrite_and_redirect_over_http2(self):
+        done = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-H", "Host: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/rewrite/a?q=1"],
+                              capture_output=True, text=True, timeout=30)
+        info = json.loads(done.stdout)
+        self.assertEqual(info["path"], "/rewritten/a?q=1")
+        self.assertEqual(info["headers"]["x-envoy-original-path"], "/rewrite/a?q=1")
+        self.assertEqual(info["headers"]["host"], "web.test")  # :authority becomes Host
+        done = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/null", "--http2-prior-knowledge",
+                               "-H", "Host: web.test", f"http://127.0.0.1:{self.mesh.port}/redirect"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertIn("HTTP/2 301", done.stdout)
+        self.assertIn("location: https://web.test/redirect", done.stdout)
+
+    def test_large_bodies_both_ways_between_http2_client_and_http1_backend(self):
+        size = 5 * 1024 * 1024 + 17
+        with tempfile.TemporaryDirectory() as tmp:
+            upload = os.path.join(tmp, "up")
+            with open(upload, "wb") as f:
+                f.write(pattern_bytes(size))
+            reply = os.path.join(tmp, "reply")
+            self.assertEqual(self.mesh.curl("/upload", http2=True, data_file=upload, output=reply),
+                             (200, "2"))
+            with open(reply) as f:
+                info = json.load(f)
+            self.assertEqual(info["body_size"], size)
+            self.assertEqual(info["body_sha256"], hashlib.sha256(pattern_bytes(size)).hexdigest())
+            download = os.path.join(tmp, "down")
+            self.assertEqual(self.mesh.curl(f"/bytes/{size}", http2=True, output=download), (200, "2"))
+            with open(download, "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).hexdigest(),
+                                 hashlib.sha256(pattern_bytes(size)).hexdigest())
+
+    def test_http1_client_to_http2_upstream(self):
+        # A gRPC call spelled in HTTP/1.1: meshproxy sends it on as HTTP/2 to the gRPC server.
+        # (Trailers do not travel back over HTTP/1.1, as with Envoy.)
+        with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
+            body = grpc_frame("over h1")
+            s.sendall(b"POST " + ECHO.encode() + b"Echo HTTP/1.1\r\nHost: grpc.test\r\n"
+                      b"Content-Type: application/grpc\r\nTE: trailers\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            response = b""
+            while not response.endswith(b"\r\n0\r\n\r\n"):  # the last chunk
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                response += chunk
+        self.assertTrue(response.startswith(b"HTTP/1.1 200"), response)
+        self.assertIn(b"content-type: application/grpc", response.lower())
+        self.assertIn(b"transfer-encoding: chunked", response.lower())
+        self.assertIn(b"\n\x07over h1\x12\x06grpc-a", response)  # EchoResponse{message, backend}
+
+    def test_weight_shift_mid_traffic_loses_no_call(self):
+        argv = [binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client"),
+                "--target", f"127.0.0.1:{self.mesh.port}", "--authority", "grpc.test",
+                "--count", "3000", "--parallel", "4", "--interval_ms", "5"]
+        client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            # Some calls on the old weights first, then the shift while calls are in flight.
+            while len(lines) < 50:
+                lines.append(client.stdout.readline())
+            version = self.mesh.write(routes(weights=(0, 100)))
+            self.mesh.wait_acked("rds", version)
+            out, _ = client.communicate(timeout=120)
+        finally:
+            if client.poll() is None:
+                client.kill()
+            self.mesh.write(routes())
+        summary = out.splitlines()[-1]
+        self.assertEqual(client.returncode, 0, summary)
+        self.assertIn("errors=0", summary)
+        backends = dict(re.findall(r"(grpc-[ab]):(\d+)", summary))
+        self.assertGreater(int(backends.get("grpc-a", 0)), 0, summary)
+        self.assertGreater(int(backends.get("grpc-b", 0)), 0, summary)
+
+
+if __name__ == "__main__":
+    unittest.main()
+
+
+@unittest.skipUnless(shutil.which("curl"), "needs curl")
+class Http2DrainTest(unittest.TestCase):
+    """A drained listener's HTTP/2 connection serves the stream in flight and says GOAWAY."""
+
+    def setUp(self):
+        self.mesh = Http2Mesh(self)
+
+    def test_drain_sends_goaway_after_serving_the_stream(self):
+        with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                      h2_get(1, b"web.test", b"/before"))
+            client = H2Client(s)
+            frames = client.read_until(stream_ended(1))
+            self.assertIn(b'"path": "/before"', b"".join(p for k, _, st, p in frames if st == 1))
+            drained = subprocess.run(["curl", "-sS", "-X", "POST", "-o", "/dev/null", "-w", "%{http_code}",
+                                      f"http://127.0.0.1:{self.mesh.admin_port}/drain_listeners"],
+                                     capture_output=True, text=True, timeout=10)
+            self.assertEqual(drained.stdout, "200")
+            s.sendall(h2_get(3, b"web.test", b"/after"))
+            frames = client.read_until(lambda frames: False)  # to the close
+        self.assertIn(b'"path": "/after"', b"".join(p for k, _, st, p in frames if st == 3 and k == 0))
+        goaways = [p for k, _, _, p in frames if k == 7]
+        self.assertEqual(len(goaways), 1)
+        self.assertEqual(int.from_bytes(goaways[0][:4], "big"), 3)  # the last stream it took
+        self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR

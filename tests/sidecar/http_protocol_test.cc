@@ -1,0 +1,217 @@
+// The protocol-neutral pieces of HTTP/2 and gRPC support: gRPC status of local replies,
+// header conversion between HTTP/1.1 and the HeaderMap both codecs share, and the upstream
+// protocol a Cluster asks for (including exactly what meshpilot's translator emits).
+
+#include <catch2/catch.hpp>
+#include <google/protobuf/util/json_util.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "sidecar/config/cluster.h"
+#include "sidecar/config/listener.h"
+#include "sidecar/http/grpc.h"
+#include "sidecar/http/header_map.h"
+#include "sidecar/http/http1_headers.h"
+#include "tests/sidecar/proto_json.h"
+
+namespace meshpilot::sidecar {
+namespace {
+
+namespace bhttp = boost::beast::http;
+using testing::FromJson;
+
+TEST_CASE("grpc: local reply status as Envoy maps HTTP status") {
+  using http::GrpcStatus;
+  using http::GrpcStatusForHttp;
+  CHECK(GrpcStatusForHttp(503) == GrpcStatus::kUnavailable);
+  CHECK(GrpcStatusForHttp(502) == GrpcStatus::kUnavailable);
+  CHECK(GrpcStatusForHttp(429) == GrpcStatus::kUnavailable);
+  CHECK(GrpcStatusForHttp(404) == GrpcStatus::kUnimplemented);
+  CHECK(GrpcStatusForHttp(504) == GrpcStatus::kDeadlineExceeded);
+  CHECK(GrpcStatusForHttp(403) == GrpcStatus::kPermissionDenied);
+  CHECK(GrpcStatusForHttp(401) == GrpcStatus::kUnauthenticated);
+  CHECK(GrpcStatusForHttp(400) == GrpcStatus::kInternal);
+  CHECK(GrpcStatusForHttp(418) == GrpcStatus::kUnknown);
+  CHECK(GrpcStatusForHttp(500) == GrpcStatus::kUnknown);
+}
+
+TEST_CASE("grpc: a local reply is a trailers-only 200 with grpc-status and grpc-message") {
+  http::HeaderMap reply = http::GrpcLocalReplyHeaders(503, "no healthy upstream");
+  CHECK(reply.Status() == 200);
+  CHECK(reply.GetOr("content-type", "") == "application/grpc");
+  CHECK(reply.GetOr("grpc-status", "") == "14");
+  CHECK(reply.GetOr("grpc-message", "") == "no healthy upstream");
+  CHECK(reply.entries().front().first == ":status");
+  // An explicit status (the fault filter's grpc abort) wins over the mapping.
+  CHECK(http::GrpcLocalReplyHeaders(200, "", 8).GetOr("grpc-status", "") == "8");
+  CHECK_FALSE(http::GrpcLocalReplyHeaders(404, "").Has("grpc-message"));
+  CHECK(http::PercentEncodeGrpcMessage("50% done\n") == "50%25 done%0A");
+}
+
+TEST_CASE("grpc: requests are told by content-type, status read from headers or trailers") {
+  CHECK(http::IsGrpc(http::HeaderMap{{"content-type", "application/grpc"}}));
+  CHECK(http::IsGrpc(http::HeaderMap{{"content-type", "application/grpc+proto"}}));
+  CHECK(http::IsGrpc(http::HeaderMap{{"Content-Type", "application/grpc;charset=utf-8"}}));
+  CHECK_FALSE(http::IsGrpc(http::HeaderMap{{"content-type", "application/grpc-web"}}));
+  CHECK_FALSE(http::IsGrpc(http::HeaderMap{{"content-type", "application/json"}}));
+  CHECK_FALSE(http::IsGrpc(http::HeaderMap{}));
+  CHECK(http::GrpcStatusOf(http::HeaderMap{{"grpc-status", "14"}}) == 14u);
+  CHECK_FALSE(http::GrpcStatusOf(http::HeaderMap{{"grpc-status", "x"}}).has_value());
+  CHECK_FALSE(http::GrpcStatusOf(http::HeaderMap{}).has_value());
+}
+
+TEST_CASE("header map: lower-case names, pseudo-headers first, set replaces every value") {
+  http::HeaderMap headers{{"X-A", "1"}, {":path", "/p"}, {"x-a", "2"}, {":method", "GET"}};
+  REQUIRE(headers.entries().size() == 4);
+  CHECK(headers.entries()[0].first == ":path");
+  CHECK(headers.entries()[1].first == ":method");
+  CHECK(headers.entries()[2] == http::HeaderMap::Entry{"x-a", "1"});
+  headers.Set("X-A", "3");
+  CHECK(headers.entries().size() == 3);
+  CHECK(headers.GetOr("x-a", "") == "3");
+  headers.Remove("x-a");
+  CHECK_FALSE(headers.Has("x-a"));
+  CHECK(http::HeaderMap{{":status", "204"}}.Status() == 204);
+  CHECK(http::HeaderMap{{":status", "abc"}}.Status() == 0);
+}
+
+TEST_CASE("http1 headers: request line and Host become pseudo-headers and back") {
+  bhttp::request_header<> request;
+  request.method(bhttp::verb::post);
+  request.target("/echo.v1.Echo/Echo?x=1");
+  request.version(11);
+  request.set(bhttp::field::host, "echo.default:8080");
+  request.set("X-Trace", "abc");
+  request.set(bhttp::field::content_length, "5");
+  http::HeaderMap headers = http::FromHttp1Request(request);
+  CHECK(headers.GetOr(":method", "") == "POST");
+  CHECK(headers.GetOr(":path", "") == "/echo.v1.Echo/Echo?x=1");
+  CHECK(headers.GetOr(":authority", "") == "echo.default:8080");
+  CHECK(headers.GetOr(":scheme", "") == "http");
+  CHECK_FALSE(headers.Has("host"));
+  CHECK(headers.GetOr("x-trace", "") == "abc");
+  CHECK(headers.GetOr("content-length", "") == "5");
+
+  bhttp::request_header<> back = http::ToHttp1Request(headers);
+  CHECK(back.method() == bhttp::verb::post);
+  CHECK(back.target() == "/echo.v1.Echo/Echo?x=1");
+  CHECK(back[bhttp::field::host] == "echo.default:8080");
+  CHECK(back["x-trace"] == "abc");
+  CHECK(back.version() == 11);
+  for (const auto& field : back) CHECK(field.name_string().front() != ':');
+}
+
+TEST_CASE("http1 headers: status line becomes :status and back") {
+  bhttp::response_header<> response;
+  response.result(bhttp::status::service_unavailable);
+  response.set("grpc-status", "14");
+  http::HeaderMap headers = http::FromHttp1Response(response);
+  CHECK(headers.Status() == 503);
+  CHECK(headers.GetOr("grpc-status", "") == "14");
+  bhttp::response_header<> back = http::ToHttp1Response(http::HeaderMap{{":status", "200"},
+                                                                        {"content-type", "text/plain"}},
+                                                        10);
+  CHECK(back.result_int() == 200);
+  CHECK(back.version() == 10);
+  CHECK(back[bhttp::field::content_type] == "text/plain");
+}
+
+TEST_CASE("http1 framing: bodies as they are, or chunked with the last chunk") {
+  CHECK(http::FrameHttp1Body("abc", false, true) == "abc");
+  CHECK(http::FrameHttp1Body(std::string(26, 'x'), true, false) == "1a\r\n" + std::string(26, 'x') + "\r\n");
+  CHECK(http::FrameHttp1Body("ab", true, true) == "2\r\nab\r\n0\r\n\r\n");
+  CHECK(http::FrameHttp1Body("", true, true) == "0\r\n\r\n");
+  CHECK(http::FrameHttp1Body("", true, false).empty());
+}
+
+config::ClusterConfig ClusterFrom(const std::string& json) {
+  auto cluster = config::ParseCluster(FromJson<envoy::config::cluster::v3::Cluster>(json));
+  INFO(cluster.status().ToString());
+  REQUIRE(cluster.ok());
+  return **cluster;
+}
+
+constexpr char kOptions[] =
+    R"("typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", )";
+
+TEST_CASE("cluster protocol: HttpProtocolOptions and the deprecated fields") {
+  using config::UpstreamProtocol;
+  const std::string base = R"({"name": "c", "type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}, )";
+  CHECK(ClusterFrom(base + R"("lb_policy": "ROUND_ROBIN"})").protocol == UpstreamProtocol::kHttp1);
+  auto h2 = ClusterFrom(base + kOptions +
+                        R"("explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 7}}}}})");
+  CHECK(h2.protocol == UpstreamProtocol::kHttp2);
+  CHECK(h2.http2.max_concurrent_streams == 7);
+  CHECK(ClusterFrom(base + kOptions + R"("explicit_http_config": {"http_protocol_options": {}}}}})")
+            .protocol == UpstreamProtocol::kHttp1);
+  CHECK(ClusterFrom(base + kOptions +
+                    R"("use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}}})")
+            .protocol == UpstreamProtocol::kDownstream);
+  // Only common options: nothing said about the protocol.
+  CHECK(ClusterFrom(base + kOptions + R"("common_http_protocol_options": {"idle_timeout": "30s"}}}})")
+            .protocol == UpstreamProtocol::kHttp1);
+  CHECK(ClusterFrom(base + R"("http2_protocol_options": {}})").protocol == UpstreamProtocol::kHttp2);
+  CHECK(ClusterFrom(base + R"("protocol_selection": "USE_DOWNSTREAM_PROTOCOL"})").protocol ==
+        UpstreamProtocol::kDownstream);
+
+  auto rejected = config::ParseCluster(FromJson<envoy::config::cluster::v3::Cluster>(
+      base + kOptions + R"("auto_config": {}}}})"));
+  REQUIRE_FALSE(rejected.ok());
+  CHECK(rejected.status().message() ==
+        "typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]"
+        ".auto_config: needs ALPN over TLS, and upstream TLS is not supported yet");
+}
+
+TEST_CASE("cluster protocol: what meshpilot emits for gRPC/HTTP2 and HTTP ports") {
+  namespace fs = std::filesystem;
+  std::ifstream in(fs::path(MESHPILOT_SOURCE_DIR) / "tests/golden/dr_traffic_policy/expected/sidecar/cds.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::map<std::string, config::UpstreamProtocol> protocols;
+  for (const auto& resource : nlohmann::json::parse(text.str())) {
+    google::protobuf::Any any;  // the golden files hold resources as Any (with "@type")
+    REQUIRE(google::protobuf::util::JsonStringToMessage(resource.dump(), &any).ok());
+    envoy::config::cluster::v3::Cluster proto;
+    REQUIRE(any.UnpackTo(&proto));
+    auto cluster = config::ParseCluster(proto);
+    REQUIRE(cluster.ok());
+    protocols[proto.name()] = (*cluster)->protocol;
+  }
+  // ratings: a grpc port (7070) and an http port its DestinationRule upgrades to HTTP/2 (8080);
+  // reviews: an http port with connection-pool options.
+  CHECK(protocols.at("outbound|7070||ratings.default.svc.cluster.local") == config::UpstreamProtocol::kHttp2);
+  CHECK(protocols.at("outbound|8080||ratings.default.svc.cluster.local") == config::UpstreamProtocol::kHttp2);
+  CHECK(protocols.at("outbound|9080|v1|reviews.default.svc.cluster.local") == config::UpstreamProtocol::kHttp1);
+}
+
+TEST_CASE("listener codec: AUTO, HTTP1 and HTTP2 accepted, HTTP3 rejected with its field") {
+  auto listener = [](const std::string& codec) {
+    return FromJson<envoy::config::listener::v3::Listener>(R"({"name": "l",
+      "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}},
+      "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "l", "codec_type": ")" + codec + R"(",
+        "route_config": {"name": "r"},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]})");
+  };
+  auto codec_of = [&](const std::string& codec) {
+    auto parsed = config::ParseListener(listener(codec));
+    REQUIRE(parsed.ok());
+    return std::get<config::HttpChain>((*parsed)->chains.at(0).filter).codec;
+  };
+  CHECK(codec_of("AUTO") == config::HttpChain::Codec::kAuto);
+  CHECK(codec_of("HTTP1") == config::HttpChain::Codec::kHttp1);
+  CHECK(codec_of("HTTP2") == config::HttpChain::Codec::kHttp2);
+  auto http3 = config::ParseListener(listener("HTTP3"));
+  REQUIRE_FALSE(http3.ok());
+  CHECK(http3.status().message() ==
+        "filter_chains[0].filters[0].typed_config.codec_type: HTTP/3 is not supported (AUTO, HTTP1, HTTP2 are)");
+}
+
+}  // namespace
+}  // namespace meshpilot::sidecar
