@@ -77,6 +77,13 @@ absl::StatusOr<envoy::config::core::v3::Node> BuildNode(const NodeIdentity& iden
   fields["INSTANCE_IPS"].set_string_value(identity.pod_ip);
   auto& labels = *fields["LABELS"].mutable_struct_value()->mutable_fields();
   for (const auto& [key, value] : identity.labels) labels[key].set_string_value(value);
+  if (!identity.locality.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(identity.locality, absl::MaxSplits('/', 2));
+    parts.resize(3);
+    node.mutable_locality()->set_region(parts[0]);
+    node.mutable_locality()->set_zone(parts[1]);
+    node.mutable_locality()->set_sub_zone(parts[2]);
+  }
   node.set_user_agent_name("meshproxy");
   return node;
 }

@@ -38,10 +38,11 @@ struct NodeIdentity {
   std::string namespace_;
   std::string service_account;
   std::map<std::string, std::string> labels;
+  std::string locality;  // "region/zone/subzone" (node.locality), as istio-agent sends it
 };
 
 // The Node istio-agent would send: id `sidecar~IP~POD.NS~NS.svc.cluster.local`, metadata
-// NAMESPACE, NAME, LABELS, SERVICE_ACCOUNT, INSTANCE_IPS.
+// NAMESPACE, NAME, LABELS, SERVICE_ACCOUNT, INSTANCE_IPS; node.locality.
 absl::StatusOr<envoy::config::core::v3::Node> BuildNode(const NodeIdentity& identity);
 
 }  // namespace meshpilot::sidecar

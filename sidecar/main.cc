@@ -34,6 +34,8 @@ ABSL_FLAG(std::string, pod_name, "", "The pod's name (metadata NAME).");
 ABSL_FLAG(std::string, pod_ip, "127.0.0.1", "The pod's IP, for a node id built from flags.");
 ABSL_FLAG(std::string, service_account, "", "The pod's service account.");
 ABSL_FLAG(std::vector<std::string>, labels, {}, "The pod's labels, k=v,k=v (metadata LABELS).");
+ABSL_FLAG(std::string, locality, "",
+          "Where the pod runs, region/zone/subzone (node.locality), for locality load balancing.");
 ABSL_FLAG(int, admin_port, -1, "Admin port on --admin-address (default 15000).");
 ABSL_FLAG(std::string, admin_address, "", "Admin address (default 127.0.0.1).");
 ABSL_FLAG(int, readiness_port, -1, "Port of /healthz/ready on all addresses (default 15021; 0: off).");
@@ -65,6 +67,7 @@ int Run() {
     identity.pod_name = absl::GetFlag(FLAGS_pod_name);
     identity.namespace_ = absl::GetFlag(FLAGS_namespace);
     identity.service_account = absl::GetFlag(FLAGS_service_account);
+    identity.locality = absl::GetFlag(FLAGS_locality);
     for (const std::string& label : absl::GetFlag(FLAGS_labels)) {
       std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits('=', 1));
       identity.labels[kv[0]] = kv.size() == 2 ? kv[1] : "";

@@ -52,7 +52,7 @@ absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const st
       continue;
     }
     if (type == envoy::extensions::filters::http::cors::v3::Cors::descriptor()->full_name()) {
-      continue;  // CORS policy lives on routes; none is enforced yet, and none is sent yet.
+      continue;  // the CORS policies are on the routes; meshproxy does not enforce them yet.
     }
     if (type == envoy::extensions::filters::http::fault::v3::HTTPFault::descriptor()->full_name()) {
       envoy::extensions::filters::http::fault::v3::HTTPFault fault;
@@ -63,7 +63,7 @@ absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const st
         return absl::InvalidArgumentError(
             absl::StrCat(ff, ".typed_config: listener-level fault injection is not supported yet"));
       }
-      continue;  // empty: per-route faults would apply; none is enforced yet.
+      continue;  // empty: the routes' typed_per_filter_config faults apply.
     }
     if (filter.is_optional()) continue;
     return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported HTTP filter \"", filter.name(),

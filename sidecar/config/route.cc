@@ -99,6 +99,7 @@ absl::StatusOr<RouteAction> ParseAction(const route_v3::RouteAction& proto,
         WeightedCluster cluster;
         cluster.name = c.name();
         cluster.weight = c.has_weight() ? c.weight().value() : 0;
+        cluster.host_rewrite = c.host_rewrite_literal();
         auto req = ParseHeaderMutations(c.request_headers_to_add(), c.request_headers_to_remove(),
                                         absl::StrCat(cf, ".request_headers_to_add"));
         if (!req.ok()) return req.status();

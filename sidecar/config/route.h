@@ -86,6 +86,7 @@ struct RetryPolicy {
 struct WeightedCluster {
   std::string name;
   uint32_t weight = 0;
+  std::string host_rewrite;  // host_rewrite_literal: this destination's :authority
   HeaderMutations request_headers;
   HeaderMutations response_headers;
 };

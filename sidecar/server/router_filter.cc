@@ -233,7 +233,11 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     request.Set("x-envoy-original-path", path);
     request.Set(":path", rewritten);
   }
-  if (!action.host_rewrite.empty()) request.Set(":authority", action.host_rewrite);
+  if (weighted != nullptr && !weighted->host_rewrite.empty()) {
+    request.Set(":authority", weighted->host_rewrite);  // the destination's beats the route's
+  } else if (!action.host_rewrite.empty()) {
+    request.Set(":authority", action.host_rewrite);
+  }
 
   // Hold a small body so the request can be retried; stream anything else.
   const std::optional<uint64_t> body_length = down.request_body_length();

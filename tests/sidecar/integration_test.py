@@ -92,7 +92,8 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                     {"match": {"safe_regex": {"regex": regex}}, "route": {"cluster": "web-v1"}},
                     route("/split", {"route": {"weighted_clusters": {"clusters": [
                         {"name": "web-v1", "weight": split[0]},
-                        {"name": "web-v2", "weight": split[1]}]}}}),
+                        {"name": "web-v2", "weight": split[1],
+                         "host_rewrite_literal": "web-v2.canary"}]}}}),
                     route("/retry/", {"route": {"cluster": "web-v1", "retry_policy": {
                         "retry_on": "5xx", "num_retries": 3,
                         "retry_back_off": {"base_interval": "0.01s"}}}}),
@@ -277,7 +278,11 @@ class HttpTest(SharedMeshTest):
         for _ in range(400):
             conn.request("GET", "/split", headers={"Host": "web"})
             r = conn.getresponse()
-            counts[json.loads(r.read())["backend"]] += 1
+            info = json.loads(r.read())
+            counts[info["backend"]] += 1
+            # web-v2's destination rewrites the authority (host_rewrite_literal on its cluster).
+            self.assertEqual(info["headers"]["host"],
+                             "web-v2.canary" if info["backend"] == "web-v2" else "web")
         conn.close()
         self.assertAlmostEqual(counts["web-v1"] / 400, 0.75, delta=0.08, msg=counts)
 

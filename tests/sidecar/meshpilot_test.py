@@ -15,6 +15,8 @@ disappears with it. Inside:
 3. As the server-side sidecar of a pod (inbound capture to 15006), meshproxy enforces the
    pod's AuthorizationPolicies: HTTP requests get 403 "RBAC: access denied", TCP connections
    are closed, and a policy edit takes effect without a restart.
+4. Locality load balancing for a sidecar with a locality: failover keeps requests in its zone,
+   distribute weights spread them as the DestinationRule says.
 
 Exit code 77 (ctest: skipped) when network namespaces are not available.
 """
@@ -368,6 +370,43 @@ spec:
             print(self.logs())
             raise
 
+    def test_locality_failover_and_distribute(self):
+        if not shutil.which("iptables"):
+            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        # web gets a second endpoint in another zone; each endpoint's Pod says where it runs.
+        # The client's sidecar runs in r1/z1.
+        z2 = Backend("web-z2")
+        self.addCleanup(z2.stop)
+        self.proxy.stop()
+        base = yaml_for(self.web.port, self.db.port, self.echo_port) + locality_yaml(z2.port)
+        self.write_mesh(base + web_rule_yaml("outlierDetection: {consecutive5xxErrors: 5}"))
+        self.proxy = self.start_proxy("--node-id", NODE_ID, "--locality", "r1/z1")
+        capture_outbound()
+
+        def backends(n):
+            answers = []
+            for _ in range(n):
+                req = urllib.request.Request("http://10.96.0.50/hello", headers={"Host": "web"})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    answers.append(json.loads(r.read())["backend"])
+            return answers
+
+        try:
+            wait_until(lambda: backends(20) == ["web-v1"] * 20, WAIT_S,
+                       "failover: every request stays in the proxy's zone")
+            # distribute: from r1/z1, 20% stay in z1 and 80% go to z2.
+            self.write_mesh(base + web_rule_yaml(
+                "loadBalancer: {localityLbSetting: {distribute: [{from: r1/z1/*, "
+                "to: {'r1/z1/*': 20, 'r1/z2/*': 80}}]}}"))
+            wait_until(lambda: "web-z2" in backends(20), WAIT_S, "the distribute weights")
+            answers = backends(200)
+            # 80/20 over 200 requests: sd about 5.7; 5 sd either way.
+            self.assertGreater(answers.count("web-z2"), 130, answers.count("web-z2"))
+            self.assertLess(answers.count("web-z2"), 190, answers.count("web-z2"))
+        except Exception:
+            print(self.logs())
+            raise
+
     def write_mesh(self, text):
         path = os.path.join(self.dir, "mesh.yaml")
         with open(path + ".tmp", "w") as f:
@@ -496,6 +535,53 @@ spec:
       weight: 80
     - destination: {{host: db, subset: v2}}
       weight: 20
+"""
+
+
+def locality_yaml(z2_port):
+    return f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-2
+  namespace: default
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+- name: http
+  port: {z2_port}
+  protocol: TCP
+endpoints:
+- addresses: [127.0.0.1]
+  targetRef: {{kind: Pod, name: web-z2, namespace: default}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-z1
+  namespace: default
+  labels: {{app: web, topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-z2
+  namespace: default
+  labels: {{app: web, topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z2}}
+status: {{podIP: 127.0.0.2}}
+"""
+
+
+def web_rule_yaml(traffic_policy):
+    return f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: default}}
+spec:
+  host: web
+  trafficPolicy: {{{traffic_policy}}}
 """
 
 
