@@ -160,20 +160,16 @@ for port in $XDS_PORT $DEBUG_PORT ${BACKENDS[@]#*:} ${WEB_BACKENDS[@]#*:} \
   fi
 done
 
-for backend in "${BACKENDS[@]}"; do
-  name=${backend%%:*} port=${backend#*:}
-  say "backend $name on 127.0.0.1:$port"
-  start "$DEMO_DIR/$name.log" "$ECHO_SERVER" --host 127.0.0.1 --port "$port" --name "$name"
+# start_backend KIND EXE NAME:PORT: a backend answering with its name, on loopback.
+start_backend() {
+  local name=${3%%:*} port=${3#*:}
+  say "$1 backend $name on 127.0.0.1:$port"
+  start "$DEMO_DIR/$name.log" "$2" --host 127.0.0.1 --port "$port" --name "$name"
   wait_for 10 alive_and_logged "$LAST_PID" "$DEMO_DIR/$name.log" ||
     { cat "$DEMO_DIR/$name.log" >&2; die "backend $name did not start"; }
-done
-for backend in "${WEB_BACKENDS[@]}"; do
-  name=${backend%%:*} port=${backend#*:}
-  say "HTTP backend $name on 127.0.0.1:$port"
-  start "$DEMO_DIR/$name.log" "$HTTP_ECHO_SERVER" --host 127.0.0.1 --port "$port" --name "$name"
-  wait_for 10 alive_and_logged "$LAST_PID" "$DEMO_DIR/$name.log" ||
-    { cat "$DEMO_DIR/$name.log" >&2; die "backend $name did not start"; }
-done
+}
+for backend in "${BACKENDS[@]}"; do start_backend gRPC "$ECHO_SERVER" "$backend"; done
+for backend in "${WEB_BACKENDS[@]}"; do start_backend HTTP "$HTTP_ECHO_SERVER" "$backend"; done
 
 say "meshpilot on examples/ (xDS :$XDS_PORT, debug :$DEBUG_PORT)"
 start "$DEMO_DIR/meshpilot.log" "$MESHPILOT" --config-dir examples \

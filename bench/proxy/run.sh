@@ -104,30 +104,24 @@ wait_for() {  # wait_for SECONDS COMMAND...
     sleep 0.1
   done
 }
-# RSS of a target's processes, KiB (summed: nginx runs a master and its workers).
-rss_kib() {
-  local total=0 pid
-  for pid in $(pgrep -d' ' -P "$1" 2>/dev/null) "$1"; do
-    total=$((total + $(awk '$1=="VmRSS:" {print $2}' "/proc/$pid/status")))
-  done
-  echo "$total"
+# sum_procs PID FILE AWK: AWK's number from /proc/P/FILE, summed over PID and its children
+# (nginx runs a master and its workers; the rest are single processes).
+sum_procs() {
+  local pid
+  for pid in $(pgrep -d' ' -P "$1" 2>/dev/null) "$1"; do awk "$3" "/proc/$pid/$2"; done |
+    awk '{ total += $1 } END { print total + 0 }'
 }
-# CPU ticks used by a process and its children's threads so far.
-cpu_ticks() {
-  local total=0 pid
-  for pid in $(pgrep -d' ' -P "$1" 2>/dev/null) "$1"; do
-    total=$((total + $(awk '{print $14+$15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
+rss_kib() { sum_procs "$1" status '$1 == "VmRSS:" { print $2 }'; }
+cpu_ticks() { sum_procs "$1" stat '{ print $14 + $15 }'; }  # user + system, every thread
 HZ=$(getconf CLK_TCK)
 
-# ----- the origin: nginx answering a fixed 128-byte body, HTTP/1.1 and h2c (prior knowledge)
-BODY=$(head -c 127 /dev/zero | tr '\0' x)
-cat >"$WORK/origin.conf" <<CONF
-worker_processes 1;
+# nginx_conf FILE WORKERS HTTP_BLOCK: an nginx config (foreground, no access log, keep-alive
+# connections that stay open for the whole run) with HTTP_BLOCK inside its http block.
+nginx_conf() {
+  cat >"$1" <<CONF
+worker_processes $2;
 daemon off;
-pid $WORK/origin.pid;
+pid $1.pid;
 error_log stderr warn;
 events { worker_connections 8192; }
 http {
@@ -137,13 +131,19 @@ http {
   http2_max_requests 100000000;
   client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
   uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
+$3
+}
+CONF
+}
+
+# ----- the origin: nginx answering a fixed 128-byte body, HTTP/1.1 and h2c (prior knowledge)
+BODY=$(head -c 127 /dev/zero | tr '\0' x)
+nginx_conf "$WORK/origin.conf" 1 "
   server {
     listen 127.0.0.1:$ORIGIN_H1;
     listen 127.0.0.1:$ORIGIN_H2 http2;
-    location / { default_type text/plain; return 200 "$BODY\n"; }
-  }
-}
-CONF
+    location / { default_type text/plain; return 200 \"$BODY\\n\"; }
+  }"
 mkdir -p "$WORK/tmp"
 start "$WORK/origin.log" "$LOAD_CPUS" nginx -e stderr -c "$WORK/origin.conf"
 ORIGIN_PID=$LAST_PID
@@ -189,19 +189,7 @@ if [[ " $TARGETS " == *" meshproxy "* ]]; then
 fi
 
 # ----- nginx as a reverse proxy
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes $WORKERS;
-daemon off;
-pid $WORK/nginx.pid;
-error_log stderr warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  http2_max_requests 100000000;
-  client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
-  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
+nginx_conf "$WORK/nginx.conf" "$WORKERS" "
   upstream origin {
     server 127.0.0.1:$ORIGIN_H1;
     keepalive 256;
@@ -213,11 +201,9 @@ http {
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
     }
-  }
-}
-CONF
+  }"
 if [[ " $TARGETS " == *" nginx "* ]]; then
   start "$WORK/nginx.log" "$PROXY_CPUS" nginx -e stderr -c "$WORK/nginx.conf"
   PID_OF[nginx]=$LAST_PID
