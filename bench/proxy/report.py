@@ -4,6 +4,8 @@
 
 One JSON line per measurement (run.sh): target, proto (h1, h2), load (a rate or "max"),
 rps, p50_us/p99_us/p999_us, failed, proxy_cpu/origin_cpu (cores busy), rss_kib; or error.
+"req/s per core" divides requests/s by the cores the proxy (for direct: the origin) kept busy:
+the figure that other load on the machine disturbs least.
 """
 
 import json
@@ -14,20 +16,25 @@ def ms(us):
     return f"{us / 1000:.3f}" if us is not None else "-"
 
 
+def per_core(r):
+    cores = r["origin_cpu"] if r["target"] == "direct" else r["proxy_cpu"]
+    return f'{r["rps"] / cores:,.0f}' if cores > 0 else "-"
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by_key = {(r["target"], r["proto"], r["load"]): r for r in rows}
-    print("| target | proto | load | req/s | p50 ms | p99 ms | p99.9 ms | failed | proxy CPU | origin CPU | RSS MiB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| target | proto | load | req/s | p50 ms | p99 ms | p99.9 ms | failed | proxy CPU | origin CPU | req/s per core | RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         load = "saturation" if r["load"] == "max" else f'{int(r["load"]):,} rps'
         if "error" in r:
-            print(f'| {r["target"]} | {r["proto"]} | {load} | {r["error"]} | | | | | | | '
+            print(f'| {r["target"]} | {r["proto"]} | {load} | {r["error"]} | | | | | | | | '
                   f'{r["rss_kib"] / 1024:.1f} |')
             continue
         print(f'| {r["target"]} | {r["proto"]} | {load} | {r["rps"]:,.0f} | {ms(r.get("p50_us"))} | '
               f'{ms(r.get("p99_us"))} | {ms(r.get("p999_us"))} | {r["failed"]} | '
-              f'{r["proxy_cpu"]:.2f} | {r["origin_cpu"]:.2f} | {r["rss_kib"] / 1024:.1f} |')
+              f'{r["proxy_cpu"]:.2f} | {r["origin_cpu"]:.2f} | {per_core(r)} | {r["rss_kib"] / 1024:.1f} |')
 
     def get(target, proto, load, field):
         r = by_key.get((target, proto, load))
@@ -39,15 +46,19 @@ def main(path):
     loads = sorted({r["load"] for r in rows if r["load"] != "max"}, key=int)
     low = loads[0] if loads else None
     print()
-    print("| meshproxy / | proto | saturation req/s | p99 at saturation | "
+    print("| meshproxy / | proto | saturation req/s | saturation req/s per core | p99 at saturation | "
           f"p99 at {int(low):,} rps | p99 added over direct at {int(low):,} rps (ms, meshproxy vs it) | RSS |"
-          if low else "| meshproxy / | proto | saturation req/s | p99 at saturation | RSS |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          if low else "| meshproxy / | proto | saturation req/s | saturation req/s per core | p99 at saturation | RSS |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for ref in ("nginx", "haproxy"):
         for proto in ("h1", "h2"):
             if (ref, proto, "max") not in by_key:
                 continue
+            efficiency = [None if get(t, proto, "max", "rps") is None or not get(t, proto, "max", "proxy_cpu")
+                          else get(t, proto, "max", "rps") / get(t, proto, "max", "proxy_cpu")
+                          for t in ("meshproxy", ref)]
             cells = [ratio(get("meshproxy", proto, "max", "rps"), get(ref, proto, "max", "rps")),
+                     ratio(*efficiency),
                      ratio(get("meshproxy", proto, "max", "p99_us"), get(ref, proto, "max", "p99_us"))]
             if low:
                 direct = get("direct", proto, low, "p99_us")
@@ -55,9 +66,7 @@ def main(path):
                          else get(t, proto, low, "p99_us") - direct for t in ("meshproxy", ref)]
                 cells.append(ratio(get("meshproxy", proto, low, "p99_us"), get(ref, proto, low, "p99_us")))
                 cells.append(" vs ".join(ms(a) for a in added))
-            cells.append(ratio(by_key[("meshproxy", proto, "max")]["rss_kib"]
-                               if ("meshproxy", proto, "max") in by_key else None,
-                               by_key[(ref, proto, "max")]["rss_kib"]))
+            cells.append(ratio(get("meshproxy", proto, "max", "rss_kib"), get(ref, proto, "max", "rss_kib")))
             print(f"| {ref} | {proto} | " + " | ".join(cells) + " |")
 
     print()

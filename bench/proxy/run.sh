@@ -24,7 +24,7 @@
 # fixed rates (RATES, h2load --rps over FIXED_CLIENTS connections; Debian's wrk has no -R) and
 # saturation (wrk / h2load, SAT_CLIENTS connections). Latency percentiles come from h2load's
 # per-request log and from wrk's histogram. CPU: the proxy runs on PROXY_CPUS, the load
-# generator and the origin on LOAD_CPUS (taskset).
+# generator and the origin on LOAD_CPUS (taskset), all at nice NICE (-20).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,6 +38,9 @@ H2_STREAMS=${H2_STREAMS:-10}        # h2load -m at saturation
 TARGETS=${TARGETS:-"direct meshproxy nginx haproxy"}
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
+# Every process of the benchmark runs at this niceness: on a machine shared with compiles, the
+# figures should be the proxies', not the scheduler's (0 to run at the normal priority).
+NICE=${NICE:--20}
 BUILD=${BUILD:-$ROOT/build/release}
 MESHPILOT=$BUILD/controlplane/meshpilot
 MESHPROXY=$BUILD/sidecar/meshproxy
@@ -90,10 +93,17 @@ declare -A URL=(
 )
 declare -A PID_OF   # target -> pids whose RSS and CPU count (nginx: master and workers)
 
+# pinned CPUS COMMAND...: COMMAND on CPUS, ahead of the machine's other work (NICE).
+pinned() {
+  local cpus=$1; shift
+  nice -n "$NICE" taskset -c "$cpus" "$@"
+}
 # start LOG CPUS COMMAND...: runs COMMAND pinned to CPUS in the background.
 start() {
   local log=$1 cpus=$2; shift 2
-  taskset -c "$cpus" "$@" >"$log" 2>&1 &
+  # Not through pinned(): a backgrounded function is a subshell, and $! must be COMMAND itself
+  # (nice and taskset exec it) for its RSS and CPU to be read.
+  nice -n "$NICE" taskset -c "$cpus" "$@" >"$log" 2>&1 &
   PIDS+=($!)
   LAST_PID=$!
 }
@@ -258,7 +268,7 @@ measure() {
   out=$WORK/$target-$proto-$load
   p0=$(cpu_ticks "$pid"); o0=$(cpu_ticks "$ORIGIN_PID")
   if [[ $proto == h1 && $load == max ]]; then
-    taskset -c "$LOAD_CPUS" wrk -t1 -c"$SAT_CLIENTS" -d"$((WARMUP + DURATION))s" --latency \
+    pinned "$LOAD_CPUS" wrk -t1 -c"$SAT_CLIENTS" -d"$((WARMUP + DURATION))s" --latency \
       -s "$ROOT/bench/proxy/wrk_report.lua" "$url" >"$out.txt" 2>&1 || true
     result=$(grep '^{' "$out.txt" || echo '{"error": "wrk failed"}')
   else
@@ -271,9 +281,9 @@ measure() {
       flags+=(-c"$FIXED_CLIENTS" -m"$([[ $proto == h1 ]] && echo 1 || echo 10)"
               --rps="$(((load + FIXED_CLIENTS - 1) / FIXED_CLIENTS))")
     fi
-    taskset -c "$LOAD_CPUS" h2load "${flags[@]}" "$url" >"$out.txt" 2>&1 || true
+    pinned "$LOAD_CPUS" h2load "${flags[@]}" "$url" >"$out.txt" 2>&1 || true
     result=$(python3 "$ROOT/bench/proxy/h2load_report.py" "$out.txt" "$out.log" "$WARMUP")
-    rm -f "$out.log"
+    [[ -n ${KEEP:-} ]] || rm -f "$out.log"
   fi
   p1=$(cpu_ticks "$pid"); o1=$(cpu_ticks "$ORIGIN_PID")
   if [[ $target == direct ]]; then p1=$p0; fi
@@ -302,6 +312,6 @@ for target in $TARGETS; do
 done
 
 echo >&2
-echo "load generator and origin on CPU $LOAD_CPUS, proxies on CPU $PROXY_CPUS; $WORKERS worker(s) each;" \
+echo "load generator and origin on CPU $LOAD_CPUS, proxies on CPU $PROXY_CPUS, nice $NICE; $WORKERS worker(s) each;" \
      "${DURATION}s per measurement after ${WARMUP}s warm-up; $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$ROOT/bench/proxy/report.py" "$RESULTS"
