@@ -102,7 +102,10 @@ start() {  # start LOG EXE ARGS...: runs EXE in the background, output in LOG
 }
 
 cleanup() {
-  trap - EXIT INT TERM
+  trap - EXIT
+  # A second signal (a second Ctrl-C; timeout signals the whole group too) must not cut the
+  # cleanup short.
+  trap '' INT TERM
   local i
   for ((i = ${#CHILDREN[@]} - 1; i >= 0; i--)); do
     stop_pid "${CHILDREN[i]%%:*}" "${CHILDREN[i]#*:}"
