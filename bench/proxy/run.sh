@@ -21,7 +21,7 @@
 # origin, whichever protocol the client speaks.
 #
 # Per target and protocol (wrk and h2load --h1 for HTTP/1.1, h2load for h2c prior knowledge):
-# fixed rates (RATES, h2load --rps over FIXED_CLIENTS connections; Debian's wrk has no -R) and
+# fixed rates (RATES, h2load --rps, RATE_PER_CLIENT on each connection; Debian's wrk has no -R) and
 # saturation (wrk / h2load, SAT_CLIENTS connections). Latency percentiles come from h2load's
 # per-request log and from wrk's histogram. CPU: the proxy runs on PROXY_CPUS, the load
 # generator and the origin on LOAD_CPUS (taskset), all at nice NICE (-20).
@@ -32,7 +32,9 @@ WORKERS=${WORKERS:-1}               # meshproxy --concurrency, nginx worker_proc
 DURATION=${DURATION:-10}            # seconds per measurement, after WARMUP
 WARMUP=${WARMUP:-1}
 RATES=${RATES:-"1000 10000"}        # fixed request rates, requests/s
-FIXED_CLIENTS=${FIXED_CLIENTS:-50}  # connections for fixed-rate runs (rate split evenly)
+# Requests/s per connection at fixed rates: 1k requests/s is one connection, 10k ten. (h2load
+# with many slow connections adds ~1 ms of its own to every request.)
+RATE_PER_CLIENT=${RATE_PER_CLIENT:-1000}
 SAT_CLIENTS=${SAT_CLIENTS:-64}      # connections for saturation runs
 H2_STREAMS=${H2_STREAMS:-10}        # h2load -m at saturation
 TARGETS=${TARGETS:-"direct meshproxy nginx haproxy"}
@@ -278,8 +280,9 @@ measure() {
       flags+=(-c"$SAT_CLIENTS" -m"$H2_STREAMS")
     else
       # --rps is per connection; at most one request in flight per HTTP/1.1 connection.
-      flags+=(-c"$FIXED_CLIENTS" -m"$([[ $proto == h1 ]] && echo 1 || echo 10)"
-              --rps="$(((load + FIXED_CLIENTS - 1) / FIXED_CLIENTS))")
+      local clients=$(((load + RATE_PER_CLIENT - 1) / RATE_PER_CLIENT))
+      flags+=(-c"$clients" -m"$([[ $proto == h1 ]] && echo 1 || echo 10)"
+              --rps="$(((load + clients - 1) / clients))")
     fi
     pinned "$LOAD_CPUS" h2load "${flags[@]}" "$url" >"$out.txt" 2>&1 || true
     result=$(python3 "$ROOT/bench/proxy/h2load_report.py" "$out.txt" "$out.log" "$WARMUP")
