@@ -215,6 +215,7 @@ fi
 say "meshproxy (node $PROXY_NODE_ID), config from meshpilot over ADS"
 start "$DEMO_DIR/meshproxy.log" "$MESHPROXY" --xds-address "127.0.0.1:$XDS_PORT" \
   --node-id "$PROXY_NODE_ID" --admin-port "$PROXY_ADMIN_PORT" --readiness-port 0 --concurrency 1
+MESHPROXY_PID=$LAST_PID
 wait_for 30 proxy_ready ||
   { tail -n 50 "$DEMO_DIR/meshproxy.log" >&2; die "meshproxy did not get its config within 30s"; }
 say "capture: iptables -t nat -A ${CAPTURE_RULE[*]}"
@@ -241,6 +242,7 @@ say "requests per backend"
 for log in canary jason; do
   sort "$DEMO_DIR/web-$log.log" | uniq -c | awk -v l="$log" '{ printf "  %-8s %-10s %d\n", l, $2, $1 }'
 done
+awk '$1 == "VmRSS:" { printf "  meshproxy RSS: %.1f MiB\n", $2 / 1024 }' "/proc/$MESHPROXY_PID/status"
 [ "$(grep -cxE 'web-v[12]' "$DEMO_DIR/web-canary.log")" -eq 20 ] ||
   die "some canary requests were not answered by web-v1 or web-v2"
 [ "$(grep -cx web-v2 "$DEMO_DIR/web-jason.log")" -eq 5 ] ||
