@@ -21,8 +21,8 @@
 # origin, whichever protocol the client speaks.
 #
 # Per target and protocol (wrk and h2load --h1 for HTTP/1.1, h2load for h2c prior knowledge):
-# fixed rates (RATES, h2load --rps, RATE_PER_CLIENT on each connection; Debian's wrk has no -R) and
-# saturation (wrk / h2load, SAT_CLIENTS connections). Latency percentiles come from h2load's
+# fixed rates (RATES, h2load --rps, RATE_PER_CLIENT on each connection; Debian's wrk has no
+# -R) and saturation (wrk / h2load, SAT_CLIENTS connections). Latency percentiles come from h2load's
 # per-request log and from wrk's histogram. CPU: the proxy runs on PROXY_CPUS, the load
 # generator and the origin on LOAD_CPUS (taskset), all at nice NICE (-20).
 set -euo pipefail
