@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The meshpilot demo: serves the default mesh in examples/ with no cluster, and shows gRPC's own
-# xDS client balancing calls over two real Echo backends through it.
+# The meshpilot demo: serves the default mesh in examples/ with no cluster, and shows
+#  1. gRPC's own xDS client balancing calls over two real Echo backends through it;
+#  2. meshproxy, the bundled sidecar, configured by it: plain HTTP/1.1 requests to the `web`
+#     Service's cluster IP, captured into meshproxy by an iptables rule as istio-iptables does,
+#     routed by examples/routing.yaml (header match to v2, else an 80/20 split of v1 and v2).
 #
 #   scripts/demo.sh          # keeps meshpilot running (with a client calling once a second)
 #                            # until Ctrl-C, so the debug pages show a live proxy
 #   scripts/demo.sh --once   # exits after the client run; exit status says if it worked
 #
-# Ports: 15010 (xDS), 15014 (debug), 18081/18082 (echo backends). Logs: build/demo/.
-# Safe to re-run: it stops what an earlier run left behind, and everything it starts is stopped
-# on exit.
+# Ports: 15010 (xDS), 15014 (debug), 18081/18082 (echo backends), 18090/18092 (web backends),
+# 15000 (meshproxy admin), 15001 (meshproxy virtualOutbound). Logs: build/demo/.
+# Needs root (or sudo) for the iptables rule, which matches only 127.10.0.80:80.
+# Safe to re-run: it stops what an earlier run left behind (processes and the rule), and
+# everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,7 +22,7 @@ ONCE=0
 for arg in "$@"; do
   case "$arg" in
     --once) ONCE=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "demo: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -27,10 +32,22 @@ DEBUG_PORT=15014
 BACKENDS=("echo-v1:18081" "echo-v2:18082")
 TARGET=xds:///echo.default.svc.cluster.local:7070
 NODE_ID="sidecar~127.0.0.1~demo-client.default~default.svc.cluster.local"
-BIN=build/release
+WEB_BACKENDS=("web-v1:18090" "web-v2:18092")
+WEB_IP=127.10.0.80  # the web Service's clusterIP in examples/services.yaml
+PROXY_ADMIN_PORT=15000
+PROXY_OUTBOUND_PORT=15001
+PROXY_NODE_ID="sidecar~127.0.0.3~web-client.default~default.svc.cluster.local"
+# DEMO_BUILD_DIR: use that (already configured) build tree and skip setup (the ctest "demo").
+BIN=${DEMO_BUILD_DIR:-build/release}
 MESHPILOT=$BIN/controlplane/meshpilot
+MESHPROXY=$BIN/sidecar/meshproxy
 ECHO_SERVER=$BIN/tests/conformance/echo_server
+HTTP_ECHO_SERVER=$BIN/tests/conformance/http_echo_server
 CLIENT=$BIN/tests/conformance/xds_echo_client
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+# istio-iptables' outbound capture, narrowed to the one Service the demo calls.
+CAPTURE_RULE=(OUTPUT -p tcp -d "$WEB_IP/32" --dport 80 -m comment --comment meshpilot-demo
+              -j REDIRECT --to-ports "$PROXY_OUTBOUND_PORT")
 DEMO_DIR=build/demo
 PIDS_FILE=$DEMO_DIR/pids
 
@@ -60,8 +77,15 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+remove_capture() {
+  while $SUDO iptables -t nat -C "${CAPTURE_RULE[@]}" 2>/dev/null; do
+    $SUDO iptables -t nat -D "${CAPTURE_RULE[@]}"
+  done
+}
+
 # Leftovers of an earlier run that did not get to clean up (kill -9, closed terminal...).
 stop_leftovers() {
+  remove_capture
   [ -f "$PIDS_FILE" ] || return 0
   while read -r pid exe; do stop_pid "$pid" "$exe"; done < "$PIDS_FILE"
   rm -f "$PIDS_FILE"
@@ -78,11 +102,15 @@ start() {  # start LOG EXE ARGS...: runs EXE in the background, output in LOG
 }
 
 cleanup() {
-  trap - EXIT INT TERM
+  trap - EXIT
+  # A second signal (a second Ctrl-C; timeout signals the whole group too) must not cut the
+  # cleanup short.
+  trap '' INT TERM
   local i
   for ((i = ${#CHILDREN[@]} - 1; i >= 0; i--)); do
     stop_pid "${CHILDREN[i]%%:*}" "${CHILDREN[i]#*:}"
   done
+  remove_capture
   rm -f "$PIDS_FILE"
 }
 
@@ -100,18 +128,24 @@ wait_for() {
 
 alive_and_logged() { running "$1" && grep -q "^listening on " "$2"; }
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$DEBUG_PORT/ready" 2>/dev/null; }
+proxy_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$PROXY_ADMIN_PORT/ready" 2>/dev/null; }
+# web_get [CURL ARGS...]: one request to http://web/ through meshproxy; prints the body.
+web_get() { curl -fsS --noproxy '*' --max-time 5 -H 'Host: web' "$@" "http://$WEB_IP/hello"; }
+backend_of() { sed -n 's/.*"backend":"\([^"]*\)".*/\1/p'; }
 
 # ----- build
 
-say "setup (packages, protos)"
-scripts/setup.sh
-
-if [ ! -f $BIN/CMakeCache.txt ] || [ ! -f $BIN/build.ninja ]; then
-  say "configure"
-  cmake --preset release
+if [ -z "${DEMO_BUILD_DIR:-}" ]; then
+  say "setup (packages, protos)"
+  scripts/setup.sh
+  if [ ! -f $BIN/CMakeCache.txt ] || [ ! -f $BIN/build.ninja ]; then
+    say "configure"
+    cmake --preset release
+  fi
 fi
-say "build meshpilot echo_server xds_echo_client"
-cmake --build $BIN --target meshpilot echo_server xds_echo_client
+say "build meshpilot meshproxy echo_server http_echo_server xds_echo_client"
+cmake --build $BIN --target meshpilot meshproxy echo_server http_echo_server xds_echo_client
+command -v iptables >/dev/null || die "iptables is missing (scripts/setup.sh installs it)"
 
 # ----- run
 
@@ -121,20 +155,24 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for port in $XDS_PORT $DEBUG_PORT ${BACKENDS[@]#*:}; do
+for port in $XDS_PORT $DEBUG_PORT ${BACKENDS[@]#*:} ${WEB_BACKENDS[@]#*:} \
+    $PROXY_ADMIN_PORT $PROXY_OUTBOUND_PORT; do
   if port_busy "$port"; then
     ss -Hltnp "sport = :$port" >&2 || true
     die "port $port is in use by another process; stop it and re-run"
   fi
 done
 
-for backend in "${BACKENDS[@]}"; do
-  name=${backend%%:*} port=${backend#*:}
-  say "backend $name on 127.0.0.1:$port"
-  start "$DEMO_DIR/$name.log" "$ECHO_SERVER" --host 127.0.0.1 --port "$port" --name "$name"
+# start_backend KIND EXE NAME:PORT: a backend answering with its name, on loopback.
+start_backend() {
+  local name=${3%%:*} port=${3#*:}
+  say "$1 backend $name on 127.0.0.1:$port"
+  start "$DEMO_DIR/$name.log" "$2" --host 127.0.0.1 --port "$port" --name "$name"
   wait_for 10 alive_and_logged "$LAST_PID" "$DEMO_DIR/$name.log" ||
     { cat "$DEMO_DIR/$name.log" >&2; die "backend $name did not start"; }
-done
+}
+for backend in "${BACKENDS[@]}"; do start_backend gRPC "$ECHO_SERVER" "$backend"; done
+for backend in "${WEB_BACKENDS[@]}"; do start_backend HTTP "$HTTP_ECHO_SERVER" "$backend"; done
 
 say "meshpilot on examples/ (xDS :$XDS_PORT, debug :$DEBUG_PORT)"
 start "$DEMO_DIR/meshpilot.log" "$MESHPILOT" --config-dir examples \
@@ -174,6 +212,42 @@ if [ "$client_rc" -ne 0 ]; then
   exit "$client_rc"
 fi
 
+say "meshproxy (node $PROXY_NODE_ID), config from meshpilot over ADS"
+start "$DEMO_DIR/meshproxy.log" "$MESHPROXY" --xds-address "127.0.0.1:$XDS_PORT" \
+  --node-id "$PROXY_NODE_ID" --admin-port "$PROXY_ADMIN_PORT" --readiness-port 0 --concurrency 1
+MESHPROXY_PID=$LAST_PID
+wait_for 30 proxy_ready ||
+  { tail -n 50 "$DEMO_DIR/meshproxy.log" >&2; die "meshproxy did not get its config within 30s"; }
+say "capture: iptables -t nat -A ${CAPTURE_RULE[*]}"
+$SUDO iptables -t nat -A "${CAPTURE_RULE[@]}"
+# Routes (RDS) may arrive just after /ready: wait for the first routed answer.
+wait_for 30 web_get -o /dev/null ||
+  { tail -n 50 "$DEMO_DIR/meshproxy.log" >&2; die "http://web/ through meshproxy did not answer within 30s"; }
+
+say "GET http://web/hello (to $WEB_IP:80, through meshproxy): what the backend received"
+web_get >"$DEMO_DIR/web-sample.json"
+python3 -m json.tool "$DEMO_DIR/web-sample.json"
+grep -q '"x-request-id"' "$DEMO_DIR/web-sample.json" ||
+  die "the request did not go through meshproxy (no x-request-id reached the backend)"
+
+say "20 requests: the canary route splits 80/20 between web-v1 and web-v2"
+: >"$DEMO_DIR/web-canary.log"
+for _ in $(seq 20); do web_get | backend_of >>"$DEMO_DIR/web-canary.log" || die "a request failed"; done
+say "5 requests with end-user: jason: the test-user route sends them all to web-v2"
+: >"$DEMO_DIR/web-jason.log"
+for _ in $(seq 5); do
+  web_get -H 'end-user: jason' | backend_of >>"$DEMO_DIR/web-jason.log" || die "a request failed"
+done
+say "requests per backend"
+for log in canary jason; do
+  sort "$DEMO_DIR/web-$log.log" | uniq -c | awk -v l="$log" '{ printf "  %-8s %-10s %d\n", l, $2, $1 }'
+done
+awk '$1 == "VmRSS:" { printf "  meshproxy RSS: %.1f MiB\n", $2 / 1024 }' "/proc/$MESHPROXY_PID/status"
+[ "$(grep -cxE 'web-v[12]' "$DEMO_DIR/web-canary.log")" -eq 20 ] ||
+  die "some canary requests were not answered by web-v1 or web-v2"
+[ "$(grep -cx web-v2 "$DEMO_DIR/web-jason.log")" -eq 5 ] ||
+  die "end-user: jason requests must all reach web-v2"
+
 if [ "$ONCE" -eq 1 ]; then
   say "ok (--once)"
   exit 0
@@ -200,6 +274,13 @@ A client ($NODE_ID) calls once a second: $DEMO_DIR/client-live.log
 
 Call it yourself:
   GRPC_XDS_BOOTSTRAP=$ROOT/$DEMO_DIR/bootstrap.json $ROOT/$CLIENT --target $TARGET --count 10
+
+meshproxy ($PROXY_NODE_ID) carries HTTP to web (cluster IP $WEB_IP, captured by iptables):
+  curl -H 'Host: web' http://$WEB_IP/hello
+  curl -H 'Host: web' -H 'end-user: jason' http://$WEB_IP/hello
+  http://127.0.0.1:$PROXY_ADMIN_PORT/config_dump
+  http://127.0.0.1:$PROXY_ADMIN_PORT/clusters
+  http://127.0.0.1:$PROXY_ADMIN_PORT/stats
 
 Logs in $DEMO_DIR/. Ctrl-C stops everything.
 EOF

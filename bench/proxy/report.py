@@ -1,0 +1,96 @@
+"""Prints the proxy benchmark's table and meshproxy's ratios against nginx and haproxy.
+
+    report.py RESULTS.jsonl
+
+One JSON line per measurement (run.sh): target, proto (h1, h2), load (a rate or "max"),
+rps, p50_us/p99_us/p999_us, failed, proxy_cpu/origin_cpu (cores busy), rss_kib; or error.
+"req/s per core" divides requests/s by the cores the proxy (for direct: the origin) kept busy:
+the figure that other load on the machine disturbs least.
+"""
+
+import json
+import sys
+
+
+def ms(us):
+    return f"{us / 1000:.3f}" if us is not None else "-"
+
+
+def per_core(r):
+    cores = r["origin_cpu"] if r["target"] == "direct" else r["proxy_cpu"]
+    return f'{r["rps"] / cores:,.0f}' if cores > 0 else "-"
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    by_key = {(r["target"], r["proto"], r["load"]): r for r in rows}
+    print("| target | proto | load | req/s | p50 ms | p99 ms | p99.9 ms | failed | proxy CPU | origin CPU | req/s per core | RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        load = "saturation" if r["load"] == "max" else f'{int(r["load"]):,} rps'
+        if "error" in r:
+            print(f'| {r["target"]} | {r["proto"]} | {load} | {r["error"]} | | | | | | | | '
+                  f'{r["rss_kib"] / 1024:.1f} |')
+            continue
+        print(f'| {r["target"]} | {r["proto"]} | {load} | {r["rps"]:,.0f} | {ms(r.get("p50_us"))} | '
+              f'{ms(r.get("p99_us"))} | {ms(r.get("p999_us"))} | {r["failed"]} | '
+              f'{r["proxy_cpu"]:.2f} | {r["origin_cpu"]:.2f} | {per_core(r)} | {r["rss_kib"] / 1024:.1f} |')
+
+    def get(target, proto, load, field):
+        r = by_key.get((target, proto, load))
+        return None if r is None or "error" in r else r.get(field)
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a is not None and b else "-"
+
+    loads = sorted({r["load"] for r in rows if r["load"] != "max"}, key=int)
+    low = loads[0] if loads else None
+    print()
+    print("| meshproxy / | proto | saturation req/s | saturation req/s per core | p99 at saturation | "
+          f"p99 at {int(low):,} rps | p99 added over direct at {int(low):,} rps (ms, meshproxy vs it) | RSS |"
+          if low else "| meshproxy / | proto | saturation req/s | saturation req/s per core | p99 at saturation | RSS |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for ref in ("nginx", "haproxy"):
+        for proto in ("h1", "h2"):
+            if (ref, proto, "max") not in by_key:
+                continue
+            efficiency = [None if get(t, proto, "max", "rps") is None or not get(t, proto, "max", "proxy_cpu")
+                          else get(t, proto, "max", "rps") / get(t, proto, "max", "proxy_cpu")
+                          for t in ("meshproxy", ref)]
+            cells = [ratio(get("meshproxy", proto, "max", "rps"), get(ref, proto, "max", "rps")),
+                     ratio(*efficiency),
+                     ratio(get("meshproxy", proto, "max", "p99_us"), get(ref, proto, "max", "p99_us"))]
+            if low:
+                direct = get("direct", proto, low, "p99_us")
+                added = [None if get(t, proto, low, "p99_us") is None or direct is None
+                         else get(t, proto, low, "p99_us") - direct for t in ("meshproxy", ref)]
+                cells.append(ratio(get("meshproxy", proto, low, "p99_us"), get(ref, proto, low, "p99_us")))
+                cells.append(" vs ".join(ms(a) for a in added))
+            cells.append(ratio(get("meshproxy", proto, "max", "rss_kib"), get(ref, proto, "max", "rss_kib")))
+            print(f"| {ref} | {proto} | " + " | ".join(cells) + " |")
+
+    print()
+    sat, sat_nginx = get("meshproxy", "h1", "max", "rps"), get("nginx", "h1", "max", "rps")
+    if sat and sat_nginx:
+        # On a shared machine the proxies get different shares of their core: requests per
+        # busy core decide, raw requests/s are shown beside them.
+        cpu, cpu_nginx = get("meshproxy", "h1", "max", "proxy_cpu"), get("nginx", "h1", "max", "proxy_cpu")
+        verdict = (sat / cpu >= sat_nginx / cpu_nginx) if cpu and cpu_nginx else sat >= sat_nginx
+        busy_core = (f"; per busy core {sat / cpu:,.0f} vs {sat_nginx / cpu_nginx:,.0f}"
+                    if cpu and cpu_nginx else "")
+        print(f"target: HTTP/1.1 throughput at or above nginx's: {sat:,.0f} vs {sat_nginx:,.0f} req/s"
+              f"{busy_core} -> {'met' if verdict else 'NOT met'}")
+    if low and get("meshproxy", "h1", low, "p99_us") is not None and get("direct", "h1", low, "p99_us"):
+        added = (get("meshproxy", "h1", low, "p99_us") - get("direct", "h1", low, "p99_us")) / 1000
+        others = [f"{ref} {(get(ref, 'h1', low, 'p99_us') - get('direct', 'h1', low, 'p99_us')) / 1000:.3f}"
+                  for ref in ("nginx", "haproxy") if get(ref, "h1", low, "p99_us") is not None]
+        print(f"target: added p99 at {int(low):,} rps under 0.2 ms: {added:.3f} ms "
+              f"-> {'met' if added < 0.2 else 'NOT met'}"
+              + (f" (same run: {', '.join(others)} ms)" if others else ""))
+    rss = max((r["rss_kib"] for r in rows if r["target"] == "meshproxy"), default=None)
+    if rss:
+        print(f"meshproxy RSS after load: {rss / 1024:.1f} MiB (target with the demo config: < 20 MB)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
