@@ -49,18 +49,30 @@ absl::StatusOr<config::StringMatch> ParsePathMatcher(
   return config::ParseStringMatch(proto.path(), absl::StrCat(field, ".path"));
 }
 
-// Both trees share the leaf kinds they have in common; `Set` is Permission::Set or
-// Principal::Set.
+// and/or over a Permission::Set or Principal::Set, with `parse` for their members.
 template <typename Proto, typename ParseFn>
-absl::Status ParseChildren(const google::protobuf::RepeatedPtrField<Proto>& protos,
-                           const std::string& field, ParseFn parse, RbacMatcher& out) {
+absl::StatusOr<RbacMatcher> ParseSet(RbacMatcher::Kind kind,
+                                     const google::protobuf::RepeatedPtrField<Proto>& protos,
+                                     const std::string& field, ParseFn parse) {
   if (protos.empty()) return Invalid(field, "empty set");
+  RbacMatcher m;
+  m.kind = kind;
   for (int i = 0; i < protos.size(); ++i) {
     auto child = parse(protos[i], absl::StrCat(field, "[", i, "]"));
     if (!child.ok()) return child.status();
-    out.children.push_back(*std::move(child));
+    m.children.push_back(*std::move(child));
   }
-  return absl::OkStatus();
+  return m;
+}
+
+template <typename Proto, typename ParseFn>
+absl::StatusOr<RbacMatcher> ParseNot(const Proto& proto, const std::string& field, ParseFn parse) {
+  auto child = parse(proto, field);
+  if (!child.ok()) return child.status();
+  RbacMatcher m;
+  m.kind = Kind::kNot;
+  m.children.push_back(*std::move(child));
+  return m;
 }
 
 absl::StatusOr<RbacMatcher> ParseHeaderLeaf(const envoy::config::route::v3::HeaderMatcher& proto,
@@ -113,28 +125,13 @@ absl::StatusOr<RbacMatcher> ParsePermission(const rbac_v3::Permission& proto,
       if (!proto.any()) return Invalid(absl::StrCat(field, ".any"), "must be true");
       return m;
     case P::kAndRules:
-      m.kind = Kind::kAnd;
-      if (auto s = ParseChildren(proto.and_rules().rules(), absl::StrCat(field, ".and_rules.rules"),
-                                 ParsePermission, m);
-          !s.ok()) {
-        return s;
-      }
-      return m;
+      return ParseSet(Kind::kAnd, proto.and_rules().rules(),
+                      absl::StrCat(field, ".and_rules.rules"), ParsePermission);
     case P::kOrRules:
-      m.kind = Kind::kOr;
-      if (auto s = ParseChildren(proto.or_rules().rules(), absl::StrCat(field, ".or_rules.rules"),
-                                 ParsePermission, m);
-          !s.ok()) {
-        return s;
-      }
-      return m;
-    case P::kNotRule: {
-      m.kind = Kind::kNot;
-      auto child = ParsePermission(proto.not_rule(), absl::StrCat(field, ".not_rule"));
-      if (!child.ok()) return child.status();
-      m.children.push_back(*std::move(child));
-      return m;
-    }
+      return ParseSet(Kind::kOr, proto.or_rules().rules(), absl::StrCat(field, ".or_rules.rules"),
+                      ParsePermission);
+    case P::kNotRule:
+      return ParseNot(proto.not_rule(), absl::StrCat(field, ".not_rule"), ParsePermission);
     case P::kHeader:
       return ParseHeaderLeaf(proto.header(), absl::StrCat(field, ".header"));
     case P::kUrlPath: {
@@ -190,28 +187,13 @@ absl::StatusOr<RbacMatcher> ParsePrincipal(const rbac_v3::Principal& proto,
       if (!proto.any()) return Invalid(absl::StrCat(field, ".any"), "must be true");
       return m;
     case P::kAndIds:
-      m.kind = Kind::kAnd;
-      if (auto s = ParseChildren(proto.and_ids().ids(), absl::StrCat(field, ".and_ids.ids"),
-                                 ParsePrincipal, m);
-          !s.ok()) {
-        return s;
-      }
-      return m;
+      return ParseSet(Kind::kAnd, proto.and_ids().ids(), absl::StrCat(field, ".and_ids.ids"),
+                      ParsePrincipal);
     case P::kOrIds:
-      m.kind = Kind::kOr;
-      if (auto s = ParseChildren(proto.or_ids().ids(), absl::StrCat(field, ".or_ids.ids"),
-                                 ParsePrincipal, m);
-          !s.ok()) {
-        return s;
-      }
-      return m;
-    case P::kNotId: {
-      m.kind = Kind::kNot;
-      auto child = ParsePrincipal(proto.not_id(), absl::StrCat(field, ".not_id"));
-      if (!child.ok()) return child.status();
-      m.children.push_back(*std::move(child));
-      return m;
-    }
+      return ParseSet(Kind::kOr, proto.or_ids().ids(), absl::StrCat(field, ".or_ids.ids"),
+                      ParsePrincipal);
+    case P::kNotId:
+      return ParseNot(proto.not_id(), absl::StrCat(field, ".not_id"), ParsePrincipal);
     case P::kAuthenticated:
       m.kind = Kind::kAuthenticated;
       if (proto.authenticated().has_principal_name()) {

@@ -205,9 +205,13 @@ class ServiceAccountTest(StatusTestBase):
         self.cluster.apply(fixed)
         self.wait_until(lambda: (self.accepted_condition(fixed) or {}).get("status") == "True",
                         CONVERGE_TIMEOUT_S, "the fixed VirtualService is Accepted")
-        # Valid now, with the translator's warning that no Service "ratings" exists.
-        [warning] = self.status_of(fixed)["validationMessages"]
-        self.assertEqual((warning["type"]["code"], warning["level"]), ("IST0101", "WARNING"))
+        # Valid now, with the translator's warnings that no Service "ratings" exists (its host
+        # and its destination).
+        warnings = self.status_of(fixed)["validationMessages"]
+        self.assertEqual(sorted(w["message"].split(":")[0] for w in warnings),
+                         ["spec.hosts[0]", "spec.http[0].route[0].destination.host"])
+        for warning in warnings:
+            self.assertEqual((warning["type"]["code"], warning["level"]), ("IST0101", "WARNING"))
         self.assertEqual(len(self.rejected_events(self.ns, "bad")), 1)
 
     def test_forbidden_actions_are_reported_with_verb_resource_and_403(self):
