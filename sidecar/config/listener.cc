@@ -171,6 +171,20 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
     const std::string tf = absl::StrCat(ff, ".typed_config");
     TcpProxyChain tcp;
     tcp.stat_prefix = proto_tcp.stat_prefix();
+    if (proto_tcp.has_idle_timeout()) {
+      const auto& d = proto_tcp.idle_timeout();
+      if (d.seconds() < 0 || d.nanos() < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(tf, ".idle_timeout: must be >= 0"));
+      }
+      tcp.idle_timeout = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+    }
+    for (int i = 0; i < proto_tcp.hash_policy_size(); ++i) {
+      if (!proto_tcp.hash_policy(i).has_source_ip()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            tf, ".hash_policy[", i, "]: only source_ip is supported"));
+      }
+      tcp.hash_source_ip = true;
+    }
     if (proto_tcp.has_weighted_clusters()) {
       const auto& wc = proto_tcp.weighted_clusters();
       for (int i = 0; i < wc.clusters_size(); ++i) {

@@ -4,6 +4,7 @@
 // connections over by original destination, and its filter chains, each ending in either the
 // HTTP connection manager (routes by RDS name or inline) or the TCP proxy.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -33,6 +34,9 @@ struct HttpChain {
 
 struct TcpProxyChain {
   std::string stat_prefix;
+  // No byte either way for this long closes both sides (Envoy's default: 1 h; 0: never).
+  std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
+  bool hash_source_ip = false;  // hash_policy source_ip: a ring hash cluster picks by peer IP
   std::string cluster;                   // or:
   std::vector<WeightedCluster> weighted;
   uint64_t total_weight = 0;

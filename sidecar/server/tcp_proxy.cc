@@ -15,6 +15,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include "sidecar/router/route_match.h"
+#include "sidecar/upstream/load_balancer.h"
 #include "sidecar/server/connection.h"
 
 namespace meshpilot::sidecar::server {
@@ -26,12 +27,16 @@ using asio::use_awaitable;
 
 namespace {
 
-asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint64_t>& bytes) {
+using Clock = std::chrono::steady_clock;
+
+asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint64_t>& bytes,
+                           Clock::time_point& last_activity) {
   std::array<char, 16384> buffer;
   for (;;) {
     boost::system::error_code ec;
     size_t n = co_await from.async_read_some(asio::buffer(buffer), redirect_error(use_awaitable, ec));
     if (n > 0) {
+      last_activity = Clock::now();
       boost::system::error_code write_ec;
       co_await asio::async_write(to, asio::buffer(buffer.data(), n),
                                  redirect_error(use_awaitable, write_ec));
@@ -55,9 +60,32 @@ asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint6
 }
 
 asio::awaitable<void> PumpThenSignal(tcp::socket& from, tcp::socket& to,
-                                     std::atomic<uint64_t>& bytes, bool& done,
+                                     std::atomic<uint64_t>& bytes,
+                                     Clock::time_point& last_activity, bool& done,
                                      asio::steady_timer& signal) {
-  co_await Pump(from, to, bytes);
+  co_await Pump(from, to, bytes, last_activity);
+  done = true;
+  signal.cancel();
+}
+
+// Closes both sockets once no byte has moved either way for `idle` (the pumps then end);
+// returns when that happened or when `finished` is set and `timer` cancelled, then signals.
+asio::awaitable<void> IdleWatch(tcp::socket& a, tcp::socket& b, std::chrono::milliseconds idle,
+                                const Clock::time_point& last_activity, const bool& finished,
+                                asio::steady_timer& timer, bool& done,
+                                asio::steady_timer& signal) {
+  for (;;) {
+    timer.expires_at(last_activity + idle);
+    boost::system::error_code ec;
+    co_await timer.async_wait(redirect_error(use_awaitable, ec));
+    if (finished) break;
+    const bool idle_now = Clock::now() >= last_activity + idle;
+    if (idle_now) {
+      a.close(ec);
+      b.close(ec);
+      break;
+    }
+  }
   done = true;
   signal.cancel();
 }
@@ -80,7 +108,9 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, Connec
     if (!info.redirected) co_return;
     peer = info.destination;
   } else {
-    host = cluster->lb->Pick(worker.rng());
+    std::optional<uint64_t> hash;
+    if (chain.hash_source_ip) hash = upstream::Hash64(info.remote.address().to_string());
+    host = cluster->lb->Pick(worker.rng(), nullptr, hash);
     if (host == nullptr) {
       cluster->stats->upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
       co_return;
@@ -113,12 +143,27 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, Connec
   auto shared_cluster = cluster->lb;  // keeps `host` alive
   asio::steady_timer signal(worker.io(), std::chrono::steady_clock::time_point::max());
   bool upstream_done = false;
+  Clock::time_point last_activity = Clock::now();
   asio::co_spawn(worker.io(),
                  PumpThenSignal(upstream, downstream, stats.upstream_cx_rx_bytes_total,
-                                upstream_done, signal),
+                                last_activity, upstream_done, signal),
                  asio::detached);
-  co_await Pump(downstream, upstream, stats.upstream_cx_tx_bytes_total);
+  // The watch is stopped (and waited for) before the sockets and the timer go out of scope.
+  asio::steady_timer idle_timer(worker.io());
+  bool finished = false;
+  bool watch_done = chain.idle_timeout.count() == 0;
+  asio::steady_timer watch_signal(worker.io(), Clock::time_point::max());
+  if (!watch_done) {
+    asio::co_spawn(worker.io(),
+                   IdleWatch(downstream, upstream, chain.idle_timeout, last_activity, finished,
+                             idle_timer, watch_done, watch_signal),
+                   asio::detached);
+  }
+  co_await Pump(downstream, upstream, stats.upstream_cx_tx_bytes_total, last_activity);
   if (!upstream_done) co_await signal.async_wait(redirect_error(use_awaitable, ec));
+  finished = true;
+  idle_timer.cancel();
+  if (!watch_done) co_await watch_signal.async_wait(redirect_error(use_awaitable, ec));
   stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
   stats.upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) host->active_requests.fetch_sub(1, std::memory_order_relaxed);

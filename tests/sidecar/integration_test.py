@@ -65,8 +65,8 @@ def http_listener(name, port, route_name):
             "traffic_direction": "OUTBOUND", "bind_to_port": True}
 
 
-def tcp_listener(name, port, cluster=None, weighted=None):
-    config = {"@type": TCP_PROXY, "stat_prefix": name}
+def tcp_listener(name, port, cluster=None, weighted=None, **extra):
+    config = {"@type": TCP_PROXY, "stat_prefix": name, **extra}
     if weighted:
         config["weighted_clusters"] = {"clusters": [{"name": n, "weight": w} for n, w in weighted]}
     else:
@@ -132,6 +132,7 @@ class Mesh:
         self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
+        self.sticky_tcp_port = free_port()
         self.admin_port = free_port()
         self.children = []
         self.version = 0
@@ -162,17 +163,21 @@ class Mesh:
     def resources(self, routes_override=None, listeners=None):
         clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
-                    limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH")]
+                    limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
+                    eds_cluster("tcp-ring", "RING_HASH")]
         endpoints = [assignment("web-v1", [self.v1.port]), assignment("web-v2", [self.v2.port]),
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]),
-                     assignment("sticky", [self.v1.port, self.v2.port])]
+                     assignment("sticky", [self.v1.port, self.v2.port]),
+                     assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port])]
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
                          tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
                          tcp_listener("tcp-split", self.split_tcp_port,
-                                      weighted=[("tcp-a", 1), ("tcp-b", 1)])]
+                                      weighted=[("tcp-a", 1), ("tcp-b", 1)]),
+                         tcp_listener("tcp-sticky", self.sticky_tcp_port, cluster="tcp-ring",
+                                      hash_policy=[{"source_ip": {}}], idle_timeout="0.5s")]
         return {"cds": clusters, "eds": endpoints, "lds": listeners,
                 "rds": [routes_override or routes("web-routes")]}
 
@@ -406,6 +411,15 @@ class HttpTest(SharedMeshTest):
             seen.add(tcp_exchange(self.mesh.split_tcp_port, b"x").split(b":")[0])
         self.assertEqual(seen, {b"tcp-a", b"tcp-b"})
 
+    def test_tcp_proxy_source_ip_hash_and_idle_timeout(self):
+        # Every connection from 127.0.0.1 lands on the same ring position.
+        seen = {tcp_exchange(self.mesh.sticky_tcp_port, b"x").split(b":")[0] for _ in range(20)}
+        self.assertEqual(len(seen), 1, seen)
+        # A connection silent both ways for 0.5 s is closed by the proxy (the backend would
+        # wait 10 s for the client's half-close).
+        with socket.create_connection(("127.0.0.1", self.mesh.sticky_tcp_port), timeout=5) as s:
+            self.assertEqual(s.recv(100), b"")
+
     def test_admin_endpoints(self):
         self.mesh.get("/")
         status, dump = self.mesh.admin("/config_dump")
@@ -454,7 +468,8 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "limited", "sticky", "tcp-a", "tcp-b", "web-v1", "web-v2"])
+                         ["dead", "empty", "limited", "sticky", "tcp-a", "tcp-b", "tcp-ring", "web-v1",
+                          "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"
