@@ -179,7 +179,6 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         http::HeaderMap reply = http::GrpcLocalReplyHeaders(200, "fault filter abort",
                                                             *fault.abort_grpc_status);
         count_downstream(200);
-        response_grpc_status = fault.abort_grpc_status;
         co_await down.WriteHeaders(std::move(reply), true);
         co_return;
       }
