@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "sidecar/istio_metrics.h"
+#include "sidecar/stats.h"
 
 namespace meshpilot::sidecar {
 namespace {
@@ -76,6 +77,31 @@ TEST_CASE("istio: destination service from the cluster name") {
   CHECK(d.name == "PassthroughCluster");
   CHECK(d.namespace_ == "unknown");
   CHECK(DestinationOfCluster("inbound|8080||").service == "inbound|8080||");
+}
+
+TEST_CASE("istio: the scrape labels the reporter's own workload on its side") {
+  StatsStore store;
+  store.set_workload({"reviews", "bookinfo"});
+  store.Cluster("outbound|9080|v1|ratings.bookinfo.svc.cluster.local")
+      ->istio_requests.Count(false, false, 200, std::nullopt);
+  store.Cluster("inbound|9080||")->istio_requests.Count(true, true, 200, 5);
+  const std::string text = store.RenderPrometheus();
+  CHECK(text.find("# TYPE istio_requests_total counter\n") != std::string::npos);
+  CHECK(text.find(
+            "istio_requests_total{reporter=\"source\",source_workload=\"reviews\","
+            "source_workload_namespace=\"bookinfo\",destination_workload=\"unknown\","
+            "destination_workload_namespace=\"unknown\","
+            "destination_service=\"ratings.bookinfo.svc.cluster.local\","
+            "destination_service_name=\"ratings\",destination_service_namespace=\"bookinfo\","
+            "request_protocol=\"http\",response_code=\"200\",grpc_response_status=\"\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find(
+            "istio_requests_total{reporter=\"destination\",source_workload=\"unknown\","
+            "source_workload_namespace=\"unknown\",destination_workload=\"reviews\","
+            "destination_workload_namespace=\"bookinfo\",destination_service=\"inbound|9080||\","
+            "destination_service_name=\"inbound|9080||\",destination_service_namespace=\"unknown\","
+            "request_protocol=\"grpc\",response_code=\"200\",grpc_response_status=\"5\"} 1\n") !=
+        std::string::npos);
 }
 
 }  // namespace
