@@ -88,4 +88,23 @@ absl::StatusOr<envoy::config::core::v3::Node> BuildNode(const NodeIdentity& iden
   return node;
 }
 
+WorkloadIdentity WorkloadOf(const envoy::config::core::v3::Node& node) {
+  WorkloadIdentity workload;
+  const auto& fields = node.metadata().fields();
+  auto string_field = [](const google::protobuf::Map<std::string, google::protobuf::Value>& map,
+                         const std::string& key) -> std::string {
+    auto it = map.find(key);
+    return it != map.end() && it->second.has_string_value() ? it->second.string_value() : "";
+  };
+  std::string name;
+  if (auto labels = fields.find("LABELS");
+      labels != fields.end() && labels->second.has_struct_value()) {
+    name = string_field(labels->second.struct_value().fields(), "app");
+  }
+  if (name.empty()) name = string_field(fields, "NAME");
+  if (!name.empty()) workload.name = name;
+  if (std::string ns = string_field(fields, "NAMESPACE"); !ns.empty()) workload.namespace_ = ns;
+  return workload;
+}
+
 }  // namespace meshpilot::sidecar

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "envoy/config/core/v3/base.pb.h"
+#include "sidecar/istio_metrics.h"
 
 namespace meshpilot::sidecar {
 
@@ -44,5 +45,8 @@ struct NodeIdentity {
 // The Node istio-agent would send: id `sidecar~IP~POD.NS~NS.svc.cluster.local`, metadata
 // NAMESPACE, NAME, LABELS, SERVICE_ACCOUNT, INSTANCE_IPS; node.locality.
 absl::StatusOr<envoy::config::core::v3::Node> BuildNode(const NodeIdentity& identity);
+
+// The workload a node runs, for istio_requests_total: metadata LABELS.app, else NAME; NAMESPACE.
+WorkloadIdentity WorkloadOf(const envoy::config::core::v3::Node& node);
 
 }  // namespace meshpilot::sidecar

@@ -94,6 +94,7 @@ int Run() {
 
   ConfigStore store;
   StatsStore stats;
+  stats.set_workload(WorkloadOf(bootstrap.node));
   std::vector<std::unique_ptr<server::Worker>> workers;
   for (int i = 0; i < concurrency; ++i) {
     workers.push_back(std::make_unique<server::Worker>(i, store));

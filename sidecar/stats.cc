@@ -12,8 +12,13 @@ std::string Label(const std::string& value) {
   return absl::StrReplaceAll(value, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
 }
 
+// Envoy's Prometheus name of a stat: dots become underscores.
+std::string PrometheusName(const char* prefix, const std::string& name) {
+  return absl::StrCat(prefix, absl::StrReplaceAll(name, {{".", "_"}}));
+}
+
 struct Metric {
-  std::string name;  // without the envoy_cluster_ / envoy_listener_ prefix
+  std::string name;  // without the cluster. / listener. prefix
   bool counter;
   int64_t value;
 };
@@ -36,6 +41,10 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"upstream_rq_pending_overflow", true, v(s.upstream_rq_pending_overflow)},
       {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
       {"upstream_rq_retry_overflow", true, v(s.upstream_rq_retry_overflow)},
+      {"outlier_detection.ejections_enforced_total", true,
+       v(s.outlier_detection_ejections_enforced_total)},
+      {"outlier_detection.ejections_active", false, v(s.outlier_detection_ejections_active)},
+      {"istio_requests_untracked", true, static_cast<int64_t>(s.istio_requests.untracked())},
   };
 }
 
@@ -104,7 +113,7 @@ std::string StatsStore::RenderPrometheus() const {
   if (!clusters_.empty()) {
     std::vector<Metric> names = ClusterMetrics(*clusters_.begin()->second);
     for (size_t i = 0; i < names.size(); ++i) {
-      const std::string metric = absl::StrCat("envoy_cluster_", names[i].name);
+      const std::string metric = PrometheusName("envoy_cluster_", names[i].name);
       family(metric, names[i].counter);
       for (const auto& [name, stats] : clusters_) {
         absl::StrAppend(&out, metric, "{envoy_cluster_name=\"", Label(name), "\"} ",
@@ -120,10 +129,33 @@ std::string StatsStore::RenderPrometheus() const {
       }
     }
   }
+  family("istio_requests_total", true);
+  const WorkloadIdentity unknown;
+  for (const auto& [name, stats] : clusters_) {
+    const DestinationService destination = DestinationOfCluster(name);
+    for (const IstioRequestCounts::Sample& sample : stats->istio_requests.Samples()) {
+      // The reporter knows its own workload; the peer's would come from Istio's metadata
+      // exchange, which meshproxy does not do.
+      const WorkloadIdentity& source = sample.inbound ? unknown : workload_;
+      const WorkloadIdentity& target = sample.inbound ? workload_ : unknown;
+      absl::StrAppend(
+          &out, "istio_requests_total{reporter=\"", sample.inbound ? "destination" : "source",
+          "\",source_workload=\"", Label(source.name), "\",source_workload_namespace=\"",
+          Label(source.namespace_), "\",destination_workload=\"", Label(target.name),
+          "\",destination_workload_namespace=\"", Label(target.namespace_),
+          "\",destination_service=\"", Label(destination.service),
+          "\",destination_service_name=\"", Label(destination.name),
+          "\",destination_service_namespace=\"", Label(destination.namespace_),
+          "\",request_protocol=\"", sample.grpc ? "grpc" : "http", "\",response_code=\"",
+          sample.response_code, "\",grpc_response_status=\"",
+          sample.grpc_status ? std::to_string(*sample.grpc_status) : "", "\"} ", sample.count,
+          "\n");
+    }
+  }
   if (!listeners_.empty()) {
     std::vector<Metric> names = ListenerMetrics(*listeners_.begin()->second);
     for (size_t i = 0; i < names.size(); ++i) {
-      const std::string metric = absl::StrCat("envoy_listener_", names[i].name);
+      const std::string metric = PrometheusName("envoy_listener_", names[i].name);
       family(metric, names[i].counter);
       for (const auto& [name, stats] : listeners_) {
         absl::StrAppend(&out, metric, "{envoy_listener_address=\"", Label(name), "\"} ",

@@ -12,6 +12,8 @@
 #include <mutex>
 #include <string>
 
+#include "sidecar/istio_metrics.h"
+
 namespace meshpilot::sidecar {
 
 struct ClusterStats {
@@ -32,6 +34,9 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_rq_pending_overflow{0};
   std::atomic<uint64_t> upstream_cx_overflow{0};
   std::atomic<uint64_t> upstream_rq_retry_overflow{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_total{0};
+  std::atomic<int64_t> outlier_detection_ejections_active{0};
+  IstioRequestCounts istio_requests;
 
   void CountResponse(unsigned status) {
     upstream_rq_total.fetch_add(1, std::memory_order_relaxed);
@@ -62,11 +67,15 @@ class StatsStore {
   // Prometheus text exposition in Envoy's names (`envoy_cluster_upstream_rq_total{...}`).
   std::string RenderPrometheus() const;
 
+  // Set once before the workers start: istio_requests_total's own-workload labels.
+  void set_workload(WorkloadIdentity workload) { workload_ = std::move(workload); }
+
   std::atomic<uint64_t> xds_ack{0};
   std::atomic<uint64_t> xds_nack{0};
   std::atomic<uint64_t> xds_connect{0};
 
  private:
+  WorkloadIdentity workload_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<ClusterStats>> clusters_;
   std::map<std::string, std::shared_ptr<ListenerStats>> listeners_;

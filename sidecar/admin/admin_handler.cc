@@ -100,12 +100,16 @@ std::string AdminHandler::Clusters() const {
     absl::StrAppend(&out, name, "::upstream_cx_active::", s.upstream_cx_active.load(), "\n");
     absl::StrAppend(&out, name, "::upstream_rq_total::", s.upstream_rq_total.load(), "\n");
     if (!cluster.lb) continue;
+    const upstream::OutlierDetector* outlier = cluster.lb->outlier();
+    const auto now = upstream::OutlierDetector::Clock::now();
     for (const upstream::Host* host : cluster.lb->Hosts()) {
       const std::string prefix = absl::StrCat(name, "::", host->address.address().to_string(), ":",
                                               host->address.port(), "::");
       absl::StrAppend(&out, prefix, "rq_active::", host->active_requests.load(), "\n");
       absl::StrAppend(&out, prefix, "rq_total::", host->total_requests.load(), "\n");
-      absl::StrAppend(&out, prefix, "health_flags::healthy\n");
+      const bool ejected = outlier != nullptr && outlier->Ejected(*host, now);
+      absl::StrAppend(&out, prefix, "health_flags::",
+                      ejected ? "/failed_outlier_check" : "healthy", "\n");
       absl::StrAppend(&out, prefix, "weight::", host->weight, "\n");
       absl::StrAppend(&out, prefix, "zone::", host->zone, "\n");
     }

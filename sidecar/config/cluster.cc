@@ -125,6 +125,55 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
   return absl::OkStatus();
 }
 
+absl::StatusOr<OutlierDetection> ParseOutlierDetection(
+    const envoy::config::cluster::v3::OutlierDetection& proto) {
+  OutlierDetection od;
+  auto percent = [](const google::protobuf::UInt32Value& value, const char* field,
+                    uint32_t& out) -> absl::Status {
+    if (value.value() > 100) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("outlier_detection.", field, ": ", value.value(), " is over 100"));
+    }
+    out = value.value();
+    return absl::OkStatus();
+  };
+  auto duration = [](const google::protobuf::Duration& value, const char* field,
+                     std::chrono::milliseconds& out) -> absl::Status {
+    const int64_t ms = google::protobuf::util::TimeUtil::DurationToMilliseconds(value);
+    if (ms <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("outlier_detection.", field, ": must be > 0"));
+    }
+    out = std::chrono::milliseconds(ms);
+    return absl::OkStatus();
+  };
+  if (proto.has_consecutive_5xx()) od.consecutive_5xx = proto.consecutive_5xx().value();
+  if (proto.has_consecutive_gateway_failure()) {
+    od.consecutive_gateway_failure = proto.consecutive_gateway_failure().value();
+  }
+  absl::Status status;
+  if (proto.has_enforcing_consecutive_5xx()) {
+    status.Update(percent(proto.enforcing_consecutive_5xx(), "enforcing_consecutive_5xx",
+                          od.enforcing_consecutive_5xx));
+  }
+  if (proto.has_enforcing_consecutive_gateway_failure()) {
+    status.Update(percent(proto.enforcing_consecutive_gateway_failure(),
+                          "enforcing_consecutive_gateway_failure",
+                          od.enforcing_consecutive_gateway_failure));
+  }
+  if (proto.has_max_ejection_percent()) {
+    status.Update(
+        percent(proto.max_ejection_percent(), "max_ejection_percent", od.max_ejection_percent));
+  }
+  if (proto.has_base_ejection_time()) {
+    status.Update(duration(proto.base_ejection_time(), "base_ejection_time", od.base_ejection_time));
+  }
+  if (proto.has_max_ejection_time()) {
+    status.Update(duration(proto.max_ejection_time(), "max_ejection_time", od.max_ejection_time));
+  }
+  if (!status.ok()) return status;
+  return od;
+}
+
 absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
     const cluster_v3::Cluster& proto) {
   auto cluster = std::make_shared<ClusterConfig>();
@@ -212,6 +261,19 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
     if (thresholds.has_max_requests()) cb.max_requests = thresholds.max_requests().value();
     if (thresholds.has_max_retries()) cb.max_retries = thresholds.max_retries().value();
     break;
+  }
+  if (proto.has_outlier_detection()) {
+    auto outlier = ParseOutlierDetection(proto.outlier_detection());
+    if (!outlier.ok()) return outlier.status();
+    cluster->outlier_detection = *outlier;
+    if (proto.common_lb_config().has_healthy_panic_threshold()) {
+      const double threshold = proto.common_lb_config().healthy_panic_threshold().value();
+      if (threshold < 0 || threshold > 100) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "common_lb_config.healthy_panic_threshold: ", threshold, " is not in 0..100"));
+      }
+      cluster->outlier_detection->healthy_panic_threshold = threshold;
+    }
   }
   if (proto.has_transport_socket()) {
     return absl::InvalidArgumentError("transport_socket: TLS upstreams are not supported yet");

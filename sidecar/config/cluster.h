@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,22 @@ struct Http2Options {
   uint32_t max_concurrent_streams = 0;  // 0: as many as the peer allows
 };
 
+// outlier_detection's consecutive-error detectors, with Envoy's defaults. success_rate and
+// failure_percentage are not implemented; `interval` is not needed (hosts return as soon as
+// their ejection time has passed).
+struct OutlierDetection {
+  uint32_t consecutive_5xx = 5;
+  uint32_t enforcing_consecutive_5xx = 100;  // percent
+  uint32_t consecutive_gateway_failure = 5;
+  uint32_t enforcing_consecutive_gateway_failure = 0;  // percent
+  std::chrono::milliseconds base_ejection_time{30000};
+  std::chrono::milliseconds max_ejection_time{300000};
+  uint32_t max_ejection_percent = 10;
+  // common_lb_config.healthy_panic_threshold (percent): with fewer hosts than this not ejected,
+  // all of them take traffic; 0 turns panic mode off (Istio's default without minHealthPercent).
+  double healthy_panic_threshold = 50;
+};
+
 struct ClusterConfig {
   std::string name;
   DiscoveryType type = DiscoveryType::kEds;
@@ -67,11 +84,15 @@ struct ClusterConfig {
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   Http2Options http2;
   CircuitBreakers circuit_breakers;
+  std::optional<OutlierDetection> outlier_detection;  // absent: no host is ever ejected
   std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment
 };
 
 absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
     const envoy::config::cluster::v3::Cluster& proto);
+
+absl::StatusOr<OutlierDetection> ParseOutlierDetection(
+    const envoy::config::cluster::v3::OutlierDetection& proto);
 
 // From typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
 // (explicit_http_config, use_downstream_protocol_config), else the deprecated

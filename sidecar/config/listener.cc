@@ -248,6 +248,7 @@ absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
   listener->address = boost::asio::ip::tcp::endpoint(ip, static_cast<uint16_t>(sa.port_value()));
   listener->bind_to_port = !proto.has_bind_to_port() || proto.bind_to_port().value();
   listener->use_original_dst = proto.has_use_original_dst() && proto.use_original_dst().value();
+  listener->inbound = proto.traffic_direction() == envoy::config::core::v3::INBOUND;
   if (listener->bind_to_port && sa.port_value() == 0) {
     return absl::InvalidArgumentError("address.socket_address.port_value: must be set to bind");
   }

@@ -56,6 +56,7 @@ struct ListenerConfig {
   boost::asio::ip::tcp::endpoint address;
   bool bind_to_port = true;
   bool use_original_dst = false;
+  bool inbound = false;  // traffic_direction INBOUND: istio_requests_total's reporter="destination"
   std::vector<FilterChain> chains;
   std::optional<FilterChain> default_chain;
 

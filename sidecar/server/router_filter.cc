@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
 #include "sidecar/http/grpc.h"
 #include "sidecar/router/headers.h"
 #include "sidecar/router/retry.h"
@@ -99,7 +100,11 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   http::HeaderMap& request = down.request_headers();
   const bool grpc = http::IsGrpc(request);
 
+  // What istio_requests_total records when the request ends.
+  unsigned response_code = 0;
+  std::optional<uint32_t> response_grpc_status;
   auto count_downstream = [&](unsigned status) {
+    response_code = status;
     if (status >= 100 && status < 600) {
       listener_stats.downstream_rq_class[status / 100].fetch_add(1, std::memory_order_relaxed);
     }
@@ -120,6 +125,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     mutations.ApplyTo(headers);
     headers.Set("server", "envoy");
     count_downstream(headers.Status());
+    if (grpc) response_grpc_status = http::GrpcStatusOf(headers);
     const bool written = co_await down.WriteHeaders(std::move(headers), body.empty());
     if (written && !body.empty()) co_await down.WriteBody(body, true);
   };
@@ -200,6 +206,13 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   const ClusterEntry* cluster = config->FindCluster(cluster_name);
   if (cluster == nullptr) co_return co_await local_reply(503, "", response_mutations);
   ClusterStats& stats = *cluster->stats;
+  // From here on every request that got an answer counts in istio_requests_total.
+  absl::Cleanup count_istio_request = [&] {
+    if (response_code != 0) {
+      stats.istio_requests.Count(listener_.config->inbound, grpc, response_code,
+                                 response_grpc_status);
+    }
+  };
   const config::CircuitBreakers& breakers = cluster->config->circuit_breakers;
   // Circuit breaking (max_requests) across all workers, as Envoy's x-envoy-overloaded 503.
   if (stats.upstream_rq_active.fetch_add(1, std::memory_order_relaxed) >=
@@ -360,6 +373,13 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           if (host) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
         }
       } active(host);
+      // Passive outlier detection sees every attempt's result (local-origin errors as Envoy
+      // maps them: 503, and 504 for a timeout).
+      auto report = [&](unsigned result) {
+        if (host != nullptr && lb->outlier() != nullptr) {
+          lb->outlier()->Report(*host, result, worker_.rng()(), Clock::now());
+        }
+      };
 
       const Clock::time_point now = Clock::now();
       Clock::time_point attempt_deadline = deadline.value_or(Clock::time_point::max());
@@ -391,6 +411,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
       }
       if (error == StreamError::kConnectFailure) {
+        report(503);
         if (deadline && Clock::now() >= *deadline) co_return co_await timeout_reply();
         // Nothing was sent yet: even a streamed request can try again.
         if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
@@ -401,6 +422,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         co_return co_await local_reply(503, kConnectFailure, response_mutations);
       }
       if (error == StreamError::kTimeout) {
+        report(504);
         up->Reset();
         if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
           co_return co_await timeout_reply();
@@ -420,6 +442,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           stale_retried = true;
           continue;
         }
+        report(503);
         const bool refused = error == StreamError::kRefused;
         if (may_retry(refused ? router::AttemptOutcome::kRefusedStream
                               : router::AttemptOutcome::kReset,
@@ -448,6 +471,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       }
       if (error != StreamError::kNone) {
         // The response broke off before its end, and none of it was sent on.
+        report(error == StreamError::kTimeout ? 504 : 503);
         up->Reset();
         if (error == StreamError::kTimeout && deadline &&
             Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
@@ -463,6 +487,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         co_return co_await local_reply(503, kConnectionTermination, response_mutations);
       }
       stats.CountResponse(status);
+      report(status);
       if (may_retry(router::AttemptOutcome::kResponse, status, grpc_status)) {
         up->Reset();
         co_await backoff();
@@ -471,6 +496,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       router::StripHopByHop(response);
       response_mutations.ApplyTo(response);
       count_downstream(status);
+      if (grpc && ended_with_headers) response_grpc_status = http::GrpcStatusOf(response);
       const bool headers_written =
           co_await down.WriteHeaders(std::move(response), ended_with_headers);
       if (!headers_written) {
@@ -501,6 +527,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         }
         chunk.clear();
         if (with_trailers) {
+          if (grpc) response_grpc_status = http::GrpcStatusOf(up->trailers());
           const bool written = co_await down.WriteTrailers(up->trailers());
           if (!written) up->Reset();
         }

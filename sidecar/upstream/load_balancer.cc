@@ -6,6 +6,8 @@
 
 namespace meshpilot::sidecar::upstream {
 
+using HostPredicate = absl::FunctionRef<bool(const Host*)>;
+
 std::vector<uint32_t> SmoothWeightedOrder(std::vector<uint64_t> weights, size_t max_length) {
   if (weights.empty()) return {};
   uint64_t g = 0;
@@ -49,7 +51,9 @@ uint64_t Hash64(std::string_view data) {
 }
 
 LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
-                           const std::vector<config::Locality>& localities, uint64_t ring_size)
+                           const std::vector<config::Locality>& localities, uint64_t ring_size,
+                           const std::optional<config::OutlierDetection>& outlier_detection,
+                           std::shared_ptr<ClusterStats> stats)
     : policy_(policy), choice_count_(std::max<uint32_t>(2, choice_count)) {
   std::vector<uint64_t> locality_weights;
   for (const config::Locality& source : localities) {
@@ -93,16 +97,20 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
     std::sort(ring_.begin(), ring_.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
   }
+  if (outlier_detection) {
+    outlier_ = std::make_unique<OutlierDetector>(*outlier_detection, Hosts(), std::move(stats));
+  }
 }
 
-const Host* LoadBalancer::PickOnRing(uint64_t hash, const Host* avoid) const {
+const Host* LoadBalancer::PickOnRing(uint64_t hash,
+                                     HostPredicate usable) const {
   auto it = std::lower_bound(ring_.begin(), ring_.end(), hash,
                              [](const auto& entry, uint64_t h) { return entry.first < h; });
   for (size_t step = 0; step < ring_.size(); ++step, ++it) {
     if (it == ring_.end()) it = ring_.begin();
-    if (it->second != avoid) return it->second;
+    if (usable(it->second)) return it->second;
   }
-  return ring_.empty() ? nullptr : ring_.front().second;
+  return nullptr;
 }
 
 std::vector<const Host*> LoadBalancer::Hosts() const {
@@ -158,21 +166,34 @@ const Host* LoadBalancer::PickInLocality(const LocalityHosts& locality,
 const Host* LoadBalancer::Pick(std::mt19937_64& rng, const Host* avoid,
                                std::optional<uint64_t> hash) const {
   if (localities_.empty()) return nullptr;
-  if (policy_ == config::LbPolicy::kRingHash) return PickOnRing(hash ? *hash : rng(), avoid);
+  const OutlierDetector::Clock::time_point now = OutlierDetector::Clock::now();
+  const bool skip_ejected = outlier_ != nullptr && outlier_->SkipEjected(now);
+  auto healthy = [&](const Host* h) { return !skip_ejected || !outlier_->Ejected(*h, now); };
+  auto preferred = [&](const Host* h) { return h != avoid && healthy(h); };
+  if (policy_ == config::LbPolicy::kRingHash) {
+    const uint64_t point = hash ? *hash : rng();
+    for (HostPredicate usable : {HostPredicate(preferred), HostPredicate(healthy)}) {
+      if (const Host* host = PickOnRing(point, usable)) return host;
+    }
+    // Every host ejected with panic mode off (healthy_panic_threshold 0): none.
+    return skip_ejected ? nullptr : PickOnRing(point, [](const Host*) { return true; });
+  }
   const Host* host = PickInLocality(PickLocality(rng), rng);
   // As Envoy's previous_hosts predicate with host_selection_retry_max_attempts: a few tries.
-  for (int attempt = 0; attempt < 4 && avoid != nullptr && host == avoid; ++attempt) {
+  for (int attempt = 0; attempt < 4 && !preferred(host); ++attempt) {
     host = PickInLocality(PickLocality(rng), rng);
   }
-  if (host == avoid) {
-    // Unlucky draws: any other host will do.
+  if (preferred(host)) return host;
+  // Unlucky draws, or few usable hosts: any other healthy host, then any healthy one.
+  for (HostPredicate usable : {HostPredicate(preferred), HostPredicate(healthy)}) {
     for (const auto& locality : localities_) {
       for (const auto& other : locality->hosts) {
-        if (other.get() != avoid) return other.get();
+        if (usable(other.get())) return other.get();
       }
     }
   }
-  return host;
+  // Every host ejected with panic mode off (healthy_panic_threshold 0): none.
+  return skip_ejected ? nullptr : host;
 }
 
 }  // namespace meshpilot::sidecar::upstream

@@ -5,7 +5,8 @@
 // `choice_count` weighted random choices, fewest active requests wins). Localities are picked
 // first by their weight, then a host inside. RING_HASH (and MAGLEV) place hosts on a ring in
 // proportion to their weight (locality weight included) and pick by the request's hash; a
-// request without one picks at random. Immutable once built; the counters are atomics, so
+// request without one picks at random. With outlier detection, picks skip ejected hosts (unless
+// too few are left: Envoy's panic mode). Immutable once built; the counters are atomics, so
 // worker threads share it without locks.
 
 #include <atomic>
@@ -19,7 +20,10 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "absl/functional/function_ref.h"
 #include "sidecar/config/cluster.h"
+#include "sidecar/stats.h"
+#include "sidecar/upstream/outlier_detection.h"
 
 namespace meshpilot::sidecar::upstream {
 
@@ -29,21 +33,27 @@ struct Host {
   std::string zone;
   mutable std::atomic<int64_t> active_requests{0};
   mutable std::atomic<uint64_t> total_requests{0};
+  mutable OutlierState outlier;
 };
 
 class LoadBalancer {
  public:
   LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
-               const std::vector<config::Locality>& localities, uint64_t ring_size = 1024);
+               const std::vector<config::Locality>& localities, uint64_t ring_size = 1024,
+               const std::optional<config::OutlierDetection>& outlier_detection = std::nullopt,
+               std::shared_ptr<ClusterStats> stats = nullptr);
   LoadBalancer(const LoadBalancer&) = delete;
   LoadBalancer& operator=(const LoadBalancer&) = delete;
 
-  // A host, avoiding `avoid` when another one exists; null when there is no healthy host.
+  // A host, avoiding `avoid` and ejected hosts when another one exists; null when there is no
+  // host.
   // `hash` places the request on the ring of a RING_HASH balancer (ignored by the others).
   const Host* Pick(std::mt19937_64& rng, const Host* avoid = nullptr,
                    std::optional<uint64_t> hash = std::nullopt) const;
   bool empty() const { return localities_.empty(); }
   std::vector<const Host*> Hosts() const;
+  // Null without outlier_detection.
+  const OutlierDetector* outlier() const { return outlier_.get(); }
 
  private:
   struct LocalityHosts {
@@ -60,13 +70,15 @@ class LoadBalancer {
 
   config::LbPolicy policy_;
   uint32_t choice_count_;
-  const Host* PickOnRing(uint64_t hash, const Host* avoid) const;
+  // The first host at or after `hash` on the ring that `usable` accepts; null if none does.
+  const Host* PickOnRing(uint64_t hash, absl::FunctionRef<bool(const Host*)> usable) const;
 
   std::vector<std::unique_ptr<LocalityHosts>> localities_;
   std::vector<std::pair<uint64_t, const Host*>> ring_;  // sorted by hash
   std::vector<uint32_t> locality_wheel_;
   std::vector<uint64_t> locality_cumulative_;
   mutable std::atomic<uint64_t> next_locality_{0};
+  std::unique_ptr<OutlierDetector> outlier_;
 };
 
 // Smooth weighted round-robin order (nginx's), one full cycle, scaled down when the weights

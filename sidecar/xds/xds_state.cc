@@ -172,7 +172,8 @@ std::shared_ptr<const ProxyConfig> XdsState::Build() {
         static const std::vector<config::Locality> kNone;
         entry.lb = std::make_shared<const upstream::LoadBalancer>(
             cluster.parsed->lb_policy, cluster.parsed->choice_count,
-            endpoints ? endpoints->localities : kNone, cluster.parsed->ring_size);
+            endpoints ? endpoints->localities : kNone, cluster.parsed->ring_size,
+            cluster.parsed->outlier_detection, entry.stats);
       }
       balancers[name] = BalancerKey{cluster.parsed, endpoints, entry.lb};
     }

@@ -116,6 +116,7 @@ class Backend:
     """A real HTTP/1.1 server (keep-alive) that says who it is and what it received.
 
     GET  /status/CODE       answers CODE
+    GET  anything           answers `status` when it is given (a host that always fails)
     GET  /delay/MS          answers after MS milliseconds
     GET  /fail/N/KEY        answers 503 to the first N requests with KEY (across backends)
     GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
@@ -129,8 +130,9 @@ class Backend:
     failures = {}
     failures_lock = threading.Lock()
 
-    def __init__(self, name):
+    def __init__(self, name, status=None):
         self.name = name
+        self.status = status
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -158,6 +160,8 @@ class Backend:
 
             def do_GET(self):
                 parts = self.path.split("?")[0].strip("/").split("/")
+                if backend.status is not None:
+                    return self._reply(backend.status, self._info())
                 if "status" in parts:
                     code = int(parts[parts.index("status") + 1])
                     return self._reply(code, self._info())

@@ -218,6 +218,13 @@ class Http2Mesh:
                 return int(value)
         return 0
 
+    def istio_requests(self, *labels):
+        """The sum of istio_requests_total's samples whose labels include all of `labels`."""
+        out = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{self.admin_port}/stats/prometheus"],
+                             capture_output=True, text=True, timeout=10).stdout
+        return sum(int(line.rsplit(" ", 1)[1]) for line in out.splitlines()
+                   if line.startswith("istio_requests_total{") and all(l in line for l in labels))
+
     def logs(self):
         return "\n".join(c.tail() for c in self.children)
 
@@ -262,6 +269,19 @@ class Http2Test(SharedMeshTest):
         self.assertTrue(calls[0].startswith("error UNAVAILABLE no healthy upstream"), calls)
         code, calls, _ = self.mesh.echo("--count", "1", "--metadata", "x-route=slow")
         self.assertTrue(calls[0].startswith("error DEADLINE_EXCEEDED upstream request timeout"), calls)
+
+    def test_istio_requests_total_counts_grpc_calls_with_their_status(self):
+        ok = ('reporter="source"', 'destination_service="grpc-b"', 'request_protocol="grpc"',
+              'response_code="200"', 'grpc_response_status="0"')
+        before = self.mesh.istio_requests(*ok)
+        code, _, summary = self.mesh.echo("--count", "5", "--metadata", "x-backend=b")
+        self.assertEqual(code, 0, summary)
+        self.assertEqual(self.mesh.istio_requests(*ok) - before, 5)
+        # A gRPC local reply: HTTP 200 with grpc-status UNAVAILABLE (14).
+        unavailable = ('request_protocol="grpc"', 'response_code="200"', 'grpc_response_status="14"')
+        before = self.mesh.istio_requests(*unavailable)
+        self.mesh.echo("--count", "1", "--metadata", "x-route=none")
+        self.assertEqual(self.mesh.istio_requests(*unavailable) - before, 1)
 
     def test_grpc_retry_on_unavailable_from_grpc_status(self):
         before = self.mesh.stat("cluster.grpc-flaky.upstream_rq_retry")

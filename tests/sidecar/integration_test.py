@@ -28,6 +28,7 @@ ROUTER = T + "envoy.extensions.filters.http.router.v3.Router"
 FAULT = T + "envoy.extensions.filters.http.fault.v3.HTTPFault"
 TCP_PROXY = T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 NODE_ID = "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local"
+FLAKY = "outbound|80||flaky.default.svc.cluster.local"  # named as Istio names clusters
 WAIT_S = 15
 
 
@@ -41,6 +42,12 @@ def eds_cluster(name, lb="ROUND_ROBIN"):
 def limited_cluster(name, **thresholds):
     cluster = eds_cluster(name)
     cluster["circuit_breakers"] = {"thresholds": [dict(thresholds)]}
+    return cluster
+
+
+def outlier_cluster(name, **outlier_detection):
+    cluster = eds_cluster(name)
+    cluster["outlier_detection"] = dict(outlier_detection)
     return cluster
 
 
@@ -103,6 +110,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                         "retry_back_off": {"base_interval": "0.01s"}}}}),
                     route("/dead", {"route": {"cluster": "dead"}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
+                    route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
                         {"header": {"header_name": "x-user"}}]}}),
                     route("/empty", {"route": {"cluster": "empty"}}),
@@ -129,6 +137,7 @@ class Mesh:
         self.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
         self.dir = tempfile.mkdtemp(prefix="meshproxy-it-")
         self.v1, self.v2 = Backend("web-v1"), Backend("web-v2")
+        self.broken = Backend("broken", status=503)
         self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
@@ -164,13 +173,16 @@ class Mesh:
         clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
-                    eds_cluster("tcp-ring", "RING_HASH")]
+                    eds_cluster("tcp-ring", "RING_HASH"),
+                    outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
+                                    base_ejection_time="300s", max_ejection_percent=50)]
         endpoints = [assignment("web-v1", [self.v1.port]), assignment("web-v2", [self.v2.port]),
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
-                     assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port])]
+                     assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
+                     assignment(FLAKY, [self.v1.port, self.broken.port])]
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
                          tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
@@ -227,7 +239,7 @@ class Mesh:
     def close(self):
         for child in reversed(self.children):
             child.stop()
-        for backend in (self.v1, self.v2, self.tcp_a, self.tcp_b):
+        for backend in (self.v1, self.v2, self.broken, self.tcp_a, self.tcp_b):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -375,6 +387,34 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(self.mesh.stat("cluster.limited.upstream_rq_pending_overflow"), 1)
         self.assertEqual(self.mesh.get("/limited/y")[0], 200)  # the breaker closes again
 
+    def test_outlier_detection_ejects_the_failing_host(self):
+        # Round robin over web-v1 and a host that always answers 503: its third 503 in a row
+        # ejects it (for 300 s), and from then on web-v1 takes every request.
+        results = [self.mesh.get(f"/flaky/{i}") for i in range(20)]
+        statuses = [status for status, _, _ in results]
+        self.assertEqual(statuses.count(503), 3, statuses)
+        self.assertEqual({json.loads(body)["backend"] for _, _, body in results[6:]}, {"web-v1"})
+        self.assertEqual(
+            self.mesh.stat(f"cluster.{FLAKY}.outlier_detection.ejections_enforced_total"), 1)
+        self.assertEqual(self.mesh.stat(f"cluster.{FLAKY}.outlier_detection.ejections_active"), 1)
+        clusters = self.mesh.admin("/clusters")[1]
+        self.assertIn(f"{FLAKY}::127.0.0.1:{self.mesh.broken.port}::health_flags::/failed_outlier_check",
+                      clusters)
+        self.assertIn(f"{FLAKY}::127.0.0.1:{self.mesh.v1.port}::health_flags::healthy", clusters)
+        prom = self.mesh.admin("/stats/prometheus")[1]
+        self.assertIn('envoy_cluster_outlier_detection_ejections_enforced_total'
+                      f'{{envoy_cluster_name="{FLAKY}"}} 1', prom)
+        # Istio's standard metric, reported by the source (an outbound listener).
+        labels = ('reporter="source",source_workload="client-1",source_workload_namespace="default",'
+                  'destination_workload="unknown",destination_workload_namespace="unknown",'
+                  'destination_service="flaky.default.svc.cluster.local",'
+                  'destination_service_name="flaky",destination_service_namespace="default",'
+                  'request_protocol="http"')
+        self.assertIn(f'istio_requests_total{{{labels},response_code="200",grpc_response_status=""}} 17\n',
+                      prom)
+        self.assertIn(f'istio_requests_total{{{labels},response_code="503",grpc_response_status=""}} 3\n',
+                      prom)
+
     def test_fault_injection(self):
         self.assertEqual(self.mesh.get("/fault-abort")[::2], (418, b"fault filter abort"))
         start = time.monotonic()
@@ -468,8 +508,8 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "limited", "sticky", "tcp-a", "tcp-b", "tcp-ring", "web-v1",
-                          "web-v2"])
+                         ["dead", "empty", "limited", FLAKY, "sticky", "tcp-a", "tcp-b", "tcp-ring",
+                          "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"

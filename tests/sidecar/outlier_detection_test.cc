@@ -1,0 +1,230 @@
+// Passive outlier detection: thresholds, max_ejection_percent, the ejection time growing with
+// each ejection, return after it, a success resetting the counts, picks skipping ejected hosts
+// and Envoy's panic mode. Time is passed in, so nothing here sleeps.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+
+#include "sidecar/upstream/load_balancer.h"
+
+namespace meshpilot::sidecar {
+namespace {
+
+using upstream::Host;
+using upstream::LoadBalancer;
+using upstream::OutlierDetector;
+using namespace std::chrono_literals;
+
+constexpr uint64_t kEnforce = 0;  // a random draw under every enforcing_* percentage above 0
+
+std::vector<config::Endpoint> Endpoints(int n) {
+  std::vector<config::Endpoint> endpoints;
+  for (int i = 1; i <= n; ++i) {
+    endpoints.push_back({boost::asio::ip::tcp::endpoint(
+                             boost::asio::ip::make_address("10.0.0.1"), static_cast<uint16_t>(i)),
+                         1});
+  }
+  return endpoints;
+}
+
+config::OutlierDetection Consecutive5xx(uint32_t n, uint32_t max_percent = 100) {
+  config::OutlierDetection od;
+  od.consecutive_5xx = n;
+  od.base_ejection_time = 30s;
+  od.max_ejection_percent = max_percent;
+  return od;
+}
+
+struct Fixture {
+  Fixture(int hosts, const config::OutlierDetection& od)
+      : stats(std::make_shared<ClusterStats>()),
+        lb(config::LbPolicy::kRoundRobin, 2, {{"z", 0, Endpoints(hosts)}}, 1024, od, stats) {}
+  const Host& host(size_t i) const { return *lb.Hosts()[i]; }
+  const OutlierDetector& outlier() const { return *lb.outlier(); }
+  void Fail(size_t i, int times, unsigned status = 500) {
+    for (int k = 0; k < times; ++k) outlier().Report(host(i), status, kEnforce, now);
+  }
+  std::map<uint16_t, int> Spread(int picks) const {
+    std::mt19937_64 rng(7);
+    std::map<uint16_t, int> counts;
+    for (int k = 0; k < picks; ++k) counts[lb.Pick(rng)->address.port()]++;
+    return counts;
+  }
+
+  std::shared_ptr<ClusterStats> stats;
+  LoadBalancer lb;
+  OutlierDetector::Clock::time_point now = OutlierDetector::Clock::now();
+};
+
+TEST_CASE("outlier: a detector only with outlier_detection") {
+  LoadBalancer lb(config::LbPolicy::kRoundRobin, 2, {{"z", 0, Endpoints(2)}});
+  CHECK(lb.outlier() == nullptr);
+  LoadBalancer with(config::LbPolicy::kRoundRobin, 2, {{"z", 0, Endpoints(2)}}, 1024,
+                    Consecutive5xx(3));
+  CHECK(with.outlier() != nullptr);
+}
+
+TEST_CASE("outlier: consecutive 5xx eject at the threshold; picks skip the host") {
+  Fixture f(4, Consecutive5xx(3));
+  f.Fail(0, 2);
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+  f.Fail(0, 1);
+  CHECK(f.outlier().Ejected(f.host(0), f.now));
+  CHECK(f.stats->outlier_detection_ejections_enforced_total == 1);
+  CHECK(f.stats->outlier_detection_ejections_active == 1);
+  auto counts = f.Spread(300);
+  CHECK(counts.count(1) == 0);
+  CHECK(counts[2] == 100);
+  CHECK(counts[3] == 100);
+  CHECK(counts[4] == 100);
+}
+
+TEST_CASE("outlier: a success resets the consecutive counts") {
+  Fixture f(2, Consecutive5xx(3));
+  f.Fail(0, 2);
+  f.outlier().Report(f.host(0), 200, kEnforce, f.now);
+  f.Fail(0, 2);
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+  f.Fail(0, 1);
+  CHECK(f.outlier().Ejected(f.host(0), f.now));
+}
+
+TEST_CASE("outlier: gateway failures count separately; enforcing 0 never ejects") {
+  config::OutlierDetection od = Consecutive5xx(10);
+  od.consecutive_gateway_failure = 2;
+  od.enforcing_consecutive_gateway_failure = 100;
+  Fixture f(2, od);
+  f.Fail(0, 1, 502);
+  f.Fail(0, 1, 500);  // a 5xx that is not a gateway failure resets that count
+  f.Fail(0, 1, 503);
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+  f.Fail(0, 1, 504);
+  CHECK(f.outlier().Ejected(f.host(0), f.now));
+
+  od.enforcing_consecutive_gateway_failure = 0;  // Envoy's default
+  Fixture g(2, od);
+  g.Fail(0, 5, 503);
+  CHECK_FALSE(g.outlier().Ejected(g.host(0), g.now));
+}
+
+TEST_CASE("outlier: max_ejection_percent caps ejections but always allows one") {
+  Fixture f(10, Consecutive5xx(1, 20));
+  for (size_t i = 0; i < 5; ++i) f.Fail(i, 1);
+  CHECK(f.outlier().ejected_count() == 2);
+  CHECK(f.outlier().Ejected(f.host(0), f.now));
+  CHECK(f.outlier().Ejected(f.host(1), f.now));
+  CHECK_FALSE(f.outlier().Ejected(f.host(2), f.now));
+
+  Fixture one(2, Consecutive5xx(1, 10));  // 10% of 2 hosts is none, yet one goes
+  one.Fail(0, 1);
+  one.Fail(1, 1);
+  CHECK(one.outlier().Ejected(one.host(0), one.now));
+  CHECK_FALSE(one.outlier().Ejected(one.host(1), one.now));
+}
+
+TEST_CASE("outlier: hosts return after base_ejection_time times their ejections") {
+  Fixture f(2, Consecutive5xx(2));
+  f.Fail(0, 2);
+  CHECK(f.outlier().Ejected(f.host(0), f.now + 29s));
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now + 30s));
+  CHECK(f.outlier().ejected_count() == 0);
+  CHECK(f.stats->outlier_detection_ejections_active == 0);
+  // Back in the rotation, and the counts start again.
+  f.now += 30s;
+  f.Fail(0, 1);
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+  f.Fail(0, 1);  // second ejection: 60 s
+  CHECK(f.outlier().Ejected(f.host(0), f.now + 59s));
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now + 60s));
+  CHECK(f.stats->outlier_detection_ejections_enforced_total == 2);
+}
+
+TEST_CASE("outlier: the ejection time is capped by max_ejection_time") {
+  config::OutlierDetection od = Consecutive5xx(1);
+  od.max_ejection_time = 45s;
+  Fixture f(2, od);
+  for (int round = 0; round < 3; ++round) {
+    f.Fail(0, 1);
+    CHECK(f.outlier().Ejected(f.host(0), f.now + 29s));
+    f.now += 45s;
+    CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+  }
+}
+
+TEST_CASE("outlier: a pick returns a host whose time has passed") {
+  Fixture f(2, Consecutive5xx(1));
+  f.Fail(0, 1);
+  CHECK(f.Spread(10).count(1) == 0);
+  // Pick uses the real clock: move the ejection into the past.
+  f.host(0).outlier.ejected_until = 1;
+  auto counts = f.Spread(10);
+  CHECK(counts[1] == 5);
+  CHECK(f.outlier().ejected_count() == 0);
+}
+
+TEST_CASE("outlier: panic mode uses every host when under half are healthy") {
+  Fixture f(3, Consecutive5xx(1, 100));
+  f.Fail(0, 1);
+  CHECK(f.Spread(30).count(1) == 0);  // 2 of 3 healthy: over the 50% threshold
+  f.Fail(1, 1);
+  CHECK(f.outlier().ejected_count() == 2);
+  auto counts = f.Spread(30);  // 1 of 3: panic, round robin over all
+  CHECK(counts[1] == 10);
+  CHECK(counts[2] == 10);
+  CHECK(counts[3] == 10);
+}
+
+TEST_CASE("outlier: healthy_panic_threshold 0 (Istio's default) never panics") {
+  config::OutlierDetection od = Consecutive5xx(1, 100);
+  od.healthy_panic_threshold = 0;
+  Fixture f(2, od);
+  f.Fail(0, 1);
+  f.Fail(1, 1);
+  CHECK(f.outlier().ejected_count() == 2);
+  std::mt19937_64 rng(1);
+  CHECK(f.lb.Pick(rng) == nullptr);  // the router's 503 "no healthy upstream"
+}
+
+TEST_CASE("outlier: ring hash walks past ejected hosts") {
+  config::OutlierDetection od = Consecutive5xx(1);
+  auto stats = std::make_shared<ClusterStats>();
+  LoadBalancer lb(config::LbPolicy::kRingHash, 2, {{"z", 0, Endpoints(4)}}, 1024, od, stats);
+  std::mt19937_64 rng(1);
+  const Host* chosen = lb.Pick(rng, nullptr, 12345);
+  lb.outlier()->Report(*chosen, 503, kEnforce, OutlierDetector::Clock::now());
+  const Host* next = lb.Pick(rng, nullptr, 12345);
+  CHECK(next != chosen);
+  CHECK(lb.Pick(rng, nullptr, 12345) == next);  // still consistent
+}
+
+TEST_CASE("outlier: ParseOutlierDetection reads Envoy's fields and rejects bad ones") {
+  envoy::config::cluster::v3::OutlierDetection proto;
+  proto.mutable_consecutive_5xx()->set_value(7);
+  proto.mutable_base_ejection_time()->set_seconds(900);
+  proto.mutable_max_ejection_percent()->set_value(50);
+  proto.mutable_consecutive_gateway_failure()->set_value(3);
+  proto.mutable_enforcing_consecutive_gateway_failure()->set_value(100);
+  auto od = config::ParseOutlierDetection(proto);
+  REQUIRE(od.ok());
+  CHECK(od->consecutive_5xx == 7);
+  CHECK(od->base_ejection_time == 900s);
+  CHECK(od->max_ejection_percent == 50);
+  CHECK(od->consecutive_gateway_failure == 3);
+  CHECK(od->enforcing_consecutive_gateway_failure == 100);
+  CHECK(od->enforcing_consecutive_5xx == 100);
+  CHECK(od->max_ejection_time == 300s);
+
+  proto.mutable_max_ejection_percent()->set_value(101);
+  CHECK(config::ParseOutlierDetection(proto).status().message() ==
+        "outlier_detection.max_ejection_percent: 101 is over 100");
+  proto.clear_max_ejection_percent();
+  proto.mutable_base_ejection_time()->set_seconds(0);
+  CHECK(config::ParseOutlierDetection(proto).status().message() ==
+        "outlier_detection.base_ejection_time: must be > 0");
+}
+
+}  // namespace
+}  // namespace meshpilot::sidecar
