@@ -13,9 +13,11 @@
 #include <string>
 
 #include "sidecar/http/grpc.h"
+#include "sidecar/router/cors.h"
 #include "sidecar/router/headers.h"
 #include "sidecar/router/retry.h"
 #include "sidecar/router/route_match.h"
+#include "sidecar/server/request_mirror.h"
 #include "sidecar/server/upstream_pool.h"
 #include "spdlog/spdlog.h"
 
@@ -42,9 +44,10 @@ constexpr char kRemoteRefusedStream[] =
     "stream reset";
 
 // The header mutations that apply to a response, most specific first: route, weighted
-// cluster, virtual host, route config, and meshproxy's own.
+// cluster, virtual host, route config, meshproxy's own, and the CORS filter's (which Envoy
+// applies after the router's).
 struct Mutations {
-  const config::HeaderMutations* levels[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  const config::HeaderMutations* levels[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   void ApplyTo(http::HeaderMap& headers) const {
     for (const auto* m : levels) {
       if (m != nullptr) router::ApplyHeaderMutations(*m, headers);
@@ -161,6 +164,19 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   }
   Mutations response_mutations{{&route->response_headers, nullptr, &vhost->response_headers,
                                 &table->response_headers}};
+  // The CORS filter runs before the fault filter; redirects and direct responses bypass it.
+  router::CorsDecision cors;
+  if (route->cors && std::holds_alternative<config::RouteAction>(route->action) &&
+      worker_.rng()() % 1000000 < route->cors->enabled_per_million) {
+    cors = router::DecideCors(*route->cors, request);
+    if (cors.local_reply) {
+      cors.local_reply->Set("server", "envoy");
+      count_downstream(200);
+      co_await down.WriteHeaders(*std::move(cors.local_reply), true);
+      co_return;
+    }
+    response_mutations.levels[5] = &cors.response_headers;
+  }
   if (route->fault) {
     // The fault filter runs before the router: delay first, then abort.
     const config::Fault& fault = *route->fault;
@@ -249,17 +265,14 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     }
   }
 
-  const Protocol protocol = [&] {
-    switch (cluster->config->protocol) {
-      case config::UpstreamProtocol::kHttp2:
-        return Protocol::kHttp2;
-      case config::UpstreamProtocol::kDownstream:
-        return down.protocol();
-      case config::UpstreamProtocol::kHttp1:
-        break;
+  const Protocol protocol = UpstreamProtocolOf(*cluster->config, down.protocol());
+  // Only a held body is mirrored: a streamed one is not kept whole, and Envoy likewise gives up
+  // shadowing a body beyond its buffer limit.
+  for (const config::MirrorPolicy& mirror : action.mirrors) {
+    if (held && worker_.rng()() % 1000000 < mirror.per_million) {
+      MirrorRequest(worker_, config, mirror, request, *held, down.protocol(), action.timeout);
     }
-    return Protocol::kHttp1;
-  }();
+  }
   const config::RetryPolicy* retry = action.retry ? &*action.retry : nullptr;
   uint32_t retries_left = retry ? retry->num_retries : 0;
   uint32_t retry_number = 0;
