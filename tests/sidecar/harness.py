@@ -123,7 +123,9 @@ class Backend:
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
     POST anything           reads the whole body (length or chunked) and reports its size
                             and SHA-256
+    OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
+    Every JSON answer's request is kept in `received` (its info, as answered).
     """
 
     failures = {}
@@ -131,6 +133,7 @@ class Backend:
 
     def __init__(self, name):
         self.name = name
+        self.received = []
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -154,6 +157,7 @@ class Backend:
                 info = {"backend": backend.name, "path": self.path, "method": self.command,
                         "headers": {k.lower(): v for k, v in self.headers.items()}}
                 info.update(more)
+                backend.received.append(info)
                 return info
 
             def do_GET(self):
@@ -204,6 +208,7 @@ class Backend:
                 return self._reply(200, self._info())
 
             do_HEAD = do_GET
+            do_OPTIONS = do_GET
 
             def do_POST(self):
                 size = 0
