@@ -25,28 +25,15 @@ asio::awaitable<void> SendCopy(Worker& worker, std::shared_ptr<const ProxyConfig
   }
   ClusterStats& stats = *cluster->stats;
   const config::CircuitBreakers& breakers = cluster->config->circuit_breakers;
-  if (stats.upstream_rq_active.fetch_add(1, std::memory_order_relaxed) >=
-      static_cast<int64_t>(breakers.max_requests)) {
-    stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed);
-    stats.upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
-    co_return;
-  }
-  struct ActiveGuard {
-    ClusterStats& stats;
-    ~ActiveGuard() { stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed); }
-  } active_request{stats};
+  const ActiveUpstreamRequest active_request(stats, breakers.max_requests);
+  if (!active_request.admitted()) co_return;
   const std::shared_ptr<const upstream::LoadBalancer> lb = cluster->lb;  // keeps hosts alive
   const upstream::Host* host = lb->Pick(worker.rng());
   if (host == nullptr) {
     stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
     co_return;
   }
-  host->active_requests.fetch_add(1, std::memory_order_relaxed);
-  host->total_requests.fetch_add(1, std::memory_order_relaxed);
-  struct HostGuard {
-    const upstream::Host* host;
-    ~HostGuard() { host->active_requests.fetch_sub(1, std::memory_order_relaxed); }
-  } active_host{host};
+  const upstream::HostRequest active_host(host);
 
   const Clock::time_point deadline =
       timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();

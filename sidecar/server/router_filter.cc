@@ -217,17 +217,9 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   if (cluster == nullptr) co_return co_await local_reply(503, "", response_mutations);
   ClusterStats& stats = *cluster->stats;
   const config::CircuitBreakers& breakers = cluster->config->circuit_breakers;
-  // Circuit breaking (max_requests) across all workers, as Envoy's x-envoy-overloaded 503.
-  if (stats.upstream_rq_active.fetch_add(1, std::memory_order_relaxed) >=
-      static_cast<int64_t>(breakers.max_requests)) {
-    stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed);
-    stats.upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
-    co_return co_await overloaded(response_mutations);
-  }
-  struct ActiveGuard {
-    ClusterStats& stats;
-    ~ActiveGuard() { stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed); }
-  } active_request{stats};
+  // Circuit breaking (max_requests), as Envoy's x-envoy-overloaded 503.
+  const ActiveUpstreamRequest active_request(stats, breakers.max_requests);
+  if (!active_request.admitted()) co_return co_await overloaded(response_mutations);
 
   // Consistent hashing reads the request as the client sent it.
   const std::optional<uint64_t> request_hash =
@@ -361,18 +353,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         target.peer = host->address;
       }
       previous = host;
-      struct ActiveRequest {
-        const upstream::Host* host;
-        explicit ActiveRequest(const upstream::Host* h) : host(h) {
-          if (host) {
-            host->active_requests.fetch_add(1, std::memory_order_relaxed);
-            host->total_requests.fetch_add(1, std::memory_order_relaxed);
-          }
-        }
-        ~ActiveRequest() {
-          if (host) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
-        }
-      } active(host);
+      const upstream::HostRequest active(host);
 
       const Clock::time_point now = Clock::now();
       Clock::time_point attempt_deadline = deadline.value_or(Clock::time_point::max());
