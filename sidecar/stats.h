@@ -46,6 +46,32 @@ struct ClusterStats {
   }
 };
 
+// An upstream request counted in upstream_rq_active while it lives, if the max_requests
+// circuit breaker (across all workers) admitted it; an overflow counts
+// upstream_rq_pending_overflow instead.
+class ActiveUpstreamRequest {
+ public:
+  ActiveUpstreamRequest(ClusterStats& stats, uint32_t max_requests) : stats_(stats) {
+    admitted_ = stats_.upstream_rq_active.fetch_add(1, std::memory_order_relaxed) <
+                static_cast<int64_t>(max_requests);
+    if (!admitted_) {
+      stats_.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed);
+      stats_.upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  ~ActiveUpstreamRequest() {
+    if (admitted_) stats_.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed);
+  }
+  ActiveUpstreamRequest(const ActiveUpstreamRequest&) = delete;
+  ActiveUpstreamRequest& operator=(const ActiveUpstreamRequest&) = delete;
+
+  bool admitted() const { return admitted_; }
+
+ private:
+  ClusterStats& stats_;
+  bool admitted_ = false;
+};
+
 struct ListenerStats {
   std::atomic<uint64_t> downstream_cx_total{0};
   std::atomic<int64_t> downstream_cx_active{0};

@@ -80,6 +80,19 @@ absl::StatusOr<RouteMatch> ParseMatch(const route_v3::RouteMatch& proto, const s
   return match;
 }
 
+absl::StatusOr<uint32_t> PerMillion(const envoy::type::v3::FractionalPercent& percent,
+                                    const std::string& field) {
+  uint64_t scale = 1;
+  switch (percent.denominator()) {
+    case envoy::type::v3::FractionalPercent::HUNDRED: scale = 10000; break;
+    case envoy::type::v3::FractionalPercent::TEN_THOUSAND: scale = 100; break;
+    case envoy::type::v3::FractionalPercent::MILLION: scale = 1; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, ".denominator: unknown value"));
+  }
+  return static_cast<uint32_t>(std::min<uint64_t>(1000000, percent.numerator() * scale));
+}
+
 absl::StatusOr<RouteAction> ParseAction(const route_v3::RouteAction& proto,
                                         const std::string& field) {
   RouteAction action;
@@ -185,6 +198,24 @@ absl::StatusOr<RouteAction> ParseAction(const route_v3::RouteAction& proto,
     }
     action.hash_policies.push_back(std::move(policy));
   }
+  for (int i = 0; i < proto.request_mirror_policies_size(); ++i) {
+    const auto& mp = proto.request_mirror_policies(i);
+    const std::string mf = absl::StrCat(field, ".request_mirror_policies[", i, "]");
+    MirrorPolicy mirror;
+    mirror.cluster = mp.cluster();
+    if (mirror.cluster.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(mf, ".cluster: empty (cluster_header is not supported)"));
+    }
+    mirror.append_shadow_suffix = !mp.disable_shadow_host_suffix_append();
+    if (mp.has_runtime_fraction()) {
+      auto percent = PerMillion(mp.runtime_fraction().default_value(),
+                                absl::StrCat(mf, ".runtime_fraction.default_value"));
+      if (!percent.ok()) return percent.status();
+      mirror.per_million = *percent;
+    }
+    action.mirrors.push_back(std::move(mirror));
+  }
   return action;
 }
 
@@ -213,17 +244,34 @@ absl::StatusOr<Redirect> ParseRedirect(const route_v3::RedirectAction& proto,
   return redirect;
 }
 
-absl::StatusOr<uint32_t> PerMillion(const envoy::type::v3::FractionalPercent& percent,
-                                    const std::string& field) {
-  uint64_t scale = 1;
-  switch (percent.denominator()) {
-    case envoy::type::v3::FractionalPercent::HUNDRED: scale = 10000; break;
-    case envoy::type::v3::FractionalPercent::TEN_THOUSAND: scale = 100; break;
-    case envoy::type::v3::FractionalPercent::MILLION: scale = 1; break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(field, ".denominator: unknown value"));
+absl::StatusOr<Cors> ParseCors(const google::protobuf::Any& any, const std::string& field) {
+  envoy::extensions::filters::http::cors::v3::CorsPolicy proto;
+  if (!any.UnpackTo(&proto)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": not a CorsPolicy (", any.type_url(), ")"));
   }
-  return static_cast<uint32_t>(std::min<uint64_t>(1000000, percent.numerator() * scale));
+  Cors cors;
+  for (int i = 0; i < proto.allow_origin_string_match_size(); ++i) {
+    auto origin = ParseStringMatch(proto.allow_origin_string_match(i),
+                                   absl::StrCat(field, ".allow_origin_string_match[", i, "]"));
+    if (!origin.ok()) return origin.status();
+    cors.allow_origins.push_back(*std::move(origin));
+  }
+  cors.allow_methods = proto.allow_methods();
+  cors.allow_headers = proto.allow_headers();
+  cors.expose_headers = proto.expose_headers();
+  cors.max_age = proto.max_age();
+  cors.allow_credentials = proto.allow_credentials().value();
+  cors.allow_private_network_access = proto.allow_private_network_access().value();
+  if (proto.has_forward_not_matching_preflights()) {
+    cors.forward_not_matching_preflights = proto.forward_not_matching_preflights().value();
+  }
+  if (proto.has_filter_enabled()) {
+    auto percent = PerMillion(proto.filter_enabled().default_value(),
+                              absl::StrCat(field, ".filter_enabled.default_value"));
+    if (!percent.ok()) return percent.status();
+    cors.enabled_per_million = *percent;
+  }
+  return cors;
 }
 
 absl::StatusOr<Fault> ParseFault(const google::protobuf::Any& any, const std::string& field) {
@@ -527,8 +575,11 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
           auto fault = ParseFault(config, ff);
           if (!fault.ok()) return fault.status();
           route.fault = *std::move(fault);
-        } else if (filter != "envoy.filters.http.cors") {
-          // CORS policies are accepted and not enforced yet; anything else is unknown.
+        } else if (filter == "envoy.filters.http.cors") {
+          auto cors = ParseCors(config, ff);
+          if (!cors.ok()) return cors.status();
+          route.cors = *std::move(cors);
+        } else {
           return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported filter config"));
         }
       }

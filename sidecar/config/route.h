@@ -99,6 +99,14 @@ struct HashPolicy {
   bool terminal = false;
 };
 
+// RouteAction.request_mirror_policies: a copy of the request goes to `cluster` for this
+// fraction of requests.
+struct MirrorPolicy {
+  std::string cluster;
+  uint32_t per_million = 1000000;
+  bool append_shadow_suffix = true;  // unless disable_shadow_host_suffix_append
+};
+
 struct RouteAction {
   std::string cluster;                     // or:
   std::vector<WeightedCluster> weighted;   // non-empty: pick by weight
@@ -111,6 +119,7 @@ struct RouteAction {
   std::chrono::milliseconds timeout{15000};  // Envoy's default; 0: none
   std::optional<RetryPolicy> retry;
   std::vector<HashPolicy> hash_policies;
+  std::vector<MirrorPolicy> mirrors;
 };
 
 struct Redirect {
@@ -137,10 +146,24 @@ struct Fault {
   uint32_t abort_per_million = 0;
 };
 
+// The CORS filter's per-route policy (typed_per_filter_config "envoy.filters.http.cors").
+struct Cors {
+  std::vector<StringMatch> allow_origins;
+  std::string allow_methods;
+  std::string allow_headers;
+  std::string expose_headers;
+  std::string max_age;
+  bool allow_credentials = false;
+  bool allow_private_network_access = false;
+  bool forward_not_matching_preflights = true;
+  uint32_t enabled_per_million = 1000000;  // filter_enabled
+};
+
 struct Route {
   std::string name;
   RouteMatch match;
   std::optional<Fault> fault;
+  std::optional<Cors> cors;
   std::variant<RouteAction, Redirect, DirectResponse> action;
   HeaderMutations request_headers;
   HeaderMutations response_headers;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace meshpilot::sidecar::router {
@@ -62,6 +63,17 @@ std::string NewRequestId(std::mt19937_64& rng) {
                 static_cast<unsigned>(hi & 0xffff), static_cast<unsigned>(lo >> 48),
                 static_cast<unsigned long long>(lo & 0xffffffffffffULL));
   return buf;
+}
+
+std::string ShadowHost(std::string_view host) {
+  // A port follows the last ':' unless that is inside an IPv6 literal ("[::1]").
+  const size_t colon = host.rfind(':');
+  const size_t bracket = host.rfind(']');
+  if (colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
+    return absl::StrCat(absl::string_view(host.data(), colon), "-shadow",
+                        absl::string_view(host.data() + colon, host.size() - colon));
+  }
+  return absl::StrCat(absl::string_view(host.data(), host.size()), "-shadow");
 }
 
 }  // namespace meshpilot::sidecar::router

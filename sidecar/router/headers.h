@@ -5,6 +5,7 @@
 
 #include <random>
 #include <string>
+#include <string_view>
 
 #include "sidecar/config/route.h"
 #include "sidecar/http/header_map.h"
@@ -18,6 +19,10 @@ void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::Header
 // exactly "trailers" (gRPC needs it end to end; Envoy keeps it too). The codec that sends the
 // message adds its own framing.
 void StripHopByHop(http::HeaderMap& headers);
+
+// The host of a mirrored request, as Envoy's: "host" -> "host-shadow",
+// "host:port" -> "host-shadow:port".
+std::string ShadowHost(std::string_view host);
 
 // A random version-4 UUID, as Envoy's x-request-id.
 std::string NewRequestId(std::mt19937_64& rng);

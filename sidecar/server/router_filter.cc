@@ -14,9 +14,11 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "sidecar/http/grpc.h"
+#include "sidecar/router/cors.h"
 #include "sidecar/router/headers.h"
 #include "sidecar/router/retry.h"
 #include "sidecar/router/route_match.h"
+#include "sidecar/server/request_mirror.h"
 #include "sidecar/server/upstream_pool.h"
 #include "spdlog/spdlog.h"
 
@@ -43,9 +45,10 @@ constexpr char kRemoteRefusedStream[] =
     "stream reset";
 
 // The header mutations that apply to a response, most specific first: route, weighted
-// cluster, virtual host, route config, and meshproxy's own.
+// cluster, virtual host, route config, meshproxy's own, and the CORS filter's (which Envoy
+// applies after the router's).
 struct Mutations {
-  const config::HeaderMutations* levels[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  const config::HeaderMutations* levels[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   void ApplyTo(http::HeaderMap& headers) const {
     for (const auto* m : levels) {
       if (m != nullptr) router::ApplyHeaderMutations(*m, headers);
@@ -167,6 +170,19 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   }
   Mutations response_mutations{{&route->response_headers, nullptr, &vhost->response_headers,
                                 &table->response_headers}};
+  // The CORS filter runs before the fault filter; redirects and direct responses bypass it.
+  router::CorsDecision cors;
+  if (route->cors && std::holds_alternative<config::RouteAction>(route->action) &&
+      worker_.rng()() % 1000000 < route->cors->enabled_per_million) {
+    cors = router::DecideCors(*route->cors, request);
+    if (cors.local_reply) {
+      cors.local_reply->Set("server", "envoy");
+      count_downstream(200);
+      co_await down.WriteHeaders(*std::move(cors.local_reply), true);
+      co_return;
+    }
+    response_mutations.levels[5] = &cors.response_headers;
+  }
   if (route->fault) {
     // The fault filter runs before the router: delay first, then abort.
     const config::Fault& fault = *route->fault;
@@ -214,17 +230,9 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     }
   };
   const config::CircuitBreakers& breakers = cluster->config->circuit_breakers;
-  // Circuit breaking (max_requests) across all workers, as Envoy's x-envoy-overloaded 503.
-  if (stats.upstream_rq_active.fetch_add(1, std::memory_order_relaxed) >=
-      static_cast<int64_t>(breakers.max_requests)) {
-    stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed);
-    stats.upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
-    co_return co_await overloaded(response_mutations);
-  }
-  struct ActiveGuard {
-    ClusterStats& stats;
-    ~ActiveGuard() { stats.upstream_rq_active.fetch_sub(1, std::memory_order_relaxed); }
-  } active_request{stats};
+  // Circuit breaking (max_requests), as Envoy's x-envoy-overloaded 503.
+  const ActiveUpstreamRequest active_request(stats, breakers.max_requests);
+  if (!active_request.admitted()) co_return co_await overloaded(response_mutations);
 
   // Consistent hashing reads the request as the client sent it.
   const std::optional<uint64_t> request_hash =
@@ -262,17 +270,14 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     }
   }
 
-  const Protocol protocol = [&] {
-    switch (cluster->config->protocol) {
-      case config::UpstreamProtocol::kHttp2:
-        return Protocol::kHttp2;
-      case config::UpstreamProtocol::kDownstream:
-        return down.protocol();
-      case config::UpstreamProtocol::kHttp1:
-        break;
+  const Protocol protocol = UpstreamProtocolOf(*cluster->config, down.protocol());
+  // Only a held body is mirrored: a streamed one is not kept whole, and Envoy likewise gives up
+  // shadowing a body beyond its buffer limit.
+  for (const config::MirrorPolicy& mirror : action.mirrors) {
+    if (held && worker_.rng()() % 1000000 < mirror.per_million) {
+      MirrorRequest(worker_, config, mirror, request, *held, down.protocol(), action.timeout);
     }
-    return Protocol::kHttp1;
-  }();
+  }
   const config::RetryPolicy* retry = action.retry ? &*action.retry : nullptr;
   uint32_t retries_left = retry ? retry->num_retries : 0;
   uint32_t retry_number = 0;
@@ -361,18 +366,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         target.peer = host->address;
       }
       previous = host;
-      struct ActiveRequest {
-        const upstream::Host* host;
-        explicit ActiveRequest(const upstream::Host* h) : host(h) {
-          if (host) {
-            host->active_requests.fetch_add(1, std::memory_order_relaxed);
-            host->total_requests.fetch_add(1, std::memory_order_relaxed);
-          }
-        }
-        ~ActiveRequest() {
-          if (host) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
-        }
-      } active(host);
+      const upstream::HostRequest active(host);
       // Passive outlier detection sees every attempt's result (local-origin errors as Envoy
       // maps them: 503, and 504 for a timeout).
       auto report = [&](unsigned result) {

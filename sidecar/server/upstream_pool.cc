@@ -117,4 +117,16 @@ void UpstreamPool::Release(const std::string& cluster, const tcp::endpoint& peer
   idle.push_back(std::move(connection));
 }
 
+Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream) {
+  switch (cluster.protocol) {
+    case config::UpstreamProtocol::kHttp2:
+      return Protocol::kHttp2;
+    case config::UpstreamProtocol::kDownstream:
+      return downstream;
+    case config::UpstreamProtocol::kHttp1:
+      break;
+  }
+  return Protocol::kHttp1;
+}
+
 }  // namespace meshpilot::sidecar::server

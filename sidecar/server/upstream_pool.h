@@ -22,6 +22,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include "sidecar/config/cluster.h"
 #include "sidecar/server/stream.h"
 #include "sidecar/stats.h"
 
@@ -51,6 +52,9 @@ struct UpstreamTarget {
   uint32_t max_concurrent_streams = 0;  // HTTP/2, 0: the peer's limit
   bool head_request = false;            // HTTP/1.1: the response has no body
 };
+
+// The protocol a request goes upstream in: the cluster's, or the downstream's.
+Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);
 
 struct OpenedStream {
   std::unique_ptr<UpstreamStream> stream;

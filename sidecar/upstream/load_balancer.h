@@ -36,6 +36,25 @@ struct Host {
   mutable OutlierState outlier;
 };
 
+// A request to a host (none for ORIGINAL_DST), in its active_requests while it lives, which
+// LEAST_REQUEST reads.
+class HostRequest {
+ public:
+  explicit HostRequest(const Host* host) : host_(host) {
+    if (host_ == nullptr) return;
+    host_->active_requests.fetch_add(1, std::memory_order_relaxed);
+    host_->total_requests.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~HostRequest() {
+    if (host_ != nullptr) host_->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
+  HostRequest(const HostRequest&) = delete;
+  HostRequest& operator=(const HostRequest&) = delete;
+
+ private:
+  const Host* host_;
+};
+
 class LoadBalancer {
  public:
   LoadBalancer(config::LbPolicy policy, uint32_t choice_count,

@@ -124,7 +124,9 @@ class Backend:
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
     POST anything           reads the whole body (length or chunked) and reports its size
                             and SHA-256
+    OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
+    Every JSON answer's request is kept in `received` (its info, as answered).
     """
 
     failures = {}
@@ -133,6 +135,7 @@ class Backend:
     def __init__(self, name, status=None):
         self.name = name
         self.status = status
+        self.received = []
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -156,6 +159,7 @@ class Backend:
                 info = {"backend": backend.name, "path": self.path, "method": self.command,
                         "headers": {k.lower(): v for k, v in self.headers.items()}}
                 info.update(more)
+                backend.received.append(info)
                 return info
 
             def do_GET(self):
@@ -208,6 +212,7 @@ class Backend:
                 return self._reply(200, self._info())
 
             do_HEAD = do_GET
+            do_OPTIONS = do_GET
 
             def do_POST(self):
                 size = 0

@@ -7,6 +7,7 @@ http.client and raw sockets (and curl where it is installed). Binaries come from
 and ADS_SERVER_BIN (set by ctest); by hand they default to build/release.
 """
 
+import hashlib
 import http.client
 import json
 import os
@@ -30,6 +31,14 @@ TCP_PROXY = T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 NODE_ID = "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local"
 FLAKY = "outbound|80||flaky.default.svc.cluster.local"  # named as Istio names clusters
 WAIT_S = 15
+
+
+CORS = T + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+# What meshpilot writes for a VirtualService corsPolicy (tests/golden/vs_match_headers_rewrite).
+CORS_POLICY = {"allow_origin_string_match": [{"exact": "https://example.com"},
+                                             {"safe_regex": {"regex": "https://.*\\.example\\.org"}}],
+               "allow_methods": "GET,POST", "allow_headers": "x-tenant",
+               "expose_headers": "x-route", "max_age": "86400", "allow_credentials": True}
 
 
 def eds_cluster(name, lb="ROUND_ROBIN"):
@@ -124,6 +133,16 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                     route("/fault-delay", {"route": {"cluster": "web-v1"}}, typed_per_filter_config={
                         "envoy.filters.http.fault": {"@type": FAULT, "delay": {
                             "fixed_delay": "0.3s", "percentage": {"numerator": 100}}}}),
+                    route("/cors/", {"route": {"cluster": "web-v1"}}, typed_per_filter_config={
+                        "envoy.filters.http.cors": {"@type": CORS, **CORS_POLICY}}),
+                    route("/mirror/", {"route": {"cluster": "web-v1", "request_mirror_policies": [
+                        {"cluster": "mirror", "runtime_fraction": {"default_value": {
+                            "numerator": 100}}}]}}),
+                    route("/mirror-dead/", {"route": {"cluster": "web-v1", "request_mirror_policies": [
+                        {"cluster": "dead"}]}}),
+                    route("/mirror-half/", {"route": {"cluster": "web-v1", "request_mirror_policies": [
+                        {"cluster": "mirror", "runtime_fraction": {"default_value": {
+                            "numerator": 500000, "denominator": "MILLION"}}}]}}),
                     route("/", {"route": {"cluster": "web-v1"}},
                           response_headers_to_add=[{"header": {"key": "x-mesh", "value": "meshproxy"}}]),
                 ]}]}
@@ -138,6 +157,7 @@ class Mesh:
         self.dir = tempfile.mkdtemp(prefix="meshproxy-it-")
         self.v1, self.v2 = Backend("web-v1"), Backend("web-v2")
         self.broken = Backend("broken", status=503)
+        self.mirror = Backend("mirror")
         self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
@@ -173,7 +193,7 @@ class Mesh:
         clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
-                    eds_cluster("tcp-ring", "RING_HASH"),
+                    eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
                                     base_ejection_time="300s", max_ejection_percent=50)]
         endpoints = [assignment("web-v1", [self.v1.port]), assignment("web-v2", [self.v2.port]),
@@ -182,7 +202,8 @@ class Mesh:
                      assignment("limited", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
-                     assignment(FLAKY, [self.v1.port, self.broken.port])]
+                     assignment(FLAKY, [self.v1.port, self.broken.port]),
+                     assignment("mirror", [self.mirror.port])]
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
                          tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
@@ -239,7 +260,7 @@ class Mesh:
     def close(self):
         for child in reversed(self.children):
             child.stop()
-        for backend in (self.v1, self.v2, self.broken, self.tcp_a, self.tcp_b):
+        for backend in (self.v1, self.v2, self.broken, self.mirror, self.tcp_a, self.tcp_b):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -422,6 +443,79 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(status, 200, body)
         self.assertGreaterEqual(time.monotonic() - start, 0.3)
 
+    def test_cors_preflight_is_answered_for_an_allowed_origin(self):
+        received = len(self.mesh.v1.received)
+        status, headers, body = self.mesh.get("/cors/x", method="OPTIONS", headers={
+            "Origin": "https://shop.example.org", "Access-Control-Request-Method": "POST"})
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(headers["access-control-allow-origin"], "https://shop.example.org")
+        self.assertEqual(headers["access-control-allow-methods"], "GET,POST")
+        self.assertEqual(headers["access-control-allow-headers"], "x-tenant")
+        self.assertEqual(headers["access-control-max-age"], "86400")
+        self.assertEqual(headers["access-control-allow-credentials"], "true")
+        self.assertNotIn("x-backend", headers)
+        self.assertEqual(len(self.mesh.v1.received), received)  # answered by meshproxy
+
+    def test_cors_allowed_origin_gets_the_headers(self):
+        status, headers, _ = self.mesh.get("/cors/x", headers={"Origin": "https://example.com"})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["x-backend"], "web-v1")
+        self.assertEqual(headers["access-control-allow-origin"], "https://example.com")
+        self.assertEqual(headers["access-control-allow-credentials"], "true")
+        self.assertEqual(headers["access-control-expose-headers"], "x-route")
+        self.assertNotIn("access-control-allow-methods", headers)
+
+    def test_cors_disallowed_origin_gets_none_and_its_preflight_goes_to_the_route(self):
+        status, headers, _ = self.mesh.get("/cors/x", headers={"Origin": "https://evil.example"})
+        self.assertEqual(status, 200)
+        self.assertFalse([h for h in headers if h.startswith("access-control-")], headers)
+        status, headers, body = self.mesh.get("/cors/x", method="OPTIONS", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["x-backend"], "web-v1")
+        self.assertEqual(json.loads(body)["method"], "OPTIONS")
+        self.assertFalse([h for h in headers if h.startswith("access-control-")], headers)
+
+    def test_mirror_gets_a_copy_with_shadow_host_and_the_client_the_primary_answer(self):
+        mirrored_before = self.mesh.stat("cluster.mirror.upstream_rq_total") or 0
+        status, headers, body = self.mesh.get("/mirror/get", host="web")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["x-backend"], "web-v1")
+        self.assertEqual(json.loads(body)["headers"]["host"], "web")
+        status, headers, body = self.mesh.get("/mirror/post", host="web", method="POST",
+                                              body=b"mirrored body")
+        self.assertEqual((status, headers["x-backend"]), (200, "web-v1"))
+        def copies():
+            received = [r for r in self.mesh.mirror.received if r["path"].startswith("/mirror/")]
+            return received if len(received) >= 2 else None
+
+        copies = wait_until(copies, WAIT_S, "the mirror to receive both copies")
+        self.assertEqual([(r["method"], r["path"], r["headers"]["host"]) for r in copies],
+                         [("GET", "/mirror/get", "web-shadow"), ("POST", "/mirror/post", "web-shadow")])
+        self.assertEqual(copies[1]["body_size"], len(b"mirrored body"))
+        self.assertEqual(copies[1]["body_sha256"], hashlib.sha256(b"mirrored body").hexdigest())
+        wait_until(lambda: self.mesh.stat("cluster.mirror.upstream_rq_total") - mirrored_before == 2,
+                   WAIT_S, "the mirror cluster to count both copies")
+        # A mirror that cannot be reached neither fails nor changes the request.
+        failed_before = self.mesh.stat("cluster.dead.upstream_rq_5xx") or 0
+        status, headers, _ = self.mesh.get("/mirror-dead/x")
+        self.assertEqual((status, headers["x-backend"]), (200, "web-v1"))
+        wait_until(lambda: self.mesh.stat("cluster.dead.upstream_rq_5xx") - failed_before == 1,
+                   WAIT_S, "the dead mirror cluster to count its failed copy")
+
+    def test_mirror_half_of_the_requests(self):
+        n = 200
+        total_before = self.mesh.stat("cluster.mirror.upstream_rq_total") or 0
+        for i in range(n):
+            self.assertEqual(self.mesh.get(f"/mirror-half/{i}")[0], 200)
+        # Each copy starts before its request is answered; wait for them all to finish.
+        wait_until(lambda: self.mesh.stat("cluster.mirror.upstream_rq_active") == 0, WAIT_S,
+                   "the copies to finish")
+        copies = len([r for r in self.mesh.mirror.received if r["path"].startswith("/mirror-half/")])
+        self.assertEqual(self.mesh.stat("cluster.mirror.upstream_rq_total") - total_before, copies)
+        # Binomial(200, 0.5): outside [60, 140] with probability below 1e-8.
+        self.assertTrue(60 <= copies <= 140, copies)
+
     def test_retries(self):
         before = self.mesh.stat("cluster.web-v1.upstream_rq_retry")
         status, _, body = self.mesh.get("/retry/fail/2/retry-key-a")
@@ -508,8 +602,8 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "limited", FLAKY, "sticky", "tcp-a", "tcp-b", "tcp-ring",
-                          "web-v1", "web-v2"])
+                         ["dead", "empty", "limited", "mirror", FLAKY, "sticky", "tcp-a", "tcp-b",
+                          "tcp-ring", "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"
