@@ -43,10 +43,16 @@ absl::StatusOr<Cidr> ParseCidr(const envoy::config::core::v3::CidrRange& proto,
   return cidr;
 }
 
-absl::StatusOr<config::StringMatch> ParsePathMatcher(
-    const envoy::type::matcher::v3::PathMatcher& proto, const std::string& field) {
+// A PathMatcher: the request's path without its query.
+absl::StatusOr<RbacMatcher> ParseUrlPathLeaf(const envoy::type::matcher::v3::PathMatcher& proto,
+                                             const std::string& field) {
   if (!proto.has_path()) return Invalid(absl::StrCat(field, ".path"), "missing");
-  return config::ParseStringMatch(proto.path(), absl::StrCat(field, ".path"));
+  auto path = config::ParseStringMatch(proto.path(), absl::StrCat(field, ".path"));
+  if (!path.ok()) return path.status();
+  RbacMatcher m;
+  m.kind = RbacMatcher::Kind::kUrlPath;
+  m.string = *std::move(path);
+  return m;
 }
 
 // and/or over a Permission::Set or Principal::Set, with `parse` for their members.
@@ -134,13 +140,8 @@ absl::StatusOr<RbacMatcher> ParsePermission(const rbac_v3::Permission& proto,
       return ParseNot(proto.not_rule(), absl::StrCat(field, ".not_rule"), ParsePermission);
     case P::kHeader:
       return ParseHeaderLeaf(proto.header(), absl::StrCat(field, ".header"));
-    case P::kUrlPath: {
-      m.kind = Kind::kUrlPath;
-      auto path = ParsePathMatcher(proto.url_path(), absl::StrCat(field, ".url_path"));
-      if (!path.ok()) return path.status();
-      m.string = *std::move(path);
-      return m;
-    }
+    case P::kUrlPath:
+      return ParseUrlPathLeaf(proto.url_path(), absl::StrCat(field, ".url_path"));
     case P::kDestinationIp:
       return ParseCidrLeaf(Kind::kDestinationIp, proto.destination_ip(),
                            absl::StrCat(field, ".destination_ip"));
@@ -214,13 +215,8 @@ absl::StatusOr<RbacMatcher> ParsePrincipal(const rbac_v3::Principal& proto,
       return ParseCidrLeaf(Kind::kRemoteIp, proto.remote_ip(), absl::StrCat(field, ".remote_ip"));
     case P::kHeader:
       return ParseHeaderLeaf(proto.header(), absl::StrCat(field, ".header"));
-    case P::kUrlPath: {
-      m.kind = Kind::kUrlPath;
-      auto path = ParsePathMatcher(proto.url_path(), absl::StrCat(field, ".url_path"));
-      if (!path.ok()) return path.status();
-      m.string = *std::move(path);
-      return m;
-    }
+    case P::kUrlPath:
+      return ParseUrlPathLeaf(proto.url_path(), absl::StrCat(field, ".url_path"));
     case P::kMetadata:
       return ParseMetadataLeaf(proto.metadata(), absl::StrCat(field, ".metadata"));
     case P::kFilterState:

@@ -194,6 +194,10 @@ class MeshpilotTest(unittest.TestCase):
                    WAIT_S, "meshproxy /healthz/ready")
         return proxy
 
+    def require_iptables(self):
+        if not shutil.which("iptables"):
+            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+
     def start(self, name, argv):
         child = Child(name, argv)
         self.children.append(child)
@@ -236,8 +240,7 @@ class MeshpilotTest(unittest.TestCase):
         self.assertIn("80", routes)
 
     def test_intercepted_traffic_to_cluster_ips_is_routed(self):
-        if not shutil.which("iptables"):
-            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        self.require_iptables()
         wait_until(self.synced, WAIT_S, "meshproxy to sync")
         capture_outbound()
         try:
@@ -266,8 +269,7 @@ class MeshpilotTest(unittest.TestCase):
             raise
 
     def test_authorization_policies_are_enforced_inbound(self):
-        if not shutil.which("iptables"):
-            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        self.require_iptables()
         # This test's meshproxy is the sidecar of pod web-1 (10.1.0.2, app=web), serving both
         # Services on that pod; the client-side proxy of setUp would share its ports.
         self.proxy.stop()
@@ -282,11 +284,8 @@ class MeshpilotTest(unittest.TestCase):
         self.proxy = self.start_proxy("--pod-name", "web-1", "--namespace", "default",
                                       "--pod-ip", POD_IP, "--labels", "app=web")
         try:
-            def has_policies():
-                dump = urllib.request.urlopen("http://127.0.0.1:15000/config_dump", timeout=5)
-                text = dump.read().decode()
-                return "envoy.filters.http.rbac" in text and "envoy.filters.network.rbac" in text
-            wait_until(has_policies, WAIT_S, "the workload proxy to get the policies")
+            wait_until(lambda: config_dump_has("envoy.filters.http.rbac", "envoy.filters.network.rbac"),
+                       WAIT_S, "the workload proxy to get the policies")
 
             def status(method, path):
                 req = urllib.request.Request(f"http://{POD_IP}:{web}{path}", method=method,
@@ -344,8 +343,7 @@ spec:
             raise
 
     def test_tcp_routes_split_connections_by_weight(self):
-        if not shutil.which("iptables"):
-            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        self.require_iptables()
         v2 = TcpEchoBackend("db-v2")
         self.addCleanup(v2.stop)
         # The db Service gets a second endpoint (joined with Pod db-v2 by targetRef; the first
@@ -354,10 +352,8 @@ spec:
         self.write_mesh(yaml_for(self.web.port, self.db.port, self.echo_port) + tcp_split_yaml(v2.port))
         capture_outbound()
 
-        def split_served():
-            dump = urllib.request.urlopen("http://127.0.0.1:15000/config_dump", timeout=5)
-            return "outbound|3306|v2|db.default.svc.cluster.local" in dump.read().decode()
-        wait_until(split_served, WAIT_S, "meshproxy to get the tcp route")
+        wait_until(lambda: config_dump_has("outbound|3306|v2|db.default.svc.cluster.local"),
+                   WAIT_S, "meshproxy to get the tcp route")
         try:
             answers = [tcp_exchange_to("10.96.0.60", 3306, b"q").split(b":")[0]
                        for _ in range(200)]
@@ -371,8 +367,7 @@ spec:
             raise
 
     def test_locality_failover_and_distribute(self):
-        if not shutil.which("iptables"):
-            self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
+        self.require_iptables()
         # web gets a second endpoint in another zone; each endpoint's Pod says where it runs.
         # The client's sidecar runs in r1/z1.
         z2 = Backend("web-z2")
@@ -462,6 +457,12 @@ spec:
         ports: ["{web_port}"]
         paths: ["/public/secret"]
 """
+
+def config_dump_has(*texts):
+    """Whether meshproxy's applied config (its admin /config_dump) mentions every text."""
+    dump = urllib.request.urlopen("http://127.0.0.1:15000/config_dump", timeout=5).read().decode()
+    return all(text in dump for text in texts)
+
 
 def reset_network():
     """Undoes what a test set up in the namespace (all tests share it)."""
