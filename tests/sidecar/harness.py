@@ -297,8 +297,9 @@ class TcpEchoBackend:
         self.sock.close()
 
 
-def tcp_exchange(port, payload, timeout_s=5):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+def tcp_exchange(port, payload, timeout_s=5, host="127.0.0.1"):
+    """Sends payload, half-closes, and returns everything the peer sends until it closes."""
+    with socket.create_connection((host, port), timeout=timeout_s) as s:
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
         data = b""

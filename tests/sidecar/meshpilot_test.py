@@ -258,7 +258,7 @@ class MeshpilotTest(unittest.TestCase):
             self.assertEqual(call.returncode, 0, call.stdout + call.stderr)
             self.assertEqual(call.stdout.splitlines()[:3], ["ok echo-1 trailer=echo-1"] * 3)
             # TCP to the db Service, half-close carried through.
-            self.assertEqual(tcp_exchange_to("10.96.0.60", 3306, b"select 1"), b"db:select 1")
+            self.assertEqual(tcp_exchange(3306, b"select 1", host="10.96.0.60"), b"db:select 1")
             stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
             self.assertIn("listener.virtualOutbound.downstream_cx_total", stats)
             self.assertRegex(stats, r"listener\.0\.0\.0\.0_80\.downstream_cx_total: [1-9]")
@@ -306,7 +306,7 @@ class MeshpilotTest(unittest.TestCase):
             # The second ALLOW rule: POST from the pod's own address block.
             self.assertEqual(status("POST", "/upload")[0], 200)
             # TCP: the HTTP-only ALLOW rule does not apply to it; the ports-only one does.
-            self.assertEqual(tcp_exchange_to(POD_IP, db, b"select 1"), b"db:select 1")
+            self.assertEqual(tcp_exchange(db, b"select 1", host=POD_IP), b"db:select 1")
 
             # An edit: deny TCP from the pod's block. The connection is closed, nothing echoed.
             self.write_mesh(yaml_for(web, db, self.echo_port, POD_IP) + policies + f"""---
@@ -331,7 +331,7 @@ spec:
 
             def tcp_refused():
                 try:
-                    return tcp_exchange_to(POD_IP, db, b"select 1") == b""
+                    return tcp_exchange(db, b"select 1", host=POD_IP) == b""
                 except OSError:
                     return True
             wait_until(tcp_refused, WAIT_S, "the DENY policy to close TCP connections")
@@ -355,7 +355,7 @@ spec:
         wait_until(lambda: config_dump_has("outbound|3306|v2|db.default.svc.cluster.local"),
                    WAIT_S, "meshproxy to get the tcp route")
         try:
-            answers = [tcp_exchange_to("10.96.0.60", 3306, b"q").split(b":")[0]
+            answers = [tcp_exchange(3306, b"q", host="10.96.0.60").split(b":")[0]
                        for _ in range(200)]
             v1, v2_count = answers.count(b"db"), answers.count(b"db-v2")
             self.assertEqual(v1 + v2_count, 200, answers)
@@ -584,19 +584,6 @@ spec:
   host: web
   trafficPolicy: {{{traffic_policy}}}
 """
-
-
-def tcp_exchange_to(host, port, payload):
-    import socket
-    with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
 
 
 def main():
