@@ -6,12 +6,15 @@ import http.server
 import json
 import os
 import random
+import shutil
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 import unittest
+import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LOG_TAIL_LINES = 120
@@ -156,8 +159,12 @@ class Backend:
                 self.wfile.write(body)
 
             def _info(self, **more):
+                headers = {}
+                for k, v in self.headers.items():  # repeated headers joined, as HTTP allows
+                    k = k.lower()
+                    headers[k] = f"{headers[k]},{v}" if k in headers else v
                 info = {"backend": backend.name, "path": self.path, "method": self.command,
-                        "headers": {k.lower(): v for k, v in self.headers.items()}}
+                        "headers": headers}
                 info.update(more)
                 backend.received.append(info)
                 return info
@@ -343,3 +350,70 @@ class SharedMeshTest(unittest.TestCase):
             self._dumped = True
             print(self.mesh.logs())
         return outcome
+
+
+# ----- a pod in a private network namespace (meshpilot_test.py, istio_traffic_test.py)
+
+IN_NETNS = "MESHPROXY_TEST_NETNS"
+PROXY_UID = 1337  # meshproxy's uid, exempt from interception as istio-proxy's
+POD_IP = "10.1.0.2"
+
+
+def run(*argv):
+    subprocess.run(argv, check=True, capture_output=True, timeout=10)
+
+
+def http_json(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def config_dump_has(*texts, admin_port=15000):
+    """Whether meshproxy's applied config (its admin /config_dump) mentions every text."""
+    dump = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/config_dump",
+                                  timeout=5).read().decode()
+    return all(text in dump for text in texts)
+
+
+def reset_network():
+    """Undoes what a test set up in the namespace (all tests share it)."""
+    for argv in (["iptables", "-t", "nat", "-F", "OUTPUT"], ["ip", "link", "del", "eth0"],
+                 ["ip", "addr", "del", f"{POD_IP}/32", "dev", "lo"]):
+        subprocess.run(argv, capture_output=True, timeout=10)
+
+
+def capture_outbound():
+    """The pod's interface (a veth pair, its peer standing for the node) with POD_IP, a route
+    for the service range (10.96.0.0/16) through it, as a pod has, and istio-iptables'
+    outbound capture to 15001 (except meshproxy's own uid and loopback)."""
+    run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "node0")
+    run("ip", "addr", "add", f"{POD_IP}/24", "dev", "eth0")
+    run("ip", "link", "set", "eth0", "up")
+    run("ip", "link", "set", "node0", "up")
+    run("ip", "route", "add", "10.96.0.0/16", "dev", "eth0")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner",
+        "--uid-owner", str(PROXY_UID), "-j", "RETURN")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1/32", "-j", "RETURN")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT",
+        "--to-ports", "15001")
+
+
+def main_in_network_namespace(test_file):
+    """Runs test_file's unittests in a fresh network namespace (only loopback, up), so the
+    well-known ports (15000, 15001, 15010, ...) are the test's own and everything it creates
+    goes with it. Returns the exit code: 77 (ctest: skipped) when namespaces are unavailable."""
+    if os.environ.get(IN_NETNS) != "1":
+        if not shutil.which("unshare"):
+            print("skipped: unshare is not available")
+            return 77
+        probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+        if probe.returncode != 0:
+            print(f"skipped: cannot create a network namespace: {probe.stderr.decode().strip()}")
+            return 77
+        env = dict(os.environ, **{IN_NETNS: "1"})
+        return subprocess.run(
+            ["unshare", "--net", "--", "sh", "-c",
+             'ip link set lo up && exec "$0" "$@"', sys.executable, os.path.abspath(test_file)]
+            + sys.argv[1:], env=env, timeout=300).returncode
+    program = unittest.main(module="__main__", exit=False, verbosity=2)
+    return 0 if program.result.wasSuccessful() else 1

@@ -32,11 +32,10 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Backend, Child, TcpEchoBackend, binary, free_port, tcp_exchange,  # noqa: E402
-                     wait_until)
+from harness import (POD_IP, PROXY_UID, Backend, Child, TcpEchoBackend, binary,  # noqa: E402
+                     capture_outbound, config_dump_has, free_port, http_json,
+                     main_in_network_namespace, reset_network, run, tcp_exchange, wait_until)
 
-IN_NETNS = "MESHPROXY_TEST_NETNS"
-PROXY_UID = 1337
 NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 WAIT_S = 20
 
@@ -140,15 +139,6 @@ endpoints:
   conditions:
     ready: true
 """
-
-
-def http_json(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def run(*argv):
-    subprocess.run(argv, check=True, capture_output=True, timeout=10)
 
 
 class MeshpilotTest(unittest.TestCase):
@@ -409,9 +399,6 @@ spec:
         os.rename(path + ".tmp", path)
 
 
-POD_IP = "10.1.0.2"
-
-
 def authz_yaml(web_port, db_port):
     return f"""---
 apiVersion: security.istio.io/v1
@@ -457,34 +444,6 @@ spec:
         ports: ["{web_port}"]
         paths: ["/public/secret"]
 """
-
-def config_dump_has(*texts):
-    """Whether meshproxy's applied config (its admin /config_dump) mentions every text."""
-    dump = urllib.request.urlopen("http://127.0.0.1:15000/config_dump", timeout=5).read().decode()
-    return all(text in dump for text in texts)
-
-
-def reset_network():
-    """Undoes what a test set up in the namespace (all tests share it)."""
-    for argv in (["iptables", "-t", "nat", "-F", "OUTPUT"], ["ip", "link", "del", "eth0"],
-                 ["ip", "addr", "del", f"{POD_IP}/32", "dev", "lo"]):
-        subprocess.run(argv, capture_output=True, timeout=10)
-
-
-def capture_outbound():
-    """The pod's interface (a veth pair, its peer standing for the node), a route for the
-    service range through it, as a pod has, and istio-iptables' outbound capture."""
-    run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "node0")
-    run("ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
-    run("ip", "link", "set", "eth0", "up")
-    run("ip", "link", "set", "node0", "up")
-    run("ip", "route", "add", "10.96.0.0/16", "dev", "eth0")
-    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner",
-        "--uid-owner", str(PROXY_UID), "-j", "RETURN")
-    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1/32", "-j", "RETURN")
-    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT",
-        "--to-ports", "15001")
-
 
 def tcp_split_yaml(v2_port):
     return f"""---
@@ -586,23 +545,5 @@ spec:
 """
 
 
-def main():
-    if os.environ.get(IN_NETNS) != "1":
-        if not shutil.which("unshare"):
-            print("skipped: unshare is not available")
-            return 77
-        probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
-        if probe.returncode != 0:
-            print(f"skipped: cannot create a network namespace: {probe.stderr.decode().strip()}")
-            return 77
-        env = dict(os.environ, **{IN_NETNS: "1"})
-        return subprocess.run(
-            ["unshare", "--net", "--", "sh", "-c",
-             'ip link set lo up && exec "$0" "$@"', sys.executable, os.path.abspath(__file__)]
-            + sys.argv[1:], env=env, timeout=300).returncode
-    program = unittest.main(module=__name__, exit=False, verbosity=2)
-    return 0 if program.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_in_network_namespace(__file__))

@@ -1,0 +1,776 @@
+"""Istio's traffic features end to end: Istio YAML -> meshpilot -> meshproxy -> real servers.
+
+One meshpilot serves a folder of YAML (Services with cluster IPs, EndpointSlices and Pods for
+real HTTP and gRPC backends on loopback); one meshproxy is the sidecar of the client pod
+(labels app=client, version=v1) with istio-iptables' outbound capture, in a private network
+namespace. Each test writes its feature's VirtualServices and DestinationRules (written from
+Istio's reference docs, not from meshpilot's output) into the watched folder, waits until
+meshproxy has applied them (a route named after the test shows in its /config_dump), and
+asserts what plain requests to the Services' cluster IPs get: status, which backend answered,
+headers, loosely measured delays, ratios within a tolerance over enough requests.
+
+Exit code 77 (ctest: skipped) when network namespaces are not available.
+"""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (POD_IP, PROXY_UID, Backend, Child, SharedMeshTest, binary,  # noqa: E402
+                     capture_outbound, config_dump_has, free_port, http_json,
+                     main_in_network_namespace, reset_network, wait_until)
+
+WAIT_S = 20
+WEB_IP, SHADOW_IP, FLAKY_IP, ECHO_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.70"
+NODE_ID = f"sidecar~{POD_IP}~client.default~default.svc.cluster.local"
+
+
+def endpoint_slice(service, name, ports, pod=None):
+    """One endpoint on loopback; ports is [(port name, port)]; pod joins its labels."""
+    port_lines = "".join(f"- {{name: {n}, port: {p}, protocol: TCP}}\n" for n, p in ports)
+    target = f"\n  targetRef: {{kind: Pod, name: {pod}, namespace: default}}" if pod else ""
+    return f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}
+  namespace: default
+  labels: {{kubernetes.io/service-name: {service}}}
+addressType: IPv4
+ports:
+{port_lines}endpoints:
+- addresses: [127.0.0.1]{target}
+"""
+
+
+def pod(name, labels, ip):
+    return f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default, labels: {labels}}}
+status: {{podIP: {ip}}}
+"""
+
+
+def service(name, ip, ports):
+    port_lines = "".join(f"  - {{name: {n}, port: {p}, protocol: TCP}}\n" for n, p in ports)
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: {ip}
+  selector: {{app: {name}}}
+  ports:
+{port_lines}"""
+
+
+def web_subsets(traffic_policy="", v2_policy=""):
+    """The web DestinationRule: subsets v1, v2, v3 by the Pods' version label."""
+    top = f"\n  trafficPolicy:\n{traffic_policy}" if traffic_policy else ""
+    v2 = f"\n    trafficPolicy:\n{v2_policy}" if v2_policy else ""
+    return f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: default}}
+spec:
+  host: web.default.svc.cluster.local{top}
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+  - name: v2
+    labels: {{version: v2}}{v2}
+  - name: v3
+    labels: {{version: v3}}
+"""
+
+
+def virtual_service(name, host, http_rules):
+    return f"""---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{host}]
+  http:
+{http_rules}"""
+
+
+class Reply:
+    def __init__(self, status, headers, body, elapsed_s):
+        self.status, self.headers, self.body, self.elapsed_s = status, headers, body, elapsed_s
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def backend(self):
+        """Which backend answered (from the JSON body: response headers may be rewritten)."""
+        try:
+            return self.json()["backend"]
+        except ValueError:
+            return None
+
+    def header(self, name):
+        values = self.headers.get_all(name)
+        return ",".join(values) if values else None
+
+    def __repr__(self):
+        return f"Reply({self.status}, {dict(self.headers)}, {self.body[:300]!r})"
+
+
+def call(path="/", host="web", method="GET", headers=None, ip=WEB_IP, port=80, timeout_s=5):
+    """One plain HTTP/1.1 request to a cluster IP (intercepted by meshproxy), own connection."""
+    conn = http.client.HTTPConnection(ip, port, timeout=timeout_s)
+    start = time.monotonic()
+    try:
+        conn.request(method, path, headers={"Host": host, **(headers or {})})
+        r = conn.getresponse()
+        body = r.read()
+        return Reply(r.status, r.headers, body, time.monotonic() - start)
+    finally:
+        conn.close()
+
+
+def backends(n, path="/", **kw):
+    return [call(path, **kw).backend for _ in range(n)]
+
+
+def concurrently(n, fn):
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: fn(), range(n)))
+
+
+def stable(read, settle_s=0.3, timeout_s=WAIT_S):
+    """Polls read() until it returns the same value twice settle_s apart; returns it."""
+    previous = [read()]
+
+    def settled():
+        time.sleep(settle_s)
+        now = read()
+        same = now == previous[0]
+        previous[0] = now
+        return same
+    wait_until(settled, timeout_s, "a count to settle")
+    return previous[0]
+
+
+class Mesh:
+    """The client pod's meshproxy and meshpilot, and every backend the tests route to."""
+
+    def __init__(self, case):
+        meshpilot_bin = binary("MESHPILOT_BIN", "build/release/controlplane/meshpilot")
+        proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
+        echo_bin = binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server")
+        self.client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
+        if not shutil.which("iptables"):
+            raise unittest.SkipTest("iptables is not installed (scripts/setup.sh installs it)")
+        self.children = []
+        case.addCleanup(reset_network)
+        case.addCleanup(self.stop_children)
+        self.dir = tempfile.mkdtemp(prefix="meshproxy-istio-")
+        os.chmod(self.dir, 0o755)
+        case.addCleanup(shutil.rmtree, self.dir, True)
+        self.config_dir = os.path.join(self.dir, "config")
+        os.mkdir(self.config_dir)
+        self.web = {v: Backend(f"web-{v}") for v in ("v1", "v2", "v3")}
+        self.web_alt = Backend("web-alt")  # every web Pod's http-alt port (8080)
+        self.shadow = Backend("shadow")
+        self.flaky_ok, self.flaky_bad = Backend("flaky-ok"), Backend("flaky-bad", status=503)
+        for b in (*self.web.values(), self.web_alt, self.shadow, self.flaky_ok, self.flaky_bad):
+            case.addCleanup(b.stop)
+        echo_ports = {}
+        for name, extra in (("echo-a", []), ("echo-down", ["--fail_code", "14"]), ("echo-b", [])):
+            echo_ports[name] = free_port()
+            child = self.start(name, [echo_bin, "--port", str(echo_ports[name]), "--name", name,
+                                      *extra])
+            wait_until(lambda: any("listening on" in l for l in child.lines()), WAIT_S, name)
+        self.write("base.yaml", self.base_yaml(echo_ports))
+        self.meshpilot = self.start("meshpilot", [
+            meshpilot_bin, "--config-dir", self.config_dir, "--xds-port", "15010",
+            "--debug-port", "15014", "--debounce-after", "10ms"])
+        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready",
+                                                  timeout=2).status == 200,
+                   WAIT_S, "meshpilot /ready")
+        self.proxy = self.start("meshproxy", [
+            "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
+            proxy_bin, "--xds-address", "127.0.0.1:15010", "--pod-name", "client",
+            "--namespace", "default", "--pod-ip", POD_IP, "--labels", "app=client,version=v1",
+            "--admin-port", "15000", "--readiness-port", "15021", "--concurrency", "2"])
+        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",
+                                                  timeout=2).status == 200,
+                   WAIT_S, "meshproxy /healthz/ready")
+        capture_outbound()
+
+    def base_yaml(self, echo_ports):
+        text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n"
+        text += service("web", WEB_IP, [("http", 80), ("http-alt", 8080)])
+        for i, (v, b) in enumerate(self.web.items()):
+            text += pod(f"web-{v}", f"{{app: web, version: {v}}}", f"10.1.1.{i + 1}")
+            text += endpoint_slice("web", f"web-{v}", [("http", b.port), ("http-alt", self.web_alt.port)],
+                                   pod=f"web-{v}")
+        text += service("shadow", SHADOW_IP, [("http", 80)])
+        text += endpoint_slice("shadow", "shadow", [("http", self.shadow.port)])
+        text += service("flaky", FLAKY_IP, [("http", 80)])
+        text += endpoint_slice("flaky", "flaky-ok", [("http", self.flaky_ok.port)])
+        text += endpoint_slice("flaky", "flaky-bad", [("http", self.flaky_bad.port)])
+        text += service("echo", ECHO_IP, [("grpc", 7070)])
+        tracks = {"echo-a": "main", "echo-down": "main", "echo-b": "canary"}
+        for i, (name, port) in enumerate(echo_ports.items()):
+            text += pod(name, f"{{app: echo, track: {tracks[name]}}}", f"10.1.2.{i + 1}")
+            text += endpoint_slice("echo", name, [("grpc", port)], pod=name)
+        return text
+
+    def start(self, name, argv):
+        child = Child(name, argv)
+        self.children.append(child)
+        return child
+
+    def stop_children(self):
+        for child in reversed(self.children):
+            child.stop()
+
+    def write(self, filename, text):
+        # Written beside the folder, then renamed into it: the watcher never sees half a file.
+        staging = os.path.join(self.dir, filename)
+        with open(staging, "w") as f:
+            f.write(text)
+        os.replace(staging, os.path.join(self.config_dir, filename))
+
+    def apply(self, text, marker):
+        """Serves text as the test's feature file (replacing the previous test's) and waits
+        until meshproxy has applied it: a route named `marker` shows in its config_dump."""
+        self.write("feature.yaml", text)
+        try:
+            wait_until(lambda: config_dump_has(f'"{marker}"'), WAIT_S, f"route {marker} in meshproxy")
+        except AssertionError:
+            raise AssertionError(json.dumps(self.configz(), indent=1))
+
+    def configz(self):
+        return http_json("http://127.0.0.1:15014/debug/configz")
+
+    def logs(self):
+        return "\n".join(c.tail() for c in self.children)
+
+
+class IstioTrafficTest(SharedMeshTest):
+    mesh_class = Mesh
+
+    def setUp(self):
+        for b in (*self.mesh.web.values(), self.mesh.web_alt, self.mesh.shadow):
+            b.received.clear()
+
+    def assert_configz_clean(self):
+        """Nothing rejected: a test's YAML must be valid Istio that meshpilot accepts."""
+        self.assertEqual(self.mesh.configz()["errors"], [])
+
+    def test_http_match(self):
+        """Every HTTPMatchRequest field meshpilot supports, one rule each; a request that
+        matches none falls to the last rule (v1)."""
+        def rule(name, match, subset, port=""):
+            dest_port = f", port: {{number: {port}}}" if port else ""
+            return (f"  - name: {name}\n    match:\n{match}"
+                    f"    route:\n    - destination: {{host: web, subset: {subset}{dest_port}}}\n")
+        rules = "".join([
+            rule("m-exact", "    - uri: {exact: /exact}\n", "v2"),
+            rule("m-regex", "    - uri: {regex: '/items/[0-9]+'}\n", "v3"),
+            rule("m-nocase", "    - uri: {prefix: /CaseLess}\n      ignoreUriCase: true\n", "v2"),
+            rule("m-authority", "    - authority: {prefix: web.default.svc}\n", "v3"),
+            rule("m-method", "    - method: {exact: POST}\n      headers: {x-user: {exact: alice}}\n",
+                 "v2"),
+            rule("m-headers", "    - headers: {x-tier: {prefix: gold}}\n"
+                 "    - headers: {x-version: {regex: 'v[0-9]+\\.beta'}}\n", "v3"),
+            rule("m-without", "    - uri: {prefix: /guarded}\n"
+                 "      withoutHeaders: {x-debug: {exact: '1'}}\n", "v2"),
+            rule("m-query", "    - queryParams: {mode: {exact: fast}}\n", "v3"),
+            rule("m-port", "    - port: 8080\n      uri: {prefix: /viaport}\n", "v2", port=80),
+            rule("m-nosource", "    - sourceLabels: {app: nobody}\n      uri: {prefix: /src}\n", "v2"),
+            rule("m-source", "    - sourceLabels: {app: client}\n      uri: {prefix: /src}\n", "v3"),
+            "  - name: m-default\n    route:\n    - destination: {host: web, subset: v1}\n",
+        ])
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "m-default")
+        self.assert_configz_clean()
+        cases = [
+            # (path, method, extra headers, Host, port, expected backend)
+            ("/exact", "GET", {}, "web", 80, "web-v2"),
+            ("/exact/more", "GET", {}, "web", 80, "web-v1"),
+            ("/items/42", "GET", {}, "web", 80, "web-v3"),
+            ("/items/abc", "GET", {}, "web", 80, "web-v1"),
+            ("/caseless/x", "GET", {}, "web", 80, "web-v2"),
+            ("/CASELESS", "GET", {}, "web", 80, "web-v2"),
+            ("/", "GET", {}, "web.default.svc.cluster.local", 80, "web-v3"),
+            ("/", "POST", {"x-user": "alice"}, "web", 80, "web-v2"),
+            ("/", "GET", {"x-user": "alice"}, "web", 80, "web-v1"),
+            ("/", "POST", {"x-user": "bob"}, "web", 80, "web-v1"),
+            ("/", "GET", {"x-tier": "goldplus"}, "web", 80, "web-v3"),
+            ("/", "GET", {"x-tier": "silver"}, "web", 80, "web-v1"),
+            ("/", "GET", {"x-version": "v12.beta"}, "web", 80, "web-v3"),
+            ("/", "GET", {"x-version": "v12-beta"}, "web", 80, "web-v1"),
+            ("/guarded", "GET", {}, "web", 80, "web-v2"),
+            ("/guarded", "GET", {"x-debug": "1"}, "web", 80, "web-v1"),
+            ("/guarded", "GET", {"x-debug": "0"}, "web", 80, "web-v2"),
+            ("/q?mode=fast", "GET", {}, "web", 80, "web-v3"),
+            ("/q?mode=slow", "GET", {}, "web", 80, "web-v1"),
+            ("/viaport", "GET", {}, "web:8080", 8080, "web-v2"),  # to port 80's v2
+            ("/viaport", "GET", {}, "web", 80, "web-v1"),
+            ("/", "GET", {}, "web:8080", 8080, "web-alt"),  # port 8080's v1
+            ("/src", "GET", {}, "web", 80, "web-v3"),
+        ]
+        got = [(p, m, h, host, call(p, host=host, method=m, headers=h, port=port).backend)
+               for p, m, h, host, port, _ in cases]
+        self.assertEqual(got, [(p, m, h, host, want) for p, m, h, host, _, want in cases])
+
+    def test_destinations_subsets_weights_and_port(self):
+        rules = """  - name: d-split
+    match: [{uri: {prefix: /split}}]
+    route:
+    - destination: {host: web, subset: v1}
+      weight: 70
+    - destination: {host: web, subset: v2}
+      weight: 30
+  - name: d-port
+    match: [{uri: {prefix: /alt}}]
+    route:
+    - destination: {host: web.default.svc.cluster.local, port: {number: 8080}}
+  - name: d-v3
+    route:
+    - destination: {host: web, subset: v3}
+"""
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "d-v3")
+        self.assert_configz_clean()
+        self.assertEqual(set(backends(20, "/any")), {"web-v3"})  # a subset is its Pods only
+        self.assertEqual(set(backends(5, "/alt")), {"web-alt"})
+        answers = backends(300, "/split")
+        self.assertEqual(set(answers), {"web-v1", "web-v2"})
+        # 70/30 over 300 requests: sd is about 7.9; 5 sd either way.
+        self.assertGreater(answers.count("web-v1"), 210 - 40, answers.count("web-v1"))
+        self.assertLess(answers.count("web-v1"), 210 + 40, answers.count("web-v1"))
+
+    def test_header_manipulation(self):
+        rules = """  - name: h-headers
+    match: [{uri: {prefix: /headers}}]
+    headers:
+      request:
+        set: {x-set: route-set}
+        add: {x-add: route-add}
+        remove: [x-remove-me]
+      response:
+        set: {x-resp-set: route-set}
+        add: {x-resp-add: route-add}
+        remove: [x-backend]
+    route:
+    - destination: {host: web, subset: v1}
+      weight: 50
+      headers:
+        request: {set: {x-dest: v1}}
+        response: {set: {x-dest-resp: v1}}
+    - destination: {host: web, subset: v2}
+      weight: 50
+      headers:
+        request: {set: {x-dest: v2}}
+        response: {set: {x-dest-resp: v2}}
+"""
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "h-headers")
+        self.assert_configz_clean()
+        seen = set()
+        for _ in range(20):
+            r = call("/headers", headers={"x-set": "client", "x-add": "client",
+                                          "x-remove-me": "1", "x-keep": "kept"})
+            self.assertEqual(r.status, 200, r)
+            got = r.json()["headers"]
+            version = r.backend.split("-")[1]
+            seen.add(version)
+            self.assertEqual(got.get("x-set"), "route-set", got)
+            self.assertEqual(sorted(got.get("x-add", "").replace(", ", ",").split(",")),
+                             ["client", "route-add"], got)
+            self.assertNotIn("x-remove-me", got)
+            self.assertEqual(got.get("x-keep"), "kept")
+            self.assertEqual(got.get("x-dest"), version, got)  # the destination's own headers
+            self.assertEqual(r.header("x-resp-set"), "route-set", r)
+            self.assertEqual(r.header("x-resp-add"), "route-add", r)
+            self.assertIsNone(r.header("x-backend"), r)
+            self.assertEqual(r.header("x-dest-resp"), version, r)
+        self.assertEqual(seen, {"v1", "v2"})
+
+    def test_rewrite_redirect_and_direct_response(self):
+        rules = r"""  - name: r-rewrite
+    match: [{uri: {prefix: /old/}}]
+    rewrite: {uri: /new/, authority: rewritten.example}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: r-regex
+    match: [{uri: {prefix: /users/}}]
+    rewrite:
+      uriRegexRewrite: {match: '^/users/([^/]+)/profile$', rewrite: '/profiles/\1'}
+    route:
+    - destination: {host: web, subset: v2}
+  - name: r-redirect
+    match: [{uri: {exact: /moved}}]
+    redirect: {uri: /new-home, authority: other.example, redirectCode: 308}
+  - name: r-https
+    match: [{uri: {exact: /secure}}]
+    redirect: {scheme: https, port: 8443}
+  - name: r-direct
+    match: [{uri: {exact: /maintenance}}]
+    directResponse:
+      status: 503
+      body: {string: down for maintenance}
+  - name: r-default
+    route:
+    - destination: {host: web, subset: v3}
+"""
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "r-default")
+        self.assert_configz_clean()
+        r = call("/old/page?x=1")
+        self.assertEqual((r.status, r.backend, r.json()["path"]), (200, "web-v1", "/new/page?x=1"))
+        self.assertEqual(r.json()["headers"]["host"], "rewritten.example")
+        r = call("/users/ann/profile")
+        self.assertEqual((r.status, r.backend, r.json()["path"]), (200, "web-v2", "/profiles/ann"))
+        self.assertEqual(call("/users/ann/other").json()["path"], "/users/ann/other")
+        r = call("/moved")
+        self.assertEqual((r.status, r.header("location")), (308, "http://other.example/new-home"), r)
+        r = call("/secure", host="web")
+        self.assertEqual((r.status, r.header("location")), (301, "https://web:8443/secure"), r)
+        r = call("/maintenance")
+        self.assertEqual((r.status, r.body), (503, b"down for maintenance"), r)
+        self.assertEqual(call("/other").backend, "web-v3")
+        self.assertNotIn("/moved", [i["path"] for b in self.mesh.web.values() for i in b.received])
+
+    def test_timeout_and_retries(self):
+        key = f"{time.monotonic_ns()}"
+        rules = """  - name: t-timeout
+    match: [{uri: {prefix: /timeout/}}]
+    timeout: 0.3s
+    route:
+    - destination: {host: web, subset: v1}
+  - name: t-retry-5xx
+    match: [{uri: {prefix: /retry5xx/}}]
+    retries: {attempts: 3, retryOn: 5xx}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: t-retry-gateway
+    match: [{uri: {prefix: /retrygw/}}]
+    retries: {attempts: 2, retryOn: gateway-error}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: t-no-retry
+    match: [{uri: {prefix: /noretry/}}]
+    retries: {attempts: 0}
+    route:
+    - destination: {host: web, subset: v1}
+"""
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "t-no-retry")
+        self.assert_configz_clean()
+        r = call("/timeout/delay/3000")
+        self.assertEqual((r.status, r.body), (504, b"upstream request timeout"), r)
+        self.assertGreater(r.elapsed_s, 0.2)
+        self.assertLess(r.elapsed_s, 2.5)  # well before the backend's 3 s
+        self.assertEqual(call("/timeout/delay/10").status, 200)
+
+        def attempts(k):
+            return Backend.failures.get(k, 0)
+        # Fails twice, answers the third attempt: 3 retries are enough.
+        self.assertEqual(call(f"/retry5xx/fail/2/{key}a").status, 200)
+        self.assertEqual(attempts(f"{key}a"), 3)
+        # Fails five times: 1 try + 3 retries, then the last 503 goes to the client.
+        self.assertEqual(call(f"/retry5xx/fail/5/{key}b").status, 503)
+        self.assertEqual(attempts(f"{key}b"), 4)
+        self.assertEqual(call(f"/retrygw/fail/2/{key}c").status, 200)
+        self.assertEqual(attempts(f"{key}c"), 3)
+        # 5xx that is no gateway error (500) is not retried on gateway-error.
+        self.assertEqual(call("/retrygw/status/500").status, 500)
+        self.assertEqual(sum(1 for i in self.mesh.web["v1"].received if "/status/500" in i["path"]), 1)
+        # attempts: 0 turns off even Istio's default retry of 503.
+        self.assertEqual(call(f"/noretry/fail/1/{key}d").status, 503)
+        self.assertEqual(attempts(f"{key}d"), 1)
+
+    def test_fault_delay_and_abort(self):
+        rules = """  - name: f-delay
+    match: [{uri: {prefix: /slowed}}]
+    fault:
+      delay:
+        fixedDelay: 400ms
+        percentage: {value: 100}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: f-abort
+    match: [{uri: {prefix: /aborted}}]
+    fault:
+      abort:
+        httpStatus: 418
+        percentage: {value: 100}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: f-abort-half
+    match: [{uri: {prefix: /sometimes}}]
+    fault:
+      abort:
+        httpStatus: 503
+        percentage: {value: 40}
+    route:
+    - destination: {host: web, subset: v2}
+"""
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "f-abort-half")
+        self.assert_configz_clean()
+        r = call("/slowed")
+        self.assertEqual((r.status, r.backend), (200, "web-v1"))
+        self.assertGreater(r.elapsed_s, 0.35)
+        self.assertLess(r.elapsed_s, 3)
+        r = call("/aborted")
+        self.assertEqual((r.status, r.body), (418, b"fault filter abort"), r)
+        self.assertNotIn("/aborted", [i["path"] for i in self.mesh.web["v1"].received])
+        statuses = [call("/sometimes").status for _ in range(250)]
+        self.assertEqual(set(statuses), {200, 503})
+        # 40% of 250: 100 aborts, sd about 7.7; 5 sd either way.
+        self.assertGreater(statuses.count(503), 100 - 39, statuses.count(503))
+        self.assertLess(statuses.count(503), 100 + 39, statuses.count(503))
+        self.assertEqual(len(self.mesh.web["v2"].received), statuses.count(200))
+
+    def test_mirror(self):
+        rules = """  - name: mirror-all
+    match: [{uri: {prefix: /mirrored}}]
+    route:
+    - destination: {host: web, subset: v1}
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 100.0}
+  - name: mirror-some
+    match: [{uri: {prefix: /some}}]
+    route:
+    - destination: {host: web, subset: v2}
+    mirrors:
+    - destination: {host: shadow.default.svc.cluster.local}
+      percentage: {value: 30.0}
+"""
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "mirror-some")
+        self.assert_configz_clean()
+        shadow = self.mesh.shadow.received
+        self.assertEqual(set(backends(10, "/mirrored")), {"web-v1"})
+        wait_until(lambda: len(shadow) >= 10, WAIT_S, "10 mirrored copies")
+        self.assertEqual(len(shadow), 10)
+        self.assertEqual({(i["path"], i["headers"]["host"]) for i in shadow},
+                         {("/mirrored", "web-shadow")})
+        shadow.clear()
+        self.assertEqual(set(backends(250, "/some")), {"web-v2"})
+        copies = stable(lambda: len(shadow))
+        # 30% of 250: 75 copies, sd about 7.2; 5 sd either way.
+        self.assertGreater(copies, 75 - 36)
+        self.assertLess(copies, 75 + 36)
+
+    def test_cors(self):
+        rules = """  - name: c-cors
+    corsPolicy:
+      allowOrigins:
+      - exact: https://app.example.com
+      - prefix: https://dev.
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom]
+      exposeHeaders: [x-backend]
+      maxAge: 24h
+      allowCredentials: true
+    route:
+    - destination: {host: web, subset: v1}
+"""
+        self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), 'c-cors')
+        self.assert_configz_clean()
+        preflight = {"Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "x-custom"}
+        for origin in ("https://app.example.com", "https://dev.team.example"):
+            r = call("/api", method="OPTIONS", headers={"Origin": origin, **preflight})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.header("access-control-allow-origin"), origin, r)
+            self.assertIn("POST", r.header("access-control-allow-methods"), r)
+            self.assertIn("x-custom", r.header("access-control-allow-headers"), r)
+            self.assertEqual(r.header("access-control-max-age"), "86400", r)
+            self.assertEqual(r.header("access-control-allow-credentials"), "true", r)
+        self.assertEqual(self.mesh.web["v1"].received, [])  # preflights answered by the proxy
+        r = call("/api", headers={"Origin": "https://app.example.com"})
+        self.assertEqual((r.status, r.backend), (200, "web-v1"))
+        self.assertEqual(r.header("access-control-allow-origin"), "https://app.example.com", r)
+        self.assertIn("x-backend", r.header("access-control-expose-headers") or "", r)
+        for origin in ("https://evil.example", "https://app.example.com.evil"):
+            r = call("/api", headers={"Origin": origin})
+            self.assertEqual((r.status, r.backend), (200, "web-v1"))
+            self.assertIsNone(r.header("access-control-allow-origin"), r)
+            r = call("/api", method="OPTIONS", headers={"Origin": origin, **preflight})
+            self.assertIsNone(r.header("access-control-allow-origin"), r)
+            self.assertEqual(r.backend, "web-v1")  # not a preflight the policy answers
+
+    def test_several_virtual_services_for_one_host_are_merged(self):
+        first = virtual_service("web-a", "web", """  - name: merge-a
+    match: [{uri: {prefix: /from-a}}]
+    route:
+    - destination: {host: web, subset: v2}
+""")
+        second = virtual_service("web-b", "web.default.svc.cluster.local", """  - name: merge-b
+    match: [{uri: {prefix: /from-b}}]
+    route:
+    - destination: {host: web, subset: v3}
+  - name: merge-default
+    route:
+    - destination: {host: web, subset: v1}
+""")
+        self.mesh.apply(web_subsets() + first + second, "merge-default")
+        self.assert_configz_clean()
+        self.assertEqual([call(p).backend for p in ("/from-a", "/from-b", "/")],
+                         ["web-v2", "web-v3", "web-v1"])
+        warnings = [w for w in self.mesh.configz()["warnings"] if w["name"] == "web-b"]
+        self.assertTrue(warnings, self.mesh.configz()["warnings"])
+
+    def test_load_balancer_simple_and_consistent_hash(self):
+        def apply(marker, load_balancer):
+            policy = f"    loadBalancer:\n{load_balancer}"
+            self.mesh.apply(web_subsets(policy) + virtual_service("web", "web", f"""  - name: {marker}
+    route:
+    - destination: {{host: web}}
+"""), marker)
+            self.assert_configz_clean()
+
+        apply("lb-round-robin", "      simple: ROUND_ROBIN\n")
+        answers = backends(90)
+        for v in ("web-v1", "web-v2", "web-v3"):  # round robin spreads evenly (two workers)
+            self.assertGreaterEqual(answers.count(v), 25, answers)
+            self.assertLessEqual(answers.count(v), 35, answers)
+
+        apply("lb-header-hash", "      consistentHash: {httpHeaderName: x-user}\n")
+        chosen = {}
+        for user in range(24):
+            got = set(backends(6, headers={"x-user": f"user-{user}"}))
+            self.assertEqual(len(got), 1, (user, got))  # the same user, the same backend
+            chosen[user] = got.pop()
+        self.assertGreater(len(set(chosen.values())), 1, chosen)  # users are spread
+
+        apply("lb-source-ip", "      consistentHash: {useSourceIp: true}\n")
+        self.assertEqual(len(set(backends(30))), 1)
+
+    def test_connection_pool_port_level_settings_and_subset_policy(self):
+        """http2MaxRequests 1 on the rule; port 8080 and subset v2 set their own pool."""
+        self.mesh.apply(web_subsets(
+            traffic_policy="""    connectionPool: {http: {http2MaxRequests: 1}}
+    portLevelSettings:
+    - port: {number: 8080}
+      connectionPool: {http: {http2MaxRequests: 100}}
+""", v2_policy="      connectionPool: {http: {http2MaxRequests: 100}}\n") + virtual_service(
+            "web", "web", """  - name: pool-v2
+    match: [{uri: {prefix: /v2/}}]
+    retries: {attempts: 0}
+    route:
+    - destination: {host: web, subset: v2}
+  - name: pool-v1
+    retries: {attempts: 0}
+    route:
+    - destination: {host: web, subset: v1}
+"""), "pool-v1")
+        self.assert_configz_clean()
+
+        def burst(path, port=80):
+            replies = concurrently(6, lambda: call(path, host=f"web:{port}", port=port))
+            return sorted((r.status, r.header("x-envoy-overloaded")) for r in replies)
+
+        got = burst("/v1/delay/500")
+        self.assertGreaterEqual(got.count((200, None)), 1, got)
+        self.assertGreaterEqual(got.count((503, "true")), 1, got)
+        self.assertEqual(got.count((200, None)) + got.count((503, "true")), 6, got)
+        self.assertEqual(burst("/v2/delay/300"), [(200, None)] * 6)  # the subset's own pool
+        self.assertEqual(burst("/v1/delay/300", port=8080), [(200, None)] * 6)  # the port's
+
+    def test_outlier_detection_ejects_a_failing_host(self):
+        self.mesh.apply("""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky, namespace: default}
+spec:
+  host: flaky
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 1s
+      baseEjectionTime: 60s
+      maxEjectionPercent: 100
+""" + virtual_service("flaky", "flaky", """  - name: o-flaky
+    retries: {attempts: 0}
+    route:
+    - destination: {host: flaky}
+"""), "o-flaky")
+        self.assert_configz_clean()
+        self.mesh.flaky_bad.received.clear()
+        statuses = [call("/", host="flaky", ip=FLAKY_IP).status for _ in range(20)]
+        self.assertIn(503, statuses)  # the failing host was tried...
+        self.assertEqual(len(self.mesh.flaky_bad.received), 3, statuses)  # ...3 times, no more
+        self.assertEqual(statuses[-10:], [200] * 10)
+        self.assertEqual(set(backends(20, host="flaky", ip=FLAKY_IP)), {"flaky-ok"})
+
+    def test_grpc_header_route_retry_and_abort(self):
+        """gRPC calls over HTTP/2 through meshproxy: the main subset has one host answering
+        UNAVAILABLE, which retries on `unavailable` hide; a header picks the canary; another
+        header gets a fault abort with a gRPC status."""
+        self.mesh.apply("""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+  subsets:
+  - {name: main, labels: {track: main}}
+  - {name: canary, labels: {track: canary}}
+""" + virtual_service("echo", "echo", """  - name: g-abort
+    match:
+    - headers: {x-fault: {exact: abort}}
+    fault:
+      abort:
+        grpcStatus: RESOURCE_EXHAUSTED
+        percentage: {value: 100}
+    route:
+    - destination: {host: echo, subset: main}
+  - name: g-canary
+    match:
+    - headers: {x-track: {exact: canary}}
+    route:
+    - destination: {host: echo, subset: canary}
+  - name: g-main
+    match:
+    - headers: {x-retry: {exact: "no"}}
+    retries: {attempts: 0}
+    route:
+    - destination: {host: echo, subset: main}
+  - name: g-default
+    retries: {attempts: 3, retryOn: unavailable}
+    route:
+    - destination: {host: echo, subset: main}
+"""), "g-default")
+        self.assert_configz_clean()
+
+        def grpc_calls(*metadata, count=20):
+            argv = [self.mesh.client_bin, "--target", f"{ECHO_IP}:7070", "--count", str(count),
+                    "--interval_ms", "0", "--timeout_ms", "3000"]
+            if metadata:
+                argv += ["--metadata", ",".join(metadata)]
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+            summary = [l for l in out.splitlines() if l.startswith("summary ")]
+            self.assertTrue(summary, out)
+            return dict(kv.split("=", 1) for kv in summary[0].split()[1:])
+
+        # Without retries, round robin sends some calls to the host that fails them.
+        no_retry = grpc_calls("x-retry=no")
+        self.assertIn("UNAVAILABLE", no_retry["codes"], no_retry)
+        self.assertIn("echo-a", no_retry["backends"], no_retry)
+        retried = grpc_calls()
+        self.assertEqual((retried["ok"], retried["backends"]), ("20", "echo-a:20"), retried)
+        self.assertEqual(grpc_calls("x-track=canary")["backends"], "echo-b:20")
+        aborted = grpc_calls("x-fault=abort", count=5)
+        self.assertEqual((aborted["ok"], aborted["codes"]), ("0", "RESOURCE_EXHAUSTED:5"), aborted)
+
+
+if __name__ == "__main__":
+    sys.exit(main_in_network_namespace(__file__))
