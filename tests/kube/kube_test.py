@@ -497,7 +497,7 @@ class XdsClientTest(MeshpilotKubeTest):
                             env)
         self.assertEqual(client.wait(40), 0, "calls through meshpilot failed\n" +
                          self.diagnostics())
-        summary = next(l for l in reversed(client.stdout_snapshot()) if l.startswith("summary"))
+        summary = next(l for l in reversed(client.lines()) if l.startswith("summary"))
         self.assertIn("backend-a", summary)
         self.assertIn("backend-b", summary)
 
@@ -531,7 +531,7 @@ class XdsClientTest(MeshpilotKubeTest):
             "1000", "--max_seconds", "120"], env)
 
         def next_line(prefix, what):
-            start = len(client.stdout_snapshot())
+            start = len(client.lines())
             found = client.wait_for_stdout(lambda l: l.startswith(prefix), CONVERGE_TIMEOUT_S,
                                            start=start)
             self.assertIsNotNone(found, f"{what}\n" + self.diagnostics())

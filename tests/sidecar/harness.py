@@ -1,5 +1,6 @@
-"""Shared pieces of meshproxy's integration tests: child processes with collected output,
-real HTTP and TCP backends in threads, free ports, bounded waits. No wait is unbounded."""
+"""Shared pieces of the integration tests: child processes with collected output (also for
+tests/conformance and tests/kube, through mesh_harness.py), real HTTP and TCP backends in
+threads, free ports, bounded waits, a pod's network namespace. No wait is unbounded."""
 
 import hashlib
 import http.server
@@ -17,10 +18,12 @@ import unittest
 import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-LOG_TAIL_LINES = 120
+LOG_TAIL_LINES = 150  # per process and stream, in failure messages
 
 
 def binary(env_name, default_relative):
+    """The path of a binary under test. ctest names them: missing is then a failure. By hand,
+    an unbuilt default path skips the tests."""
     path = os.environ.get(env_name)
     if path:
         if not os.access(path, os.X_OK):
@@ -63,27 +66,35 @@ def wait_until(predicate, timeout_s, what, interval_s=0.05):
 
 
 class Child:
-    """A child process whose stdout and stderr lines are collected by reader threads."""
+    """A child process whose stdout and stderr lines are collected by reader threads; every
+    integration test (tests/sidecar, tests/conformance, tests/kube) starts its processes so."""
 
     def __init__(self, name, argv, env=None, preexec_fn=None):
         self.name = name
         self.argv = argv
         self.stdout = []
         self.stderr = []
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, errors="replace", env=env, preexec_fn=preexec_fn)
-        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self, stream, lines):
         for line in stream:
-            with self._lock:
+            with self._changed:
                 lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
 
     def lines(self, which="stdout"):
-        with self._lock:
+        with self._changed:
             return list(self.stdout if which == "stdout" else self.stderr)
 
     def json_lines(self):
@@ -95,6 +106,30 @@ class Child:
                 pass
         return out
 
+    def wait_for_stdout(self, predicate, timeout_s, start=0):
+        """Returns the first stdout line (from index start) matching predicate, or None on
+        timeout or when the process has exited without printing one."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                for line in self.stdout[start:]:
+                    if predicate(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and
+                                      not any(r.is_alive() for r in self._readers)):
+                    return None
+                self._changed.wait(min(remaining, 0.2))
+
+    def wait(self, timeout_s):
+        """Waits for exit; returns the exit code, or None if still running."""
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+        self._drain()
+        return rc
+
     def stop(self, timeout_s=5):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -103,10 +138,37 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=timeout_s)
+        self._drain()
 
-    def tail(self):
-        out = self.lines("stdout")[-LOG_TAIL_LINES:] + self.lines("stderr")[-LOG_TAIL_LINES:]
-        return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(out)
+    def _drain(self):
+        for reader in self._readers:
+            reader.join(timeout=2)
+        if not any(reader.is_alive() for reader in self._readers):
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    def log(self):
+        """The command and the tail of both streams (repeated lines collapsed), for failure
+        messages."""
+        with self._changed:
+            out, err = collapse(self.stdout), collapse(self.stderr)
+        return (f"----- {self.name} (rc={self.proc.poll()}): {' '.join(self.argv)}\n"
+                f"--- stdout\n" + "\n".join(out[-LOG_TAIL_LINES:]) +
+                f"\n--- stderr\n" + "\n".join(err[-LOG_TAIL_LINES:]) + "\n")
+
+
+def collapse(lines):
+    """Run-length encodes repeated lines, so a failing client's log stays readable."""
+    out = []
+    previous, repeats = None, 0
+    for line in lines + [None]:
+        if line == previous:
+            repeats += 1
+            continue
+        if previous is not None:
+            out.append(previous if repeats == 1 else f"{previous}  [x{repeats}]")
+        previous, repeats = line, 1
+    return out
 
 
 def pattern_bytes(n):

@@ -226,7 +226,7 @@ class Http2Mesh:
                    if line.startswith("istio_requests_total{") and all(l in line for l in labels))
 
     def logs(self):
-        return "\n".join(c.tail() for c in self.children)
+        return "\n".join(c.log() for c in self.children)
 
     def close(self):
         for child in reversed(self.children):

@@ -255,7 +255,7 @@ class Mesh:
         return None
 
     def logs(self):
-        return "\n".join(c.tail() for c in self.children)
+        return "\n".join(c.log() for c in self.children)
 
     def close(self):
         for child in reversed(self.children):

@@ -259,7 +259,7 @@ class Mesh:
         return http_json("http://127.0.0.1:15014/debug/configz")
 
     def logs(self):
-        return "\n".join(c.tail() for c in self.children)
+        return "\n".join(c.log() for c in self.children)
 
 
 class IstioTrafficTest(SharedMeshTest):

@@ -198,7 +198,7 @@ class MeshpilotTest(unittest.TestCase):
             child.stop()
 
     def logs(self):
-        return "\n".join(c.tail() for c in self.children)
+        return "\n".join(c.log() for c in self.children)
 
     def synced(self, node_id=NODE_ID):
         for stream in http_json("http://127.0.0.1:15014/debug/syncz"):
