@@ -391,9 +391,23 @@ def write_resources(directory, resources, version):
     os.replace(os.path.join(directory, "version.tmp"), os.path.join(directory, "version"))
 
 
-class SharedMeshTest(unittest.TestCase):
-    """Tests that share one mesh (`mesh_class(case)`, which has logs()) across the class, and
-    print its processes' logs once when a test fails."""
+class LogsOnFailure(unittest.TestCase):
+    """Prints self.logs() (its processes' output) after each test that fails or errs."""
+
+    def logs(self):
+        raise NotImplementedError
+
+    def run(self, result=None):
+        problems = (lambda: len(result.failures) + len(result.errors)) if result else (lambda: 0)
+        before = problems()
+        outcome = super().run(result)
+        if problems() > before:
+            print(self.logs())
+        return outcome
+
+
+class SharedMeshTest(LogsOnFailure):
+    """Tests that share one mesh (`mesh_class(case)`, which has logs()) across the class."""
 
     mesh_class = None
 
@@ -406,12 +420,8 @@ class SharedMeshTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.case.doCleanups()
 
-    def run(self, result=None):
-        outcome = super().run(result)
-        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
-            self._dumped = True
-            print(self.mesh.logs())
-        return outcome
+    def logs(self):
+        return self.mesh.logs()
 
 
 # ----- a pod in a private network namespace (meshpilot_test.py, istio_traffic_test.py)

@@ -32,8 +32,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (POD_IP, PROXY_UID, Backend, Child, TcpEchoBackend, binary,  # noqa: E402
-                     capture_outbound, config_dump_has, free_port, http_json,
+from harness import (POD_IP, PROXY_UID, Backend, Child, LogsOnFailure, TcpEchoBackend,  # noqa: E402
+                     binary, capture_outbound, config_dump_has, free_port, http_json,
                      main_in_network_namespace, reset_network, run, tcp_exchange, wait_until)
 
 NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
@@ -141,7 +141,7 @@ endpoints:
 """
 
 
-class MeshpilotTest(unittest.TestCase):
+class MeshpilotTest(LogsOnFailure):
 
     @classmethod
     def setUpClass(cls):
@@ -215,7 +215,7 @@ class MeshpilotTest(unittest.TestCase):
             stream = wait_until(self.synced, WAIT_S, "acked == sent for all four types")
         except AssertionError:
             raise AssertionError(json.dumps(http_json("http://127.0.0.1:15014/debug/syncz"),
-                                            indent=1) + "\n" + self.logs())
+                                            indent=1))
         for name, t in stream["types"].items():
             self.assertEqual(t["nacked_version"], "", f"{name}: {t['nack_error']}")
             self.assertEqual(t["rejects"], 0, name)
@@ -233,30 +233,26 @@ class MeshpilotTest(unittest.TestCase):
         self.require_iptables()
         wait_until(self.synced, WAIT_S, "meshproxy to sync")
         capture_outbound()
-        try:
-            # HTTP to the web Service's cluster IP, by IP and by name in Host.
-            for host in ("10.96.0.50", "web.default.svc.cluster.local"):
-                req = urllib.request.Request("http://10.96.0.50/hello", headers={"Host": host})
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    info = json.loads(r.read())
-                self.assertEqual(info["backend"], "web-v1")
-                self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
-            # gRPC to the echo Service: HTTP/2 in, HTTP/2 out, trailers back.
-            call = subprocess.run([self.client_bin, "--target", "10.96.0.70:7070", "--count", "3",
-                                   "--interval_ms", "0", "--print_trailer", "x-echo-backend"],
-                                  capture_output=True, text=True, timeout=30)
-            self.assertEqual(call.returncode, 0, call.stdout + call.stderr)
-            self.assertEqual(call.stdout.splitlines()[:3], ["ok echo-1 trailer=echo-1"] * 3)
-            # TCP to the db Service, half-close carried through.
-            self.assertEqual(tcp_exchange(3306, b"select 1", host="10.96.0.60"), b"db:select 1")
-            stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
-            self.assertIn("listener.virtualOutbound.downstream_cx_total", stats)
-            self.assertRegex(stats, r"listener\.0\.0\.0\.0_80\.downstream_cx_total: [1-9]")
-            self.assertRegex(
-                stats, r"cluster\.outbound\|7070\|\|echo\.default\.svc\.cluster\.local\.upstream_rq_2xx: 3")
-        except Exception:
-            print(self.logs())
-            raise
+        # HTTP to the web Service's cluster IP, by IP and by name in Host.
+        for host in ("10.96.0.50", "web.default.svc.cluster.local"):
+            req = urllib.request.Request("http://10.96.0.50/hello", headers={"Host": host})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                info = json.loads(r.read())
+            self.assertEqual(info["backend"], "web-v1")
+            self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
+        # gRPC to the echo Service: HTTP/2 in, HTTP/2 out, trailers back.
+        call = subprocess.run([self.client_bin, "--target", "10.96.0.70:7070", "--count", "3",
+                               "--interval_ms", "0", "--print_trailer", "x-echo-backend"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(call.returncode, 0, call.stdout + call.stderr)
+        self.assertEqual(call.stdout.splitlines()[:3], ["ok echo-1 trailer=echo-1"] * 3)
+        # TCP to the db Service, half-close carried through.
+        self.assertEqual(tcp_exchange(3306, b"select 1", host="10.96.0.60"), b"db:select 1")
+        stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
+        self.assertIn("listener.virtualOutbound.downstream_cx_total", stats)
+        self.assertRegex(stats, r"listener\.0\.0\.0\.0_80\.downstream_cx_total: [1-9]")
+        self.assertRegex(
+            stats, r"cluster\.outbound\|7070\|\|echo\.default\.svc\.cluster\.local\.upstream_rq_2xx: 3")
 
     def test_authorization_policies_are_enforced_inbound(self):
         self.require_iptables()
@@ -273,33 +269,32 @@ class MeshpilotTest(unittest.TestCase):
         node_id = f"sidecar~{POD_IP}~web-1.default~default.svc.cluster.local"
         self.proxy = self.start_proxy("--pod-name", "web-1", "--namespace", "default",
                                       "--pod-ip", POD_IP, "--labels", "app=web")
-        try:
-            wait_until(lambda: config_dump_has("envoy.filters.http.rbac", "envoy.filters.network.rbac"),
-                       WAIT_S, "the workload proxy to get the policies")
+        wait_until(lambda: config_dump_has("envoy.filters.http.rbac", "envoy.filters.network.rbac"),
+                   WAIT_S, "the workload proxy to get the policies")
 
-            def status(method, path):
-                req = urllib.request.Request(f"http://{POD_IP}:{web}{path}", method=method,
-                                             data=b"x" if method == "POST" else None)
-                try:
-                    with urllib.request.urlopen(req, timeout=5) as r:
-                        return r.status, json.loads(r.read())
-                except urllib.error.HTTPError as e:
-                    return e.code, e.read().decode()
+        def status(method, path):
+            req = urllib.request.Request(f"http://{POD_IP}:{web}{path}", method=method,
+                                         data=b"x" if method == "POST" else None)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
 
-            code, info = status("GET", "/public/index")
-            self.assertEqual(code, 200, info)
-            self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
-            self.assertEqual(status("POST", "/public/index"), (403, "RBAC: access denied"))
-            self.assertEqual(status("GET", "/private"), (403, "RBAC: access denied"))
-            # DENY wins over ALLOW.
-            self.assertEqual(status("GET", "/public/secret"), (403, "RBAC: access denied"))
-            # The second ALLOW rule: POST from the pod's own address block.
-            self.assertEqual(status("POST", "/upload")[0], 200)
-            # TCP: the HTTP-only ALLOW rule does not apply to it; the ports-only one does.
-            self.assertEqual(tcp_exchange(db, b"select 1", host=POD_IP), b"db:select 1")
+        code, info = status("GET", "/public/index")
+        self.assertEqual(code, 200, info)
+        self.assertIn("x-request-id", info["headers"])  # it went through meshproxy
+        self.assertEqual(status("POST", "/public/index"), (403, "RBAC: access denied"))
+        self.assertEqual(status("GET", "/private"), (403, "RBAC: access denied"))
+        # DENY wins over ALLOW.
+        self.assertEqual(status("GET", "/public/secret"), (403, "RBAC: access denied"))
+        # The second ALLOW rule: POST from the pod's own address block.
+        self.assertEqual(status("POST", "/upload")[0], 200)
+        # TCP: the HTTP-only ALLOW rule does not apply to it; the ports-only one does.
+        self.assertEqual(tcp_exchange(db, b"select 1", host=POD_IP), b"db:select 1")
 
-            # An edit: deny TCP from the pod's block. The connection is closed, nothing echoed.
-            self.write_mesh(yaml_for(web, db, self.echo_port, POD_IP) + policies + f"""---
+        # An edit: deny TCP from the pod's block. The connection is closed, nothing echoed.
+        self.write_mesh(yaml_for(web, db, self.echo_port, POD_IP) + policies + f"""---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -319,18 +314,15 @@ spec:
         ports: ["{db}"]
 """)
 
-            def tcp_refused():
-                try:
-                    return tcp_exchange(db, b"select 1", host=POD_IP) == b""
-                except OSError:
-                    return True
-            wait_until(tcp_refused, WAIT_S, "the DENY policy to close TCP connections")
-            self.assertEqual(status("GET", "/public/index")[0], 200)  # HTTP still allowed
-            stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
-            self.assertRegex(stats, r"rbac_denied: [1-9]")
-        except Exception:
-            print(self.logs())
-            raise
+        def tcp_refused():
+            try:
+                return tcp_exchange(db, b"select 1", host=POD_IP) == b""
+            except OSError:
+                return True
+        wait_until(tcp_refused, WAIT_S, "the DENY policy to close TCP connections")
+        self.assertEqual(status("GET", "/public/index")[0], 200)  # HTTP still allowed
+        stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
+        self.assertRegex(stats, r"rbac_denied: [1-9]")
 
     def test_tcp_routes_split_connections_by_weight(self):
         self.require_iptables()
@@ -344,17 +336,13 @@ spec:
 
         wait_until(lambda: config_dump_has("outbound|3306|v2|db.default.svc.cluster.local"),
                    WAIT_S, "meshproxy to get the tcp route")
-        try:
-            answers = [tcp_exchange(3306, b"q", host="10.96.0.60").split(b":")[0]
-                       for _ in range(200)]
-            v1, v2_count = answers.count(b"db"), answers.count(b"db-v2")
-            self.assertEqual(v1 + v2_count, 200, answers)
-            # 80/20 over 200 connections: sd is about 5.7; 5 sd either way.
-            self.assertGreater(v1, 130)
-            self.assertLess(v1, 190)
-        except Exception:
-            print(self.logs())
-            raise
+        answers = [tcp_exchange(3306, b"q", host="10.96.0.60").split(b":")[0]
+                   for _ in range(200)]
+        v1, v2_count = answers.count(b"db"), answers.count(b"db-v2")
+        self.assertEqual(v1 + v2_count, 200, answers)
+        # 80/20 over 200 connections: sd is about 5.7; 5 sd either way.
+        self.assertGreater(v1, 130)
+        self.assertLess(v1, 190)
 
     def test_locality_failover_and_distribute(self):
         self.require_iptables()
@@ -376,21 +364,17 @@ spec:
                     answers.append(json.loads(r.read())["backend"])
             return answers
 
-        try:
-            wait_until(lambda: backends(20) == ["web-v1"] * 20, WAIT_S,
-                       "failover: every request stays in the proxy's zone")
-            # distribute: from r1/z1, 20% stay in z1 and 80% go to z2.
-            self.write_mesh(base + web_rule_yaml(
-                "loadBalancer: {localityLbSetting: {distribute: [{from: r1/z1/*, "
-                "to: {'r1/z1/*': 20, 'r1/z2/*': 80}}]}}"))
-            wait_until(lambda: "web-z2" in backends(20), WAIT_S, "the distribute weights")
-            answers = backends(200)
-            # 80/20 over 200 requests: sd about 5.7; 5 sd either way.
-            self.assertGreater(answers.count("web-z2"), 130, answers.count("web-z2"))
-            self.assertLess(answers.count("web-z2"), 190, answers.count("web-z2"))
-        except Exception:
-            print(self.logs())
-            raise
+        wait_until(lambda: backends(20) == ["web-v1"] * 20, WAIT_S,
+                   "failover: every request stays in the proxy's zone")
+        # distribute: from r1/z1, 20% stay in z1 and 80% go to z2.
+        self.write_mesh(base + web_rule_yaml(
+            "loadBalancer: {localityLbSetting: {distribute: [{from: r1/z1/*, "
+            "to: {'r1/z1/*': 20, 'r1/z2/*': 80}}]}}"))
+        wait_until(lambda: "web-z2" in backends(20), WAIT_S, "the distribute weights")
+        answers = backends(200)
+        # 80/20 over 200 requests: sd about 5.7; 5 sd either way.
+        self.assertGreater(answers.count("web-z2"), 130, answers.count("web-z2"))
+        self.assertLess(answers.count("web-z2"), 190, answers.count("web-z2"))
 
     def write_mesh(self, text):
         path = os.path.join(self.dir, "mesh.yaml")
