@@ -295,6 +295,11 @@ class IstioTrafficTest(SharedMeshTest):
             rule("m-port", "    - port: 8080\n      uri: {prefix: /viaport}\n", "v2", port=80),
             rule("m-nosource", "    - sourceLabels: {app: nobody}\n      uri: {prefix: /src}\n", "v2"),
             rule("m-source", "    - sourceLabels: {app: client}\n      uri: {prefix: /src}\n", "v3"),
+            rule("m-othernamespace", "    - sourceNamespace: prod\n      uri: {prefix: /ns}\n", "v2"),
+            rule("m-namespace", "    - sourceNamespace: default\n      uri: {prefix: /ns}\n", "v3"),
+            rule("m-gateway", "    - gateways: [some-gateway]\n      uri: {prefix: /gw}\n", "v2"),
+            rule("m-present", "    - withoutHeaders: {x-absent: {regex: '*'}}\n"
+                 "      uri: {prefix: /presence}\n      headers: {x-present: {}}\n", "v3"),
             "  - name: m-default\n    route:\n    - destination: {host: web, subset: v1}\n",
         ])
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "m-default")
@@ -324,6 +329,20 @@ class IstioTrafficTest(SharedMeshTest):
             ("/viaport", "GET", {}, "web", 80, "web-v1"),
             ("/", "GET", {}, "web:8080", 8080, "web-alt"),  # port 8080's v1
             ("/src", "GET", {}, "web", 80, "web-v3"),
+            ("/ns", "GET", {}, "web", 80, "web-v3"),
+            ("/gw", "GET", {}, "web", 80, "web-v1"),  # a gateway's block: not for sidecars
+            ("/presence", "GET", {"x-present": "any"}, "web", 80, "web-v3"),
+            ("/presence", "GET", {"x-present": ""}, "web", 80, "web-v3"),
+            ("/presence", "GET", {}, "web", 80, "web-v1"),
+            ("/presence", "GET", {"x-present": "1", "x-absent": "1"}, "web", 80, "web-v1"),
+            # The path is matched without its query; Host may carry the port; on port 8080
+            # the bare name is a domain too.
+            ("/exact?a=b", "GET", {}, "web", 80, "web-v2"),
+            ("/items/42?a=b", "GET", {}, "web", 80, "web-v3"),
+            ("/exact", "GET", {}, "web:80", 80, "web-v2"),
+            ("/exact", "GET", {}, "web.default", 80, "web-v2"),
+            ("/exact", "GET", {}, "10.96.0.50", 80, "web-v2"),
+            ("/", "GET", {}, "web", 8080, "web-alt"),
         ]
         got = [(p, m, h, host, call(p, host=host, method=m, headers=h, port=port).backend)
                for p, m, h, host, port, _ in cases]
@@ -349,6 +368,14 @@ class IstioTrafficTest(SharedMeshTest):
         self.assert_configz_clean()
         self.assertEqual(set(backends(20, "/any")), {"web-v3"})  # a subset is its Pods only
         self.assertEqual(set(backends(5, "/alt")), {"web-alt"})
+        # Requests on one keep-alive connection are routed one by one.
+        conn = http.client.HTTPConnection(WEB_IP, 80, timeout=5)
+        kept = []
+        for _ in range(40):
+            conn.request("GET", "/split", headers={"Host": "web"})
+            kept.append(json.loads(conn.getresponse().read())["backend"])
+        conn.close()
+        self.assertEqual(set(kept), {"web-v1", "web-v2"})
         answers = backends(300, "/split")
         self.assertEqual(set(answers), {"web-v1", "web-v2"})
         # 70/30 over 300 requests: sd is about 7.9; 5 sd either way.
@@ -414,17 +441,33 @@ class IstioTrafficTest(SharedMeshTest):
       uriRegexRewrite: {match: '^/users/([^/]+)/profile$', rewrite: '/profiles/\1'}
     route:
     - destination: {host: web, subset: v2}
+  - name: r-exact-rewrite
+    match: [{uri: {exact: /exact-old}}]
+    rewrite: {uri: /exact-new}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: r-regex-match-rewrite
+    match: [{uri: {regex: '/re/[a-z]+'}}]
+    rewrite: {uri: /regex-new}
+    route:
+    - destination: {host: web, subset: v1}
   - name: r-redirect
     match: [{uri: {exact: /moved}}]
     redirect: {uri: /new-home, authority: other.example, redirectCode: 308}
   - name: r-https
     match: [{uri: {exact: /secure}}]
     redirect: {scheme: https, port: 8443}
+  - name: r-derive
+    match: [{uri: {exact: /derived}}]
+    redirect: {authority: elsewhere.example, derivePort: FROM_REQUEST_PORT, redirectCode: 302}
   - name: r-direct
     match: [{uri: {exact: /maintenance}}]
     directResponse:
       status: 503
       body: {string: down for maintenance}
+    headers:
+      response:
+        set: {retry-after: "120"}
   - name: r-default
     route:
     - destination: {host: web, subset: v3}
@@ -437,12 +480,21 @@ class IstioTrafficTest(SharedMeshTest):
         r = call("/users/ann/profile")
         self.assertEqual((r.status, r.backend, r.json()["path"]), (200, "web-v2", "/profiles/ann"))
         self.assertEqual(call("/users/ann/other").json()["path"], "/users/ann/other")
+        # rewrite.uri with an exact or regex match replaces the whole path (Envoy's
+        # prefix_rewrite of the matched path); the query stays.
+        self.assertEqual(call("/exact-old?q=1").json()["path"], "/exact-new?q=1")
+        self.assertEqual(call("/re/abc?q=1").json()["path"], "/regex-new?q=1")
         r = call("/moved")
         self.assertEqual((r.status, r.header("location")), (308, "http://other.example/new-home"), r)
+        r = call("/moved?x=1")
+        self.assertEqual((r.status, r.header("location")), (308, "http://other.example/new-home?x=1"), r)
+        r = call("/derived", host="web:8080", port=8080)
+        self.assertEqual((r.status, r.header("location")), (302, "http://elsewhere.example:8080/derived"), r)
         r = call("/secure", host="web")
         self.assertEqual((r.status, r.header("location")), (301, "https://web:8443/secure"), r)
         r = call("/maintenance")
         self.assertEqual((r.status, r.body), (503, b"down for maintenance"), r)
+        self.assertEqual(r.header("retry-after"), "120", r)
         self.assertEqual(call("/other").backend, "web-v3")
         self.assertNotIn("/moved", [i["path"] for b in self.mesh.web.values() for i in b.received])
 
@@ -461,6 +513,12 @@ class IstioTrafficTest(SharedMeshTest):
   - name: t-retry-gateway
     match: [{uri: {prefix: /retrygw/}}]
     retries: {attempts: 2, retryOn: gateway-error}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: t-per-try
+    match: [{uri: {prefix: /pertry/}}]
+    timeout: 5s
+    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: gateway-error}
     route:
     - destination: {host: web, subset: v1}
   - name: t-no-retry
@@ -490,6 +548,11 @@ class IstioTrafficTest(SharedMeshTest):
         # 5xx that is no gateway error (500) is not retried on gateway-error.
         self.assertEqual(call("/retrygw/status/500").status, 500)
         self.assertEqual(sum(1 for i in self.mesh.web["v1"].received if "/status/500" in i["path"]), 1)
+        # The first attempt outlives its perTryTimeout (a 504, a gateway error): retried.
+        r = call(f"/pertry/slowonce/2000/{key}e")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["attempt"], 2)
+        self.assertLess(r.elapsed_s, 1.9)
         # attempts: 0 turns off even Istio's default retry of 503.
         self.assertEqual(call(f"/noretry/fail/1/{key}d").status, 503)
         self.assertEqual(attempts(f"{key}d"), 1)
@@ -543,6 +606,11 @@ class IstioTrafficTest(SharedMeshTest):
     - destination: {host: web, subset: v1}
     mirror: {host: shadow}
     mirrorPercentage: {value: 100.0}
+  - name: mirror-subset
+    match: [{uri: {prefix: /tosubset}}]
+    route:
+    - destination: {host: web, subset: v1}
+    mirror: {host: web, subset: v3}
   - name: mirror-some
     match: [{uri: {prefix: /some}}]
     route:
@@ -560,6 +628,11 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertEqual({(i["path"], i["headers"]["host"]) for i in shadow},
                          {("/mirrored", "web-shadow")})
         shadow.clear()
+        self.assertEqual(set(backends(5, "/tosubset")), {"web-v1"})
+        v3 = self.mesh.web["v3"].received
+        wait_until(lambda: len(v3) >= 5, WAIT_S, "5 copies to subset v3")
+        self.assertEqual({(i["path"], i["headers"]["host"]) for i in v3}, {("/tosubset", "web-shadow")})
+        self.assertEqual(shadow, [])
         self.assertEqual(set(backends(250, "/some")), {"web-v2"})
         copies = stable(lambda: len(shadow))
         # 30% of 250: 75 copies, sd about 7.2; 5 sd either way.
@@ -652,6 +725,17 @@ class IstioTrafficTest(SharedMeshTest):
 
         apply("lb-source-ip", "      consistentHash: {useSourceIp: true}\n")
         self.assertEqual(len(set(backends(30))), 1)
+
+        apply("lb-query-hash", "      consistentHash: {httpQueryParameterName: user}\n")
+        chosen = {user: set(backends(5, f"/?user=u{user}")) for user in range(24)}
+        self.assertTrue(all(len(got) == 1 for got in chosen.values()), chosen)
+        self.assertGreater(len(set().union(*chosen.values())), 1, chosen)
+
+        apply("lb-cookie-hash", "      consistentHash: {httpCookie: {name: session, ttl: 0s}}\n")
+        chosen = {user: set(backends(5, headers={"Cookie": f"other=1; session=s{user}"}))
+                  for user in range(24)}
+        self.assertTrue(all(len(got) == 1 for got in chosen.values()), chosen)
+        self.assertGreater(len(set().union(*chosen.values())), 1, chosen)
 
     def test_connection_pool_port_level_settings_and_subset_policy(self):
         """http2MaxRequests 1 on the rule; port 8080 and subset v2 set their own pool."""
