@@ -189,7 +189,8 @@ class Mesh:
         for b in (*self.web.values(), self.web_alt, self.shadow, self.flaky_ok, self.flaky_bad):
             case.addCleanup(b.stop)
         echo_ports = {}
-        for name, extra in (("echo-a", []), ("echo-down", ["--fail_code", "14"]), ("echo-b", [])):
+        for name, extra in (("echo-a", []), ("echo-down", ["--fail_code", "14"]), ("echo-b", []),
+                            ("echo-slow", ["--delay_ms", "1500"])):
             echo_ports[name] = free_port()
             child = self.start(name, [echo_bin, "--port", str(echo_ports[name]), "--name", name,
                                       *extra])
@@ -224,7 +225,7 @@ class Mesh:
         text += endpoint_slice("flaky", "flaky-ok", [("http", self.flaky_ok.port)])
         text += endpoint_slice("flaky", "flaky-bad", [("http", self.flaky_bad.port)])
         text += service("echo", ECHO_IP, [("grpc", 7070)])
-        tracks = {"echo-a": "main", "echo-down": "main", "echo-b": "canary"}
+        tracks = {"echo-a": "main", "echo-down": "main", "echo-b": "canary", "echo-slow": "slow"}
         for i, (name, port) in enumerate(echo_ports.items()):
             text += pod(name, f"{{app: echo, track: {tracks[name]}}}", f"10.1.2.{i + 1}")
             text += endpoint_slice("echo", name, [("grpc", port)], pod=name)
@@ -768,6 +769,48 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertEqual(burst("/v2/delay/300"), [(200, None)] * 6)  # the subset's own pool
         self.assertEqual(burst("/v1/delay/300", port=8080), [(200, None)] * 6)  # the port's
 
+    def test_default_route_export_to_and_workload_selector(self):
+        """A Service without a VirtualService gets Istio's default retries; a VirtualService
+        exported elsewhere does not apply; a DestinationRule applies to the workloads its
+        workloadSelector names only."""
+        def yaml(selector, marker):
+            return f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web-for-some, namespace: default}}
+spec:
+  host: web
+  workloadSelector:
+    matchLabels: {{app: {selector}}}
+  exportTo: ["."]
+  subsets:
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shadow-elsewhere, namespace: default}}
+spec:
+  hosts: [shadow]
+  exportTo: [prod]
+  http:
+  - directResponse: {{status: 418}}
+""" + virtual_service("web", "web", f"""  - name: {marker}
+    route:
+    - destination: {{host: web, subset: v2}}
+""")
+        self.mesh.apply(yaml("nobody", "x-not-selected"), "x-not-selected")
+        self.assert_configz_clean()
+        r = call("/")
+        self.assertEqual((r.status, r.body), (503, b"no healthy upstream"), r)  # no subset v2
+        self.mesh.apply(yaml("client", "x-selected"), "x-selected")
+        self.assertEqual(set(backends(5)), {"web-v2"})
+        self.assertEqual(set(backends(5, host="shadow", ip=SHADOW_IP)), {"shadow"})
+        # flaky has no VirtualService: the default route retries the failing host's 503s
+        # on the other host.
+        self.mesh.flaky_bad.received.clear()
+        self.assertEqual(set(backends(20, host="flaky", ip=FLAKY_IP)), {"flaky-ok"})
+        self.assertGreater(len(self.mesh.flaky_bad.received), 0)
+
     def test_outlier_detection_ejects_a_failing_host(self):
         self.mesh.apply("""---
 apiVersion: networking.istio.io/v1
@@ -797,8 +840,8 @@ spec:
 
     def test_grpc_header_route_retry_and_abort(self):
         """gRPC calls over HTTP/2 through meshproxy: the main subset has one host answering
-        UNAVAILABLE, which retries on `unavailable` hide; a header picks the canary; another
-        header gets a fault abort with a gRPC status."""
+        UNAVAILABLE, which retries on `unavailable` hide; a header picks the canary, another
+        a slow host behind a route timeout, another gets a fault abort with a gRPC status."""
         self.mesh.apply("""---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -810,6 +853,7 @@ spec:
   subsets:
   - {name: main, labels: {track: main}}
   - {name: canary, labels: {track: canary}}
+  - {name: slow, labels: {track: slow}}
 """ + virtual_service("echo", "echo", """  - name: g-abort
     match:
     - headers: {x-fault: {exact: abort}}
@@ -824,6 +868,12 @@ spec:
     - headers: {x-track: {exact: canary}}
     route:
     - destination: {host: echo, subset: canary}
+  - name: g-slow
+    match:
+    - headers: {x-track: {exact: slow}}
+    timeout: 0.3s
+    route:
+    - destination: {host: echo, subset: slow}
   - name: g-main
     match:
     - headers: {x-retry: {exact: "no"}}
@@ -854,6 +904,10 @@ spec:
         retried = grpc_calls()
         self.assertEqual((retried["ok"], retried["backends"]), ("20", "echo-a:20"), retried)
         self.assertEqual(grpc_calls("x-track=canary")["backends"], "echo-b:20")
+        # The route's timeout ends calls to the slow host: UNAVAILABLE, as from Envoy.
+        slow = grpc_calls("x-track=slow", count=3)
+        self.assertEqual((slow["ok"], slow["codes"]), ("0", "UNAVAILABLE:3"), slow)
+        self.assertLess(int(slow["max_ms"]), 1400, slow)
         aborted = grpc_calls("x-fault=abort", count=5)
         self.assertEqual((aborted["ok"], aborted["codes"]), ("0", "RESOURCE_EXHAUSTED:5"), aborted)
 
