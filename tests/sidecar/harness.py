@@ -183,12 +183,13 @@ class Backend:
     GET  /status/CODE       answers CODE
     GET  anything           answers `status` when it is given (a host that always fails)
     GET  /delay/MS          answers after MS milliseconds
-    GET  /fail/N/KEY        answers 503 to the first N requests with KEY (across backends)
+    GET  /fail/N/KEY[/CODE] answers 503 (or CODE) to the first N requests with KEY (across
+                            backends), then 200
     GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
     GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
     POST anything           reads the whole body (length or chunked) and reports its size
-                            and SHA-256
+                            and SHA-256 (/fail/N/KEY[/CODE] as for GET)
     OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
     Every JSON answer's request is kept in `received` (its info, as answered).
@@ -231,6 +232,17 @@ class Backend:
                 backend.received.append(info)
                 return info
 
+            @staticmethod
+            def _failing(parts):
+                """(status, attempt) of a /fail/N/KEY[/CODE] request."""
+                i = parts.index("fail")
+                n, key = int(parts[i + 1]), parts[i + 2]
+                code = int(parts[i + 3]) if len(parts) > i + 3 and parts[i + 3].isdigit() else 503
+                with Backend.failures_lock:
+                    seen = Backend.failures.get(key, 0)
+                    Backend.failures[key] = seen + 1
+                return (code if seen < n else 200), seen + 1
+
             def do_GET(self):
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if backend.status is not None:
@@ -242,12 +254,8 @@ class Backend:
                     time.sleep(int(parts[parts.index("delay") + 1]) / 1000)
                     return self._reply(200, self._info())
                 if "fail" in parts:
-                    i = parts.index("fail")
-                    n, key = int(parts[i + 1]), parts[i + 2]
-                    with Backend.failures_lock:
-                        seen = Backend.failures.get(key, 0)
-                        Backend.failures[key] = seen + 1
-                    return self._reply(503 if seen < n else 200, self._info(attempt=seen + 1))
+                    status, attempt = self._failing(parts)
+                    return self._reply(status, self._info(attempt=attempt))
                 if "slowonce" in parts:
                     i = parts.index("slowonce")
                     delay, key = int(parts[i + 1]), parts[i + 2]
@@ -307,8 +315,12 @@ class Backend:
                             break
                         size += got
                         remaining -= got
-                return self._reply(200, self._info(body_size=size,
-                                                   body_sha256=digest.hexdigest()))
+                status, attempt = 200, None
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if "fail" in parts:
+                    status, attempt = self._failing(parts)
+                return self._reply(status, self._info(body_size=size, body_sha256=digest.hexdigest(),
+                                                      attempt=attempt))
 
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True

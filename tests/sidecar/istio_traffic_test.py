@@ -13,6 +13,7 @@ Exit code 77 (ctest: skipped) when network namespaces are not available.
 """
 
 import concurrent.futures
+import hashlib
 import http.client
 import json
 import os
@@ -30,7 +31,8 @@ from harness import (POD_IP, PROXY_UID, Backend, Child, SharedMeshTest, binary, 
                      main_in_network_namespace, reset_network, wait_until)
 
 WAIT_S = 20
-WEB_IP, SHADOW_IP, FLAKY_IP, ECHO_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.70"
+WEB_IP, SHADOW_IP, FLAKY_IP, PATCHY_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
+ECHO_IP = "10.96.0.70"
 NODE_ID = f"sidecar~{POD_IP}~client.default~default.svc.cluster.local"
 
 
@@ -74,10 +76,14 @@ spec:
 {port_lines}"""
 
 
-def web_subsets(traffic_policy="", v2_policy=""):
-    """The web DestinationRule: subsets v1, v2, v3 by the Pods' version label."""
+def web_subsets(traffic_policy="", **subset_policies):
+    """The web DestinationRule: subsets v1, v2, v3 by the Pods' version label, each with the
+    trafficPolicy subset_policies[version] if given."""
     top = f"\n  trafficPolicy:\n{traffic_policy}" if traffic_policy else ""
-    v2 = f"\n    trafficPolicy:\n{v2_policy}" if v2_policy else ""
+    subsets = "".join(
+        f"  - name: {v}\n    labels: {{version: {v}}}\n"
+        + (f"    trafficPolicy:\n{subset_policies[v]}" if v in subset_policies else "")
+        for v in ("v1", "v2", "v3"))
     return f"""---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -85,22 +91,18 @@ metadata: {{name: web, namespace: default}}
 spec:
   host: web.default.svc.cluster.local{top}
   subsets:
-  - name: v1
-    labels: {{version: v1}}
-  - name: v2
-    labels: {{version: v2}}{v2}
-  - name: v3
-    labels: {{version: v3}}
-"""
+{subsets}"""
 
 
-def virtual_service(name, host, http_rules):
+def virtual_service(name, hosts, http_rules):
+    """A VirtualService in default for hosts (one host or a list), with these http rules."""
+    hosts = ", ".join([hosts] if isinstance(hosts, str) else hosts)
     return f"""---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: {name}, namespace: default}}
 spec:
-  hosts: [{host}]
+  hosts: [{hosts}]
   http:
 {http_rules}"""
 
@@ -128,12 +130,13 @@ class Reply:
         return f"Reply({self.status}, {dict(self.headers)}, {self.body[:300]!r})"
 
 
-def call(path="/", host="web", method="GET", headers=None, ip=WEB_IP, port=80, timeout_s=5):
+def call(path="/", host="web", method="GET", headers=None, ip=WEB_IP, port=80, timeout_s=5,
+         body=None):
     """One plain HTTP/1.1 request to a cluster IP (intercepted by meshproxy), own connection."""
     conn = http.client.HTTPConnection(ip, port, timeout=timeout_s)
     start = time.monotonic()
     try:
-        conn.request(method, path, headers={"Host": host, **(headers or {})})
+        conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
         r = conn.getresponse()
         body = r.read()
         return Reply(r.status, r.headers, body, time.monotonic() - start)
@@ -186,7 +189,9 @@ class Mesh:
         self.web_alt = Backend("web-alt")  # every web Pod's http-alt port (8080)
         self.shadow = Backend("shadow")
         self.flaky_ok, self.flaky_bad = Backend("flaky-ok"), Backend("flaky-bad", status=503)
-        for b in (*self.web.values(), self.web_alt, self.shadow, self.flaky_ok, self.flaky_bad):
+        self.patchy = Backend("patchy")  # beside a port nobody listens on
+        for b in (*self.web.values(), self.web_alt, self.shadow, self.flaky_ok, self.flaky_bad,
+                  self.patchy):
             case.addCleanup(b.stop)
         echo_ports = {}
         for name, extra in (("echo-a", []), ("echo-down", ["--fail_code", "14"]), ("echo-b", []),
@@ -224,6 +229,9 @@ class Mesh:
         text += service("flaky", FLAKY_IP, [("http", 80)])
         text += endpoint_slice("flaky", "flaky-ok", [("http", self.flaky_ok.port)])
         text += endpoint_slice("flaky", "flaky-bad", [("http", self.flaky_bad.port)])
+        text += service("patchy", PATCHY_IP, [("http", 80)])
+        text += endpoint_slice("patchy", "patchy", [("http", self.patchy.port)])
+        text += endpoint_slice("patchy", "patchy-dead", [("http", free_port())])
         text += service("echo", ECHO_IP, [("grpc", 7070)])
         tracks = {"echo-a": "main", "echo-down": "main", "echo-b": "canary", "echo-slow": "slow"}
         for i, (name, port) in enumerate(echo_ports.items()):
@@ -516,6 +524,16 @@ class IstioTrafficTest(SharedMeshTest):
     retries: {attempts: 2, retryOn: gateway-error}
     route:
     - destination: {host: web, subset: v1}
+  - name: t-retry-4xx
+    match: [{uri: {prefix: /retry4xx/}}]
+    retries: {attempts: 2, retryOn: retriable-4xx}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: t-retry-codes
+    match: [{uri: {prefix: /retrycodes/}}]
+    retries: {attempts: 2, retryOn: "418,connect-failure"}
+    route:
+    - destination: {host: web, subset: v1}
   - name: t-per-try
     match: [{uri: {prefix: /pertry/}}]
     timeout: 5s
@@ -549,6 +567,20 @@ class IstioTrafficTest(SharedMeshTest):
         # 5xx that is no gateway error (500) is not retried on gateway-error.
         self.assertEqual(call("/retrygw/status/500").status, 500)
         self.assertEqual(sum(1 for i in self.mesh.web["v1"].received if "/status/500" in i["path"]), 1)
+        # retriable-4xx is 409 only; listed codes replace Istio's default 503.
+        self.assertEqual(call(f"/retry4xx/fail/1/{key}f/409").status, 200)
+        self.assertEqual(attempts(f"{key}f"), 2)
+        self.assertEqual(call(f"/retry4xx/fail/1/{key}g/500").status, 500)
+        self.assertEqual(attempts(f"{key}g"), 1)
+        self.assertEqual(call(f"/retrycodes/fail/1/{key}h/418").status, 200)
+        self.assertEqual(attempts(f"{key}h"), 2)
+        self.assertEqual(call(f"/retrycodes/fail/1/{key}i/503").status, 503)
+        self.assertEqual(attempts(f"{key}i"), 1)
+        # A request with a body is retried with its body.
+        payload = bytes(range(256)) * 40
+        r = call(f"/retry5xx/fail/1/{key}j", method="POST", body=payload)
+        self.assertEqual((r.status, r.json()["attempt"], r.json()["body_size"]), (200, 2, len(payload)))
+        self.assertEqual(r.json()["body_sha256"], hashlib.sha256(payload).hexdigest())
         # The first attempt outlives its perTryTimeout (a 504, a gateway error): retried.
         r = call(f"/pertry/slowonce/2000/{key}e")
         self.assertEqual(r.status, 200, r)
@@ -565,6 +597,13 @@ class IstioTrafficTest(SharedMeshTest):
       delay:
         fixedDelay: 400ms
         percentage: {value: 100}
+    route:
+    - destination: {host: web, subset: v1}
+  - name: f-both
+    match: [{uri: {prefix: /both}}]
+    fault:
+      delay: {fixedDelay: 300ms, percent: 100}
+      abort: {httpStatus: 429}
     route:
     - destination: {host: web, subset: v1}
   - name: f-abort
@@ -590,9 +629,12 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertEqual((r.status, r.backend), (200, "web-v1"))
         self.assertGreater(r.elapsed_s, 0.35)
         self.assertLess(r.elapsed_s, 3)
+        r = call("/both")  # delayed, then aborted
+        self.assertEqual(r.status, 429, r)
+        self.assertGreater(r.elapsed_s, 0.25)
         r = call("/aborted")
         self.assertEqual((r.status, r.body), (418, b"fault filter abort"), r)
-        self.assertNotIn("/aborted", [i["path"] for i in self.mesh.web["v1"].received])
+        self.assertEqual([i["path"] for i in self.mesh.web["v1"].received], ["/slowed"])
         statuses = [call("/sometimes").status for _ in range(250)]
         self.assertEqual(set(statuses), {200, 503})
         # 40% of 250: 100 aborts, sd about 7.7; 5 sd either way.
@@ -646,6 +688,7 @@ class IstioTrafficTest(SharedMeshTest):
       allowOrigins:
       - exact: https://app.example.com
       - prefix: https://dev.
+      - regex: 'https://[a-z]+\.staging\.example'
       allowMethods: [GET, POST]
       allowHeaders: [x-custom]
       exposeHeaders: [x-backend]
@@ -658,7 +701,8 @@ class IstioTrafficTest(SharedMeshTest):
         self.assert_configz_clean()
         preflight = {"Access-Control-Request-Method": "POST",
                      "Access-Control-Request-Headers": "x-custom"}
-        for origin in ("https://app.example.com", "https://dev.team.example"):
+        for origin in ("https://app.example.com", "https://dev.team.example",
+                       "https://shop.staging.example"):
             r = call("/api", method="OPTIONS", headers={"Origin": origin, **preflight})
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.header("access-control-allow-origin"), origin, r)
@@ -671,7 +715,8 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertEqual((r.status, r.backend), (200, "web-v1"))
         self.assertEqual(r.header("access-control-allow-origin"), "https://app.example.com", r)
         self.assertIn("x-backend", r.header("access-control-expose-headers") or "", r)
-        for origin in ("https://evil.example", "https://app.example.com.evil"):
+        for origin in ("https://evil.example", "https://app.example.com.evil",
+                       "https://shop.staging.example.evil"):
             r = call("/api", headers={"Origin": origin})
             self.assertEqual((r.status, r.backend), (200, "web-v1"))
             self.assertIsNone(r.header("access-control-allow-origin"), r)
@@ -693,10 +738,23 @@ class IstioTrafficTest(SharedMeshTest):
     route:
     - destination: {host: web, subset: v1}
 """)
-        self.mesh.apply(web_subsets() + first + second, "merge-default")
+        # A wildcard host covers the namespace's other Services; an exact host beats it; one
+        # VirtualService may name several hosts.
+        wildcard = virtual_service("wild", "'*.default.svc.cluster.local'", """  - name: merge-wild
+    match: [{uri: {prefix: /wild}}]
+    directResponse: {status: 200, body: {string: wild}}
+""")
+        several = virtual_service("several", ["flaky", "patchy"], """  - name: merge-several
+    directResponse: {status: 200, body: {string: several}}
+""")
+        self.mesh.apply(web_subsets() + first + second + wildcard + several, "merge-default")
         self.assert_configz_clean()
-        self.assertEqual([call(p).backend for p in ("/from-a", "/from-b", "/")],
-                         ["web-v2", "web-v3", "web-v1"])
+        self.assertEqual([call(p).backend for p in ("/from-a", "/from-b", "/", "/wild")],
+                         ["web-v2", "web-v3", "web-v1", "web-v1"])
+        self.assertEqual(call("/wild", host="shadow", ip=SHADOW_IP).body, b"wild")
+        self.assertEqual(call("/", host="shadow", ip=SHADOW_IP).status, 404)  # no rule matches
+        for host, ip in (("flaky", FLAKY_IP), ("patchy", PATCHY_IP)):
+            self.assertEqual(call("/wild", host=host, ip=ip).body, b"several")
         warnings = [w for w in self.mesh.configz()["warnings"] if w["name"] == "web-b"]
         self.assertTrue(warnings, self.mesh.configz()["warnings"])
 
@@ -739,18 +797,25 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertGreater(len(set().union(*chosen.values())), 1, chosen)
 
     def test_connection_pool_port_level_settings_and_subset_policy(self):
-        """http2MaxRequests 1 on the rule; port 8080 and subset v2 set their own pool."""
+        """http2MaxRequests 1 on the rule; port 8080 and subset v2 set their own pool; subset
+        v3 allows one connection (and no longer the rule's request limit)."""
         self.mesh.apply(web_subsets(
             traffic_policy="""    connectionPool: {http: {http2MaxRequests: 1}}
     portLevelSettings:
     - port: {number: 8080}
       connectionPool: {http: {http2MaxRequests: 100}}
-""", v2_policy="      connectionPool: {http: {http2MaxRequests: 100}}\n") + virtual_service(
+""", v2="      connectionPool: {http: {http2MaxRequests: 100}}\n",
+            v3="      connectionPool: {tcp: {maxConnections: 1}}\n") + virtual_service(
             "web", "web", """  - name: pool-v2
     match: [{uri: {prefix: /v2/}}]
     retries: {attempts: 0}
     route:
     - destination: {host: web, subset: v2}
+  - name: pool-v3
+    match: [{uri: {prefix: /v3/}}]
+    retries: {attempts: 0}
+    route:
+    - destination: {host: web, subset: v3}
   - name: pool-v1
     retries: {attempts: 0}
     route:
@@ -762,10 +827,11 @@ class IstioTrafficTest(SharedMeshTest):
             replies = concurrently(6, lambda: call(path, host=f"web:{port}", port=port))
             return sorted((r.status, r.header("x-envoy-overloaded")) for r in replies)
 
-        got = burst("/v1/delay/500")
-        self.assertGreaterEqual(got.count((200, None)), 1, got)
-        self.assertGreaterEqual(got.count((503, "true")), 1, got)
-        self.assertEqual(got.count((200, None)) + got.count((503, "true")), 6, got)
+        for path in ("/v1/delay/500", "/v3/delay/500"):
+            got = burst(path)
+            self.assertGreaterEqual(got.count((200, None)), 1, got)
+            self.assertGreaterEqual(got.count((503, "true")), 1, got)
+            self.assertEqual(got.count((200, None)) + got.count((503, "true")), 6, got)
         self.assertEqual(burst("/v2/delay/300"), [(200, None)] * 6)  # the subset's own pool
         self.assertEqual(burst("/v1/delay/300", port=8080), [(200, None)] * 6)  # the port's
 
@@ -810,6 +876,52 @@ spec:
         self.mesh.flaky_bad.received.clear()
         self.assertEqual(set(backends(20, host="flaky", ip=FLAKY_IP)), {"flaky-ok"})
         self.assertGreater(len(self.mesh.flaky_bad.received), 0)
+
+    def test_connect_failures_retried_and_ejected(self):
+        """patchy has a host whose port refuses connections: retryOn connect-failure hides it,
+        and consecutiveGatewayErrors ejects it."""
+        def apply(marker, outlier=""):
+            self.mesh.apply(f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: patchy, namespace: default}}
+spec:
+  host: patchy
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}{outlier}
+""" + virtual_service("patchy", "patchy", f"""  - name: {marker}-none
+    match:
+    - headers: {{x-retry: {{exact: "no"}}}}
+    retries: {{attempts: 0}}
+    route:
+    - destination: {{host: patchy}}
+  - name: {marker}
+    retries: {{attempts: 2, retryOn: connect-failure}}
+    route:
+    - destination: {{host: patchy}}
+"""), marker)
+            self.assert_configz_clean()
+
+        def calls(n, **kw):
+            return [call("/", host="patchy", ip=PATCHY_IP, **kw) for _ in range(n)]
+
+        apply("cf-retry")
+        self.assertEqual({(r.status, r.backend) for r in calls(10)}, {(200, "patchy")})
+        failed = [r for r in calls(10, headers={"x-retry": "no"}) if r.status != 200]
+        self.assertEqual(len(failed), 5, failed)  # round robin: every other one
+        self.assertTrue(all(r.status == 503 and r.body.startswith(b"upstream connect error")
+                            for r in failed), failed)
+
+        apply("cf-eject", """
+    outlierDetection:
+      consecutiveGatewayErrors: 2
+      consecutive5xxErrors: 0
+      interval: 1s
+      baseEjectionTime: 60s
+      maxEjectionPercent: 100""")
+        statuses = [r.status for r in calls(12, headers={"x-retry": "no"})]
+        self.assertEqual(statuses.count(503), 2, statuses)
+        self.assertEqual(statuses[-6:], [200] * 6, statuses)
 
     def test_outlier_detection_ejects_a_failing_host(self):
         self.mesh.apply("""---
