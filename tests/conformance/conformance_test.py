@@ -74,7 +74,7 @@ class GrpcXdsClientTest(MeshTestCase):
 
     def client(self, target, *args):
         """Starts xds_echo_client in the background; the test decides when it must end."""
-        return self.start("xds_echo_client", [self.client_bin, "--target", target, *args],
+        return self.children.start("xds_echo_client", [self.client_bin, "--target", target, *args],
                           self.xds_env())
 
     # ----- tests

@@ -1,6 +1,6 @@
 """Shared harness for tests that run meshpilot with real processes around it.
 
-Child (from tests/sidecar/harness.py) runs a process and collects its output; MeshTestCase
+Children (from tests/sidecar/harness.py) runs processes and collects their output; MeshTestCase
 gives each test a temporary config folder, real Echo backends (echo_server), a meshpilot
 serving that folder, a gRPC xDS bootstrap pointing at it, and failure messages that carry every process's log and
 meshpilot's view of the proxy. Binaries come from the environment (set by ctest):
@@ -19,7 +19,7 @@ import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "sidecar"))
-from harness import Child, binary, free_port  # noqa: E402,F401 (re-exported)
+from harness import Children, binary, free_port  # noqa: E402,F401 (re-exported)
 
 READY_TIMEOUT_S = 20  # meshpilot start-up until /ready is 200
 
@@ -49,28 +49,21 @@ class MeshTestCase(unittest.TestCase):
                                 "build/release/tests/conformance/xds_echo_client")
 
     def setUp(self):
-        self.children = []
+        self.children = Children()
         self.meshpilot = None
         self.tmp = tempfile.TemporaryDirectory(prefix=self.TMP_PREFIX)
         self.addCleanup(self.tmp.cleanup)
-        self.addCleanup(self.stop_children)
+        self.addCleanup(self.children.stop)
         self.config_dir = os.path.join(self.tmp.name, "config")
         os.mkdir(self.config_dir)
 
     # ----- processes
 
-    def start(self, name, argv, env=None):
-        child = Child(name, argv, env)
-        self.children.append(child)
-        return child
 
-    def stop_children(self):
-        for child in reversed(self.children):
-            child.stop()
 
     def start_backend(self, name, *extra_args):
         """Starts an echo_server answering as `name` on a free port; returns the port."""
-        child = self.start(name, [self.echo_server_bin, "--port", "0", "--name", name,
+        child = self.children.start(name, [self.echo_server_bin, "--port", "0", "--name", name,
                                   "--host", "127.0.0.1", *extra_args])
         line = child.wait_for_stdout(lambda l: l.startswith("listening on "), 10)
         if line is None:
@@ -86,7 +79,7 @@ class MeshTestCase(unittest.TestCase):
 
     def start_meshpilot(self):
         self.xds_port, self.debug_port = free_port(), free_port()
-        self.meshpilot = self.start("meshpilot", [
+        self.meshpilot = self.children.start("meshpilot", [
             self.meshpilot_bin, "--config-dir", self.config_dir,
             "--xds-port", str(self.xds_port), "--debug-port", str(self.debug_port)])
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -135,7 +128,7 @@ class MeshTestCase(unittest.TestCase):
         argv = [self.client_bin, "--target", target, *args]
         if metadata:
             argv += ["--metadata", ",".join(metadata)]
-        client = self.start("xds_echo_client", argv, env)
+        client = self.children.start("xds_echo_client", argv, env)
         rc = self.finish(client, timeout_s)
         summary = self.summary(client)
         self.expect(summary is not None, "client printed no summary")
@@ -168,7 +161,7 @@ class MeshTestCase(unittest.TestCase):
         return body if len(body) < 30000 else body[:30000] + "\n...(truncated)"
 
     def diagnostics(self):
-        text = "\n".join(child.log() for child in self.children)
+        text = self.children.logs()
         if self.meshpilot is not None and self.meshpilot.proc.poll() is None:
             for path in ("/debug/syncz", f"/debug/config_dump?proxyID={self.NODE_ID}"):
                 text += f"----- GET {path}\n{self.debug_page(path)}\n"

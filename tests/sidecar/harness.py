@@ -153,8 +153,25 @@ class Child:
         with self._changed:
             out, err = collapse(self.stdout), collapse(self.stderr)
         return (f"----- {self.name} (rc={self.proc.poll()}): {' '.join(self.argv)}\n"
-                f"--- stdout\n" + "\n".join(out[-LOG_TAIL_LINES:]) +
-                f"\n--- stderr\n" + "\n".join(err[-LOG_TAIL_LINES:]) + "\n")
+                "--- stdout\n" + "\n".join(out[-LOG_TAIL_LINES:]) +
+                "\n--- stderr\n" + "\n".join(err[-LOG_TAIL_LINES:]) + "\n")
+
+
+class Children(list):
+    """The processes a test (or a shared mesh) started: stopped in reverse order, their logs
+    joined for failure messages."""
+
+    def start(self, name, argv, env=None, preexec_fn=None):
+        child = Child(name, argv, env, preexec_fn)
+        self.append(child)
+        return child
+
+    def stop(self):
+        for child in reversed(self):
+            child.stop()
+
+    def logs(self):
+        return "\n".join(child.log() for child in self)
 
 
 def collapse(lines):
@@ -480,6 +497,29 @@ def capture_outbound():
     run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1/32", "-j", "RETURN")
     run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT",
         "--to-ports", "15001")
+
+
+def start_meshpilot(children, meshpilot_bin, config_dir):
+    """meshpilot serving config_dir on the well-known ports (xDS 15010, debug 15014), ready."""
+    meshpilot = children.start("meshpilot", [
+        meshpilot_bin, "--config-dir", config_dir, "--xds-port", "15010", "--debug-port", "15014",
+        "--debounce-after", "10ms"])
+    wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready", timeout=2).status == 200,
+               20, "meshpilot /ready")
+    return meshpilot
+
+
+def start_sidecar(children, proxy_bin, *identity):
+    """meshproxy as a pod's sidecar of meshpilot (start_meshpilot): its own uid, so iptables
+    can exempt its traffic; admin on 15000; ready."""
+    proxy = children.start("meshproxy", [
+        "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
+        proxy_bin, "--xds-address", "127.0.0.1:15010", *identity,
+        "--admin-port", "15000", "--readiness-port", "15021", "--concurrency", "2"])
+    wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",
+                                              timeout=2).status == 200,
+               20, "meshproxy /healthz/ready")
+    return proxy
 
 
 def main_in_network_namespace(test_file):

@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import (Backend, Child, SharedMeshTest, binary, free_port, pattern_bytes, wait_until,
-                     write_resources)
+from harness import (Backend, Child, Children, SharedMeshTest, binary, free_port, pattern_bytes,
+                     wait_until, write_resources)
 from integration_test import FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -137,7 +137,7 @@ class Http2Mesh:
     def __init__(self, test):
         self.dir = tempfile.mkdtemp(prefix="meshproxy-h2-")
         test.addCleanup(shutil.rmtree, self.dir, True)
-        self.children = []
+        self.children = Children()
         test.addCleanup(self.close)
         self.web = Backend("web")
         self.backends = {name: EchoServer(name, *flags) for name, flags in {
@@ -147,17 +147,16 @@ class Http2Mesh:
         self.port, self.admin_port = free_port(), free_port()
         self.version = 0
         self.write(routes())
-        ads = Child("ads", [binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server"),
-                            "--resources", self.dir, "--port", "0"])
-        self.children.append(ads)
+        ads = self.children.start("ads", [
+            binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server"),
+            "--resources", self.dir, "--port", "0"])
         ads_port = wait_until(lambda: [l for l in ads.json_lines() if l.get("event") == "listening"],
                               WAIT_S, "the ADS server")[0]["port"]
         self.ads = ads
-        self.proxy = Child("meshproxy", [
+        self.proxy = self.children.start("meshproxy", [
             binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy"),
             "--xds-address", f"127.0.0.1:{ads_port}", "--node-id", NODE_ID,
             "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2"])
-        self.children.append(self.proxy)
         wait_until(lambda: self.curl("/", http2=True)[0] == 200, WAIT_S, "meshproxy to route")
 
     def write(self, route_config):
@@ -226,11 +225,10 @@ class Http2Mesh:
                    if line.startswith("istio_requests_total{") and all(l in line for l in labels))
 
     def logs(self):
-        return "\n".join(c.log() for c in self.children)
+        return self.children.logs()
 
     def close(self):
-        for child in reversed(self.children):
-            child.stop()
+        self.children.stop()
         self.web.stop()
 
 

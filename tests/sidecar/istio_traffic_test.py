@@ -23,17 +23,16 @@ import sys
 import tempfile
 import time
 import unittest
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (POD_IP, PROXY_UID, Backend, Child, SharedMeshTest, binary,  # noqa: E402
+from harness import (POD_IP, Backend, Children, SharedMeshTest, binary,  # noqa: E402
                      capture_outbound, config_dump_has, free_port, http_json,
-                     main_in_network_namespace, reset_network, wait_until)
+                     main_in_network_namespace, reset_network, start_meshpilot, start_sidecar,
+                     wait_until)
 
 WAIT_S = 20
 WEB_IP, SHADOW_IP, FLAKY_IP, PATCHY_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
 ECHO_IP = "10.96.0.70"
-NODE_ID = f"sidecar~{POD_IP}~client.default~default.svc.cluster.local"
 
 
 def endpoint_slice(service, name, ports, pod=None):
@@ -177,9 +176,9 @@ class Mesh:
         self.client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
         if not shutil.which("iptables"):
             raise unittest.SkipTest("iptables is not installed (scripts/setup.sh installs it)")
-        self.children = []
+        self.children = Children()
         case.addCleanup(reset_network)
-        case.addCleanup(self.stop_children)
+        case.addCleanup(self.children.stop)
         self.dir = tempfile.mkdtemp(prefix="meshproxy-istio-")
         os.chmod(self.dir, 0o755)
         case.addCleanup(shutil.rmtree, self.dir, True)
@@ -197,24 +196,14 @@ class Mesh:
         for name, extra in (("echo-a", []), ("echo-down", ["--fail_code", "14"]), ("echo-b", []),
                             ("echo-slow", ["--delay_ms", "1500"])):
             echo_ports[name] = free_port()
-            child = self.start(name, [echo_bin, "--port", str(echo_ports[name]), "--name", name,
+            child = self.children.start(name, [echo_bin, "--port", str(echo_ports[name]), "--name", name,
                                       *extra])
             wait_until(lambda: any("listening on" in l for l in child.lines()), WAIT_S, name)
         self.write("base.yaml", self.base_yaml(echo_ports))
-        self.meshpilot = self.start("meshpilot", [
-            meshpilot_bin, "--config-dir", self.config_dir, "--xds-port", "15010",
-            "--debug-port", "15014", "--debounce-after", "10ms"])
-        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready",
-                                                  timeout=2).status == 200,
-                   WAIT_S, "meshpilot /ready")
-        self.proxy = self.start("meshproxy", [
-            "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
-            proxy_bin, "--xds-address", "127.0.0.1:15010", "--pod-name", "client",
-            "--namespace", "default", "--pod-ip", POD_IP, "--labels", "app=client,version=v1",
-            "--admin-port", "15000", "--readiness-port", "15021", "--concurrency", "2"])
-        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",
-                                                  timeout=2).status == 200,
-                   WAIT_S, "meshproxy /healthz/ready")
+        self.meshpilot = start_meshpilot(self.children, meshpilot_bin, self.config_dir)
+        self.proxy = start_sidecar(self.children, proxy_bin, "--pod-name", "client",
+                                   "--namespace", "default", "--pod-ip", POD_IP,
+                                   "--labels", "app=client,version=v1")
         capture_outbound()
 
     def base_yaml(self, echo_ports):
@@ -239,14 +228,7 @@ class Mesh:
             text += endpoint_slice("echo", name, [("grpc", port)], pod=name)
         return text
 
-    def start(self, name, argv):
-        child = Child(name, argv)
-        self.children.append(child)
-        return child
 
-    def stop_children(self):
-        for child in reversed(self.children):
-            child.stop()
 
     def write(self, filename, text):
         # Written beside the folder, then renamed into it: the watcher never sees half a file.
@@ -256,19 +238,24 @@ class Mesh:
         os.replace(staging, os.path.join(self.config_dir, filename))
 
     def apply(self, text, marker):
-        """Serves text as the test's feature file (replacing the previous test's) and waits
-        until meshproxy has applied it: a route named `marker` shows in its config_dump."""
+        """Serves text as the test's feature file (replacing the previous test's), waits until
+        meshproxy has applied it (a route named `marker` shows in its config_dump) and checks
+        that meshpilot rejected none of it."""
         self.write("feature.yaml", text)
         try:
             wait_until(lambda: config_dump_has(f'"{marker}"'), WAIT_S, f"route {marker} in meshproxy")
         except AssertionError:
             raise AssertionError(json.dumps(self.configz(), indent=1))
+        # A test's YAML must be valid Istio that meshpilot accepts whole.
+        errors = self.configz()["errors"]
+        if errors:
+            raise AssertionError(f"meshpilot rejected the test's YAML: {errors}")
 
     def configz(self):
         return http_json("http://127.0.0.1:15014/debug/configz")
 
     def logs(self):
-        return "\n".join(c.log() for c in self.children)
+        return self.children.logs()
 
 
 class IstioTrafficTest(SharedMeshTest):
@@ -277,10 +264,6 @@ class IstioTrafficTest(SharedMeshTest):
     def setUp(self):
         for b in (*self.mesh.web.values(), self.mesh.web_alt, self.mesh.shadow):
             b.received.clear()
-
-    def assert_configz_clean(self):
-        """Nothing rejected: a test's YAML must be valid Istio that meshpilot accepts."""
-        self.assertEqual(self.mesh.configz()["errors"], [])
 
     def test_http_match(self):
         """Every HTTPMatchRequest field meshpilot supports, one rule each; a request that
@@ -312,7 +295,6 @@ class IstioTrafficTest(SharedMeshTest):
             "  - name: m-default\n    route:\n    - destination: {host: web, subset: v1}\n",
         ])
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "m-default")
-        self.assert_configz_clean()
         cases = [
             # (path, method, extra headers, Host, port, expected backend)
             ("/exact", "GET", {}, "web", 80, "web-v2"),
@@ -374,7 +356,6 @@ class IstioTrafficTest(SharedMeshTest):
     - destination: {host: web, subset: v3}
 """
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "d-v3")
-        self.assert_configz_clean()
         self.assertEqual(set(backends(20, "/any")), {"web-v3"})  # a subset is its Pods only
         self.assertEqual(set(backends(5, "/alt")), {"web-alt"})
         # Requests on one keep-alive connection are routed one by one.
@@ -416,7 +397,6 @@ class IstioTrafficTest(SharedMeshTest):
         response: {set: {x-dest-resp: v2}}
 """
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "h-headers")
-        self.assert_configz_clean()
         seen = set()
         for _ in range(20):
             r = call("/headers", headers={"x-set": "client", "x-add": "client",
@@ -482,7 +462,6 @@ class IstioTrafficTest(SharedMeshTest):
     - destination: {host: web, subset: v3}
 """
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "r-default")
-        self.assert_configz_clean()
         r = call("/old/page?x=1")
         self.assertEqual((r.status, r.backend, r.json()["path"]), (200, "web-v1", "/new/page?x=1"))
         self.assertEqual(r.json()["headers"]["host"], "rewritten.example")
@@ -547,48 +526,39 @@ class IstioTrafficTest(SharedMeshTest):
     - destination: {host: web, subset: v1}
 """
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "t-no-retry")
-        self.assert_configz_clean()
         r = call("/timeout/delay/3000")
         self.assertEqual((r.status, r.body), (504, b"upstream request timeout"), r)
         self.assertGreater(r.elapsed_s, 0.2)
         self.assertLess(r.elapsed_s, 2.5)  # well before the backend's 3 s
         self.assertEqual(call("/timeout/delay/10").status, 200)
 
-        def attempts(k):
-            return Backend.failures.get(k, 0)
-        # Fails twice, answers the third attempt: 3 retries are enough.
-        self.assertEqual(call(f"/retry5xx/fail/2/{key}a").status, 200)
-        self.assertEqual(attempts(f"{key}a"), 3)
-        # Fails five times: 1 try + 3 retries, then the last 503 goes to the client.
-        self.assertEqual(call(f"/retry5xx/fail/5/{key}b").status, 503)
-        self.assertEqual(attempts(f"{key}b"), 4)
-        self.assertEqual(call(f"/retrygw/fail/2/{key}c").status, 200)
-        self.assertEqual(attempts(f"{key}c"), 3)
-        # 5xx that is no gateway error (500) is not retried on gateway-error.
-        self.assertEqual(call("/retrygw/status/500").status, 500)
-        self.assertEqual(sum(1 for i in self.mesh.web["v1"].received if "/status/500" in i["path"]), 1)
-        # retriable-4xx is 409 only; listed codes replace Istio's default 503.
-        self.assertEqual(call(f"/retry4xx/fail/1/{key}f/409").status, 200)
-        self.assertEqual(attempts(f"{key}f"), 2)
-        self.assertEqual(call(f"/retry4xx/fail/1/{key}g/500").status, 500)
-        self.assertEqual(attempts(f"{key}g"), 1)
-        self.assertEqual(call(f"/retrycodes/fail/1/{key}h/418").status, 200)
-        self.assertEqual(attempts(f"{key}h"), 2)
-        self.assertEqual(call(f"/retrycodes/fail/1/{key}i/503").status, 503)
-        self.assertEqual(attempts(f"{key}i"), 1)
+        # (route prefix, failures before a 200, their status, what the client gets, attempts)
+        cases = [
+            ("retry5xx", 2, 503, 200, 3),  # 3 retries are enough
+            ("retry5xx", 5, 503, 503, 4),  # 1 try + 3 retries, then the last 503 is answered
+            ("retrygw", 2, 503, 200, 3),
+            ("retrygw", 1, 500, 500, 1),  # a 500 is no gateway error
+            ("retry4xx", 1, 409, 200, 2),  # retriable-4xx is 409 only
+            ("retry4xx", 1, 500, 500, 1),
+            ("retrycodes", 1, 418, 200, 2),
+            ("retrycodes", 1, 503, 503, 1),  # listed codes replace Istio's default 503
+            ("noretry", 1, 503, 503, 1),  # attempts: 0 turns off even the default retry of 503
+        ]
+        got = []
+        for i, (prefix, failures, code, _, _) in enumerate(cases):
+            status = call(f"/{prefix}/fail/{failures}/{key}-{i}/{code}").status
+            got.append((prefix, failures, code, status, Backend.failures.get(f"{key}-{i}", 0)))
+        self.assertEqual(got, cases)
         # A request with a body is retried with its body.
         payload = bytes(range(256)) * 40
-        r = call(f"/retry5xx/fail/1/{key}j", method="POST", body=payload)
+        r = call(f"/retry5xx/fail/1/{key}-post", method="POST", body=payload)
         self.assertEqual((r.status, r.json()["attempt"], r.json()["body_size"]), (200, 2, len(payload)))
         self.assertEqual(r.json()["body_sha256"], hashlib.sha256(payload).hexdigest())
         # The first attempt outlives its perTryTimeout (a 504, a gateway error): retried.
-        r = call(f"/pertry/slowonce/2000/{key}e")
+        r = call(f"/pertry/slowonce/2000/{key}-slow")
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["attempt"], 2)
         self.assertLess(r.elapsed_s, 1.9)
-        # attempts: 0 turns off even Istio's default retry of 503.
-        self.assertEqual(call(f"/noretry/fail/1/{key}d").status, 503)
-        self.assertEqual(attempts(f"{key}d"), 1)
 
     def test_fault_delay_and_abort(self):
         rules = """  - name: f-delay
@@ -624,7 +594,6 @@ class IstioTrafficTest(SharedMeshTest):
     - destination: {host: web, subset: v2}
 """
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "f-abort-half")
-        self.assert_configz_clean()
         r = call("/slowed")
         self.assertEqual((r.status, r.backend), (200, "web-v1"))
         self.assertGreater(r.elapsed_s, 0.35)
@@ -663,7 +632,6 @@ class IstioTrafficTest(SharedMeshTest):
       percentage: {value: 30.0}
 """
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), "mirror-some")
-        self.assert_configz_clean()
         shadow = self.mesh.shadow.received
         self.assertEqual(set(backends(10, "/mirrored")), {"web-v1"})
         wait_until(lambda: len(shadow) >= 10, WAIT_S, "10 mirrored copies")
@@ -698,7 +666,6 @@ class IstioTrafficTest(SharedMeshTest):
     - destination: {host: web, subset: v1}
 """
         self.mesh.apply(web_subsets() + virtual_service("web", "web", rules), 'c-cors')
-        self.assert_configz_clean()
         preflight = {"Access-Control-Request-Method": "POST",
                      "Access-Control-Request-Headers": "x-custom"}
         for origin in ("https://app.example.com", "https://dev.team.example",
@@ -748,7 +715,6 @@ class IstioTrafficTest(SharedMeshTest):
     directResponse: {status: 200, body: {string: several}}
 """)
         self.mesh.apply(web_subsets() + first + second + wildcard + several, "merge-default")
-        self.assert_configz_clean()
         self.assertEqual([call(p).backend for p in ("/from-a", "/from-b", "/", "/wild")],
                          ["web-v2", "web-v3", "web-v1", "web-v1"])
         self.assertEqual(call("/wild", host="shadow", ip=SHADOW_IP).body, b"wild")
@@ -765,8 +731,7 @@ class IstioTrafficTest(SharedMeshTest):
     route:
     - destination: {{host: web}}
 """), marker)
-            self.assert_configz_clean()
-
+    
         apply("lb-round-robin", "      simple: ROUND_ROBIN\n")
         answers = backends(60)
         # Round robin takes the hosts in turn: every three requests in a row reach all three
@@ -821,7 +786,6 @@ class IstioTrafficTest(SharedMeshTest):
     route:
     - destination: {host: web, subset: v1}
 """), "pool-v1")
-        self.assert_configz_clean()
 
         def burst(path, port=80):
             replies = concurrently(6, lambda: call(path, host=f"web:{port}", port=port))
@@ -865,7 +829,6 @@ spec:
     - destination: {{host: web, subset: v2}}
 """)
         self.mesh.apply(yaml("nobody", "x-not-selected"), "x-not-selected")
-        self.assert_configz_clean()
         r = call("/")
         self.assertEqual((r.status, r.body), (503, b"no healthy upstream"), r)  # no subset v2
         self.mesh.apply(yaml("client", "x-selected"), "x-selected")
@@ -900,8 +863,7 @@ spec:
     route:
     - destination: {{host: patchy}}
 """), marker)
-            self.assert_configz_clean()
-
+    
         def calls(n, **kw):
             return [call("/", host="patchy", ip=PATCHY_IP, **kw) for _ in range(n)]
 
@@ -942,7 +904,6 @@ spec:
     route:
     - destination: {host: flaky}
 """), "o-flaky")
-        self.assert_configz_clean()
         self.mesh.flaky_bad.received.clear()
         statuses = [call("/", host="flaky", ip=FLAKY_IP).status for _ in range(20)]
         self.assertIn(503, statuses)  # the failing host was tried...
@@ -997,7 +958,6 @@ spec:
     route:
     - destination: {host: echo, subset: main}
 """), "g-default")
-        self.assert_configz_clean()
 
         def grpc_calls(*metadata, count=20):
             argv = [self.mesh.client_bin, "--target", f"{ECHO_IP}:7070", "--count", str(count),

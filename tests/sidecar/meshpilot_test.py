@@ -27,14 +27,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import unittest
 import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (POD_IP, PROXY_UID, Backend, Child, LogsOnFailure, TcpEchoBackend,  # noqa: E402
+from harness import (POD_IP, PROXY_UID, Backend, Children, LogsOnFailure, TcpEchoBackend,  # noqa: E402
                      binary, capture_outbound, config_dump_has, free_port, http_json,
-                     main_in_network_namespace, reset_network, run, tcp_exchange, wait_until)
+                     main_in_network_namespace, reset_network, run, start_meshpilot,
+                     start_sidecar, tcp_exchange, wait_until)
 
 NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 WAIT_S = 20
@@ -151,9 +151,9 @@ class MeshpilotTest(LogsOnFailure):
         cls.client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
 
     def setUp(self):
-        self.children = []
+        self.children = Children()
         self.addCleanup(reset_network)
-        self.addCleanup(self.stop_children)
+        self.addCleanup(self.children.stop)
         self.dir = tempfile.mkdtemp(prefix="meshproxy-meshpilot-")
         os.chmod(self.dir, 0o755)
         self.addCleanup(shutil.rmtree, self.dir, True)
@@ -162,43 +162,24 @@ class MeshpilotTest(LogsOnFailure):
         self.addCleanup(self.web.stop)
         self.addCleanup(self.db.stop)
         self.echo_port = free_port()
-        echo = self.start("echo", [self.echo_bin, "--port", str(self.echo_port), "--name", "echo-1"])
+        echo = self.children.start("echo", [self.echo_bin, "--port", str(self.echo_port), "--name", "echo-1"])
         wait_until(lambda: any("listening on" in l for l in echo.lines()), WAIT_S, "echo_server")
         with open(os.path.join(self.dir, "mesh.yaml"), "w") as f:
             f.write(yaml_for(self.web.port, self.db.port, self.echo_port))
-        self.meshpilot = self.start("meshpilot", [
-            self.meshpilot_bin, "--config-dir", self.dir, "--xds-port", "15010",
-            "--debug-port", "15014", "--debounce-after", "10ms"])
-        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready", timeout=2).status == 200,
-                   WAIT_S, "meshpilot /ready")
+        self.meshpilot = start_meshpilot(self.children, self.meshpilot_bin, self.dir)
         self.proxy = self.start_proxy("--node-id", NODE_ID)
 
     def start_proxy(self, *identity):
-        """meshproxy as a pod's sidecar: its own uid, so iptables can exempt its traffic."""
-        proxy = self.start("meshproxy", [
-            "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
-            self.proxy_bin, "--xds-address", "127.0.0.1:15010", *identity,
-            "--admin-port", "15000", "--readiness-port", "15021", "--concurrency", "2"])
-        wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",
-                                                  timeout=2).status == 200,
-                   WAIT_S, "meshproxy /healthz/ready")
-        return proxy
+        return start_sidecar(self.children, self.proxy_bin, *identity)
 
     def require_iptables(self):
         if not shutil.which("iptables"):
             self.skipTest("iptables is not installed (scripts/setup.sh installs it)")
 
-    def start(self, name, argv):
-        child = Child(name, argv)
-        self.children.append(child)
-        return child
 
-    def stop_children(self):
-        for child in reversed(self.children):
-            child.stop()
 
     def logs(self):
-        return "\n".join(c.log() for c in self.children)
+        return self.children.logs()
 
     def synced(self, node_id=NODE_ID):
         for stream in http_json("http://127.0.0.1:15014/debug/syncz"):
@@ -266,7 +247,6 @@ class MeshpilotTest(LogsOnFailure):
         web, db = self.web.port, self.db.port
         policies = authz_yaml(web, db)
         self.write_mesh(yaml_for(web, db, self.echo_port, POD_IP) + policies)
-        node_id = f"sidecar~{POD_IP}~web-1.default~default.svc.cluster.local"
         self.proxy = self.start_proxy("--pod-name", "web-1", "--namespace", "default",
                                       "--pod-ip", POD_IP, "--labels", "app=web")
         wait_until(lambda: config_dump_has("envoy.filters.http.rbac", "envoy.filters.network.rbac"),
