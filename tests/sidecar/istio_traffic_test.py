@@ -885,6 +885,29 @@ spec:
         self.assertEqual(statuses.count(503), 2, statuses)
         self.assertEqual(statuses[-6:], [200] * 6, statuses)
 
+    def test_unsupported_fields_are_warned_and_the_rest_served(self):
+        """What meshpilot cannot honour is served without it, with a warning naming the field
+        (docs/configuration.md lists these as "warned")."""
+        self.mesh.apply(web_subsets("""    proxyProtocol: {version: V1}
+    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting:
+        failoverPriority: [topology.kubernetes.io/region]
+""") + virtual_service("web", "web", """  - name: u-served
+    retries: {attempts: 2, retryRemoteLocalities: true}
+    route:
+    - destination: {host: web, subset: v2}
+"""), "u-served")
+        warned = {(w["kind"], w["name"], w["message"].split(":")[0])
+                  for w in self.mesh.configz()["warnings"]}
+        self.assertLessEqual({
+            ("VirtualService", "web", "spec.http[0].retries.retryRemoteLocalities"),
+            ("DestinationRule", "web", "spec.trafficPolicy.proxyProtocol"),
+            ("DestinationRule", "web",
+             "spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority"),
+        }, warned)
+        self.assertEqual(set(backends(5)), {"web-v2"})
+
     def test_outlier_detection_ejects_a_failing_host(self):
         self.mesh.apply("""---
 apiVersion: networking.istio.io/v1
