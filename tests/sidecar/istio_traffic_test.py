@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,14 +26,14 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (POD_IP, Backend, Children, SharedMeshTest, binary,  # noqa: E402
+from harness import (POD_IP, Backend, Children, SharedMeshTest, TcpEchoBackend, binary,  # noqa: E402
                      capture_outbound, config_dump_has, free_port, http_json,
                      main_in_network_namespace, reset_network, start_meshpilot, start_sidecar,
-                     wait_until)
+                     tcp_exchange, wait_until)
 
 WAIT_S = 20
 WEB_IP, SHADOW_IP, FLAKY_IP, PATCHY_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
-ECHO_IP = "10.96.0.70"
+DB_IP, ECHO_IP = "10.96.0.60", "10.96.0.70"
 
 
 def endpoint_slice(service, name, ports, pod=None):
@@ -189,6 +190,9 @@ class Mesh:
         self.shadow = Backend("shadow")
         self.flaky_ok, self.flaky_bad = Backend("flaky-ok"), Backend("flaky-bad", status=503)
         self.patchy = Backend("patchy")  # beside a port nobody listens on
+        self.db = {v: TcpEchoBackend(f"db-{v}") for v in ("v1", "v2")}
+        for b in self.db.values():
+            case.addCleanup(b.stop)
         for b in (*self.web.values(), self.web_alt, self.shadow, self.flaky_ok, self.flaky_bad,
                   self.patchy):
             case.addCleanup(b.stop)
@@ -221,6 +225,10 @@ class Mesh:
         text += service("patchy", PATCHY_IP, [("http", 80)])
         text += endpoint_slice("patchy", "patchy", [("http", self.patchy.port)])
         text += endpoint_slice("patchy", "patchy-dead", [("http", free_port())])
+        text += service("db", DB_IP, [("tcp-db", 3306)])
+        for i, (v, b) in enumerate(self.db.items()):
+            text += pod(f"db-{v}", f"{{app: db, version: {v}}}", f"10.1.3.{i + 1}")
+            text += endpoint_slice("db", f"db-{v}", [("tcp-db", b.port)], pod=f"db-{v}")
         text += service("echo", ECHO_IP, [("grpc", 7070)])
         tracks = {"echo-a": "main", "echo-down": "main", "echo-b": "canary", "echo-slow": "slow"}
         for i, (name, port) in enumerate(echo_ports.items()):
@@ -884,6 +892,54 @@ spec:
         statuses = [r.status for r in calls(12, headers={"x-retry": "no"})]
         self.assertEqual(statuses.count(503), 2, statuses)
         self.assertEqual(statuses[-6:], [200] * 6, statuses)
+
+    def test_tcp_routes_and_connection_limit(self):
+        """A tcp rule chosen by the client's labels; maxConnections on a TCP port closes the
+        connection beyond the limit."""
+        self.mesh.apply("""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: default}
+spec:
+  host: db
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 1}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - match:
+    - {port: 3306, sourceLabels: {app: nobody}}
+    route:
+    - destination: {host: db, subset: v1}
+  - match:
+    - {port: 3306, sourceLabels: {app: client}}
+    route:
+    - destination: {host: db, subset: v2}
+""" + virtual_service("web", "web", """  - name: tcp-marker
+    route:
+    - destination: {host: web}
+"""), "tcp-marker")
+
+        def exchange():
+            try:
+                return tcp_exchange(3306, b"q", host=DB_IP)
+            except OSError:
+                return b""
+        wait_until(lambda: exchange() == b"db-v2:q", WAIT_S, "the tcp rule for app=client")
+        self.assertEqual({exchange() for _ in range(10)}, {b"db-v2:q"})
+        with socket.create_connection((DB_IP, 3306), timeout=5) as held:
+            held.sendall(b"held")  # open upstream, no half-close: the one connection allowed
+            wait_until(lambda: exchange() == b"", WAIT_S, "a second connection to be refused")
+            held.shutdown(socket.SHUT_WR)
+            self.assertEqual(held.recv(100), b"db-v2:held")
+        wait_until(lambda: exchange() == b"db-v2:q", WAIT_S, "the connection limit to free up")
 
     def test_unsupported_fields_are_warned_and_the_rest_served(self):
         """What meshpilot cannot honour is served without it, with a warning naming the field
