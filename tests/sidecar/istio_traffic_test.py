@@ -896,44 +896,47 @@ spec:
     def test_tcp_routes_and_connection_limit(self):
         """A tcp rule chosen by the client's labels; maxConnections on a TCP port closes the
         connection beyond the limit."""
-        self.mesh.apply("""---
+        def apply(marker, traffic_policy=""):
+            self.mesh.apply(f"""---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {name: db, namespace: default}
+metadata: {{name: db, namespace: default}}
 spec:
-  host: db
-  trafficPolicy:
-    connectionPool: {tcp: {maxConnections: 1}}
+  host: db{traffic_policy}
   subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: db, namespace: default}
+metadata: {{name: db, namespace: default}}
 spec:
   hosts: [db]
   tcp:
   - match:
-    - {port: 3306, sourceLabels: {app: nobody}}
+    - {{port: 3306, sourceLabels: {{app: nobody}}}}
     route:
-    - destination: {host: db, subset: v1}
+    - destination: {{host: db, subset: v1}}
   - match:
-    - {port: 3306, sourceLabels: {app: client}}
+    - {{port: 3306, sourceLabels: {{app: client}}}}
     route:
-    - destination: {host: db, subset: v2}
-""" + virtual_service("web", "web", """  - name: tcp-marker
+    - destination: {{host: db, subset: v2}}
+""" + virtual_service("web", "web", f"""  - name: {marker}
     route:
-    - destination: {host: web}
-"""), "tcp-marker")
+    - destination: {{host: web}}
+"""), marker)
 
         def exchange():
             try:
                 return tcp_exchange(3306, b"q", host=DB_IP)
             except OSError:
                 return b""
+        apply("tcp-rules")
         wait_until(lambda: exchange() == b"db-v2:q", WAIT_S, "the tcp rule for app=client")
         self.assertEqual({exchange() for _ in range(10)}, {b"db-v2:q"})
+        # (Connections one after another may overlap by a moment in the proxy, so the limit
+        # is tested with a connection held open.)
+        apply("tcp-limit", "\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 1}}")
         with socket.create_connection((DB_IP, 3306), timeout=5) as held:
             held.sendall(b"held")  # open upstream, no half-close: the one connection allowed
             wait_until(lambda: exchange() == b"", WAIT_S, "a second connection to be refused")
