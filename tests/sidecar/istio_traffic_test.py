@@ -385,11 +385,14 @@ class IstioTrafficTest(SharedMeshTest):
     match: [{uri: {prefix: /headers}}]
     headers:
       request:
-        set: {x-set: route-set}
+        set:
+          x-set: route-set
+          x-client: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+          x-info: "%UPSTREAM_CLUSTER% %PROTOCOL% %REQ(x-keep)% 100%%"
         add: {x-add: route-add}
         remove: [x-remove-me]
       response:
-        set: {x-resp-set: route-set}
+        set: {x-resp-set: route-set, x-started: "%START_TIME%"}
         add: {x-resp-add: route-add}
         remove: [x-backend]
     route:
@@ -420,6 +423,11 @@ class IstioTrafficTest(SharedMeshTest):
             self.assertEqual(got.get("x-keep"), "kept")
             self.assertEqual(got.get("x-dest"), version, got)  # the destination's own headers
             self.assertEqual(got["host"], "v1.web.example" if version == "v1" else "web", got)
+            # Envoy's %COMMAND%s in values: the client pod's address, the cluster chosen...
+            self.assertEqual(got.get("x-client"), POD_IP, got)
+            self.assertEqual(got.get("x-info"), f"outbound|80|{version}|web.default.svc.cluster.local"
+                                                " HTTP/1.1 kept 100%", got)
+            self.assertRegex(r.header("x-started") or "", r"^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
             self.assertEqual(r.header("x-resp-set"), "route-set", r)
             self.assertEqual(r.header("x-resp-add"), "route-add", r)
             self.assertIsNone(r.header("x-backend"), r)
