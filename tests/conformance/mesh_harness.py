@@ -2,8 +2,8 @@
 
 Children (from tests/sidecar/harness.py) runs processes and collects their output; MeshTestCase
 gives each test a temporary config folder, real Echo backends (echo_server), a meshpilot
-serving that folder, a gRPC xDS bootstrap pointing at it, and failure messages that carry every process's log and
-meshpilot's view of the proxy. Binaries come from the environment (set by ctest):
+serving that folder, a gRPC xDS bootstrap pointing at it, and failure messages that carry
+every process's log and meshpilot's view of the proxy. Binaries come from the environment (set by ctest):
 MESHPILOT_BIN, ECHO_SERVER_BIN, XDS_CLIENT_BIN; by hand they default to build/release.
 Every wait is bounded: no test can hang.
 """

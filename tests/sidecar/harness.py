@@ -336,8 +336,8 @@ class Backend:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if "fail" in parts:
                     status, attempt = self._failing(parts)
-                return self._reply(status, self._info(body_size=size, body_sha256=digest.hexdigest(),
-                                                      attempt=attempt))
+                return self._reply(status, self._info(
+                    body_size=size, body_sha256=digest.hexdigest(), attempt=attempt))
 
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
@@ -504,7 +504,8 @@ def start_meshpilot(children, meshpilot_bin, config_dir):
     meshpilot = children.start("meshpilot", [
         meshpilot_bin, "--config-dir", config_dir, "--xds-port", "15010", "--debug-port", "15014",
         "--debounce-after", "10ms"])
-    wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready", timeout=2).status == 200,
+    wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready",
+                                              timeout=2).status == 200,
                20, "meshpilot /ready")
     return meshpilot
 

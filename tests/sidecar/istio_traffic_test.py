@@ -191,17 +191,15 @@ class Mesh:
         self.flaky_ok, self.flaky_bad = Backend("flaky-ok"), Backend("flaky-bad", status=503)
         self.patchy = Backend("patchy")  # beside a port nobody listens on
         self.db = {v: TcpEchoBackend(f"db-{v}") for v in ("v1", "v2")}
-        for b in self.db.values():
-            case.addCleanup(b.stop)
         for b in (*self.web.values(), self.web_alt, self.shadow, self.flaky_ok, self.flaky_bad,
-                  self.patchy):
+                  self.patchy, *self.db.values()):
             case.addCleanup(b.stop)
         echo_ports = {}
         for name, extra in (("echo-a", []), ("echo-down", ["--fail_code", "14"]), ("echo-b", []),
                             ("echo-slow", ["--delay_ms", "1500"])):
             echo_ports[name] = free_port()
-            child = self.children.start(name, [echo_bin, "--port", str(echo_ports[name]), "--name", name,
-                                      *extra])
+            child = self.children.start(
+                name, [echo_bin, "--port", str(echo_ports[name]), "--name", name, *extra])
             wait_until(lambda: any("listening on" in l for l in child.lines()), WAIT_S, name)
         self.write("base.yaml", self.base_yaml(echo_ports))
         self.meshpilot = start_meshpilot(self.children, meshpilot_bin, self.config_dir)
@@ -215,7 +213,8 @@ class Mesh:
         text += service("web", WEB_IP, [("http", 80), ("http-alt", 8080)])
         for i, (v, b) in enumerate(self.web.items()):
             text += pod(f"web-{v}", f"{{app: web, version: {v}}}", f"10.1.1.{i + 1}")
-            text += endpoint_slice("web", f"web-{v}", [("http", b.port), ("http-alt", self.web_alt.port)],
+            text += endpoint_slice("web", f"web-{v}",
+                                   [("http", b.port), ("http-alt", self.web_alt.port)],
                                    pod=f"web-{v}")
         text += service("shadow", SHADOW_IP, [("http", 80)])
         text += endpoint_slice("shadow", "shadow", [("http", self.shadow.port)])
@@ -235,8 +234,6 @@ class Mesh:
             text += pod(name, f"{{app: echo, track: {tracks[name]}}}", f"10.1.2.{i + 1}")
             text += endpoint_slice("echo", name, [("grpc", port)], pod=name)
         return text
-
-
 
     def write(self, filename, text):
         # Written beside the folder, then renamed into it: the watcher never sees half a file.
