@@ -534,6 +534,12 @@ class IstioTrafficTest(SharedMeshTest):
     retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: gateway-error}
     route:
     - destination: {host: web, subset: v1}
+  - name: t-capped
+    match: [{uri: {prefix: /capped/}}]
+    timeout: 0.5s
+    retries: {attempts: 5, perTryTimeout: 0.3s, retryOn: gateway-error}
+    route:
+    - destination: {host: web, subset: v1}
   - name: t-no-retry
     match: [{uri: {prefix: /noretry/}}]
     retries: {attempts: 0}
@@ -574,6 +580,10 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["attempt"], 2)
         self.assertLess(r.elapsed_s, 1.9)
+        # The route's timeout bounds all attempts together (six would take 1.8 s).
+        r = call("/capped/delay/1000")
+        self.assertEqual((r.status, r.body), (504, b"upstream request timeout"), r)
+        self.assertLess(r.elapsed_s, 1.4)
 
     def test_fault_delay_and_abort(self):
         rules = """  - name: f-delay
