@@ -766,8 +766,8 @@ class IstioTrafficTest(SharedMeshTest):
 
         apply("lb-header-hash", "      consistentHash: {httpHeaderName: x-user}\n")
         chosen = {}
-        for user in range(24):
-            got = set(backends(6, headers={"x-user": f"user-{user}"}))
+        for user in range(12):
+            got = set(backends(4, headers={"x-user": f"user-{user}"}))
             self.assertEqual(len(got), 1, (user, got))  # the same user, the same backend
             chosen[user] = got.pop()
         self.assertGreater(len(set(chosen.values())), 1, chosen)  # users are spread
@@ -776,15 +776,43 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertEqual(len(set(backends(30))), 1)
 
         apply("lb-query-hash", "      consistentHash: {httpQueryParameterName: user}\n")
-        chosen = {user: set(backends(5, f"/?user=u{user}")) for user in range(24)}
+        chosen = {user: set(backends(4, f"/?user=u{user}")) for user in range(12)}
         self.assertTrue(all(len(got) == 1 for got in chosen.values()), chosen)
         self.assertGreater(len(set().union(*chosen.values())), 1, chosen)
 
         apply("lb-cookie-hash", "      consistentHash: {httpCookie: {name: session, ttl: 0s}}\n")
-        chosen = {user: set(backends(5, headers={"Cookie": f"other=1; session=s{user}"}))
-                  for user in range(24)}
+        chosen = {user: set(backends(4, headers={"Cookie": f"other=1; session=s{user}"}))
+                  for user in range(12)}
         self.assertTrue(all(len(got) == 1 for got in chosen.values()), chosen)
         self.assertGreater(len(set().union(*chosen.values())), 1, chosen)
+
+        # A subset's loadBalancer replaces the rule's: the rule hashes the source IP (one
+        # backend), the subset of every web Pod takes turns.
+        self.mesh.apply("""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: default}
+spec:
+  host: web
+  trafficPolicy:
+    loadBalancer: {consistentHash: {useSourceIp: true}}
+  subsets:
+  - name: every
+    labels: {app: web}
+    trafficPolicy:
+      loadBalancer: {simple: ROUND_ROBIN}
+""" + virtual_service("web", "web", """  - name: lb-subset
+    match: [{uri: {prefix: /every}}]
+    route:
+    - destination: {host: web, subset: every}
+  - name: lb-rule
+    route:
+    - destination: {host: web}
+"""), "lb-rule")
+        self.assertEqual(len(set(backends(20, "/"))), 1)
+        answers = backends(30, "/every")
+        self.assertTrue(all(len(set(answers[i:i + 3])) == 3 for i in range(len(answers) - 2)),
+                        answers)
 
     def test_connection_pool_port_level_settings_and_subset_policy(self):
         """http2MaxRequests 1 on the rule; port 8080 and subset v2 set their own pool; subset
