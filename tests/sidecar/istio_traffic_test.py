@@ -432,6 +432,13 @@ class IstioTrafficTest(SharedMeshTest):
             self.assertIsNone(r.header("x-backend"), r)
             self.assertEqual(r.header("x-dest-resp"), version, r)
         self.assertEqual(seen, {"v1", "v2"})
+        # An HTTP/2 client (h2c) gets the same treatment; %PROTOCOL% says HTTP/2.
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-H", "Host: web",
+                              "-H", "x-keep: h2", f"http://{WEB_IP}/headers"],
+                             capture_output=True, text=True, timeout=10)
+        got = json.loads(out.stdout)["headers"]
+        self.assertRegex(got.get("x-info", ""), r"^outbound\|80\|v[12]\|web\S* HTTP/2 h2 100%$", got)
+        self.assertEqual(got.get("x-set"), "route-set", got)
 
     def test_rewrite_redirect_and_direct_response(self):
         rules = r"""  - name: r-rewrite
