@@ -1090,6 +1090,13 @@ spec:
         percentage: {value: 100}
     route:
     - destination: {host: echo, subset: main}
+  - name: g-delay
+    match:
+    - headers: {x-fault: {exact: delay}}
+    fault:
+      delay: {fixedDelay: 300ms, percentage: {value: 100}}
+    route:
+    - destination: {host: echo, subset: canary}
   - name: g-canary
     match:
     - headers: {x-track: {exact: canary}}
@@ -1134,6 +1141,9 @@ spec:
         slow = grpc_calls("x-track=slow", count=3)
         self.assertEqual((slow["ok"], slow["codes"]), ("0", "UNAVAILABLE:3"), slow)
         self.assertLess(int(slow["max_ms"]), 1400, slow)
+        delayed = grpc_calls("x-fault=delay", count=3)
+        self.assertEqual(delayed["backends"], "echo-b:3", delayed)
+        self.assertGreaterEqual(int(delayed["min_ms"]), 250, delayed)
         aborted = grpc_calls("x-fault=abort", count=5)
         self.assertEqual((aborted["ok"], aborted["codes"]), ("0", "RESOURCE_EXHAUSTED:5"), aborted)
 
