@@ -259,12 +259,11 @@ class Backend:
         self.server.server_close()
 
 
-class TcpEchoBackend:
-    """Reads until the client half-closes, then answers NAME:DATA and closes: a TCP proxy
-    that does not carry the half-close never gets an answer."""
+class ThreadedTcpServer:
+    """A listening socket on loopback whose connections are each served by `_serve(conn)` in
+    a thread of their own."""
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -279,6 +278,18 @@ class TcpEchoBackend:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def stop(self):
+        self.sock.close()
+
+
+class TcpEchoBackend(ThreadedTcpServer):
+    """Reads until the client half-closes, then answers NAME:DATA and closes: a TCP proxy
+    that does not carry the half-close never gets an answer."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__()
 
     def _serve(self, conn):
         with conn:
@@ -294,9 +305,6 @@ class TcpEchoBackend:
             except OSError:
                 pass
 
-    def stop(self):
-        self.sock.close()
-
 
 def self_signed_cert(directory, hosts):
     """A self-signed certificate (P-256) for `hosts`, made by the openssl CLI: (cert, key)."""
@@ -308,7 +316,7 @@ def self_signed_cert(directory, hosts):
     return cert, key
 
 
-class TlsBackend:
+class TlsBackend(ThreadedTcpServer):
     """A TLS server (Python's ssl, OpenSSL) that answers each connection's first line with
     NAME sni=SNI:LINE, SNI being the server name its handshake received: the TLS session ends
     here, so a proxy in between can only have passed it through."""
@@ -319,20 +327,7 @@ class TlsBackend:
         self.context.load_cert_chain(cert, key)
         self.context.set_alpn_protocols(["h2", "http/1.1"])
         self.context.sni_callback = self._remember_sni
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def _remember_sni(tls, server_name, context):
@@ -347,9 +342,6 @@ class TlsBackend:
                 tls.sendall(f"{self.name} sni={sni}:".encode() + line)
         except (OSError, ssl.SSLError):
             conn.close()
-
-    def stop(self):
-        self.sock.close()
 
 
 def tls_exchange(host, port, server_name, cafile, line=b"hello", timeout_s=5):
