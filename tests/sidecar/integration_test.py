@@ -145,7 +145,16 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                             "numerator": 500000, "denominator": "MILLION"}}}]}}),
                     route("/", {"route": {"cluster": "web-v1"}},
                           response_headers_to_add=[{"header": {"key": "x-mesh", "value": "meshproxy"}}]),
-                ]}]}
+                ]},
+                # A CORS policy for the whole virtual host; /own/ has its own, which wins.
+                {"name": "shop", "domains": ["shop"],
+                 "typed_per_filter_config": {"envoy.filters.http.cors": {
+                     "@type": CORS, "allow_origin_string_match": [{"exact": "https://shop.example"}],
+                     "allow_methods": "PUT"}},
+                 "routes": [
+                    route("/own/", {"route": {"cluster": "web-v1"}}, typed_per_filter_config={
+                        "envoy.filters.http.cors": {"@type": CORS, **CORS_POLICY}}),
+                    route("/", {"route": {"cluster": "web-v1"}})]}]}
 
 
 class Mesh:
@@ -475,6 +484,23 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(headers["x-backend"], "web-v1")
         self.assertEqual(json.loads(body)["method"], "OPTIONS")
         self.assertFalse([h for h in headers if h.startswith("access-control-")], headers)
+
+    def test_cors_policy_of_a_virtual_host_applies_to_routes_without_their_own(self):
+        def preflight(path, origin):
+            return self.mesh.get(path, host="shop", method="OPTIONS", headers={
+                "Origin": origin, "Access-Control-Request-Method": "PUT"})
+        status, headers, body = preflight("/x", "https://shop.example")
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(headers["access-control-allow-origin"], "https://shop.example")
+        self.assertEqual(headers["access-control-allow-methods"], "PUT")
+        # The route's own policy replaces the host's whole: the host's origin is not allowed
+        # there (its preflight reaches the backend), the route's is.
+        status, headers, _ = preflight("/own/x", "https://shop.example")
+        self.assertEqual(headers.get("x-backend"), "web-v1")
+        self.assertNotIn("access-control-allow-origin", headers)
+        status, headers, body = preflight("/own/x", "https://example.com")
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(headers["access-control-allow-methods"], "GET,POST")
 
     def test_mirror_gets_a_copy_with_shadow_host_and_the_client_the_primary_answer(self):
         mirrored_before = self.mesh.stat("cluster.mirror.upstream_rq_total") or 0
