@@ -48,6 +48,13 @@ std::optional<tcp::endpoint> OriginalDestination(tcp::socket& socket) {
 
 namespace {
 
+// SO_RCVLOWAT: epoll reports the socket readable only with at least `bytes` to read (or at its
+// end, or on an error).
+void SetReceiveLowWatermark(int fd, size_t bytes) {
+  const int value = static_cast<int>(bytes);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &value, sizeof(value));
+}
+
 // envoy.filters.listener.tls_inspector: peeks (MSG_PEEK: the bytes stay for the filter chain)
 // at the connection's first bytes until they are a whole ClientHello, not TLS at all, or
 // `listener`'s listener_filters_timeout passes. Returns false when the connection is to be
@@ -72,17 +79,23 @@ asio::awaitable<bool> InspectTls(tcp::socket& socket, const config::ListenerConf
   }
   // Room for the largest ClientHello and the headers of the records it may span.
   std::vector<uint8_t> buffer(filters::kMaxClientHelloSize + 1024);
+  const int fd = socket.native_handle();
+  size_t seen = 0;  // bytes peeked so far
   bool keep = true;
   for (;;) {
-    const ssize_t n = ::recv(socket.native_handle(), buffer.data(), buffer.size(),
-                             MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-      keep = false;  // closed or reset before the listener filters were done
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+        (n > 0 && static_cast<size_t>(n) == seen)) {
+      // Closed or reset before the listener filters were done; woken with no new bytes (see
+      // below), the peer has shut its side down.
+      keep = false;
       break;
     }
     if (n > 0) {
-      filters::TlsInspection inspection = filters::InspectClientHello(
-          std::span<const uint8_t>(buffer.data(), static_cast<size_t>(n)));
+      seen = static_cast<size_t>(n);
+      filters::TlsInspection inspection =
+          filters::InspectClientHello(std::span<const uint8_t>(buffer.data(), seen));
       if (inspection.result == Result::kClientHello) {
         info.tls = true;
         info.server_name = std::move(inspection.server_name);
@@ -95,13 +108,14 @@ asio::awaitable<bool> InspectTls(tcp::socket& socket, const config::ListenerConf
         stats.tls_not_found.fetch_add(1, std::memory_order_relaxed);
         break;
       }
-      if (inspection.result == Result::kTooLarge || static_cast<size_t>(n) == buffer.size()) {
+      if (inspection.result == Result::kTooLarge || seen == buffer.size()) {
         stats.client_hello_too_large.fetch_add(1, std::memory_order_relaxed);
         keep = false;
         break;
       }
+      // The peeked bytes keep the socket readable: ask to be woken only once more arrive.
+      SetReceiveLowWatermark(fd, seen + 1);
     }
-    // Edge-triggered: this wakes up when more bytes arrive (or at the deadline).
     boost::system::error_code ec;
     co_await socket.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
     if (*timed_out) {
@@ -113,6 +127,7 @@ asio::awaitable<bool> InspectTls(tcp::socket& socket, const config::ListenerConf
       break;
     }
   }
+  if (seen > 0) SetReceiveLowWatermark(fd, 1);
   timed_out.reset();
   deadline.cancel();
   co_return keep;

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -79,6 +80,34 @@ def http_listener(name, port, route_name):
                                  "http_filters": [{"name": "envoy.filters.http.router",
                                                    "typed_config": {"@type": ROUTER}}]}}]}],
             "traffic_direction": "OUTBOUND", "bind_to_port": True}
+
+
+def sni_listener(name, port):
+    """A listener with the tls_inspector: ClientHellos for *.example.com go to tcp-a, all
+    else (other names, plaintext, a client silent past the 0.3 s listener_filters_timeout) to
+    tcp-b."""
+    def chain(cluster, **match):
+        return {"filter_chain_match": match, "filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {"@type": TCP_PROXY, "stat_prefix": name, "cluster": cluster}}]}
+    return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                "@type": T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+            "listener_filters_timeout": "0.3s", "continue_on_listener_filters_timeout": True,
+            "filter_chains": [chain("tcp-a", server_names=["*.example.com"], transport_protocol="tls"),
+                              chain("tcp-b")]}
+
+
+def client_hello(server_name):
+    """The ClientHello Python's ssl (OpenSSL) sends for `server_name`."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=server_name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
 
 
 def tcp_listener(name, port, cluster=None, weighted=None, **extra):
@@ -171,6 +200,7 @@ class Mesh:
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
         self.sticky_tcp_port = free_port()
+        self.sni_port = free_port()
         self.admin_port = free_port()
         self.children = []
         self.version = 0
@@ -219,7 +249,8 @@ class Mesh:
                          tcp_listener("tcp-split", self.split_tcp_port,
                                       weighted=[("tcp-a", 1), ("tcp-b", 1)]),
                          tcp_listener("tcp-sticky", self.sticky_tcp_port, cluster="tcp-ring",
-                                      hash_policy=[{"source_ip": {}}], idle_timeout="0.5s")]
+                                      hash_policy=[{"source_ip": {}}], idle_timeout="0.5s"),
+                         sni_listener("sni", self.sni_port)]
         return {"cds": clusters, "eds": endpoints, "lds": listeners,
                 "rds": [routes_override or routes("web-routes")]}
 
@@ -570,6 +601,36 @@ class HttpTest(SharedMeshTest):
         for _ in range(40):
             seen.add(tcp_exchange(self.mesh.split_tcp_port, b"x").split(b":")[0])
         self.assertEqual(seen, {b"tcp-a", b"tcp-b"})
+
+    def test_tls_inspector_routes_by_sni_and_passes_the_bytes_through(self):
+        hello = client_hello("v1.web.example.com")
+
+        def exchange(*pieces, pause=0.0):
+            with socket.create_connection(("127.0.0.1", self.mesh.sni_port), timeout=5) as s:
+                for piece in pieces:
+                    time.sleep(pause)
+                    s.sendall(piece)
+                s.shutdown(socket.SHUT_WR)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+
+        # The backend receives the ClientHello exactly as sent: peeked, not consumed.
+        self.assertEqual(exchange(hello), b"tcp-a:" + hello)
+        # Sent in two pieces, the second after a pause: meshproxy waits for the whole of it.
+        self.assertEqual(exchange(hello[:40], hello[40:], pause=0.1), b"tcp-a:" + hello)
+        other = client_hello("example.org")
+        self.assertEqual(exchange(other), b"tcp-b:" + other)
+        self.assertEqual(exchange(b"plain text"), b"tcp-b:plain text")
+        # Part of a ClientHello and then the client's FIN: the connection is closed unrouted.
+        try:
+            self.assertEqual(exchange(hello[:40], pause=0.05), b"")
+        except ConnectionResetError:
+            pass
+        # A client that sends nothing until after listener_filters_timeout goes on without SNI.
+        self.assertEqual(exchange(b"late", pause=1.0), b"tcp-b:late")
+        self.assertEqual(self.mesh.stat("listener.sni.tls_inspector.sni_found"), 3)
 
     def test_tcp_proxy_source_ip_hash_and_idle_timeout(self):
         # Every connection from 127.0.0.1 lands on the same ring position.

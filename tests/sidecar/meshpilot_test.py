@@ -437,6 +437,13 @@ spec:
             self.assertEqual(ask("v2.secure.default.svc.cluster.local"),
                              "secure-v2 sni=v2.secure.default.svc.cluster.local:hello")
             self.assertEqual(ask("secure.default.svc.cluster.local").split(" ")[0], "secure-v2")
+            # OpenSSL's own client, as a user would try it.
+            s_client = subprocess.run(
+                ["openssl", "s_client", "-connect", "10.96.0.90:443", "-servername",
+                 "v1.secure.default.svc.cluster.local", "-CAfile", cert, "-verify_return_error",
+                 "-quiet"], input=b"from-s_client\n", capture_output=True, timeout=10)
+            self.assertIn(b"secure-v1 sni=v1.secure.default.svc.cluster.local:from-s_client",
+                          s_client.stdout, s_client.stderr)
             # The wildcard rule splits 25/75 (200 connections: sd about 6.1; 5 sd either way).
             answers = [ask("any.secure.default.svc.cluster.local").split(" ")[0]
                        for _ in range(200)]
@@ -447,7 +454,7 @@ spec:
             self.assertTrue(closed(lambda: ask("other.example").encode()))
             self.assertTrue(closed(lambda: tcp_exchange(443, b"plain", host="10.96.0.90")))
             stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
-            self.assertRegex(stats, r"listener\.10\.96\.0\.90_443\.tls_inspector\.sni_found: 20[4-9]")
+            self.assertRegex(stats, r"listener\.10\.96\.0\.90_443\.tls_inspector\.sni_found: 205\n")
             self.assertRegex(stats, r"listener\.10\.96\.0\.90_443\.tls_inspector\.tls_not_found: 1\n")
             self.assertRegex(stats, r"listener\.10\.96\.0\.90_443\.no_filter_chain_match: 2\n")
         except Exception:
