@@ -22,7 +22,7 @@ import unittest
 import urllib.request
 
 from harness import (Backend, Child, SharedMeshTest, TcpEchoBackend, binary, free_port,
-                     tcp_exchange, wait_until, write_resources)
+                     pattern_bytes, tcp_exchange, wait_until, write_resources)
 
 T = "type.googleapis.com/"
 HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -559,6 +559,36 @@ class HttpTest(SharedMeshTest):
         self.assertEqual((status, headers["x-backend"]), (200, "web-v1"))
         wait_until(lambda: self.mesh.stat("cluster.dead.upstream_rq_5xx") - failed_before == 1,
                    WAIT_S, "the dead mirror cluster to count its failed copy")
+
+    def test_mirror_gets_streamed_bodies(self):
+        # A chunked body (length unknown) and one too large to hold (300 KiB): both streamed
+        # upstream, both copied whole to the mirror as they go.
+        chunked, large = pattern_bytes(100 * 1024), pattern_bytes(300 * 1024)
+        for path, body in (("/mirror/chunked", chunked), ("/mirror/large", large)):
+            conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+            try:
+                if path.endswith("chunked"):
+                    pieces = (body[i:i + 8192] for i in range(0, len(body), 8192))
+                    conn.request("POST", path, body=pieces, headers={"Host": "web"},
+                                 encode_chunked=True)
+                else:
+                    conn.request("POST", path, body=body, headers={"Host": "web"})
+                r = conn.getresponse()
+                answer = json.loads(r.read())
+                self.assertEqual((r.status, answer["body_size"]), (200, len(body)))
+            finally:
+                conn.close()
+
+        def copies():
+            received = {r["path"]: r for r in self.mesh.mirror.received
+                        if r["path"] in ("/mirror/chunked", "/mirror/large")}
+            return received if len(received) == 2 else None
+
+        copies = wait_until(copies, WAIT_S, "the mirror to receive both streamed copies")
+        for path, body in (("/mirror/chunked", chunked), ("/mirror/large", large)):
+            self.assertEqual(copies[path]["headers"]["host"], "web-shadow")
+            self.assertEqual(copies[path]["body_size"], len(body), path)
+            self.assertEqual(copies[path]["body_sha256"], hashlib.sha256(body).hexdigest(), path)
 
     def test_mirror_half_of_the_requests(self):
         n = 200
