@@ -1,5 +1,5 @@
-#include "absl/strings/str_cat.h"
 #include "absl/algorithm/container.h"
+#include "absl/strings/str_cat.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
@@ -76,7 +76,8 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state, const Prox
         if (absl::c_any_of(listener.filter_chains(), [](const auto& chain) {
               return chain.filter_chain_match().server_names_size() > 0;
             })) {
-          // As Istio: a client that sends nothing (a server-first protocol) is not held up.
+          // As Istio: a client that sends nothing first (a server-first protocol) goes on
+          // without SNI after the listener filter timeout instead of being closed.
           listener.set_continue_on_listener_filters_timeout(true);
           auto* inspector = listener.add_listener_filters();
           inspector->set_name("envoy.filters.listener.tls_inspector");
