@@ -1,5 +1,6 @@
 #include "sidecar/server/http1_codec.h"
 
+#include <array>
 #include <optional>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
@@ -28,10 +29,12 @@ constexpr auto kIdleTimeout = std::chrono::seconds(300);
 class Http1DownstreamStream final : public DownstreamStream {
  public:
   Http1DownstreamStream(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                        bhttp::request_parser<bhttp::buffer_body>& parser, bool keep_alive)
+                        bhttp::request_parser<bhttp::buffer_body>& parser, std::string& out,
+                        bool keep_alive)
       : stream_(stream),
         buffer_(buffer),
         parser_(parser),
+        out_(out),
         version_(parser.get().version()),
         keep_alive_(keep_alive && parser.get().keep_alive()),
         headers_(http::FromHttp1Request(parser.get().base())) {
@@ -79,15 +82,21 @@ class Http1DownstreamStream final : public DownstreamStream {
   }
 
   asio::awaitable<bool> WriteHeaders(http::HeaderMap headers, bool end_stream) override {
+    co_return co_await WriteResponse(std::move(headers), {}, end_stream);
+  }
+
+  asio::awaitable<bool> WriteResponse(http::HeaderMap headers, std::string_view body,
+                                      bool end_stream) override {
     const unsigned status = headers.Status();
-    bhttp::response<bhttp::empty_body> response(http::ToHttp1Response(headers, version_));
+    out_.clear();
+    http::AppendHttp1ResponseHead(headers, version_, out_);
     const bool no_body = parser_.get().method() == bhttp::verb::head || status == 204 ||
                          status == 304 || (status >= 100 && status < 200);
     if (!headers.Has("content-length") && !no_body) {
-      if (end_stream) {
-        response.set(bhttp::field::content_length, "0");
+      if (end_stream && body.empty()) {
+        http::AppendHttp1Field("Content-Length", "0", out_);
       } else if (version_ >= 11) {
-        response.set(bhttp::field::transfer_encoding, "chunked");
+        http::AppendHttp1Field("Transfer-Encoding", "chunked", out_);
         chunked_ = true;
       } else {
         keep_alive_ = false;  // HTTP/1.0 has no chunks: the end of the body is the close
@@ -95,26 +104,18 @@ class Http1DownstreamStream final : public DownstreamStream {
     }
     // A response that leaves the request body unread must close the connection.
     keep_alive_ = keep_alive_ && parser_.is_done();
-    response.keep_alive(keep_alive_);
-    bhttp::response_serializer<bhttp::empty_body> serializer(response);
-    boost::system::error_code ec;
-    co_await bhttp::async_write_header(stream_, serializer, redirect_error(use_awaitable, ec));
-    if (ec) {
-      failed_ = true;
-      co_return false;
+    if (version_ >= 11 && !keep_alive_) {
+      http::AppendHttp1Field("Connection", "close", out_);
+    } else if (version_ < 11 && keep_alive_) {
+      http::AppendHttp1Field("Connection", "keep-alive", out_);
     }
-    response_done_ = end_stream;
-    co_return true;
+    http::EndHttp1Head(out_);
+    co_return co_await Send(body, end_stream);
   }
 
   asio::awaitable<bool> WriteBody(std::string_view data, bool end_stream) override {
-    const std::string framed = http::FrameHttp1Body(data, chunked_, end_stream);
-    if (!framed.empty()) {
-      const bool written = co_await Write(framed);
-      if (!written) co_return false;
-    }
-    response_done_ = end_stream;
-    co_return true;
+    out_.clear();
+    co_return co_await Send(data, end_stream);
   }
 
   // Envoy drops trailers towards HTTP/1.1 clients unless asked to encode them: so does this.
@@ -129,6 +130,24 @@ class Http1DownstreamStream final : public DownstreamStream {
   }
 
  private:
+  // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
+  asio::awaitable<bool> Send(std::string_view data, bool end_stream) {
+    const std::string_view suffix = http::FrameHttp1Body(data.size(), chunked_, end_stream, out_);
+    const std::array<asio::const_buffer, 3> buffers{asio::buffer(out_),
+                                                    asio::buffer(data.data(), data.size()),
+                                                    asio::buffer(suffix.data(), suffix.size())};
+    if (asio::buffer_size(buffers) > 0) {
+      boost::system::error_code ec;
+      co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
+      if (ec) {
+        failed_ = true;
+        co_return false;
+      }
+    }
+    response_done_ = end_stream;
+    co_return true;
+  }
+
   asio::awaitable<bool> Write(std::string_view bytes) {
     boost::system::error_code ec;
     co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()),
@@ -140,6 +159,7 @@ class Http1DownstreamStream final : public DownstreamStream {
   beast::tcp_stream& stream_;
   beast::flat_buffer& buffer_;
   bhttp::request_parser<bhttp::buffer_body>& parser_;
+  std::string& out_;  // the connection's output buffer
   const unsigned version_;
   bool keep_alive_;
   http::HeaderMap headers_;
@@ -156,6 +176,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
                                  const std::string& listener_name, const ListenerEntry& listener,
                                  const config::HttpChain& chain) {
   RouterFilter router(worker, info, listener, chain);
+  std::string out;  // response heads, reused from one request to the next
   for (;;) {
     bhttp::request_parser<bhttp::buffer_body> parser;
     parser.body_limit(http::kUnlimitedBody);
@@ -180,7 +201,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
     const ListenerEntry* current = config->FindListener(listener_name);
     const bool keep_alive =
         current != nullptr && current->config == listener.config && !worker.draining();
-    Http1DownstreamStream down(stream, buffer, parser, keep_alive);
+    Http1DownstreamStream down(stream, buffer, parser, out, keep_alive);
     co_await router.Serve(down);
     if (!down.reusable()) break;
   }

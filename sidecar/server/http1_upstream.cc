@@ -1,15 +1,13 @@
 #include "sidecar/server/http1_upstream.h"
 
+#include <array>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/serializer.hpp>
-#include <boost/beast/http/write.hpp>
 
 #include "sidecar/http/http1_headers.h"
 
@@ -58,38 +56,43 @@ void Http1UpstreamStream::ExpiresAt(Clock::time_point deadline) {
   }
 }
 
-asio::awaitable<StreamError> Http1UpstreamStream::Write(std::string_view bytes) {
+asio::awaitable<StreamError> Http1UpstreamStream::Send(std::string_view data, bool end_stream) {
+  const std::string_view suffix =
+      http::FrameHttp1Body(data.size(), chunked_request_, end_stream, connection_->out);
+  const std::array<asio::const_buffer, 3> buffers{asio::buffer(connection_->out),
+                                                  asio::buffer(data.data(), data.size()),
+                                                  asio::buffer(suffix.data(), suffix.size())};
+  if (asio::buffer_size(buffers) == 0) co_return StreamError::kNone;
   boost::system::error_code ec;
-  co_await asio::async_write(connection_->stream, asio::buffer(bytes.data(), bytes.size()),
-                             redirect_error(use_awaitable, ec));
+  co_await asio::async_write(connection_->stream, buffers, redirect_error(use_awaitable, ec));
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::HeaderMap& headers,
                                                               bool end_stream) {
-  bhttp::request<bhttp::empty_body> request(http::ToHttp1Request(headers));
+  connection_->out.clear();
+  http::AppendHttp1RequestHead(headers, connection_->out);
   if (!headers.Has("content-length")) {
     if (!end_stream) {
-      request.set(bhttp::field::transfer_encoding, "chunked");
+      http::AppendHttp1Field("Transfer-Encoding", "chunked", connection_->out);
       chunked_request_ = true;
     } else if (MethodHasBody(headers.GetOr(":method", ""))) {
-      request.set(bhttp::field::content_length, "0");
+      http::AppendHttp1Field("Content-Length", "0", connection_->out);
     }
   }
+  http::EndHttp1Head(connection_->out);
   request_complete_ = end_stream;
   connection_->stream.expires_never();
-  bhttp::request_serializer<bhttp::empty_body> serializer(request);
   boost::system::error_code ec;
-  co_await bhttp::async_write_header(connection_->stream, serializer,
-                                     redirect_error(use_awaitable, ec));
+  co_await asio::async_write(connection_->stream, asio::buffer(connection_->out),
+                             redirect_error(use_awaitable, ec));
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data,
                                                            bool end_stream) {
-  const std::string framed = http::FrameHttp1Body(data, chunked_request_, end_stream);
-  StreamError error = StreamError::kNone;
-  if (!framed.empty()) error = co_await Write(framed);
+  connection_->out.clear();
+  const StreamError error = co_await Send(data, end_stream);
   request_complete_ = end_stream && error == StreamError::kNone;
   co_return error;
 }

@@ -34,9 +34,11 @@ class Http1UpstreamStream final : public UpstreamStream {
   const http::HeaderMap& trailers() const override { return trailers_; }
   void Reset() override;
   bool reused_idle_connection() const override { return connection_->reused; }
+  bool has_buffered_body() const override { return connection_->buffer.size() > 0; }
 
  private:
-  boost::asio::awaitable<StreamError> Write(std::string_view bytes);
+  // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
+  boost::asio::awaitable<StreamError> Send(std::string_view data, bool end_stream);
   void ExpiresAt(Clock::time_point deadline);
 
   UpstreamPool& pool_;

@@ -38,6 +38,7 @@ struct UpstreamConnection {
 
   boost::beast::tcp_stream stream;
   boost::beast::flat_buffer buffer;
+  std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
   bool connected = false;
   bool reused = false;

@@ -2,6 +2,8 @@
 // header conversion between HTTP/1.1 and the HeaderMap both codecs share, and the upstream
 // protocol a Cluster asks for (including exactly what meshpilot's translator emits).
 
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <catch2/catch.hpp>
 #include <google/protobuf/util/json_util.h>
 
@@ -95,7 +97,17 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
   CHECK(headers.GetOr("x-trace", "") == "abc");
   CHECK(headers.GetOr("content-length", "") == "5");
 
-  bhttp::request_header<> back = http::ToHttp1Request(headers);
+  // Written as the wire bytes, the head parses back (Beast's parser) to the same request.
+  std::string wire;
+  http::AppendHttp1RequestHead(headers, wire);
+  http::EndHttp1Head(wire);
+  CHECK(wire.starts_with("POST /echo.v1.Echo/Echo?x=1 HTTP/1.1\r\nHost: echo.default:8080\r\n"));
+  bhttp::request_parser<bhttp::empty_body> parser;
+  boost::system::error_code ec;
+  parser.put(boost::asio::buffer(wire), ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(parser.is_header_done());
+  const auto& back = parser.get();
   CHECK(back.method() == bhttp::verb::post);
   CHECK(back.target() == "/echo.v1.Echo/Echo?x=1");
   CHECK(back[bhttp::field::host] == "echo.default:8080");
@@ -111,20 +123,37 @@ TEST_CASE("http1 headers: status line becomes :status and back") {
   http::HeaderMap headers = http::FromHttp1Response(response);
   CHECK(headers.Status() == 503);
   CHECK(headers.GetOr("grpc-status", "") == "14");
-  bhttp::response_header<> back = http::ToHttp1Response(http::HeaderMap{{":status", "200"},
-                                                                        {"content-type", "text/plain"}},
-                                                        10);
-  CHECK(back.result_int() == 200);
-  CHECK(back.version() == 10);
-  CHECK(back[bhttp::field::content_type] == "text/plain");
+  std::string wire;
+  http::AppendHttp1ResponseHead(http::HeaderMap{{":status", "200"}, {"content-type", "text/plain"}},
+                                10, wire);
+  http::AppendHttp1Field("Content-Length", "0", wire);
+  http::EndHttp1Head(wire);
+  CHECK(wire == "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 0\r\n\r\n");
+  wire.clear();
+  http::AppendHttp1ResponseHead(http::HeaderMap{{":status", "599"}}, 11, wire);
+  http::EndHttp1Head(wire);
+  bhttp::response_parser<bhttp::empty_body> parser;
+  boost::system::error_code ec;
+  parser.put(boost::asio::buffer(wire), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(parser.get().result_int() == 599);
+  CHECK(parser.get().version() == 11);
+}
+
+// A body piece as FrameHttp1Body puts it on the wire.
+std::string Framed(std::string_view data, bool chunked, bool end) {
+  std::string out = "<";
+  const std::string_view suffix = http::FrameHttp1Body(data.size(), chunked, end, out);
+  return out.append(data).append(suffix);
 }
 
 TEST_CASE("http1 framing: bodies as they are, or chunked with the last chunk") {
-  CHECK(http::FrameHttp1Body("abc", false, true) == "abc");
-  CHECK(http::FrameHttp1Body(std::string(26, 'x'), true, false) == "1a\r\n" + std::string(26, 'x') + "\r\n");
-  CHECK(http::FrameHttp1Body("ab", true, true) == "2\r\nab\r\n0\r\n\r\n");
-  CHECK(http::FrameHttp1Body("", true, true) == "0\r\n\r\n");
-  CHECK(http::FrameHttp1Body("", true, false).empty());
+  CHECK(Framed("abc", false, true) == "<abc");
+  CHECK(Framed(std::string(26, 'x'), true, false) == "<1a\r\n" + std::string(26, 'x') + "\r\n");
+  CHECK(Framed(std::string(4096, 'x'), true, false) == "<1000\r\n" + std::string(4096, 'x') + "\r\n");
+  CHECK(Framed("ab", true, true) == "<2\r\nab\r\n0\r\n\r\n");
+  CHECK(Framed("", true, true) == "<0\r\n\r\n");
+  CHECK(Framed("", true, false) == "<");
 }
 
 config::ClusterConfig ClusterFrom(const std::string& json) {
