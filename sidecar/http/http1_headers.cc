@@ -29,9 +29,11 @@ void AppendRegularFields(const HeaderMap& headers, std::string& out) {
 }  // namespace
 
 HeaderMap FromHttp1Request(const beast_http::request_header<>& request) {
-  HeaderMap headers{{":method", SV(request.method_string())},
-                    {":scheme", "http"},
-                    {":path", SV(request.target())}};
+  HeaderMap headers;
+  headers.Reserve(16);  // the usual request in one allocation
+  headers.Add(":method", SV(request.method_string()));
+  headers.Add(":scheme", "http");
+  headers.Add(":path", SV(request.target()));
   if (auto host = request.find(beast_http::field::host); host != request.end()) {
     headers.Add(":authority", SV(host->value()));
   }
@@ -40,7 +42,9 @@ HeaderMap FromHttp1Request(const beast_http::request_header<>& request) {
 }
 
 HeaderMap FromHttp1Response(const beast_http::response_header<>& response) {
-  HeaderMap headers{{":status", std::to_string(response.result_int())}};
+  HeaderMap headers;
+  headers.Reserve(16);
+  headers.Add(":status", std::to_string(response.result_int()));
   AddFields(response, headers, /*skip_host=*/false);
   return headers;
 }

@@ -1,11 +1,14 @@
 #include "sidecar/server/http1_codec.h"
 
+#include <algorithm>
 #include <array>
+#include <memory>
 #include <optional>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
@@ -169,6 +172,52 @@ class Http1DownstreamStream final : public DownstreamStream {
   bool failed_ = false;
 };
 
+// Closes a keep-alive connection that waits more than kIdleTimeout for its next request. The
+// timer is armed once per connection, not per request (each re-arm can cost a timerfd_settime
+// syscall): a request only records when the wait began, and an expiry that finds a later wait
+// (or a request being served) sleeps again for what is left.
+class IdleTimeout {
+ public:
+  explicit IdleTimeout(beast::tcp_stream& stream)
+      : state_(std::make_shared<State>(stream)) {
+    Arm(state_, Clock::now() + kIdleTimeout);
+  }
+  ~IdleTimeout() {
+    state_->stream = nullptr;  // a completion already queued finds no stream
+    state_->timer.cancel();
+  }
+  IdleTimeout(const IdleTimeout&) = delete;
+  IdleTimeout& operator=(const IdleTimeout&) = delete;
+
+  void Waiting() { state_->waiting_since = Clock::now(); }
+  void Serving() { state_->waiting_since = Clock::time_point::max(); }
+
+ private:
+  struct State {
+    explicit State(beast::tcp_stream& s) : stream(&s), timer(s.get_executor()) {}
+    beast::tcp_stream* stream;
+    asio::steady_timer timer;
+    Clock::time_point waiting_since = Clock::time_point::max();  // max: serving a request
+  };
+
+  static void Arm(const std::shared_ptr<State>& state, Clock::time_point at) {
+    state->timer.expires_at(at);
+    state->timer.async_wait([state](const boost::system::error_code& ec) {
+      if (ec || state->stream == nullptr) return;
+      const Clock::time_point now = Clock::now();
+      if (state->waiting_since != Clock::time_point::max() &&
+          now - state->waiting_since >= kIdleTimeout) {
+        boost::system::error_code ignored;
+        state->stream->socket().close(ignored);  // the pending read fails
+        return;
+      }
+      Arm(state, std::min(state->waiting_since, now) + kIdleTimeout);
+    });
+  }
+
+  std::shared_ptr<State> state_;
+};
+
 }  // namespace
 
 asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
@@ -177,13 +226,16 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
                                  const config::HttpChain& chain) {
   RouterFilter router(worker, info, listener, chain);
   std::string out;  // response heads, reused from one request to the next
+  stream.expires_never();
+  IdleTimeout idle(stream);
   for (;;) {
     bhttp::request_parser<bhttp::buffer_body> parser;
     parser.body_limit(http::kUnlimitedBody);
     parser.header_limit(64 * 1024);
-    stream.expires_after(kIdleTimeout);
+    idle.Waiting();
     boost::system::error_code ec;
     co_await bhttp::async_read_header(stream, buffer, parser, redirect_error(use_awaitable, ec));
+    idle.Serving();
     if (ec) {
       if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
           ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
@@ -196,7 +248,6 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
       }
       break;
     }
-    stream.expires_never();
     std::shared_ptr<const ProxyConfig> config = worker.store().Load();
     const ListenerEntry* current = config->FindListener(listener_name);
     const bool keep_alive =
