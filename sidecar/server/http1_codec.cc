@@ -68,18 +68,15 @@ class Http1DownstreamStream final : public DownstreamStream {
       static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
       if (!co_await Write({kContinue, sizeof(kContinue) - 1})) co_return false;
     }
-    char chunk[16384];
-    auto& body = parser_.get().body();
-    body.data = chunk;
-    body.size = sizeof(chunk);
+    http::BodyPiece<true> piece(parser_, out);
     boost::system::error_code ec;
     co_await bhttp::async_read(stream_, buffer_, parser_, redirect_error(use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) ec = {};
+    piece.Finish(!ec);
     if (ec) {
       failed_ = true;
       co_return false;
     }
-    out.append(chunk, sizeof(chunk) - body.size);
     end = parser_.is_done();
     co_return true;
   }

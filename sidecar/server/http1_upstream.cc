@@ -122,16 +122,13 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
 asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, bool& end,
                                                            Clock::time_point deadline) {
   ExpiresAt(deadline);
-  char buffer[16384];
-  auto& body = parser_->get().body();
-  body.data = buffer;
-  body.size = sizeof(buffer);
+  http::BodyPiece<false> piece(*parser_, out);
   boost::system::error_code ec;
   co_await bhttp::async_read(connection_->stream, connection_->buffer, *parser_,
                              redirect_error(use_awaitable, ec));
   if (ec == bhttp::error::need_buffer) ec = {};
+  piece.Finish(!ec);
   if (ec) co_return ErrorOf(ec);
-  out.append(buffer, sizeof(buffer) - body.size);
   end = parser_->is_done();
   co_return StreamError::kNone;
 }
