@@ -1,8 +1,10 @@
 #include "sidecar/http/http1_headers.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/status.hpp>
 
 #include <iterator>
+#include <ostream>
 #include <string_view>
 
 namespace meshpilot::sidecar::http {
@@ -13,13 +15,6 @@ namespace {
 
 std::string_view SV(boost::beast::string_view s) { return {s.data(), s.size()}; }
 
-void AddFields(const beast_http::fields& fields, HeaderMap& out, bool skip_host) {
-  for (const auto& field : fields) {
-    if (skip_host && field.name() == beast_http::field::host) continue;
-    out.Add(SV(field.name_string()), SV(field.value()));
-  }
-}
-
 void AppendRegularFields(const HeaderMap& headers, std::string& out) {
   for (const auto& [name, value] : headers.entries()) {
     if (!name.empty() && name.front() != ':') AppendHttp1Field(name, value, out);
@@ -27,27 +22,6 @@ void AppendRegularFields(const HeaderMap& headers, std::string& out) {
 }
 
 }  // namespace
-
-HeaderMap FromHttp1Request(const beast_http::request_header<>& request) {
-  HeaderMap headers;
-  headers.Reserve(16);  // the usual request in one allocation
-  headers.Add(":method", SV(request.method_string()));
-  headers.Add(":scheme", "http");
-  headers.Add(":path", SV(request.target()));
-  if (auto host = request.find(beast_http::field::host); host != request.end()) {
-    headers.Add(":authority", SV(host->value()));
-  }
-  AddFields(request, headers, /*skip_host=*/true);
-  return headers;
-}
-
-HeaderMap FromHttp1Response(const beast_http::response_header<>& response) {
-  HeaderMap headers;
-  headers.Reserve(16);
-  headers.Add(":status", std::to_string(response.result_int()));
-  AddFields(response, headers, /*skip_host=*/false);
-  return headers;
-}
 
 void AppendHttp1Field(std::string_view name, std::string_view value, std::string& out) {
   out.append(name);

@@ -1,61 +1,16 @@
 #pragma once
 
-// Conversion between HTTP/1.1 and the protocol-neutral HeaderMap: Beast's parsed headers become
-// a HeaderMap (the request line becomes :method/:path, Host becomes :authority, the status line
-// :status), and a HeaderMap is written straight into the bytes that go on the wire, so a
-// message head costs one buffer and no intermediate field container.
+// HTTP/1.1 on the wire from the protocol-neutral HeaderMap: a message head is written straight
+// into the bytes that go out, so it costs one buffer and no intermediate field container
+// (reading is http1_parser.h).
 
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/parser.hpp>
-
-#include <algorithm>
-#include <cstdint>
-#include <limits>
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 #include "sidecar/http/header_map.h"
 
 namespace meshpilot::sidecar::http {
-
-// The body limit of Beast parsers here: bodies are streamed, so none; not boost::none, since
-// Boost 1.74's parser compares the content length against an empty optional and reports
-// body_limit for every body.
-inline constexpr uint64_t kUnlimitedBody = std::numeric_limits<uint64_t>::max();
-
-// Where a Beast buffer_body parser puts the next piece of a body: straight at the end of `out`,
-// grown by at most kBodyPiece bytes and no more than the Content-Length left, so the piece
-// needs no copy and no large buffer sits in a coroutine frame (those are heap-allocated).
-inline constexpr size_t kBodyPiece = 16384;
-
-template <bool isRequest>
-class BodyPiece {
- public:
-  using Parser = boost::beast::http::parser<isRequest, boost::beast::http::buffer_body>;
-  BodyPiece(Parser& parser, std::string& out) : parser_(parser), out_(out), before_(out.size()) {
-    want_ = static_cast<size_t>(
-        std::min<uint64_t>(kBodyPiece, parser.content_length_remaining().value_or(kBodyPiece)));
-    out.resize(before_ + want_);
-    parser.get().body().data = out.data() + before_;
-    parser.get().body().size = want_;
-  }
-  // `out` keeps what the parser wrote, or nothing after a failed read.
-  void Finish(bool ok) {
-    out_.resize(before_ + (ok ? want_ - parser_.get().body().size : 0));
-    parser_.get().body().data = nullptr;
-    parser_.get().body().size = 0;
-  }
-
- private:
-  Parser& parser_;
-  std::string& out_;
-  size_t before_;
-  size_t want_;
-};
-
-HeaderMap FromHttp1Request(const boost::beast::http::request_header<>& request);
-HeaderMap FromHttp1Response(const boost::beast::http::response_header<>& response);
 
 // The start line and the fields of a message head, each line ending in CRLF, appended to
 // `out`; the caller appends its framing fields (Content-Length / Transfer-Encoding,

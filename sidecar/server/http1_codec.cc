@@ -14,6 +14,7 @@
 #include <boost/beast/http.hpp>
 
 #include "sidecar/http/http1_headers.h"
+#include "sidecar/http/http1_parser.h"
 #include "sidecar/server/router_filter.h"
 
 namespace meshpilot::sidecar::server {
@@ -32,16 +33,18 @@ constexpr auto kIdleTimeout = std::chrono::seconds(300);
 class Http1DownstreamStream final : public DownstreamStream {
  public:
   Http1DownstreamStream(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                        bhttp::request_parser<bhttp::buffer_body>& parser, std::string& out,
+                        http::Http1Parser<true>& parser, std::string& out,
                         bool keep_alive)
       : stream_(stream),
         buffer_(buffer),
         parser_(parser),
         out_(out),
-        version_(parser.get().version()),
-        keep_alive_(keep_alive && parser.get().keep_alive()),
-        headers_(http::FromHttp1Request(parser.get().base())) {
-    if (beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
+        version_(parser.version()),
+        keep_alive_(keep_alive && parser.keep_alive()),
+        headers_(std::move(parser.headers())) {
+    if (auto expect = headers_.Get("expect");
+        expect && beast::iequals(beast::string_view(expect->data(), expect->size()),
+                                 "100-continue")) {
       headers_.Remove("expect");
       continue_pending_ = !parser.is_done();
     }
@@ -68,12 +71,13 @@ class Http1DownstreamStream final : public DownstreamStream {
       static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
       if (!co_await Write({kContinue, sizeof(kContinue) - 1})) co_return false;
     }
-    http::BodyPiece<true> piece(parser_, out);
+    const size_t before = out.size();
+    parser_.BodyInto(out);
     boost::system::error_code ec;
     co_await bhttp::async_read(stream_, buffer_, parser_, redirect_error(use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) ec = {};
-    piece.Finish(!ec);
     if (ec) {
+      out.resize(before);
       failed_ = true;
       co_return false;
     }
@@ -90,7 +94,7 @@ class Http1DownstreamStream final : public DownstreamStream {
     const unsigned status = headers.Status();
     out_.clear();
     http::AppendHttp1ResponseHead(headers, version_, out_);
-    const bool no_body = parser_.get().method() == bhttp::verb::head || status == 204 ||
+    const bool no_body = parser_.method() == bhttp::verb::head || status == 204 ||
                          status == 304 || (status >= 100 && status < 200);
     if (!headers.Has("content-length") && !no_body) {
       if (end_stream && body.empty()) {
@@ -158,7 +162,7 @@ class Http1DownstreamStream final : public DownstreamStream {
 
   beast::tcp_stream& stream_;
   beast::flat_buffer& buffer_;
-  bhttp::request_parser<bhttp::buffer_body>& parser_;
+  http::Http1Parser<true>& parser_;
   std::string& out_;  // the connection's output buffer
   const unsigned version_;
   bool keep_alive_;
@@ -226,8 +230,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
   stream.expires_never();
   IdleTimeout idle(stream);
   for (;;) {
-    bhttp::request_parser<bhttp::buffer_body> parser;
-    parser.body_limit(http::kUnlimitedBody);
+    http::Http1Parser<true> parser;
     parser.header_limit(64 * 1024);
     idle.Waiting();
     boost::system::error_code ec;

@@ -43,7 +43,7 @@ Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, std::string cluster
 
 Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
-      parser_->get().keep_alive()) {
+      parser_->keep_alive()) {
     pool_.Release(cluster_, peer_, std::move(connection_));
   }
 }
@@ -103,18 +103,17 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
   ExpiresAt(deadline);
   for (;;) {
     parser_.emplace();
-    parser_->body_limit(http::kUnlimitedBody);
     if (head_request_) parser_->skip(true);
     boost::system::error_code ec;
     co_await bhttp::async_read_header(connection_->stream, connection_->buffer, *parser_,
                                       redirect_error(use_awaitable, ec));
     if (ec) co_return ErrorOf(ec);
-    const unsigned status = parser_->get().result_int();
+    const unsigned status = parser_->status();
     // 100 Continue and other informational responses: the final one follows.
     if (status >= 100 && status < 200 && status != 101) continue;
     break;
   }
-  out = http::FromHttp1Response(parser_->get().base());
+  out = std::move(parser_->headers());
   end_stream = parser_->is_done();
   co_return StreamError::kNone;
 }
@@ -122,13 +121,16 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
 asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, bool& end,
                                                            Clock::time_point deadline) {
   ExpiresAt(deadline);
-  http::BodyPiece<false> piece(*parser_, out);
+  const size_t before = out.size();
+  parser_->BodyInto(out);
   boost::system::error_code ec;
   co_await bhttp::async_read(connection_->stream, connection_->buffer, *parser_,
                              redirect_error(use_awaitable, ec));
   if (ec == bhttp::error::need_buffer) ec = {};
-  piece.Finish(!ec);
-  if (ec) co_return ErrorOf(ec);
+  if (ec) {
+    out.resize(before);  // a piece cut short is not passed on
+    co_return ErrorOf(ec);
+  }
   end = parser_->is_done();
   co_return StreamError::kNone;
 }

@@ -9,8 +9,7 @@
 #include <optional>
 #include <string>
 
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/parser.hpp>
+#include "sidecar/http/http1_parser.h"
 
 #include "sidecar/server/stream.h"
 #include "sidecar/server/upstream_pool.h"
@@ -49,7 +48,7 @@ class Http1UpstreamStream final : public UpstreamStream {
   bool chunked_request_ = false;
   bool request_complete_ = false;
   bool reset_ = false;
-  std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body>> parser_;
+  std::optional<http::Http1Parser<false>> parser_;
   http::HeaderMap trailers_;  // HTTP/1.1 trailers are not read: always empty
 };
 

@@ -63,7 +63,7 @@ asio::awaitable<OpenedStream> UpstreamPool::OpenHttp1(const UpstreamTarget& targ
                                                               std::move(connection),
                                                               target.head_request)};
   };
-  if (auto it = idle_.find({target.cluster, target.peer}); it != idle_.end()) {
+  if (auto it = idle_.find(KeyView{target.cluster, target.peer}); it != idle_.end()) {
     while (!it->second.empty()) {
       std::unique_ptr<UpstreamConnection> connection = std::move(it->second.back());
       it->second.pop_back();
@@ -91,7 +91,7 @@ asio::awaitable<OpenedStream> UpstreamPool::OpenHttp1(const UpstreamTarget& targ
 }
 
 OpenedStream UpstreamPool::OpenHttp2(const UpstreamTarget& target, Clock::time_point deadline) {
-  auto& connections = http2_[{target.cluster, target.peer}];
+  auto& connections = Entry(http2_, target.cluster, target.peer);
   connections.erase(
       std::remove_if(connections.begin(), connections.end(),
                      [](const std::shared_ptr<Http2Connection>& c) { return c->dead(); }),
@@ -111,7 +111,7 @@ OpenedStream UpstreamPool::OpenHttp2(const UpstreamTarget& target, Clock::time_p
 
 void UpstreamPool::Release(const std::string& cluster, const tcp::endpoint& peer,
                            std::unique_ptr<UpstreamConnection> connection) {
-  auto& idle = idle_[{cluster, peer}];
+  auto& idle = Entry(idle_, cluster, peer);
   if (idle.size() >= kMaxIdlePerEndpoint) return;
   connection->stream.expires_never();
   idle.push_back(std::move(connection));

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -78,7 +79,27 @@ class UpstreamPool {
                std::unique_ptr<UpstreamConnection> connection);
 
  private:
+  // By cluster and endpoint; looked up by a view of the cluster name, so a request copies no
+  // string to find its connections.
   using Key = std::pair<std::string, boost::asio::ip::tcp::endpoint>;
+  using KeyView = std::pair<std::string_view, boost::asio::ip::tcp::endpoint>;
+  struct KeyLess {
+    using is_transparent = void;
+    static KeyView View(const Key& key) { return {key.first, key.second}; }
+    static const KeyView& View(const KeyView& key) { return key; }
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const { return View(a) < View(b); }
+  };
+  template <class Value>
+  using Map = std::map<Key, Value, KeyLess>;
+  // The entry of `cluster` and `peer`, created empty if there is none.
+  template <class Value>
+  static Value& Entry(Map<Value>& map, std::string_view cluster,
+                      const boost::asio::ip::tcp::endpoint& peer) {
+    auto it = map.find(KeyView{cluster, peer});
+    if (it == map.end()) it = map.emplace(Key{std::string(cluster), peer}, Value()).first;
+    return it->second;
+  }
   static constexpr size_t kMaxIdlePerEndpoint = 128;
 
   boost::asio::awaitable<OpenedStream> OpenHttp1(const UpstreamTarget& target,
@@ -86,8 +107,8 @@ class UpstreamPool {
   OpenedStream OpenHttp2(const UpstreamTarget& target, Clock::time_point connect_deadline);
 
   boost::asio::io_context& io_;
-  std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
-  std::map<Key, std::vector<std::shared_ptr<Http2Connection>>> http2_;
+  Map<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  Map<std::vector<std::shared_ptr<Http2Connection>>> http2_;
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -17,6 +17,7 @@
 #include "sidecar/http/grpc.h"
 #include "sidecar/http/header_map.h"
 #include "sidecar/http/http1_headers.h"
+#include "sidecar/http/http1_parser.h"
 #include "tests/sidecar/proto_json.h"
 
 namespace meshpilot::sidecar {
@@ -81,14 +82,18 @@ TEST_CASE("header map: lower-case names, pseudo-headers first, set replaces ever
 }
 
 TEST_CASE("http1 headers: request line and Host become pseudo-headers and back") {
-  bhttp::request_header<> request;
-  request.method(bhttp::verb::post);
-  request.target("/echo.v1.Echo/Echo?x=1");
-  request.version(11);
-  request.set(bhttp::field::host, "echo.default:8080");
-  request.set("X-Trace", "abc");
-  request.set(bhttp::field::content_length, "5");
-  http::HeaderMap headers = http::FromHttp1Request(request);
+  http::Http1Parser<true> request;
+  const std::string_view sent =
+      "POST /echo.v1.Echo/Echo?x=1 HTTP/1.1\r\nHost: echo.default:8080\r\nX-Trace: abc\r\n"
+      "Host: second\r\nContent-Length: 5\r\n\r\nhello";
+  boost::system::error_code parse_error;
+  const size_t used = request.put(boost::asio::buffer(sent.data(), sent.size()), parse_error);
+  REQUIRE_FALSE(parse_error);
+  REQUIRE(request.is_header_done());
+  CHECK(request.method() == bhttp::verb::post);
+  CHECK(request.version() == 11);
+  CHECK(request.keep_alive());
+  http::HeaderMap headers = request.headers();
   CHECK(headers.GetOr(":method", "") == "POST");
   CHECK(headers.GetOr(":path", "") == "/echo.v1.Echo/Echo?x=1");
   CHECK(headers.GetOr(":authority", "") == "echo.default:8080");
@@ -96,6 +101,13 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
   CHECK_FALSE(headers.Has("host"));
   CHECK(headers.GetOr("x-trace", "") == "abc");
   CHECK(headers.GetOr("content-length", "") == "5");
+  // The body lands in the string given, and the message is done.
+  std::string body;
+  request.BodyInto(body);
+  request.put(boost::asio::buffer(sent.substr(used)), parse_error);
+  REQUIRE_FALSE(parse_error);
+  CHECK(body == "hello");
+  CHECK(request.is_done());
 
   // Written as the wire bytes, the head parses back (Beast's parser) to the same request.
   std::string wire;
@@ -117,12 +129,28 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
 }
 
 TEST_CASE("http1 headers: status line becomes :status and back") {
-  bhttp::response_header<> response;
-  response.result(bhttp::status::service_unavailable);
-  response.set("grpc-status", "14");
-  http::HeaderMap headers = http::FromHttp1Response(response);
+  http::Http1Parser<false> response;
+  const std::string_view received =
+      "HTTP/1.1 503 Service Unavailable\r\ngrpc-status: 14\r\nTransfer-Encoding: chunked\r\n\r\n";
+  boost::system::error_code parse_error;
+  response.put(boost::asio::buffer(received.data(), received.size()), parse_error);
+  REQUIRE_FALSE(parse_error);
+  CHECK(response.status() == 503);
+  http::HeaderMap headers = response.headers();
   CHECK(headers.Status() == 503);
   CHECK(headers.GetOr("grpc-status", "") == "14");
+  // Chunks arrive in pieces of at most kBodyPiece; the trailers are dropped.
+  std::string body;
+  const std::string chunked = "4000\r\n" + std::string(0x4000, 'a') + "\r\n5\r\nbbbbb\r\n0\r\nx-t: 1\r\n\r\n";
+  std::string_view rest = chunked;
+  while (!response.is_done()) {
+    response.BodyInto(body);
+    rest.remove_prefix(response.put(boost::asio::buffer(rest.data(), rest.size()), parse_error));
+    if (parse_error == bhttp::error::need_buffer) parse_error = {};
+    REQUIRE_FALSE(parse_error);
+  }
+  CHECK(body == std::string(0x4000, 'a') + "bbbbb");
+  CHECK_FALSE(response.headers().Has("x-t"));
   std::string wire;
   http::AppendHttp1ResponseHead(http::HeaderMap{{":status", "200"}, {"content-type", "text/plain"}},
                                 10, wire);
