@@ -31,20 +31,18 @@ bool MethodHasBody(std::string_view method) {
 
 }  // namespace
 
-Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
-                                         asio::ip::tcp::endpoint peer,
+Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
                                          std::unique_ptr<UpstreamConnection> connection,
                                          bool head_request)
     : pool_(pool),
-      cluster_(std::move(cluster)),
-      peer_(peer),
+      idle_(idle),
       connection_(std::move(connection)),
       head_request_(head_request) {}
 
 Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
       parser_->keep_alive()) {
-    pool_.Release(cluster_, peer_, std::move(connection_));
+    pool_.Release(idle_, std::move(connection_));
   }
 }
 

@@ -18,8 +18,7 @@ namespace meshpilot::sidecar::server {
 
 class Http1UpstreamStream final : public UpstreamStream {
  public:
-  Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
-                      boost::asio::ip::tcp::endpoint peer,
+  Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
                       std::unique_ptr<UpstreamConnection> connection, bool head_request);
   ~Http1UpstreamStream() override;
 
@@ -41,8 +40,7 @@ class Http1UpstreamStream final : public UpstreamStream {
   void ExpiresAt(Clock::time_point deadline);
 
   UpstreamPool& pool_;
-  std::string cluster_;
-  boost::asio::ip::tcp::endpoint peer_;
+  IdleConnections& idle_;  // where the connection goes back
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
   bool chunked_request_ = false;

@@ -58,19 +58,17 @@ asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, P
 
 asio::awaitable<OpenedStream> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
                                                       Clock::time_point deadline) {
+  IdleConnections& idle = Entry(idle_, target.cluster, target.peer);
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
-    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, target.cluster, target.peer,
-                                                              std::move(connection),
+    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, idle, std::move(connection),
                                                               target.head_request)};
   };
-  if (auto it = idle_.find(KeyView{target.cluster, target.peer}); it != idle_.end()) {
-    while (!it->second.empty()) {
-      std::unique_ptr<UpstreamConnection> connection = std::move(it->second.back());
-      it->second.pop_back();
-      if (StillUsable(*connection)) {
-        connection->reused = true;
-        co_return stream(std::move(connection));
-      }
+  while (!idle.empty()) {
+    std::unique_ptr<UpstreamConnection> connection = std::move(idle.back());
+    idle.pop_back();
+    if (StillUsable(*connection)) {
+      connection->reused = true;
+      co_return stream(std::move(connection));
     }
   }
   if (AtConnectionLimit(target)) co_return OpenedStream{nullptr, StreamError::kNone, true};
@@ -109,9 +107,8 @@ OpenedStream UpstreamPool::OpenHttp2(const UpstreamTarget& target, Clock::time_p
   return OpenedStream{NewHttp2UpstreamStream(std::move(connection))};
 }
 
-void UpstreamPool::Release(const std::string& cluster, const tcp::endpoint& peer,
+void UpstreamPool::Release(IdleConnections& idle,
                            std::unique_ptr<UpstreamConnection> connection) {
-  auto& idle = Entry(idle_, cluster, peer);
   if (idle.size() >= kMaxIdlePerEndpoint) return;
   connection->stream.expires_never();
   idle.push_back(std::move(connection));

@@ -47,7 +47,7 @@ struct UpstreamConnection {
 
 // Where one attempt goes.
 struct UpstreamTarget {
-  std::string cluster;
+  std::string_view cluster;  // the caller's, for as long as Open runs
   boost::asio::ip::tcp::endpoint peer;
   std::shared_ptr<ClusterStats> stats;
   uint32_t max_connections = 0;         // circuit breaker
@@ -57,6 +57,9 @@ struct UpstreamTarget {
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);
+
+// A pool's idle HTTP/1.1 connections to one endpoint of one cluster.
+using IdleConnections = std::vector<std::unique_ptr<UpstreamConnection>>;
 
 struct OpenedStream {
   std::unique_ptr<UpstreamStream> stream;
@@ -74,9 +77,9 @@ class UpstreamPool {
   boost::asio::awaitable<OpenedStream> Open(const UpstreamTarget& target, Protocol protocol,
                                             Clock::time_point connect_deadline);
 
-  // An HTTP/1.1 connection whose exchange completed cleanly, for the next request.
-  void Release(const std::string& cluster, const boost::asio::ip::tcp::endpoint& peer,
-               std::unique_ptr<UpstreamConnection> connection);
+  // An HTTP/1.1 connection whose exchange completed cleanly, for the next request on `idle`
+  // (the list it was opened for).
+  void Release(IdleConnections& idle, std::unique_ptr<UpstreamConnection> connection);
 
  private:
   // By cluster and endpoint; looked up by a view of the cluster name, so a request copies no
@@ -107,7 +110,7 @@ class UpstreamPool {
   OpenedStream OpenHttp2(const UpstreamTarget& target, Clock::time_point connect_deadline);
 
   boost::asio::io_context& io_;
-  Map<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  Map<IdleConnections> idle_;  // entries are never removed: streams hold on to theirs
   Map<std::vector<std::shared_ptr<Http2Connection>>> http2_;
 };
 
