@@ -43,6 +43,7 @@ struct UpstreamConnection {
   std::shared_ptr<ClusterStats> stats;
   bool connected = false;
   bool reused = false;
+  Clock::time_point released_at;  // when it last went idle
 };
 
 // Where one attempt goes.
