@@ -38,6 +38,11 @@ RATE_PER_CLIENT=${RATE_PER_CLIENT:-1000}
 SAT_CLIENTS=${SAT_CLIENTS:-64}      # connections for saturation runs
 H2_STREAMS=${H2_STREAMS:-10}        # h2load -m at saturation
 TARGETS=${TARGETS:-"direct meshproxy nginx haproxy"}
+SATURATION=${SATURATION:-1}         # 0: fixed rates only
+# A command run in the background during each of meshproxy's measurements, with PROBE_PID (its
+# pid), PROBE_OUT (a path prefix for its output, kept with KEEP) and PROBE_SECONDS (DURATION)
+# in its environment: bench/proxy/per_request.sh attaches strace and perf this way.
+PROBE=${PROBE:-}
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 # Every process of the benchmark runs at this niceness: on a machine shared with compiles, the
@@ -269,6 +274,11 @@ measure() {
   local p0 o0 p1 o1
   out=$WORK/$target-$proto-$load
   p0=$(cpu_ticks "$pid"); o0=$(cpu_ticks "$ORIGIN_PID")
+  local probe=
+  if [[ $target == meshproxy && -n $PROBE ]]; then
+    PROBE_PID=$pid PROBE_OUT=$out PROBE_SECONDS=$DURATION WARMUP=$WARMUP bash -c "$PROBE" &
+    probe=$!
+  fi
   if [[ $proto == h1 && $load == max ]]; then
     pinned "$LOAD_CPUS" wrk -t1 -c"$SAT_CLIENTS" -d"$((WARMUP + DURATION))s" --latency \
       -s "$ROOT/bench/proxy/wrk_report.lua" "$url" >"$out.txt" 2>&1 || true
@@ -288,6 +298,7 @@ measure() {
     result=$(python3 "$ROOT/bench/proxy/h2load_report.py" "$out.txt" "$out.log" "$WARMUP")
     [[ -n ${KEEP:-} ]] || rm -f "$out.log"
   fi
+  if [[ -n $probe ]]; then wait "$probe" || true; fi
   p1=$(cpu_ticks "$pid"); o1=$(cpu_ticks "$ORIGIN_PID")
   if [[ $target == direct ]]; then p1=$p0; fi
   record "$target" "$proto" "$load" "$result" $((p1 - p0)) $((o1 - o0)) "$HZ" \
@@ -300,14 +311,16 @@ speaks_h2c() {
   h2load -n1 -c1 "${URL[$1:h2]}" 2>&1 | grep -q '1 succeeded'
 }
 
+LOADS=$RATES
+if [[ $SATURATION == 1 ]]; then LOADS+=" max"; fi
 for target in $TARGETS; do
   echo "== $target (RSS $(($(rss_kib "${PID_OF[$target]}") / 1024)) MiB before load)" >&2
-  for load in $RATES max; do measure "$target" h1 "$load"; done
+  for load in $LOADS; do measure "$target" h1 "$load"; done
   if speaks_h2c "$target"; then
-    for load in $RATES max; do measure "$target" h2 "$load"; done
+    for load in $LOADS; do measure "$target" h2 "$load"; done
   else
     echo "  $target does not answer h2c (prior knowledge): h2 rows marked not supported" >&2
-    for load in $RATES max; do
+    for load in $LOADS; do
       record "$target" h2 "$load" '{"error": "not supported"}' 0 0 "$HZ" 1 \
         "$(rss_kib "${PID_OF[$target]}")"
     done

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 
 namespace meshpilot::sidecar::http {
@@ -10,6 +11,13 @@ namespace meshpilot::sidecar::http {
 namespace {
 
 bool IsPseudo(std::string_view name) { return !name.empty() && name.front() == ':'; }
+
+// `lower` is a stored (lower-case) name; `name` may come in any case. No lower-case copy.
+bool SameName(std::string_view lower, std::string_view name) {
+  return lower.size() == name.size() &&
+         absl::EqualsIgnoreCase(absl::string_view(lower.data(), lower.size()),
+                                absl::string_view(name.data(), name.size()));
+}
 
 }  // namespace
 
@@ -25,34 +33,33 @@ std::optional<std::string_view> HeaderMap::Get(std::string_view name) const {
 }
 
 void HeaderMap::Add(std::string_view name, std::string_view value) {
-  std::string lower = absl::AsciiStrToLower(absl::string_view(name.data(), name.size()));
-  if (IsPseudo(lower)) {
+  Entry entry{std::string(name), std::string(value)};
+  absl::AsciiStrToLower(&entry.first);
+  if (IsPseudo(entry.first)) {
     auto first_regular = std::find_if(entries_.begin(), entries_.end(),
                                       [](const Entry& e) { return !IsPseudo(e.first); });
-    entries_.emplace(first_regular, std::move(lower), std::string(value));
+    entries_.insert(first_regular, std::move(entry));
   } else {
-    entries_.emplace_back(std::move(lower), std::string(value));
+    entries_.push_back(std::move(entry));
   }
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {
-  std::string lower = absl::AsciiStrToLower(absl::string_view(name.data(), name.size()));
   auto it = std::find_if(entries_.begin(), entries_.end(),
-                         [&](const Entry& e) { return e.first == lower; });
+                         [&](const Entry& e) { return SameName(e.first, name); });
   if (it == entries_.end()) {
-    Add(lower, value);
+    Add(name, value);
     return;
   }
-  it->second = std::string(value);
+  it->second.assign(value);
   entries_.erase(std::remove_if(std::next(it), entries_.end(),
-                                [&](const Entry& e) { return e.first == lower; }),
+                                [&](const Entry& e) { return SameName(e.first, name); }),
                  entries_.end());
 }
 
 void HeaderMap::Remove(std::string_view name) {
-  std::string lower = absl::AsciiStrToLower(absl::string_view(name.data(), name.size()));
   entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
-                                [&](const Entry& e) { return e.first == lower; }),
+                                [&](const Entry& e) { return SameName(e.first, name); }),
                  entries_.end());
 }
 

@@ -33,6 +33,7 @@ class HeaderMap {
   void Set(std::string_view name, std::string_view value);
   void Remove(std::string_view name);
 
+  void Reserve(size_t entries) { entries_.reserve(entries); }
   const std::vector<Entry>& entries() const { return entries_; }
   bool empty() const { return entries_.empty(); }
 

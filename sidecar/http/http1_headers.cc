@@ -1,8 +1,11 @@
 #include "sidecar/http/http1_headers.h"
 
-#include <string_view>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/status.hpp>
 
-#include "absl/strings/str_format.h"
+#include <iterator>
+#include <ostream>
+#include <string_view>
 
 namespace meshpilot::sidecar::http {
 
@@ -11,70 +14,55 @@ namespace beast_http = boost::beast::http;
 namespace {
 
 std::string_view SV(boost::beast::string_view s) { return {s.data(), s.size()}; }
-boost::beast::string_view BV(std::string_view s) { return {s.data(), s.size()}; }
 
-void AddFields(const beast_http::fields& fields, HeaderMap& out, bool skip_host) {
-  for (const auto& field : fields) {
-    if (skip_host && field.name() == beast_http::field::host) continue;
-    out.Add(SV(field.name_string()), SV(field.value()));
-  }
-}
-
-void CopyRegular(const HeaderMap& headers, beast_http::fields& out) {
+void AppendRegularFields(const HeaderMap& headers, std::string& out) {
   for (const auto& [name, value] : headers.entries()) {
-    if (!name.empty() && name.front() != ':') out.insert(BV(name), BV(value));
+    if (!name.empty() && name.front() != ':') AppendHttp1Field(name, value, out);
   }
 }
 
 }  // namespace
 
-HeaderMap FromHttp1Request(const beast_http::request_header<>& request) {
-  HeaderMap headers{{":method", SV(request.method_string())},
-                    {":scheme", "http"},
-                    {":path", SV(request.target())}};
-  if (auto host = request.find(beast_http::field::host); host != request.end()) {
-    headers.Add(":authority", SV(host->value()));
-  }
-  AddFields(request, headers, /*skip_host=*/true);
-  return headers;
+void AppendHttp1Field(std::string_view name, std::string_view value, std::string& out) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
 }
 
-HeaderMap FromHttp1Response(const beast_http::response_header<>& response) {
-  HeaderMap headers{{":status", std::to_string(response.result_int())}};
-  AddFields(response, headers, /*skip_host=*/false);
-  return headers;
+void AppendHttp1RequestHead(const HeaderMap& headers, std::string& out) {
+  out.append(headers.GetOr(":method", "GET"));
+  out.push_back(' ');
+  out.append(headers.GetOr(":path", "/"));
+  out.append(" HTTP/1.1\r\n");
+  if (auto authority = headers.Get(":authority")) AppendHttp1Field("Host", *authority, out);
+  AppendRegularFields(headers, out);
 }
 
-beast_http::request_header<> ToHttp1Request(const HeaderMap& headers) {
-  beast_http::request_header<> request;
-  request.version(11);
-  request.method_string(BV(headers.GetOr(":method", "GET")));
-  request.target(BV(headers.GetOr(":path", "/")));
-  if (auto authority = headers.Get(":authority")) {
-    request.set(beast_http::field::host, BV(*authority));
-  }
-  CopyRegular(headers, request);
-  return request;
+void AppendHttp1ResponseHead(const HeaderMap& headers, unsigned version, std::string& out) {
+  const unsigned status = headers.Status();
+  out.append("HTTP/");
+  out.push_back(static_cast<char>('0' + version / 10));
+  out.push_back('.');
+  out.push_back(static_cast<char>('0' + version % 10));
+  out.push_back(' ');
+  out.append(std::to_string(status));
+  out.push_back(' ');
+  out.append(SV(beast_http::obsolete_reason(static_cast<beast_http::status>(status))));
+  out.append("\r\n");
+  AppendRegularFields(headers, out);
 }
 
-beast_http::response_header<> ToHttp1Response(const HeaderMap& headers, unsigned version) {
-  beast_http::response_header<> response;
-  response.version(version);
-  response.result(headers.Status());
-  CopyRegular(headers, response);
-  return response;
-}
-
-std::string FrameHttp1Body(std::string_view data, bool chunked, bool end) {
-  if (!chunked) return std::string(data);
-  std::string framed;
-  if (!data.empty()) {
-    absl::StrAppendFormat(&framed, "%x\r\n", data.size());
-    framed.append(data);
-    framed.append("\r\n");
-  }
-  if (end) framed.append("0\r\n\r\n");
-  return framed;
+std::string_view FrameHttp1Body(size_t size, bool chunked, bool end, std::string& out) {
+  if (!chunked) return {};
+  if (size == 0) return end ? "0\r\n\r\n" : "";
+  static constexpr char kHex[] = "0123456789abcdef";
+  char digits[2 * sizeof(size_t)];
+  char* first = std::end(digits);
+  for (size_t n = size; n != 0; n >>= 4) *--first = kHex[n & 0xf];
+  out.append(first, std::end(digits));
+  out.append("\r\n");
+  return end ? "\r\n0\r\n\r\n" : "\r\n";
 }
 
 }  // namespace meshpilot::sidecar::http

@@ -1,12 +1,10 @@
 #pragma once
 
-// Conversion between Beast's HTTP/1.1 headers and the protocol-neutral HeaderMap: the request
-// line becomes :method/:path, Host becomes :authority, the status line :status, and back.
+// HTTP/1.1 on the wire from the protocol-neutral HeaderMap: a message head is written straight
+// into the bytes that go out, so it costs one buffer and no intermediate field container
+// (reading is http1_parser.h).
 
-#include <boost/beast/http/message.hpp>
-
-#include <cstdint>
-#include <limits>
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -14,21 +12,20 @@
 
 namespace meshpilot::sidecar::http {
 
-// The body limit of Beast parsers here: bodies are streamed, so none; not boost::none, since
-// Boost 1.74's parser compares the content length against an empty optional and reports
-// body_limit for every body.
-inline constexpr uint64_t kUnlimitedBody = std::numeric_limits<uint64_t>::max();
+// The start line and the fields of a message head, each line ending in CRLF, appended to
+// `out`; the caller appends its framing fields (Content-Length / Transfer-Encoding,
+// Connection) and the blank line that ends the head (AppendHttp1Field, EndHttp1Head).
+// A request is HTTP/1.1 with :authority as Host (HTTP/1.1 requires one, so the router always
+// sets it; absent, Host is left out).
+void AppendHttp1RequestHead(const HeaderMap& headers, std::string& out);
+void AppendHttp1ResponseHead(const HeaderMap& headers, unsigned version, std::string& out);
+void AppendHttp1Field(std::string_view name, std::string_view value, std::string& out);
+inline void EndHttp1Head(std::string& out) { out.append("\r\n"); }
 
-HeaderMap FromHttp1Request(const boost::beast::http::request_header<>& request);
-HeaderMap FromHttp1Response(const boost::beast::http::response_header<>& response);
-
-// Fields without framing: the caller decides Content-Length / Transfer-Encoding and keep-alive.
-// An absent :authority leaves Host out; HTTP/1.1 requires it, so the router always sets one.
-boost::beast::http::request_header<> ToHttp1Request(const HeaderMap& headers);
-boost::beast::http::response_header<> ToHttp1Response(const HeaderMap& headers, unsigned version);
-
-// A piece of an HTTP/1.1 body as it goes on the wire: as it is, or, for a chunked message, as a
-// chunk followed by the last chunk when `end`.
-std::string FrameHttp1Body(std::string_view data, bool chunked, bool end);
+// How a piece of an HTTP/1.1 body of `size` bytes goes on the wire: as it is, or, for a
+// chunked message, as a chunk, followed by the last chunk when `end`. What precedes the data
+// (the chunk's size line) is appended to `out`; what follows it is returned, so the data
+// itself goes out in a gathered write without a copy.
+std::string_view FrameHttp1Body(size_t size, bool chunked, bool end, std::string& out);
 
 }  // namespace meshpilot::sidecar::http

@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <cstdio>
 #include <string_view>
 #include <vector>
 
@@ -139,12 +138,16 @@ std::string NewRequestId(std::mt19937_64& rng) {
   uint64_t lo = rng();
   hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
   lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
-  char buf[37];
-  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx",
-                static_cast<unsigned>(hi >> 32), static_cast<unsigned>((hi >> 16) & 0xffff),
-                static_cast<unsigned>(hi & 0xffff), static_cast<unsigned>(lo >> 48),
-                static_cast<unsigned long long>(lo & 0xffffffffffffULL));
-  return buf;
+  // hi's 16 hex digits then lo's, as 8-4-4-4-12, written directly: this runs for every
+  // request.
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(36, '-');
+  for (size_t digit = 0, i = 0; digit < 32; ++digit, ++i) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) ++i;
+    const uint64_t word = digit < 16 ? hi : lo;
+    id[i] = kHex[(word >> (60 - 4 * (digit % 16))) & 0xf];
+  }
+  return id;
 }
 
 std::string ShadowHost(std::string_view host) {

@@ -1,15 +1,20 @@
 #include "sidecar/server/http1_codec.h"
 
+#include <algorithm>
+#include <array>
+#include <memory>
 #include <optional>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
 #include "sidecar/http/http1_headers.h"
+#include "sidecar/http/http1_parser.h"
 #include "sidecar/server/router_filter.h"
 
 namespace meshpilot::sidecar::server {
@@ -28,14 +33,18 @@ constexpr auto kIdleTimeout = std::chrono::seconds(300);
 class Http1DownstreamStream final : public DownstreamStream {
  public:
   Http1DownstreamStream(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                        bhttp::request_parser<bhttp::buffer_body>& parser, bool keep_alive)
+                        http::Http1Parser<true>& parser, std::string& out,
+                        bool keep_alive)
       : stream_(stream),
         buffer_(buffer),
         parser_(parser),
-        version_(parser.get().version()),
-        keep_alive_(keep_alive && parser.get().keep_alive()),
-        headers_(http::FromHttp1Request(parser.get().base())) {
-    if (beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
+        out_(out),
+        version_(parser.version()),
+        keep_alive_(keep_alive && parser.keep_alive()),
+        headers_(std::move(parser.headers())) {
+    if (auto expect = headers_.Get("expect");
+        expect && beast::iequals(beast::string_view(expect->data(), expect->size()),
+                                 "100-continue")) {
       headers_.Remove("expect");
       continue_pending_ = !parser.is_done();
     }
@@ -62,32 +71,36 @@ class Http1DownstreamStream final : public DownstreamStream {
       static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
       if (!co_await Write({kContinue, sizeof(kContinue) - 1})) co_return false;
     }
-    char chunk[16384];
-    auto& body = parser_.get().body();
-    body.data = chunk;
-    body.size = sizeof(chunk);
+    const size_t before = out.size();
+    parser_.BodyInto(out);
     boost::system::error_code ec;
     co_await bhttp::async_read(stream_, buffer_, parser_, redirect_error(use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) {
+      out.resize(before);
       failed_ = true;
       co_return false;
     }
-    out.append(chunk, sizeof(chunk) - body.size);
     end = parser_.is_done();
     co_return true;
   }
 
   asio::awaitable<bool> WriteHeaders(http::HeaderMap headers, bool end_stream) override {
+    co_return co_await WriteResponse(std::move(headers), {}, end_stream);
+  }
+
+  asio::awaitable<bool> WriteResponse(http::HeaderMap headers, std::string_view body,
+                                      bool end_stream) override {
     const unsigned status = headers.Status();
-    bhttp::response<bhttp::empty_body> response(http::ToHttp1Response(headers, version_));
-    const bool no_body = parser_.get().method() == bhttp::verb::head || status == 204 ||
+    out_.clear();
+    http::AppendHttp1ResponseHead(headers, version_, out_);
+    const bool no_body = parser_.method() == bhttp::verb::head || status == 204 ||
                          status == 304 || (status >= 100 && status < 200);
     if (!headers.Has("content-length") && !no_body) {
-      if (end_stream) {
-        response.set(bhttp::field::content_length, "0");
+      if (end_stream && body.empty()) {
+        http::AppendHttp1Field("Content-Length", "0", out_);
       } else if (version_ >= 11) {
-        response.set(bhttp::field::transfer_encoding, "chunked");
+        http::AppendHttp1Field("Transfer-Encoding", "chunked", out_);
         chunked_ = true;
       } else {
         keep_alive_ = false;  // HTTP/1.0 has no chunks: the end of the body is the close
@@ -95,26 +108,18 @@ class Http1DownstreamStream final : public DownstreamStream {
     }
     // A response that leaves the request body unread must close the connection.
     keep_alive_ = keep_alive_ && parser_.is_done();
-    response.keep_alive(keep_alive_);
-    bhttp::response_serializer<bhttp::empty_body> serializer(response);
-    boost::system::error_code ec;
-    co_await bhttp::async_write_header(stream_, serializer, redirect_error(use_awaitable, ec));
-    if (ec) {
-      failed_ = true;
-      co_return false;
+    if (version_ >= 11 && !keep_alive_) {
+      http::AppendHttp1Field("Connection", "close", out_);
+    } else if (version_ < 11 && keep_alive_) {
+      http::AppendHttp1Field("Connection", "keep-alive", out_);
     }
-    response_done_ = end_stream;
-    co_return true;
+    http::EndHttp1Head(out_);
+    co_return co_await Send(body, end_stream);
   }
 
   asio::awaitable<bool> WriteBody(std::string_view data, bool end_stream) override {
-    const std::string framed = http::FrameHttp1Body(data, chunked_, end_stream);
-    if (!framed.empty()) {
-      const bool written = co_await Write(framed);
-      if (!written) co_return false;
-    }
-    response_done_ = end_stream;
-    co_return true;
+    out_.clear();
+    co_return co_await Send(data, end_stream);
   }
 
   // Envoy drops trailers towards HTTP/1.1 clients unless asked to encode them: so does this.
@@ -129,6 +134,24 @@ class Http1DownstreamStream final : public DownstreamStream {
   }
 
  private:
+  // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
+  asio::awaitable<bool> Send(std::string_view data, bool end_stream) {
+    const std::string_view suffix = http::FrameHttp1Body(data.size(), chunked_, end_stream, out_);
+    const std::array<asio::const_buffer, 3> buffers{asio::buffer(out_),
+                                                    asio::buffer(data.data(), data.size()),
+                                                    asio::buffer(suffix.data(), suffix.size())};
+    if (asio::buffer_size(buffers) > 0) {
+      boost::system::error_code ec;
+      co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
+      if (ec) {
+        failed_ = true;
+        co_return false;
+      }
+    }
+    response_done_ = end_stream;
+    co_return true;
+  }
+
   asio::awaitable<bool> Write(std::string_view bytes) {
     boost::system::error_code ec;
     co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()),
@@ -139,7 +162,8 @@ class Http1DownstreamStream final : public DownstreamStream {
 
   beast::tcp_stream& stream_;
   beast::flat_buffer& buffer_;
-  bhttp::request_parser<bhttp::buffer_body>& parser_;
+  http::Http1Parser<true>& parser_;
+  std::string& out_;  // the connection's output buffer
   const unsigned version_;
   bool keep_alive_;
   http::HeaderMap headers_;
@@ -149,6 +173,52 @@ class Http1DownstreamStream final : public DownstreamStream {
   bool failed_ = false;
 };
 
+// Closes a keep-alive connection that waits more than kIdleTimeout for its next request. The
+// timer is armed once per connection, not per request (each re-arm can cost a timerfd_settime
+// syscall): a request only records when the wait began, and an expiry that finds a later wait
+// (or a request being served) sleeps again for what is left.
+class IdleTimeout {
+ public:
+  explicit IdleTimeout(beast::tcp_stream& stream)
+      : state_(std::make_shared<State>(stream)) {
+    Arm(state_, Clock::now() + kIdleTimeout);
+  }
+  ~IdleTimeout() {
+    state_->stream = nullptr;  // a completion already queued finds no stream
+    state_->timer.cancel();
+  }
+  IdleTimeout(const IdleTimeout&) = delete;
+  IdleTimeout& operator=(const IdleTimeout&) = delete;
+
+  void Waiting() { state_->waiting_since = Clock::now(); }
+  void Serving() { state_->waiting_since = Clock::time_point::max(); }
+
+ private:
+  struct State {
+    explicit State(beast::tcp_stream& s) : stream(&s), timer(s.get_executor()) {}
+    beast::tcp_stream* stream;
+    asio::steady_timer timer;
+    Clock::time_point waiting_since = Clock::time_point::max();  // max: serving a request
+  };
+
+  static void Arm(const std::shared_ptr<State>& state, Clock::time_point at) {
+    state->timer.expires_at(at);
+    state->timer.async_wait([state](const boost::system::error_code& ec) {
+      if (ec || state->stream == nullptr) return;
+      const Clock::time_point now = Clock::now();
+      if (state->waiting_since != Clock::time_point::max() &&
+          now - state->waiting_since >= kIdleTimeout) {
+        boost::system::error_code ignored;
+        state->stream->socket().close(ignored);  // the pending read fails
+        return;
+      }
+      Arm(state, std::min(state->waiting_since, now) + kIdleTimeout);
+    });
+  }
+
+  std::shared_ptr<State> state_;
+};
+
 }  // namespace
 
 asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
@@ -156,13 +226,16 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
                                  const std::string& listener_name, const ListenerEntry& listener,
                                  const config::HttpChain& chain) {
   RouterFilter router(worker, info, listener, chain);
+  std::string out;  // response heads, reused from one request to the next
+  stream.expires_never();
+  IdleTimeout idle(stream);
   for (;;) {
-    bhttp::request_parser<bhttp::buffer_body> parser;
-    parser.body_limit(http::kUnlimitedBody);
+    http::Http1Parser<true> parser;
     parser.header_limit(64 * 1024);
-    stream.expires_after(kIdleTimeout);
+    idle.Waiting();
     boost::system::error_code ec;
     co_await bhttp::async_read_header(stream, buffer, parser, redirect_error(use_awaitable, ec));
+    idle.Serving();
     if (ec) {
       if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
           ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
@@ -175,12 +248,11 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
       }
       break;
     }
-    stream.expires_never();
     std::shared_ptr<const ProxyConfig> config = worker.store().Load();
     const ListenerEntry* current = config->FindListener(listener_name);
     const bool keep_alive =
         current != nullptr && current->config == listener.config && !worker.draining();
-    Http1DownstreamStream down(stream, buffer, parser, keep_alive);
+    Http1DownstreamStream down(stream, buffer, parser, out, keep_alive);
     co_await router.Serve(down);
     if (!down.reusable()) break;
   }

@@ -1,15 +1,13 @@
 #include "sidecar/server/http1_upstream.h"
 
+#include <array>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/serializer.hpp>
-#include <boost/beast/http/write.hpp>
 
 #include "sidecar/http/http1_headers.h"
 
@@ -33,20 +31,18 @@ bool MethodHasBody(std::string_view method) {
 
 }  // namespace
 
-Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
-                                         asio::ip::tcp::endpoint peer,
+Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
                                          std::unique_ptr<UpstreamConnection> connection,
                                          bool head_request)
     : pool_(pool),
-      cluster_(std::move(cluster)),
-      peer_(peer),
+      idle_(idle),
       connection_(std::move(connection)),
       head_request_(head_request) {}
 
 Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
-      parser_->get().keep_alive()) {
-    pool_.Release(cluster_, peer_, std::move(connection_));
+      parser_->keep_alive()) {
+    pool_.Release(idle_, std::move(connection_));
   }
 }
 
@@ -58,38 +54,43 @@ void Http1UpstreamStream::ExpiresAt(Clock::time_point deadline) {
   }
 }
 
-asio::awaitable<StreamError> Http1UpstreamStream::Write(std::string_view bytes) {
+asio::awaitable<StreamError> Http1UpstreamStream::Send(std::string_view data, bool end_stream) {
+  const std::string_view suffix =
+      http::FrameHttp1Body(data.size(), chunked_request_, end_stream, connection_->out);
+  const std::array<asio::const_buffer, 3> buffers{asio::buffer(connection_->out),
+                                                  asio::buffer(data.data(), data.size()),
+                                                  asio::buffer(suffix.data(), suffix.size())};
+  if (asio::buffer_size(buffers) == 0) co_return StreamError::kNone;
   boost::system::error_code ec;
-  co_await asio::async_write(connection_->stream, asio::buffer(bytes.data(), bytes.size()),
-                             redirect_error(use_awaitable, ec));
+  co_await asio::async_write(connection_->stream, buffers, redirect_error(use_awaitable, ec));
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::HeaderMap& headers,
                                                               bool end_stream) {
-  bhttp::request<bhttp::empty_body> request(http::ToHttp1Request(headers));
+  connection_->out.clear();
+  http::AppendHttp1RequestHead(headers, connection_->out);
   if (!headers.Has("content-length")) {
     if (!end_stream) {
-      request.set(bhttp::field::transfer_encoding, "chunked");
+      http::AppendHttp1Field("Transfer-Encoding", "chunked", connection_->out);
       chunked_request_ = true;
     } else if (MethodHasBody(headers.GetOr(":method", ""))) {
-      request.set(bhttp::field::content_length, "0");
+      http::AppendHttp1Field("Content-Length", "0", connection_->out);
     }
   }
+  http::EndHttp1Head(connection_->out);
   request_complete_ = end_stream;
   connection_->stream.expires_never();
-  bhttp::request_serializer<bhttp::empty_body> serializer(request);
   boost::system::error_code ec;
-  co_await bhttp::async_write_header(connection_->stream, serializer,
-                                     redirect_error(use_awaitable, ec));
+  co_await asio::async_write(connection_->stream, asio::buffer(connection_->out),
+                             redirect_error(use_awaitable, ec));
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data,
                                                            bool end_stream) {
-  const std::string framed = http::FrameHttp1Body(data, chunked_request_, end_stream);
-  StreamError error = StreamError::kNone;
-  if (!framed.empty()) error = co_await Write(framed);
+  connection_->out.clear();
+  const StreamError error = co_await Send(data, end_stream);
   request_complete_ = end_stream && error == StreamError::kNone;
   co_return error;
 }
@@ -100,18 +101,17 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
   ExpiresAt(deadline);
   for (;;) {
     parser_.emplace();
-    parser_->body_limit(http::kUnlimitedBody);
     if (head_request_) parser_->skip(true);
     boost::system::error_code ec;
     co_await bhttp::async_read_header(connection_->stream, connection_->buffer, *parser_,
                                       redirect_error(use_awaitable, ec));
     if (ec) co_return ErrorOf(ec);
-    const unsigned status = parser_->get().result_int();
+    const unsigned status = parser_->status();
     // 100 Continue and other informational responses: the final one follows.
     if (status >= 100 && status < 200 && status != 101) continue;
     break;
   }
-  out = http::FromHttp1Response(parser_->get().base());
+  out = std::move(parser_->headers());
   end_stream = parser_->is_done();
   co_return StreamError::kNone;
 }
@@ -119,16 +119,16 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
 asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, bool& end,
                                                            Clock::time_point deadline) {
   ExpiresAt(deadline);
-  char buffer[16384];
-  auto& body = parser_->get().body();
-  body.data = buffer;
-  body.size = sizeof(buffer);
+  const size_t before = out.size();
+  parser_->BodyInto(out);
   boost::system::error_code ec;
   co_await bhttp::async_read(connection_->stream, connection_->buffer, *parser_,
                              redirect_error(use_awaitable, ec));
   if (ec == bhttp::error::need_buffer) ec = {};
-  if (ec) co_return ErrorOf(ec);
-  out.append(buffer, sizeof(buffer) - body.size);
+  if (ec) {
+    out.resize(before);  // a piece cut short is not passed on
+    co_return ErrorOf(ec);
+  }
   end = parser_->is_done();
   co_return StreamError::kNone;
 }

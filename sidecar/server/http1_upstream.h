@@ -9,8 +9,7 @@
 #include <optional>
 #include <string>
 
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/parser.hpp>
+#include "sidecar/http/http1_parser.h"
 
 #include "sidecar/server/stream.h"
 #include "sidecar/server/upstream_pool.h"
@@ -19,8 +18,7 @@ namespace meshpilot::sidecar::server {
 
 class Http1UpstreamStream final : public UpstreamStream {
  public:
-  Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
-                      boost::asio::ip::tcp::endpoint peer,
+  Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
                       std::unique_ptr<UpstreamConnection> connection, bool head_request);
   ~Http1UpstreamStream() override;
 
@@ -34,20 +32,21 @@ class Http1UpstreamStream final : public UpstreamStream {
   const http::HeaderMap& trailers() const override { return trailers_; }
   void Reset() override;
   bool reused_idle_connection() const override { return connection_->reused; }
+  bool has_buffered_body() const override { return connection_->buffer.size() > 0; }
 
  private:
-  boost::asio::awaitable<StreamError> Write(std::string_view bytes);
+  // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
+  boost::asio::awaitable<StreamError> Send(std::string_view data, bool end_stream);
   void ExpiresAt(Clock::time_point deadline);
 
   UpstreamPool& pool_;
-  std::string cluster_;
-  boost::asio::ip::tcp::endpoint peer_;
+  IdleConnections& idle_;  // where the connection goes back
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
   bool chunked_request_ = false;
   bool request_complete_ = false;
   bool reset_ = false;
-  std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body>> parser_;
+  std::optional<http::Http1Parser<false>> parser_;
   http::HeaderMap trailers_;  // HTTP/1.1 trailers are not read: always empty
 };
 

@@ -364,6 +364,7 @@ int Http2Connection::OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame
       frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
     auto stream = std::make_shared<Http2Stream>(self->io_, self->shared_from_this());
     stream->id_ = frame->hd.stream_id;
+    stream->headers_.Reserve(16);  // the usual request in one allocation
     self->streams_[frame->hd.stream_id] = std::move(stream);
   }
   return 0;

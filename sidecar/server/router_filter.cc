@@ -136,8 +136,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     headers.Set("server", "envoy");
     count_downstream(headers.Status());
     if (grpc) response_grpc_status = http::GrpcStatusOf(headers);
-    const bool written = co_await down.WriteHeaders(std::move(headers), body.empty());
-    if (written && !body.empty()) co_await down.WriteBody(body, true);
+    co_await down.WriteResponse(std::move(headers), body, true);
   };
   auto overloaded = [&](Mutations mutations) -> asio::awaitable<void> {
     static const config::HeaderMutations kOverloaded{
@@ -483,6 +482,14 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         }
         if (response_ended) grpc_status = http::GrpcStatusOf(up->trailers());
       }
+      const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
+      // Body that came with the headers goes downstream with them (one write on HTTP/1.1); if it
+      // breaks off, the headers still go and the body loop below meets the error.
+      StreamError early_body_error = StreamError::kNone;
+      if (error == StreamError::kNone && held_response.empty() && !response_ended &&
+          up->has_buffered_body()) {
+        early_body_error = co_await up->ReadBody(held_response, response_ended, body_deadline);
+      }
       if (error != StreamError::kNone) {
         // The response broke off before its end, and none of it was sent on.
         report(error == StreamError::kTimeout ? 504 : 503);
@@ -511,17 +518,21 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       response_mutations.ApplyTo(response);
       count_downstream(status);
       if (grpc && ended_with_headers) response_grpc_status = http::GrpcStatusOf(response);
-      const bool headers_written =
-          co_await down.WriteHeaders(std::move(response), ended_with_headers);
+      const bool ends_with_held =
+          response_ended && !held_response.empty() && up->trailers().empty();
+      const bool headers_written = co_await down.WriteResponse(
+          std::move(response), held_response, ended_with_headers || ends_with_held);
       if (!headers_written) {
         up->Reset();
         co_return;
       }
-      const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
-      std::string chunk = std::move(held_response);
-      for (bool done = ended_with_headers; !done; done = response_ended) {
+      std::string chunk;
+      for (bool done = ended_with_headers || ends_with_held; !done; done = response_ended) {
         if (chunk.empty() && !response_ended) {
-          error = co_await up->ReadBody(chunk, response_ended, body_deadline);
+          error = std::exchange(early_body_error, StreamError::kNone);
+          if (error == StreamError::kNone) {
+            error = co_await up->ReadBody(chunk, response_ended, body_deadline);
+          }
           if (error != StreamError::kNone) {
             spdlog::debug("upstream {}:{} of {}: response body broke off ({})",
                           target.peer.address().to_string(), target.peer.port(), cluster_name,

@@ -51,6 +51,14 @@ class DownstreamStream {
 
   virtual boost::asio::awaitable<bool> WriteHeaders(http::HeaderMap headers, bool end_stream) = 0;
   virtual boost::asio::awaitable<bool> WriteBody(std::string_view data, bool end_stream) = 0;
+  // The headers and a first piece of the body (none if empty) at once: HTTP/1.1 sends them in
+  // one write.
+  virtual boost::asio::awaitable<bool> WriteResponse(http::HeaderMap headers,
+                                                     std::string_view body, bool end_stream) {
+    bool written = co_await WriteHeaders(std::move(headers), end_stream && body.empty());
+    if (written && !body.empty()) written = co_await WriteBody(body, end_stream);
+    co_return written;
+  }
   // Ends the response with trailers (HTTP/1.1 drops them and ends the body, as Envoy does).
   virtual boost::asio::awaitable<bool> WriteTrailers(http::HeaderMap trailers) = 0;
   // Abandons the exchange: RST_STREAM on HTTP/2, the connection closed on HTTP/1.1.
@@ -81,6 +89,9 @@ class UpstreamStream {
   // The request went out on a pooled HTTP/1.1 connection that was idle: if it fails before
   // any response, the server most likely closed it meanwhile, and one retry is safe.
   virtual bool reused_idle_connection() const { return false; }
+  // Some of the response body has already arrived after the headers, so it can go downstream
+  // together with them.
+  virtual bool has_buffered_body() const { return false; }
 };
 
 }  // namespace meshpilot::sidecar::server

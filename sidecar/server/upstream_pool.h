@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -38,14 +39,16 @@ struct UpstreamConnection {
 
   boost::beast::tcp_stream stream;
   boost::beast::flat_buffer buffer;
+  std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
   bool connected = false;
   bool reused = false;
+  Clock::time_point released_at;  // when it last went idle
 };
 
 // Where one attempt goes.
 struct UpstreamTarget {
-  std::string cluster;
+  std::string_view cluster;  // the caller's, for as long as Open runs
   boost::asio::ip::tcp::endpoint peer;
   std::shared_ptr<ClusterStats> stats;
   uint32_t max_connections = 0;         // circuit breaker
@@ -55,6 +58,9 @@ struct UpstreamTarget {
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);
+
+// A pool's idle HTTP/1.1 connections to one endpoint of one cluster.
+using IdleConnections = std::vector<std::unique_ptr<UpstreamConnection>>;
 
 struct OpenedStream {
   std::unique_ptr<UpstreamStream> stream;
@@ -72,12 +78,32 @@ class UpstreamPool {
   boost::asio::awaitable<OpenedStream> Open(const UpstreamTarget& target, Protocol protocol,
                                             Clock::time_point connect_deadline);
 
-  // An HTTP/1.1 connection whose exchange completed cleanly, for the next request.
-  void Release(const std::string& cluster, const boost::asio::ip::tcp::endpoint& peer,
-               std::unique_ptr<UpstreamConnection> connection);
+  // An HTTP/1.1 connection whose exchange completed cleanly, for the next request on `idle`
+  // (the list it was opened for).
+  void Release(IdleConnections& idle, std::unique_ptr<UpstreamConnection> connection);
 
  private:
+  // By cluster and endpoint; looked up by a view of the cluster name, so a request copies no
+  // string to find its connections.
   using Key = std::pair<std::string, boost::asio::ip::tcp::endpoint>;
+  using KeyView = std::pair<std::string_view, boost::asio::ip::tcp::endpoint>;
+  struct KeyLess {
+    using is_transparent = void;
+    static KeyView View(const Key& key) { return {key.first, key.second}; }
+    static const KeyView& View(const KeyView& key) { return key; }
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const { return View(a) < View(b); }
+  };
+  template <class Value>
+  using Map = std::map<Key, Value, KeyLess>;
+  // The entry of `cluster` and `peer`, created empty if there is none.
+  template <class Value>
+  static Value& Entry(Map<Value>& map, std::string_view cluster,
+                      const boost::asio::ip::tcp::endpoint& peer) {
+    auto it = map.find(KeyView{cluster, peer});
+    if (it == map.end()) it = map.emplace(Key{std::string(cluster), peer}, Value()).first;
+    return it->second;
+  }
   static constexpr size_t kMaxIdlePerEndpoint = 128;
 
   boost::asio::awaitable<OpenedStream> OpenHttp1(const UpstreamTarget& target,
@@ -85,8 +111,8 @@ class UpstreamPool {
   OpenedStream OpenHttp2(const UpstreamTarget& target, Clock::time_point connect_deadline);
 
   boost::asio::io_context& io_;
-  std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
-  std::map<Key, std::vector<std::shared_ptr<Http2Connection>>> http2_;
+  Map<IdleConnections> idle_;  // entries are never removed: streams hold on to theirs
+  Map<std::vector<std::shared_ptr<Http2Connection>>> http2_;
 };
 
 }  // namespace meshpilot::sidecar::server

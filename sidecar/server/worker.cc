@@ -1,6 +1,7 @@
 #include "sidecar/server/worker.h"
 
 #include <linux/netfilter_ipv4.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -157,6 +158,7 @@ void Worker::Stop() {
   work_.reset();
   io_.stop();
   thread_.join();
+  stopped_ = true;
 }
 
 void Worker::ApplyListeners(std::shared_ptr<const ProxyConfig> config) {
@@ -243,7 +245,24 @@ asio::awaitable<void> Worker::AcceptLoop(std::shared_ptr<tcp::acceptor> acceptor
   }
 }
 
+void Worker::ConnectionClosed() {
+  if (--connections_ > 0 || trim_pending_ || stopped_) return;
+  trim_pending_ = true;
+  trim_timer_.expires_after(std::chrono::milliseconds(200));
+  trim_timer_.async_wait([this](const boost::system::error_code& ec) {
+    trim_pending_ = false;
+#ifdef __GLIBC__
+    if (!ec && connections_ == 0) malloc_trim(0);
+#endif
+  });
+}
+
 asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string name) {
+  ++connections_;
+  struct Closed {
+    Worker* worker;
+    ~Closed() { worker->ConnectionClosed(); }
+  } closed{this};
   std::shared_ptr<const ProxyConfig> config = store_.Load();
   const ListenerEntry* accepting = config->FindListener(name);
   if (accepting == nullptr) co_return;

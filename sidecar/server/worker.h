@@ -17,6 +17,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "sidecar/proxy_config.h"
 #include "sidecar/server/upstream_pool.h"
@@ -69,9 +70,14 @@ class Worker {
                                           std::string listener);
   boost::asio::awaitable<void> HandleConnection(boost::asio::ip::tcp::socket socket,
                                                 std::string listener);
+  // Once the worker has no connection left, returns the heap's free memory to the system
+  // (after 200 ms without one): a burst of connections leaves malloc's arenas fragmented, with
+  // megabytes free but resident.
+  void ConnectionClosed();
 
   int index_;
   ConfigStore& store_;
+  bool stopped_ = false;  // before io_: connections still end while it is destroyed
   boost::asio::io_context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   UpstreamPool pool_;
@@ -79,6 +85,9 @@ class Worker {
   std::map<std::string, Bound> bound_;
   bool bind_retry_pending_ = false;
   bool draining_ = false;
+  int connections_ = 0;
+  boost::asio::steady_timer trim_timer_{io_};
+  bool trim_pending_ = false;
   std::thread thread_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <regex>
 
 #include "sidecar/config/route.h"
@@ -148,6 +149,16 @@ TEST_CASE("headers: request ids are version-4 UUIDs") {
   std::regex uuid("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}");
   CHECK(std::regex_match(a, uuid));
   CHECK(a != b);
+  // The digits are the generator's two words, as printf would write them.
+  std::mt19937_64 same(3);
+  const uint64_t hi = (same() & 0xffffffffffff0fffULL) | 0x4000;
+  const uint64_t lo = (same() & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  char expected[37];
+  std::snprintf(expected, sizeof(expected), "%08x-%04x-%04x-%04x-%012llx",
+                static_cast<unsigned>(hi >> 32), static_cast<unsigned>((hi >> 16) & 0xffff),
+                static_cast<unsigned>(hi & 0xffff), static_cast<unsigned>(lo >> 48),
+                static_cast<unsigned long long>(lo & 0xffffffffffffULL));
+  CHECK(a == expected);
 }
 
 config::RetryPolicy Policy(const std::string& json) {

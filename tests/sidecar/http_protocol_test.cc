@@ -2,6 +2,8 @@
 // header conversion between HTTP/1.1 and the HeaderMap both codecs share, and the upstream
 // protocol a Cluster asks for (including exactly what meshpilot's translator emits).
 
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <catch2/catch.hpp>
 #include <google/protobuf/util/json_util.h>
 
@@ -15,6 +17,7 @@
 #include "sidecar/http/grpc.h"
 #include "sidecar/http/header_map.h"
 #include "sidecar/http/http1_headers.h"
+#include "sidecar/http/http1_parser.h"
 #include "tests/sidecar/proto_json.h"
 
 namespace meshpilot::sidecar {
@@ -79,14 +82,18 @@ TEST_CASE("header map: lower-case names, pseudo-headers first, set replaces ever
 }
 
 TEST_CASE("http1 headers: request line and Host become pseudo-headers and back") {
-  bhttp::request_header<> request;
-  request.method(bhttp::verb::post);
-  request.target("/echo.v1.Echo/Echo?x=1");
-  request.version(11);
-  request.set(bhttp::field::host, "echo.default:8080");
-  request.set("X-Trace", "abc");
-  request.set(bhttp::field::content_length, "5");
-  http::HeaderMap headers = http::FromHttp1Request(request);
+  http::Http1Parser<true> request;
+  const std::string_view sent =
+      "POST /echo.v1.Echo/Echo?x=1 HTTP/1.1\r\nHost: echo.default:8080\r\nX-Trace: abc\r\n"
+      "Host: second\r\nContent-Length: 5\r\n\r\nhello";
+  boost::system::error_code parse_error;
+  const size_t used = request.put(boost::asio::buffer(sent.data(), sent.size()), parse_error);
+  REQUIRE_FALSE(parse_error);
+  REQUIRE(request.is_header_done());
+  CHECK(request.method() == bhttp::verb::post);
+  CHECK(request.version() == 11);
+  CHECK(request.keep_alive());
+  http::HeaderMap headers = request.headers();
   CHECK(headers.GetOr(":method", "") == "POST");
   CHECK(headers.GetOr(":path", "") == "/echo.v1.Echo/Echo?x=1");
   CHECK(headers.GetOr(":authority", "") == "echo.default:8080");
@@ -94,8 +101,25 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
   CHECK_FALSE(headers.Has("host"));
   CHECK(headers.GetOr("x-trace", "") == "abc");
   CHECK(headers.GetOr("content-length", "") == "5");
+  // The body lands in the string given, and the message is done.
+  std::string body;
+  request.BodyInto(body);
+  request.put(boost::asio::buffer(sent.substr(used)), parse_error);
+  REQUIRE_FALSE(parse_error);
+  CHECK(body == "hello");
+  CHECK(request.is_done());
 
-  bhttp::request_header<> back = http::ToHttp1Request(headers);
+  // Written as the wire bytes, the head parses back (Beast's parser) to the same request.
+  std::string wire;
+  http::AppendHttp1RequestHead(headers, wire);
+  http::EndHttp1Head(wire);
+  CHECK(wire.starts_with("POST /echo.v1.Echo/Echo?x=1 HTTP/1.1\r\nHost: echo.default:8080\r\n"));
+  bhttp::request_parser<bhttp::empty_body> parser;
+  boost::system::error_code ec;
+  parser.put(boost::asio::buffer(wire), ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(parser.is_header_done());
+  const auto& back = parser.get();
   CHECK(back.method() == bhttp::verb::post);
   CHECK(back.target() == "/echo.v1.Echo/Echo?x=1");
   CHECK(back[bhttp::field::host] == "echo.default:8080");
@@ -105,26 +129,59 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
 }
 
 TEST_CASE("http1 headers: status line becomes :status and back") {
-  bhttp::response_header<> response;
-  response.result(bhttp::status::service_unavailable);
-  response.set("grpc-status", "14");
-  http::HeaderMap headers = http::FromHttp1Response(response);
+  http::Http1Parser<false> response;
+  const std::string_view received =
+      "HTTP/1.1 503 Service Unavailable\r\ngrpc-status: 14\r\nTransfer-Encoding: chunked\r\n\r\n";
+  boost::system::error_code parse_error;
+  response.put(boost::asio::buffer(received.data(), received.size()), parse_error);
+  REQUIRE_FALSE(parse_error);
+  CHECK(response.status() == 503);
+  http::HeaderMap headers = response.headers();
   CHECK(headers.Status() == 503);
   CHECK(headers.GetOr("grpc-status", "") == "14");
-  bhttp::response_header<> back = http::ToHttp1Response(http::HeaderMap{{":status", "200"},
-                                                                        {"content-type", "text/plain"}},
-                                                        10);
-  CHECK(back.result_int() == 200);
-  CHECK(back.version() == 10);
-  CHECK(back[bhttp::field::content_type] == "text/plain");
+  // Chunks arrive in pieces of at most kBodyPiece; the trailers are dropped.
+  std::string body;
+  const std::string chunked = "4000\r\n" + std::string(0x4000, 'a') + "\r\n5\r\nbbbbb\r\n0\r\nx-t: 1\r\n\r\n";
+  std::string_view rest = chunked;
+  while (!response.is_done()) {
+    response.BodyInto(body);
+    rest.remove_prefix(response.put(boost::asio::buffer(rest.data(), rest.size()), parse_error));
+    if (parse_error == bhttp::error::need_buffer) parse_error = {};
+    REQUIRE_FALSE(parse_error);
+  }
+  CHECK(body == std::string(0x4000, 'a') + "bbbbb");
+  CHECK_FALSE(response.headers().Has("x-t"));
+  std::string wire;
+  http::AppendHttp1ResponseHead(http::HeaderMap{{":status", "200"}, {"content-type", "text/plain"}},
+                                10, wire);
+  http::AppendHttp1Field("Content-Length", "0", wire);
+  http::EndHttp1Head(wire);
+  CHECK(wire == "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 0\r\n\r\n");
+  wire.clear();
+  http::AppendHttp1ResponseHead(http::HeaderMap{{":status", "599"}}, 11, wire);
+  http::EndHttp1Head(wire);
+  bhttp::response_parser<bhttp::empty_body> parser;
+  boost::system::error_code ec;
+  parser.put(boost::asio::buffer(wire), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(parser.get().result_int() == 599);
+  CHECK(parser.get().version() == 11);
+}
+
+// A body piece as FrameHttp1Body puts it on the wire.
+std::string Framed(std::string_view data, bool chunked, bool end) {
+  std::string out = "<";
+  const std::string_view suffix = http::FrameHttp1Body(data.size(), chunked, end, out);
+  return out.append(data).append(suffix);
 }
 
 TEST_CASE("http1 framing: bodies as they are, or chunked with the last chunk") {
-  CHECK(http::FrameHttp1Body("abc", false, true) == "abc");
-  CHECK(http::FrameHttp1Body(std::string(26, 'x'), true, false) == "1a\r\n" + std::string(26, 'x') + "\r\n");
-  CHECK(http::FrameHttp1Body("ab", true, true) == "2\r\nab\r\n0\r\n\r\n");
-  CHECK(http::FrameHttp1Body("", true, true) == "0\r\n\r\n");
-  CHECK(http::FrameHttp1Body("", true, false).empty());
+  CHECK(Framed("abc", false, true) == "<abc");
+  CHECK(Framed(std::string(26, 'x'), true, false) == "<1a\r\n" + std::string(26, 'x') + "\r\n");
+  CHECK(Framed(std::string(4096, 'x'), true, false) == "<1000\r\n" + std::string(4096, 'x') + "\r\n");
+  CHECK(Framed("ab", true, true) == "<2\r\nab\r\n0\r\n\r\n");
+  CHECK(Framed("", true, true) == "<0\r\n\r\n");
+  CHECK(Framed("", true, false) == "<");
 }
 
 config::ClusterConfig ClusterFrom(const std::string& json) {
