@@ -55,6 +55,7 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"downstream_cx_active", false, v(s.downstream_cx_active)},
       {"downstream_rq_total", true, v(s.downstream_rq_total)},
       {"no_route", true, v(s.no_route)},
+      {"downstream_rq_max_duration_reached", true, v(s.downstream_rq_max_duration_reached)},
       {"rbac_allowed", true, v(s.rbac_allowed)},
       {"rbac_denied", true, v(s.rbac_denied)},
       {"bind_errors", true, v(s.bind_errors)},

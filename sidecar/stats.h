@@ -78,6 +78,7 @@ struct ListenerStats {
   std::atomic<uint64_t> downstream_rq_total{0};
   std::array<std::atomic<uint64_t>, 6> downstream_rq_class{};
   std::atomic<uint64_t> no_route{0};
+  std::atomic<uint64_t> downstream_rq_max_duration_reached{0};
   std::atomic<uint64_t> rbac_allowed{0};  // connections and requests the RBAC filters passed
   std::atomic<uint64_t> rbac_denied{0};
   std::atomic<uint64_t> bind_errors{0};

@@ -18,6 +18,7 @@
 #include "sidecar/router/headers.h"
 #include "sidecar/router/retry.h"
 #include "sidecar/router/route_match.h"
+#include "sidecar/router/timeout.h"
 #include "sidecar/server/request_mirror.h"
 #include "sidecar/server/upstream_pool.h"
 #include "spdlog/spdlog.h"
@@ -97,11 +98,13 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
 }  // namespace
 
 asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
+  const Clock::time_point received = Clock::now();
   std::shared_ptr<const ProxyConfig> config = worker_.store().Load();
   ListenerStats& listener_stats = *listener_.stats;
   listener_stats.downstream_rq_total.fetch_add(1, std::memory_order_relaxed);
   http::HeaderMap& request = down.request_headers();
   const bool grpc = http::IsGrpc(request);
+  const std::optional<std::chrono::milliseconds> grpc_timeout = http::GrpcTimeout(request);
 
   // What istio_requests_total records when the request ends.
   unsigned response_code = 0;
@@ -114,10 +117,11 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   };
   // Envoy's local reply: text for HTTP, a trailers-only response for gRPC.
   auto local_reply = [&](unsigned status, std::string body, const Mutations& mutations,
-                         std::string location = "") -> asio::awaitable<void> {
+                         std::string location = "",
+                         std::optional<uint32_t> grpc_status = std::nullopt) -> asio::awaitable<void> {
     http::HeaderMap headers;
     if (grpc) {
-      headers = http::GrpcLocalReplyHeaders(status, body);
+      headers = http::GrpcLocalReplyHeaders(status, body, grpc_status);
       body.clear();
     } else {
       headers.Add(":status", std::to_string(status));
@@ -281,9 +285,13 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   const config::RetryPolicy* retry = action.retry ? &*action.retry : nullptr;
   uint32_t retries_left = retry ? retry->num_retries : 0;
   uint32_t retry_number = 0;
-  const Clock::time_point start = Clock::now();
-  const std::optional<Clock::time_point> deadline =
-      action.timeout.count() > 0 ? std::optional(start + action.timeout) : std::nullopt;
+  // The route timeout, and the stream's (max_stream_duration, grpc-timeout) from its start.
+  const router::RequestTimeouts timeouts = router::TimeoutsFor(action, grpc, grpc_timeout);
+  const std::optional<Clock::time_point> stream_deadline =
+      timeouts.stream ? std::optional(received + *timeouts.stream) : std::nullopt;
+  std::optional<Clock::time_point> deadline =
+      timeouts.route.count() > 0 ? std::optional(Clock::now() + timeouts.route) : std::nullopt;
+  if (stream_deadline) deadline = std::min(deadline.value_or(*stream_deadline), *stream_deadline);
   const upstream::Host* previous = nullptr;
   bool stale_retried = false;
   std::shared_ptr<const upstream::LoadBalancer> lb = cluster->lb;  // keeps hosts alive
@@ -322,6 +330,13 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     stats.upstream_rq_retry_active.fetch_sub(1, std::memory_order_relaxed);
   };
   auto timeout_reply = [&]() -> asio::awaitable<void> {
+    if (stream_deadline && Clock::now() + std::chrono::milliseconds(1) >= *stream_deadline) {
+      // Envoy's HTTP connection manager ends the stream, whatever the upstream was doing.
+      listener_stats.downstream_rq_max_duration_reached.fetch_add(1, std::memory_order_relaxed);
+      co_return co_await local_reply(
+          408, "downstream duration timeout", response_mutations, "",
+          static_cast<uint32_t>(http::GrpcStatus::kDeadlineExceeded));
+    }
     stats.upstream_rq_timeout.fetch_add(1, std::memory_order_relaxed);
     stats.CountResponse(504);
     co_await local_reply(504, "upstream request timeout", response_mutations);

@@ -118,6 +118,13 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                         "retry_on": "gateway-error", "num_retries": 2, "per_try_timeout": "0.2s",
                         "retry_back_off": {"base_interval": "0.01s"}}}}),
                     route("/dead", {"route": {"cluster": "dead"}}),
+                    # What meshpilot writes without a VirtualService timeout (as Istio does).
+                    route("/grpc-timeout/", {"route": {"cluster": "web-v1", "timeout": "0s",
+                                                       "max_stream_duration": {
+                                                           "grpc_timeout_header_max": "0s"}}}),
+                    route("/grpc-capped/", {"route": {"cluster": "web-v1", "timeout": "5s",
+                                                      "max_stream_duration": {
+                                                          "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
@@ -383,6 +390,26 @@ class HttpTest(SharedMeshTest):
         status, headers, _ = self.mesh.get("/redirect/x?y=1", host="web:8080")
         self.assertEqual(status, 301)
         self.assertEqual(headers["location"], "https://web/redirect/x?y=1")
+
+    def test_grpc_timeout_header_ends_the_stream(self):
+        grpc = {"content-type": "application/grpc"}
+        # Uncapped (grpc_timeout_header_max 0s): the header's 200 ms end a 3 s request, a gRPC
+        # one with DEADLINE_EXCEEDED in a trailers-only reply, another with 408.
+        status, headers, body = self.mesh.get("/grpc-timeout/delay/3000",
+                                              headers={"grpc-timeout": "200m", **grpc})
+        self.assertEqual((status, headers.get("grpc-status"), headers.get("grpc-message")),
+                         (200, "4", "downstream duration timeout"), headers)
+        status, _, body = self.mesh.get("/grpc-timeout/delay/3000", headers={"grpc-timeout": "200m"})
+        self.assertEqual((status, body), (408, b"downstream duration timeout"))
+        # A header longer than the answer takes, or none at all (route timeout 0s), lets it through.
+        self.assertEqual(self.mesh.get("/grpc-timeout/delay/300",
+                                       headers={"grpc-timeout": "20S", **grpc})[0], 200)
+        self.assertEqual(self.mesh.get("/grpc-timeout/delay/300", headers=grpc)[0], 200)
+        # Capped at 0.2 s: a 20 s grpc-timeout still ends a 3 s request.
+        status, headers, _ = self.mesh.get("/grpc-capped/delay/3000",
+                                           headers={"grpc-timeout": "20S", **grpc})
+        self.assertEqual((status, headers.get("grpc-status")), (200, "4"))
+        self.assertGreaterEqual(self.mesh.stat("listener.http.downstream_rq_max_duration_reached"), 3)
 
     def test_ring_hash_by_header_is_sticky(self):
         seen = {}
