@@ -38,6 +38,8 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"upstream_cx_tx_bytes_total", true, v(s.upstream_cx_tx_bytes_total)},
       {"upstream_cx_none_healthy", true, v(s.upstream_cx_none_healthy)},
       {"upstream_rq_active", false, v(s.upstream_rq_active)},
+      {"upstream_rq_pending_total", true, v(s.upstream_rq_pending_total)},
+      {"upstream_rq_pending_active", false, v(s.upstream_rq_pending_active)},
       {"upstream_rq_pending_overflow", true, v(s.upstream_rq_pending_overflow)},
       {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
       {"upstream_rq_retry_overflow", true, v(s.upstream_rq_retry_overflow)},

@@ -31,6 +31,8 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_cx_none_healthy{0};
   std::atomic<int64_t> upstream_rq_active{0};
   std::atomic<int64_t> upstream_rq_retry_active{0};  // retries waiting or in flight
+  std::atomic<uint64_t> upstream_rq_pending_total{0};
+  std::atomic<int64_t> upstream_rq_pending_active{0};  // across workers: max_pending_requests
   std::atomic<uint64_t> upstream_rq_pending_overflow{0};
   std::atomic<uint64_t> upstream_cx_overflow{0};
   std::atomic<uint64_t> upstream_rq_retry_overflow{0};

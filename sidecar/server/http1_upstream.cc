@@ -47,6 +47,9 @@ Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
       parser_->get().keep_alive()) {
     pool_.Release(cluster_, peer_, std::move(connection_));
+  } else {
+    connection_.reset();
+    pool_.ConnectionClosed(cluster_);
   }
 }
 

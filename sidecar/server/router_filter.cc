@@ -362,8 +362,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         pump.reset();
       }
       up.reset();
-      UpstreamTarget target{cluster_name, {}, cluster->stats, breakers.max_connections,
-                            cluster->config->http2.max_concurrent_streams, method == "HEAD"};
+      UpstreamTarget target =
+          UpstreamTarget::Of(cluster_name, *cluster->config, cluster->stats, method == "HEAD");
       const upstream::Host* host = nullptr;
       if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
         if (!info_.redirected) {
@@ -395,13 +395,9 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       if (retry != nullptr && retry->per_try_timeout.count() > 0) {
         attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
       }
-      const Clock::time_point connect_deadline =
-          std::min(attempt_deadline, now + cluster->config->connect_timeout);
-      OpenedStream opened = co_await worker_.pool().Open(target, protocol, connect_deadline);
-      if (opened.overflow) {
-        stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
-        co_return co_await overloaded(response_mutations);
-      }
+      // max_connections reached and the pending queue full: Envoy's overflow.
+      OpenedStream opened = co_await worker_.pool().Open(target, protocol, attempt_deadline);
+      if (opened.overflow) co_return co_await overloaded(response_mutations);
       up = std::move(opened.stream);
       StreamError error = opened.error;
       if (error == StreamError::kNone) {
@@ -431,8 +427,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         co_return co_await local_reply(503, kConnectFailure, response_mutations);
       }
       if (error == StreamError::kTimeout) {
-        report(504);
-        up->Reset();
+        if (up != nullptr) {  // else it timed out in the pending queue, before any host
+          report(504);
+          up->Reset();
+        }
         if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
           co_return co_await timeout_reply();
         }

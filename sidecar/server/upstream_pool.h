@@ -6,10 +6,16 @@
 // - HTTP/2: connections shared by streams; a stream goes on the first connection that has
 //   room under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
+// When max_connections (across workers) leaves no connection to use, a request waits in the
+// cluster's pending queue, up to max_pending_requests of them (across workers), as Envoy's
+// connection pools do: it is woken when this worker's connection to the cluster is released or
+// closed, and looks again every few milliseconds for what other workers freed.
 
 #include <chrono>
+#include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +25,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
@@ -39,6 +46,8 @@ struct UpstreamConnection {
   boost::beast::tcp_stream stream;
   boost::beast::flat_buffer buffer;
   std::shared_ptr<ClusterStats> stats;
+  // Once connected: the count of the pool's open connections to this cluster and host.
+  std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;
   bool reused = false;
 };
@@ -48,9 +57,25 @@ struct UpstreamTarget {
   std::string cluster;
   boost::asio::ip::tcp::endpoint peer;
   std::shared_ptr<ClusterStats> stats;
-  uint32_t max_connections = 0;         // circuit breaker
+  uint32_t max_connections = 0;  // circuit breakers
+  uint32_t max_pending_requests = 0;
+  std::chrono::milliseconds connect_timeout{0};
   uint32_t max_concurrent_streams = 0;  // HTTP/2, 0: the peer's limit
   bool head_request = false;            // HTTP/1.1: the response has no body
+
+  // The cluster's limits; `peer` is for the caller to set.
+  static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,
+                           std::shared_ptr<ClusterStats> stats, bool head_request) {
+    const config::CircuitBreakers& breakers = config.circuit_breakers;
+    return UpstreamTarget{cluster,
+                          {},
+                          std::move(stats),
+                          breakers.max_connections,
+                          breakers.max_pending_requests,
+                          config.connect_timeout,
+                          config.http2.max_concurrent_streams,
+                          head_request};
+  }
 };
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
@@ -59,7 +84,8 @@ Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downs
 struct OpenedStream {
   std::unique_ptr<UpstreamStream> stream;
   StreamError error = StreamError::kNone;
-  bool overflow = false;  // a new connection was needed and max_connections is reached
+  // max_connections was reached and the pending queue is full (upstream_rq_pending_overflow).
+  bool overflow = false;
 };
 
 class UpstreamPool {
@@ -68,25 +94,40 @@ class UpstreamPool {
 
   // A stream to `target` in `protocol`. HTTP/1.1 connects here (kConnectFailure on failure);
   // an HTTP/2 connection connects in the background and its streams fail with
-  // kConnectFailure if it cannot.
+  // kConnectFailure if it cannot. Connecting takes until the cluster's connect_timeout or
+  // `deadline`; a request in the pending queue waits until `deadline` (then kTimeout, without
+  // a stream).
   boost::asio::awaitable<OpenedStream> Open(const UpstreamTarget& target, Protocol protocol,
-                                            Clock::time_point connect_deadline);
+                                            Clock::time_point deadline);
 
   // An HTTP/1.1 connection whose exchange completed cleanly, for the next request.
   void Release(const std::string& cluster, const boost::asio::ip::tcp::endpoint& peer,
                std::unique_ptr<UpstreamConnection> connection);
+  // An HTTP/1.1 connection of `cluster` closed: a pending request may open one.
+  void ConnectionClosed(const std::string& cluster) { WakePending(cluster); }
 
  private:
   using Key = std::pair<std::string, boost::asio::ip::tcp::endpoint>;
   static constexpr size_t kMaxIdlePerEndpoint = 128;
 
-  boost::asio::awaitable<OpenedStream> OpenHttp1(const UpstreamTarget& target,
-                                                 Clock::time_point connect_deadline);
-  OpenedStream OpenHttp2(const UpstreamTarget& target, Clock::time_point connect_deadline);
+  // Empty when max_connections leaves no connection to use.
+  boost::asio::awaitable<std::optional<OpenedStream>> OpenHttp1(const UpstreamTarget& target,
+                                                                Clock::time_point connect_deadline);
+  std::optional<OpenedStream> OpenHttp2(const UpstreamTarget& target,
+                                        Clock::time_point connect_deadline);
+  boost::asio::awaitable<void> WaitPending(const std::string& cluster, Clock::time_point until);
+  void WakePending(const std::string& cluster);
 
   boost::asio::io_context& io_;
   std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  std::map<Key, std::shared_ptr<uint32_t>> http1_open_;  // idle and busy
   std::map<Key, std::vector<std::shared_ptr<Http2Connection>>> http2_;
+  // Pending requests of this worker by cluster, oldest first: each waits on its timer.
+  struct PendingWaiter {
+    boost::asio::steady_timer timer;
+    bool woken = false;
+  };
+  std::map<std::string, std::list<PendingWaiter*>> pending_;
 };
 
 }  // namespace meshpilot::sidecar::server

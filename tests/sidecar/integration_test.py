@@ -126,6 +126,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                                                       "max_stream_duration": {
                                                           "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
+                    route("/queued/", {"route": {"cluster": "queued"}}),
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
                         {"header": {"header_name": "x-user"}}]}}),
@@ -158,6 +159,8 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
 class Mesh:
     """The test ADS server, the backends and meshproxy, with the resources on disk."""
 
+    concurrency = 2  # meshproxy's workers
+
     def __init__(self, test):
         self.ads_bin = binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server")
         self.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
@@ -178,7 +181,7 @@ class Mesh:
         self.start_ads()
         self.proxy = Child("meshproxy", [
             self.proxy_bin, "--xds-address", f"127.0.0.1:{self.ads_port}", "--node-id", NODE_ID,
-            "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2",
+            "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", str(self.concurrency),
             # Reconnects within a second in tests (the default ceiling is 30s).
             "--xds-max-backoff", "1s"])
         self.children.append(self.proxy)
@@ -200,13 +203,14 @@ class Mesh:
         clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
+                    limited_cluster("queued", max_connections=1, max_pending_requests=1),
                     eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
                                     base_ejection_time="300s", max_ejection_percent=50)]
         endpoints = [assignment("web-v1", [self.v1.port]), assignment("web-v2", [self.v2.port]),
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
-                     assignment("limited", [self.v1.port]),
+                     assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
                      assignment(FLAKY, [self.v1.port, self.broken.port]),
@@ -605,6 +609,42 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(self.mesh.admin("/quitquitquit")[0], 405)  # POST only
 
 
+class OneWorkerMesh(Mesh):
+    concurrency = 1  # connection pools are per worker, as Envoy's
+
+
+class PendingQueueTest(SharedMeshTest):
+    """Circuit breaking's pending queue: requests wait for a connection under max_connections."""
+
+    mesh_class = OneWorkerMesh
+
+    def test_requests_wait_for_a_connection_up_to_max_pending_requests(self):
+        # max_connections 1, max_pending_requests 1: the first request holds the connection,
+        # the second waits for it, the third overflows.
+        stat = lambda name: self.mesh.stat(f"cluster.queued.{name}")
+        results = {}
+        def get(key, path):
+            results[key] = self.mesh.get(path)
+        first = threading.Thread(target=get, args=("first", "/queued/delay/1500"))
+        first.start()
+        wait_until(lambda: stat("upstream_cx_active") == 1, WAIT_S, "the connection to be in use")
+        second = threading.Thread(target=get, args=("second", "/queued/second"))
+        second.start()
+        wait_until(lambda: stat("upstream_rq_pending_active") == 1, WAIT_S, "a pending request")
+        status, headers, body = self.mesh.get("/queued/third")
+        self.assertEqual((status, headers.get("x-envoy-overloaded")), (503, "true"))
+        self.assertTrue(body.endswith(b"reset reason: overflow"), body)
+        first.join(timeout=10)
+        second.join(timeout=10)
+        self.assertEqual(results["first"][0], 200)
+        status, _, body = results["second"]
+        self.assertEqual((status, json.loads(body)["path"]), (200, "/queued/second"))
+        self.assertEqual(stat("upstream_rq_pending_total"), 1)
+        self.assertEqual(stat("upstream_rq_pending_overflow"), 1)
+        self.assertEqual(stat("upstream_rq_pending_active"), 0)
+        self.assertEqual(stat("upstream_cx_total"), 1)  # the second reused the first's connection
+
+
 class ConfigUpdateTest(unittest.TestCase):
     """ACK/NACK, last good config, listener changes and reconnects."""
 
@@ -629,7 +669,7 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "limited", "mirror", FLAKY, "sticky", "tcp-a", "tcp-b",
+                         ["dead", "empty", "limited", "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b",
                           "tcp-ring", "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
