@@ -190,6 +190,11 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
         return absl::InvalidArgumentError(
             "eds_cluster_config.eds_config: only ads config sources are supported");
       }
+      if (proto.eds_cluster_config().eds_config().has_initial_fetch_timeout()) {
+        cluster->eds_initial_fetch_timeout =
+            std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+                proto.eds_cluster_config().eds_config().initial_fetch_timeout()));
+      }
       cluster->eds_service_name = proto.eds_cluster_config().service_name().empty()
                                       ? proto.name()
                                       : proto.eds_cluster_config().service_name();

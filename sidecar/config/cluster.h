@@ -77,6 +77,9 @@ struct ClusterConfig {
   std::string name;
   DiscoveryType type = DiscoveryType::kEds;
   std::string eds_service_name;  // EDS: the ClusterLoadAssignment to subscribe to
+  // eds_config.initial_fetch_timeout: the cluster warms this long at most for its
+  // ClusterLoadAssignment (Envoy's default 15 s; 0: until it arrives).
+  std::chrono::milliseconds eds_initial_fetch_timeout{15000};
   LbPolicy lb_policy = LbPolicy::kRoundRobin;
   uint32_t choice_count = 2;  // LEAST_REQUEST
   uint64_t ring_size = 1024;  // RING_HASH minimum_ring_size / MAGLEV table_size (capped)

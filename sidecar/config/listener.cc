@@ -1,5 +1,7 @@
 #include "sidecar/config/listener.h"
 
+#include <google/protobuf/util/time_util.h>
+
 #include "absl/strings/str_cat.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb.h"
@@ -142,6 +144,11 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
               absl::StrCat(hf, ".rds.config_source: only ads is supported"));
         }
         http.rds_name = hcm.rds().route_config_name();
+        if (hcm.rds().config_source().has_initial_fetch_timeout()) {
+          http.rds_initial_fetch_timeout =
+              std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+                  hcm.rds().config_source().initial_fetch_timeout()));
+        }
         if (http.rds_name.empty()) {
           return absl::InvalidArgumentError(absl::StrCat(hf, ".rds.route_config_name: empty"));
         }

@@ -30,6 +30,9 @@ struct HttpChain {
   std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
   std::string rds_name;                            // or:
   std::shared_ptr<const RouteTable> inline_routes;
+  // rds.config_source.initial_fetch_timeout: the listener warms this long at most for its
+  // RouteConfiguration (Envoy's default 15 s; 0: until it arrives).
+  std::chrono::milliseconds rds_initial_fetch_timeout{15000};
 };
 
 struct TcpProxyChain {

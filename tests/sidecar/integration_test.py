@@ -754,6 +754,40 @@ class ConfigUpdateTest(unittest.TestCase):
         in_flight.close()
         self.assertEqual(data, b"tcp-a:before;after")
 
+    def test_listener_warms_until_its_route_config_arrives(self):
+        # As Envoy: a new listener whose RouteConfiguration has not arrived is not bound
+        # (connections are refused, never answered 404), and a changed listener waiting for a
+        # new one leaves the old version serving; both go into service when RDS arrives.
+        port = free_port()
+        late = routes("late-routes")
+        moved = routes("web-routes-2", extra_routes=[
+            route("/moved", {"direct_response": {"status": 200, "body": {"inline_string": "moved"}}})])
+        listeners = [http_listener("http", self.mesh.http_port, "web-routes-2"),
+                     http_listener("late-http", port, "late-routes")]
+        resources = self.mesh.resources(listeners=listeners)
+        resources["rds"] = [routes("web-routes"), late, moved]
+        version = self.mesh.write({**resources, "hold": ["rds"]})
+        self.mesh.wait_acked("lds", version)
+        wait_until(lambda: [r for r in self.mesh.requests("rds")
+                            if "late-routes" in r["names"]], WAIT_S, "the RDS request for late-routes")
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        # The old version of "http" (web-routes, without /moved) keeps serving.
+        self.assertEqual(self.mesh.get("/")[0], 200)
+        self.assertEqual(json.loads(self.mesh.get("/moved")[2])["path"], "/moved")
+        self.assertEqual(self.mesh.admin("/ready")[0], 200)
+
+        version = self.mesh.write({**resources, "hold": []})
+        self.mesh.wait_acked("rds", version)
+        wait_until(lambda: self.mesh.get("/moved")[2] == b"moved", WAIT_S, "the new version of http")
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+                   WAIT_S, "late-http to listen")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/", headers={"Host": "web"})
+        r = conn.getresponse()
+        self.assertEqual((r.status, json.loads(r.read())["backend"]), (200, "web-v1"))
+        conn.close()
+
     def test_listener_whose_port_is_taken_binds_once_it_frees(self):
         port = free_port()
         squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
