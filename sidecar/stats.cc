@@ -46,6 +46,14 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"outlier_detection.ejections_enforced_total", true,
        v(s.outlier_detection_ejections_enforced_total)},
       {"outlier_detection.ejections_active", false, v(s.outlier_detection_ejections_active)},
+      {"outlier_detection.ejections_detected_success_rate", true,
+       v(s.outlier_detection_ejections_detected_success_rate)},
+      {"outlier_detection.ejections_enforced_success_rate", true,
+       v(s.outlier_detection_ejections_enforced_success_rate)},
+      {"outlier_detection.ejections_detected_failure_percentage", true,
+       v(s.outlier_detection_ejections_detected_failure_percentage)},
+      {"outlier_detection.ejections_enforced_failure_percentage", true,
+       v(s.outlier_detection_ejections_enforced_failure_percentage)},
       {"istio_requests_untracked", true, static_cast<int64_t>(s.istio_requests.untracked())},
   };
 }

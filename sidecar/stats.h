@@ -38,6 +38,10 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_rq_retry_overflow{0};
   std::atomic<uint64_t> outlier_detection_ejections_enforced_total{0};
   std::atomic<int64_t> outlier_detection_ejections_active{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_failure_percentage{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_failure_percentage{0};
   IstioRequestCounts istio_requests;
 
   void CountResponse(unsigned status) {

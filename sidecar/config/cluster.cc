@@ -170,6 +170,35 @@ absl::StatusOr<OutlierDetection> ParseOutlierDetection(
   if (proto.has_max_ejection_time()) {
     status.Update(duration(proto.max_ejection_time(), "max_ejection_time", od.max_ejection_time));
   }
+  if (proto.has_interval()) status.Update(duration(proto.interval(), "interval", od.interval));
+  auto count = [](const google::protobuf::UInt32Value& value, uint32_t& out) { out = value.value(); };
+  if (proto.has_success_rate_minimum_hosts()) {
+    count(proto.success_rate_minimum_hosts(), od.success_rate_minimum_hosts);
+  }
+  if (proto.has_success_rate_request_volume()) {
+    count(proto.success_rate_request_volume(), od.success_rate_request_volume);
+  }
+  if (proto.has_success_rate_stdev_factor()) {
+    count(proto.success_rate_stdev_factor(), od.success_rate_stdev_factor);
+  }
+  if (proto.has_enforcing_success_rate()) {
+    status.Update(percent(proto.enforcing_success_rate(), "enforcing_success_rate",
+                          od.enforcing_success_rate));
+  }
+  if (proto.has_failure_percentage_threshold()) {
+    status.Update(percent(proto.failure_percentage_threshold(), "failure_percentage_threshold",
+                          od.failure_percentage_threshold));
+  }
+  if (proto.has_enforcing_failure_percentage()) {
+    status.Update(percent(proto.enforcing_failure_percentage(), "enforcing_failure_percentage",
+                          od.enforcing_failure_percentage));
+  }
+  if (proto.has_failure_percentage_minimum_hosts()) {
+    count(proto.failure_percentage_minimum_hosts(), od.failure_percentage_minimum_hosts);
+  }
+  if (proto.has_failure_percentage_request_volume()) {
+    count(proto.failure_percentage_request_volume(), od.failure_percentage_request_volume);
+  }
   if (!status.ok()) return status;
   return od;
 }

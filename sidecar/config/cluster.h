@@ -57,9 +57,8 @@ struct Http2Options {
   uint32_t max_concurrent_streams = 0;  // 0: as many as the peer allows
 };
 
-// outlier_detection's consecutive-error detectors, with Envoy's defaults. success_rate and
-// failure_percentage are not implemented; `interval` is not needed (hosts return as soon as
-// their ejection time has passed).
+// outlier_detection, with Envoy's defaults: the consecutive-error detectors (on every result)
+// and the success-rate and failure-percentage ones (over each `interval`).
 struct OutlierDetection {
   uint32_t consecutive_5xx = 5;
   uint32_t enforcing_consecutive_5xx = 100;  // percent
@@ -68,6 +67,15 @@ struct OutlierDetection {
   std::chrono::milliseconds base_ejection_time{30000};
   std::chrono::milliseconds max_ejection_time{300000};
   uint32_t max_ejection_percent = 10;
+  std::chrono::milliseconds interval{10000};
+  uint32_t success_rate_minimum_hosts = 5;
+  uint32_t success_rate_request_volume = 100;
+  uint32_t success_rate_stdev_factor = 1900;  // thousandths of a standard deviation
+  uint32_t enforcing_success_rate = 100;      // percent
+  uint32_t failure_percentage_threshold = 85;
+  uint32_t enforcing_failure_percentage = 0;  // percent
+  uint32_t failure_percentage_minimum_hosts = 5;
+  uint32_t failure_percentage_request_volume = 50;
   // common_lb_config.healthy_panic_threshold (percent): with fewer hosts than this not ejected,
   // all of them take traffic; 0 turns panic mode off (Istio's default without minHealthPercent).
   double healthy_panic_threshold = 50;
