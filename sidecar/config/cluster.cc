@@ -91,6 +91,11 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": cannot unpack ", it->second.type_url()));
     }
+    if (options.common_http_protocol_options().has_idle_timeout()) {
+      cluster.idle_timeout =
+          std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+              options.common_http_protocol_options().idle_timeout()));
+    }
     switch (options.upstream_protocol_options_case()) {
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kExplicitHttpConfig:
         if (options.explicit_http_config().has_http2_protocol_options()) {

@@ -94,6 +94,9 @@ struct ClusterConfig {
   std::chrono::milliseconds connect_timeout{5000};
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   Http2Options http2;
+  // HttpProtocolOptions.common_http_protocol_options.idle_timeout: a connection without
+  // requests this long is closed (Envoy's default 1 h; 0: never).
+  std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
   CircuitBreakers circuit_breakers;
   std::optional<OutlierDetection> outlier_detection;  // absent: no host is ever ejected
   std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment

@@ -23,8 +23,6 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto kIdleTimeout = std::chrono::seconds(300);
-
 class Http1DownstreamStream final : public DownstreamStream {
  public:
   Http1DownstreamStream(beast::tcp_stream& stream, beast::flat_buffer& buffer,
@@ -160,10 +158,18 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
     bhttp::request_parser<bhttp::buffer_body> parser;
     parser.body_limit(http::kUnlimitedBody);
     parser.header_limit(64 * 1024);
-    stream.expires_after(kIdleTimeout);
+    // The HTTP connection manager's idle_timeout, between requests.
+    if (chain.idle_timeout.count() > 0) {
+      stream.expires_after(chain.idle_timeout);
+    } else {
+      stream.expires_never();
+    }
     boost::system::error_code ec;
     co_await bhttp::async_read_header(stream, buffer, parser, redirect_error(use_awaitable, ec));
     if (ec) {
+      if (ec == beast::error::timeout) {
+        listener.stats->downstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+      }
       if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
           ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
         bhttp::response<bhttp::string_body> bad{bhttp::status::bad_request, 11};

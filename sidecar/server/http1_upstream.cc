@@ -36,17 +36,18 @@ bool MethodHasBody(std::string_view method) {
 Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
                                          asio::ip::tcp::endpoint peer,
                                          std::unique_ptr<UpstreamConnection> connection,
-                                         bool head_request)
+                                         bool head_request, std::chrono::milliseconds idle_timeout)
     : pool_(pool),
       cluster_(std::move(cluster)),
       peer_(peer),
       connection_(std::move(connection)),
-      head_request_(head_request) {}
+      head_request_(head_request),
+      idle_timeout_(idle_timeout) {}
 
 Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
       parser_->get().keep_alive()) {
-    pool_.Release(cluster_, peer_, std::move(connection_));
+    pool_.Release(cluster_, peer_, std::move(connection_), idle_timeout_);
   } else {
     connection_.reset();
     pool_.ConnectionClosed(cluster_);

@@ -21,7 +21,8 @@ class Http1UpstreamStream final : public UpstreamStream {
  public:
   Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
                       boost::asio::ip::tcp::endpoint peer,
-                      std::unique_ptr<UpstreamConnection> connection, bool head_request);
+                      std::unique_ptr<UpstreamConnection> connection, bool head_request,
+                      std::chrono::milliseconds idle_timeout);
   ~Http1UpstreamStream() override;
 
   boost::asio::awaitable<StreamError> SendHeaders(const http::HeaderMap& headers,
@@ -44,6 +45,7 @@ class Http1UpstreamStream final : public UpstreamStream {
   boost::asio::ip::tcp::endpoint peer_;
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
+  std::chrono::milliseconds idle_timeout_;  // of the connection back in the pool
   bool chunked_request_ = false;
   bool request_complete_ = false;
   bool reset_ = false;

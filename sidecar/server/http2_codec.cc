@@ -149,6 +149,8 @@ asio::awaitable<void> ServeHttp2(Worker& worker, asio::ip::tcp::socket socket, s
         });
       });
   context->connection = connection;
+  connection->SetIdleTimeout(chain.idle_timeout,
+                             &context->listener.stats->downstream_cx_idle_timeout);
   co_await connection->Serve(std::move(preface));
 }
 

@@ -131,8 +131,10 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
     return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, target.cluster, target.peer,
                                                               std::move(connection),
-                                                              target.head_request)};
+                                                              target.head_request,
+                                                              target.idle_timeout)};
   };
+  CloseIdle({target.cluster, target.peer}, target.idle_timeout);
   if (auto it = idle_.find({target.cluster, target.peer}); it != idle_.end()) {
     while (!it->second.empty()) {
       std::unique_ptr<UpstreamConnection> connection = std::move(it->second.back());
@@ -189,19 +191,38 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
   }
   auto connection = std::make_shared<Http2Connection>(io_, tcp::socket(io_),
                                                       Http2Connection::Role::kClient);
+  connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connections.push_back(connection);
   asio::co_spawn(io_, connection->Connect(target.peer, deadline, target.stats), asio::detached);
   return OpenedStream{NewHttp2UpstreamStream(std::move(connection))};
 }
 
 void UpstreamPool::Release(const std::string& cluster, const tcp::endpoint& peer,
-                           std::unique_ptr<UpstreamConnection> connection) {
+                           std::unique_ptr<UpstreamConnection> connection,
+                           std::chrono::milliseconds idle_timeout) {
+  CloseIdle({cluster, peer}, idle_timeout);
   auto& idle = idle_[{cluster, peer}];
   if (idle.size() < kMaxIdlePerEndpoint) {
     connection->stream.expires_never();
+    connection->idle_since = Clock::now();
     idle.push_back(std::move(connection));
   }
   WakePending(cluster);
+}
+
+void UpstreamPool::CloseIdle(const Key& key, std::chrono::milliseconds idle_timeout) {
+  if (idle_timeout.count() == 0) return;
+  auto it = idle_.find(key);
+  if (it == idle_.end()) return;
+  const Clock::time_point cutoff = Clock::now() - idle_timeout;
+  // Oldest first: connections are pushed as they become idle.
+  auto& idle = it->second;
+  auto fresh = std::find_if(idle.begin(), idle.end(),
+                            [&](const auto& c) { return c->idle_since > cutoff; });
+  for (auto stale = idle.begin(); stale != fresh; ++stale) {
+    (*stale)->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+  }
+  idle.erase(idle.begin(), fresh);
 }
 
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream) {

@@ -50,6 +50,7 @@ struct UpstreamConnection {
   std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;
   bool reused = false;
+  Clock::time_point idle_since;  // in the pool
 };
 
 // Where one attempt goes.
@@ -60,6 +61,7 @@ struct UpstreamTarget {
   uint32_t max_connections = 0;  // circuit breakers
   uint32_t max_pending_requests = 0;
   std::chrono::milliseconds connect_timeout{0};
+  std::chrono::milliseconds idle_timeout{0};  // 0: none
   uint32_t max_concurrent_streams = 0;  // HTTP/2, 0: the peer's limit
   bool head_request = false;            // HTTP/1.1: the response has no body
 
@@ -73,6 +75,7 @@ struct UpstreamTarget {
                           breakers.max_connections,
                           breakers.max_pending_requests,
                           config.connect_timeout,
+                          config.idle_timeout,
                           config.http2.max_concurrent_streams,
                           head_request};
   }
@@ -102,7 +105,8 @@ class UpstreamPool {
 
   // An HTTP/1.1 connection whose exchange completed cleanly, for the next request.
   void Release(const std::string& cluster, const boost::asio::ip::tcp::endpoint& peer,
-               std::unique_ptr<UpstreamConnection> connection);
+               std::unique_ptr<UpstreamConnection> connection,
+               std::chrono::milliseconds idle_timeout);
   // An HTTP/1.1 connection of `cluster` closed: a pending request may open one.
   void ConnectionClosed(const std::string& cluster) { WakePending(cluster); }
 
@@ -119,6 +123,9 @@ class UpstreamPool {
   void WakePending(const std::string& cluster);
 
   boost::asio::io_context& io_;
+  // Closes the idle connections of `key` that have been idle for `idle_timeout` (not 0).
+  void CloseIdle(const Key& key, std::chrono::milliseconds idle_timeout);
+
   std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   std::map<Key, std::shared_ptr<uint32_t>> http1_open_;  // idle and busy
   std::map<Key, std::vector<std::shared_ptr<Http2Connection>>> http2_;

@@ -48,6 +48,16 @@ def eds_cluster(name, lb="ROUND_ROBIN"):
             "connect_timeout": "1s", "lb_policy": lb}
 
 
+def idle_cluster(name, idle_timeout):
+    cluster = eds_cluster(name)
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": idle_timeout},
+            "explicit_http_config": {"http_protocol_options": {}}}}
+    return cluster
+
+
 def limited_cluster(name, **thresholds):
     cluster = eds_cluster(name)
     cluster["circuit_breakers"] = {"thresholds": [dict(thresholds)]}
@@ -68,7 +78,7 @@ def assignment(name, ports):
                  "health_status": "HEALTHY"} for p in ports]}]}
 
 
-def http_listener(name, port, route_name):
+def http_listener(name, port, route_name, **hcm):
     return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{
@@ -77,7 +87,7 @@ def http_listener(name, port, route_name):
                                  "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"},
                                          "route_config_name": route_name},
                                  "http_filters": [{"name": "envoy.filters.http.router",
-                                                   "typed_config": {"@type": ROUTER}}]}}]}],
+                                                   "typed_config": {"@type": ROUTER}}], **hcm}}]}],
             "traffic_direction": "OUTBOUND", "bind_to_port": True}
 
 
@@ -127,6 +137,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                                                           "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
                     route("/queued/", {"route": {"cluster": "queued"}}),
+                    route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
                         {"header": {"header_name": "x-user"}}]}}),
@@ -172,6 +183,7 @@ class Mesh:
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
         self.sticky_tcp_port = free_port()
+        self.idle_http_port = free_port()
         self.admin_port = free_port()
         self.children = []
         self.version = 0
@@ -204,6 +216,7 @@ class Mesh:
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
+                    idle_cluster("idle-upstream", "0.3s"),
                     eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
                                     base_ejection_time="300s", max_ejection_percent=50)]
@@ -211,12 +224,15 @@ class Mesh:
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
+                     assignment("idle-upstream", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
                      assignment(FLAKY, [self.v1.port, self.broken.port]),
                      assignment("mirror", [self.mirror.port])]
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
+                         http_listener("idle-http", self.idle_http_port, "web-routes",
+                                       common_http_protocol_options={"idle_timeout": "0.3s"}),
                          tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
                          tcp_listener("tcp-split", self.split_tcp_port,
                                       weighted=[("tcp-a", 1), ("tcp-b", 1)]),
@@ -414,6 +430,58 @@ class HttpTest(SharedMeshTest):
                                            headers={"grpc-timeout": "20S", **grpc})
         self.assertEqual((status, headers.get("grpc-status")), (200, "4"))
         self.assertGreaterEqual(self.mesh.stat("listener.http.downstream_rq_max_duration_reached"), 3)
+
+    def test_idle_downstream_http1_connection_is_closed(self):
+        # The HTTP connection manager's idle_timeout (0.3 s): a keep-alive connection without a
+        # request is closed.
+        with socket.create_connection(("127.0.0.1", self.mesh.idle_http_port), timeout=WAIT_S) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, data)
+                data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+            self.assertEqual(s.recv(1), b"")  # closed by meshproxy, not by this client
+        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+
+    def test_idle_downstream_http2_connection_gets_goaway(self):
+        with socket.create_connection(("127.0.0.1", self.mesh.idle_http_port), timeout=WAIT_S) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            frames, data = [], b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+                    length = int.from_bytes(data[:3], "big")
+                    frames.append((data[3], data[9:9 + length]))
+                    data = data[9 + length:]
+        goaways = [payload for kind, payload in frames if kind == 7]
+        self.assertEqual(len(goaways), 1, frames)
+        self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR
+        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+
+    def test_idle_upstream_http1_connection_is_not_reused(self):
+        # The cluster's idle_timeout (0.3 s): a pooled connection idle longer is closed rather
+        # than given to the next request.
+        stat = lambda name: self.mesh.stat(f"cluster.idle-upstream.{name}")
+        # One downstream connection, so one worker and its pool serve every request.
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        def get(path):
+            conn.request("GET", path, headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            return r.status
+        self.assertEqual(get("/idle-upstream/a"), 200)
+        self.assertEqual(get("/idle-upstream/b"), 200)
+        opened = stat("upstream_cx_total")
+        time.sleep(0.6)
+        self.assertEqual(get("/idle-upstream/c"), 200)
+        conn.close()
+        self.assertEqual(stat("upstream_cx_idle_timeout"), 1)
+        self.assertEqual(stat("upstream_cx_total"), opened + 1)
 
     def test_ring_hash_by_header_is_sticky(self):
         seen = {}
@@ -669,7 +737,8 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "limited", "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b",
+                         ["dead", "empty", "idle-upstream", "limited", "mirror", FLAKY, "queued",
+                          "sticky", "tcp-a", "tcp-b",
                           "tcp-ring", "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
