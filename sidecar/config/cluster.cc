@@ -98,6 +98,8 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
     }
     switch (options.upstream_protocol_options_case()) {
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kExplicitHttpConfig:
+        cluster.http1.enable_trailers =
+            options.explicit_http_config().http_protocol_options().enable_trailers();
         if (options.explicit_http_config().has_http2_protocol_options()) {
           cluster.protocol = UpstreamProtocol::kHttp2;
           http2(options.explicit_http_config().http2_protocol_options());
@@ -111,6 +113,8 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::
           kUseDownstreamProtocolConfig:
         cluster.protocol = UpstreamProtocol::kDownstream;
+        cluster.http1.enable_trailers =
+            options.use_downstream_protocol_config().http_protocol_options().enable_trailers();
         http2(options.use_downstream_protocol_config().http2_protocol_options());
         return absl::OkStatus();
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kAutoConfig:
@@ -120,6 +124,7 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
         break;  // only common options: the deprecated fields decide
     }
   }
+  cluster.http1.enable_trailers = proto.http_protocol_options().enable_trailers();
   if (proto.has_http2_protocol_options()) {
     cluster.protocol = UpstreamProtocol::kHttp2;
     http2(proto.http2_protocol_options());

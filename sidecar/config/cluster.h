@@ -53,6 +53,10 @@ enum class UpstreamProtocol {
   kDownstream,  // whichever the downstream request came in (use_downstream_protocol_config)
 };
 
+struct Http1Options {
+  bool enable_trailers = false;  // read trailers of HTTP/1.1 responses
+};
+
 struct Http2Options {
   uint32_t max_concurrent_streams = 0;  // 0: as many as the peer allows
 };
@@ -93,6 +97,7 @@ struct ClusterConfig {
   uint64_t ring_size = 1024;  // RING_HASH minimum_ring_size / MAGLEV table_size (capped)
   std::chrono::milliseconds connect_timeout{5000};
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
+  Http1Options http1;
   Http2Options http2;
   // HttpProtocolOptions.common_http_protocol_options.idle_timeout: a connection without
   // requests this long is closed (Envoy's default 1 h; 0: never).

@@ -137,6 +137,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
             absl::StrCat(hf, ".codec_type: HTTP/3 is not supported (AUTO, HTTP1, HTTP2 are)"));
     }
     http.stat_prefix = hcm.stat_prefix();
+    http.enable_trailers = hcm.http_protocol_options().enable_trailers();
     if (hcm.common_http_protocol_options().has_idle_timeout()) {
       http.idle_timeout =
           std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(

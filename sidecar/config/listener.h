@@ -36,6 +36,8 @@ struct HttpChain {
   // common_http_protocol_options.idle_timeout: a connection without requests this long is
   // closed, HTTP/2 with GOAWAY (Envoy's default 1 h; 0: never).
   std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
+  // http_protocol_options.enable_trailers: HTTP/1.1 responses carry trailers (chunked).
+  bool enable_trailers = false;
 };
 
 struct TcpProxyChain {

@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace meshpilot::sidecar::http {
@@ -75,6 +76,25 @@ std::string FrameHttp1Body(std::string_view data, bool chunked, bool end) {
   }
   if (end) framed.append("0\r\n\r\n");
   return framed;
+}
+
+HeaderMap Http1Trailers(const beast_http::fields& fields, size_t header_fields) {
+  HeaderMap trailers;
+  size_t i = 0;
+  for (const auto& field : fields) {
+    if (i++ >= header_fields) trailers.Add(SV(field.name_string()), SV(field.value()));
+  }
+  return trailers;
+}
+
+std::string Http1LastChunk(const HeaderMap& trailers) {
+  std::string out = "0\r\n";
+  for (const auto& [name, value] : trailers.entries()) {
+    if (name.empty() || name.front() == ':') continue;
+    absl::StrAppend(&out, name, ": ", value, "\r\n");
+  }
+  out.append("\r\n");
+  return out;
 }
 
 }  // namespace meshpilot::sidecar::http

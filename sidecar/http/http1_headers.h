@@ -31,4 +31,10 @@ boost::beast::http::response_header<> ToHttp1Response(const HeaderMap& headers, 
 // chunk followed by the last chunk when `end`.
 std::string FrameHttp1Body(std::string_view data, bool chunked, bool end);
 
+// The trailers of a chunked message Beast parsed: its fields after the first `header_fields`
+// (Beast appends the trailer fields to the header's).
+HeaderMap Http1Trailers(const boost::beast::http::fields& fields, size_t header_fields);
+// The last chunk of a chunked body with trailers (pseudo-headers left out).
+std::string Http1LastChunk(const HeaderMap& trailers);
+
 }  // namespace meshpilot::sidecar::http

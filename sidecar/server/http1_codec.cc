@@ -26,12 +26,14 @@ namespace {
 class Http1DownstreamStream final : public DownstreamStream {
  public:
   Http1DownstreamStream(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                        bhttp::request_parser<bhttp::buffer_body>& parser, bool keep_alive)
+                        bhttp::request_parser<bhttp::buffer_body>& parser, bool keep_alive,
+                        bool enable_trailers)
       : stream_(stream),
         buffer_(buffer),
         parser_(parser),
         version_(parser.get().version()),
         keep_alive_(keep_alive && parser.get().keep_alive()),
+        enable_trailers_(enable_trailers),
         headers_(http::FromHttp1Request(parser.get().base())) {
     if (beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
       headers_.Remove("expect");
@@ -115,9 +117,13 @@ class Http1DownstreamStream final : public DownstreamStream {
     co_return true;
   }
 
-  // Envoy drops trailers towards HTTP/1.1 clients unless asked to encode them: so does this.
-  asio::awaitable<bool> WriteTrailers(http::HeaderMap) override {
-    co_return co_await WriteBody({}, true);
+  // Envoy drops trailers towards HTTP/1.1 clients unless enable_trailers asks to encode them
+  // in the last chunk: so does this.
+  asio::awaitable<bool> WriteTrailers(http::HeaderMap trailers) override {
+    if (!enable_trailers_ || !chunked_) co_return co_await WriteBody({}, true);
+    const bool written = co_await Write(http::Http1LastChunk(trailers));
+    response_done_ = written;
+    co_return written;
   }
 
   void Reset() override {
@@ -140,6 +146,7 @@ class Http1DownstreamStream final : public DownstreamStream {
   bhttp::request_parser<bhttp::buffer_body>& parser_;
   const unsigned version_;
   bool keep_alive_;
+  const bool enable_trailers_;
   http::HeaderMap headers_;
   bool continue_pending_ = false;
   bool chunked_ = false;
@@ -186,7 +193,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
     const ListenerEntry* current = config->FindListener(listener_name);
     const bool keep_alive =
         current != nullptr && current->config == listener.config && !worker.draining();
-    Http1DownstreamStream down(stream, buffer, parser, keep_alive);
+    Http1DownstreamStream down(stream, buffer, parser, keep_alive, chain.enable_trailers);
     co_await router.Serve(down);
     if (!down.reusable()) break;
   }

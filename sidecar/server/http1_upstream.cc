@@ -33,16 +33,15 @@ bool MethodHasBody(std::string_view method) {
 
 }  // namespace
 
-Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
-                                         asio::ip::tcp::endpoint peer,
-                                         std::unique_ptr<UpstreamConnection> connection,
-                                         bool head_request, std::chrono::milliseconds idle_timeout)
+Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, const UpstreamTarget& target,
+                                         std::unique_ptr<UpstreamConnection> connection)
     : pool_(pool),
-      cluster_(std::move(cluster)),
-      peer_(peer),
+      cluster_(target.cluster),
+      peer_(target.peer),
       connection_(std::move(connection)),
-      head_request_(head_request),
-      idle_timeout_(idle_timeout) {}
+      head_request_(target.head_request),
+      idle_timeout_(target.idle_timeout),
+      read_trailers_(target.http1_trailers) {}
 
 Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
@@ -116,6 +115,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
     break;
   }
   out = http::FromHttp1Response(parser_->get().base());
+  header_fields_ = static_cast<size_t>(std::distance(parser_->get().begin(), parser_->get().end()));
   end_stream = parser_->is_done();
   co_return StreamError::kNone;
 }
@@ -134,6 +134,9 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, boo
   if (ec) co_return ErrorOf(ec);
   out.append(buffer, sizeof(buffer) - body.size);
   end = parser_->is_done();
+  if (end && read_trailers_ && parser_->chunked()) {
+    trailers_ = http::Http1Trailers(parser_->get(), header_fields_);
+  }
   co_return StreamError::kNone;
 }
 

@@ -19,10 +19,8 @@ namespace meshpilot::sidecar::server {
 
 class Http1UpstreamStream final : public UpstreamStream {
  public:
-  Http1UpstreamStream(UpstreamPool& pool, std::string cluster,
-                      boost::asio::ip::tcp::endpoint peer,
-                      std::unique_ptr<UpstreamConnection> connection, bool head_request,
-                      std::chrono::milliseconds idle_timeout);
+  Http1UpstreamStream(UpstreamPool& pool, const UpstreamTarget& target,
+                      std::unique_ptr<UpstreamConnection> connection);
   ~Http1UpstreamStream() override;
 
   boost::asio::awaitable<StreamError> SendHeaders(const http::HeaderMap& headers,
@@ -46,11 +44,13 @@ class Http1UpstreamStream final : public UpstreamStream {
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
   std::chrono::milliseconds idle_timeout_;  // of the connection back in the pool
+  bool read_trailers_;
+  size_t header_fields_ = 0;  // of the response, before Beast appends its trailers
   bool chunked_request_ = false;
   bool request_complete_ = false;
   bool reset_ = false;
   std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body>> parser_;
-  http::HeaderMap trailers_;  // HTTP/1.1 trailers are not read: always empty
+  http::HeaderMap trailers_;  // read only with enable_trailers, as Envoy
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -129,10 +129,7 @@ void UpstreamPool::WakePending(const std::string& cluster) {
 asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
                                                                      Clock::time_point deadline) {
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
-    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, target.cluster, target.peer,
-                                                              std::move(connection),
-                                                              target.head_request,
-                                                              target.idle_timeout)};
+    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, target, std::move(connection))};
   };
   CloseIdle({target.cluster, target.peer}, target.idle_timeout);
   if (auto it = idle_.find({target.cluster, target.peer}); it != idle_.end()) {

@@ -64,6 +64,7 @@ struct UpstreamTarget {
   std::chrono::milliseconds idle_timeout{0};  // 0: none
   uint32_t max_concurrent_streams = 0;  // HTTP/2, 0: the peer's limit
   bool head_request = false;            // HTTP/1.1: the response has no body
+  bool http1_trailers = false;          // HTTP/1.1: read response trailers (enable_trailers)
 
   // The cluster's limits; `peer` is for the caller to set.
   static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,
@@ -77,7 +78,8 @@ struct UpstreamTarget {
                           config.connect_timeout,
                           config.idle_timeout,
                           config.http2.max_concurrent_streams,
-                          head_request};
+                          head_request,
+                          config.http1.enable_trailers};
   }
 };
 

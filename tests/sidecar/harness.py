@@ -121,6 +121,7 @@ class Backend:
     GET  /fail/N/KEY        answers 503 to the first N requests with KEY (across backends)
     GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
     GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
+    GET  /trailers/VALUE    answers two chunks and the trailer x-checksum: VALUE
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
     POST anything           reads the whole body (length or chunked) and reports its size
                             and SHA-256
@@ -199,6 +200,15 @@ class Backend:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
+                    return None
+                if "trailers" in parts:
+                    value = parts[parts.index("trailers") + 1]
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("Trailer", "x-checksum")
+                    self.end_headers()
+                    self.wfile.write(b"5\r\nhello\r\n6\r\n world\r\n")
+                    self.wfile.write(b"0\r\nx-checksum: %s\r\n\r\n" % value.encode())
                     return None
                 if "bytes" in parts:
                     body = pattern_bytes(int(parts[parts.index("bytes") + 1]))

@@ -18,7 +18,8 @@ import unittest
 
 from harness import (Backend, Child, SharedMeshTest, binary, free_port, pattern_bytes, wait_until,
                      write_resources)
-from integration_test import FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
+from integration_test import (FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http1_cluster,
+                              http_listener)
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ECHO = "/meshpilot.echo.v1.Echo/"
@@ -59,6 +60,7 @@ def routes(weights=(100, 0)):
             {"name": "grpc-a", "weight": weights[0]}, {"name": "grpc-b", "weight": weights[1]}]}}},
     ]
     web_routes = [{"match": {"prefix": "/redirect"}, "redirect": {"https_redirect": True}},
+                  {"match": {"prefix": "/with-trailers/"}, "route": {"cluster": "web-trailers"}},
                   {"match": {"prefix": "/rewrite/"}, "route": {"cluster": "web",
                                                               "prefix_rewrite": "/rewritten/"}},
                   {"match": {"prefix": "/"}, "route": {"cluster": "web"},
@@ -169,12 +171,14 @@ class Http2Mesh:
         clusters = [h2_cluster(n) for n in ("grpc-a", "grpc-b", "grpc-flaky", "grpc-empty",
                                             "grpc-slow")]
         clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web"),
-                     h2_cluster("grpc-idle", idle_timeout="0.3s")]
+                     h2_cluster("grpc-idle", idle_timeout="0.3s"),
+                     http1_cluster("web-trailers", enable_trailers=True)]
         endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
                      assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
                      assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
                      assignment("grpc-narrow", [b["grpc-slow"].port]),
                      assignment("grpc-idle", [b["grpc-a"].port]),
+                     assignment("web-trailers", [self.web.port]),
                      assignment("web", [self.web.port])]
         self.version += 1
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
@@ -369,6 +373,19 @@ class Http2Test(SharedMeshTest):
         self.assertIn("x-mesh: h2", done.stdout)
         self.assertIn('"backend": "web"', done.stdout)
         self.assertEqual(self.mesh.curl("/", host="nothing.test", http2=True), (404, "2"))
+
+    def test_http1_backend_trailers_reach_an_http2_client(self):
+        # The cluster's enable_trailers reads the chunked response's trailers; HTTP/2 carries
+        # them in a HEADERS frame that ends the stream.
+        done = subprocess.run(["nghttp", "-v", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/with-trailers/trailers/xyz"],
+                              capture_output=True, text=True, timeout=30)
+        out = done.stdout
+        self.assertIn(":status: 200", out, out + done.stderr)
+        self.assertIn("hello world", out)
+        trailers = out[out.index("hello world"):]
+        self.assertIn("x-checksum: xyz", trailers)
+        self.assertIn("recv HEADERS frame", trailers)
 
     def test_unread_request_bodies_give_their_window_back(self):
         # Twenty 60 KB uploads (each within the default stream window), answered 404 before

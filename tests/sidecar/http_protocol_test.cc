@@ -127,6 +127,19 @@ TEST_CASE("http1 framing: bodies as they are, or chunked with the last chunk") {
   CHECK(http::FrameHttp1Body("", true, false).empty());
 }
 
+TEST_CASE("http1 trailers: read after the header fields, written in the last chunk") {
+  boost::beast::http::fields fields;
+  fields.insert("Content-Type", "text/plain");
+  fields.insert("Trailer", "X-Checksum");
+  fields.insert("X-Checksum", "abc");  // Beast appends trailer fields after the header's
+  fields.insert("X-Other", "1");
+  const http::HeaderMap trailers = http::Http1Trailers(fields, 2);
+  CHECK(trailers.entries() == http::HeaderMap{{"x-checksum", "abc"}, {"x-other", "1"}}.entries());
+  CHECK(http::Http1Trailers(fields, 4).entries().empty());
+  CHECK(http::Http1LastChunk(trailers) == "0\r\nx-checksum: abc\r\nx-other: 1\r\n\r\n");
+  CHECK(http::Http1LastChunk(http::HeaderMap{{":status", "200"}}) == "0\r\n\r\n");
+}
+
 config::ClusterConfig ClusterFrom(const std::string& json) {
   auto cluster = config::ParseCluster(FromJson<envoy::config::cluster::v3::Cluster>(json));
   INFO(cluster.status().ToString());
@@ -137,6 +150,17 @@ config::ClusterConfig ClusterFrom(const std::string& json) {
 constexpr char kOptions[] =
     R"("typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
          "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", )";
+
+TEST_CASE("http1 trailers: a cluster reads them with enable_trailers") {
+  auto on = [](const std::string& options) {
+    return ClusterFrom(R"({"name": "c", "type": "STATIC", "connect_timeout": "1s", )" + options + "}")
+        .http1.enable_trailers;
+  };
+  CHECK_FALSE(on(R"("lb_policy": "ROUND_ROBIN")"));
+  CHECK(on(std::string(kOptions) + R"("explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}}})"));
+  CHECK(on(std::string(kOptions) + R"("use_downstream_protocol_config": {"http_protocol_options": {"enable_trailers": true}}}})"));
+  CHECK(on(R"("http_protocol_options": {"enable_trailers": true})"));
+}
 
 TEST_CASE("cluster protocol: HttpProtocolOptions and the deprecated fields") {
   using config::UpstreamProtocol;

@@ -48,13 +48,16 @@ def eds_cluster(name, lb="ROUND_ROBIN"):
             "connect_timeout": "1s", "lb_policy": lb}
 
 
-def idle_cluster(name, idle_timeout):
+def http1_cluster(name, idle_timeout=None, enable_trailers=False):
+    """An HTTP/1.1 cluster with HttpProtocolOptions: idle_timeout, enable_trailers."""
     cluster = eds_cluster(name)
+    options = {"@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+               "explicit_http_config": {"http_protocol_options": {
+                   "enable_trailers": enable_trailers}}}
+    if idle_timeout:
+        options["common_http_protocol_options"] = {"idle_timeout": idle_timeout}
     cluster["typed_extension_protocol_options"] = {
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "common_http_protocol_options": {"idle_timeout": idle_timeout},
-            "explicit_http_config": {"http_protocol_options": {}}}}
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return cluster
 
 
@@ -138,6 +141,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                     route("/limited/", {"route": {"cluster": "limited"}}),
                     route("/queued/", {"route": {"cluster": "queued"}}),
                     route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
+                    route("/with-trailers/", {"route": {"cluster": "trailers"}}),
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
                         {"header": {"header_name": "x-user"}}]}}),
@@ -184,6 +188,7 @@ class Mesh:
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
         self.sticky_tcp_port = free_port()
         self.idle_http_port = free_port()
+        self.trailers_http_port = free_port()
         self.admin_port = free_port()
         self.children = []
         self.version = 0
@@ -216,7 +221,8 @@ class Mesh:
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
-                    idle_cluster("idle-upstream", "0.3s"),
+                    http1_cluster("idle-upstream", idle_timeout="0.3s"),
+                    http1_cluster("trailers", enable_trailers=True),
                     eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
                                     base_ejection_time="300s", max_ejection_percent=50)]
@@ -225,6 +231,7 @@ class Mesh:
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
                      assignment("idle-upstream", [self.v1.port]),
+                     assignment("trailers", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
                      assignment(FLAKY, [self.v1.port, self.broken.port]),
@@ -233,6 +240,8 @@ class Mesh:
             listeners = [http_listener("http", self.http_port, "web-routes"),
                          http_listener("idle-http", self.idle_http_port, "web-routes",
                                        common_http_protocol_options={"idle_timeout": "0.3s"}),
+                         http_listener("trailers-http", self.trailers_http_port, "web-routes",
+                                       http_protocol_options={"enable_trailers": True}),
                          tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
                          tcp_listener("tcp-split", self.split_tcp_port,
                                       weighted=[("tcp-a", 1), ("tcp-b", 1)]),
@@ -482,6 +491,30 @@ class HttpTest(SharedMeshTest):
         conn.close()
         self.assertEqual(stat("upstream_cx_idle_timeout"), 1)
         self.assertEqual(stat("upstream_cx_total"), opened + 1)
+
+    def raw_get(self, port, path):
+        """The raw response bytes of one HTTP/1.1 request (the connection closes after it)."""
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return data
+
+    def test_http1_response_trailers_with_enable_trailers(self):
+        # Both the cluster (decode) and the HTTP connection manager (encode) enable trailers:
+        # the backend's trailer reaches the client in the last chunk.
+        data = self.raw_get(self.mesh.trailers_http_port, "/with-trailers/trailers/abc")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+        self.assertIn(b"hello", data)
+        self.assertTrue(data.endswith(b"\r\n0\r\nx-checksum: abc\r\n\r\n"), data)
+        # Without enable_trailers on the listener, or on the cluster, they are dropped (Envoy's
+        # default), and the body still ends properly.
+        for port, path in ((self.mesh.http_port, "/with-trailers/trailers/abc"),
+                           (self.mesh.trailers_http_port, "/trailers/abc")):
+            data = self.raw_get(port, path)
+            self.assertTrue(data.endswith(b"\r\n0\r\n\r\n"), data)
+            self.assertNotIn(b"x-checksum: abc", data)
 
     def test_ring_hash_by_header_is_sticky(self):
         seen = {}
@@ -738,8 +771,8 @@ class ConfigUpdateTest(unittest.TestCase):
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
                          ["dead", "empty", "idle-upstream", "limited", "mirror", FLAKY, "queued",
-                          "sticky", "tcp-a", "tcp-b",
-                          "tcp-ring", "web-v1", "web-v2"])
+                          "sticky", "tcp-a", "tcp-b", "tcp-ring", "trailers",
+                          "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"
