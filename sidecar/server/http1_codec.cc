@@ -34,6 +34,7 @@ class Http1DownstreamStream final : public DownstreamStream {
         version_(parser.get().version()),
         keep_alive_(keep_alive && parser.get().keep_alive()),
         enable_trailers_(enable_trailers),
+        header_fields_(static_cast<size_t>(std::distance(parser.get().begin(), parser.get().end()))),
         headers_(http::FromHttp1Request(parser.get().base())) {
     if (beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
       headers_.Remove("expect");
@@ -75,8 +76,12 @@ class Http1DownstreamStream final : public DownstreamStream {
     }
     out.append(chunk, sizeof(chunk) - body.size);
     end = parser_.is_done();
+    if (end && enable_trailers_ && parser_.chunked()) {
+      request_trailers_ = http::Http1Trailers(parser_.get(), header_fields_);
+    }
     co_return true;
   }
+  const http::HeaderMap& request_trailers() const override { return request_trailers_; }
 
   asio::awaitable<bool> WriteHeaders(http::HeaderMap headers, bool end_stream) override {
     const unsigned status = headers.Status();
@@ -147,7 +152,9 @@ class Http1DownstreamStream final : public DownstreamStream {
   const unsigned version_;
   bool keep_alive_;
   const bool enable_trailers_;
+  const size_t header_fields_;  // Beast appends a chunked body's trailers after them
   http::HeaderMap headers_;
+  http::HeaderMap request_trailers_;
   bool continue_pending_ = false;
   bool chunked_ = false;
   bool response_done_ = false;

@@ -41,7 +41,7 @@ Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, const UpstreamTarge
       connection_(std::move(connection)),
       head_request_(target.head_request),
       idle_timeout_(target.idle_timeout),
-      read_trailers_(target.http1_trailers) {}
+      trailers_enabled_(target.http1_trailers) {}
 
 Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
@@ -97,6 +97,13 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data
   co_return error;
 }
 
+asio::awaitable<StreamError> Http1UpstreamStream::SendTrailers(const http::HeaderMap& trailers) {
+  if (!trailers_enabled_ || !chunked_request_) co_return co_await SendBody({}, true);
+  const StreamError error = co_await Write(http::Http1LastChunk(trailers));
+  request_complete_ = error == StreamError::kNone;
+  co_return error;
+}
+
 asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& out,
                                                               bool& end_stream,
                                                               Clock::time_point deadline) {
@@ -134,7 +141,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, boo
   if (ec) co_return ErrorOf(ec);
   out.append(buffer, sizeof(buffer) - body.size);
   end = parser_->is_done();
-  if (end && read_trailers_ && parser_->chunked()) {
+  if (end && trailers_enabled_ && parser_->chunked()) {
     trailers_ = http::Http1Trailers(parser_->get(), header_fields_);
   }
   co_return StreamError::kNone;

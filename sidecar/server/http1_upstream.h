@@ -26,6 +26,7 @@ class Http1UpstreamStream final : public UpstreamStream {
   boost::asio::awaitable<StreamError> SendHeaders(const http::HeaderMap& headers,
                                                   bool end_stream) override;
   boost::asio::awaitable<StreamError> SendBody(std::string_view data, bool end_stream) override;
+  boost::asio::awaitable<StreamError> SendTrailers(const http::HeaderMap& trailers) override;
   boost::asio::awaitable<StreamError> ReadHeaders(http::HeaderMap& out, bool& end_stream,
                                                   Clock::time_point deadline) override;
   boost::asio::awaitable<StreamError> ReadBody(std::string& out, bool& end,
@@ -44,7 +45,7 @@ class Http1UpstreamStream final : public UpstreamStream {
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
   std::chrono::milliseconds idle_timeout_;  // of the connection back in the pool
-  bool read_trailers_;
+  bool trailers_enabled_;  // enable_trailers: read the response's, write the request's
   size_t header_fields_ = 0;  // of the response, before Beast appends its trailers
   bool chunked_request_ = false;
   bool request_complete_ = false;

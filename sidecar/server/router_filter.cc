@@ -88,7 +88,11 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
       pump->copy_overflowed = true;
       pump->copy.clear();
     }
-    if (co_await up.SendBody(chunk, end) != StreamError::kNone) break;
+    const bool with_trailers = end && !down.request_trailers().empty();
+    if (co_await up.SendBody(chunk, end && !with_trailers) != StreamError::kNone) break;
+    if (with_trailers) {
+      if (co_await up.SendTrailers(down.request_trailers()) != StreamError::kNone) break;
+    }
     pump->sent_whole = end;
   }
   pump->done = true;
@@ -401,10 +405,14 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       up = std::move(opened.stream);
       StreamError error = opened.error;
       if (error == StreamError::kNone) {
-        const bool headers_only = held && held->empty();
+        const http::HeaderMap& request_trailers = down.request_trailers();
+        const bool headers_only = held && held->empty() && request_trailers.empty();
         error = co_await up->SendHeaders(request, headers_only);
-        if (error == StreamError::kNone && held && !held->empty()) {
-          error = co_await up->SendBody(*held, true);
+        if (error == StreamError::kNone && held && !headers_only) {
+          error = co_await up->SendBody(*held, request_trailers.empty());
+          if (error == StreamError::kNone && !request_trailers.empty()) {
+            error = co_await up->SendTrailers(request_trailers);
+          }
         } else if (error == StreamError::kNone && !held) {
           pump = std::make_shared<BodyPump>(worker_.io());
           asio::co_spawn(worker_.io(), PumpBody(down, *up, pump), asio::detached);

@@ -123,8 +123,8 @@ class Backend:
     GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
     GET  /trailers/VALUE    answers two chunks and the trailer x-checksum: VALUE
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
-    POST anything           reads the whole body (length or chunked) and reports its size
-                            and SHA-256
+    POST anything           reads the whole body (length or chunked) and reports its size,
+                            SHA-256 and trailers
     OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
     Every JSON answer's request is kept in `received` (its info, as answered).
@@ -227,12 +227,15 @@ class Backend:
             def do_POST(self):
                 size = 0
                 digest = hashlib.sha256()
+                trailers = {}
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     while True:
                         line = self.rfile.readline()
                         n = int(line.strip().split(b";")[0], 16)
                         if n == 0:
-                            self.rfile.readline()
+                            while (line := self.rfile.readline().strip()):
+                                name, _, value = line.decode().partition(":")
+                                trailers[name.strip().lower()] = value.strip()
                             break
                         data = self.rfile.read(n)
                         size += len(data)
@@ -248,8 +251,8 @@ class Backend:
                             break
                         size += got
                         remaining -= got
-                return self._reply(200, self._info(body_size=size,
-                                                   body_sha256=digest.hexdigest()))
+                return self._reply(200, self._info(body_size=size, body_sha256=digest.hexdigest(),
+                                                   trailers=trailers))
 
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True

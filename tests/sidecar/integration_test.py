@@ -516,6 +516,26 @@ class HttpTest(SharedMeshTest):
             self.assertTrue(data.endswith(b"\r\n0\r\n\r\n"), data)
             self.assertNotIn(b"x-checksum: abc", data)
 
+    def test_http1_request_trailers_with_enable_trailers(self):
+        def post(port, path):
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
+                s.sendall(f"POST {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n"
+                          "Transfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n"
+                          "5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), data)
+            info = json.loads(body)
+            self.assertEqual(info["body_size"], 5)
+            return info["trailers"]
+        # The listener reads them and the cluster writes them: they reach the backend.
+        self.assertEqual(post(self.mesh.trailers_http_port, "/with-trailers/post"), {"x-sum": "42"})
+        # Without enable_trailers on either side they are dropped.
+        self.assertEqual(post(self.mesh.http_port, "/with-trailers/post"), {})
+        self.assertEqual(post(self.mesh.trailers_http_port, "/post"), {})
+
     def test_ring_hash_by_header_is_sticky(self):
         seen = {}
         for user in range(30):
