@@ -131,11 +131,14 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
     return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, target, std::move(connection))};
   };
-  CloseIdle({target.cluster, target.peer}, target.idle_timeout);
   if (auto it = idle_.find({target.cluster, target.peer}); it != idle_.end()) {
     while (!it->second.empty()) {
       std::unique_ptr<UpstreamConnection> connection = std::move(it->second.back());
       it->second.pop_back();
+      if (connection->idle_until <= Clock::now()) {
+        connection->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+        continue;  // its sweep is late: closed here
+      }
       if (StillUsable(*connection)) {
         connection->reused = true;
         co_return stream(std::move(connection));
@@ -197,29 +200,43 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
 void UpstreamPool::Release(const std::string& cluster, const tcp::endpoint& peer,
                            std::unique_ptr<UpstreamConnection> connection,
                            std::chrono::milliseconds idle_timeout) {
-  CloseIdle({cluster, peer}, idle_timeout);
   auto& idle = idle_[{cluster, peer}];
   if (idle.size() < kMaxIdlePerEndpoint) {
     connection->stream.expires_never();
-    connection->idle_since = Clock::now();
+    if (idle_timeout.count() > 0) {
+      connection->idle_until = Clock::now() + idle_timeout;
+      ScheduleIdleSweep(connection->idle_until);
+    }
     idle.push_back(std::move(connection));
   }
   WakePending(cluster);
 }
 
-void UpstreamPool::CloseIdle(const Key& key, std::chrono::milliseconds idle_timeout) {
-  if (idle_timeout.count() == 0) return;
-  auto it = idle_.find(key);
-  if (it == idle_.end()) return;
-  const Clock::time_point cutoff = Clock::now() - idle_timeout;
-  // Oldest first: connections are pushed as they become idle.
-  auto& idle = it->second;
-  auto fresh = std::find_if(idle.begin(), idle.end(),
-                            [&](const auto& c) { return c->idle_since > cutoff; });
-  for (auto stale = idle.begin(); stale != fresh; ++stale) {
-    (*stale)->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+void UpstreamPool::ScheduleIdleSweep(Clock::time_point at) {
+  if (idle_sweep_at_ && *idle_sweep_at_ <= at) return;
+  idle_sweep_at_ = at;
+  idle_sweep_.expires_at(at);  // a pending wait ends with operation_aborted and does nothing
+  idle_sweep_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    idle_sweep_at_.reset();
+    SweepIdle();
+  });
+}
+
+void UpstreamPool::SweepIdle() {
+  const Clock::time_point now = Clock::now();
+  Clock::time_point next = Clock::time_point::max();
+  for (auto& [key, idle] : idle_) {
+    std::erase_if(idle, [&](const std::unique_ptr<UpstreamConnection>& connection) {
+      if (connection->idle_until > now) {
+        next = std::min(next, connection->idle_until);
+        return false;
+      }
+      connection->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    });
   }
-  idle.erase(idle.begin(), fresh);
+  if (next != Clock::time_point::max()) ScheduleIdleSweep(next);
 }
 
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream) {

@@ -1,8 +1,9 @@
 #pragma once
 
 // Upstream connections of one worker (so without locks), by cluster and endpoint:
-// - HTTP/1.1: one request at a time per connection; idle ones are kept for reuse, and one the
-//   peer closed meanwhile is noticed before reuse and dropped.
+// - HTTP/1.1: one request at a time per connection; idle ones are kept for reuse (and closed
+//   once idle for the cluster's idle_timeout), and one the peer closed meanwhile is noticed
+//   before reuse and dropped.
 // - HTTP/2: connections shared by streams; a stream goes on the first connection that has
 //   room under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
@@ -50,7 +51,7 @@ struct UpstreamConnection {
   std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;
   bool reused = false;
-  Clock::time_point idle_since;  // in the pool
+  Clock::time_point idle_until = Clock::time_point::max();  // in the pool: its idle_timeout
 };
 
 // Where one attempt goes.
@@ -95,7 +96,7 @@ struct OpenedStream {
 
 class UpstreamPool {
  public:
-  explicit UpstreamPool(boost::asio::io_context& io) : io_(io) {}
+  explicit UpstreamPool(boost::asio::io_context& io) : io_(io), idle_sweep_(io) {}
 
   // A stream to `target` in `protocol`. HTTP/1.1 connects here (kConnectFailure on failure);
   // an HTTP/2 connection connects in the background and its streams fail with
@@ -125,11 +126,15 @@ class UpstreamPool {
   void WakePending(const std::string& cluster);
 
   boost::asio::io_context& io_;
-  // Closes the idle connections of `key` that have been idle for `idle_timeout` (not 0).
-  void CloseIdle(const Key& key, std::chrono::milliseconds idle_timeout);
+  // Closes the idle HTTP/1.1 connections whose idle_timeout has passed, and schedules the next
+  // sweep for the earliest of the others.
+  void SweepIdle();
+  void ScheduleIdleSweep(Clock::time_point at);
 
   std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   std::map<Key, std::shared_ptr<uint32_t>> http1_open_;  // idle and busy
+  boost::asio::steady_timer idle_sweep_;
+  std::optional<Clock::time_point> idle_sweep_at_;  // when the pending sweep runs
   std::map<Key, std::vector<std::shared_ptr<Http2Connection>>> http2_;
   // Pending requests of this worker by cluster, oldest first: each waits on its timer.
   struct PendingWaiter {
