@@ -14,9 +14,9 @@ for pkg in clang-14 libclang-rt-14-dev; do
   fi
 done
 [ -f build/fuzz/build.ninja ] || cmake --preset fuzz
-cmake --build build/fuzz --target fuzz_yaml_stream fuzz_node
+cmake --build build/fuzz --target fuzz_yaml_stream fuzz_node fuzz_client_hello
 
-for target in yaml_stream node; do
+for target in yaml_stream node client_hello; do
   work="build/fuzz/corpus-$target"
   mkdir -p "$work"
   echo "fuzz: $target for ${seconds}s"

@@ -71,6 +71,11 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"rbac_allowed", true, v(s.rbac_allowed)},
       {"rbac_denied", true, v(s.rbac_denied)},
       {"bind_errors", true, v(s.bind_errors)},
+      {"no_filter_chain_match", true, v(s.no_filter_chain_match)},
+      {"tls_inspector.tls_found", true, v(s.tls_found)},
+      {"tls_inspector.tls_not_found", true, v(s.tls_not_found)},
+      {"tls_inspector.sni_found", true, v(s.sni_found)},
+      {"tls_inspector.client_hello_too_large", true, v(s.client_hello_too_large)},
   };
 }
 

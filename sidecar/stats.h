@@ -90,6 +90,12 @@ struct ListenerStats {
   std::atomic<uint64_t> rbac_allowed{0};  // connections and requests the RBAC filters passed
   std::atomic<uint64_t> rbac_denied{0};
   std::atomic<uint64_t> bind_errors{0};
+  std::atomic<uint64_t> no_filter_chain_match{0};
+  // The tls_inspector's (Envoy's listener.NAME.tls_inspector.*).
+  std::atomic<uint64_t> tls_found{0};
+  std::atomic<uint64_t> tls_not_found{0};
+  std::atomic<uint64_t> sni_found{0};
+  std::atomic<uint64_t> client_hello_too_large{0};
 };
 
 class StatsStore {

@@ -32,7 +32,7 @@ std::set<uint32_t> SelectedTcpPorts(const model::MeshState& state,
           endpoint.namespace_.empty() ? service.meta.namespace_ : endpoint.namespace_;
       if (!SelectsWorkload(policy, ns, endpoint.labels)) continue;
       for (const model::ServicePort& port : service.ports) {
-        if (port.name == endpoint.port_name && port.protocol == model::Protocol::kTcp) {
+        if (port.name == endpoint.port_name && model::IsTcpLike(port.protocol)) {
           ports.insert(endpoint.port);
         }
       }

@@ -1,9 +1,12 @@
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "translator/http_connection_manager.h"
 #include "translator/names.h"
 #include "translator/tcp_route.h"
+#include "translator/tls_route.h"
 #include "translator/translate.h"
 
 namespace meshpilot::translator {
@@ -32,7 +35,8 @@ Filter TcpProxyFilter(std::string_view stat_prefix, std::string_view cluster) {
 // virtualOutbound (15001); iptables sends it every outbound connection, and it hands each
 // one to the listener for its original destination. HTTP ports share one listener per port
 // (0.0.0.0_PORT, routes by Host via RDS "PORT"); TCP ports get one per clusterIP:PORT, with
-// the VirtualServices' tcp rules.
+// the VirtualServices' tcp rules, and so do HTTPS/TLS ports, with their tls rules (SNI matched
+// by the tls_inspector).
 std::vector<Listener> SidecarListeners(const model::MeshState& state, const ProxyInfo& proxy) {
   std::map<std::string, Listener> by_name;
   const VirtualServiceIndex virtual_services(state, proxy);
@@ -52,7 +56,7 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state, const Prox
         filter->mutable_typed_config()->PackFrom(
             RdsConnectionManager(absl::StrCat("outbound_", name), absl::StrCat(port.port),
                                  /*proxyless_grpc=*/false));
-      } else if (port.protocol == model::Protocol::kTcp && !service.cluster_ip.empty() &&
+      } else if (model::IsTcpLike(port.protocol) && !service.cluster_ip.empty() &&
                  service.cluster_ip != "None") {
         std::string name = absl::StrCat(service.cluster_ip, "_", port.port);
         Listener& listener = by_name[name];
@@ -60,8 +64,26 @@ std::vector<Listener> SidecarListeners(const model::MeshState& state, const Prox
         SetAddress(listener, service.cluster_ip, port.port);
         listener.mutable_bind_to_port()->set_value(false);
         listener.set_traffic_direction(envoy::config::core::v3::OUTBOUND);
-        *listener.add_filter_chains()->add_filters() =
-            OutboundTcpProxy(state, virtual_services, rules, proxy, service, port.port);
+        if (!model::IsTls(port.protocol)) {
+          *listener.add_filter_chains()->add_filters() =
+              OutboundTcpProxy(state, virtual_services, rules, proxy, service, port.port);
+          continue;
+        }
+        for (auto& chain :
+             OutboundTlsChains(state, virtual_services, rules, proxy, service, port.port)) {
+          *listener.add_filter_chains() = std::move(chain);
+        }
+        if (absl::c_any_of(listener.filter_chains(), [](const auto& chain) {
+              return chain.filter_chain_match().server_names_size() > 0;
+            })) {
+          // As Istio: a client that sends nothing first (a server-first protocol) goes on
+          // without SNI after the listener filter timeout instead of being closed.
+          listener.set_continue_on_listener_filters_timeout(true);
+          auto* inspector = listener.add_listener_filters();
+          inspector->set_name("envoy.filters.listener.tls_inspector");
+          inspector->mutable_typed_config()->PackFrom(
+              envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector());
+        }
       }
     }
   }

@@ -47,11 +47,15 @@ std::set<SubsetRef> ReferencedSubsets(const model::MeshState& state, const Proxy
         CollectSubsetRefs(state, *vs, mirror.destination, refs);
       }
     }
-    for (const model::TcpRoute& rule : vs->tcp) {
-      for (const model::RouteDestination& route : rule.route) {
-        CollectSubsetRefs(state, *vs, route.destination, refs);
+    auto collect = [&](const auto& rules) {
+      for (const auto& rule : rules) {
+        for (const model::RouteDestination& route : rule.route) {
+          CollectSubsetRefs(state, *vs, route.destination, refs);
+        }
       }
-    }
+    };
+    collect(vs->tcp);
+    collect(vs->tls);
   }
   return refs;
 }

@@ -56,13 +56,7 @@ bool InSubnet(std::string_view ip, std::string_view subnet) {
 
 bool Applies(const model::L4MatchAttributes& match, const ProxyInfo& proxy,
              const model::Service& service, uint32_t port) {
-  if (!match.gateways.empty() && !absl::c_linear_search(match.gateways, "mesh")) return false;
-  for (const auto& [key, value] : match.source_labels) {
-    auto it = proxy.labels.find(key);
-    if (it == proxy.labels.end() || it->second != value) return false;
-  }
-  if (!match.source_namespace.empty() && match.source_namespace != proxy.namespace_) return false;
-  if (match.port && *match.port != port) return false;
+  if (!MatchesProxy(match, proxy, port)) return false;
   if (!match.destination_subnets.empty() &&
       absl::c_none_of(match.destination_subnets, [&](const std::string& subnet) {
         return InSubnet(service.cluster_ip, subnet);
@@ -91,11 +85,21 @@ std::pair<const model::TcpRoute*, const model::VirtualService*> SelectRule(
 
 }  // namespace
 
-envoy::config::listener::v3::Filter OutboundTcpProxy(const model::MeshState& state,
-                                                     const VirtualServiceIndex& virtual_services,
-                                                     const DestinationRuleIndex& rules,
-                                                     const ProxyInfo& proxy,
-                                                     const model::Service& service, uint32_t port) {
+bool MatchesProxy(const model::L4MatchAttributes& match, const ProxyInfo& proxy, uint32_t port) {
+  if (!match.gateways.empty() && !absl::c_linear_search(match.gateways, "mesh")) return false;
+  for (const auto& [key, value] : match.source_labels) {
+    auto it = proxy.labels.find(key);
+    if (it == proxy.labels.end() || it->second != value) return false;
+  }
+  if (!match.source_namespace.empty() && match.source_namespace != proxy.namespace_) return false;
+  return !match.port || *match.port == port;
+}
+
+envoy::config::listener::v3::Filter TcpProxyTo(const model::MeshState& state,
+                                               const DestinationRuleIndex& rules,
+                                               const model::Service& service, uint32_t port,
+                                               const std::vector<model::RouteDestination>* route,
+                                               const std::string& config_namespace) {
   const std::string own_cluster = OutboundClusterName(port, "", service.Hostname());
   TcpProxy tcp_proxy;
   tcp_proxy.set_stat_prefix(own_cluster);
@@ -108,16 +112,15 @@ envoy::config::listener::v3::Filter OutboundTcpProxy(const model::MeshState& sta
       policy.load_balancer->consistent_hash->use_source_ip) {
     tcp_proxy.add_hash_policy()->mutable_source_ip();
   }
-  auto [rule, vs] = SelectRule(virtual_services, proxy, service, port);
   std::vector<const model::RouteDestination*> destinations;
-  if (rule != nullptr) {
+  if (route != nullptr) {
     // As for http rules: weight 0 destinations are dropped when there are others.
-    for (const model::RouteDestination& destination : rule->route) {
-      if (rule->route.size() == 1 || destination.weight > 0) destinations.push_back(&destination);
+    for (const model::RouteDestination& destination : *route) {
+      if (route->size() == 1 || destination.weight > 0) destinations.push_back(&destination);
     }
   }
   auto resolve = [&](const model::RouteDestination& destination) {
-    return ResolveDestination(state, destination.destination, vs->meta.namespace_, port).cluster;
+    return ResolveDestination(state, destination.destination, config_namespace, port).cluster;
   };
   if (destinations.empty()) {
     tcp_proxy.set_cluster(own_cluster);
@@ -134,6 +137,16 @@ envoy::config::listener::v3::Filter OutboundTcpProxy(const model::MeshState& sta
   filter.set_name("envoy.filters.network.tcp_proxy");
   filter.mutable_typed_config()->PackFrom(tcp_proxy);
   return filter;
+}
+
+envoy::config::listener::v3::Filter OutboundTcpProxy(const model::MeshState& state,
+                                                     const VirtualServiceIndex& virtual_services,
+                                                     const DestinationRuleIndex& rules,
+                                                     const ProxyInfo& proxy,
+                                                     const model::Service& service, uint32_t port) {
+  auto [rule, vs] = SelectRule(virtual_services, proxy, service, port);
+  if (rule == nullptr) return TcpProxyTo(state, rules, service, port, nullptr, "");
+  return TcpProxyTo(state, rules, service, port, &rule->route, vs->meta.namespace_);
 }
 
 }  // namespace meshpilot::translator

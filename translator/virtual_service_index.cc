@@ -48,6 +48,23 @@ bool SubsetDefined(const model::MeshState& state, const std::string& host,
   return false;
 }
 
+// Whether a Service named by the VirtualService's hosts has a port its tls rules route.
+bool HasTlsPort(const model::MeshState& state, const model::VirtualService& vs) {
+  for (const auto& [key, service] : state.services) {
+    const std::string hostname = service.Hostname();
+    if (absl::c_none_of(vs.hosts, [&](const std::string& host) {
+          return HostMatches(hostname, ResolveHost(host, vs.meta.namespace_));
+        })) {
+      continue;
+    }
+    if (absl::c_any_of(service.ports,
+                       [](const model::ServicePort& port) { return model::IsTls(port.protocol); })) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 bool BoundToMesh(const model::VirtualService& vs) {
@@ -146,10 +163,17 @@ std::vector<model::ConfigError> CheckVirtualServices(const model::MeshState& sta
                    absl::StrCat("spec.tcp[", i, "].route[", j, "].destination"));
       }
     }
-    for (size_t i = 0; i < vs.tls.size(); ++i) {
+    if (!vs.tls.empty() && !HasTlsPort(state, vs)) {
       errors.push_back(ErrorFor(
-          vs, absl::StrCat("spec.tls[", i, "]: TLS routes (SNI matching) are not supported yet; "
-                           "TLS connections to these hosts keep their original destination")));
+          vs, "spec.tls: no Service of this VirtualService's hosts has an HTTPS or TLS port "
+              "(named https-*/tls-* or with that appProtocol); tls rules apply only there, so "
+              "they are ignored"));
+    }
+    for (size_t i = 0; i < vs.tls.size(); ++i) {
+      for (size_t j = 0; j < vs.tls[i].route.size(); ++j) {
+        check_host(vs.tls[i].route[j].destination,
+                   absl::StrCat("spec.tls[", i, "].route[", j, "].destination"));
+      }
     }
     for (const std::string& host : vs.hosts) {
       by_host[ResolveHost(host, vs.meta.namespace_)].push_back(&vs);

@@ -38,9 +38,10 @@ class VirtualServiceIndex {
 bool BoundToMesh(const model::VirtualService& vs);
 
 // What translation ignores or merges in VirtualServices, one entry per finding, for the
-// status and debug pages: tls routes (not supported yet), gateway-only VirtualServices (meshpilot
-// serves the mesh only), hosts defined by several VirtualServices (merged; later rules
-// unreachable after an earlier catch-all are called out), destinations that name no Service.
+// status and debug pages: tls rules for hosts without an HTTPS/TLS port (never used),
+// gateway-only VirtualServices (meshpilot serves the mesh only), hosts defined by several
+// VirtualServices (merged; later rules unreachable after an earlier catch-all are called out),
+// destinations that name no Service.
 std::vector<model::ConfigError> CheckVirtualServices(const model::MeshState& state);
 
 }  // namespace meshpilot::translator

@@ -20,8 +20,10 @@ model::Protocol ParseProtocolName(absl::string_view name) {
   if (lower == "http" || lower == "http_proxy") return model::Protocol::kHttp;
   if (lower == "http2") return model::Protocol::kHttp2;
   if (lower == "grpc") return model::Protocol::kGrpc;
+  if (lower == "https") return model::Protocol::kHttps;
+  if (lower == "tls") return model::Protocol::kTls;
   if (lower == "udp") return model::Protocol::kUdp;
-  // tcp, https, tls, mongo, redis, mysql and names Istio does not know: opaque TCP.
+  // tcp, mongo, redis, mysql and names Istio does not know: opaque TCP.
   return model::Protocol::kTcp;
 }
 
@@ -69,7 +71,7 @@ model::Protocol DeriveProtocol(absl::string_view port_name, absl::string_view pr
     // Kubernetes' standard appProtocol values, which a port name cannot take.
     if (*app_protocol == "kubernetes.io/h2c") return model::Protocol::kHttp2;
     if (*app_protocol == "kubernetes.io/ws") return model::Protocol::kHttp;
-    if (*app_protocol == "kubernetes.io/wss") return model::Protocol::kTcp;
+    if (*app_protocol == "kubernetes.io/wss") return model::Protocol::kHttps;
     name = *app_protocol;
   }
   // "grpc-web" holds a '-', so it is matched before the prefix is cut.

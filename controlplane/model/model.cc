@@ -9,6 +9,8 @@ std::string_view ProtocolName(Protocol protocol) {
     case Protocol::kHttp: return "HTTP";
     case Protocol::kHttp2: return "HTTP2";
     case Protocol::kGrpc: return "GRPC";
+    case Protocol::kHttps: return "HTTPS";
+    case Protocol::kTls: return "TLS";
     case Protocol::kUdp: return "UDP";
     case Protocol::kUnknown: return "UNKNOWN";
   }
@@ -19,6 +21,10 @@ bool IsHttpLike(Protocol protocol) {
   return protocol == Protocol::kHttp || protocol == Protocol::kHttp2 ||
          protocol == Protocol::kGrpc;
 }
+
+bool IsTls(Protocol protocol) { return protocol == Protocol::kHttps || protocol == Protocol::kTls; }
+
+bool IsTcpLike(Protocol protocol) { return protocol == Protocol::kTcp || IsTls(protocol); }
 
 std::string Service::Hostname(const std::string& domain_suffix) const {
   return absl::StrCat(meta.name, ".", meta.namespace_, ".svc.", domain_suffix);

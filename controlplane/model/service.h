@@ -11,10 +11,14 @@ namespace meshpilot::model {
 
 // Application protocol of a service port, as Istio derives it from `appProtocol`, the port
 // name prefix (`http-`, `grpc-`, ...) or the protocol field.
-enum class Protocol { kTcp, kHttp, kHttp2, kGrpc, kUdp, kUnknown };
+enum class Protocol { kTcp, kHttp, kHttp2, kGrpc, kHttps, kTls, kUdp, kUnknown };
 
 std::string_view ProtocolName(Protocol protocol);
 bool IsHttpLike(Protocol protocol);
+// HTTPS and TLS: carried as opaque TCP, routed by the ClientHello's SNI (VirtualService `tls`).
+bool IsTls(Protocol protocol);
+// What sidecars carry as a byte stream: TCP and the TLS protocols.
+bool IsTcpLike(Protocol protocol);
 
 struct ServicePort {
   std::string name;

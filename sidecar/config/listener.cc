@@ -2,6 +2,10 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+
+#include "absl/algorithm/container.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb.h"
@@ -74,21 +78,82 @@ absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const st
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<Cidr>> ParseCidrs(
+    const google::protobuf::RepeatedPtrField<envoy::config::core::v3::CidrRange>& ranges,
+    const std::string& field) {
+  std::vector<Cidr> out;
+  for (int i = 0; i < ranges.size(); ++i) {
+    auto cidr = ParseCidr(ranges[i], absl::StrCat(field, "[", i, "]"));
+    if (!cidr.ok()) return cidr.status();
+    out.push_back(*cidr);
+  }
+  return out;
+}
+
+absl::StatusOr<FilterChainMatch> ParseMatch(const listener_v3::FilterChainMatch& proto,
+                                            const std::string& field) {
+  FilterChainMatch match;
+  if (proto.has_destination_port()) {
+    if (proto.destination_port().value() > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".destination_port: must be <= 65535"));
+    }
+    match.destination_port = proto.destination_port().value();
+  }
+  auto prefix_ranges = ParseCidrs(proto.prefix_ranges(), absl::StrCat(field, ".prefix_ranges"));
+  if (!prefix_ranges.ok()) return prefix_ranges.status();
+  match.prefix_ranges = *std::move(prefix_ranges);
+  for (int i = 0; i < proto.server_names_size(); ++i) {
+    std::string name = absl::AsciiStrToLower(proto.server_names(i));
+    const size_t star = name.find('*');
+    if (name.empty() || (star != std::string::npos &&
+                         (star != 0 || name.size() < 3 || name[1] != '.' ||
+                          name.find('*', 1) != std::string::npos))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".server_names[", i, "]: \"", proto.server_names(i),
+          "\" is not a server name (wildcards only as a \"*.\" prefix)"));
+    }
+    match.server_names.push_back(std::move(name));
+  }
+  match.transport_protocol = proto.transport_protocol();
+  match.application_protocols.assign(proto.application_protocols().begin(),
+                                     proto.application_protocols().end());
+  auto direct = ParseCidrs(proto.direct_source_prefix_ranges(),
+                           absl::StrCat(field, ".direct_source_prefix_ranges"));
+  if (!direct.ok()) return direct.status();
+  match.direct_source_prefix_ranges = *std::move(direct);
+  switch (proto.source_type()) {
+    case listener_v3::FilterChainMatch::SAME_IP_OR_LOOPBACK:
+      match.source_type = FilterChainMatch::SourceType::kSameIpOrLoopback;
+      break;
+    case listener_v3::FilterChainMatch::EXTERNAL:
+      match.source_type = FilterChainMatch::SourceType::kExternal;
+      break;
+    default:
+      break;
+  }
+  auto source = ParseCidrs(proto.source_prefix_ranges(),
+                           absl::StrCat(field, ".source_prefix_ranges"));
+  if (!source.ok()) return source.status();
+  match.source_prefix_ranges = *std::move(source);
+  for (int i = 0; i < proto.source_ports_size(); ++i) {
+    if (proto.source_ports(i) > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".source_ports[", i, "]: must be <= 65535"));
+    }
+    match.source_ports.push_back(proto.source_ports(i));
+  }
+  return match;
+}
+
 absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
                                        const std::string& field) {
   FilterChain chain;
   chain.name = proto.name();
   if (proto.has_filter_chain_match()) {
-    const auto& m = proto.filter_chain_match();
-    if (m.prefix_ranges_size() > 0 || m.source_prefix_ranges_size() > 0 ||
-        m.source_ports_size() > 0 || m.server_names_size() > 0 ||
-        m.application_protocols_size() > 0 || m.direct_source_prefix_ranges_size() > 0 ||
-        (!m.transport_protocol().empty() && m.transport_protocol() != "raw_buffer")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".filter_chain_match: only destination_port and transport_protocol raw_buffer "
-                 "are supported"));
-    }
-    if (m.has_destination_port()) chain.destination_port = m.destination_port().value();
+    auto match = ParseMatch(proto.filter_chain_match(), absl::StrCat(field, ".filter_chain_match"));
+    if (!match.ok()) return match.status();
+    chain.match = *std::move(match);
   }
   if (proto.has_transport_socket()) {
     return absl::InvalidArgumentError(
@@ -225,15 +290,92 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
                                                  filter.name(), "\" (", type, ")"));
 }
 
+// How specifically each criterion of a match fits a connection: -1 it does not, 0 it is
+// unset (matches anything), higher is more specific.
+int PrefixScore(const std::vector<Cidr>& ranges, const boost::asio::ip::address& ip) {
+  if (ranges.empty()) return 0;
+  int best = -1;
+  for (const Cidr& cidr : ranges) {
+    if (cidr.Contains(ip)) best = std::max(best, static_cast<int>(cidr.prefix_len) + 1);
+  }
+  return best;
+}
+
+int ServerNameScore(const std::vector<std::string>& names, std::string_view server_name) {
+  if (names.empty()) return 0;
+  constexpr int kExact = 1 << 20;  // beats any wildcard (names are shorter than this)
+  int best = -1;
+  for (const std::string& name : names) {
+    if (name == server_name) return kExact;
+    // "*.example.com" holds any name ending in ".example.com" (not "example.com" itself);
+    // the longest wildcard wins.
+    std::string_view suffix = std::string_view(name).substr(1);
+    if (name[0] == '*' && server_name.size() > suffix.size() &&
+        server_name.ends_with(suffix)) {
+      best = std::max(best, static_cast<int>(suffix.size()));
+    }
+  }
+  return best;
+}
+
+int SetScore(bool set, bool matches) {
+  if (!set) return 0;
+  return matches ? 1 : -1;
+}
+
+int SourceTypeScore(FilterChainMatch::SourceType type, const ConnectionMatchInput& input) {
+  using SourceType = FilterChainMatch::SourceType;
+  if (type == SourceType::kAny) return 0;
+  const auto& source = input.source.address();
+  const bool local = source.is_loopback() || source == input.destination.address();
+  return (type == SourceType::kSameIpOrLoopback) == local ? 1 : -1;
+}
+
 }  // namespace
 
-const FilterChain* ListenerConfig::ChainFor(uint16_t destination_port) const {
-  const FilterChain* any_port = nullptr;
-  for (const FilterChain& chain : chains) {
-    if (chain.destination_port == destination_port) return &chain;
-    if (chain.destination_port == 0 && any_port == nullptr) any_port = &chain;
-  }
-  if (any_port != nullptr) return any_port;
+const FilterChain* ListenerConfig::ChainFor(const ConnectionMatchInput& input) const {
+  std::vector<const FilterChain*> candidates;
+  for (const FilterChain& chain : chains) candidates.push_back(&chain);
+  // Keeps only the candidates that fit best by `score`; none if none fits.
+  auto keep_most_specific = [&candidates](auto score) {
+    int best = -1;
+    for (const FilterChain* chain : candidates) best = std::max(best, score(chain->match));
+    std::erase_if(candidates,
+                  [&](const FilterChain* chain) { return best < 0 || score(chain->match) != best; });
+  };
+  const std::vector<std::string> no_protocols;
+  const std::vector<std::string>& alpn =
+      input.application_protocols ? *input.application_protocols : no_protocols;
+  keep_most_specific([&](const FilterChainMatch& m) {
+    return SetScore(m.destination_port != 0, m.destination_port == input.destination.port());
+  });
+  keep_most_specific([&](const FilterChainMatch& m) {
+    return PrefixScore(m.prefix_ranges, input.destination.address());
+  });
+  keep_most_specific(
+      [&](const FilterChainMatch& m) { return ServerNameScore(m.server_names, input.server_name); });
+  keep_most_specific([&](const FilterChainMatch& m) {
+    return SetScore(!m.transport_protocol.empty(), m.transport_protocol == input.transport_protocol);
+  });
+  keep_most_specific([&](const FilterChainMatch& m) {
+    return SetScore(!m.application_protocols.empty(),
+                    absl::c_any_of(alpn, [&](const std::string& protocol) {
+                      return absl::c_linear_search(m.application_protocols, protocol);
+                    }));
+  });
+  keep_most_specific([&](const FilterChainMatch& m) {
+    return PrefixScore(m.direct_source_prefix_ranges, input.source.address());
+  });
+  keep_most_specific(
+      [&](const FilterChainMatch& m) { return SourceTypeScore(m.source_type, input); });
+  keep_most_specific([&](const FilterChainMatch& m) {
+    return PrefixScore(m.source_prefix_ranges, input.source.address());
+  });
+  keep_most_specific([&](const FilterChainMatch& m) {
+    return SetScore(!m.source_ports.empty(),
+                    absl::c_linear_search(m.source_ports, input.source.port()));
+  });
+  if (!candidates.empty()) return candidates.front();
   return default_chain ? &*default_chain : nullptr;
 }
 
@@ -267,15 +409,25 @@ absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
   }
   for (int i = 0; i < proto.listener_filters_size(); ++i) {
     const std::string& name = proto.listener_filters(i).name();
-    // original_dst is what use_original_dst does here; the inspectors only feed
-    // filter_chain_match fields that are rejected below when used.
-    if (name != "envoy.filters.listener.original_dst" &&
-        name != "envoy.filters.listener.tls_inspector" &&
-        name != "envoy.filters.listener.http_inspector") {
+    // original_dst is what use_original_dst does here. http_inspector is accepted and not
+    // run: application_protocols come from the TLS ALPN only.
+    if (name == "envoy.filters.listener.tls_inspector") {
+      listener->tls_inspector = true;
+    } else if (name != "envoy.filters.listener.original_dst" &&
+               name != "envoy.filters.listener.http_inspector") {
       return absl::InvalidArgumentError(
           absl::StrCat("listener_filters[", i, "]: unsupported listener filter \"", name, "\""));
     }
   }
+  if (proto.has_listener_filters_timeout()) {
+    const auto& d = proto.listener_filters_timeout();
+    if (d.seconds() < 0 || d.nanos() < 0) {
+      return absl::InvalidArgumentError("listener_filters_timeout: must be >= 0");
+    }
+    listener->listener_filters_timeout =
+        std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+  }
+  listener->continue_on_listener_filters_timeout = proto.continue_on_listener_filters_timeout();
   for (int i = 0; i < proto.filter_chains_size(); ++i) {
     auto chain = ParseChain(proto.filter_chains(i), absl::StrCat("filter_chains[", i, "]"));
     if (!chain.ok()) return chain.status();

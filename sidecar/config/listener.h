@@ -1,14 +1,16 @@
 #pragma once
 
 // A Listener parsed into plain structs: its address, whether it binds, whether it hands
-// connections over by original destination, and its filter chains, each ending in either the
-// HTTP connection manager (routes by RDS name or inline) or the TCP proxy.
+// connections over by original destination, whether it inspects TLS ClientHellos, and its
+// filter chains with their matches, each ending in either the HTTP connection manager (routes
+// by RDS name or inline) or the TCP proxy.
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -16,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "envoy/config/listener/v3/listener.pb.h"
+#include "sidecar/config/cidr.h"
 #include "sidecar/config/route.h"
 #include "sidecar/filters/rbac.h"
 
@@ -50,9 +53,34 @@ struct TcpProxyChain {
   uint64_t total_weight = 0;
 };
 
+// Envoy's filter_chain_match. Empty fields match anything; set ones must match, and among the
+// chains that do, the most specific wins criterion by criterion (see ListenerConfig::ChainFor).
+struct FilterChainMatch {
+  enum class SourceType { kAny, kSameIpOrLoopback, kExternal };
+  uint32_t destination_port = 0;  // 0: any
+  std::vector<Cidr> prefix_ranges;  // destination IP
+  // Lower-cased; "*.example.com" matches any name ending in ".example.com".
+  std::vector<std::string> server_names;
+  std::string transport_protocol;  // "tls" or "raw_buffer"
+  std::vector<std::string> application_protocols;
+  std::vector<Cidr> direct_source_prefix_ranges;
+  SourceType source_type = SourceType::kAny;
+  std::vector<Cidr> source_prefix_ranges;
+  std::vector<uint32_t> source_ports;
+};
+
+// What filter chain matching looks at: the connection and what the listener filters found.
+struct ConnectionMatchInput {
+  boost::asio::ip::tcp::endpoint destination;  // original destination
+  boost::asio::ip::tcp::endpoint source;       // the peer (meshproxy reads no PROXY protocol)
+  std::string_view server_name;                // lower-case SNI, empty without
+  std::string_view transport_protocol = "raw_buffer";
+  const std::vector<std::string>* application_protocols = nullptr;  // ALPN, may be null
+};
+
 struct FilterChain {
   std::string name;
-  uint32_t destination_port = 0;  // 0: any
+  FilterChainMatch match;
   // envoy.filters.network.rbac filters before the terminal filter: a connection must pass
   // each of them, or it is closed.
   std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
@@ -65,12 +93,22 @@ struct ListenerConfig {
   bool bind_to_port = true;
   bool use_original_dst = false;
   bool inbound = false;  // traffic_direction INBOUND: istio_requests_total's reporter="destination"
+  // envoy.filters.listener.tls_inspector: peek the ClientHello for SNI and ALPN first, for at
+  // most listener_filters_timeout; then go on without them or close the connection.
+  bool tls_inspector = false;
+  std::chrono::milliseconds listener_filters_timeout{15000};  // Envoy's default; 0: none
+  bool continue_on_listener_filters_timeout = false;
   std::vector<FilterChain> chains;
   std::optional<FilterChain> default_chain;
 
-  // The chain for a connection to `destination_port`: a chain naming that port, else the first
-  // chain with no port, else the default chain; null when none applies.
-  const FilterChain* ChainFor(uint16_t destination_port) const;
+  // The chain for a connection, as Envoy picks it: criterion by criterion in the order
+  // destination port, destination IP, server name, transport protocol, application
+  // protocols, direct source IP, source type, source IP, source port, only the chains most
+  // specific for the connection on one go on to the next (an exact server name beats the
+  // longest matching wildcard, which beats none; the longest matching prefix wins; a set
+  // port, protocol or type beats an unset one), without backtracking. The first survivor, else
+  // the default chain; null when none applies.
+  const FilterChain* ChainFor(const ConnectionMatchInput& input) const;
 };
 
 absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(

@@ -359,6 +359,33 @@ absl::StatusOr<Fault> ParseFault(const google::protobuf::Any& any, const std::st
   return fault;
 }
 
+// The per-filter configs meshproxy applies, at one level (route, virtual host or route
+// configuration).
+struct PerFilterConfigs {
+  std::optional<Fault> fault;
+  std::optional<Cors> cors;
+};
+
+absl::Status ParsePerFilterConfigs(
+    const google::protobuf::Map<std::string, google::protobuf::Any>& configs,
+    const std::string& field, PerFilterConfigs& out) {
+  for (const auto& [filter, config] : configs) {
+    const std::string ff = absl::StrCat(field, "[", filter, "]");
+    if (filter == "envoy.filters.http.fault") {
+      auto fault = ParseFault(config, ff);
+      if (!fault.ok()) return fault.status();
+      out.fault = *std::move(fault);
+    } else if (filter == "envoy.filters.http.cors") {
+      auto cors = ParseCors(config, ff);
+      if (!cors.ok()) return cors.status();
+      out.cors = *std::move(cors);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported filter config"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<HeaderMatch> ParseHeaderMatcher(const route_v3::HeaderMatcher& proto,
@@ -530,6 +557,12 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
   if (!res.ok()) return res.status();
   table->request_headers = *std::move(req);
   table->response_headers = *std::move(res);
+  PerFilterConfigs table_filters;
+  if (auto status = ParsePerFilterConfigs(proto.typed_per_filter_config(),
+                                          "typed_per_filter_config", table_filters);
+      !status.ok()) {
+    return status;
+  }
   for (int v = 0; v < proto.virtual_hosts_size(); ++v) {
     const route_v3::VirtualHost& vh = proto.virtual_hosts(v);
     const std::string vf = absl::StrCat("virtual_hosts[", v, "]");
@@ -561,6 +594,15 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
       if (!retry.ok()) return retry.status();
       vhost.retry = *std::move(retry);
     }
+    PerFilterConfigs vhost_filters;
+    if (auto status = ParsePerFilterConfigs(vh.typed_per_filter_config(),
+                                            absl::StrCat(vf, ".typed_per_filter_config"),
+                                            vhost_filters);
+        !status.ok()) {
+      return status;
+    }
+    if (!vhost_filters.fault) vhost_filters.fault = table_filters.fault;
+    if (!vhost_filters.cors) vhost_filters.cors = table_filters.cors;
     for (int r = 0; r < vh.routes_size(); ++r) {
       const route_v3::Route& rp = vh.routes(r);
       const std::string rf = absl::StrCat(vf, ".routes[", r, "]");
@@ -606,20 +648,16 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
       if (!rres.ok()) return rres.status();
       route.request_headers = *std::move(rreq);
       route.response_headers = *std::move(rres);
-      for (const auto& [filter, config] : rp.typed_per_filter_config()) {
-        const std::string ff = absl::StrCat(rf, ".typed_per_filter_config[", filter, "]");
-        if (filter == "envoy.filters.http.fault") {
-          auto fault = ParseFault(config, ff);
-          if (!fault.ok()) return fault.status();
-          route.fault = *std::move(fault);
-        } else if (filter == "envoy.filters.http.cors") {
-          auto cors = ParseCors(config, ff);
-          if (!cors.ok()) return cors.status();
-          route.cors = *std::move(cors);
-        } else {
-          return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported filter config"));
-        }
+      // The most specific filter config wins whole (Envoy's rule): the route's, else its
+      // virtual host's, else the route configuration's.
+      PerFilterConfigs own;
+      if (auto status = ParsePerFilterConfigs(rp.typed_per_filter_config(),
+                                              absl::StrCat(rf, ".typed_per_filter_config"), own);
+          !status.ok()) {
+        return status;
       }
+      route.fault = own.fault ? own.fault : vhost_filters.fault;
+      route.cors = own.cors ? own.cors : vhost_filters.cors;
       vhost.routes.push_back(std::move(route));
     }
     table->virtual_hosts.push_back(std::move(vhost));

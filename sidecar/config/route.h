@@ -149,7 +149,8 @@ struct DirectResponse {
   std::string body;
 };
 
-// The fault filter's per-route config (typed_per_filter_config "envoy.filters.http.fault").
+// The fault filter's config (typed_per_filter_config "envoy.filters.http.fault", the most
+// specific of route, virtual host, route configuration).
 struct Fault {
   std::optional<std::chrono::milliseconds> delay;
   uint32_t delay_per_million = 0;
@@ -158,7 +159,8 @@ struct Fault {
   uint32_t abort_per_million = 0;
 };
 
-// The CORS filter's per-route policy (typed_per_filter_config "envoy.filters.http.cors").
+// The CORS filter's policy (typed_per_filter_config "envoy.filters.http.cors" of the route,
+// else of its virtual host, else of the route configuration: the most specific wins whole).
 struct Cors {
   std::vector<StringMatch> allow_origins;
   std::string allow_methods;

@@ -16,33 +16,6 @@ absl::Status Invalid(const std::string& field, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
 }
 
-std::array<unsigned char, 16> V6Bytes(const boost::asio::ip::address& ip) {
-  if (ip.is_v4()) {
-    return boost::asio::ip::make_address_v6(boost::asio::ip::v4_mapped, ip.to_v4()).to_bytes();
-  }
-  return ip.to_v6().to_bytes();
-}
-
-absl::StatusOr<Cidr> ParseCidr(const envoy::config::core::v3::CidrRange& proto,
-                               const std::string& field) {
-  boost::system::error_code ec;
-  auto ip = boost::asio::ip::make_address(proto.address_prefix(), ec);
-  if (ec) {
-    return Invalid(absl::StrCat(field, ".address_prefix"),
-                   absl::StrCat("\"", proto.address_prefix(), "\" is not an IP address"));
-  }
-  const unsigned bits = ip.is_v4() ? 32 : 128;
-  const unsigned length = proto.has_prefix_len() ? proto.prefix_len().value() : bits;
-  if (length > bits) {
-    return Invalid(absl::StrCat(field, ".prefix_len"),
-                   absl::StrCat(length, " is longer than the address (", bits, " bits)"));
-  }
-  Cidr cidr;
-  cidr.address = V6Bytes(ip);
-  cidr.prefix_len = ip.is_v4() ? length + 96 : length;
-  return cidr;
-}
-
 // A PathMatcher: the request's path without its query.
 absl::StatusOr<RbacMatcher> ParseUrlPathLeaf(const envoy::type::matcher::v3::PathMatcher& proto,
                                              const std::string& field) {
@@ -116,7 +89,7 @@ absl::StatusOr<RbacMatcher> ParseCidrLeaf(Kind kind,
                                           const std::string& field) {
   RbacMatcher m;
   m.kind = kind;
-  auto cidr = ParseCidr(proto, field);
+  auto cidr = config::ParseCidr(proto, field);
   if (!cidr.ok()) return cidr.status();
   m.cidr = *cidr;
   return m;
@@ -254,7 +227,7 @@ bool Matches(const RbacMatcher& m, const RbacRequest& request) {
       return port >= m.port_first && port <= m.port_last;
     }
     case Kind::kServerName:
-      return m.string->Matches("");  // no TLS, no SNI
+      return m.string->Matches(request.server_name);
     case Kind::kAuthenticated:
       return false;  // no TLS, no authenticated peer
     case Kind::kDirectRemoteIp:
@@ -283,18 +256,6 @@ absl::StatusOr<FilterProto> Unpack(const google::protobuf::Any& any, const std::
 }
 
 }  // namespace
-
-bool Cidr::Contains(const boost::asio::ip::address& ip) const {
-  const std::array<unsigned char, 16> bytes = V6Bytes(ip);
-  unsigned left = prefix_len;
-  for (size_t i = 0; i < bytes.size() && left > 0; ++i) {
-    const unsigned n = left >= 8 ? 8 : left;
-    const unsigned char mask = static_cast<unsigned char>(0xff << (8 - n));
-    if ((bytes[i] & mask) != (address[i] & mask)) return false;
-    left -= n;
-  }
-  return true;
-}
 
 RbacFilter::Decision RbacFilter::Evaluate(const RbacRequest& request) const {
   if (!enabled_) return {};

@@ -23,19 +23,12 @@
 #include "absl/status/statusor.h"
 #include "envoy/config/rbac/v3/rbac.pb.h"
 #include "google/protobuf/any.pb.h"
+#include "sidecar/config/cidr.h"
 #include "sidecar/config/route.h"
 #include "sidecar/config/string_match.h"
 #include "sidecar/router/route_match.h"
 
 namespace meshpilot::sidecar::filters {
-
-// An address block: `address` and `prefix_len` over its IPv6 form (IPv4 as v4-mapped).
-struct Cidr {
-  std::array<unsigned char, 16> address{};
-  unsigned prefix_len = 0;
-
-  bool Contains(const boost::asio::ip::address& ip) const;
-};
 
 // One node of a Permission or a Principal tree.
 struct RbacMatcher {
@@ -58,7 +51,7 @@ struct RbacMatcher {
   std::vector<RbacMatcher> children;  // kAnd, kOr; kNot has exactly one
   config::HeaderMatch header;
   std::optional<config::StringMatch> string;  // url path, server name, principal name
-  Cidr cidr;
+  config::Cidr cidr;
   uint32_t port_first = 0;  // inclusive
   uint32_t port_last = 0;   // inclusive
   bool invert = false;      // kMetadata
@@ -71,6 +64,7 @@ struct RbacRequest {
   boost::asio::ip::tcp::endpoint destination;  // where the connection was going
   std::optional<router::HeaderGetter> headers;
   std::string_view path;  // :path without its query
+  std::string_view server_name;  // the tls_inspector's SNI; empty without
 };
 
 struct RbacPolicy {

@@ -4,6 +4,8 @@
 #include <utility>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "sidecar/router/headers.h"
 #include "sidecar/server/upstream_pool.h"
@@ -14,9 +16,42 @@ namespace {
 
 namespace asio = boost::asio;
 
-asio::awaitable<void> SendCopy(Worker& worker, std::shared_ptr<const ProxyConfig> config,
-                               std::string cluster_name, http::HeaderMap headers, std::string body,
-                               Protocol downstream, std::chrono::milliseconds timeout) {
+}  // namespace
+
+// The copy's coroutine; a friend of MirrorBody.
+class MirrorCopy {
+ public:
+  static asio::awaitable<void> Send(Worker& worker, std::shared_ptr<const ProxyConfig> config,
+                                    std::string cluster_name, http::HeaderMap headers,
+                                    std::shared_ptr<MirrorBody> body, Protocol downstream,
+                                    std::chrono::milliseconds timeout);
+
+ private:
+  // Sends the body as it comes; kReset once the copy is abandoned.
+  static asio::awaitable<StreamError> SendBody(UpstreamStream& stream, MirrorBody& body);
+};
+
+asio::awaitable<StreamError> MirrorCopy::SendBody(UpstreamStream& stream, MirrorBody& body) {
+  for (;;) {
+    if (body.abandoned_) co_return StreamError::kReset;
+    if (!body.pending_.empty() || body.ended_) {
+      const std::string chunk = std::move(body.pending_);
+      body.pending_.clear();
+      const bool end = body.ended_;
+      const StreamError error = co_await stream.SendBody(chunk, end);
+      if (error != StreamError::kNone || end) co_return error;
+      continue;
+    }
+    body.wake_.expires_at(Clock::time_point::max());
+    boost::system::error_code ec;
+    co_await body.wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<void> MirrorCopy::Send(Worker& worker, std::shared_ptr<const ProxyConfig> config,
+                                       std::string cluster_name, http::HeaderMap headers,
+                                       std::shared_ptr<MirrorBody> body, Protocol downstream,
+                                       std::chrono::milliseconds timeout) {
   const ClusterEntry* cluster = config->FindCluster(cluster_name);
   if (cluster == nullptr || cluster->lb == nullptr) {
     // Unknown, or ORIGINAL_DST (a copy has no original destination of its own).
@@ -44,9 +79,10 @@ asio::awaitable<void> SendCopy(Worker& worker, std::shared_ptr<const ProxyConfig
       target, UpstreamProtocolOf(*cluster->config, downstream), deadline);
   if (opened.overflow) co_return;
   StreamError error = opened.error;
-  if (error == StreamError::kNone) error = co_await opened.stream->SendHeaders(headers, body.empty());
-  if (error == StreamError::kNone && !body.empty()) {
-    error = co_await opened.stream->SendBody(body, true);
+  const bool headers_only = body->ended_ && body->pending_.empty();
+  if (error == StreamError::kNone) error = co_await opened.stream->SendHeaders(headers, headers_only);
+  if (error == StreamError::kNone && !headers_only) {
+    error = co_await SendBody(*opened.stream, *body);
   }
   http::HeaderMap response;
   bool ended = false;
@@ -67,18 +103,39 @@ asio::awaitable<void> SendCopy(Worker& worker, std::shared_ptr<const ProxyConfig
   }
 }
 
-}  // namespace
+MirrorBody::MirrorBody(asio::io_context& io) : wake_(io) {}
 
-void MirrorRequest(Worker& worker, std::shared_ptr<const ProxyConfig> config,
-                   const config::MirrorPolicy& policy, http::HeaderMap headers, std::string body,
-                   Protocol downstream, std::chrono::milliseconds timeout) {
+void MirrorBody::Append(std::string_view chunk, bool end) {
+  if (abandoned_ || ended_) return;
+  pending_.append(chunk);
+  ended_ = end;
+  if (pending_.size() > kMirrorBufferLimit) {
+    abandoned_ = true;
+    pending_.clear();
+  }
+  wake_.cancel();
+}
+
+void MirrorBody::Finish() {
+  if (ended_) return;
+  abandoned_ = true;
+  pending_.clear();
+  wake_.cancel();
+}
+
+std::shared_ptr<MirrorBody> MirrorRequest(Worker& worker, std::shared_ptr<const ProxyConfig> config,
+                                          const config::MirrorPolicy& policy,
+                                          http::HeaderMap headers, Protocol downstream,
+                                          std::chrono::milliseconds timeout) {
   if (policy.append_shadow_suffix) {
     headers.Set(":authority", router::ShadowHost(headers.GetOr(":authority", "")));
   }
+  auto body = std::make_shared<MirrorBody>(worker.io());
   asio::co_spawn(worker.io(),
-                 SendCopy(worker, std::move(config), policy.cluster, std::move(headers),
-                          std::move(body), downstream, timeout),
+                 MirrorCopy::Send(worker, std::move(config), policy.cluster, std::move(headers),
+                                  body, downstream, timeout),
                  asio::detached);
+  return body;
 }
 
 }  // namespace meshpilot::sidecar::server

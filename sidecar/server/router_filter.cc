@@ -59,8 +59,8 @@ struct Mutations {
 
 // Streams a request body that is not held from downstream to upstream while the router reads
 // the response (gRPC streams go both ways at once), keeping a copy of a body that stays within
-// kRetryBufferLimit, as Envoy does, so that a request sent whole can still be retried. The
-// router joins it before returning.
+// kRetryBufferLimit, as Envoy does, so that a request sent whole can still be retried, and
+// handing each chunk to the request's mirror copies. The router joins it before returning.
 struct BodyPump {
   explicit BodyPump(asio::io_context& io) : finished(io) {}
   asio::steady_timer finished;
@@ -73,7 +73,8 @@ struct BodyPump {
 };
 
 asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
-                               std::shared_ptr<BodyPump> pump) {
+                               std::shared_ptr<BodyPump> pump,
+                               std::vector<std::shared_ptr<MirrorBody>> mirrors) {
   std::string chunk;
   for (bool end = false; !end;) {
     chunk.clear();
@@ -82,6 +83,7 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
       break;
     }
     if (chunk.empty() && !end) continue;
+    for (const auto& mirror : mirrors) mirror->Append(chunk, end);
     if (!pump->copy_overflowed && pump->copy.size() + chunk.size() <= kRetryBufferLimit) {
       pump->copy.append(chunk);
     } else {
@@ -95,6 +97,7 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
     }
     pump->sent_whole = end;
   }
+  for (const auto& mirror : mirrors) mirror->Finish();  // cut short: the copies are reset
   pump->done = true;
   pump->finished.cancel();
 }
@@ -279,13 +282,20 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   }
 
   const Protocol protocol = UpstreamProtocolOf(*cluster->config, down.protocol());
-  // Only a held body is mirrored: a streamed one is not kept whole, and Envoy likewise gives up
-  // shadowing a body beyond its buffer limit.
+  // Copies get a held body at once, a streamed one as the first attempt's pump reads it.
+  std::vector<std::shared_ptr<MirrorBody>> mirrors;
   for (const config::MirrorPolicy& mirror : action.mirrors) {
-    if (held && worker_.rng()() % 1000000 < mirror.per_million) {
-      MirrorRequest(worker_, config, mirror, request, *held, down.protocol(), action.timeout);
-    }
+    if (worker_.rng()() % 1000000 >= mirror.per_million) continue;
+    mirrors.push_back(MirrorRequest(worker_, config, mirror, request, down.protocol(), action.timeout));
+    if (held) mirrors.back()->Append(*held, true);
   }
+  // However the request ends, a copy still waiting for body bytes is reset.
+  struct FinishMirrors {
+    std::vector<std::shared_ptr<MirrorBody>>& mirrors;
+    ~FinishMirrors() {
+      for (const auto& mirror : mirrors) mirror->Finish();
+    }
+  } finish_mirrors{mirrors};
   const config::RetryPolicy* retry = action.retry ? &*action.retry : nullptr;
   uint32_t retries_left = retry ? retry->num_retries : 0;
   uint32_t retry_number = 0;
@@ -415,7 +425,9 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           }
         } else if (error == StreamError::kNone && !held) {
           pump = std::make_shared<BodyPump>(worker_.io());
-          asio::co_spawn(worker_.io(), PumpBody(down, *up, pump), asio::detached);
+          // Only the first pass of the body feeds the copies.
+          asio::co_spawn(worker_.io(), PumpBody(down, *up, pump, std::exchange(mirrors, {})),
+                         asio::detached);
         }
       }
       http::HeaderMap response;

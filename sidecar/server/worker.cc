@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "sidecar/filters/tls_inspector.h"
 #include "sidecar/server/connection.h"
 #include "spdlog/spdlog.h"
 
@@ -44,6 +45,95 @@ std::optional<tcp::endpoint> OriginalDestination(tcp::socket& socket) {
   }
   return std::nullopt;
 }
+
+namespace {
+
+// SO_RCVLOWAT: epoll reports the socket readable only with at least `bytes` to read (or at its
+// end, or on an error).
+void SetReceiveLowWatermark(int fd, size_t bytes) {
+  const int value = static_cast<int>(bytes);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &value, sizeof(value));
+}
+
+// envoy.filters.listener.tls_inspector: peeks (MSG_PEEK: the bytes stay for the filter chain)
+// at the connection's first bytes until they are a whole ClientHello, not TLS at all, or
+// `listener`'s listener_filters_timeout passes. Returns false when the connection is to be
+// closed: the peer left, the ClientHello is too large, or the time ran out without
+// continue_on_listener_filters_timeout (Envoy's rules).
+asio::awaitable<bool> InspectTls(tcp::socket& socket, const config::ListenerConfig& listener,
+                                 ListenerStats& stats, ConnectionInfo& info) {
+  using Result = filters::TlsInspection::Result;
+  auto timed_out = std::make_shared<bool>(false);
+  asio::steady_timer deadline(socket.get_executor());
+  if (listener.listener_filters_timeout.count() > 0) {
+    deadline.expires_after(listener.listener_filters_timeout);
+    // The handler may run after this frame is gone (cancelled late): it touches the socket only
+    // while `timed_out`, owned here, lives.
+    deadline.async_wait([weak = std::weak_ptr<bool>(timed_out), &socket](
+                            const boost::system::error_code& ec) {
+      auto flag = weak.lock();
+      if (ec || !flag) return;
+      *flag = true;
+      socket.cancel();
+    });
+  }
+  // Room for the largest ClientHello and the headers of the records it may span.
+  std::vector<uint8_t> buffer(filters::kMaxClientHelloSize + 1024);
+  const int fd = socket.native_handle();
+  size_t seen = 0;  // bytes peeked so far
+  bool keep = true;
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+        (n > 0 && static_cast<size_t>(n) == seen)) {
+      // Closed or reset before the listener filters were done; woken with no new bytes (see
+      // below), the peer has shut its side down.
+      keep = false;
+      break;
+    }
+    if (n > 0) {
+      seen = static_cast<size_t>(n);
+      filters::TlsInspection inspection =
+          filters::InspectClientHello(std::span<const uint8_t>(buffer.data(), seen));
+      if (inspection.result == Result::kClientHello) {
+        info.tls = true;
+        info.server_name = std::move(inspection.server_name);
+        info.application_protocols = std::move(inspection.alpn);
+        stats.tls_found.fetch_add(1, std::memory_order_relaxed);
+        if (!info.server_name.empty()) stats.sni_found.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+      if (inspection.result == Result::kNotTls) {
+        stats.tls_not_found.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+      if (inspection.result == Result::kTooLarge || seen == buffer.size()) {
+        stats.client_hello_too_large.fetch_add(1, std::memory_order_relaxed);
+        keep = false;
+        break;
+      }
+      // The peeked bytes keep the socket readable: ask to be woken only once more arrive.
+      SetReceiveLowWatermark(fd, seen + 1);
+    }
+    boost::system::error_code ec;
+    co_await socket.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+    if (*timed_out) {
+      keep = listener.continue_on_listener_filters_timeout;
+      break;
+    }
+    if (ec) {
+      keep = false;
+      break;
+    }
+  }
+  if (seen > 0) SetReceiveLowWatermark(fd, 1);
+  timed_out.reset();
+  deadline.cancel();
+  co_return keep;
+}
+
+}  // namespace
 
 Worker::Worker(int index, ConfigStore& store)
     : index_(index),
@@ -178,15 +268,28 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
       owner.stats->downstream_cx_total.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  const config::FilterChain* chain = owner.config->ChainFor(info.destination.port());
-  if (chain == nullptr) co_return;
+  if (owner.config->tls_inspector) {
+    const bool keep = co_await InspectTls(socket, *owner.config, *owner.stats, info);
+    if (!keep) co_return;
+  }
+  const config::FilterChain* chain = owner.config->ChainFor(
+      {.destination = info.destination,
+       .source = info.remote,
+       .server_name = info.server_name,
+       .transport_protocol = info.tls ? "tls" : "raw_buffer",
+       .application_protocols = &info.application_protocols});
+  if (chain == nullptr) {
+    owner.stats->no_filter_chain_match.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
   owner.stats->downstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   struct ActiveGuard {
     std::shared_ptr<ListenerStats> stats;
     ~ActiveGuard() { stats->downstream_cx_active.fetch_sub(1, std::memory_order_relaxed); }
   } guard{owner.stats};
   if (!chain->rbac.empty()) {
-    filters::RbacRequest request{info.remote, info.destination, std::nullopt, {}};
+    filters::RbacRequest request{info.remote, info.destination, std::nullopt, {},
+                                 info.server_name};
     for (const auto& rbac : chain->rbac) {
       if (!rbac->Evaluate(request).allowed) {
         owner.stats->rbac_denied.fetch_add(1, std::memory_order_relaxed);

@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
@@ -28,6 +29,10 @@ struct ConnectionInfo {
   boost::asio::ip::tcp::endpoint remote;
   boost::asio::ip::tcp::endpoint destination;  // original destination, or `local`
   bool redirected = false;                     // destination came from SO_ORIGINAL_DST
+  // From the listener's tls_inspector: a ClientHello's SNI (lower-case) and ALPN.
+  bool tls = false;
+  std::string server_name;
+  std::vector<std::string> application_protocols;
 };
 
 class Worker {

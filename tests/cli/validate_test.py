@@ -47,6 +47,32 @@ spec:
   subsets: [{name: v1, labels: {version: v1}}]
 """
 
+TLS = """apiVersion: v1
+kind: Service
+metadata: {name: secure, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: https, port: 443}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad-tls, namespace: default}
+spec:
+  hosts: [secure.default.svc.cluster.local]
+  tls:
+  - match: [{sniHosts: [other.example], destinationSubnets: [10.0.0.0/40]}]
+    route: [{destination: {host: secure}, weight: -2}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls-on-http, namespace: default}
+spec:
+  hosts: [reviews]
+  tls:
+  - match: [{sniHosts: [reviews]}]
+    route: [{destination: {host: reviews}}]
+"""
+
 
 class ValidateTest(unittest.TestCase):
 
@@ -91,6 +117,20 @@ class ValidateTest(unittest.TestCase):
                             for line in lines), lines)
         # The valid document beside the invalid one is still read and checked.
         self.assertEqual(lines[-1], "2 objects in 3 files: 2 errors, 0 warnings")
+
+    def test_tls_rules_are_checked(self):
+        self.write("service.yaml", SERVICE)
+        path = self.write("tls.yaml", TLS)
+        code, lines, _ = self.validate(self.dir)
+        self.assertEqual(code, 1, lines)
+        self.assertIn(f"error: {path}[1]: VirtualService default/bad-tls: "
+                      "spec.tls[0].match[0].destinationSubnets[0]: \"10.0.0.0/40\" has an invalid "
+                      "prefix length; spec.tls[0].match[0].sniHosts[0]: \"other.example\" is not "
+                      "covered by the hosts; spec.tls[0].route[0].weight: must be >= 0", lines)
+        # reviews has no HTTPS or TLS port: its tls rules are valid but never used.
+        self.assertTrue(any(line.startswith(f"warning: {path}[2]: VirtualService "
+                                            "default/tls-on-http: spec.tls: no Service")
+                            for line in lines), lines)
 
     def test_unreadable_path_and_usage(self):
         missing = os.path.join(self.dir, "missing.yaml")

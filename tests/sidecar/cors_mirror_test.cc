@@ -41,6 +41,49 @@ http::HeaderMap Added(const config::HeaderMutations& mutations) {
   return headers;
 }
 
+TEST_CASE("cors and fault: the most specific per-filter config wins whole") {
+  // Route configuration level: fault; virtual host "a": a CORS policy; its first route its own,
+  // its second route none (so the host's); virtual host "b" none (nothing, fault inherited).
+  auto cors = [](const std::string& origin) {
+    return R"("envoy.filters.http.cors": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"exact": ")" + origin + R"("}]})";
+  };
+  const std::string fault = R"("envoy.filters.http.fault": {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+      "abort": {"http_status": 418, "percentage": {"numerator": 100}}})";
+  auto table = config::ParseRouteConfiguration(FromJson<envoy::config::route::v3::RouteConfiguration>(
+      R"({"name": "r", "typed_per_filter_config": {)" + fault + R"(},
+          "virtual_hosts": [
+        {"name": "a", "domains": ["a"], "typed_per_filter_config": {)" + cors("https://host") + R"(},
+         "routes": [
+          {"match": {"prefix": "/own"}, "route": {"cluster": "c"},
+           "typed_per_filter_config": {)" + cors("https://route") + R"(}},
+          {"match": {"prefix": "/"}, "route": {"cluster": "c"}}]},
+        {"name": "b", "domains": ["b"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]})"));
+  REQUIRE(table.ok());
+  const auto& a = (*table)->virtual_hosts[0].routes;
+  const auto& b = (*table)->virtual_hosts[1].routes;
+  REQUIRE(a[0].cors.has_value());
+  CHECK(a[0].cors->allow_origins[0].Matches("https://route"));
+  CHECK_FALSE(a[0].cors->allow_origins[0].Matches("https://host"));
+  REQUIRE(a[1].cors.has_value());
+  CHECK(a[1].cors->allow_origins[0].Matches("https://host"));
+  CHECK_FALSE(b[0].cors.has_value());
+  for (const config::Route* route : {&a[0], &a[1], &b[0]}) {
+    REQUIRE(route->fault.has_value());
+    CHECK(route->fault->abort_http_status == 418u);
+  }
+  // An unknown filter's config at the virtual host is NACKed with its path.
+  auto bad = config::ParseRouteConfiguration(FromJson<envoy::config::route::v3::RouteConfiguration>(
+      R"({"name": "r", "virtual_hosts": [{"name": "a", "domains": ["a"],
+          "typed_per_filter_config": {"envoy.filters.http.lua": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
+          "routes": []}]})"));
+  CHECK(bad.status().message() ==
+        "virtual_hosts[0].typed_per_filter_config[envoy.filters.http.lua]: unsupported filter config");
+}
+
 TEST_CASE("cors: a preflight from an allowed origin is answered with the policy") {
   const config::Cors cors = GoldenPolicy();
   const http::HeaderMap request{{":method", "OPTIONS"},

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import socketserver
+import ssl
 import subprocess
 import threading
 import time
@@ -271,12 +272,11 @@ class Backend:
         self.server.server_close()
 
 
-class TcpEchoBackend:
-    """Reads until the client half-closes, then answers NAME:DATA and closes: a TCP proxy
-    that does not carry the half-close never gets an answer."""
+class ThreadedTcpServer:
+    """A listening socket on loopback whose connections are each served by `_serve(conn)` in
+    a thread of their own."""
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -292,6 +292,18 @@ class TcpEchoBackend:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
+    def stop(self):
+        self.sock.close()
+
+
+class TcpEchoBackend(ThreadedTcpServer):
+    """Reads until the client half-closes, then answers NAME:DATA and closes: a TCP proxy
+    that does not carry the half-close never gets an answer."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__()
+
     def _serve(self, conn):
         with conn:
             conn.settimeout(10)
@@ -306,8 +318,54 @@ class TcpEchoBackend:
             except OSError:
                 pass
 
-    def stop(self):
-        self.sock.close()
+
+def self_signed_cert(directory, hosts):
+    """A self-signed certificate (P-256) for `hosts`, made by the openssl CLI: (cert, key)."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=" + hosts[0],
+                    "-addext", "subjectAltName=" + ",".join("DNS:" + h for h in hosts),
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+class TlsBackend(ThreadedTcpServer):
+    """A TLS server (Python's ssl, OpenSSL) that answers each connection's first line with
+    NAME sni=SNI:LINE, SNI being the server name its handshake received: the TLS session ends
+    here, so a proxy in between can only have passed it through."""
+
+    def __init__(self, name, cert, key):
+        self.name = name
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.context.set_alpn_protocols(["h2", "http/1.1"])
+        self.context.sni_callback = self._remember_sni
+        super().__init__()
+
+    @staticmethod
+    def _remember_sni(tls, server_name, context):
+        tls.received_sni = server_name
+
+    def _serve(self, conn):
+        conn.settimeout(10)
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                line = tls.recv(4096).split(b"\n")[0]
+                sni = getattr(tls, "received_sni", None) or ""
+                tls.sendall(f"{self.name} sni={sni}:".encode() + line)
+        except (OSError, ssl.SSLError):
+            conn.close()
+
+
+def tls_exchange(host, port, server_name, cafile, line=b"hello", timeout_s=5):
+    """A TLS connection to host:port with SNI `server_name`, checking the certificate against
+    `cafile` and that name; sends `line` and returns the answer."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection((host, port), timeout=timeout_s) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            tls.sendall(line + b"\n")
+            return tls.recv(4096)
 
 
 def tcp_exchange(port, payload, timeout_s=5, host="127.0.0.1"):

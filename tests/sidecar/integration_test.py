@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -21,7 +22,7 @@ import unittest
 import urllib.request
 
 from harness import (Backend, Child, SharedMeshTest, TcpEchoBackend, binary, free_port,
-                     tcp_exchange, wait_until, write_resources)
+                     pattern_bytes, tcp_exchange, wait_until, write_resources)
 
 T = "type.googleapis.com/"
 HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -92,6 +93,34 @@ def http_listener(name, port, route_name, **hcm):
                                  "http_filters": [{"name": "envoy.filters.http.router",
                                                    "typed_config": {"@type": ROUTER}}], **hcm}}]}],
             "traffic_direction": "OUTBOUND", "bind_to_port": True}
+
+
+def sni_listener(name, port):
+    """A listener with the tls_inspector: ClientHellos for *.example.com go to tcp-a, all
+    else (other names, plaintext, a client silent past the 0.3 s listener_filters_timeout) to
+    tcp-b."""
+    def chain(cluster, **match):
+        return {"filter_chain_match": match, "filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {"@type": TCP_PROXY, "stat_prefix": name, "cluster": cluster}}]}
+    return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                "@type": T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+            "listener_filters_timeout": "0.3s", "continue_on_listener_filters_timeout": True,
+            "filter_chains": [chain("tcp-a", server_names=["*.example.com"], transport_protocol="tls"),
+                              chain("tcp-b")]}
+
+
+def client_hello(server_name):
+    """The ClientHello Python's ssl (OpenSSL) sends for `server_name`."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=server_name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
 
 
 def tcp_listener(name, port, cluster=None, weighted=None, **extra):
@@ -168,7 +197,16 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                             "numerator": 500000, "denominator": "MILLION"}}}]}}),
                     route("/", {"route": {"cluster": "web-v1"}},
                           response_headers_to_add=[{"header": {"key": "x-mesh", "value": "meshproxy"}}]),
-                ]}]}
+                ]},
+                # A CORS policy for the whole virtual host; /own/ has its own, which wins.
+                {"name": "shop", "domains": ["shop"],
+                 "typed_per_filter_config": {"envoy.filters.http.cors": {
+                     "@type": CORS, "allow_origin_string_match": [{"exact": "https://shop.example"}],
+                     "allow_methods": "PUT"}},
+                 "routes": [
+                    route("/own/", {"route": {"cluster": "web-v1"}}, typed_per_filter_config={
+                        "envoy.filters.http.cors": {"@type": CORS, **CORS_POLICY}}),
+                    route("/", {"route": {"cluster": "web-v1"}})]}]}
 
 
 class Mesh:
@@ -189,6 +227,7 @@ class Mesh:
         self.sticky_tcp_port = free_port()
         self.idle_http_port = free_port()
         self.trailers_http_port = free_port()
+        self.sni_port = free_port()
         self.admin_port = free_port()
         self.children = []
         self.version = 0
@@ -246,7 +285,8 @@ class Mesh:
                          tcp_listener("tcp-split", self.split_tcp_port,
                                       weighted=[("tcp-a", 1), ("tcp-b", 1)]),
                          tcp_listener("tcp-sticky", self.sticky_tcp_port, cluster="tcp-ring",
-                                      hash_policy=[{"source_ip": {}}], idle_timeout="0.5s")]
+                                      hash_policy=[{"source_ip": {}}], idle_timeout="0.5s"),
+                         sni_listener("sni", self.sni_port)]
         return {"cds": clusters, "eds": endpoints, "lds": listeners,
                 "rds": [routes_override or routes("web-routes")]}
 
@@ -628,6 +668,23 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(json.loads(body)["method"], "OPTIONS")
         self.assertFalse([h for h in headers if h.startswith("access-control-")], headers)
 
+    def test_cors_policy_of_a_virtual_host_applies_to_routes_without_their_own(self):
+        def preflight(path, origin):
+            return self.mesh.get(path, host="shop", method="OPTIONS", headers={
+                "Origin": origin, "Access-Control-Request-Method": "PUT"})
+        status, headers, body = preflight("/x", "https://shop.example")
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(headers["access-control-allow-origin"], "https://shop.example")
+        self.assertEqual(headers["access-control-allow-methods"], "PUT")
+        # The route's own policy replaces the host's whole: the host's origin is not allowed
+        # there (its preflight reaches the backend), the route's is.
+        status, headers, _ = preflight("/own/x", "https://shop.example")
+        self.assertEqual(headers.get("x-backend"), "web-v1")
+        self.assertNotIn("access-control-allow-origin", headers)
+        status, headers, body = preflight("/own/x", "https://example.com")
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(headers["access-control-allow-methods"], "GET,POST")
+
     def test_mirror_gets_a_copy_with_shadow_host_and_the_client_the_primary_answer(self):
         mirrored_before = self.mesh.stat("cluster.mirror.upstream_rq_total") or 0
         status, headers, body = self.mesh.get("/mirror/get", host="web")
@@ -654,6 +711,36 @@ class HttpTest(SharedMeshTest):
         self.assertEqual((status, headers["x-backend"]), (200, "web-v1"))
         wait_until(lambda: self.mesh.stat("cluster.dead.upstream_rq_5xx") - failed_before == 1,
                    WAIT_S, "the dead mirror cluster to count its failed copy")
+
+    def test_mirror_gets_streamed_bodies(self):
+        # A chunked body (length unknown) and one too large to hold (300 KiB): both streamed
+        # upstream, both copied whole to the mirror as they go.
+        chunked, large = pattern_bytes(100 * 1024), pattern_bytes(300 * 1024)
+        for path, body in (("/mirror/chunked", chunked), ("/mirror/large", large)):
+            conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+            try:
+                if path.endswith("chunked"):
+                    pieces = (body[i:i + 8192] for i in range(0, len(body), 8192))
+                    conn.request("POST", path, body=pieces, headers={"Host": "web"},
+                                 encode_chunked=True)
+                else:
+                    conn.request("POST", path, body=body, headers={"Host": "web"})
+                r = conn.getresponse()
+                answer = json.loads(r.read())
+                self.assertEqual((r.status, answer["body_size"]), (200, len(body)))
+            finally:
+                conn.close()
+
+        def copies():
+            received = {r["path"]: r for r in self.mesh.mirror.received
+                        if r["path"] in ("/mirror/chunked", "/mirror/large")}
+            return received if len(received) == 2 else None
+
+        copies = wait_until(copies, WAIT_S, "the mirror to receive both streamed copies")
+        for path, body in (("/mirror/chunked", chunked), ("/mirror/large", large)):
+            self.assertEqual(copies[path]["headers"]["host"], "web-shadow")
+            self.assertEqual(copies[path]["body_size"], len(body), path)
+            self.assertEqual(copies[path]["body_sha256"], hashlib.sha256(body).hexdigest(), path)
 
     def test_mirror_half_of_the_requests(self):
         n = 200
@@ -696,6 +783,36 @@ class HttpTest(SharedMeshTest):
         for _ in range(40):
             seen.add(tcp_exchange(self.mesh.split_tcp_port, b"x").split(b":")[0])
         self.assertEqual(seen, {b"tcp-a", b"tcp-b"})
+
+    def test_tls_inspector_routes_by_sni_and_passes_the_bytes_through(self):
+        hello = client_hello("v1.web.example.com")
+
+        def exchange(*pieces, pause=0.0):
+            with socket.create_connection(("127.0.0.1", self.mesh.sni_port), timeout=5) as s:
+                for piece in pieces:
+                    time.sleep(pause)
+                    s.sendall(piece)
+                s.shutdown(socket.SHUT_WR)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+
+        # The backend receives the ClientHello exactly as sent: peeked, not consumed.
+        self.assertEqual(exchange(hello), b"tcp-a:" + hello)
+        # Sent in two pieces, the second after a pause: meshproxy waits for the whole of it.
+        self.assertEqual(exchange(hello[:40], hello[40:], pause=0.1), b"tcp-a:" + hello)
+        other = client_hello("example.org")
+        self.assertEqual(exchange(other), b"tcp-b:" + other)
+        self.assertEqual(exchange(b"plain text"), b"tcp-b:plain text")
+        # Part of a ClientHello and then the client's FIN: the connection is closed unrouted.
+        try:
+            self.assertEqual(exchange(hello[:40], pause=0.05), b"")
+        except ConnectionResetError:
+            pass
+        # A client that sends nothing until after listener_filters_timeout goes on without SNI.
+        self.assertEqual(exchange(b"late", pause=1.0), b"tcp-b:late")
+        self.assertEqual(self.mesh.stat("listener.sni.tls_inspector.sni_found"), 3)
 
     def test_tcp_proxy_source_ip_hash_and_idle_timeout(self):
         # Every connection from 127.0.0.1 lands on the same ring position.

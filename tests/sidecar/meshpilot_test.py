@@ -17,6 +17,10 @@ disappears with it. Inside:
    are closed, and a policy edit takes effect without a restart.
 4. Locality load balancing for a sidecar with a locality: failover keeps requests in its zone,
    distribute weights spread them as the DestinationRule says.
+5. VirtualService tls rules on an HTTPS port: meshproxy reads the SNI of real TLS clients'
+   ClientHellos (without consuming them) and passes each connection through, unmodified, to
+   the backend its rule names (by exact and wildcard SNI, weighted); other SNIs and plaintext
+   match no filter chain and are closed, as in Istio.
 
 Exit code 77 (ctest: skipped) when network namespaces are not available.
 """
@@ -32,8 +36,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Backend, Child, TcpEchoBackend, binary, free_port, tcp_exchange,  # noqa: E402
-                     wait_until)
+from harness import (Backend, Child, TcpEchoBackend, TlsBackend, binary, free_port,  # noqa: E402
+                     self_signed_cert, tcp_exchange, tls_exchange, wait_until)
 
 IN_NETNS = "MESHPROXY_TEST_NETNS"
 PROXY_UID = 1337
@@ -402,6 +406,61 @@ spec:
             print(self.logs())
             raise
 
+    def test_tls_routes_pick_backends_by_sni(self):
+        self.require_iptables()
+        hosts = ["secure.default.svc.cluster.local", "*.secure.default.svc.cluster.local",
+                 "other.example"]
+        cert, key = self_signed_cert(self.dir, hosts)
+        v1, v2 = TlsBackend("secure-v1", cert, key), TlsBackend("secure-v2", cert, key)
+        self.addCleanup(v1.stop)
+        self.addCleanup(v2.stop)
+        self.write_mesh(yaml_for(self.web.port, self.db.port, self.echo_port)
+                        + tls_routes_yaml(v1.port, v2.port))
+        capture_outbound()
+        wait_until(lambda: config_dump_has("outbound|443|v2|secure.default.svc.cluster.local",
+                                           "envoy.filters.listener.tls_inspector"),
+                   WAIT_S, "meshproxy to get the tls routes")
+
+        def ask(sni):
+            return tls_exchange("10.96.0.90", 443, sni, cert).decode()
+
+        def closed(exchange):
+            try:
+                return exchange() == b""
+            except OSError:  # reset, or the TLS handshake cut short (ssl.SSLError)
+                return True
+
+        try:
+            # The backend's TLS session saw the client's own SNI: the bytes went through as sent.
+            self.assertEqual(ask("v1.secure.default.svc.cluster.local"),
+                             "secure-v1 sni=v1.secure.default.svc.cluster.local:hello")
+            self.assertEqual(ask("v2.secure.default.svc.cluster.local"),
+                             "secure-v2 sni=v2.secure.default.svc.cluster.local:hello")
+            self.assertEqual(ask("secure.default.svc.cluster.local").split(" ")[0], "secure-v2")
+            # OpenSSL's own client, as a user would try it.
+            s_client = subprocess.run(
+                ["openssl", "s_client", "-connect", "10.96.0.90:443", "-servername",
+                 "v1.secure.default.svc.cluster.local", "-CAfile", cert, "-verify_return_error",
+                 "-quiet"], input=b"from-s_client\n", capture_output=True, timeout=10)
+            self.assertIn(b"secure-v1 sni=v1.secure.default.svc.cluster.local:from-s_client",
+                          s_client.stdout, s_client.stderr)
+            # The wildcard rule splits 25/75 (200 connections: sd about 6.1; 5 sd either way).
+            answers = [ask("any.secure.default.svc.cluster.local").split(" ")[0]
+                       for _ in range(200)]
+            self.assertEqual(answers.count("secure-v1") + answers.count("secure-v2"), 200)
+            self.assertGreater(answers.count("secure-v1"), 19, answers.count("secure-v1"))
+            self.assertLess(answers.count("secure-v1"), 81, answers.count("secure-v1"))
+            # No rule for this SNI, nor for plaintext: no filter chain, the connection is closed.
+            self.assertTrue(closed(lambda: ask("other.example").encode()))
+            self.assertTrue(closed(lambda: tcp_exchange(443, b"plain", host="10.96.0.90")))
+            stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
+            self.assertRegex(stats, r"listener\.10\.96\.0\.90_443\.tls_inspector\.sni_found: 205\n")
+            self.assertRegex(stats, r"listener\.10\.96\.0\.90_443\.tls_inspector\.tls_not_found: 1\n")
+            self.assertRegex(stats, r"listener\.10\.96\.0\.90_443\.no_filter_chain_match: 2\n")
+        except Exception:
+            print(self.logs())
+            raise
+
     def write_mesh(self, text):
         path = os.path.join(self.dir, "mesh.yaml")
         with open(path + ".tmp", "w") as f:
@@ -536,6 +595,79 @@ spec:
       weight: 80
     - destination: {{host: db, subset: v2}}
       weight: 20
+"""
+
+
+def tls_routes_yaml(v1_port, v2_port):
+    """The secure Service (an HTTPS port) with a backend per subset and a VirtualService whose
+    tls rules pick them by SNI: v1.secure to v1; v2.secure and secure itself to v2; any other
+    name under secure 25/75."""
+    slices = "".join(f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: secure-{version}
+  namespace: default
+  labels:
+    kubernetes.io/service-name: secure
+addressType: IPv4
+ports:
+- name: https
+  port: {port}
+  protocol: TCP
+endpoints:
+- addresses: [127.0.0.1]
+  targetRef: {{kind: Pod, name: secure-{version}, namespace: default}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: secure-{version}, namespace: default, labels: {{app: secure, version: {version}}}}}
+status: {{podIP: {ip}}}
+""" for version, port, ip in (("v1", v1_port, "127.0.0.3"), ("v2", v2_port, "127.0.0.4")))
+    return slices + """---
+apiVersion: v1
+kind: Service
+metadata:
+  name: secure
+  namespace: default
+spec:
+  clusterIP: 10.96.0.90
+  selector:
+    app: secure
+  ports:
+  - name: https
+    port: 443
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.default.svc.cluster.local, "*.secure.default.svc.cluster.local"]
+  tls:
+  - match:
+    - sniHosts: [v1.secure.default.svc.cluster.local]
+    route:
+    - destination: {host: secure, subset: v1}
+  - match:
+    - sniHosts: [v2.secure.default.svc.cluster.local, secure.default.svc.cluster.local]
+    route:
+    - destination: {host: secure, subset: v2}
+  - match:
+    - sniHosts: ["*.secure.default.svc.cluster.local"]
+    route:
+    - destination: {host: secure, subset: v1}
+      weight: 25
+    - destination: {host: secure, subset: v2}
+      weight: 75
 """
 
 

@@ -44,7 +44,8 @@ TEST_CASE("Port protocols are derived like Istio", "[kube]") {
   CHECK(DeriveProtocol("grpc", "TCP", std::nullopt) == Protocol::kGrpc);
   CHECK(DeriveProtocol("grpc-web", "TCP", std::nullopt) == Protocol::kHttp);
   CHECK(DeriveProtocol("tcp-db", "TCP", std::nullopt) == Protocol::kTcp);
-  CHECK(DeriveProtocol("https", "TCP", std::nullopt) == Protocol::kTcp);
+  CHECK(DeriveProtocol("https", "TCP", std::nullopt) == Protocol::kHttps);
+  CHECK(DeriveProtocol("tls-passthrough", "TCP", std::nullopt) == Protocol::kTls);
   CHECK(DeriveProtocol("web", "TCP", std::nullopt) == Protocol::kTcp);  // unknown name
   CHECK(DeriveProtocol("httpfoo", "TCP", std::nullopt) == Protocol::kTcp);
   CHECK(DeriveProtocol("", "TCP", std::nullopt) == Protocol::kTcp);
@@ -53,6 +54,8 @@ TEST_CASE("Port protocols are derived like Istio", "[kube]") {
   CHECK(DeriveProtocol("tcp-x", "TCP", "grpc") == Protocol::kGrpc);
   CHECK(DeriveProtocol("web", "TCP", "http2") == Protocol::kHttp2);
   CHECK(DeriveProtocol("web", "TCP", "kubernetes.io/h2c") == Protocol::kHttp2);
+  CHECK(DeriveProtocol("web", "TCP", "kubernetes.io/wss") == Protocol::kHttps);
+  CHECK(DeriveProtocol("tcp-x", "TCP", "tls") == Protocol::kTls);
   CHECK(DeriveProtocol("http", "TCP", "tcp") == Protocol::kTcp);
 }
 

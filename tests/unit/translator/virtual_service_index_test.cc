@@ -151,7 +151,7 @@ TEST_CASE("subsets no DestinationRule defines are referenced resources not found
   CHECK(CheckVirtualServices(state).empty());
 }
 
-TEST_CASE("tls routes, gateway-only VirtualServices and unknown hosts are reported",
+TEST_CASE("tls rules without a TLS port, gateway-only VirtualServices and unknown hosts are reported",
           "[vs_index]") {
   model::MeshState state = Mesh();
   model::VirtualService& vs = AddVirtualService(state, "default", "reviews", {"reviews"});
@@ -159,22 +159,33 @@ TEST_CASE("tls routes, gateway-only VirtualServices and unknown hosts are report
   model::TcpRoute tcp;
   tcp.route.push_back({model::Destination{"nosuch-db"}, 0});
   vs.tcp.push_back(tcp);
-  vs.tls.emplace_back();
+  vs.tls.emplace_back().route.push_back({model::Destination{"nosuch-tls"}, 0});
   model::VirtualService& gateway = AddVirtualService(state, "default", "ingress", {"example.com"});
   gateway.gateways = {"ingress"};
   gateway.http.push_back(RouteTo("reviews"));
 
   auto errors = CheckVirtualServices(state);
-  REQUIRE(errors.size() == 4);
+  REQUIRE(errors.size() == 5);
   CHECK(errors[0].name == "ingress");
   CHECK(errors[0].message.rfind("spec.gateways: ", 0) == 0);
   CHECK(errors[1].message.rfind("spec.http[0].route[0].destination.host: \"nosuch\"", 0) == 0);
   CHECK(errors[2].message.rfind("spec.tcp[0].route[0].destination.host: \"nosuch-db\"", 0) == 0);
-  CHECK(errors[3].message.rfind("spec.tls[0]: TLS routes (SNI matching) are not supported", 0) == 0);
+  // reviews has only an HTTP port: its tls rules would never be used.
+  CHECK(errors[3].message.rfind("spec.tls: no Service of this VirtualService's hosts has an "
+                                "HTTPS or TLS port", 0) == 0);
+  CHECK(errors[4].message.rfind("spec.tls[0].route[0].destination.host: \"nosuch-tls\"", 0) == 0);
   CHECK(errors[1].type.code == "IST0101");
   CHECK(errors[2].type.code == "IST0101");
   CHECK(errors[3].type.name == "NotSupported");
   CHECK(errors[3].type.code.empty());
+  CHECK(errors[4].type.code == "IST0101");
+
+  // With an HTTPS port on reviews, its tls rules are used.
+  state.services.at("default/reviews")
+      .ports.push_back(testing::MakePort("https", 443, model::Protocol::kHttps));
+  errors = CheckVirtualServices(state);
+  REQUIRE(errors.size() == 4);
+  CHECK(errors[3].message.rfind("spec.tls[0].route[0].destination.host", 0) == 0);
 }
 
 }  // namespace
