@@ -148,9 +148,9 @@ std::vector<model::ConfigError> CheckVirtualServices(const model::MeshState& sta
     for (size_t i = 0; i < vs.http.size(); ++i) {
       if (vs.http[i].retries && vs.http[i].retries->retry_remote_localities.value_or(false)) {
         errors.push_back(ErrorFor(
-            vs, absl::StrCat("spec.http[", i, "].retries.retryRemoteLocalities: needs "
-                             "locality-aware load balancing, which meshpilot does not support "
-                             "yet; ignored")));
+            vs, absl::StrCat("spec.http[", i, "].retries.retryRemoteLocalities: retrying on "
+                             "hosts of other localities (Envoy's previous_priorities) is not "
+                             "supported yet; ignored")));
       }
       for (size_t j = 0; j < vs.http[i].route.size(); ++j) {
         check_host(vs.http[i].route[j].destination,

@@ -141,6 +141,25 @@ absl::Status ValidateHeaderValue(absl::string_view value) {
   return absl::OkStatus();
 }
 
+// Envoy reads header values as format strings: `%%` is a literal `%`, `%COMMAND%` a
+// substitution. A `%` that starts no complete command makes Envoy (and meshproxy) reject the
+// whole route configuration, so the VirtualService is rejected here, alone.
+absl::Status ValidateHeaderValueFormat(absl::string_view value) {
+  for (size_t i = value.find('%'); i != absl::string_view::npos; i = value.find('%', i)) {
+    if (i + 1 < value.size() && value[i + 1] == '%') {
+      i += 2;
+      continue;
+    }
+    const size_t end = value.find('%', i + 1);
+    if (end == absl::string_view::npos || end == i + 1) {
+      return absl::InvalidArgumentError(
+          "a '%' starts an Envoy %COMMAND% that does not end (write '%%' for a literal '%')");
+    }
+    i = end + 1;
+  }
+  return absl::OkStatus();
+}
+
 model::HeaderOperations ReadHeaderOperations(MapReader& reader, bool request) {
   model::HeaderOperations operations;
   for (auto [key, values] :
@@ -150,6 +169,9 @@ model::HeaderOperations ReadHeaderOperations(MapReader& reader, bool request) {
       std::string field = absl::StrCat(key, "[", name, "]");
       reader.CheckField(field, ValidateHeaderOperation(name, request));
       reader.CheckField(field, ValidateHeaderValue(value));
+      if (!(request && IsAuthorityHeader(name))) {  // a host rewrite is no format string
+        reader.CheckField(field, ValidateHeaderValueFormat(value));
+      }
     }
   }
   operations.remove = reader.StringList("remove");

@@ -2,7 +2,10 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -433,6 +436,75 @@ absl::StatusOr<HeaderMatch> ParseHeaderMatcher(const route_v3::HeaderMatcher& pr
   return header;
 }
 
+absl::StatusOr<std::vector<HeaderValuePart>> ParseHeaderValueFormat(std::string_view text,
+                                                                   const std::string& field) {
+  using Kind = HeaderValuePart::Kind;
+  const absl::string_view value(text.data(), text.size());
+  static const auto* const kCommands = new absl::flat_hash_map<absl::string_view, Kind>{
+      {"DOWNSTREAM_REMOTE_ADDRESS", Kind::kDownstreamRemoteAddress},
+      {"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", Kind::kDownstreamRemoteAddressWithoutPort},
+      {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS", Kind::kDownstreamRemoteAddress},
+      {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT", Kind::kDownstreamRemoteAddressWithoutPort},
+      {"DOWNSTREAM_REMOTE_PORT", Kind::kDownstreamRemotePort},
+      {"DOWNSTREAM_LOCAL_ADDRESS", Kind::kDownstreamLocalAddress},
+      {"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", Kind::kDownstreamLocalAddressWithoutPort},
+      {"DOWNSTREAM_LOCAL_PORT", Kind::kDownstreamLocalPort},
+      {"UPSTREAM_CLUSTER", Kind::kUpstreamCluster},
+      {"PROTOCOL", Kind::kProtocol},
+      {"HOSTNAME", Kind::kHostname},
+      {"START_TIME", Kind::kStartTime},
+  };
+  std::vector<HeaderValuePart> parts;
+  auto literal = [&parts](absl::string_view piece) {
+    if (piece.empty()) return;
+    if (parts.empty() || parts.back().kind != Kind::kLiteral) parts.push_back({});
+    parts.back().text.append(piece.data(), piece.size());
+  };
+  size_t pos = 0;
+  while (pos < value.size()) {
+    const size_t percent = value.find('%', pos);
+    literal(value.substr(pos, percent == absl::string_view::npos ? percent : percent - pos));
+    if (percent == absl::string_view::npos) break;
+    if (percent + 1 < value.size() && value[percent + 1] == '%') {
+      literal("%");
+      pos = percent + 2;
+      continue;
+    }
+    const size_t end = value.find('%', percent + 1);
+    if (end == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": a '%' starts a command that does not end (write '%%' for a literal '%')"));
+    }
+    absl::string_view command = value.substr(percent + 1, end - percent - 1);
+    pos = end + 1;
+    HeaderValuePart part;
+    if (absl::ConsumePrefix(&command, "REQ(")) {
+      const size_t close = command.find(')');
+      if (close == absl::string_view::npos || close == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ": %REQ(...)% needs a header name"));
+      }
+      part.kind = Kind::kRequestHeader;
+      part.text = absl::AsciiStrToLower(command.substr(0, close));
+      absl::string_view rest = command.substr(close + 1);
+      if (!rest.empty()) {
+        size_t max = 0;
+        if (!absl::ConsumePrefix(&rest, ":") || !absl::SimpleAtoi(rest, &max)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ": after %REQ(NAME)% only :MAX_LENGTH may follow"));
+        }
+        part.max_length = max;
+      }
+    } else if (auto it = kCommands->find(command); it != kCommands->end()) {
+      part.kind = it->second;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": %", command, "% is not a command meshproxy supports"));
+    }
+    parts.push_back(std::move(part));
+  }
+  return parts;
+}
+
 absl::StatusOr<HeaderMutations> ParseHeaderMutations(
     const google::protobuf::RepeatedPtrField<envoy::config::core::v3::HeaderValueOption>& add,
     const google::protobuf::RepeatedPtrField<std::string>& remove, const std::string& field) {
@@ -446,7 +518,14 @@ absl::StatusOr<HeaderMutations> ParseHeaderMutations(
       return absl::InvalidArgumentError(
           absl::StrCat(field, "[", i, "].header.key: must be a non-empty regular header name"));
     }
-    header.value = o.header().value();
+    const std::string value_field = absl::StrCat(field, "[", i, "].header.value");
+    auto format = ParseHeaderValueFormat(o.header().value(), value_field);
+    if (!format.ok()) return format.status();
+    if (format->size() == 1 && (*format)[0].kind == HeaderValuePart::Kind::kLiteral) {
+      header.value = std::move((*format)[0].text);
+    } else if (!format->empty()) {
+      header.format = *std::move(format);
+    }
     if (o.has_append()) {
       header.action = o.append().value() ? HeaderToAdd::Action::kAppendIfExistsOrAdd
                                          : HeaderToAdd::Action::kOverwriteIfExistsOrAdd;

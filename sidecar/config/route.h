@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -19,11 +20,34 @@
 
 namespace meshpilot::sidecar::config {
 
+// A piece of a header value with Envoy's %COMMAND% substitutions: literal text, or a command
+// evaluated per request.
+struct HeaderValuePart {
+  enum class Kind {
+    kLiteral,
+    kDownstreamRemoteAddress,             // %DOWNSTREAM_REMOTE_ADDRESS% (ip:port)
+    kDownstreamRemoteAddressWithoutPort,  // %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%
+    kDownstreamRemotePort,                // %DOWNSTREAM_REMOTE_PORT%
+    kDownstreamLocalAddress,              // %DOWNSTREAM_LOCAL_ADDRESS% (the original destination)
+    kDownstreamLocalAddressWithoutPort,   // %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%
+    kDownstreamLocalPort,                 // %DOWNSTREAM_LOCAL_PORT%
+    kUpstreamCluster,                     // %UPSTREAM_CLUSTER%
+    kProtocol,                            // %PROTOCOL%: HTTP/1.1, HTTP/2
+    kHostname,                            // %HOSTNAME%
+    kStartTime,                           // %START_TIME%: 2006-01-02T15:04:05.000Z
+    kRequestHeader,                       // %REQ(NAME)%, %REQ(NAME):MAX%
+  };
+  Kind kind = Kind::kLiteral;
+  std::string text;  // the literal, or the request header's name (lower case)
+  size_t max_length = std::string::npos;
+};
+
 struct HeaderToAdd {
   enum class Action { kAppendIfExistsOrAdd, kAddIfAbsent, kOverwriteIfExistsOrAdd, kOverwriteIfExists };
   std::string key;
-  std::string value;
+  std::string value;  // the value, when it has no command
   Action action = Action::kAppendIfExistsOrAdd;
+  std::vector<HeaderValuePart> format = {};  // the value's parts, when it has commands
 };
 
 struct HeaderMutations {
@@ -31,6 +55,11 @@ struct HeaderMutations {
   std::vector<std::string> remove;
   bool empty() const { return add.empty() && remove.empty(); }
 };
+
+// Envoy's header value format: `%%` is a literal `%`, `%COMMAND%` one of HeaderValuePart's
+// commands; anything else after a `%` is an error naming field (Envoy rejects it too).
+absl::StatusOr<std::vector<HeaderValuePart>> ParseHeaderValueFormat(std::string_view value,
+                                                                   const std::string& field);
 
 struct HeaderMatch {
   std::string name;  // lower case

@@ -31,9 +31,8 @@ GrpcStatus GrpcStatusForHttp(unsigned http_status) {
     case 429:
     case 502:
     case 503:
+    case 504:  // the router's upstream timeout too, as Envoy (Istio users see UNAVAILABLE)
       return GrpcStatus::kUnavailable;
-    case 504:
-      return GrpcStatus::kDeadlineExceeded;
     default:
       return GrpcStatus::kUnknown;
   }

@@ -33,7 +33,7 @@ bool IsGrpc(const HeaderMap& headers);
 
 // The grpc-status a local reply with this HTTP status carries, as Envoy maps them:
 // 400 INTERNAL, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED,
-// 429/502/503 UNAVAILABLE, 504 DEADLINE_EXCEEDED (the router's upstream timeout), else UNKNOWN.
+// 429/502/503/504 UNAVAILABLE (504: the router's upstream timeout), else UNKNOWN.
 GrpcStatus GrpcStatusForHttp(unsigned http_status);
 
 // grpc-status of headers (a trailers-only response) or trailers; none if absent or malformed.

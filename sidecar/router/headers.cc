@@ -1,5 +1,7 @@
 #include "sidecar/router/headers.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <string_view>
 #include <vector>
@@ -8,25 +10,105 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace meshpilot::sidecar::router {
 
-void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::HeaderMap& headers) {
+namespace {
+
+std::string WithPort(const boost::asio::ip::tcp::endpoint& endpoint) {
+  const std::string address = endpoint.address().to_string();
+  return endpoint.address().is_v6() ? absl::StrCat("[", address, "]:", endpoint.port())
+                                    : absl::StrCat(address, ":", endpoint.port());
+}
+
+const std::string& Hostname() {
+  static const std::string* const kHostname = [] {
+    char name[256] = {};
+    return new std::string(gethostname(name, sizeof(name) - 1) == 0 ? name : "");
+  }();
+  return *kHostname;
+}
+
+}  // namespace
+
+std::string FormatHeaderValue(const std::vector<config::HeaderValuePart>& format,
+                              const HeaderValueContext& context) {
+  using Kind = config::HeaderValuePart::Kind;
+  std::string out;
+  for (const config::HeaderValuePart& part : format) {
+    switch (part.kind) {
+      case Kind::kLiteral:
+        out += part.text;
+        break;
+      case Kind::kDownstreamRemoteAddress:
+        out += WithPort(context.downstream_remote);
+        break;
+      case Kind::kDownstreamRemoteAddressWithoutPort:
+        out += context.downstream_remote.address().to_string();
+        break;
+      case Kind::kDownstreamRemotePort:
+        absl::StrAppend(&out, context.downstream_remote.port());
+        break;
+      case Kind::kDownstreamLocalAddress:
+        out += WithPort(context.downstream_local);
+        break;
+      case Kind::kDownstreamLocalAddressWithoutPort:
+        out += context.downstream_local.address().to_string();
+        break;
+      case Kind::kDownstreamLocalPort:
+        absl::StrAppend(&out, context.downstream_local.port());
+        break;
+      case Kind::kUpstreamCluster:
+        out += context.upstream_cluster;
+        break;
+      case Kind::kProtocol:
+        out += context.protocol;
+        break;
+      case Kind::kHostname:
+        out += Hostname();
+        break;
+      case Kind::kStartTime:
+        out += absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromChrono(context.start_time),
+                                absl::UTCTimeZone());
+        break;
+      case Kind::kRequestHeader:
+        if (context.request != nullptr) {
+          if (auto value = context.request->Get(part.text)) {
+            out += value->substr(0, part.max_length);
+          }
+        }
+        break;
+    }
+  }
+  return out;
+}
+
+void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::HeaderMap& headers,
+                          const HeaderValueContext* context) {
   for (const std::string& name : mutations.remove) headers.Remove(name);
   for (const config::HeaderToAdd& header : mutations.add) {
+    std::string formatted;
+    if (!header.format.empty()) {
+      if (context == nullptr) continue;
+      formatted = FormatHeaderValue(header.format, *context);
+      if (formatted.empty()) continue;
+    }
+    const std::string& value = header.format.empty() ? header.value : formatted;
     const bool exists = headers.Has(absl::AsciiStrToLower(header.key));
     switch (header.action) {
       case config::HeaderToAdd::Action::kAppendIfExistsOrAdd:
-        headers.Add(header.key, header.value);
+        headers.Add(header.key, value);
         break;
       case config::HeaderToAdd::Action::kAddIfAbsent:
-        if (!exists) headers.Add(header.key, header.value);
+        if (!exists) headers.Add(header.key, value);
         break;
       case config::HeaderToAdd::Action::kOverwriteIfExistsOrAdd:
-        headers.Set(header.key, header.value);
+        headers.Set(header.key, value);
         break;
       case config::HeaderToAdd::Action::kOverwriteIfExists:
-        if (exists) headers.Set(header.key, header.value);
+        if (exists) headers.Set(header.key, value);
         break;
     }
   }

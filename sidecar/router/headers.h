@@ -3,16 +3,35 @@
 // Header work on requests and responses of either protocol: Envoy's request/response header
 // mutations, hop-by-hop header removal, and request ids.
 
+#include <chrono>
 #include <random>
 #include <string>
 #include <string_view>
+
+#include <boost/asio/ip/tcp.hpp>
 
 #include "sidecar/config/route.h"
 #include "sidecar/http/header_map.h"
 
 namespace meshpilot::sidecar::router {
 
-void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::HeaderMap& headers);
+// What the commands of header values (config::HeaderValuePart) read, for one request.
+struct HeaderValueContext {
+  boost::asio::ip::tcp::endpoint downstream_remote;
+  boost::asio::ip::tcp::endpoint downstream_local;  // the original destination
+  std::string_view protocol;                        // HTTP/1.1 or HTTP/2
+  std::string_view upstream_cluster;                // empty until one is chosen
+  const http::HeaderMap* request = nullptr;
+  std::chrono::system_clock::time_point start_time;
+};
+
+// Values with commands are evaluated against context; as Envoy, one that comes out empty is
+// not added. Without a context they are not added either.
+void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::HeaderMap& headers,
+                          const HeaderValueContext* context = nullptr);
+
+std::string FormatHeaderValue(const std::vector<config::HeaderValuePart>& format,
+                              const HeaderValueContext& context);
 
 // Removes what describes one hop, not the message: Connection and the headers it names,
 // Keep-Alive, Proxy-Connection, Upgrade, Transfer-Encoding, Trailer, and TE unless it is

@@ -1,5 +1,7 @@
 #include "sidecar/router/route_match.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -200,12 +202,23 @@ std::optional<uint64_t> RequestHash(const std::vector<config::HashPolicy>& polic
   return hash;
 }
 
+// The length of the start of path that Envoy's prefix_rewrite replaces: the matched prefix, or
+// the whole path for exact and regex matches (Istio sends rewrite.uri as prefix_rewrite there
+// too).
+static size_t RewrittenLength(const config::RouteMatch& match, std::string_view path) {
+  if (match.kind == config::RouteMatch::PathKind::kPrefix ||
+      match.kind == config::RouteMatch::PathKind::kPathSeparatedPrefix) {
+    return std::min(match.path.size(), path.size());
+  }
+  return path.size();
+}
+
 std::string RewritePath(const config::RouteMatch& match, const config::RouteAction& action,
                         std::string_view path_and_query) {
-  if (!action.prefix_rewrite.empty() &&
-      (match.kind == config::RouteMatch::PathKind::kPrefix ||
-       match.kind == config::RouteMatch::PathKind::kPathSeparatedPrefix)) {
-    return absl::StrCat(action.prefix_rewrite, AV(path_and_query.substr(match.path.size())));
+  if (!action.prefix_rewrite.empty()) {
+    std::string_view path = PathOnly(path_and_query);
+    return absl::StrCat(action.prefix_rewrite,
+                        AV(path_and_query.substr(RewrittenLength(match, path))));
   }
   if (action.regex_rewrite) {
     std::string_view path = PathOnly(path_and_query);
@@ -232,9 +245,8 @@ std::string RedirectLocation(const config::Redirect& redirect, const config::Rou
   std::string out_path;
   if (!redirect.path.empty()) {
     out_path = redirect.path;
-  } else if (!redirect.prefix_rewrite.empty() &&
-             match.kind == config::RouteMatch::PathKind::kPrefix) {
-    out_path = absl::StrCat(redirect.prefix_rewrite, AV(path.substr(match.path.size())));
+  } else if (!redirect.prefix_rewrite.empty()) {
+    out_path = absl::StrCat(redirect.prefix_rewrite, AV(path.substr(RewrittenLength(match, path))));
   } else {
     out_path = std::string(path);
   }

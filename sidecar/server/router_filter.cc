@@ -50,9 +50,10 @@ constexpr char kRemoteRefusedStream[] =
 // applies after the router's).
 struct Mutations {
   const config::HeaderMutations* levels[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  const router::HeaderValueContext* context = nullptr;  // for values with %COMMAND%s
   void ApplyTo(http::HeaderMap& headers) const {
     for (const auto* m : levels) {
-      if (m != nullptr) router::ApplyHeaderMutations(*m, headers);
+      if (m != nullptr) router::ApplyHeaderMutations(*m, headers, context);
     }
   }
 };
@@ -111,6 +112,9 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   listener_stats.downstream_rq_total.fetch_add(1, std::memory_order_relaxed);
   http::HeaderMap& request = down.request_headers();
   const bool grpc = http::IsGrpc(request);
+  router::HeaderValueContext header_context{
+      info_.remote, info_.destination, down.protocol() == Protocol::kHttp2 ? "HTTP/2" : "HTTP/1.1",
+      {}, &request, std::chrono::system_clock::now()};
   const std::optional<std::chrono::milliseconds> grpc_timeout = http::GrpcTimeout(request);
 
   // What istio_requests_total records when the request ends.
@@ -180,7 +184,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     co_return co_await local_reply(404, "", {});
   }
   Mutations response_mutations{{&route->response_headers, nullptr, &vhost->response_headers,
-                                &table->response_headers}};
+                                &table->response_headers},
+                               &header_context};
   // The CORS filter runs before the fault filter; redirects and direct responses bypass it.
   router::CorsDecision cors;
   if (route->cors && std::holds_alternative<config::RouteAction>(route->action) &&
@@ -230,6 +235,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     cluster_name = weighted->name;
     response_mutations.levels[1] = &weighted->response_headers;
   }
+  header_context.upstream_cluster = cluster_name;
   const ClusterEntry* cluster = config->FindCluster(cluster_name);
   if (cluster == nullptr) co_return co_await local_reply(503, "", response_mutations);
   ClusterStats& stats = *cluster->stats;
@@ -257,10 +263,12 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     request.Add("x-request-id", router::NewRequestId(worker_.rng()));
   }
   if (!request.Has("x-forwarded-proto")) request.Add("x-forwarded-proto", "http");
-  router::ApplyHeaderMutations(route->request_headers, request);
-  if (weighted != nullptr) router::ApplyHeaderMutations(weighted->request_headers, request);
-  router::ApplyHeaderMutations(vhost->request_headers, request);
-  router::ApplyHeaderMutations(table->request_headers, request);
+  router::ApplyHeaderMutations(route->request_headers, request, &header_context);
+  if (weighted != nullptr) {
+    router::ApplyHeaderMutations(weighted->request_headers, request, &header_context);
+  }
+  router::ApplyHeaderMutations(vhost->request_headers, request, &header_context);
+  router::ApplyHeaderMutations(table->request_headers, request, &header_context);
   if (std::string rewritten = router::RewritePath(route->match, action, path); rewritten != path) {
     request.Set("x-envoy-original-path", path);
     request.Set(":path", rewritten);

@@ -100,7 +100,7 @@ class GrpcAuthorizationTest(MeshTestCase):
         self.write_bootstrap(labels={"app": "echo-authz"},
                              server_listener_resource_name_template=(
                                  "grpc/server?xds.resource.listening_address=%s"))
-        self.server = self.start("echo_server --xds", [
+        self.server = self.children.start("echo_server --xds", [
             self.echo_server_bin, "--xds", "--port", str(self.server_port), "--host",
             "127.0.0.1", "--name", "echo-authz"], self.xds_env())
         line = self.server.wait_for_stdout(lambda l: l.startswith("xds serving"), 20)

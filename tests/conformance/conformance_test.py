@@ -74,7 +74,7 @@ class GrpcXdsClientTest(MeshTestCase):
 
     def client(self, target, *args):
         """Starts xds_echo_client in the background; the test decides when it must end."""
-        return self.start("xds_echo_client", [self.client_bin, "--target", target, *args],
+        return self.children.start("xds_echo_client", [self.client_bin, "--target", target, *args],
                           self.xds_env())
 
     # ----- tests
@@ -99,7 +99,7 @@ class GrpcXdsClientTest(MeshTestCase):
         for backend in ("backend-a", "backend-b"):
             line = client.wait_for_stdout(lambda l, b=backend: l == f"ok {b}", 15)
             self.expect(line is not None, f"{backend} not reached before the edit")
-        lines_before_edit = len(client.stdout_snapshot())
+        lines_before_edit = len(client.lines())
         edited_at = time.monotonic()
         os.remove(os.path.join(self.config_dir, "echo-backend-b.yaml"))
 
@@ -110,7 +110,7 @@ class GrpcXdsClientTest(MeshTestCase):
         # 20 calls at 50 ms take ~1 s on their own; the rest is meshpilot noticing the file
         # (within a second, by contract) and pushing EDS.
         self.expect(converged_s < 10, f"convergence took {converged_s:.1f}s")
-        after = client.stdout_snapshot()[lines_before_edit:]
+        after = client.lines()[lines_before_edit:]
         errors = [l for l in after if l.startswith("error ")]
         self.expect(not errors, f"calls failed while an endpoint was removed: {errors[:5]}")
 

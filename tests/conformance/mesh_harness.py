@@ -1,143 +1,27 @@
 """Shared harness for tests that run meshpilot with real processes around it.
 
-Child runs a process and collects its output; MeshTestCase gives each test a temporary config
-folder, real Echo backends (echo_server), a meshpilot serving that folder, a gRPC xDS
-bootstrap pointing at it, and failure messages that carry every process's log and
-meshpilot's view of the proxy. Binaries come from the environment (set by ctest):
+Children (from tests/sidecar/harness.py) runs processes and collects their output; MeshTestCase
+gives each test a temporary config folder, real Echo backends (echo_server), a meshpilot
+serving that folder, a gRPC xDS bootstrap pointing at it, and failure messages that carry
+every process's log and meshpilot's view of the proxy. Binaries come from the environment (set by ctest):
 MESHPILOT_BIN, ECHO_SERVER_BIN, XDS_CLIENT_BIN; by hand they default to build/release.
 Every wait is bounded: no test can hang.
 """
 
 import json
 import os
-import socket
-import subprocess
+import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.error
 import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "sidecar"))
+from harness import Children, binary, free_port  # noqa: E402,F401 (re-exported)
 
 READY_TIMEOUT_S = 20  # meshpilot start-up until /ready is 200
-LOG_TAIL_LINES = 150  # per process and stream, in failure messages
-
-
-def binary(env_name, default_relative):
-    """The path of a binary under test. ctest names them: missing is then a failure. By hand,
-    an unbuilt default path skips the tests."""
-    path = os.environ.get(env_name)
-    if path:
-        if not os.access(path, os.X_OK):
-            raise RuntimeError(f"{env_name}={path} is not an executable; build it first")
-        return path
-    path = os.path.join(REPO, default_relative)
-    if not os.access(path, os.X_OK):
-        raise unittest.SkipTest(f"{path} is not built (or set {env_name})")
-    return path
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Child:
-    """A child process whose stdout and stderr lines are collected by reader threads."""
-
-    def __init__(self, name, argv, env=None):
-        self.name = name
-        self.argv = argv
-        self.stdout = []
-        self.stderr = []
-        self._changed = threading.Condition()
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, errors="replace", env=env)
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream, lines):
-        for line in stream:
-            with self._changed:
-                lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for_stdout(self, predicate, timeout_s, start=0):
-        """Returns the first stdout line (from index start) matching predicate, or None on
-        timeout or when the process has exited without printing one."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while True:
-                for line in self.stdout[start:]:
-                    if predicate(line):
-                        return line
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and
-                                      not any(r.is_alive() for r in self._readers)):
-                    return None
-                self._changed.wait(min(remaining, 0.2))
-
-    def stdout_snapshot(self):
-        with self._changed:
-            return list(self.stdout)
-
-    def wait(self, timeout_s):
-        """Waits for exit; returns the exit code, or None if still running."""
-        try:
-            rc = self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-        self._drain()
-        return rc
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._drain()
-
-    def _drain(self):
-        for reader in self._readers:
-            reader.join(timeout=2)
-        if not any(reader.is_alive() for reader in self._readers):
-            self.proc.stdout.close()
-            self.proc.stderr.close()
-
-    def log(self):
-        with self._changed:
-            out, err = collapse(self.stdout), collapse(self.stderr)
-        return (f"----- {self.name} (rc={self.proc.poll()}): {' '.join(self.argv)}\n"
-                f"--- stdout\n" + "\n".join(out[-LOG_TAIL_LINES:]) +
-                f"\n--- stderr\n" + "\n".join(err[-LOG_TAIL_LINES:]) + "\n")
-
-
-def collapse(lines):
-    """Run-length encodes repeated lines, so a failing client's log stays readable."""
-    out = []
-    previous, repeats = None, 0
-    for line in lines + [None]:
-        if line == previous:
-            repeats += 1
-            continue
-        if previous is not None:
-            out.append(previous if repeats == 1 else f"{previous}  [x{repeats}]")
-        previous, repeats = line, 1
-    return out
-
 
 
 def parse_counts(field):
@@ -165,28 +49,21 @@ class MeshTestCase(unittest.TestCase):
                                 "build/release/tests/conformance/xds_echo_client")
 
     def setUp(self):
-        self.children = []
+        self.children = Children()
         self.meshpilot = None
         self.tmp = tempfile.TemporaryDirectory(prefix=self.TMP_PREFIX)
         self.addCleanup(self.tmp.cleanup)
-        self.addCleanup(self.stop_children)
+        self.addCleanup(self.children.stop)
         self.config_dir = os.path.join(self.tmp.name, "config")
         os.mkdir(self.config_dir)
 
     # ----- processes
 
-    def start(self, name, argv, env=None):
-        child = Child(name, argv, env)
-        self.children.append(child)
-        return child
 
-    def stop_children(self):
-        for child in reversed(self.children):
-            child.stop()
 
     def start_backend(self, name, *extra_args):
         """Starts an echo_server answering as `name` on a free port; returns the port."""
-        child = self.start(name, [self.echo_server_bin, "--port", "0", "--name", name,
+        child = self.children.start(name, [self.echo_server_bin, "--port", "0", "--name", name,
                                   "--host", "127.0.0.1", *extra_args])
         line = child.wait_for_stdout(lambda l: l.startswith("listening on "), 10)
         if line is None:
@@ -202,7 +79,7 @@ class MeshTestCase(unittest.TestCase):
 
     def start_meshpilot(self):
         self.xds_port, self.debug_port = free_port(), free_port()
-        self.meshpilot = self.start("meshpilot", [
+        self.meshpilot = self.children.start("meshpilot", [
             self.meshpilot_bin, "--config-dir", self.config_dir,
             "--xds-port", str(self.xds_port), "--debug-port", str(self.debug_port)])
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -251,7 +128,7 @@ class MeshTestCase(unittest.TestCase):
         argv = [self.client_bin, "--target", target, *args]
         if metadata:
             argv += ["--metadata", ",".join(metadata)]
-        client = self.start("xds_echo_client", argv, env)
+        client = self.children.start("xds_echo_client", argv, env)
         rc = self.finish(client, timeout_s)
         summary = self.summary(client)
         self.expect(summary is not None, "client printed no summary")
@@ -265,7 +142,7 @@ class MeshTestCase(unittest.TestCase):
 
     @staticmethod
     def summary(child):
-        for line in reversed(child.stdout_snapshot()):
+        for line in reversed(child.lines()):
             if line.startswith("summary "):
                 return dict(kv.split("=", 1) for kv in line.split()[1:])
         return None
@@ -284,7 +161,7 @@ class MeshTestCase(unittest.TestCase):
         return body if len(body) < 30000 else body[:30000] + "\n...(truncated)"
 
     def diagnostics(self):
-        text = "\n".join(child.log() for child in self.children)
+        text = self.children.logs()
         if self.meshpilot is not None and self.meshpilot.proc.poll() is None:
             for path in ("/debug/syncz", f"/debug/config_dump?proxyID={self.NODE_ID}"):
                 text += f"----- GET {path}\n{self.debug_page(path)}\n"

@@ -320,7 +320,7 @@ class LeaderTest(StatusTestBase):
             env = dict(os.environ, GRPC_XDS_BOOTSTRAP=bootstrap)
             env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)
             # Calls fail (nothing listens on 10.9.0.1); the client stays connected meanwhile.
-            self.start(f"xds_echo_client-{replica.replica}", [
+            self.children.start(f"xds_echo_client-{replica.replica}", [
                 client_bin, "--target", f"xds:///{self.host('echo')}:7070", "--until_only",
                 "nobody", "--max_seconds", "60", "--interval_ms", "200", "--timeout_ms", "200"],
                 env)

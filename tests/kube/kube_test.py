@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "conformance"))
 
 from cluster import Cluster, CuttableProxy, write_kubeconfig  # noqa: E402
-from mesh_harness import Child, binary, free_port  # noqa: E402
+from mesh_harness import Children, binary, free_port  # noqa: E402
 
 CRD_FILES = ["virtualservice.yaml", "destinationrule.yaml", "authorizationpolicy.yaml"]
 CRD_NAMES = ["virtualservices.networking.istio.io", "destinationrules.networking.istio.io",
@@ -107,8 +107,8 @@ class MeshpilotKubeTest(unittest.TestCase):
             cls.cluster.stop()
 
     def setUp(self):
-        self.children = []
-        self.addCleanup(self.stop_children)
+        self.children = Children()
+        self.addCleanup(self.children.stop)
         self.ns = f"t-{self._testMethodName[5:][:40].replace('_', '-')}-{uuid.uuid4().hex[:5]}"
         self.cluster.ensure_namespace(self.ns)
         if self.cluster.external:
@@ -117,20 +117,13 @@ class MeshpilotKubeTest(unittest.TestCase):
 
     # ----- processes
 
-    def start(self, name, argv, env=None):
-        child = Child(name, argv, env)
-        self.children.append(child)
-        return child
 
-    def stop_children(self):
-        for child in reversed(self.children):
-            child.stop()
 
     def start_meshpilot(self, *extra, kubeconfig=None, wait_ready=True, pod_name=None):
         """pod_name: the POD_NAME it runs with, its leader election identity."""
         self.xds_port, self.debug_port = free_port(), free_port()
         env = dict(os.environ, POD_NAME=pod_name) if pod_name else None
-        self.meshpilot = self.start("meshpilot", [
+        self.meshpilot = self.children.start("meshpilot", [
             self.meshpilot_bin, "--kubeconfig", kubeconfig or self.cluster.kubeconfig,
             "--xds-port", str(self.xds_port), "--debug-port", str(self.debug_port),
             "--debounce-after", "20ms", "--debounce-max", "200ms", *extra], env)
@@ -201,7 +194,7 @@ class MeshpilotKubeTest(unittest.TestCase):
                   self.diagnostics())
 
     def diagnostics(self):
-        text = "\n".join(child.log() for child in self.children)
+        text = self.children.logs()
         if getattr(self, "meshpilot", None) and self.meshpilot.proc.poll() is None:
             for path in ("/debug/configz", "/debug/registryz", "/debug/endpointz"):
                 try:
@@ -427,7 +420,7 @@ class WatchTest(MeshpilotKubeTest):
                         "the root namespace's policy applies once it is selected")
 
     def test_invalid_namespace_selector_is_refused_with_its_column(self):
-        child = self.start("meshpilot", [self.meshpilot_bin, "--kubeconfig",
+        child = self.children.start("meshpilot", [self.meshpilot_bin, "--kubeconfig",
                                          self.cluster.kubeconfig, "--xds-port", "0",
                                          "--debug-port", "0", "--namespace-selector",
                                          "mesh in on"])
@@ -479,7 +472,7 @@ class XdsClientTest(MeshpilotKubeTest):
         client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
         ports = {}
         for backend in ("backend-a", "backend-b"):
-            child = self.start(backend, [echo_server, "--port", "0", "--name", backend,
+            child = self.children.start(backend, [echo_server, "--port", "0", "--name", backend,
                                          "--host", BACKEND_IP])
             line = child.wait_for_stdout(lambda l: l.startswith("listening on "), 10)
             self.assertIsNotNone(line, child.log())
@@ -492,17 +485,17 @@ class XdsClientTest(MeshpilotKubeTest):
         self.start_meshpilot()
         env = self.grpc_xds_env()
         target = f"xds:///{self.host('echo')}:7070"
-        client = self.start("xds_echo_client", [client_bin, "--target", target, "--count", "20",
+        client = self.children.start("xds_echo_client", [client_bin, "--target", target, "--count", "20",
                                                 "--interval_ms", "20", "--timeout_ms", "5000"],
                             env)
         self.assertEqual(client.wait(40), 0, "calls through meshpilot failed\n" +
                          self.diagnostics())
-        summary = next(l for l in reversed(client.stdout_snapshot()) if l.startswith("summary"))
+        summary = next(l for l in reversed(client.lines()) if l.startswith("summary"))
         self.assertIn("backend-a", summary)
         self.assertIn("backend-b", summary)
 
         # Removing backend-b's slice through the API steers the running client to backend-a.
-        client = self.start("xds_echo_client", [
+        client = self.children.start("xds_echo_client", [
             client_bin, "--target", target, "--until_only", "backend-a", "--consecutive", "20",
             "--interval_ms", "50", "--timeout_ms", "5000", "--max_seconds", "30"], env)
         self.assertIsNotNone(client.wait_for_stdout(lambda l: l == "ok backend-b", 15),
@@ -515,7 +508,7 @@ class XdsClientTest(MeshpilotKubeTest):
     def test_namespace_selection_seen_by_the_grpc_xds_client(self):
         echo_server = binary("ECHO_SERVER_BIN", "build/release/tests/conformance/echo_server")
         client_bin = binary("XDS_CLIENT_BIN", "build/release/tests/conformance/xds_echo_client")
-        backend = self.start("backend-a", [echo_server, "--port", "0", "--name", "backend-a",
+        backend = self.children.start("backend-a", [echo_server, "--port", "0", "--name", "backend-a",
                                            "--host", BACKEND_IP])
         line = backend.wait_for_stdout(lambda l: l.startswith("listening on "), 10)
         self.assertIsNotNone(line, backend.log())
@@ -525,13 +518,13 @@ class XdsClientTest(MeshpilotKubeTest):
         self.start_meshpilot("--namespace-selector", f"mesh={self.ns}")
         env = self.grpc_xds_env()
         # Calls until stopped (the streak it waits for is never reached), one line each.
-        client = self.start("xds_echo_client", [
+        client = self.children.start("xds_echo_client", [
             client_bin, "--target", f"xds:///{self.host('echo')}:7070", "--until_only",
             "backend-a", "--consecutive", "1000000", "--interval_ms", "50", "--timeout_ms",
             "1000", "--max_seconds", "120"], env)
 
         def next_line(prefix, what):
-            start = len(client.stdout_snapshot())
+            start = len(client.lines())
             found = client.wait_for_stdout(lambda l: l.startswith(prefix), CONVERGE_TIMEOUT_S,
                                            start=start)
             self.assertIsNotNone(found, f"{what}\n" + self.diagnostics())

@@ -1,24 +1,30 @@
-"""Shared pieces of meshproxy's integration tests: child processes with collected output,
-real HTTP and TCP backends in threads, free ports, bounded waits. No wait is unbounded."""
+"""Shared pieces of the integration tests: child processes with collected output (also for
+tests/conformance and tests/kube, through mesh_harness.py), real HTTP and TCP backends in
+threads, free ports, bounded waits, a pod's network namespace. No wait is unbounded."""
 
 import hashlib
 import http.server
 import json
 import os
 import random
+import shutil
 import socket
 import socketserver
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import unittest
+import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-LOG_TAIL_LINES = 120
+LOG_TAIL_LINES = 150  # per process and stream, in failure messages
 
 
 def binary(env_name, default_relative):
+    """The path of a binary under test. ctest names them: missing is then a failure. By hand,
+    an unbuilt default path skips the tests."""
     path = os.environ.get(env_name)
     if path:
         if not os.access(path, os.X_OK):
@@ -61,27 +67,35 @@ def wait_until(predicate, timeout_s, what, interval_s=0.05):
 
 
 class Child:
-    """A child process whose stdout and stderr lines are collected by reader threads."""
+    """A child process whose stdout and stderr lines are collected by reader threads; every
+    integration test (tests/sidecar, tests/conformance, tests/kube) starts its processes so."""
 
     def __init__(self, name, argv, env=None, preexec_fn=None):
         self.name = name
         self.argv = argv
         self.stdout = []
         self.stderr = []
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, errors="replace", env=env, preexec_fn=preexec_fn)
-        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self, stream, lines):
         for line in stream:
-            with self._lock:
+            with self._changed:
                 lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
 
     def lines(self, which="stdout"):
-        with self._lock:
+        with self._changed:
             return list(self.stdout if which == "stdout" else self.stderr)
 
     def json_lines(self):
@@ -93,6 +107,30 @@ class Child:
                 pass
         return out
 
+    def wait_for_stdout(self, predicate, timeout_s, start=0):
+        """Returns the first stdout line (from index start) matching predicate, or None on
+        timeout or when the process has exited without printing one."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                for line in self.stdout[start:]:
+                    if predicate(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and
+                                      not any(r.is_alive() for r in self._readers)):
+                    return None
+                self._changed.wait(min(remaining, 0.2))
+
+    def wait(self, timeout_s):
+        """Waits for exit; returns the exit code, or None if still running."""
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+        self._drain()
+        return rc
+
     def stop(self, timeout_s=5):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -101,10 +139,54 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=timeout_s)
+        self._drain()
 
-    def tail(self):
-        out = self.lines("stdout")[-LOG_TAIL_LINES:] + self.lines("stderr")[-LOG_TAIL_LINES:]
-        return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(out)
+    def _drain(self):
+        for reader in self._readers:
+            reader.join(timeout=2)
+        if not any(reader.is_alive() for reader in self._readers):
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    def log(self):
+        """The command and the tail of both streams (repeated lines collapsed), for failure
+        messages."""
+        with self._changed:
+            out, err = collapse(self.stdout), collapse(self.stderr)
+        return (f"----- {self.name} (rc={self.proc.poll()}): {' '.join(self.argv)}\n"
+                "--- stdout\n" + "\n".join(out[-LOG_TAIL_LINES:]) +
+                "\n--- stderr\n" + "\n".join(err[-LOG_TAIL_LINES:]) + "\n")
+
+
+class Children(list):
+    """The processes a test (or a shared mesh) started: stopped in reverse order, their logs
+    joined for failure messages."""
+
+    def start(self, name, argv, env=None, preexec_fn=None):
+        child = Child(name, argv, env, preexec_fn)
+        self.append(child)
+        return child
+
+    def stop(self):
+        for child in reversed(self):
+            child.stop()
+
+    def logs(self):
+        return "\n".join(child.log() for child in self)
+
+
+def collapse(lines):
+    """Run-length encodes repeated lines, so a failing client's log stays readable."""
+    out = []
+    previous, repeats = None, 0
+    for line in lines + [None]:
+        if line == previous:
+            repeats += 1
+            continue
+        if previous is not None:
+            out.append(previous if repeats == 1 else f"{previous}  [x{repeats}]")
+        previous, repeats = line, 1
+    return out
 
 
 def pattern_bytes(n):
@@ -119,13 +201,14 @@ class Backend:
     GET  /status/CODE       answers CODE
     GET  anything           answers `status` when it is given (a host that always fails)
     GET  /delay/MS          answers after MS milliseconds
-    GET  /fail/N/KEY        answers 503 to the first N requests with KEY (across backends)
+    GET  /fail/N/KEY[/CODE] answers 503 (or CODE) to the first N requests with KEY (across
+                            backends), then 200
     GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
     GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
     GET  /trailers/VALUE    answers two chunks and the trailer x-checksum: VALUE
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
     POST anything           reads the whole body (length or chunked) and reports its size,
-                            SHA-256 and trailers
+                            SHA-256 and trailers (/fail/N/KEY[/CODE] as for GET)
     OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
     Every JSON answer's request is kept in `received` (its info, as answered).
@@ -158,11 +241,26 @@ class Backend:
                 self.wfile.write(body)
 
             def _info(self, **more):
+                headers = {}
+                for k, v in self.headers.items():  # repeated headers joined, as HTTP allows
+                    k = k.lower()
+                    headers[k] = f"{headers[k]},{v}" if k in headers else v
                 info = {"backend": backend.name, "path": self.path, "method": self.command,
-                        "headers": {k.lower(): v for k, v in self.headers.items()}}
+                        "headers": headers}
                 info.update(more)
                 backend.received.append(info)
                 return info
+
+            @staticmethod
+            def _failing(parts):
+                """(status, attempt) of a /fail/N/KEY[/CODE] request."""
+                i = parts.index("fail")
+                n, key = int(parts[i + 1]), parts[i + 2]
+                code = int(parts[i + 3]) if len(parts) > i + 3 and parts[i + 3].isdigit() else 503
+                with Backend.failures_lock:
+                    seen = Backend.failures.get(key, 0)
+                    Backend.failures[key] = seen + 1
+                return (code if seen < n else 200), seen + 1
 
             def do_GET(self):
                 parts = self.path.split("?")[0].strip("/").split("/")
@@ -175,12 +273,8 @@ class Backend:
                     time.sleep(int(parts[parts.index("delay") + 1]) / 1000)
                     return self._reply(200, self._info())
                 if "fail" in parts:
-                    i = parts.index("fail")
-                    n, key = int(parts[i + 1]), parts[i + 2]
-                    with Backend.failures_lock:
-                        seen = Backend.failures.get(key, 0)
-                        Backend.failures[key] = seen + 1
-                    return self._reply(503 if seen < n else 200, self._info(attempt=seen + 1))
+                    status, attempt = self._failing(parts)
+                    return self._reply(status, self._info(attempt=attempt))
                 if "slowonce" in parts:
                     i = parts.index("slowonce")
                     delay, key = int(parts[i + 1]), parts[i + 2]
@@ -252,8 +346,13 @@ class Backend:
                             break
                         size += got
                         remaining -= got
-                return self._reply(200, self._info(body_size=size, body_sha256=digest.hexdigest(),
-                                                   trailers=trailers))
+                status, attempt = 200, None
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if "fail" in parts:
+                    status, attempt = self._failing(parts)
+                return self._reply(status, self._info(
+                    body_size=size, body_sha256=digest.hexdigest(), attempt=attempt,
+                    trailers=trailers))
 
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
@@ -393,9 +492,23 @@ def write_resources(directory, resources, version):
     os.replace(os.path.join(directory, "version.tmp"), os.path.join(directory, "version"))
 
 
-class SharedMeshTest(unittest.TestCase):
-    """Tests that share one mesh (`mesh_class(case)`, which has logs()) across the class, and
-    print its processes' logs once when a test fails."""
+class LogsOnFailure(unittest.TestCase):
+    """Prints self.logs() (its processes' output) after each test that fails or errs."""
+
+    def logs(self):
+        raise NotImplementedError
+
+    def run(self, result=None):
+        problems = (lambda: len(result.failures) + len(result.errors)) if result else (lambda: 0)
+        before = problems()
+        outcome = super().run(result)
+        if problems() > before:
+            print(self.logs())
+        return outcome
+
+
+class SharedMeshTest(LogsOnFailure):
+    """Tests that share one mesh (`mesh_class(case)`, which has logs()) across the class."""
 
     mesh_class = None
 
@@ -408,9 +521,96 @@ class SharedMeshTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.case.doCleanups()
 
-    def run(self, result=None):
-        outcome = super().run(result)
-        if result is not None and not result.wasSuccessful() and not getattr(self, "_dumped", False):
-            self._dumped = True
-            print(self.mesh.logs())
-        return outcome
+    def logs(self):
+        return self.mesh.logs()
+
+
+# ----- a pod in a private network namespace (meshpilot_test.py, istio_traffic_test.py)
+
+IN_NETNS = "MESHPROXY_TEST_NETNS"
+PROXY_UID = 1337  # meshproxy's uid, exempt from interception as istio-proxy's
+POD_IP = "10.1.0.2"
+
+
+def run(*argv):
+    subprocess.run(argv, check=True, capture_output=True, timeout=10)
+
+
+def http_json(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def config_dump_has(*texts, admin_port=15000):
+    """Whether meshproxy's applied config (its admin /config_dump) mentions every text."""
+    dump = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/config_dump",
+                                  timeout=5).read().decode()
+    return all(text in dump for text in texts)
+
+
+def reset_network():
+    """Undoes what a test set up in the namespace (all tests share it)."""
+    for argv in (["iptables", "-t", "nat", "-F", "OUTPUT"], ["ip", "link", "del", "eth0"],
+                 ["ip", "addr", "del", f"{POD_IP}/32", "dev", "lo"]):
+        subprocess.run(argv, capture_output=True, timeout=10)
+
+
+def capture_outbound():
+    """The pod's interface (a veth pair, its peer standing for the node) with POD_IP, a route
+    for the service range (10.96.0.0/16) through it, as a pod has, and istio-iptables'
+    outbound capture to 15001 (except meshproxy's own uid and loopback)."""
+    run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "node0")
+    run("ip", "addr", "add", f"{POD_IP}/24", "dev", "eth0")
+    run("ip", "link", "set", "eth0", "up")
+    run("ip", "link", "set", "node0", "up")
+    run("ip", "route", "add", "10.96.0.0/16", "dev", "eth0")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner",
+        "--uid-owner", str(PROXY_UID), "-j", "RETURN")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1/32", "-j", "RETURN")
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT",
+        "--to-ports", "15001")
+
+
+def start_meshpilot(children, meshpilot_bin, config_dir):
+    """meshpilot serving config_dir on the well-known ports (xDS 15010, debug 15014), ready."""
+    meshpilot = children.start("meshpilot", [
+        meshpilot_bin, "--config-dir", config_dir, "--xds-port", "15010", "--debug-port", "15014",
+        "--debounce-after", "10ms"])
+    wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15014/ready",
+                                              timeout=2).status == 200,
+               20, "meshpilot /ready")
+    return meshpilot
+
+
+def start_sidecar(children, proxy_bin, *identity):
+    """meshproxy as a pod's sidecar of meshpilot (start_meshpilot): its own uid, so iptables
+    can exempt its traffic; admin on 15000; ready."""
+    proxy = children.start("meshproxy", [
+        "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
+        proxy_bin, "--xds-address", "127.0.0.1:15010", *identity,
+        "--admin-port", "15000", "--readiness-port", "15021", "--concurrency", "2"])
+    wait_until(lambda: urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",
+                                              timeout=2).status == 200,
+               20, "meshproxy /healthz/ready")
+    return proxy
+
+
+def main_in_network_namespace(test_file):
+    """Runs test_file's unittests in a fresh network namespace (only loopback, up), so the
+    well-known ports (15000, 15001, 15010, ...) are the test's own and everything it creates
+    goes with it. Returns the exit code: 77 (ctest: skipped) when namespaces are unavailable."""
+    if os.environ.get(IN_NETNS) != "1":
+        if not shutil.which("unshare"):
+            print("skipped: unshare is not available")
+            return 77
+        probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+        if probe.returncode != 0:
+            print(f"skipped: cannot create a network namespace: {probe.stderr.decode().strip()}")
+            return 77
+        env = dict(os.environ, **{IN_NETNS: "1"})
+        return subprocess.run(
+            ["unshare", "--net", "--", "sh", "-c",
+             'ip link set lo up && exec "$0" "$@"', sys.executable, os.path.abspath(test_file)]
+            + sys.argv[1:], env=env, timeout=300).returncode
+    program = unittest.main(module="__main__", exit=False, verbosity=2)
+    return 0 if program.result.wasSuccessful() else 1

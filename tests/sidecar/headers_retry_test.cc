@@ -64,6 +64,62 @@ TEST_CASE("headers: pseudo-headers cannot be added") {
         "routes[0].request_headers_to_add[0].header.key: must be a non-empty regular header name");
 }
 
+TEST_CASE("headers: values with Envoy's %COMMAND%s are evaluated per request") {
+  auto route = FromJson<envoy::config::route::v3::Route>(R"({
+    "request_headers_to_add": [
+      {"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}},
+      {"header": {"key": "x-peer", "value": "%DOWNSTREAM_REMOTE_ADDRESS%"}},
+      {"header": {"key": "x-local", "value": "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%:%DOWNSTREAM_LOCAL_PORT%"}},
+      {"header": {"key": "x-info", "value": "%UPSTREAM_CLUSTER% %PROTOCOL% 100%% %REQ(X-User):3%"}},
+      {"header": {"key": "x-start", "value": "%START_TIME%"}},
+      {"header": {"key": "x-missing", "value": "%REQ(x-none)%"}},
+      {"header": {"key": "x-literal", "value": "50%% off"}}]})");
+  auto mutations = config::ParseHeaderMutations(route.request_headers_to_add(),
+                                                route.request_headers_to_remove(), "r");
+  REQUIRE(mutations.ok());
+  CHECK(mutations->add[6].format.empty());  // no command: kept as a plain value
+  CHECK(mutations->add[6].value == "50% off");
+  http::HeaderMap fields{{"x-user", "alice"}};
+  router::HeaderValueContext context{
+      {boost::asio::ip::make_address("10.1.0.2"), 40000},
+      {boost::asio::ip::make_address("::1"), 80},
+      "HTTP/1.1",
+      "outbound|80|v1|web.default.svc.cluster.local",
+      &fields,
+      std::chrono::system_clock::time_point(std::chrono::milliseconds(1700000000123))};
+  router::ApplyHeaderMutations(*mutations, fields, &context);
+  CHECK(Values(fields, "x-client") == std::vector<std::string>{"10.1.0.2"});
+  CHECK(Values(fields, "x-peer") == std::vector<std::string>{"10.1.0.2:40000"});
+  CHECK(Values(fields, "x-local") == std::vector<std::string>{"::1:80"});
+  CHECK(Values(fields, "x-info") ==
+        std::vector<std::string>{"outbound|80|v1|web.default.svc.cluster.local HTTP/1.1 100% ali"});
+  CHECK(Values(fields, "x-start") == std::vector<std::string>{"2023-11-14T22:13:20.123Z"});
+  CHECK(Values(fields, "x-missing").empty());  // an empty value is not added, as Envoy
+  CHECK(Values(fields, "x-literal") == std::vector<std::string>{"50% off"});
+  http::HeaderMap without_context;
+  router::ApplyHeaderMutations(*mutations, without_context);
+  CHECK(Values(without_context, "x-client").empty());
+  CHECK(Values(without_context, "x-literal") == std::vector<std::string>{"50% off"});
+}
+
+TEST_CASE("headers: unknown commands and a lone % are rejected with the field") {
+  for (const auto& [value, message] : std::vector<std::pair<std::string, std::string>>{
+           {"%NO_SUCH%", "r[0].header.value: %NO_SUCH% is not a command meshproxy supports"},
+           {"50%", "r[0].header.value: a '%' starts a command that does not end (write '%%' for "
+                   "a literal '%')"},
+           {"%REQ()%", "r[0].header.value: %REQ(...)% needs a header name"},
+           {"%REQ(a)x%", "r[0].header.value: after %REQ(NAME)% only :MAX_LENGTH may follow"}}) {
+    envoy::config::route::v3::Route route;
+    auto* header = route.add_request_headers_to_add()->mutable_header();
+    header->set_key("x");
+    header->set_value(value);
+    auto mutations = config::ParseHeaderMutations(route.request_headers_to_add(),
+                                                  route.request_headers_to_remove(), "r");
+    REQUIRE_FALSE(mutations.ok());
+    CHECK(mutations.status().message() == message);
+  }
+}
+
 TEST_CASE("headers: hop-by-hop headers and those Connection names are removed") {
   http::HeaderMap fields{{"connection", "keep-alive, X-Hop"},
                          {"x-hop", "1"},

@@ -30,7 +30,7 @@ TEST_CASE("grpc: local reply status as Envoy maps HTTP status") {
   CHECK(GrpcStatusForHttp(502) == GrpcStatus::kUnavailable);
   CHECK(GrpcStatusForHttp(429) == GrpcStatus::kUnavailable);
   CHECK(GrpcStatusForHttp(404) == GrpcStatus::kUnimplemented);
-  CHECK(GrpcStatusForHttp(504) == GrpcStatus::kDeadlineExceeded);
+  CHECK(GrpcStatusForHttp(504) == GrpcStatus::kUnavailable);
   CHECK(GrpcStatusForHttp(403) == GrpcStatus::kPermissionDenied);
   CHECK(GrpcStatusForHttp(401) == GrpcStatus::kUnauthenticated);
   CHECK(GrpcStatusForHttp(400) == GrpcStatus::kInternal);

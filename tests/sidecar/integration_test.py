@@ -21,7 +21,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import (Backend, Child, SharedMeshTest, TcpEchoBackend, binary, free_port,
+from harness import (Backend, Children, SharedMeshTest, TcpEchoBackend, binary, free_port,
                      pattern_bytes, tcp_exchange, wait_until, write_resources)
 
 T = "type.googleapis.com/"
@@ -229,25 +229,23 @@ class Mesh:
         self.trailers_http_port = free_port()
         self.sni_port = free_port()
         self.admin_port = free_port()
-        self.children = []
+        self.children = Children()
         self.version = 0
         test.addCleanup(self.close)
         self.write(self.resources())
         self.ads_port = None
         self.start_ads()
-        self.proxy = Child("meshproxy", [
+        self.proxy = self.children.start("meshproxy", [
             self.proxy_bin, "--xds-address", f"127.0.0.1:{self.ads_port}", "--node-id", NODE_ID,
             "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", str(self.concurrency),
             # Reconnects within a second in tests (the default ceiling is 30s).
             "--xds-max-backoff", "1s"])
-        self.children.append(self.proxy)
         self.test = test
         wait_until(lambda: self.admin("/ready")[0] == 200, WAIT_S, "meshproxy /ready")
         wait_until(lambda: self.get("/")[0] == 200, WAIT_S, "the HTTP listener to route")
 
     def start_ads(self, port=0):
-        ads = Child("ads", [self.ads_bin, "--resources", self.dir, "--port", str(port)])
-        self.children.append(ads)
+        ads = self.children.start("ads", [self.ads_bin, "--resources", self.dir, "--port", str(port)])
         listening = wait_until(
             lambda: [l for l in ads.json_lines() if l.get("event") == "listening"], WAIT_S,
             "the ADS server to listen")
@@ -331,11 +329,10 @@ class Mesh:
         return None
 
     def logs(self):
-        return "\n".join(c.tail() for c in self.children)
+        return self.children.logs()
 
     def close(self):
-        for child in reversed(self.children):
-            child.stop()
+        self.children.stop()
         for backend in (self.v1, self.v2, self.broken, self.mirror, self.tcp_a, self.tcp_b):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -137,6 +137,27 @@ TEST_CASE("route: prefix and regex rewrites keep the query") {
                             "/r/abc?z") == "/abc/x?z");
 }
 
+TEST_CASE("route: prefix_rewrite on exact and regex matches replaces the whole path") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"path": "/old"}, "route": {"cluster": "c", "prefix_rewrite": "/new"}},
+    {"match": {"path": "/Old", "case_sensitive": false},
+     "route": {"cluster": "c", "prefix_rewrite": "/new"}},
+    {"match": {"safe_regex": {"regex": "/r/[a-z]+"}},
+     "route": {"cluster": "c", "prefix_rewrite": "/x"}},
+    {"match": {"path": "/moved"}, "redirect": {"prefix_rewrite": "/there"}}]}]})");
+  const auto& routes = table->virtual_hosts[0].routes;
+  auto rewrite = [&](int i, std::string_view path) {
+    return router::RewritePath(routes[i].match, std::get<config::RouteAction>(routes[i].action),
+                               path);
+  };
+  CHECK(rewrite(0, "/old") == "/new");
+  CHECK(rewrite(0, "/old?q=1") == "/new?q=1");
+  CHECK(rewrite(1, "/OLD?q") == "/new?q");
+  CHECK(rewrite(2, "/r/abc?q=1") == "/x?q=1");
+  CHECK(router::RedirectLocation(std::get<config::Redirect>(routes[3].action), routes[3].match,
+                                 "http", "h", "/moved?q") == "http://h/there?q");
+}
+
 TEST_CASE("route: redirect locations") {
   auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
     {"match": {"prefix": "/a"}, "redirect": {"https_redirect": true}},

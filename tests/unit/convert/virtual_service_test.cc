@@ -255,6 +255,31 @@ spec:
   CHECK_THAT(error, Catch::Contains("spec.http[0].match[1].queryParams[q].regex: invalid regex"));
 }
 
+TEST_CASE("Header values are Envoy format strings: a lone % is rejected", "[virtual_service]") {
+  std::string error = ErrorOf(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http:
+  - headers:
+      request:
+        set: {x-discount: "50%", x-ok: "50%% off", x-client: "%DOWNSTREAM_REMOTE_ADDRESS%"}
+      response:
+        add: {x-bad: "%PROTOCOL% 100%"}
+    route: [{destination: {host: a}}]
+)");
+  CheckErrors(error, {
+      "spec.http[0].headers.request.set[x-discount]: a '%' starts an Envoy %COMMAND% that does "
+      "not end (write '%%' for a literal '%')",
+      "spec.http[0].headers.response.add[x-bad]: a '%' starts an Envoy %COMMAND% that does not "
+      "end (write '%%' for a literal '%')",
+  });
+  CHECK_THAT(error, !Catch::Contains("x-ok"));
+  CHECK_THAT(error, !Catch::Contains("x-client"));
+}
+
 TEST_CASE("Missing hosts and bad ports are reported with their paths", "[virtual_service]") {
   std::string error = ErrorOf(R"(
 apiVersion: networking.istio.io/v1
