@@ -31,11 +31,18 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_cx_none_healthy{0};
   std::atomic<int64_t> upstream_rq_active{0};
   std::atomic<int64_t> upstream_rq_retry_active{0};  // retries waiting or in flight
+  std::atomic<uint64_t> upstream_rq_pending_total{0};
+  std::atomic<int64_t> upstream_rq_pending_active{0};  // across workers: max_pending_requests
   std::atomic<uint64_t> upstream_rq_pending_overflow{0};
   std::atomic<uint64_t> upstream_cx_overflow{0};
+  std::atomic<uint64_t> upstream_cx_idle_timeout{0};
   std::atomic<uint64_t> upstream_rq_retry_overflow{0};
   std::atomic<uint64_t> outlier_detection_ejections_enforced_total{0};
   std::atomic<int64_t> outlier_detection_ejections_active{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_failure_percentage{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_failure_percentage{0};
   IstioRequestCounts istio_requests;
 
   void CountResponse(unsigned status) {
@@ -78,6 +85,8 @@ struct ListenerStats {
   std::atomic<uint64_t> downstream_rq_total{0};
   std::array<std::atomic<uint64_t>, 6> downstream_rq_class{};
   std::atomic<uint64_t> no_route{0};
+  std::atomic<uint64_t> downstream_rq_max_duration_reached{0};
+  std::atomic<uint64_t> downstream_cx_idle_timeout{0};
   std::atomic<uint64_t> rbac_allowed{0};  // connections and requests the RBAC filters passed
   std::atomic<uint64_t> rbac_denied{0};
   std::atomic<uint64_t> bind_errors{0};

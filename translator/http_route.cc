@@ -375,17 +375,26 @@ void TranslateForward(const model::HttpRoute& rule, const model::VirtualService&
   }
   if (!authority.empty()) action.set_host_rewrite_literal(authority);
 
-  // Istio: no timeout unless the VirtualService sets one. gRPC clients read it from
-  // max_stream_duration; Envoy also caps the grpc-timeout header with it.
+  // Istio (route.go): no timeout unless the VirtualService sets one. gRPC clients read it from
+  // max_stream_duration. Sidecars honour a request's grpc-timeout: with a timeout, capped by it
+  // through the deprecated max_grpc_timeout (Istio keeps to it: max_stream_duration has
+  // regressions in Envoy); without one, uncapped as the stream's limit (max_stream_duration and
+  // grpc_timeout_header_max 0s).
   std::chrono::milliseconds timeout = rule.timeout.value_or(std::chrono::milliseconds(0));
   SetDuration(timeout, *action.mutable_timeout());
   if (grpc) {
     if (timeout.count() > 0) {
       SetDuration(timeout, *action.mutable_max_stream_duration()->mutable_max_stream_duration());
     }
+  } else if (timeout.count() > 0) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    SetDuration(timeout, *action.mutable_max_grpc_timeout());
+#pragma GCC diagnostic pop
   } else {
-    SetDuration(timeout,
-                *action.mutable_max_stream_duration()->mutable_grpc_timeout_header_max());
+    auto* duration = action.mutable_max_stream_duration();
+    SetDuration(timeout, *duration->mutable_max_stream_duration());
+    SetDuration(timeout, *duration->mutable_grpc_timeout_header_max());
   }
 
   if (std::optional<RetryPolicy> retry = TranslateRetries(rule.retries)) {

@@ -91,8 +91,15 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": cannot unpack ", it->second.type_url()));
     }
+    if (options.common_http_protocol_options().has_idle_timeout()) {
+      cluster.idle_timeout =
+          std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+              options.common_http_protocol_options().idle_timeout()));
+    }
     switch (options.upstream_protocol_options_case()) {
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kExplicitHttpConfig:
+        cluster.http1.enable_trailers =
+            options.explicit_http_config().http_protocol_options().enable_trailers();
         if (options.explicit_http_config().has_http2_protocol_options()) {
           cluster.protocol = UpstreamProtocol::kHttp2;
           http2(options.explicit_http_config().http2_protocol_options());
@@ -106,6 +113,8 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::
           kUseDownstreamProtocolConfig:
         cluster.protocol = UpstreamProtocol::kDownstream;
+        cluster.http1.enable_trailers =
+            options.use_downstream_protocol_config().http_protocol_options().enable_trailers();
         http2(options.use_downstream_protocol_config().http2_protocol_options());
         return absl::OkStatus();
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kAutoConfig:
@@ -115,6 +124,7 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
         break;  // only common options: the deprecated fields decide
     }
   }
+  cluster.http1.enable_trailers = proto.http_protocol_options().enable_trailers();
   if (proto.has_http2_protocol_options()) {
     cluster.protocol = UpstreamProtocol::kHttp2;
     http2(proto.http2_protocol_options());
@@ -170,6 +180,35 @@ absl::StatusOr<OutlierDetection> ParseOutlierDetection(
   if (proto.has_max_ejection_time()) {
     status.Update(duration(proto.max_ejection_time(), "max_ejection_time", od.max_ejection_time));
   }
+  if (proto.has_interval()) status.Update(duration(proto.interval(), "interval", od.interval));
+  auto count = [](const google::protobuf::UInt32Value& value, uint32_t& out) { out = value.value(); };
+  if (proto.has_success_rate_minimum_hosts()) {
+    count(proto.success_rate_minimum_hosts(), od.success_rate_minimum_hosts);
+  }
+  if (proto.has_success_rate_request_volume()) {
+    count(proto.success_rate_request_volume(), od.success_rate_request_volume);
+  }
+  if (proto.has_success_rate_stdev_factor()) {
+    count(proto.success_rate_stdev_factor(), od.success_rate_stdev_factor);
+  }
+  if (proto.has_enforcing_success_rate()) {
+    status.Update(percent(proto.enforcing_success_rate(), "enforcing_success_rate",
+                          od.enforcing_success_rate));
+  }
+  if (proto.has_failure_percentage_threshold()) {
+    status.Update(percent(proto.failure_percentage_threshold(), "failure_percentage_threshold",
+                          od.failure_percentage_threshold));
+  }
+  if (proto.has_enforcing_failure_percentage()) {
+    status.Update(percent(proto.enforcing_failure_percentage(), "enforcing_failure_percentage",
+                          od.enforcing_failure_percentage));
+  }
+  if (proto.has_failure_percentage_minimum_hosts()) {
+    count(proto.failure_percentage_minimum_hosts(), od.failure_percentage_minimum_hosts);
+  }
+  if (proto.has_failure_percentage_request_volume()) {
+    count(proto.failure_percentage_request_volume(), od.failure_percentage_request_volume);
+  }
   if (!status.ok()) return status;
   return od;
 }
@@ -189,6 +228,11 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
           !proto.eds_cluster_config().eds_config().has_ads()) {
         return absl::InvalidArgumentError(
             "eds_cluster_config.eds_config: only ads config sources are supported");
+      }
+      if (proto.eds_cluster_config().eds_config().has_initial_fetch_timeout()) {
+        cluster->eds_initial_fetch_timeout =
+            std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+                proto.eds_cluster_config().eds_config().initial_fetch_timeout()));
       }
       cluster->eds_service_name = proto.eds_cluster_config().service_name().empty()
                                       ? proto.name()

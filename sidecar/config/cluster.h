@@ -53,13 +53,16 @@ enum class UpstreamProtocol {
   kDownstream,  // whichever the downstream request came in (use_downstream_protocol_config)
 };
 
+struct Http1Options {
+  bool enable_trailers = false;  // read trailers of HTTP/1.1 responses
+};
+
 struct Http2Options {
   uint32_t max_concurrent_streams = 0;  // 0: as many as the peer allows
 };
 
-// outlier_detection's consecutive-error detectors, with Envoy's defaults. success_rate and
-// failure_percentage are not implemented; `interval` is not needed (hosts return as soon as
-// their ejection time has passed).
+// outlier_detection, with Envoy's defaults: the consecutive-error detectors (on every result)
+// and the success-rate and failure-percentage ones (over each `interval`).
 struct OutlierDetection {
   uint32_t consecutive_5xx = 5;
   uint32_t enforcing_consecutive_5xx = 100;  // percent
@@ -68,6 +71,15 @@ struct OutlierDetection {
   std::chrono::milliseconds base_ejection_time{30000};
   std::chrono::milliseconds max_ejection_time{300000};
   uint32_t max_ejection_percent = 10;
+  std::chrono::milliseconds interval{10000};
+  uint32_t success_rate_minimum_hosts = 5;
+  uint32_t success_rate_request_volume = 100;
+  uint32_t success_rate_stdev_factor = 1900;  // thousandths of a standard deviation
+  uint32_t enforcing_success_rate = 100;      // percent
+  uint32_t failure_percentage_threshold = 85;
+  uint32_t enforcing_failure_percentage = 0;  // percent
+  uint32_t failure_percentage_minimum_hosts = 5;
+  uint32_t failure_percentage_request_volume = 50;
   // common_lb_config.healthy_panic_threshold (percent): with fewer hosts than this not ejected,
   // all of them take traffic; 0 turns panic mode off (Istio's default without minHealthPercent).
   double healthy_panic_threshold = 50;
@@ -77,12 +89,19 @@ struct ClusterConfig {
   std::string name;
   DiscoveryType type = DiscoveryType::kEds;
   std::string eds_service_name;  // EDS: the ClusterLoadAssignment to subscribe to
+  // eds_config.initial_fetch_timeout: the cluster warms this long at most for its
+  // ClusterLoadAssignment (Envoy's default 15 s; 0: until it arrives).
+  std::chrono::milliseconds eds_initial_fetch_timeout{15000};
   LbPolicy lb_policy = LbPolicy::kRoundRobin;
   uint32_t choice_count = 2;  // LEAST_REQUEST
   uint64_t ring_size = 1024;  // RING_HASH minimum_ring_size / MAGLEV table_size (capped)
   std::chrono::milliseconds connect_timeout{5000};
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
+  Http1Options http1;
   Http2Options http2;
+  // HttpProtocolOptions.common_http_protocol_options.idle_timeout: a connection without
+  // requests this long is closed (Envoy's default 1 h; 0: never).
+  std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
   CircuitBreakers circuit_breakers;
   std::optional<OutlierDetection> outlier_detection;  // absent: no host is ever ejected
   std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment

@@ -1,5 +1,7 @@
 #include "sidecar/config/listener.h"
 
+#include <google/protobuf/util/time_util.h>
+
 #include <algorithm>
 
 #include "absl/algorithm/container.h"
@@ -200,6 +202,12 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
             absl::StrCat(hf, ".codec_type: HTTP/3 is not supported (AUTO, HTTP1, HTTP2 are)"));
     }
     http.stat_prefix = hcm.stat_prefix();
+    http.enable_trailers = hcm.http_protocol_options().enable_trailers();
+    if (hcm.common_http_protocol_options().has_idle_timeout()) {
+      http.idle_timeout =
+          std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+              hcm.common_http_protocol_options().idle_timeout()));
+    }
     switch (hcm.route_specifier_case()) {
       case hcm_v3::HttpConnectionManager::kRds:
         if (!hcm.rds().config_source().has_ads()) {
@@ -207,6 +215,11 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
               absl::StrCat(hf, ".rds.config_source: only ads is supported"));
         }
         http.rds_name = hcm.rds().route_config_name();
+        if (hcm.rds().config_source().has_initial_fetch_timeout()) {
+          http.rds_initial_fetch_timeout =
+              std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+                  hcm.rds().config_source().initial_fetch_timeout()));
+        }
         if (http.rds_name.empty()) {
           return absl::InvalidArgumentError(absl::StrCat(hf, ".rds.route_config_name: empty"));
         }

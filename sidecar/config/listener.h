@@ -33,6 +33,14 @@ struct HttpChain {
   std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
   std::string rds_name;                            // or:
   std::shared_ptr<const RouteTable> inline_routes;
+  // rds.config_source.initial_fetch_timeout: the listener warms this long at most for its
+  // RouteConfiguration (Envoy's default 15 s; 0: until it arrives).
+  std::chrono::milliseconds rds_initial_fetch_timeout{15000};
+  // common_http_protocol_options.idle_timeout: a connection without requests this long is
+  // closed, HTTP/2 with GOAWAY (Envoy's default 1 h; 0: never).
+  std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
+  // http_protocol_options.enable_trailers: HTTP/1.1 responses carry trailers (chunked).
+  bool enable_trailers = false;
 };
 
 struct TcpProxyChain {

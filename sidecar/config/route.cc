@@ -163,6 +163,43 @@ absl::StatusOr<RouteAction> ParseAction(const route_v3::RouteAction& proto,
     if (auto s = CheckDuration(proto.timeout(), absl::StrCat(field, ".timeout")); !s.ok()) return s;
     action.timeout = ToMillis(proto.timeout());
   }
+  auto duration = [&](const Duration& d, const char* name,
+                      std::chrono::milliseconds& out) -> absl::Status {
+    if (auto s = CheckDuration(d, absl::StrCat(field, ".", name)); !s.ok()) return s;
+    out = ToMillis(d);
+    return absl::OkStatus();
+  };
+  StreamTimeouts& timeouts = action.stream_timeouts;
+  if (proto.has_max_stream_duration()) {
+    const auto& msd = proto.max_stream_duration();
+    if (msd.has_max_stream_duration()) {
+      auto s = duration(msd.max_stream_duration(), "max_stream_duration.max_stream_duration",
+                        timeouts.max_stream_duration);
+      if (!s.ok()) return s;
+    }
+    if (msd.has_grpc_timeout_header_max()) {
+      auto s = duration(msd.grpc_timeout_header_max(),
+                        "max_stream_duration.grpc_timeout_header_max",
+                        timeouts.grpc_timeout_header_max.emplace());
+      if (!s.ok()) return s;
+    }
+    if (msd.has_grpc_timeout_header_offset()) {
+      auto s = duration(msd.grpc_timeout_header_offset(),
+                        "max_stream_duration.grpc_timeout_header_offset",
+                        timeouts.grpc_timeout_header_offset);
+      if (!s.ok()) return s;
+    }
+  } else if (proto.has_max_grpc_timeout()) {
+    timeouts.legacy = true;
+    auto s = duration(proto.max_grpc_timeout(), "max_grpc_timeout",
+                      timeouts.grpc_timeout_header_max.emplace());
+    if (!s.ok()) return s;
+    if (proto.has_grpc_timeout_offset()) {
+      s = duration(proto.grpc_timeout_offset(), "grpc_timeout_offset",
+                   timeouts.grpc_timeout_header_offset);
+      if (!s.ok()) return s;
+    }
+  }
   if (proto.has_retry_policy()) {
     auto retry = ParseRetryPolicy(proto.retry_policy(), absl::StrCat(field, ".retry_policy"));
     if (!retry.ok()) return retry.status();

@@ -136,6 +136,17 @@ struct MirrorPolicy {
   bool append_shadow_suffix = true;  // unless disable_shadow_host_suffix_append
 };
 
+// RouteAction.max_stream_duration (Envoy's "new" timeouts, kept apart from the route timeout)
+// or, without it, the deprecated max_grpc_timeout / grpc_timeout_offset (which replace the
+// route timeout of gRPC requests).
+struct StreamTimeouts {
+  std::chrono::milliseconds max_stream_duration{0};  // 0: none
+  // Set: a request's grpc-timeout header is honoured, capped at this (0: uncapped).
+  std::optional<std::chrono::milliseconds> grpc_timeout_header_max;
+  std::chrono::milliseconds grpc_timeout_header_offset{0};
+  bool legacy = false;  // from max_grpc_timeout: the gRPC timeout is the route timeout
+};
+
 struct RouteAction {
   std::string cluster;                     // or:
   std::vector<WeightedCluster> weighted;   // non-empty: pick by weight
@@ -146,6 +157,7 @@ struct RouteAction {
   std::string host_rewrite;
   bool auto_host_rewrite = false;
   std::chrono::milliseconds timeout{15000};  // Envoy's default; 0: none
+  StreamTimeouts stream_timeouts;
   std::optional<RetryPolicy> retry;
   std::vector<HashPolicy> hash_policies;
   std::vector<MirrorPolicy> mirrors;

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -44,6 +45,33 @@ std::optional<uint32_t> GrpcStatusOf(const HeaderMap& headers) {
     return std::nullopt;
   }
   return status;
+}
+
+std::optional<std::chrono::milliseconds> GrpcTimeout(const HeaderMap& headers) {
+  auto header = headers.Get("grpc-timeout");
+  if (!header || header->size() < 2 || header->size() > 9) return std::nullopt;
+  const absl::string_view value(header->data(), header->size() - 1);
+  uint64_t n = 0;
+  if (!absl::c_all_of(value, absl::ascii_isdigit) || !absl::SimpleAtoi(value, &n)) {
+    return std::nullopt;
+  }
+  auto ceil_ms = [](auto d) { return std::chrono::ceil<std::chrono::milliseconds>(d); };
+  switch (header->back()) {
+    case 'H':
+      return std::chrono::hours(n);
+    case 'M':
+      return std::chrono::minutes(n);
+    case 'S':
+      return std::chrono::seconds(n);
+    case 'm':
+      return std::chrono::milliseconds(n);
+    case 'u':
+      return ceil_ms(std::chrono::microseconds(n));
+    case 'n':
+      return ceil_ms(std::chrono::nanoseconds(n));
+    default:
+      return std::nullopt;
+  }
 }
 
 std::string PercentEncodeGrpcMessage(std::string_view message) {

@@ -4,6 +4,7 @@
 // response headers or trailers, and Envoy's local replies to it (HTTP 200,
 // content-type application/grpc, grpc-status and grpc-message in a trailers-only response).
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,6 +43,10 @@ std::optional<uint32_t> GrpcStatusOf(const HeaderMap& headers);
 // percent-encoded as the gRPC HTTP/2 protocol asks.
 HeaderMap GrpcLocalReplyHeaders(unsigned http_status, std::string_view message,
                                 std::optional<uint32_t> grpc_status = std::nullopt);
+
+// The request's grpc-timeout ("TimeoutValue TimeoutUnit": up to 8 digits and one of H M S m u
+// n), sub-millisecond units rounded up, as Envoy reads it; none if absent or malformed.
+std::optional<std::chrono::milliseconds> GrpcTimeout(const HeaderMap& headers);
 
 std::string PercentEncodeGrpcMessage(std::string_view message);
 

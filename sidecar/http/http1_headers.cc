@@ -7,6 +7,8 @@
 #include <ostream>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
+
 namespace meshpilot::sidecar::http {
 
 namespace beast_http = boost::beast::http;
@@ -63,6 +65,16 @@ std::string_view FrameHttp1Body(size_t size, bool chunked, bool end, std::string
   out.append(first, std::end(digits));
   out.append("\r\n");
   return end ? "\r\n0\r\n\r\n" : "\r\n";
+}
+
+std::string Http1LastChunk(const HeaderMap& trailers) {
+  std::string out = "0\r\n";
+  for (const auto& [name, value] : trailers.entries()) {
+    if (name.empty() || name.front() == ':') continue;
+    absl::StrAppend(&out, name, ": ", value, "\r\n");
+  }
+  out.append("\r\n");
+  return out;
 }
 
 }  // namespace meshpilot::sidecar::http

@@ -39,7 +39,10 @@ void Http1Parser<isRequest>::on_response_impl(int code, string_view, int version
 template <bool isRequest>
 void Http1Parser<isRequest>::on_field_impl(beast_http::field name, string_view name_string,
                                            string_view value, error_code&) {
-  if (header_done_) return;
+  if (header_done_) {
+    trailers_.Add(SV(name_string), SV(value));  // a chunked body's trailers
+    return;
+  }
   if (isRequest && name == beast_http::field::host) {
     // The first Host is the authority.
     if (!headers_.Has(":authority")) headers_.Add(":authority", SV(value));

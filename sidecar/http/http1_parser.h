@@ -4,7 +4,8 @@
 // string, without Beast's field container in between: the request line becomes :method,
 // :scheme and :path, Host becomes :authority, the status line :status. Body pieces are
 // appended to the string given to BodyInto, at most kBodyPiece bytes per read (Beast reports
-// need_buffer when a piece is full, as with its buffer_body).
+// need_buffer when a piece is full, as with its buffer_body). A chunked body's trailers are
+// kept apart, in trailers().
 
 #include <boost/beast/http/basic_parser.hpp>
 
@@ -33,6 +34,9 @@ class Http1Parser final : public boost::beast::http::basic_parser<isRequest> {
   unsigned version() const { return version_; }
   boost::beast::http::verb method() const { return method_; }  // requests
   unsigned status() const { return status_; }                   // responses
+  // The trailers of a chunked body, once it is done; the caller decides whether they travel
+  // (enable_trailers, as Envoy).
+  HeaderMap& trailers() { return trailers_; }
 
   // The next body piece (up to kBodyPiece bytes) is appended to `out`.
   void BodyInto(std::string& out) {
@@ -62,7 +66,8 @@ class Http1Parser final : public boost::beast::http::basic_parser<isRequest> {
   unsigned version_ = 11;
   boost::beast::http::verb method_ = boost::beast::http::verb::unknown;
   unsigned status_ = 0;
-  bool header_done_ = false;  // fields after the header are chunked trailers: dropped
+  bool header_done_ = false;  // fields after the header are chunked trailers
+  HeaderMap trailers_;
   std::string* body_out_ = nullptr;
   size_t body_room_ = 0;
 };

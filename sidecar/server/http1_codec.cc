@@ -28,19 +28,18 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto kIdleTimeout = std::chrono::seconds(300);
-
 class Http1DownstreamStream final : public DownstreamStream {
  public:
   Http1DownstreamStream(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                         http::Http1Parser<true>& parser, std::string& out,
-                        bool keep_alive)
+                        bool keep_alive, bool enable_trailers)
       : stream_(stream),
         buffer_(buffer),
         parser_(parser),
         out_(out),
         version_(parser.version()),
         keep_alive_(keep_alive && parser.keep_alive()),
+        enable_trailers_(enable_trailers),
         headers_(std::move(parser.headers())) {
     if (auto expect = headers_.Get("expect");
         expect && beast::iequals(beast::string_view(expect->data(), expect->size()),
@@ -82,8 +81,12 @@ class Http1DownstreamStream final : public DownstreamStream {
       co_return false;
     }
     end = parser_.is_done();
+    if (end && enable_trailers_ && parser_.chunked()) {
+      request_trailers_ = std::move(parser_.trailers());
+    }
     co_return true;
   }
+  const http::HeaderMap& request_trailers() const override { return request_trailers_; }
 
   asio::awaitable<bool> WriteHeaders(http::HeaderMap headers, bool end_stream) override {
     co_return co_await WriteResponse(std::move(headers), {}, end_stream);
@@ -122,9 +125,13 @@ class Http1DownstreamStream final : public DownstreamStream {
     co_return co_await Send(data, end_stream);
   }
 
-  // Envoy drops trailers towards HTTP/1.1 clients unless asked to encode them: so does this.
-  asio::awaitable<bool> WriteTrailers(http::HeaderMap) override {
-    co_return co_await WriteBody({}, true);
+  // Envoy drops trailers towards HTTP/1.1 clients unless enable_trailers asks to encode them
+  // in the last chunk: so does this.
+  asio::awaitable<bool> WriteTrailers(http::HeaderMap trailers) override {
+    if (!enable_trailers_ || !chunked_) co_return co_await WriteBody({}, true);
+    const bool written = co_await Write(http::Http1LastChunk(trailers));
+    response_done_ = written;
+    co_return written;
   }
 
   void Reset() override {
@@ -166,22 +173,26 @@ class Http1DownstreamStream final : public DownstreamStream {
   std::string& out_;  // the connection's output buffer
   const unsigned version_;
   bool keep_alive_;
+  const bool enable_trailers_;
   http::HeaderMap headers_;
+  http::HeaderMap request_trailers_;
   bool continue_pending_ = false;
   bool chunked_ = false;
   bool response_done_ = false;
   bool failed_ = false;
 };
 
-// Closes a keep-alive connection that waits more than kIdleTimeout for its next request. The
-// timer is armed once per connection, not per request (each re-arm can cost a timerfd_settime
-// syscall): a request only records when the wait began, and an expiry that finds a later wait
-// (or a request being served) sleeps again for what is left.
+// The HTTP connection manager's idle_timeout: closes a keep-alive connection that waits longer
+// for its next request (counted in downstream_cx_idle_timeout); zero means none. The timer is
+// armed once per connection, not per request (each re-arm can cost a timerfd_settime syscall):
+// a request only records when the wait began, and an expiry that finds a later wait (or a
+// request being served) sleeps again for what is left.
 class IdleTimeout {
  public:
-  explicit IdleTimeout(beast::tcp_stream& stream)
-      : state_(std::make_shared<State>(stream)) {
-    Arm(state_, Clock::now() + kIdleTimeout);
+  IdleTimeout(beast::tcp_stream& stream, std::chrono::milliseconds timeout,
+              std::shared_ptr<ListenerStats> stats)
+      : state_(std::make_shared<State>(stream, timeout, std::move(stats))) {
+    if (timeout.count() > 0) Arm(state_, Clock::now() + timeout);
   }
   ~IdleTimeout() {
     state_->stream = nullptr;  // a completion already queued finds no stream
@@ -195,9 +206,12 @@ class IdleTimeout {
 
  private:
   struct State {
-    explicit State(beast::tcp_stream& s) : stream(&s), timer(s.get_executor()) {}
+    State(beast::tcp_stream& s, std::chrono::milliseconds t, std::shared_ptr<ListenerStats> st)
+        : stream(&s), timer(s.get_executor()), timeout(t), stats(std::move(st)) {}
     beast::tcp_stream* stream;
     asio::steady_timer timer;
+    const std::chrono::milliseconds timeout;
+    const std::shared_ptr<ListenerStats> stats;
     Clock::time_point waiting_since = Clock::time_point::max();  // max: serving a request
   };
 
@@ -207,12 +221,13 @@ class IdleTimeout {
       if (ec || state->stream == nullptr) return;
       const Clock::time_point now = Clock::now();
       if (state->waiting_since != Clock::time_point::max() &&
-          now - state->waiting_since >= kIdleTimeout) {
+          now - state->waiting_since >= state->timeout) {
+        state->stats->downstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
         boost::system::error_code ignored;
         state->stream->socket().close(ignored);  // the pending read fails
         return;
       }
-      Arm(state, std::min(state->waiting_since, now) + kIdleTimeout);
+      Arm(state, std::min(state->waiting_since, now) + state->timeout);
     });
   }
 
@@ -228,7 +243,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
   RouterFilter router(worker, info, listener, chain);
   std::string out;  // response heads, reused from one request to the next
   stream.expires_never();
-  IdleTimeout idle(stream);
+  IdleTimeout idle(stream, chain.idle_timeout, listener.stats);
   for (;;) {
     http::Http1Parser<true> parser;
     parser.header_limit(64 * 1024);
@@ -252,7 +267,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
     const ListenerEntry* current = config->FindListener(listener_name);
     const bool keep_alive =
         current != nullptr && current->config == listener.config && !worker.draining();
-    Http1DownstreamStream down(stream, buffer, parser, out, keep_alive);
+    Http1DownstreamStream down(stream, buffer, parser, out, keep_alive, chain.enable_trailers);
     co_await router.Serve(down);
     if (!down.reusable()) break;
   }

@@ -32,17 +32,23 @@ bool MethodHasBody(std::string_view method) {
 }  // namespace
 
 Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
-                                         std::unique_ptr<UpstreamConnection> connection,
-                                         bool head_request)
+                                         std::string_view cluster, const UpstreamTarget& target,
+                                         std::unique_ptr<UpstreamConnection> connection)
     : pool_(pool),
       idle_(idle),
+      cluster_(cluster),
       connection_(std::move(connection)),
-      head_request_(head_request) {}
+      head_request_(target.head_request),
+      idle_timeout_(target.idle_timeout),
+      trailers_enabled_(target.http1_trailers) {}
 
 Http1UpstreamStream::~Http1UpstreamStream() {
   if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
       parser_->keep_alive()) {
-    pool_.Release(idle_, std::move(connection_));
+    pool_.Release(idle_, cluster_, std::move(connection_), idle_timeout_);
+  } else {
+    connection_.reset();
+    pool_.ConnectionClosed(cluster_);
   }
 }
 
@@ -95,6 +101,14 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data
   co_return error;
 }
 
+asio::awaitable<StreamError> Http1UpstreamStream::SendTrailers(const http::HeaderMap& trailers) {
+  if (!trailers_enabled_ || !chunked_request_) co_return co_await SendBody({}, true);
+  connection_->out = http::Http1LastChunk(trailers);  // goes out as Send's "head"
+  const StreamError error = co_await Send({}, /*end_stream=*/false);
+  request_complete_ = error == StreamError::kNone;
+  co_return error;
+}
+
 asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& out,
                                                               bool& end_stream,
                                                               Clock::time_point deadline) {
@@ -130,6 +144,9 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, boo
     co_return ErrorOf(ec);
   }
   end = parser_->is_done();
+  if (end && trailers_enabled_ && parser_->chunked()) {
+    trailers_ = std::move(parser_->trailers());
+  }
   co_return StreamError::kNone;
 }
 

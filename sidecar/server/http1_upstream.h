@@ -18,13 +18,16 @@ namespace meshpilot::sidecar::server {
 
 class Http1UpstreamStream final : public UpstreamStream {
  public:
-  Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
-                      std::unique_ptr<UpstreamConnection> connection, bool head_request);
+  // `idle` and `cluster` are the pool's, which outlive the stream.
+  Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle, std::string_view cluster,
+                      const UpstreamTarget& target,
+                      std::unique_ptr<UpstreamConnection> connection);
   ~Http1UpstreamStream() override;
 
   boost::asio::awaitable<StreamError> SendHeaders(const http::HeaderMap& headers,
                                                   bool end_stream) override;
   boost::asio::awaitable<StreamError> SendBody(std::string_view data, bool end_stream) override;
+  boost::asio::awaitable<StreamError> SendTrailers(const http::HeaderMap& trailers) override;
   boost::asio::awaitable<StreamError> ReadHeaders(http::HeaderMap& out, bool& end_stream,
                                                   Clock::time_point deadline) override;
   boost::asio::awaitable<StreamError> ReadBody(std::string& out, bool& end,
@@ -41,13 +44,16 @@ class Http1UpstreamStream final : public UpstreamStream {
 
   UpstreamPool& pool_;
   IdleConnections& idle_;  // where the connection goes back
+  std::string_view cluster_;  // the pool's key
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
+  std::chrono::milliseconds idle_timeout_;  // of the connection back in the pool
+  bool trailers_enabled_;  // enable_trailers: read the response's, write the request's
   bool chunked_request_ = false;
   bool request_complete_ = false;
   bool reset_ = false;
   std::optional<http::Http1Parser<false>> parser_;
-  http::HeaderMap trailers_;  // HTTP/1.1 trailers are not read: always empty
+  http::HeaderMap trailers_;  // read only with enable_trailers, as Envoy
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -32,6 +32,7 @@ class Http2DownstreamStream final : public DownstreamStream {
   asio::awaitable<bool> ReadBody(std::string& out, bool& end) override {
     co_return co_await stream_->ReadBody(out, end, Clock::time_point::max()) == StreamError::kNone;
   }
+  const http::HeaderMap& request_trailers() const override { return stream_->trailers(); }
   asio::awaitable<bool> WriteHeaders(http::HeaderMap headers, bool end_stream) override {
     co_return stream_->SubmitResponse(headers, end_stream) == StreamError::kNone;
   }
@@ -82,6 +83,9 @@ class Http2UpstreamStream final : public UpstreamStream {
   }
   asio::awaitable<StreamError> SendBody(std::string_view data, bool end_stream) override {
     co_return co_await stream_->WriteBody(data, end_stream);
+  }
+  asio::awaitable<StreamError> SendTrailers(const http::HeaderMap& trailers) override {
+    co_return co_await stream_->WriteTrailers(trailers);
   }
   asio::awaitable<StreamError> ReadHeaders(http::HeaderMap& out, bool& end_stream,
                                            Clock::time_point deadline) override {
@@ -149,6 +153,8 @@ asio::awaitable<void> ServeHttp2(Worker& worker, asio::ip::tcp::socket socket, s
         });
       });
   context->connection = connection;
+  connection->SetIdleTimeout(chain.idle_timeout,
+                             &context->listener.stats->downstream_cx_idle_timeout);
   co_await connection->Serve(std::move(preface));
 }
 

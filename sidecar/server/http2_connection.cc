@@ -167,7 +167,8 @@ Http2Connection::Http2Connection(asio::io_context& io, tcp::socket socket, Role 
       socket_(std::move(socket)),
       role_(role),
       on_request_(std::move(on_request)),
-      write_signal_(io) {
+      write_signal_(io),
+      idle_timer_(io) {
   InitSession();
 }
 
@@ -230,6 +231,7 @@ asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_p
 asio::awaitable<void> Http2Connection::Run(std::string preface) {
   auto self = shared_from_this();
   asio::co_spawn(io_, WriteLoop(), asio::detached);
+  if (idle_timeout_.count() > 0) asio::co_spawn(io_, IdleLoop(), asio::detached);
   co_await ReadLoop(std::move(preface));
   Terminate(/*connect_failed=*/false);
 }
@@ -296,6 +298,23 @@ asio::awaitable<void> Http2Connection::WriteLoop() {
   }
 }
 
+asio::awaitable<void> Http2Connection::IdleLoop() {
+  auto self = shared_from_this();
+  for (;;) {
+    // The idle time starts over whenever the last stream closes (the wait is cancelled).
+    idle_timer_.expires_after(idle_timeout_);
+    boost::system::error_code ec;
+    co_await idle_timer_.async_wait(redirect_error(use_awaitable, ec));
+    if (dead_) co_return;
+    if (ec || !streams_.empty()) continue;
+    if (idle_timeouts_ != nullptr) idle_timeouts_->fetch_add(1, std::memory_order_relaxed);
+    // GOAWAY, then the writer closes the connection once it is sent.
+    nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+    Flush();
+    co_return;
+  }
+}
+
 void Http2Connection::Flush() { write_signal_.cancel(); }
 
 void Http2Connection::Terminate(bool connect_failed) {
@@ -305,6 +324,7 @@ void Http2Connection::Terminate(bool connect_failed) {
   streams_.clear();
   for (auto& [id, stream] : streams) stream->Close(NGHTTP2_INTERNAL_ERROR, connect_failed);
   write_signal_.cancel();
+  idle_timer_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
@@ -442,6 +462,7 @@ int Http2Connection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t
   if (it == self->streams_.end()) return 0;
   std::shared_ptr<Http2Stream> stream = std::move(it->second);
   self->streams_.erase(it);
+  if (self->streams_.empty()) self->idle_timer_.cancel();
   stream->Close(error_code, /*connect_failed=*/false);
   return 0;
 }

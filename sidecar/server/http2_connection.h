@@ -13,6 +13,8 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -133,6 +135,12 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Server: GOAWAY naming the last stream taken; the connection closes once the streams in
   // flight are done.
   void Drain();
+  // Before Serve/Connect: with no stream open for `timeout`, the connection sends GOAWAY and
+  // closes, counting in `counter` (Envoy's idle_timeout; 0: never).
+  void SetIdleTimeout(std::chrono::milliseconds timeout, std::atomic<uint64_t>* counter) {
+    idle_timeout_ = timeout;
+    idle_timeouts_ = counter;
+  }
 
  private:
   friend class Http2Stream;
@@ -141,6 +149,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   boost::asio::awaitable<void> Run(std::string preface);
   boost::asio::awaitable<void> ReadLoop(std::string preface);
   boost::asio::awaitable<void> WriteLoop();
+  boost::asio::awaitable<void> IdleLoop();
   // Wakes the writer: nghttp2 may have frames to send.
   void Flush();
   // The connection is gone: every open stream ends with `connect_failed` or a reset.
@@ -164,6 +173,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   nghttp2_session* session_ = nullptr;
   std::map<int32_t, std::shared_ptr<Http2Stream>> streams_;
   boost::asio::steady_timer write_signal_;
+  std::chrono::milliseconds idle_timeout_{0};
+  std::atomic<uint64_t>* idle_timeouts_ = nullptr;
+  boost::asio::steady_timer idle_timer_;  // cancelled when the last stream closes
   bool goaway_received_ = false;
   bool draining_ = false;
   bool dead_ = false;

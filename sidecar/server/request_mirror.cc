@@ -72,16 +72,12 @@ asio::awaitable<void> MirrorCopy::Send(Worker& worker, std::shared_ptr<const Pro
 
   const Clock::time_point deadline =
       timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();
-  UpstreamTarget target{cluster_name, host->address, cluster->stats, breakers.max_connections,
-                        cluster->config->http2.max_concurrent_streams,
-                        headers.GetOr(":method", "") == "HEAD"};
+  UpstreamTarget target = UpstreamTarget::Of(cluster_name, *cluster->config, cluster->stats,
+                                             headers.GetOr(":method", "") == "HEAD");
+  target.peer = host->address;
   OpenedStream opened = co_await worker.pool().Open(
-      target, UpstreamProtocolOf(*cluster->config, downstream),
-      std::min(deadline, Clock::now() + cluster->config->connect_timeout));
-  if (opened.overflow) {
-    stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
-    co_return;
-  }
+      target, UpstreamProtocolOf(*cluster->config, downstream), deadline);
+  if (opened.overflow) co_return;
   StreamError error = opened.error;
   const bool headers_only = body->ended_ && body->pending_.empty();
   if (error == StreamError::kNone) error = co_await opened.stream->SendHeaders(headers, headers_only);

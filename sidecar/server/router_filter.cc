@@ -18,6 +18,7 @@
 #include "sidecar/router/headers.h"
 #include "sidecar/router/retry.h"
 #include "sidecar/router/route_match.h"
+#include "sidecar/router/timeout.h"
 #include "sidecar/server/request_mirror.h"
 #include "sidecar/server/upstream_pool.h"
 #include "spdlog/spdlog.h"
@@ -90,7 +91,11 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
       pump->copy_overflowed = true;
       pump->copy.clear();
     }
-    if (co_await up.SendBody(chunk, end) != StreamError::kNone) break;
+    const bool with_trailers = end && !down.request_trailers().empty();
+    if (co_await up.SendBody(chunk, end && !with_trailers) != StreamError::kNone) break;
+    if (with_trailers) {
+      if (co_await up.SendTrailers(down.request_trailers()) != StreamError::kNone) break;
+    }
     pump->sent_whole = end;
   }
   for (const auto& mirror : mirrors) mirror->Finish();  // cut short: the copies are reset
@@ -101,6 +106,7 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
 }  // namespace
 
 asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
+  const Clock::time_point received = Clock::now();
   std::shared_ptr<const ProxyConfig> config = worker_.store().Load();
   ListenerStats& listener_stats = *listener_.stats;
   listener_stats.downstream_rq_total.fetch_add(1, std::memory_order_relaxed);
@@ -109,6 +115,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   router::HeaderValueContext header_context{
       info_.remote, info_.destination, down.protocol() == Protocol::kHttp2 ? "HTTP/2" : "HTTP/1.1",
       {}, &request, std::chrono::system_clock::now()};
+  const std::optional<std::chrono::milliseconds> grpc_timeout = http::GrpcTimeout(request);
 
   // What istio_requests_total records when the request ends.
   unsigned response_code = 0;
@@ -121,10 +128,11 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   };
   // Envoy's local reply: text for HTTP, a trailers-only response for gRPC.
   auto local_reply = [&](unsigned status, std::string body, const Mutations& mutations,
-                         std::string location = "") -> asio::awaitable<void> {
+                         std::string location = "",
+                         std::optional<uint32_t> grpc_status = std::nullopt) -> asio::awaitable<void> {
     http::HeaderMap headers;
     if (grpc) {
-      headers = http::GrpcLocalReplyHeaders(status, body);
+      headers = http::GrpcLocalReplyHeaders(status, body, grpc_status);
       body.clear();
     } else {
       headers.Add(":status", std::to_string(status));
@@ -298,9 +306,13 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   const config::RetryPolicy* retry = action.retry ? &*action.retry : nullptr;
   uint32_t retries_left = retry ? retry->num_retries : 0;
   uint32_t retry_number = 0;
-  const Clock::time_point start = Clock::now();
-  const std::optional<Clock::time_point> deadline =
-      action.timeout.count() > 0 ? std::optional(start + action.timeout) : std::nullopt;
+  // The route timeout, and the stream's (max_stream_duration, grpc-timeout) from its start.
+  const router::RequestTimeouts timeouts = router::TimeoutsFor(action, grpc, grpc_timeout);
+  const std::optional<Clock::time_point> stream_deadline =
+      timeouts.stream ? std::optional(received + *timeouts.stream) : std::nullopt;
+  std::optional<Clock::time_point> deadline =
+      timeouts.route.count() > 0 ? std::optional(Clock::now() + timeouts.route) : std::nullopt;
+  if (stream_deadline) deadline = std::min(deadline.value_or(*stream_deadline), *stream_deadline);
   const upstream::Host* previous = nullptr;
   bool stale_retried = false;
   std::shared_ptr<const upstream::LoadBalancer> lb = cluster->lb;  // keeps hosts alive
@@ -339,6 +351,13 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     stats.upstream_rq_retry_active.fetch_sub(1, std::memory_order_relaxed);
   };
   auto timeout_reply = [&]() -> asio::awaitable<void> {
+    if (stream_deadline && Clock::now() + std::chrono::milliseconds(1) >= *stream_deadline) {
+      // Envoy's HTTP connection manager ends the stream, whatever the upstream was doing.
+      listener_stats.downstream_rq_max_duration_reached.fetch_add(1, std::memory_order_relaxed);
+      co_return co_await local_reply(
+          408, "downstream duration timeout", response_mutations, "",
+          static_cast<uint32_t>(http::GrpcStatus::kDeadlineExceeded));
+    }
     stats.upstream_rq_timeout.fetch_add(1, std::memory_order_relaxed);
     stats.CountResponse(504);
     co_await local_reply(504, "upstream request timeout", response_mutations);
@@ -364,8 +383,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         pump.reset();
       }
       up.reset();
-      UpstreamTarget target{cluster_name, {}, cluster->stats, breakers.max_connections,
-                            cluster->config->http2.max_concurrent_streams, method == "HEAD"};
+      UpstreamTarget target =
+          UpstreamTarget::Of(cluster_name, *cluster->config, cluster->stats, method == "HEAD");
       const upstream::Host* host = nullptr;
       if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
         if (!info_.redirected) {
@@ -397,20 +416,20 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       if (retry != nullptr && retry->per_try_timeout.count() > 0) {
         attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
       }
-      const Clock::time_point connect_deadline =
-          std::min(attempt_deadline, now + cluster->config->connect_timeout);
-      OpenedStream opened = co_await worker_.pool().Open(target, protocol, connect_deadline);
-      if (opened.overflow) {
-        stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
-        co_return co_await overloaded(response_mutations);
-      }
+      // max_connections reached and the pending queue full: Envoy's overflow.
+      OpenedStream opened = co_await worker_.pool().Open(target, protocol, attempt_deadline);
+      if (opened.overflow) co_return co_await overloaded(response_mutations);
       up = std::move(opened.stream);
       StreamError error = opened.error;
       if (error == StreamError::kNone) {
-        const bool headers_only = held && held->empty();
+        const http::HeaderMap& request_trailers = down.request_trailers();
+        const bool headers_only = held && held->empty() && request_trailers.empty();
         error = co_await up->SendHeaders(request, headers_only);
-        if (error == StreamError::kNone && held && !held->empty()) {
-          error = co_await up->SendBody(*held, true);
+        if (error == StreamError::kNone && held && !headers_only) {
+          error = co_await up->SendBody(*held, request_trailers.empty());
+          if (error == StreamError::kNone && !request_trailers.empty()) {
+            error = co_await up->SendTrailers(request_trailers);
+          }
         } else if (error == StreamError::kNone && !held) {
           pump = std::make_shared<BodyPump>(worker_.io());
           // Only the first pass of the body feeds the copies.
@@ -435,8 +454,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         co_return co_await local_reply(503, kConnectFailure, response_mutations);
       }
       if (error == StreamError::kTimeout) {
-        report(504);
-        up->Reset();
+        if (up != nullptr) {  // else it timed out in the pending queue, before any host
+          report(504);
+          up->Reset();
+        }
         if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
           co_return co_await timeout_reply();
         }

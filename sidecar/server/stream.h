@@ -48,6 +48,9 @@ class DownstreamStream {
   // Appends the next piece of the request body to `out` and sets `end` once it is whole.
   // false: the downstream went away.
   virtual boost::asio::awaitable<bool> ReadBody(std::string& out, bool& end) = 0;
+  // Once the body has ended: the request's trailers, empty if none came (HTTP/1.1: read only
+  // with enable_trailers, as Envoy).
+  virtual const http::HeaderMap& request_trailers() const = 0;
 
   virtual boost::asio::awaitable<bool> WriteHeaders(http::HeaderMap headers, bool end_stream) = 0;
   virtual boost::asio::awaitable<bool> WriteBody(std::string_view data, bool end_stream) = 0;
@@ -77,6 +80,9 @@ class UpstreamStream {
   virtual boost::asio::awaitable<StreamError> SendHeaders(const http::HeaderMap& headers,
                                                           bool end_stream) = 0;
   virtual boost::asio::awaitable<StreamError> SendBody(std::string_view data, bool end_stream) = 0;
+  // Ends the request with trailers (HTTP/1.1: in the last chunk with enable_trailers, else
+  // dropped, as Envoy does).
+  virtual boost::asio::awaitable<StreamError> SendTrailers(const http::HeaderMap& trailers) = 0;
   // The final response headers (1xx are skipped); `end_stream` when there is no body.
   virtual boost::asio::awaitable<StreamError> ReadHeaders(http::HeaderMap& out, bool& end_stream,
                                                           Clock::time_point deadline) = 0;

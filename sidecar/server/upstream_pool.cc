@@ -11,6 +11,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "sidecar/server/http1_upstream.h"
 #include "sidecar/server/http2_codec.h"
@@ -26,6 +27,7 @@ UpstreamConnection::UpstreamConnection(asio::io_context& io, std::shared_ptr<Clu
 
 UpstreamConnection::~UpstreamConnection() {
   if (connected) {
+    --*open_in_pool;
     stats->upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
     stats->upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
   }
@@ -55,48 +57,136 @@ bool AtConnectionLimit(const UpstreamTarget& target) {
          static_cast<int64_t>(target.max_connections);
 }
 
+// How often a pending request looks for connections other workers freed.
+constexpr auto kPendingRecheck = std::chrono::milliseconds(10);
+
+// A request in its cluster's pending queue, counted in upstream_rq_pending_active (across
+// workers) while it waits.
+class PendingRequest {
+ public:
+  explicit PendingRequest(ClusterStats& stats) : stats_(stats) {}
+  ~PendingRequest() {
+    if (queued_) stats_.upstream_rq_pending_active.fetch_sub(1, std::memory_order_relaxed);
+  }
+  PendingRequest(const PendingRequest&) = delete;
+  PendingRequest& operator=(const PendingRequest&) = delete;
+
+  bool queued() const { return queued_; }
+  // The max_connections breaker tripped: queue, unless max_pending_requests are waiting.
+  bool Enqueue(uint32_t max_pending_requests) {
+    stats_.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+    if (stats_.upstream_rq_pending_active.fetch_add(1, std::memory_order_relaxed) >=
+        static_cast<int64_t>(max_pending_requests)) {
+      stats_.upstream_rq_pending_active.fetch_sub(1, std::memory_order_relaxed);
+      stats_.upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    stats_.upstream_rq_pending_total.fetch_add(1, std::memory_order_relaxed);
+    queued_ = true;
+    return true;
+  }
+
+ private:
+  ClusterStats& stats_;
+  bool queued_ = false;
+};
+
 }  // namespace
 
 asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, Protocol protocol,
-                                                 Clock::time_point connect_deadline) {
-  if (protocol == Protocol::kHttp2) co_return OpenHttp2(target, connect_deadline);
-  co_return co_await OpenHttp1(target, connect_deadline);
+                                                 Clock::time_point deadline) {
+  PendingRequest pending(*target.stats);
+  for (;;) {
+    const Clock::time_point connect_deadline =
+        std::min(deadline, Clock::now() + target.connect_timeout);
+    std::optional<OpenedStream> opened;
+    if (protocol == Protocol::kHttp2) {
+      opened = OpenHttp2(target, connect_deadline);
+    } else {
+      opened = co_await OpenHttp1(target, connect_deadline);
+    }
+    if (opened) co_return std::move(*opened);
+    if (!pending.queued() && !pending.Enqueue(target.max_pending_requests)) {
+      co_return OpenedStream{nullptr, StreamError::kNone, true};
+    }
+    if (Clock::now() >= deadline) co_return OpenedStream{nullptr, StreamError::kTimeout};
+    co_await WaitPending(target.cluster, std::min(deadline, Clock::now() + kPendingRecheck));
+  }
 }
 
-asio::awaitable<OpenedStream> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
-                                                      Clock::time_point deadline) {
-  IdleConnections& idle = Entry(idle_, target.cluster, target.peer);
+asio::awaitable<void> UpstreamPool::WaitPending(std::string_view cluster,
+                                                Clock::time_point until) {
+  PendingWaiter waiter{asio::steady_timer(io_, until)};
+  auto it = pending_.find(cluster);
+  if (it == pending_.end()) it = pending_.emplace(std::string(cluster), std::list<PendingWaiter*>()).first;
+  std::list<PendingWaiter*>& queue = it->second;
+  auto position = queue.insert(queue.end(), &waiter);
+  boost::system::error_code ec;
+  co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  if (!waiter.woken) queue.erase(position);
+}
+
+void UpstreamPool::WakePending(std::string_view cluster) {
+  auto it = pending_.find(cluster);
+  if (it == pending_.end() || it->second.empty()) return;
+  PendingWaiter* oldest = it->second.front();
+  it->second.pop_front();
+  oldest->woken = true;
+  oldest->timer.cancel();
+}
+
+asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
+                                                                     Clock::time_point deadline) {
+  auto& entry = Entry(idle_, target.cluster, target.peer);
+  IdleConnections& idle = entry.second;
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
-    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, idle, std::move(connection),
-                                                              target.head_request)};
+    // The stream outlives `target`: it names its cluster with the pool's own key.
+    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, idle, entry.first.first,
+                                                              target, std::move(connection))};
   };
   while (!idle.empty()) {
     std::unique_ptr<UpstreamConnection> connection = std::move(idle.back());
     idle.pop_back();
+    if (connection->idle_until <= Clock::now()) {
+      connection->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+      continue;  // its sweep is late: closed here
+    }
     if (StillUsable(*connection)) {
       connection->reused = true;
       co_return stream(std::move(connection));
     }
   }
-  if (AtConnectionLimit(target)) co_return OpenedStream{nullptr, StreamError::kNone, true};
+  std::shared_ptr<uint32_t>& slot = Entry(http1_open_, target.cluster, target.peer).second;
+  if (slot == nullptr) slot = std::make_shared<uint32_t>(0);
+  const std::shared_ptr<uint32_t> open = slot;  // connecting ones count too
+  if (AtConnectionLimit(target)) {
+    // As Envoy's pools: one with no connection to the host opens one anyway, so its pending
+    // requests are not stuck behind connections of other workers.
+    if (*open > 0) co_return std::nullopt;
+    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+  }
   auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
+  ++*open;
   boost::system::error_code ec;
   connection->stream.expires_at(deadline);
   co_await connection->stream.async_connect(target.peer,
                                             asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
+    --*open;
     target.stats->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
     co_return OpenedStream{nullptr, StreamError::kConnectFailure};
   }
   connection->stream.socket().set_option(tcp::no_delay(true), ec);
   connection->connected = true;
+  connection->open_in_pool = open;
   target.stats->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   target.stats->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_return stream(std::move(connection));
 }
 
-OpenedStream UpstreamPool::OpenHttp2(const UpstreamTarget& target, Clock::time_point deadline) {
-  auto& connections = Entry(http2_, target.cluster, target.peer);
+std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target,
+                                                    Clock::time_point deadline) {
+  auto& connections = Entry(http2_, target.cluster, target.peer).second;
   connections.erase(
       std::remove_if(connections.begin(), connections.end(),
                      [](const std::shared_ptr<Http2Connection>& c) { return c->dead(); }),
@@ -106,20 +196,58 @@ OpenedStream UpstreamPool::OpenHttp2(const UpstreamTarget& target, Clock::time_p
       return OpenedStream{NewHttp2UpstreamStream(connection)};
     }
   }
-  if (AtConnectionLimit(target)) return OpenedStream{nullptr, StreamError::kNone, true};
+  if (AtConnectionLimit(target)) {
+    if (!connections.empty()) return std::nullopt;
+    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);  // one anyway
+  }
   auto connection = std::make_shared<Http2Connection>(io_, tcp::socket(io_),
                                                       Http2Connection::Role::kClient);
+  connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connections.push_back(connection);
   asio::co_spawn(io_, connection->Connect(target.peer, deadline, target.stats), asio::detached);
   return OpenedStream{NewHttp2UpstreamStream(std::move(connection))};
 }
 
-void UpstreamPool::Release(IdleConnections& idle,
-                           std::unique_ptr<UpstreamConnection> connection) {
-  if (idle.size() >= kMaxIdlePerEndpoint) return;
-  connection->stream.expires_never();
-  connection->released_at = Clock::now();
-  idle.push_back(std::move(connection));
+void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
+                           std::unique_ptr<UpstreamConnection> connection,
+                           std::chrono::milliseconds idle_timeout) {
+  if (idle.size() < kMaxIdlePerEndpoint) {
+    connection->stream.expires_never();
+    connection->released_at = Clock::now();
+    if (idle_timeout.count() > 0) {
+      connection->idle_until = connection->released_at + idle_timeout;
+      ScheduleIdleSweep(connection->idle_until);
+    }
+    idle.push_back(std::move(connection));
+  }
+  WakePending(cluster);
+}
+
+void UpstreamPool::ScheduleIdleSweep(Clock::time_point at) {
+  if (idle_sweep_at_ && *idle_sweep_at_ <= at) return;
+  idle_sweep_at_ = at;
+  idle_sweep_.expires_at(at);  // a pending wait ends with operation_aborted and does nothing
+  idle_sweep_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    idle_sweep_at_.reset();
+    SweepIdle();
+  });
+}
+
+void UpstreamPool::SweepIdle() {
+  const Clock::time_point now = Clock::now();
+  Clock::time_point next = Clock::time_point::max();
+  for (auto& [key, idle] : idle_) {
+    std::erase_if(idle, [&](const std::unique_ptr<UpstreamConnection>& connection) {
+      if (connection->idle_until > now) {
+        next = std::min(next, connection->idle_until);
+        return false;
+      }
+      connection->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    });
+  }
+  if (next != Clock::time_point::max()) ScheduleIdleSweep(next);
 }
 
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream) {

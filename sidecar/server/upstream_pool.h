@@ -1,15 +1,22 @@
 #pragma once
 
 // Upstream connections of one worker (so without locks), by cluster and endpoint:
-// - HTTP/1.1: one request at a time per connection; idle ones are kept for reuse, and one the
-//   peer closed meanwhile is noticed before reuse and dropped.
+// - HTTP/1.1: one request at a time per connection; idle ones are kept for reuse (and closed
+//   once idle for the cluster's idle_timeout), and one the peer closed meanwhile is noticed
+//   before reuse and dropped.
 // - HTTP/2: connections shared by streams; a stream goes on the first connection that has
 //   room under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
+// When max_connections (across workers) leaves no connection to use, a request waits in the
+// cluster's pending queue, up to max_pending_requests of them (across workers), as Envoy's
+// connection pools do: it is woken when this worker's connection to the cluster is released or
+// closed, and looks again every few milliseconds for what other workers freed.
 
 #include <chrono>
+#include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -20,6 +27,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
@@ -41,9 +49,12 @@ struct UpstreamConnection {
   boost::beast::flat_buffer buffer;
   std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
+  // Once connected: the count of the pool's open connections to this cluster and host.
+  std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;
   bool reused = false;
   Clock::time_point released_at;  // when it last went idle
+  Clock::time_point idle_until = Clock::time_point::max();  // in the pool: its idle_timeout
 };
 
 // Where one attempt goes.
@@ -51,9 +62,29 @@ struct UpstreamTarget {
   std::string_view cluster;  // the caller's, for as long as Open runs
   boost::asio::ip::tcp::endpoint peer;
   std::shared_ptr<ClusterStats> stats;
-  uint32_t max_connections = 0;         // circuit breaker
+  uint32_t max_connections = 0;  // circuit breakers
+  uint32_t max_pending_requests = 0;
+  std::chrono::milliseconds connect_timeout{0};
+  std::chrono::milliseconds idle_timeout{0};  // 0: none
   uint32_t max_concurrent_streams = 0;  // HTTP/2, 0: the peer's limit
   bool head_request = false;            // HTTP/1.1: the response has no body
+  bool http1_trailers = false;          // HTTP/1.1: read response trailers (enable_trailers)
+
+  // The cluster's limits; `peer` is for the caller to set.
+  static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,
+                           std::shared_ptr<ClusterStats> stats, bool head_request) {
+    const config::CircuitBreakers& breakers = config.circuit_breakers;
+    return UpstreamTarget{cluster,
+                          {},
+                          std::move(stats),
+                          breakers.max_connections,
+                          breakers.max_pending_requests,
+                          config.connect_timeout,
+                          config.idle_timeout,
+                          config.http2.max_concurrent_streams,
+                          head_request,
+                          config.http1.enable_trailers};
+  }
 };
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
@@ -65,22 +96,29 @@ using IdleConnections = std::vector<std::unique_ptr<UpstreamConnection>>;
 struct OpenedStream {
   std::unique_ptr<UpstreamStream> stream;
   StreamError error = StreamError::kNone;
-  bool overflow = false;  // a new connection was needed and max_connections is reached
+  // max_connections was reached and the pending queue is full (upstream_rq_pending_overflow).
+  bool overflow = false;
 };
 
 class UpstreamPool {
  public:
-  explicit UpstreamPool(boost::asio::io_context& io) : io_(io) {}
+  explicit UpstreamPool(boost::asio::io_context& io) : io_(io), idle_sweep_(io) {}
 
   // A stream to `target` in `protocol`. HTTP/1.1 connects here (kConnectFailure on failure);
   // an HTTP/2 connection connects in the background and its streams fail with
-  // kConnectFailure if it cannot.
+  // kConnectFailure if it cannot. Connecting takes until the cluster's connect_timeout or
+  // `deadline`; a request in the pending queue waits until `deadline` (then kTimeout, without
+  // a stream).
   boost::asio::awaitable<OpenedStream> Open(const UpstreamTarget& target, Protocol protocol,
-                                            Clock::time_point connect_deadline);
+                                            Clock::time_point deadline);
 
-  // An HTTP/1.1 connection whose exchange completed cleanly, for the next request on `idle`
-  // (the list it was opened for).
-  void Release(IdleConnections& idle, std::unique_ptr<UpstreamConnection> connection);
+  // An HTTP/1.1 connection of `cluster` whose exchange completed cleanly, for the next request
+  // on `idle` (the list it was opened for); a pending request may take it.
+  void Release(IdleConnections& idle, std::string_view cluster,
+               std::unique_ptr<UpstreamConnection> connection,
+               std::chrono::milliseconds idle_timeout);
+  // An HTTP/1.1 connection of `cluster` closed: a pending request may open one.
+  void ConnectionClosed(std::string_view cluster) { WakePending(cluster); }
 
  private:
   // By cluster and endpoint; looked up by a view of the cluster name, so a request copies no
@@ -96,23 +134,40 @@ class UpstreamPool {
   };
   template <class Value>
   using Map = std::map<Key, Value, KeyLess>;
-  // The entry of `cluster` and `peer`, created empty if there is none.
+  // The entry (key and value) of `cluster` and `peer`, created empty if there is none.
   template <class Value>
-  static Value& Entry(Map<Value>& map, std::string_view cluster,
-                      const boost::asio::ip::tcp::endpoint& peer) {
+  static typename Map<Value>::value_type& Entry(Map<Value>& map, std::string_view cluster,
+                                                const boost::asio::ip::tcp::endpoint& peer) {
     auto it = map.find(KeyView{cluster, peer});
     if (it == map.end()) it = map.emplace(Key{std::string(cluster), peer}, Value()).first;
-    return it->second;
+    return *it;
   }
   static constexpr size_t kMaxIdlePerEndpoint = 128;
 
-  boost::asio::awaitable<OpenedStream> OpenHttp1(const UpstreamTarget& target,
-                                                 Clock::time_point connect_deadline);
-  OpenedStream OpenHttp2(const UpstreamTarget& target, Clock::time_point connect_deadline);
+  // Empty when max_connections leaves no connection to use.
+  boost::asio::awaitable<std::optional<OpenedStream>> OpenHttp1(const UpstreamTarget& target,
+                                                                Clock::time_point connect_deadline);
+  std::optional<OpenedStream> OpenHttp2(const UpstreamTarget& target,
+                                        Clock::time_point connect_deadline);
+  boost::asio::awaitable<void> WaitPending(std::string_view cluster, Clock::time_point until);
+  void WakePending(std::string_view cluster);
 
   boost::asio::io_context& io_;
   Map<IdleConnections> idle_;  // entries are never removed: streams hold on to theirs
+  Map<std::shared_ptr<uint32_t>> http1_open_;  // idle and busy
   Map<std::vector<std::shared_ptr<Http2Connection>>> http2_;
+  // Closes the idle HTTP/1.1 connections whose idle_timeout has passed, and schedules the next
+  // sweep for the earliest of the others.
+  void SweepIdle();
+  void ScheduleIdleSweep(Clock::time_point at);
+  boost::asio::steady_timer idle_sweep_;
+  std::optional<Clock::time_point> idle_sweep_at_;  // when the pending sweep runs
+  // Pending requests of this worker by cluster, oldest first: each waits on its timer.
+  struct PendingWaiter {
+    boost::asio::steady_timer timer;
+    bool woken = false;
+  };
+  std::map<std::string, std::list<PendingWaiter*>, std::less<>> pending_;
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -1,6 +1,7 @@
 #include "sidecar/upstream/outlier_detection.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "sidecar/upstream/load_balancer.h"
 
@@ -13,6 +14,15 @@ int64_t Nanos(OutlierDetector::Clock::time_point t) {
 
 bool IsGatewayFailure(unsigned status) { return status >= 502 && status <= 504; }
 
+constexpr uint64_t kOneRequest = uint64_t{1} << 32;
+
+// An interval's volume at one host.
+struct HostVolume {
+  const Host* host;
+  double requests;
+  double failures;
+};
+
 }  // namespace
 
 OutlierDetector::OutlierDetector(const config::OutlierDetection& config,
@@ -23,6 +33,16 @@ OutlierDetector::OutlierDetector(const config::OutlierDetection& config,
 void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
                              Clock::time_point now) const {
   OutlierState& state = host.outlier;
+  state.interval_counts.fetch_add(kOneRequest | (status >= 500 ? 1 : 0), std::memory_order_relaxed);
+  int64_t interval_end = interval_end_.load(std::memory_order_acquire);
+  const int64_t next_end = Nanos(now + config_.interval);
+  if (interval_end == 0) {
+    interval_end_.compare_exchange_strong(interval_end, next_end, std::memory_order_acq_rel);
+  } else if (Nanos(now) >= interval_end &&
+             interval_end_.compare_exchange_strong(interval_end, next_end,
+                                                   std::memory_order_acq_rel)) {
+    EvaluateInterval(random, now);  // this thread ended the interval
+  }
   if (status < 500) {
     state.consecutive_5xx.store(0, std::memory_order_relaxed);
     state.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
@@ -44,15 +64,81 @@ void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
   }
 }
 
-void OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t random,
+void OutlierDetector::EvaluateInterval(uint64_t random, Clock::time_point now) const {
+  std::vector<HostVolume> volumes;
+  volumes.reserve(hosts_.size());
+  for (const Host* host : hosts_) {
+    const uint64_t counts = host->outlier.interval_counts.exchange(0, std::memory_order_acq_rel);
+    if (Ejected(*host, now)) continue;  // Envoy leaves ejected hosts out
+    volumes.push_back({host, static_cast<double>(counts >> 32),
+                       static_cast<double>(counts & 0xffffffff)});
+  }
+  // Each host draws its own enforcing_* chance.
+  auto draw = [random](size_t i) { return (random >> 8) + i * 37; };
+
+  // Success rate: below the mean by more than success_rate_stdev_factor / 1000 deviations.
+  std::vector<size_t> sr_hosts;
+  for (size_t i = 0; i < volumes.size(); ++i) {
+    if (volumes[i].requests >= config_.success_rate_request_volume) sr_hosts.push_back(i);
+  }
+  if (!sr_hosts.empty() && sr_hosts.size() >= config_.success_rate_minimum_hosts) {
+    auto rate = [&](size_t i) {
+      return 100.0 * (volumes[i].requests - volumes[i].failures) / volumes[i].requests;
+    };
+    double sum = 0;
+    for (size_t i : sr_hosts) sum += rate(i);
+    const double mean = sum / static_cast<double>(sr_hosts.size());
+    double variance = 0;
+    for (size_t i : sr_hosts) variance += (rate(i) - mean) * (rate(i) - mean);
+    variance /= static_cast<double>(sr_hosts.size());
+    const double threshold =
+        mean - std::sqrt(variance) * (config_.success_rate_stdev_factor / 1000.0);
+    for (size_t i : sr_hosts) {
+      if (rate(i) >= threshold) continue;
+      if (stats_ != nullptr) {
+        stats_->outlier_detection_ejections_detected_success_rate.fetch_add(
+            1, std::memory_order_relaxed);
+      }
+      if (TryEject(*volumes[i].host, config_.enforcing_success_rate, draw(i), now) &&
+          stats_ != nullptr) {
+        stats_->outlier_detection_ejections_enforced_success_rate.fetch_add(
+            1, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  // Failure percentage: at or over failure_percentage_threshold.
+  std::vector<size_t> fp_hosts;
+  for (size_t i = 0; i < volumes.size(); ++i) {
+    if (volumes[i].requests >= config_.failure_percentage_request_volume) fp_hosts.push_back(i);
+  }
+  if (!fp_hosts.empty() && fp_hosts.size() >= config_.failure_percentage_minimum_hosts) {
+    for (size_t i : fp_hosts) {
+      if (100.0 * volumes[i].failures / volumes[i].requests < config_.failure_percentage_threshold) {
+        continue;
+      }
+      if (stats_ != nullptr) {
+        stats_->outlier_detection_ejections_detected_failure_percentage.fetch_add(
+            1, std::memory_order_relaxed);
+      }
+      if (TryEject(*volumes[i].host, config_.enforcing_failure_percentage, draw(i) >> 16, now) &&
+          stats_ != nullptr) {
+        stats_->outlier_detection_ejections_enforced_failure_percentage.fetch_add(
+            1, std::memory_order_relaxed);
+      }
+    }
+  }
+}
+
+bool OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t random,
                                Clock::time_point now) const {
-  if (random % 100 >= enforcing) return;
+  if (random % 100 >= enforcing) return false;
   // max_ejection_percent, as Envoy: the first ejection is always allowed.
   uint32_t ejected = ejected_.load(std::memory_order_relaxed);
   do {
     if (ejected > 0 &&
         uint64_t{ejected + 1} * 100 > uint64_t{config_.max_ejection_percent} * hosts_.size()) {
-      return;
+      return false;
     }
   } while (!ejected_.compare_exchange_weak(ejected, ejected + 1, std::memory_order_acq_rel));
   OutlierState& state = host.outlier;
@@ -63,7 +149,7 @@ void OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
   int64_t expected = 0;
   if (!state.ejected_until.compare_exchange_strong(expected, until, std::memory_order_acq_rel)) {
     ejected_.fetch_sub(1, std::memory_order_relaxed);  // another thread ejected it first
-    return;
+    return false;
   }
   state.times_ejected.fetch_add(1, std::memory_order_relaxed);
   state.consecutive_5xx.store(0, std::memory_order_relaxed);
@@ -76,6 +162,7 @@ void OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
     stats_->outlier_detection_ejections_enforced_total.fetch_add(1, std::memory_order_relaxed);
     stats_->outlier_detection_ejections_active.fetch_add(1, std::memory_order_relaxed);
   }
+  return true;
 }
 
 void OutlierDetector::Return(const Host& host) const {

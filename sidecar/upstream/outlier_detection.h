@@ -1,10 +1,14 @@
 #pragma once
 
-// Passive outlier detection as Envoy's consecutive_5xx and consecutive_gateway_failure
-// detectors: each request's result is reported for its host; a host that reaches a threshold is
-// ejected for base_ejection_time times the number of its ejections (capped at
-// max_ejection_time), unless max_ejection_percent of the hosts are already out (one ejection is
-// always allowed). Hosts return lazily, when a pick or report sees their time has passed. State
+// Passive outlier detection as Envoy's: each request's result is reported for its host. The
+// consecutive_5xx and consecutive_gateway_failure detectors look at every result; the
+// success_rate and failure_percentage detectors at each host's requests and 5xx of the last
+// `interval` (hosts with enough requests, when enough hosts have them). A host they single out
+// is ejected (if the enforcing_* percentage draws it) for base_ejection_time times the number of
+// its ejections (capped at max_ejection_time), unless max_ejection_percent of the hosts are
+// already out (one ejection is always allowed). Hosts return lazily, when a pick or report sees
+// their time has passed; the interval's evaluation is run by the first report after it ends
+// (Envoy's timer, driven by traffic: with no traffic there is nothing to evaluate). State
 // lives in atomics on the hosts and the detector, shared by all workers without locks.
 
 #include <atomic>
@@ -26,6 +30,8 @@ struct OutlierState {
   std::atomic<uint32_t> consecutive_gateway_failure{0};
   std::atomic<uint32_t> times_ejected{0};
   std::atomic<int64_t> ejected_until{0};  // steady_clock nanoseconds; 0: not ejected
+  // This interval's requests (high 32 bits) and 5xx (low 32 bits), read and reset together.
+  std::atomic<uint64_t> interval_counts{0};
 };
 
 class OutlierDetector {
@@ -52,7 +58,10 @@ class OutlierDetector {
   uint32_t ejected_count() const { return ejected_.load(std::memory_order_relaxed); }
 
  private:
-  void TryEject(const Host& host, uint32_t enforcing, uint64_t random, Clock::time_point now) const;
+  // true if the host was ejected.
+  bool TryEject(const Host& host, uint32_t enforcing, uint64_t random, Clock::time_point now) const;
+  // The success-rate and failure-percentage detectors over the interval that ended.
+  void EvaluateInterval(uint64_t random, Clock::time_point now) const;
   void Return(const Host& host) const;
 
   const config::OutlierDetection config_;
@@ -61,6 +70,8 @@ class OutlierDetector {
   mutable std::atomic<uint32_t> ejected_{0};
   // No host returns before this (steady_clock nanoseconds): until then a pick need not look.
   mutable std::atomic<int64_t> earliest_return_{INT64_MAX};
+  // When the current interval ends (steady_clock nanoseconds); 0: before the first report.
+  mutable std::atomic<int64_t> interval_end_{0};
 };
 
 }  // namespace meshpilot::sidecar::upstream

@@ -2,6 +2,8 @@
 
 #include <random>
 
+#include "absl/cleanup/cleanup.h"
+
 #include "spdlog/spdlog.h"
 
 namespace meshpilot::sidecar::xds {
@@ -24,7 +26,10 @@ AdsClient::AdsClient(AdsClientOptions options, StatsStore& stats, ConfigStore& s
 
 AdsClient::~AdsClient() { Stop(); }
 
-void AdsClient::Start() { thread_ = std::thread([this] { Run(); }); }
+void AdsClient::Start() {
+  thread_ = std::thread([this] { Run(); });
+  warming_thread_ = std::thread([this] { RunWarmingTimer(); });
+}
 
 void AdsClient::Stop() {
   {
@@ -34,6 +39,31 @@ void AdsClient::Stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (warming_thread_.joinable()) warming_thread_.join();
+}
+
+void AdsClient::Publish() {
+  std::shared_ptr<const ProxyConfig> config = state_.Build();
+  store_.Store(config);
+  if (options_.on_update) options_.on_update(config);
+}
+
+void AdsClient::RunWarmingTimer() {
+  // Warming timeouts are seconds long: looking a few times a second is precise enough.
+  constexpr auto kTick = std::chrono::milliseconds(100);
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!wake_.wait_for(lock, kTick, [this] { return stopping_; })) {
+    lock.unlock();
+    {
+      std::lock_guard<std::mutex> state_lock(state_mu_);
+      std::optional<std::chrono::steady_clock::time_point> next = state_.NextWarmingDeadline();
+      if (next && *next <= std::chrono::steady_clock::now()) {
+        spdlog::info("xds: initial fetch timeout: a warming listener or cluster goes into service");
+        Publish();
+      }
+    }
+    lock.lock();
+  }
 }
 
 void AdsClient::Run() {
@@ -92,6 +122,7 @@ bool AdsClient::RunStream() {
   subscribed_ = {};
   std::unique_ptr<Stream> stream = stub_->StreamAggregatedResources(&context);
   bool progressed = false;
+  std::unique_lock<std::mutex> state_lock(state_mu_);
   // CDS and LDS are wildcard; EDS and RDS resume with what the applied config needs, with the
   // versions last ACKed so an unchanged control plane need not resend.
   bool ok = SendRequest(*stream, XdsType::kCluster, state_.AckedVersion(XdsType::kCluster), "", "");
@@ -102,7 +133,10 @@ bool AdsClient::RunStream() {
     }
   }
   DiscoveryResponse response;
+  state_lock.unlock();
   while (ok && stream->Read(&response)) {
+    state_lock.lock();
+    absl::Cleanup unlock = [&state_lock] { state_lock.unlock(); };
     if (!progressed) {
       progressed = true;
       connected_ = true;
@@ -124,9 +158,7 @@ bool AdsClient::RunStream() {
     const size_t index = static_cast<size_t>(type);
     last_nonce_[index] = response.nonce();
     std::string error = state_.Apply(type, response);
-    std::shared_ptr<const ProxyConfig> config = state_.Build();
-    store_.Store(config);
-    if (options_.on_update) options_.on_update(config);
+    Publish();
     if (error.empty()) {
       spdlog::info("xds: ACK {} version {} ({} resources)", kTypeNames[index],
                    response.version_info(), response.resources_size());

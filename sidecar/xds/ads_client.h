@@ -4,7 +4,8 @@
 // wildcard, EDS and RDS by the names the applied clusters and listeners need. Every response
 // is ACKed or NACKed (with the rejected resources and fields in error_detail); each applied
 // response publishes a new ProxyConfig. When the stream breaks it reconnects with exponential
-// back-off and full jitter while the data path keeps serving the last config.
+// back-off and full jitter while the data path keeps serving the last config. A second thread
+// rebuilds the config when a warming listener or cluster times out (XdsState::Build).
 
 #include <grpcpp/grpcpp.h>
 
@@ -54,10 +55,15 @@ class AdsClient {
   bool RunStream();
   bool SendRequest(Stream& stream, XdsType type, const std::string& version,
                    const std::string& nonce, const std::string& error);
+  // Builds and publishes the config from state_ (state_mu_ held).
+  void Publish();
+  // Rebuilds when the earliest warming timeout passes, until Stop().
+  void RunWarmingTimer();
 
   AdsClientOptions options_;
   StatsStore& stats_;
   ConfigStore& store_;
+  std::mutex state_mu_;  // state_ and the publishing of configs, for the two threads
   XdsState state_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<envoy::service::discovery::v3::AggregatedDiscoveryService::Stub> stub_;
@@ -68,6 +74,7 @@ class AdsClient {
   bool stopping_ = false;
   std::atomic<bool> connected_{false};
   std::thread thread_;
+  std::thread warming_thread_;
 
   // Per stream: what was last sent and received, per type.
   bool node_sent_ = false;

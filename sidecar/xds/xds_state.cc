@@ -16,6 +16,24 @@ std::string Now() {
   return absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone());
 }
 
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+// What a warming resource still waits for: how long at most (none: until it arrives).
+struct Wait {
+  std::optional<std::chrono::milliseconds> timeout;
+  // Each missing dependency waits its own initial_fetch_timeout; the resource waits for all.
+  void Add(std::chrono::milliseconds initial_fetch_timeout) {
+    if (!waiting) {
+      waiting = true;
+      timeout = initial_fetch_timeout;
+    } else if (timeout) {
+      timeout = std::max(*timeout, initial_fetch_timeout);
+    }
+    if (initial_fetch_timeout.count() == 0) timeout.reset();
+  }
+  bool waiting = false;
+};
+
 }  // namespace
 
 template <typename Proto, typename T, typename ParseFn, typename NameFn>
@@ -100,31 +118,116 @@ std::string XdsState::Apply(XdsType type, const DiscoveryResponse& response) {
           [](const auto& p) { return p.name(); }, false);
       break;
   }
+  Warm(std::chrono::steady_clock::now());  // removed resources leave service at once
   PruneToSubscriptions();
   return error;
 }
 
+namespace {
+
+// The RDS names of a listener's HTTP filter chains, with their initial_fetch_timeout.
+template <typename Fn>
+void ForEachRds(const config::ListenerConfig& listener, Fn fn) {
+  auto visit = [&fn](const config::FilterChain& chain) {
+    if (const auto* http = std::get_if<config::HttpChain>(&chain.filter);
+        http != nullptr && !http->rds_name.empty()) {
+      fn(http->rds_name, http->rds_initial_fetch_timeout);
+    }
+  };
+  for (const config::FilterChain& chain : listener.chains) visit(chain);
+  if (listener.default_chain) visit(*listener.default_chain);
+}
+
+}  // namespace
+
 std::vector<std::string> XdsState::Subscription(XdsType type) const {
+  // What the applied resources and the (older) ones in service need.
   std::set<std::string> names;
   if (type == XdsType::kEndpoint) {
-    for (const auto& [name, cluster] : clusters_) {
-      if (cluster.parsed->type == config::DiscoveryType::kEds) {
-        names.insert(cluster.parsed->eds_service_name);
+    for (const auto* clusters : {&clusters_, &active_clusters_}) {
+      for (const auto& [name, cluster] : *clusters) {
+        if (cluster.parsed->type == config::DiscoveryType::kEds) {
+          names.insert(cluster.parsed->eds_service_name);
+        }
       }
     }
   } else if (type == XdsType::kRoute) {
-    for (const auto& [name, listener] : listeners_) {
-      auto add = [&names](const config::FilterChain& chain) {
-        if (const auto* http = std::get_if<config::HttpChain>(&chain.filter);
-            http != nullptr && !http->rds_name.empty()) {
-          names.insert(http->rds_name);
-        }
-      };
-      for (const config::FilterChain& chain : listener.parsed->chains) add(chain);
-      if (listener.parsed->default_chain) add(*listener.parsed->default_chain);
+    for (const auto* listeners : {&listeners_, &active_listeners_}) {
+      for (const auto& [name, listener] : *listeners) {
+        ForEachRds(*listener.parsed, [&names](const std::string& rds, auto) { names.insert(rds); });
+      }
     }
   }
   return std::vector<std::string>(names.begin(), names.end());
+}
+
+namespace {
+
+// Puts into `active` each applied resource that waits for nothing (`wait_of` says), or whose
+// wait has timed out; the others stay in `warming` (their version and since when).
+template <typename T, typename WaitFn>
+void WarmType(const std::map<std::string, T>& applied, std::map<std::string, T>& active,
+              std::map<std::string, Warming>& warming, SteadyTime now, WaitFn wait_of) {
+  std::map<std::string, Warming> still;
+  for (const auto& [name, resource] : applied) {
+    if (auto in_service = active.find(name);
+        in_service != active.end() && in_service->second.parsed == resource.parsed) {
+      in_service->second = resource;  // the same version, maybe re-sent under a newer one
+      continue;
+    }
+    const Wait wait = wait_of(*resource.parsed);
+    if (wait.waiting) {
+      Warming w{resource.parsed.get(), now, std::nullopt};
+      if (auto old = warming.find(name); old != warming.end() && old->second.version == w.version) {
+        w.since = old->second.since;
+      }
+      if (wait.timeout) w.deadline = w.since + *wait.timeout;
+      if (!w.deadline || now < *w.deadline) {
+        still[name] = w;
+        continue;
+      }
+    }
+    active[name] = resource;
+  }
+  for (auto it = active.begin(); it != active.end();) {
+    it = applied.contains(it->first) ? std::next(it) : active.erase(it);
+  }
+  warming = std::move(still);
+}
+
+}  // namespace
+
+void XdsState::Warm(SteadyTime now) {
+  WarmType(clusters_, active_clusters_, warming_clusters_, now,
+           [this](const config::ClusterConfig& cluster) {
+             Wait wait;
+             if (cluster.type == config::DiscoveryType::kEds &&
+                 !endpoints_.contains(cluster.eds_service_name)) {
+               wait.Add(cluster.eds_initial_fetch_timeout);
+             }
+             return wait;
+           });
+  WarmType(listeners_, active_listeners_, warming_listeners_, now,
+           [this](const config::ListenerConfig& listener) {
+             Wait wait;
+             ForEachRds(listener, [&](const std::string& rds, std::chrono::milliseconds timeout) {
+               if (!routes_.contains(rds)) wait.Add(timeout);
+             });
+             return wait;
+           });
+  initialized_ = initialized_ || (received_[static_cast<size_t>(XdsType::kCluster)] &&
+                                  received_[static_cast<size_t>(XdsType::kListener)] &&
+                                  warming_clusters_.empty() && warming_listeners_.empty());
+}
+
+std::optional<SteadyTime> XdsState::NextWarmingDeadline() const {
+  std::optional<SteadyTime> next;
+  for (const auto* warming : {&warming_clusters_, &warming_listeners_}) {
+    for (const auto& [name, w] : *warming) {
+      if (w.deadline && (!next || *w.deadline < *next)) next = w.deadline;
+    }
+  }
+  return next;
 }
 
 void XdsState::PruneToSubscriptions() {
@@ -143,10 +246,11 @@ void XdsState::PruneToSubscriptions() {
   }
 }
 
-std::shared_ptr<const ProxyConfig> XdsState::Build() {
+std::shared_ptr<const ProxyConfig> XdsState::Build(SteadyTime now) {
+  Warm(now);
   auto config = std::make_shared<ProxyConfig>();
   std::map<std::string, BalancerKey> balancers;
-  for (const auto& [name, cluster] : clusters_) {
+  for (const auto& [name, cluster] : active_clusters_) {
     ClusterEntry entry;
     entry.config = cluster.parsed;
     entry.stats = stats_.Cluster(name);
@@ -180,7 +284,7 @@ std::shared_ptr<const ProxyConfig> XdsState::Build() {
     config->clusters.emplace(name, std::move(entry));
   }
   balancers_ = std::move(balancers);
-  for (const auto& [name, listener] : listeners_) {
+  for (const auto& [name, listener] : active_listeners_) {
     config->listeners.emplace(name, ListenerEntry{listener.parsed, stats_.Listener(name)});
     if (!listener.parsed->use_original_dst) {
       config->by_destination.emplace(listener.parsed->address, name);
@@ -197,8 +301,7 @@ std::shared_ptr<const ProxyConfig> XdsState::Build() {
   dump(XdsType::kEndpoint, endpoints_);
   dump(XdsType::kListener, listeners_);
   dump(XdsType::kRoute, routes_);
-  config->initialized = received_[static_cast<size_t>(XdsType::kCluster)] &&
-                        received_[static_cast<size_t>(XdsType::kListener)];
+  config->initialized = initialized_;
   return config;
 }
 

@@ -7,9 +7,17 @@
 // A response is applied resource by resource, as Envoy does: a resource that fails to parse
 // is rejected alone (its previous version, if any, keeps serving) and the response is NACKed
 // with every rejection's resource name and field path; valid resources in it still apply.
+//
+// Warming, as Envoy's: a listener whose HTTP connection manager's RouteConfiguration (RDS), or
+// an EDS cluster whose ClusterLoadAssignment, has not arrived is not put into service (a new
+// listener is not bound, a new cluster is unknown to routes); the version it replaces, if any,
+// keeps serving. It goes into service when what it waits for arrives, or when its config
+// source's initial_fetch_timeout (15 s by default) has passed.
 
 #include <array>
+#include <chrono>
 #include <map>
+#include <optional>
 #include <memory>
 #include <set>
 #include <string>
@@ -20,6 +28,13 @@
 #include "sidecar/stats.h"
 
 namespace meshpilot::sidecar::xds {
+
+// A resource waiting for what it needs: since when (this version), and until when at most.
+struct Warming {
+  const void* version = nullptr;
+  std::chrono::steady_clock::time_point since;
+  std::optional<std::chrono::steady_clock::time_point> deadline;  // none: until it arrives
+};
 
 class XdsState {
  public:
@@ -37,7 +52,11 @@ class XdsState {
   }
   bool Received(XdsType type) const { return received_[static_cast<size_t>(type)]; }
 
-  std::shared_ptr<const ProxyConfig> Build();
+  // The config to serve: the applied resources that have warmed (as of `now`).
+  std::shared_ptr<const ProxyConfig> Build(
+      std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  // When the earliest initial_fetch_timeout of a warming resource passes; Build again then.
+  std::optional<std::chrono::steady_clock::time_point> NextWarmingDeadline() const;
 
  private:
   template <typename T>
@@ -50,12 +69,20 @@ class XdsState {
                         std::map<std::string, Applied<T>>& applied, ParseFn parse, NameFn name_of,
                         bool state_of_the_world);
   void PruneToSubscriptions();
+  // Moves the applied resources that have warmed (or timed out warming) into service.
+  void Warm(std::chrono::steady_clock::time_point now);
 
   StatsStore& stats_;
   std::map<std::string, Applied<config::ClusterConfig>> clusters_;
   std::map<std::string, Applied<config::EndpointSet>> endpoints_;
   std::map<std::string, Applied<config::ListenerConfig>> listeners_;
   std::map<std::string, Applied<config::RouteTable>> routes_;
+  // In service (warmed): the latest warmed version of each applied cluster and listener.
+  std::map<std::string, Applied<config::ClusterConfig>> active_clusters_;
+  std::map<std::string, Applied<config::ListenerConfig>> active_listeners_;
+  std::map<std::string, Warming> warming_clusters_;
+  std::map<std::string, Warming> warming_listeners_;
+  bool initialized_ = false;
   std::array<std::string, 4> acked_version_;
   std::array<std::string, 4> last_error_;
   std::array<bool, 4> received_{};

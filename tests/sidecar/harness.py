@@ -205,9 +205,10 @@ class Backend:
                             backends), then 200
     GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
     GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
+    GET  /trailers/VALUE    answers two chunks and the trailer x-checksum: VALUE
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
-    POST anything           reads the whole body (length or chunked) and reports its size
-                            and SHA-256 (/fail/N/KEY[/CODE] as for GET)
+    POST anything           reads the whole body (length or chunked) and reports its size,
+                            SHA-256 and trailers (/fail/N/KEY[/CODE] as for GET)
     OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
     Every JSON answer's request is kept in `received` (its info, as answered).
@@ -295,6 +296,15 @@ class Backend:
                         self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
                     return None
+                if "trailers" in parts:
+                    value = parts[parts.index("trailers") + 1]
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("Trailer", "x-checksum")
+                    self.end_headers()
+                    self.wfile.write(b"5\r\nhello\r\n6\r\n world\r\n")
+                    self.wfile.write(b"0\r\nx-checksum: %s\r\n\r\n" % value.encode())
+                    return None
                 if "bytes" in parts:
                     body = pattern_bytes(int(parts[parts.index("bytes") + 1]))
                     self.send_response(200)
@@ -312,12 +322,15 @@ class Backend:
             def do_POST(self):
                 size = 0
                 digest = hashlib.sha256()
+                trailers = {}
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     while True:
                         line = self.rfile.readline()
                         n = int(line.strip().split(b";")[0], 16)
                         if n == 0:
-                            self.rfile.readline()
+                            while (line := self.rfile.readline().strip()):
+                                name, _, value = line.decode().partition(":")
+                                trailers[name.strip().lower()] = value.strip()
                             break
                         data = self.rfile.read(n)
                         size += len(data)
@@ -338,7 +351,8 @@ class Backend:
                 if "fail" in parts:
                     status, attempt = self._failing(parts)
                 return self._reply(status, self._info(
-                    body_size=size, body_sha256=digest.hexdigest(), attempt=attempt))
+                    body_size=size, body_sha256=digest.hexdigest(), attempt=attempt,
+                    trailers=trailers))
 
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True

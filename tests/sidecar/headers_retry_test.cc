@@ -1,4 +1,5 @@
-// Header mutations, hop-by-hop removal, request ids, and the retry policy's decisions.
+// Header mutations, hop-by-hop removal, request ids, the retry policy's decisions, and the
+// timeouts of a request (route timeout, max_stream_duration, grpc-timeout).
 
 #include <catch2/catch.hpp>
 
@@ -7,7 +8,9 @@
 
 #include "sidecar/config/route.h"
 #include "sidecar/router/headers.h"
+#include "sidecar/http/grpc.h"
 #include "sidecar/router/retry.h"
+#include "sidecar/router/timeout.h"
 #include "tests/sidecar/proto_json.h"
 
 namespace meshpilot::sidecar {
@@ -239,6 +242,83 @@ TEST_CASE("retry: unknown conditions and bad back-off are rejected with the fiel
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message() ==
         "virtual_hosts[0].routes[0].route.retry_policy.retry_on: unknown condition \"sometimes\"");
+}
+
+config::RouteAction ActionOf(const std::string& route_action_json) {
+  auto table = config::ParseRouteConfiguration(FromJson<envoy::config::route::v3::RouteConfiguration>(
+      R"({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+          {"match": {"prefix": "/"}, "route": )" + route_action_json + "}]}]}"));
+  REQUIRE(table.ok());
+  return std::get<config::RouteAction>((*table)->virtual_hosts[0].routes[0].action);
+}
+
+using std::chrono::milliseconds;
+
+TEST_CASE("timeout: grpc-timeout is read as Envoy reads it") {
+  auto read = [](const char* value) { return http::GrpcTimeout(http::HeaderMap{{"grpc-timeout", value}}); };
+  CHECK(read("2S") == milliseconds(2000));
+  CHECK(read("1H") == milliseconds(3600000));
+  CHECK(read("3M") == milliseconds(180000));
+  CHECK(read("250m") == milliseconds(250));
+  CHECK(read("1500u") == milliseconds(2));  // rounded up
+  CHECK(read("1n") == milliseconds(1));
+  CHECK(read("0m") == milliseconds(0));
+  CHECK(read("12345678S") == std::chrono::seconds(12345678));
+  CHECK_FALSE(read("123456789S"));  // at most 8 digits
+  CHECK_FALSE(read("5"));
+  CHECK_FALSE(read("S"));
+  CHECK_FALSE(read("5x"));
+  CHECK_FALSE(read("-5S"));
+  CHECK_FALSE(http::GrpcTimeout(http::HeaderMap{}));
+}
+
+TEST_CASE("timeout: Istio's grpc_timeout_header_max 0s honours the header uncapped") {
+  // What meshpilot (and Istio) write for a route without a VirtualService timeout.
+  const auto action = ActionOf(R"({"cluster": "c", "timeout": "0s",
+      "max_stream_duration": {"grpc_timeout_header_max": "0s"}})");
+  auto none = router::TimeoutsFor(action, true, std::nullopt);
+  CHECK(none.route == milliseconds(0));
+  CHECK_FALSE(none.stream);
+  auto header = router::TimeoutsFor(action, true, milliseconds(300000));
+  CHECK(header.route == milliseconds(0));
+  CHECK(header.stream == milliseconds(300000));
+}
+
+TEST_CASE("timeout: grpc_timeout_header_max caps the header, the offset comes off") {
+  const auto action = ActionOf(R"({"cluster": "c", "timeout": "10s",
+      "max_stream_duration": {"grpc_timeout_header_max": "2s", "grpc_timeout_header_offset": "0.1s",
+                              "max_stream_duration": "30s"}})");
+  CHECK(router::TimeoutsFor(action, true, milliseconds(5000)).stream == milliseconds(1900));
+  CHECK(router::TimeoutsFor(action, true, milliseconds(500)).stream == milliseconds(400));
+  CHECK(router::TimeoutsFor(action, true, milliseconds(50)).stream == milliseconds(0));
+  // No header: max_stream_duration; the route timeout stays apart.
+  auto none = router::TimeoutsFor(action, true, std::nullopt);
+  CHECK(none.stream == milliseconds(30000));
+  CHECK(none.route == milliseconds(10000));
+  // Without grpc_timeout_header_max the header is not read.
+  const auto plain = ActionOf(R"({"cluster": "c", "max_stream_duration": {"max_stream_duration": "0s"}})");
+  CHECK_FALSE(router::TimeoutsFor(plain, true, milliseconds(100)).stream);
+  CHECK(router::TimeoutsFor(plain, true, milliseconds(100)).route == milliseconds(15000));
+}
+
+TEST_CASE("timeout: the deprecated max_grpc_timeout replaces a gRPC request's route timeout") {
+  const auto action = ActionOf(R"({"cluster": "c", "timeout": "10s", "max_grpc_timeout": "3s",
+                                   "grpc_timeout_offset": "0.5s"})");
+  CHECK(router::TimeoutsFor(action, true, milliseconds(2000)).route == milliseconds(1500));
+  CHECK(router::TimeoutsFor(action, true, milliseconds(9000)).route == milliseconds(3000));
+  CHECK(router::TimeoutsFor(action, true, std::nullopt).route == milliseconds(3000));
+  CHECK(router::TimeoutsFor(action, false, milliseconds(2000)).route == milliseconds(10000));
+  CHECK_FALSE(router::TimeoutsFor(action, true, milliseconds(2000)).stream);
+}
+
+TEST_CASE("timeout: a negative grpc_timeout_header_max is rejected with its field") {
+  auto table = config::ParseRouteConfiguration(FromJson<envoy::config::route::v3::RouteConfiguration>(
+      R"({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+          {"match": {"prefix": "/"}, "route": {"cluster": "c",
+           "max_stream_duration": {"grpc_timeout_header_max": "-1s"}}}]}]})"));
+  REQUIRE_FALSE(table.ok());
+  CHECK(table.status().message() == "virtual_hosts[0].routes[0].route.max_stream_duration."
+                                    "grpc_timeout_header_max: must not be negative");
 }
 
 }  // namespace

@@ -18,18 +18,22 @@ import unittest
 
 from harness import (Backend, Child, Children, SharedMeshTest, binary, free_port, pattern_bytes,
                      wait_until, write_resources)
-from integration_test import FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http_listener
+from integration_test import (FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http1_cluster,
+                              http_listener)
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ECHO = "/meshpilot.echo.v1.Echo/"
 
 
-def h2_cluster(name, **http2_options):
-    """An HTTP/2 cluster exactly as meshpilot's translator writes one for a grpc port."""
+def h2_cluster(name, idle_timeout=None, **http2_options):
+    """An HTTP/2 cluster exactly as meshpilot's translator writes one for a grpc port (with
+    connectionPool.http.idleTimeout: `idle_timeout`)."""
     cluster = eds_cluster(name)
-    cluster["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: {
-        "@type": T + HTTP_PROTOCOL_OPTIONS,
-        "explicit_http_config": {"http2_protocol_options": http2_options}}}
+    options = {"@type": T + HTTP_PROTOCOL_OPTIONS,
+               "explicit_http_config": {"http2_protocol_options": http2_options}}
+    if idle_timeout:
+        options["common_http_protocol_options"] = {"idle_timeout": idle_timeout}
+    cluster["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: options}
     return cluster
 
 
@@ -48,6 +52,7 @@ def routes(weights=(100, 0)):
         header_route("x-route", "none", {"cluster": "grpc-empty"}),
         header_route("x-route", "slow", {"cluster": "grpc-slow", "timeout": "0.3s"}),
         header_route("x-route", "narrow", {"cluster": "grpc-narrow", "timeout": "10s"}),
+        header_route("x-route", "idle", {"cluster": "grpc-idle"}),
         dict(header_route("x-route", "fault", {"cluster": "grpc-a"}), typed_per_filter_config={
             "envoy.filters.http.fault": {"@type": FAULT, "abort": {
                 "grpc_status": 8, "percentage": {"numerator": 100}}}}),
@@ -55,6 +60,7 @@ def routes(weights=(100, 0)):
             {"name": "grpc-a", "weight": weights[0]}, {"name": "grpc-b", "weight": weights[1]}]}}},
     ]
     web_routes = [{"match": {"prefix": "/redirect"}, "redirect": {"https_redirect": True}},
+                  {"match": {"prefix": "/with-trailers/"}, "route": {"cluster": "web-trailers"}},
                   {"match": {"prefix": "/rewrite/"}, "route": {"cluster": "web",
                                                               "prefix_rewrite": "/rewritten/"}},
                   {"match": {"prefix": "/"}, "route": {"cluster": "web"},
@@ -163,11 +169,15 @@ class Http2Mesh:
         b = self.backends
         clusters = [h2_cluster(n) for n in ("grpc-a", "grpc-b", "grpc-flaky", "grpc-empty",
                                             "grpc-slow")]
-        clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web")]
+        clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web"),
+                     h2_cluster("grpc-idle", idle_timeout="0.3s"),
+                     http1_cluster("web-trailers", enable_trailers=True)]
         endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
                      assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
                      assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
                      assignment("grpc-narrow", [b["grpc-slow"].port]),
+                     assignment("grpc-idle", [b["grpc-a"].port]),
+                     assignment("web-trailers", [self.web.port]),
                      assignment("web", [self.web.port])]
         self.version += 1
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
@@ -321,6 +331,21 @@ class Http2Test(SharedMeshTest):
         self.assertEqual(code, 0, summary)
         self.assertGreaterEqual(self.mesh.stat("cluster.grpc-b.upstream_cx_total") - before, 1)
 
+    def test_idle_upstream_http2_connection_is_closed(self):
+        # The cluster's idle_timeout (0.3 s, what meshpilot writes for a DestinationRule's
+        # connectionPool.http.idleTimeout): with no stream left, GOAWAY and close.
+        code, calls, summary = self.mesh.echo("--count", "3", "--metadata", "x-route=idle")
+        self.assertEqual((code, set(calls)), (0, {"ok grpc-a"}), summary)
+        wait_until(lambda: self.mesh.stat("cluster.grpc-idle.upstream_cx_idle_timeout") >= 1,
+                   WAIT_S, "the idle upstream connection to time out")
+        wait_until(lambda: self.mesh.stat("cluster.grpc-idle.upstream_cx_active") == 0, WAIT_S,
+                   "the idle upstream connection to close")
+        # The next call opens a new connection.
+        before = self.mesh.stat("cluster.grpc-idle.upstream_cx_total")
+        code, calls, summary = self.mesh.echo("--count", "1", "--metadata", "x-route=idle")
+        self.assertEqual((code, calls), (0, ["ok grpc-a"]), summary)
+        self.assertEqual(self.mesh.stat("cluster.grpc-idle.upstream_cx_total"), before + 1)
+
     def test_upstream_stats_count_http2_requests(self):
         before = self.mesh.stat("cluster.grpc-b.upstream_rq_2xx")
         code, _, summary = self.mesh.echo("--count", "5", "--metadata", "x-backend=b")
@@ -346,6 +371,19 @@ class Http2Test(SharedMeshTest):
         self.assertIn("x-mesh: h2", done.stdout)
         self.assertIn('"backend": "web"', done.stdout)
         self.assertEqual(self.mesh.curl("/", host="nothing.test", http2=True), (404, "2"))
+
+    def test_http1_backend_trailers_reach_an_http2_client(self):
+        # The cluster's enable_trailers reads the chunked response's trailers; HTTP/2 carries
+        # them in a HEADERS frame that ends the stream.
+        done = subprocess.run(["nghttp", "-v", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{self.mesh.port}/with-trailers/trailers/xyz"],
+                              capture_output=True, text=True, timeout=30)
+        out = done.stdout
+        self.assertIn(":status: 200", out, out + done.stderr)
+        self.assertIn("hello world", out)
+        trailers = out[out.index("hello world"):]
+        self.assertIn("x-checksum: xyz", trailers)
+        self.assertIn("recv HEADERS frame", trailers)
 
     def test_unread_request_bodies_give_their_window_back(self):
         # Twenty 60 KB uploads (each within the default stream window), answered 404 before

@@ -139,7 +139,7 @@ TEST_CASE("http1 headers: status line becomes :status and back") {
   http::HeaderMap headers = response.headers();
   CHECK(headers.Status() == 503);
   CHECK(headers.GetOr("grpc-status", "") == "14");
-  // Chunks arrive in pieces of at most kBodyPiece; the trailers are dropped.
+  // Chunks arrive in pieces of at most kBodyPiece; the trailers are kept apart.
   std::string body;
   const std::string chunked = "4000\r\n" + std::string(0x4000, 'a') + "\r\n5\r\nbbbbb\r\n0\r\nx-t: 1\r\n\r\n";
   std::string_view rest = chunked;
@@ -151,6 +151,7 @@ TEST_CASE("http1 headers: status line becomes :status and back") {
   }
   CHECK(body == std::string(0x4000, 'a') + "bbbbb");
   CHECK_FALSE(response.headers().Has("x-t"));
+  CHECK(response.trailers().entries() == http::HeaderMap{{"x-t", "1"}}.entries());
   std::string wire;
   http::AppendHttp1ResponseHead(http::HeaderMap{{":status", "200"}, {"content-type", "text/plain"}},
                                 10, wire);
@@ -184,6 +185,12 @@ TEST_CASE("http1 framing: bodies as they are, or chunked with the last chunk") {
   CHECK(Framed("", true, false) == "<");
 }
 
+TEST_CASE("http1 trailers: written in the last chunk, pseudo-headers left out") {
+  const http::HeaderMap trailers{{"x-checksum", "abc"}, {"x-other", "1"}};
+  CHECK(http::Http1LastChunk(trailers) == "0\r\nx-checksum: abc\r\nx-other: 1\r\n\r\n");
+  CHECK(http::Http1LastChunk(http::HeaderMap{{":status", "200"}}) == "0\r\n\r\n");
+}
+
 config::ClusterConfig ClusterFrom(const std::string& json) {
   auto cluster = config::ParseCluster(FromJson<envoy::config::cluster::v3::Cluster>(json));
   INFO(cluster.status().ToString());
@@ -194,6 +201,17 @@ config::ClusterConfig ClusterFrom(const std::string& json) {
 constexpr char kOptions[] =
     R"("typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
          "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", )";
+
+TEST_CASE("http1 trailers: a cluster reads them with enable_trailers") {
+  auto on = [](const std::string& options) {
+    return ClusterFrom(R"({"name": "c", "type": "STATIC", "connect_timeout": "1s", )" + options + "}")
+        .http1.enable_trailers;
+  };
+  CHECK_FALSE(on(R"("lb_policy": "ROUND_ROBIN")"));
+  CHECK(on(std::string(kOptions) + R"("explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}}})"));
+  CHECK(on(std::string(kOptions) + R"("use_downstream_protocol_config": {"http_protocol_options": {"enable_trailers": true}}}})"));
+  CHECK(on(R"("http_protocol_options": {"enable_trailers": true})"));
+}
 
 TEST_CASE("cluster protocol: HttpProtocolOptions and the deprecated fields") {
   using config::UpstreamProtocol;

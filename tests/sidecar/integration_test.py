@@ -49,6 +49,19 @@ def eds_cluster(name, lb="ROUND_ROBIN"):
             "connect_timeout": "1s", "lb_policy": lb}
 
 
+def http1_cluster(name, idle_timeout=None, enable_trailers=False):
+    """An HTTP/1.1 cluster with HttpProtocolOptions: idle_timeout, enable_trailers."""
+    cluster = eds_cluster(name)
+    options = {"@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+               "explicit_http_config": {"http_protocol_options": {
+                   "enable_trailers": enable_trailers}}}
+    if idle_timeout:
+        options["common_http_protocol_options"] = {"idle_timeout": idle_timeout}
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
+    return cluster
+
+
 def limited_cluster(name, **thresholds):
     cluster = eds_cluster(name)
     cluster["circuit_breakers"] = {"thresholds": [dict(thresholds)]}
@@ -69,7 +82,7 @@ def assignment(name, ports):
                  "health_status": "HEALTHY"} for p in ports]}]}
 
 
-def http_listener(name, port, route_name):
+def http_listener(name, port, route_name, **hcm):
     return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{
@@ -78,7 +91,7 @@ def http_listener(name, port, route_name):
                                  "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"},
                                          "route_config_name": route_name},
                                  "http_filters": [{"name": "envoy.filters.http.router",
-                                                   "typed_config": {"@type": ROUTER}}]}}]}],
+                                                   "typed_config": {"@type": ROUTER}}], **hcm}}]}],
             "traffic_direction": "OUTBOUND", "bind_to_port": True}
 
 
@@ -147,7 +160,17 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                         "retry_on": "gateway-error", "num_retries": 2, "per_try_timeout": "0.2s",
                         "retry_back_off": {"base_interval": "0.01s"}}}}),
                     route("/dead", {"route": {"cluster": "dead"}}),
+                    # What meshpilot writes without a VirtualService timeout (as Istio does).
+                    route("/grpc-timeout/", {"route": {"cluster": "web-v1", "timeout": "0s",
+                                                       "max_stream_duration": {
+                                                           "grpc_timeout_header_max": "0s"}}}),
+                    route("/grpc-capped/", {"route": {"cluster": "web-v1", "timeout": "5s",
+                                                      "max_stream_duration": {
+                                                          "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
+                    route("/queued/", {"route": {"cluster": "queued"}}),
+                    route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
+                    route("/with-trailers/", {"route": {"cluster": "trailers"}}),
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
                         {"header": {"header_name": "x-user"}}]}}),
@@ -189,6 +212,8 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
 class Mesh:
     """The test ADS server, the backends and meshproxy, with the resources on disk."""
 
+    concurrency = 2  # meshproxy's workers
+
     def __init__(self, test):
         self.ads_bin = binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server")
         self.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
@@ -200,6 +225,8 @@ class Mesh:
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
         self.sticky_tcp_port = free_port()
+        self.idle_http_port = free_port()
+        self.trailers_http_port = free_port()
         self.sni_port = free_port()
         self.admin_port = free_port()
         self.children = Children()
@@ -210,7 +237,7 @@ class Mesh:
         self.start_ads()
         self.proxy = self.children.start("meshproxy", [
             self.proxy_bin, "--xds-address", f"127.0.0.1:{self.ads_port}", "--node-id", NODE_ID,
-            "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2",
+            "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", str(self.concurrency),
             # Reconnects within a second in tests (the default ceiling is 30s).
             "--xds-max-backoff", "1s"])
         self.test = test
@@ -230,19 +257,28 @@ class Mesh:
         clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
+                    limited_cluster("queued", max_connections=1, max_pending_requests=1),
+                    http1_cluster("idle-upstream", idle_timeout="0.3s"),
+                    http1_cluster("trailers", enable_trailers=True),
                     eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
                                     base_ejection_time="300s", max_ejection_percent=50)]
         endpoints = [assignment("web-v1", [self.v1.port]), assignment("web-v2", [self.v2.port]),
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
-                     assignment("limited", [self.v1.port]),
+                     assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
+                     assignment("idle-upstream", [self.v1.port]),
+                     assignment("trailers", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
                      assignment(FLAKY, [self.v1.port, self.broken.port]),
                      assignment("mirror", [self.mirror.port])]
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
+                         http_listener("idle-http", self.idle_http_port, "web-routes",
+                                       common_http_protocol_options={"idle_timeout": "0.3s"}),
+                         http_listener("trailers-http", self.trailers_http_port, "web-routes",
+                                       http_protocol_options={"enable_trailers": True}),
                          tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
                          tcp_listener("tcp-split", self.split_tcp_port,
                                       weighted=[("tcp-a", 1), ("tcp-b", 1)]),
@@ -420,6 +456,122 @@ class HttpTest(SharedMeshTest):
         status, headers, _ = self.mesh.get("/redirect/x?y=1", host="web:8080")
         self.assertEqual(status, 301)
         self.assertEqual(headers["location"], "https://web/redirect/x?y=1")
+
+    def test_grpc_timeout_header_ends_the_stream(self):
+        grpc = {"content-type": "application/grpc"}
+        # Uncapped (grpc_timeout_header_max 0s): the header's 200 ms end a 3 s request, a gRPC
+        # one with DEADLINE_EXCEEDED in a trailers-only reply, another with 408.
+        status, headers, body = self.mesh.get("/grpc-timeout/delay/3000",
+                                              headers={"grpc-timeout": "200m", **grpc})
+        self.assertEqual((status, headers.get("grpc-status"), headers.get("grpc-message")),
+                         (200, "4", "downstream duration timeout"), headers)
+        status, _, body = self.mesh.get("/grpc-timeout/delay/3000", headers={"grpc-timeout": "200m"})
+        self.assertEqual((status, body), (408, b"downstream duration timeout"))
+        # A header longer than the answer takes, or none at all (route timeout 0s), lets it through.
+        self.assertEqual(self.mesh.get("/grpc-timeout/delay/300",
+                                       headers={"grpc-timeout": "20S", **grpc})[0], 200)
+        self.assertEqual(self.mesh.get("/grpc-timeout/delay/300", headers=grpc)[0], 200)
+        # Capped at 0.2 s: a 20 s grpc-timeout still ends a 3 s request.
+        status, headers, _ = self.mesh.get("/grpc-capped/delay/3000",
+                                           headers={"grpc-timeout": "20S", **grpc})
+        self.assertEqual((status, headers.get("grpc-status")), (200, "4"))
+        self.assertGreaterEqual(self.mesh.stat("listener.http.downstream_rq_max_duration_reached"), 3)
+
+    def test_idle_downstream_http1_connection_is_closed(self):
+        # The HTTP connection manager's idle_timeout (0.3 s): a keep-alive connection without a
+        # request is closed.
+        with socket.create_connection(("127.0.0.1", self.mesh.idle_http_port), timeout=WAIT_S) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, data)
+                data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+            self.assertEqual(s.recv(1), b"")  # closed by meshproxy, not by this client
+        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+
+    def test_idle_downstream_http2_connection_gets_goaway(self):
+        with socket.create_connection(("127.0.0.1", self.mesh.idle_http_port), timeout=WAIT_S) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            frames, data = [], b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+                    length = int.from_bytes(data[:3], "big")
+                    frames.append((data[3], data[9:9 + length]))
+                    data = data[9 + length:]
+        goaways = [payload for kind, payload in frames if kind == 7]
+        self.assertEqual(len(goaways), 1, frames)
+        self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR
+        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+
+    def test_idle_upstream_http1_connection_is_closed(self):
+        # The cluster's idle_timeout (0.3 s): a pooled connection idle that long is closed, and
+        # the next request opens a new one.
+        stat = lambda name: self.mesh.stat(f"cluster.idle-upstream.{name}")
+        # One downstream connection, so one worker and its pool serve every request.
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        def get(path):
+            conn.request("GET", path, headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            return r.status
+        self.assertEqual(get("/idle-upstream/a"), 200)
+        self.assertEqual(get("/idle-upstream/b"), 200)
+        opened = stat("upstream_cx_total")
+        wait_until(lambda: stat("upstream_cx_active") == 0, WAIT_S, "the idle connection to close")
+        self.assertEqual(stat("upstream_cx_idle_timeout"), opened)
+        self.assertEqual(get("/idle-upstream/c"), 200)
+        conn.close()
+        self.assertEqual(stat("upstream_cx_total"), opened + 1)
+
+    def raw_get(self, port, path):
+        """The raw response bytes of one HTTP/1.1 request (the connection closes after it)."""
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return data
+
+    def test_http1_response_trailers_with_enable_trailers(self):
+        # Both the cluster (decode) and the HTTP connection manager (encode) enable trailers:
+        # the backend's trailer reaches the client in the last chunk.
+        data = self.raw_get(self.mesh.trailers_http_port, "/with-trailers/trailers/abc")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+        self.assertIn(b"hello", data)
+        self.assertTrue(data.endswith(b"\r\n0\r\nx-checksum: abc\r\n\r\n"), data)
+        # Without enable_trailers on the listener, or on the cluster, they are dropped (Envoy's
+        # default), and the body still ends properly.
+        for port, path in ((self.mesh.http_port, "/with-trailers/trailers/abc"),
+                           (self.mesh.trailers_http_port, "/trailers/abc")):
+            data = self.raw_get(port, path)
+            self.assertTrue(data.endswith(b"\r\n0\r\n\r\n"), data)
+            self.assertNotIn(b"x-checksum: abc", data)
+
+    def test_http1_request_trailers_with_enable_trailers(self):
+        def post(port, path):
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
+                s.sendall(f"POST {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n"
+                          "Transfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n"
+                          "5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), data)
+            info = json.loads(body)
+            self.assertEqual(info["body_size"], 5)
+            return info["trailers"]
+        # The listener reads them and the cluster writes them: they reach the backend.
+        self.assertEqual(post(self.mesh.trailers_http_port, "/with-trailers/post"), {"x-sum": "42"})
+        # Without enable_trailers on either side they are dropped.
+        self.assertEqual(post(self.mesh.http_port, "/with-trailers/post"), {})
+        self.assertEqual(post(self.mesh.trailers_http_port, "/post"), {})
 
     def test_ring_hash_by_header_is_sticky(self):
         seen = {}
@@ -692,6 +844,42 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(self.mesh.admin("/quitquitquit")[0], 405)  # POST only
 
 
+class OneWorkerMesh(Mesh):
+    concurrency = 1  # connection pools are per worker, as Envoy's
+
+
+class PendingQueueTest(SharedMeshTest):
+    """Circuit breaking's pending queue: requests wait for a connection under max_connections."""
+
+    mesh_class = OneWorkerMesh
+
+    def test_requests_wait_for_a_connection_up_to_max_pending_requests(self):
+        # max_connections 1, max_pending_requests 1: the first request holds the connection,
+        # the second waits for it, the third overflows.
+        stat = lambda name: self.mesh.stat(f"cluster.queued.{name}")
+        results = {}
+        def get(key, path):
+            results[key] = self.mesh.get(path)
+        first = threading.Thread(target=get, args=("first", "/queued/delay/1500"))
+        first.start()
+        wait_until(lambda: stat("upstream_cx_active") == 1, WAIT_S, "the connection to be in use")
+        second = threading.Thread(target=get, args=("second", "/queued/second"))
+        second.start()
+        wait_until(lambda: stat("upstream_rq_pending_active") == 1, WAIT_S, "a pending request")
+        status, headers, body = self.mesh.get("/queued/third")
+        self.assertEqual((status, headers.get("x-envoy-overloaded")), (503, "true"))
+        self.assertTrue(body.endswith(b"reset reason: overflow"), body)
+        first.join(timeout=10)
+        second.join(timeout=10)
+        self.assertEqual(results["first"][0], 200)
+        status, _, body = results["second"]
+        self.assertEqual((status, json.loads(body)["path"]), (200, "/queued/second"))
+        self.assertEqual(stat("upstream_rq_pending_total"), 1)
+        self.assertEqual(stat("upstream_rq_pending_overflow"), 1)
+        self.assertEqual(stat("upstream_rq_pending_active"), 0)
+        self.assertEqual(stat("upstream_cx_total"), 1)  # the second reused the first's connection
+
+
 class ConfigUpdateTest(unittest.TestCase):
     """ACK/NACK, last good config, listener changes and reconnects."""
 
@@ -716,8 +904,9 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "limited", "mirror", FLAKY, "sticky", "tcp-a", "tcp-b",
-                          "tcp-ring", "web-v1", "web-v2"])
+                         ["dead", "empty", "idle-upstream", "limited", "mirror", FLAKY, "queued",
+                          "sticky", "tcp-a", "tcp-b", "tcp-ring", "trailers",
+                          "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"
@@ -800,6 +989,40 @@ class ConfigUpdateTest(unittest.TestCase):
             data += chunk
         in_flight.close()
         self.assertEqual(data, b"tcp-a:before;after")
+
+    def test_listener_warms_until_its_route_config_arrives(self):
+        # As Envoy: a new listener whose RouteConfiguration has not arrived is not bound
+        # (connections are refused, never answered 404), and a changed listener waiting for a
+        # new one leaves the old version serving; both go into service when RDS arrives.
+        port = free_port()
+        late = routes("late-routes")
+        moved = routes("web-routes-2", extra_routes=[
+            route("/moved", {"direct_response": {"status": 200, "body": {"inline_string": "moved"}}})])
+        listeners = [http_listener("http", self.mesh.http_port, "web-routes-2"),
+                     http_listener("late-http", port, "late-routes")]
+        resources = self.mesh.resources(listeners=listeners)
+        resources["rds"] = [routes("web-routes"), late, moved]
+        version = self.mesh.write({**resources, "hold": ["rds"]})
+        self.mesh.wait_acked("lds", version)
+        wait_until(lambda: [r for r in self.mesh.requests("rds")
+                            if "late-routes" in r["names"]], WAIT_S, "the RDS request for late-routes")
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        # The old version of "http" (web-routes, without /moved) keeps serving.
+        self.assertEqual(self.mesh.get("/")[0], 200)
+        self.assertEqual(json.loads(self.mesh.get("/moved")[2])["path"], "/moved")
+        self.assertEqual(self.mesh.admin("/ready")[0], 200)
+
+        version = self.mesh.write({**resources, "hold": []})
+        self.mesh.wait_acked("rds", version)
+        wait_until(lambda: self.mesh.get("/moved")[2] == b"moved", WAIT_S, "the new version of http")
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+                   WAIT_S, "late-http to listen")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/", headers={"Host": "web"})
+        r = conn.getresponse()
+        self.assertEqual((r.status, json.loads(r.read())["backend"]), (200, "web-v1"))
+        conn.close()
 
     def test_listener_whose_port_is_taken_binds_once_it_frees(self):
         port = free_port()

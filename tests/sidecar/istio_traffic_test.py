@@ -823,14 +823,17 @@ spec:
 
     def test_connection_pool_port_level_settings_and_subset_policy(self):
         """http2MaxRequests 1 on the rule; port 8080 and subset v2 set their own pool; subset
-        v3 allows one connection (and no longer the rule's request limit)."""
+        v3 allows one connection and one pending request (and no longer the rule's request
+        limit): as in Envoy, requests beyond the connection wait in the pending queue, and only
+        those beyond it overflow."""
         self.mesh.apply(web_subsets(
             traffic_policy="""    connectionPool: {http: {http2MaxRequests: 1}}
     portLevelSettings:
     - port: {number: 8080}
       connectionPool: {http: {http2MaxRequests: 100}}
 """, v2="      connectionPool: {http: {http2MaxRequests: 100}}\n",
-            v3="      connectionPool: {tcp: {maxConnections: 1}}\n") + virtual_service(
+            v3="      connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n")
+            + virtual_service(
             "web", "web", """  - name: pool-v2
     match: [{uri: {prefix: /v2/}}]
     retries: {attempts: 0}

@@ -1,6 +1,7 @@
 // Passive outlier detection: thresholds, max_ejection_percent, the ejection time growing with
 // each ejection, return after it, a success resetting the counts, picks skipping ejected hosts
-// and Envoy's panic mode. Time is passed in, so nothing here sleeps.
+// and Envoy's panic mode; the success-rate and failure-percentage detectors over an interval.
+// Time is passed in, so nothing here sleeps.
 
 #include <catch2/catch.hpp>
 
@@ -37,6 +38,22 @@ config::OutlierDetection Consecutive5xx(uint32_t n, uint32_t max_percent = 100) 
   od.max_ejection_percent = max_percent;
   return od;
 }
+
+namespace testing_proto {
+envoy::config::cluster::v3::OutlierDetection OutlierDetectionProto() {
+  envoy::config::cluster::v3::OutlierDetection proto;
+  proto.mutable_interval()->set_seconds(2);
+  proto.mutable_success_rate_minimum_hosts()->set_value(3);
+  proto.mutable_success_rate_request_volume()->set_value(20);
+  proto.mutable_success_rate_stdev_factor()->set_value(1000);
+  proto.mutable_enforcing_success_rate()->set_value(0);
+  proto.mutable_failure_percentage_threshold()->set_value(60);
+  proto.mutable_enforcing_failure_percentage()->set_value(100);
+  proto.mutable_failure_percentage_minimum_hosts()->set_value(2);
+  proto.mutable_failure_percentage_request_volume()->set_value(10);
+  return proto;
+}
+}  // namespace testing_proto
 
 struct Fixture {
   Fixture(int hosts, const config::OutlierDetection& od)
@@ -224,6 +241,127 @@ TEST_CASE("outlier: ParseOutlierDetection reads Envoy's fields and rejects bad o
   proto.mutable_base_ejection_time()->set_seconds(0);
   CHECK(config::ParseOutlierDetection(proto).status().message() ==
         "outlier_detection.base_ejection_time: must be > 0");
+}
+
+// Only the interval detectors: consecutive errors never eject.
+config::OutlierDetection IntervalDetectors() {
+  config::OutlierDetection od;
+  od.consecutive_5xx = 1000000;
+  od.enforcing_consecutive_5xx = 0;
+  od.max_ejection_percent = 100;
+  return od;
+}
+
+// `requests` results at host `i`, the first `failures` of them 503.
+void Traffic(Fixture& f, size_t i, int requests, int failures, OutlierDetector::Clock::time_point at) {
+  for (int k = 0; k < requests; ++k) f.outlier().Report(f.host(i), k < failures ? 503 : 200, kEnforce, at);
+}
+
+// The first report after the interval ends evaluates it.
+void EndInterval(Fixture& f, OutlierDetector::Clock::time_point at) {
+  f.outlier().Report(f.host(f.lb.Hosts().size() - 1), 200, kEnforce, at);
+}
+
+TEST_CASE("outlier: success rate ejects a host far below the others' mean") {
+  Fixture f(5, IntervalDetectors());
+  // Success rates 50, 100, 99, 98, 100: mean 89.4, deviation 19.7, threshold 89.4 - 1.9 * 19.7.
+  const int failures[] = {50, 0, 1, 2, 0};
+  for (size_t i = 0; i < 5; ++i) Traffic(f, i, 100, failures[i], f.now);
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now + 9s));
+  EndInterval(f, f.now + 10s);  // Envoy's default interval
+  CHECK(f.outlier().Ejected(f.host(0), f.now + 10s));
+  for (size_t i = 1; i < 5; ++i) CHECK_FALSE(f.outlier().Ejected(f.host(i), f.now + 10s));
+  CHECK(f.stats->outlier_detection_ejections_detected_success_rate == 1);
+  CHECK(f.stats->outlier_detection_ejections_enforced_success_rate == 1);
+  CHECK(f.stats->outlier_detection_ejections_enforced_total == 1);
+  // The next interval starts afresh: without new traffic nothing more is detected.
+  EndInterval(f, f.now + 20s);
+  CHECK(f.stats->outlier_detection_ejections_detected_success_rate == 1);
+}
+
+TEST_CASE("outlier: success rate needs minimum hosts with the request volume") {
+  const int failures[] = {50, 0, 1, 2, 0};
+  SECTION("four hosts are too few") {
+    Fixture f(4, IntervalDetectors());
+    for (size_t i = 0; i < 4; ++i) Traffic(f, i, 100, failures[i], f.now);
+    EndInterval(f, f.now + 10s);
+    CHECK(f.outlier().ejected_count() == 0);
+  }
+  SECTION("a host under success_rate_request_volume is not counted") {
+    Fixture f(5, IntervalDetectors());
+    for (size_t i = 0; i < 5; ++i) Traffic(f, i, i == 4 ? 50 : 100, failures[i], f.now);
+    EndInterval(f, f.now + 10s);
+    CHECK(f.outlier().ejected_count() == 0);
+  }
+  SECTION("enforcing_success_rate 0 (Istio's) detects but never ejects") {
+    config::OutlierDetection od = IntervalDetectors();
+    od.enforcing_success_rate = 0;
+    Fixture f(5, od);
+    for (size_t i = 0; i < 5; ++i) Traffic(f, i, 100, failures[i], f.now);
+    EndInterval(f, f.now + 10s);
+    CHECK(f.outlier().ejected_count() == 0);
+    CHECK(f.stats->outlier_detection_ejections_detected_success_rate == 1);
+    CHECK(f.stats->outlier_detection_ejections_enforced_success_rate == 0);
+  }
+  SECTION("the interval is the configured one") {
+    config::OutlierDetection od = IntervalDetectors();
+    od.interval = 1s;
+    Fixture f(5, od);
+    for (size_t i = 0; i < 5; ++i) Traffic(f, i, 100, failures[i], f.now);
+    EndInterval(f, f.now + 1s);
+    CHECK(f.outlier().Ejected(f.host(0), f.now + 1s));
+  }
+}
+
+TEST_CASE("outlier: failure percentage ejects hosts at the threshold when enforced") {
+  config::OutlierDetection od = IntervalDetectors();
+  od.enforcing_success_rate = 0;
+  // 90% failures are over the default threshold (85); 84% and 80% are not.
+  const int failures[] = {45, 0, 0, 42, 0, 40};
+  SECTION("enforcing_failure_percentage is 0 by default") {
+    Fixture f(6, od);
+    for (size_t i = 0; i < 6; ++i) Traffic(f, i, 50, failures[i], f.now);
+    EndInterval(f, f.now + 10s);
+    CHECK(f.outlier().ejected_count() == 0);
+    CHECK(f.stats->outlier_detection_ejections_detected_failure_percentage == 1);
+  }
+  SECTION("enforced") {
+    od.enforcing_failure_percentage = 100;
+    od.failure_percentage_minimum_hosts = 3;
+    Fixture f(6, od);
+    for (size_t i = 0; i < 6; ++i) Traffic(f, i, 50, failures[i], f.now);
+    EndInterval(f, f.now + 10s);
+    CHECK(f.outlier().Ejected(f.host(0), f.now + 10s));
+    CHECK_FALSE(f.outlier().Ejected(f.host(3), f.now + 10s));  // 84%
+    CHECK_FALSE(f.outlier().Ejected(f.host(5), f.now + 10s));
+    CHECK(f.stats->outlier_detection_ejections_enforced_failure_percentage == 1);
+  }
+  SECTION("hosts under failure_percentage_request_volume are not counted") {
+    od.enforcing_failure_percentage = 100;
+    Fixture f(6, od);
+    for (size_t i = 0; i < 6; ++i) Traffic(f, i, 49, failures[i] > 0 ? 49 : 0, f.now);
+    EndInterval(f, f.now + 10s);
+    CHECK(f.outlier().ejected_count() == 0);
+  }
+}
+
+TEST_CASE("outlier: ParseOutlierDetection reads the interval detectors' fields") {
+  auto proto = testing_proto::OutlierDetectionProto();
+  auto od = config::ParseOutlierDetection(proto);
+  REQUIRE(od.ok());
+  CHECK(od->interval == 2s);
+  CHECK(od->success_rate_minimum_hosts == 3);
+  CHECK(od->success_rate_request_volume == 20);
+  CHECK(od->success_rate_stdev_factor == 1000);
+  CHECK(od->enforcing_success_rate == 0);
+  CHECK(od->failure_percentage_threshold == 60);
+  CHECK(od->enforcing_failure_percentage == 100);
+  CHECK(od->failure_percentage_minimum_hosts == 2);
+  CHECK(od->failure_percentage_request_volume == 10);
+  proto.mutable_failure_percentage_threshold()->set_value(101);
+  CHECK(config::ParseOutlierDetection(proto).status().message() ==
+        "outlier_detection.failure_percentage_threshold: 101 is over 100");
+  CHECK(config::ParseOutlierDetection({})->enforcing_success_rate == 100);  // Envoy's default
 }
 
 }  // namespace

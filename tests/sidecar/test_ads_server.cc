@@ -2,13 +2,16 @@
 // Envoy resources read from DIR/{cds,eds,lds,rds}.json (JSON arrays of resources with "@type",
 // the shape of the golden files), and re-reads them whenever DIR/version changes (its content
 // is the new version_info). Every request and response is printed to stdout as one JSON line,
-// so tests can wait for ACKs and NACKs and read their error_detail.
+// so tests can wait for ACKs and NACKs and read their error_detail. DIR/hold.json, a JSON array
+// of types ("rds", ...), holds back responses of those types until a version without them
+// (a control plane slow to send them, for warming tests).
 //
 //   sidecar_test_ads_server --resources DIR [--port 0]   (prints {"event":"listening","port":N})
 
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -53,6 +56,7 @@ std::string ShortType(const std::string& url) {
 
 struct Resources {
   std::string version;
+  std::set<std::string> held;  // type urls not to answer
   // type url -> (resource name, Any)
   std::map<std::string, std::vector<std::pair<std::string, google::protobuf::Any>>> by_type;
 };
@@ -67,6 +71,16 @@ bool Load(const std::filesystem::path& dir, Resources& out) {
   Resources loaded;
   std::ifstream version_file(dir / "version");
   std::getline(version_file, loaded.version);
+  if (std::ifstream hold(dir / "hold.json"); hold) {
+    json held = json::parse(hold, nullptr, false);
+    if (!held.is_array()) {
+      Log({{"event", "error"}, {"message", "hold.json is not a JSON array"}});
+      return false;
+    }
+    for (const auto& [file, type] : kTypes) {
+      if (std::find(held.begin(), held.end(), file) != held.end()) loaded.held.insert(type);
+    }
+  }
   for (const auto& [file, type] : kTypes) {
     std::ifstream in(dir / (file + ".json"));
     if (!in) continue;
@@ -171,6 +185,10 @@ class AdsService final
       resources = resources_;
     }
     if (!resources) return;
+    if (resources->held.contains(type)) {
+      Log({{"event", "held"}, {"stream", connection.id}, {"type", ShortType(type)}});
+      return;
+    }
     std::lock_guard<std::mutex> lock(connection.mu);
     if (only_if_subscribed && !connection.subscribed.contains(type)) return;
     const std::set<std::string>& names = connection.names[type];

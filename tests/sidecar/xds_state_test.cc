@@ -38,6 +38,24 @@ std::string HttpListener(const std::string& name, int port, const std::string& r
 using Cluster = envoy::config::cluster::v3::Cluster;
 using Listener = envoy::config::listener::v3::Listener;
 using Cla = envoy::config::endpoint::v3::ClusterLoadAssignment;
+using RouteConfiguration = envoy::config::route::v3::RouteConfiguration;
+
+// Empty ClusterLoadAssignments for these clusters, so they warm.
+void NoEndpoints(xds::XdsState& state, const std::vector<std::string>& clusters,
+                 const std::string& version = "e1") {
+  std::vector<std::string> resources;
+  for (const auto& name : clusters) resources.push_back(R"({"cluster_name": ")" + name + R"("})");
+  REQUIRE(state.Apply(XdsType::kEndpoint, Response<Cla>(version, resources)) == "");
+}
+
+void EmptyRoutes(xds::XdsState& state, const std::vector<std::string>& names,
+                 const std::string& version = "r1") {
+  std::vector<std::string> resources;
+  for (const auto& name : names) {
+    resources.push_back(R"({"name": ")" + name + R"(", "virtual_hosts": [{"name": "v", "domains": ["*"]}]})");
+  }
+  REQUIRE(state.Apply(XdsType::kRoute, Response<RouteConfiguration>(version, resources)) == "");
+}
 
 TEST_CASE("xds: valid clusters are ACKed and name the endpoints to subscribe to") {
   StatsStore stats;
@@ -53,14 +71,18 @@ TEST_CASE("xds: valid clusters are ACKed and name the endpoints to subscribe to"
   auto config = state.Build();
   REQUIRE(config->FindCluster("a") != nullptr);
   CHECK(config->FindCluster("a")->lb->Hosts().size() == 1);  // only the healthy one
-  CHECK(config->FindCluster("b")->lb->empty());             // no endpoints yet
+  CHECK(config->FindCluster("b") == nullptr);               // warming: no endpoints yet
   CHECK_FALSE(config->initialized);                          // LDS not received yet
+  NoEndpoints(state, {"b"}, "e2");
+  CHECK(state.Build()->FindCluster("b")->lb->empty());
 }
 
 TEST_CASE("xds: a bad cluster is NACKed with its name and field, the rest still applies") {
   StatsStore stats;
   xds::XdsState state(stats);
   REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a"), EdsCluster("b")})) == "");
+  NoEndpoints(state, {"a", "b"});
+  state.Build();
   std::string error = state.Apply(
       XdsType::kCluster,
       Response<Cluster>("2", {EdsCluster("a", R"(, "lb_policy": "CLUSTER_PROVIDED")"), EdsCluster("b"),
@@ -68,6 +90,7 @@ TEST_CASE("xds: a bad cluster is NACKed with its name and field, the rest still 
   CHECK(error ==
         "Cluster \"a\": lb_policy: CLUSTER_PROVIDED needs type ORIGINAL_DST");
   CHECK(state.AckedVersion(XdsType::kCluster) == "1");
+  NoEndpoints(state, {"a", "b", "c"}, "e2");
   auto config = state.Build();
   // "a" keeps its previous version; "c" is new and valid, so it applies.
   REQUIRE(config->FindCluster("a") != nullptr);
@@ -84,6 +107,7 @@ TEST_CASE("xds: circuit breaker thresholds of the default priority") {
   REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a", R"(,
       "circuit_breakers": {"thresholds": [{"priority": "HIGH", "max_requests": 1},
                                           {"max_connections": 7, "max_requests": 9, "max_retries": 2}]})")})) == "");
+  NoEndpoints(state, {"a"});
   const auto& cb = state.Build()->FindCluster("a")->config->circuit_breakers;
   CHECK(cb.max_connections == 7);
   CHECK(cb.max_requests == 9);
@@ -95,6 +119,7 @@ TEST_CASE("xds: listeners need their route configs, and a removed listener drops
   StatsStore stats;
   xds::XdsState state(stats);
   REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a")})) == "");
+  NoEndpoints(state, {"a"});
   REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("1", {HttpListener("l1", 1001, "r1"),
                                                                   HttpListener("l2", 1002, "r2")})) == "");
   CHECK(state.Subscription(XdsType::kRoute) == std::vector<std::string>{"r1", "r2"});
@@ -133,8 +158,10 @@ TEST_CASE("xds: load balancers survive rebuilds that do not touch their cluster"
   StatsStore stats;
   xds::XdsState state(stats);
   REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a")})) == "");
+  NoEndpoints(state, {"a"});
   auto first = state.Build();
   REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("1", {HttpListener("l1", 1001, "r1")})) == "");
+  EmptyRoutes(state, {"r1"});
   auto second = state.Build();
   CHECK(first->FindCluster("a")->lb == second->FindCluster("a")->lb);
   CHECK(first->FindCluster("a")->stats == second->FindCluster("a")->stats);
@@ -145,6 +172,84 @@ TEST_CASE("xds: load balancers survive rebuilds that do not touch their cluster"
   CHECK(third->FindCluster("a")->lb == first->FindCluster("a")->lb);
   CHECK(third->FindListener("l1")->config == second->FindListener("l1")->config);
   CHECK(third->dump[static_cast<size_t>(XdsType::kListener)].resources[0].version == "2");
+}
+
+TEST_CASE("xds warming: a listener is not in service until its route config arrives") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {})) == "");
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("1", {HttpListener("l1", 1001, "r1")})) == "");
+  auto config = state.Build();
+  CHECK(config->FindListener("l1") == nullptr);
+  CHECK_FALSE(config->initialized);  // Envoy is not ready until its first listeners warmed
+  CHECK(state.Subscription(XdsType::kRoute) == std::vector<std::string>{"r1"});
+  EmptyRoutes(state, {"r1"});
+  config = state.Build();
+  REQUIRE(config->FindListener("l1") != nullptr);
+  CHECK(config->initialized);
+
+  // A new version waiting for another route config: the old one keeps serving meanwhile.
+  const auto* old_version = config->FindListener("l1")->config.get();
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("2", {HttpListener("l1", 1001, "r2")})) == "");
+  CHECK(state.Subscription(XdsType::kRoute) == std::vector<std::string>{"r1", "r2"});
+  config = state.Build();
+  CHECK(config->FindListener("l1")->config.get() == old_version);
+  CHECK(config->routes.contains("r1"));
+  EmptyRoutes(state, {"r2"}, "r2");
+  config = state.Build();
+  CHECK(config->FindListener("l1")->config.get() != old_version);
+  CHECK(std::get<config::HttpChain>(config->FindListener("l1")->config->chains[0].filter).rds_name == "r2");
+  CHECK(config->initialized);
+  // A listener removed while warming is gone.
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("3", {})) == "");
+  CHECK(state.Build()->FindListener("l1") == nullptr);
+}
+
+TEST_CASE("xds warming: an EDS cluster warms until its assignment; an updated one keeps serving") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a")})) == "");
+  CHECK(state.Build()->FindCluster("a") == nullptr);
+  NoEndpoints(state, {"a"});
+  REQUIRE(state.Build()->FindCluster("a") != nullptr);
+  // A new version with another service name waits for that one's assignment.
+  std::string renamed = EdsCluster("a", R"(, "lb_policy": "RANDOM")");
+  renamed.replace(renamed.find(R"("service_name": "a")"), 19, R"("service_name": "b")");
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("2", {renamed})) == "");
+  CHECK(state.Subscription(XdsType::kEndpoint) == std::vector<std::string>{"a", "b"});
+  CHECK(state.Build()->FindCluster("a")->config->lb_policy == config::LbPolicy::kRoundRobin);
+  NoEndpoints(state, {"b"}, "e2");
+  CHECK(state.Build()->FindCluster("a")->config->lb_policy == config::LbPolicy::kRandom);
+}
+
+TEST_CASE("xds warming: initial_fetch_timeout puts a warming resource into service") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string forever = EdsCluster("forever");
+  forever.replace(forever.find(R"("ads": {})"), 9, R"("ads": {}, "initial_fetch_timeout": "0s")");
+  REQUIRE(state.Apply(XdsType::kCluster, Response<Cluster>("1", {EdsCluster("a"), forever})) == "");
+  REQUIRE(state.Apply(XdsType::kListener, Response<Listener>("1", {HttpListener("l1", 1001, "r1")})) == "");
+  auto config = state.Build();
+  const auto t1 = std::chrono::steady_clock::now();
+  CHECK(config->FindCluster("a") == nullptr);
+  CHECK(config->FindListener("l1") == nullptr);
+  REQUIRE(state.NextWarmingDeadline());
+  const auto deadline = *state.NextWarmingDeadline();  // Envoy's default, 15 s from applying
+  CHECK(deadline >= t0 + std::chrono::seconds(15));
+  CHECK(deadline <= t1 + std::chrono::seconds(15));
+  config = state.Build(deadline - std::chrono::milliseconds(1));
+  CHECK(config->FindListener("l1") == nullptr);
+  config = state.Build(deadline + std::chrono::milliseconds(1000));
+  // In service without what it waited for: no hosts, no routes (404).
+  REQUIRE(config->FindCluster("a") != nullptr);
+  CHECK(config->FindCluster("a")->lb->empty());
+  REQUIRE(config->FindListener("l1") != nullptr);
+  CHECK(config->routes.empty());
+  // initial_fetch_timeout 0s waits for ever.
+  CHECK(config->FindCluster("forever") == nullptr);
+  CHECK_FALSE(state.NextWarmingDeadline());
+  CHECK(state.Build(t0 + std::chrono::hours(1))->FindCluster("forever") == nullptr);
 }
 
 }  // namespace

@@ -217,12 +217,22 @@ TEST_CASE("timeout is 0s unless set, and gRPC reads max_stream_duration", "[http
   auto sidecar = f.Routes();
   CHECK(sidecar[0].route().timeout().seconds() == 1);
   CHECK(sidecar[0].route().timeout().nanos() == 500000000);
-  CHECK(sidecar[0].route().max_stream_duration().grpc_timeout_header_max().seconds() == 1);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  // As Istio: a timeout caps grpc-timeout through the deprecated max_grpc_timeout.
+  CHECK(sidecar[0].route().max_grpc_timeout().nanos() == 500000000);
+#pragma GCC diagnostic pop
+  CHECK_FALSE(sidecar[0].route().has_max_stream_duration());
   auto grpc = f.Routes(Grpc());
   CHECK(grpc[0].route().max_stream_duration().max_stream_duration().nanos() == 500000000);
 
   f.state.virtual_services.at("default/reviews").http[0].timeout.reset();
   CHECK_FALSE(f.Routes(Grpc())[0].route().has_max_stream_duration());
+  // No timeout: the grpc-timeout header is the stream's limit, uncapped.
+  const auto& uncapped = f.Routes()[0].route().max_stream_duration();
+  CHECK(uncapped.has_grpc_timeout_header_max());
+  CHECK(uncapped.grpc_timeout_header_max().seconds() == 0);
+  CHECK(uncapped.has_max_stream_duration());
   CHECK(f.Routes()[0].route().timeout().seconds() == 0);
 }
 
