@@ -7,8 +7,6 @@
 #include <ostream>
 #include <string_view>
 
-#include "absl/strings/str_cat.h"
-
 namespace meshpilot::sidecar::http {
 
 namespace beast_http = boost::beast::http;
@@ -67,14 +65,13 @@ std::string_view FrameHttp1Body(size_t size, bool chunked, bool end, std::string
   return end ? "\r\n0\r\n\r\n" : "\r\n";
 }
 
-std::string Http1LastChunk(const HeaderMap& trailers) {
-  std::string out = "0\r\n";
+void AppendHttp1LastChunk(const HeaderMap& trailers, std::string& out) {
+  out.append("0\r\n");
   for (const auto& [name, value] : trailers.entries()) {
     if (name.empty() || name.front() == ':') continue;
-    absl::StrAppend(&out, name, ": ", value, "\r\n");
+    AppendHttp1Field(name, value, out);
   }
   out.append("\r\n");
-  return out;
 }
 
 }  // namespace meshpilot::sidecar::http

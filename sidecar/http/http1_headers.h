@@ -28,7 +28,7 @@ inline void EndHttp1Head(std::string& out) { out.append("\r\n"); }
 // itself goes out in a gathered write without a copy.
 std::string_view FrameHttp1Body(size_t size, bool chunked, bool end, std::string& out);
 
-// The last chunk of a chunked body with trailers (pseudo-headers left out).
-std::string Http1LastChunk(const HeaderMap& trailers);
+// The last chunk of a chunked body with trailers (pseudo-headers left out), appended to `out`.
+void AppendHttp1LastChunk(const HeaderMap& trailers, std::string& out);
 
 }  // namespace meshpilot::sidecar::http

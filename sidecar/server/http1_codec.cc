@@ -129,7 +129,9 @@ class Http1DownstreamStream final : public DownstreamStream {
   // in the last chunk: so does this.
   asio::awaitable<bool> WriteTrailers(http::HeaderMap trailers) override {
     if (!enable_trailers_ || !chunked_) co_return co_await WriteBody({}, true);
-    const bool written = co_await Write(http::Http1LastChunk(trailers));
+    out_.clear();
+    http::AppendHttp1LastChunk(trailers, out_);
+    const bool written = co_await Send({}, /*end_stream=*/false);  // out_ is the whole chunk
     response_done_ = written;
     co_return written;
   }

@@ -103,7 +103,8 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendTrailers(const http::HeaderMap& trailers) {
   if (!trailers_enabled_ || !chunked_request_) co_return co_await SendBody({}, true);
-  connection_->out = http::Http1LastChunk(trailers);  // goes out as Send's "head"
+  connection_->out.clear();
+  http::AppendHttp1LastChunk(trailers, connection_->out);  // goes out as Send's "head"
   const StreamError error = co_await Send({}, /*end_stream=*/false);
   request_complete_ = error == StreamError::kNone;
   co_return error;

@@ -214,6 +214,7 @@ void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
   if (idle.size() < kMaxIdlePerEndpoint) {
     connection->stream.expires_never();
     connection->released_at = Clock::now();
+    connection->idle_until = Clock::time_point::max();  // the cluster may have changed
     if (idle_timeout.count() > 0) {
       connection->idle_until = connection->released_at + idle_timeout;
       ScheduleIdleSweep(connection->idle_until);

@@ -85,6 +85,8 @@ struct UpstreamTarget {
                           head_request,
                           config.http1.enable_trailers};
   }
+  static UpstreamTarget Of(std::string&& cluster, const config::ClusterConfig& config,
+                           std::shared_ptr<ClusterStats> stats, bool head_request) = delete;
 };
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.

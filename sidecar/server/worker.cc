@@ -143,7 +143,10 @@ Worker::Worker(int index, ConfigStore& store)
       pool_(io_),
       rng_(std::random_device{}() ^ (static_cast<uint64_t>(index) << 32)) {}
 
-Worker::~Worker() { Stop(); }
+Worker::~Worker() {
+  Stop();
+  io_.DestroyHandlers();  // while pool_ and the timers are alive
+}
 
 void Worker::Start() {
   thread_ = std::thread([this] { io_.run(); });

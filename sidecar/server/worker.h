@@ -77,8 +77,17 @@ class Worker {
 
   int index_;
   ConfigStore& store_;
-  bool stopped_ = false;  // before io_: connections still end while it is destroyed
-  boost::asio::io_context io_{1};
+  // An io_context whose handlers (the suspended coroutines of connections still open) can be
+  // destroyed while the members declared after it, such as the pool their streams return
+  // connections to, are still alive.
+  class IoContext : public boost::asio::io_context {
+   public:
+    using boost::asio::io_context::io_context;
+    void DestroyHandlers() { shutdown(); }
+  };
+
+  bool stopped_ = false;  // before io_: connections still end while their handlers are destroyed
+  IoContext io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   UpstreamPool pool_;
   std::mt19937_64 rng_;

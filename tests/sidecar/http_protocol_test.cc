@@ -186,9 +186,12 @@ TEST_CASE("http1 framing: bodies as they are, or chunked with the last chunk") {
 }
 
 TEST_CASE("http1 trailers: written in the last chunk, pseudo-headers left out") {
-  const http::HeaderMap trailers{{"x-checksum", "abc"}, {"x-other", "1"}};
-  CHECK(http::Http1LastChunk(trailers) == "0\r\nx-checksum: abc\r\nx-other: 1\r\n\r\n");
-  CHECK(http::Http1LastChunk(http::HeaderMap{{":status", "200"}}) == "0\r\n\r\n");
+  std::string out = "<";
+  http::AppendHttp1LastChunk(http::HeaderMap{{"x-checksum", "abc"}, {"x-other", "1"}}, out);
+  CHECK(out == "<0\r\nx-checksum: abc\r\nx-other: 1\r\n\r\n");
+  out.clear();
+  http::AppendHttp1LastChunk(http::HeaderMap{{":status", "200"}}, out);
+  CHECK(out == "0\r\n\r\n");
 }
 
 config::ClusterConfig ClusterFrom(const std::string& json) {
