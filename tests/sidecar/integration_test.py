@@ -185,6 +185,9 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
                         {"header": {"header_name": "x-user"}}]}}),
+                    # What meshpilot writes for consistentHash.httpCookie {name, path, ttl}.
+                    route("/cookie", {"route": {"cluster": "sticky", "hash_policy": [
+                        {"cookie": {"name": "user", "path": "/cookie", "ttl": "60s"}}]}}),
                     route("/empty", {"route": {"cluster": "empty"}}),
                     route("/rewrite/", {"route": {"cluster": "web-v1", "prefix_rewrite": "/rewritten/"}},
                           request_headers_to_add=[{"header": {"key": "x-added", "value": "yes"}}],
@@ -633,6 +636,25 @@ class HttpTest(SharedMeshTest):
                         for _ in range(4)}
             self.assertEqual(len(backends), 1, f"user u{user} moved between {backends}")
             seen[user] = backends.pop()
+        self.assertEqual(set(seen.values()), {"web-v1", "web-v2"})
+
+    def test_ring_hash_cookie_is_generated_and_then_sticky(self):
+        # A request without the cookie gets one (Set-Cookie, as Envoy writes it) and goes where
+        # the requests that carry it go. Each new connection gets its own cookie.
+        seen = {}
+        for _ in range(30):
+            status, headers, body = self.mesh.get("/cookie")
+            self.assertEqual(status, 200)
+            cookie = headers.get("set-cookie", "")
+            self.assertRegex(cookie, r'^user="[0-9a-f]{16}"; Max-Age=60; Path=/cookie; HttpOnly$')
+            value = cookie.split(";")[0].split("=", 1)[1]
+            first = json.loads(body)["backend"]
+            for _ in range(3):
+                status, headers, body = self.mesh.get("/cookie", headers={"Cookie": f"user={value}"})
+                self.assertNotIn("set-cookie", headers)
+                self.assertEqual(json.loads(body)["backend"], first, value)
+            seen[value] = first
+        self.assertGreater(len(seen), 1)
         self.assertEqual(set(seen.values()), {"web-v1", "web-v2"})
 
     def test_circuit_breaker_overflow(self):
