@@ -979,9 +979,9 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "idle-upstream", "limited", "mirror", FLAKY, "queued",
-                          "sticky", "tcp-a", "tcp-b", "tcp-ring", "trailers",
-                          "web-v1", "web-v2"])
+                         ["dead", "empty", "idle-upstream", "keepalive", "limited", "max-requests",
+                          "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-ring",
+                          "trailers", "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"
