@@ -43,6 +43,7 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"upstream_rq_pending_overflow", true, v(s.upstream_rq_pending_overflow)},
       {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
       {"upstream_cx_idle_timeout", true, v(s.upstream_cx_idle_timeout)},
+      {"upstream_cx_max_requests", true, v(s.upstream_cx_max_requests)},
       {"upstream_rq_retry_overflow", true, v(s.upstream_rq_retry_overflow)},
       {"outlier_detection.ejections_enforced_total", true,
        v(s.outlier_detection_ejections_enforced_total)},

@@ -91,6 +91,10 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": cannot unpack ", it->second.type_url()));
     }
+    if (options.common_http_protocol_options().has_max_requests_per_connection()) {
+      cluster.max_requests_per_connection =
+          options.common_http_protocol_options().max_requests_per_connection().value();
+    }
     if (options.common_http_protocol_options().has_idle_timeout()) {
       cluster.idle_timeout =
           std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
@@ -125,6 +129,12 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
     }
   }
   cluster.http1.enable_trailers = proto.http_protocol_options().enable_trailers();
+  if (proto.common_http_protocol_options().has_max_requests_per_connection()) {
+    cluster.max_requests_per_connection =
+        proto.common_http_protocol_options().max_requests_per_connection().value();
+  } else if (proto.has_max_requests_per_connection()) {
+    cluster.max_requests_per_connection = proto.max_requests_per_connection().value();
+  }
   if (proto.has_http2_protocol_options()) {
     cluster.protocol = UpstreamProtocol::kHttp2;
     http2(proto.http2_protocol_options());
@@ -323,6 +333,14 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
     return absl::InvalidArgumentError("transport_socket: TLS upstreams are not supported yet");
   }
   if (auto status = ParseUpstreamProtocol(proto, *cluster); !status.ok()) return status;
+  if (proto.upstream_connection_options().has_tcp_keepalive()) {
+    const envoy::config::core::v3::TcpKeepalive& keepalive =
+        proto.upstream_connection_options().tcp_keepalive();
+    TcpKeepalive& out = cluster->tcp_keepalive.emplace();
+    if (keepalive.has_keepalive_probes()) out.probes = keepalive.keepalive_probes().value();
+    if (keepalive.has_keepalive_time()) out.time = keepalive.keepalive_time().value();
+    if (keepalive.has_keepalive_interval()) out.interval = keepalive.keepalive_interval().value();
+  }
   if (proto.has_load_assignment()) {
     auto endpoints = ParseAssignment(proto.load_assignment(), "load_assignment.");
     if (!endpoints.ok()) return endpoints.status();

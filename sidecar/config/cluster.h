@@ -85,6 +85,14 @@ struct OutlierDetection {
   double healthy_panic_threshold = 50;
 };
 
+// upstream_connection_options.tcp_keepalive: SO_KEEPALIVE on upstream sockets; a field left
+// unset keeps the kernel's default (net.ipv4.tcp_keepalive_*).
+struct TcpKeepalive {
+  std::optional<uint32_t> probes;    // TCP_KEEPCNT
+  std::optional<uint32_t> time;      // TCP_KEEPIDLE, seconds
+  std::optional<uint32_t> interval;  // TCP_KEEPINTVL, seconds
+};
+
 struct ClusterConfig {
   std::string name;
   DiscoveryType type = DiscoveryType::kEds;
@@ -102,6 +110,10 @@ struct ClusterConfig {
   // HttpProtocolOptions.common_http_protocol_options.idle_timeout: a connection without
   // requests this long is closed (Envoy's default 1 h; 0: never).
   std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
+  // common_http_protocol_options.max_requests_per_connection: an HTTP/1.1 connection closes
+  // after this many requests, an HTTP/2 one takes no more streams and drains (0: no limit).
+  uint32_t max_requests_per_connection = 0;
+  std::optional<TcpKeepalive> tcp_keepalive;  // absent: no keepalive probes
   CircuitBreakers circuit_breakers;
   std::optional<OutlierDetection> outlier_detection;  // absent: no host is ever ejected
   std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment

@@ -126,6 +126,9 @@ struct HashPolicy {
   Kind kind = Kind::kHeader;
   std::string name;  // header (lower case), cookie or query parameter name
   bool terminal = false;
+  // Cookie with a ttl: generated when the request lacks it (0 s: a session cookie).
+  std::optional<std::chrono::seconds> cookie_ttl;
+  std::string cookie_path;
 };
 
 // RouteAction.request_mirror_policies: a copy of the request goes to `cluster` for this

@@ -162,8 +162,10 @@ const config::WeightedCluster& PickWeighted(const std::vector<config::WeightedCl
 
 std::optional<uint64_t> RequestHash(const std::vector<config::HashPolicy>& policies,
                                     std::string_view path_and_query, HeaderGetter headers,
-                                    std::string_view source_ip) {
+                                    std::string_view source_ip, std::string_view connection_key,
+                                    std::vector<std::string>& set_cookies) {
   std::optional<uint64_t> hash;
+  std::string generated;
   for (const config::HashPolicy& policy : policies) {
     std::optional<std::string_view> value;
     switch (policy.kind) {
@@ -186,11 +188,26 @@ std::optional<uint64_t> RequestHash(const std::vector<config::HashPolicy>& polic
             size_t eq = pair.find('=');
             if (eq != std::string_view::npos && pair.substr(0, eq) == policy.name) {
               value = pair.substr(eq + 1);
+              // A quoted value counts without its quotes (as Envoy's generated ones come).
+              if (value->size() >= 2 && value->front() == '"' && value->back() == '"') {
+                value = value->substr(1, value->size() - 2);
+              }
               break;
             }
             if (semi == std::string_view::npos) break;
             rest = rest.substr(semi + 1);
           }
+        }
+        if ((!value || value->empty()) && policy.cookie_ttl) {
+          generated = absl::StrCat(absl::Hex(upstream::Hash64(connection_key), absl::kZeroPad16));
+          std::string cookie = absl::StrCat(policy.name, "=\"", generated, "\"");
+          if (policy.cookie_ttl->count() != 0) {
+            absl::StrAppend(&cookie, "; Max-Age=", policy.cookie_ttl->count());
+          }
+          if (!policy.cookie_path.empty()) absl::StrAppend(&cookie, "; Path=", policy.cookie_path);
+          absl::StrAppend(&cookie, "; HttpOnly");
+          set_cookies.push_back(std::move(cookie));
+          value = generated;
         }
         break;
     }

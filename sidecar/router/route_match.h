@@ -38,10 +38,15 @@ const config::WeightedCluster& PickWeighted(const std::vector<config::WeightedCl
 
 // The request's hash for consistent hashing from the route's hash policies (Envoy combines
 // them in order, stopping after a terminal one that produced a value); none if no policy
-// produced one.
+// produced one. A cookie policy with a ttl whose cookie the request lacks generates it, as
+// Envoy: its value is the hex hash of `connection_key` (the downstream connection's addresses,
+// so a connection's requests get the same one), the hash uses it, and its Set-Cookie header
+// value (`NAME="VALUE"; Max-Age=TTL; Path=PATH; HttpOnly`) goes to `set_cookies` for the
+// response.
 std::optional<uint64_t> RequestHash(const std::vector<config::HashPolicy>& policies,
                                     std::string_view path_and_query, HeaderGetter headers,
-                                    std::string_view source_ip);
+                                    std::string_view source_ip, std::string_view connection_key,
+                                    std::vector<std::string>& set_cookies);
 
 // The :path sent upstream after prefix_rewrite / regex_rewrite (query string kept).
 std::string RewritePath(const config::RouteMatch& match, const config::RouteAction& action,

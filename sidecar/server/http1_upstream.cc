@@ -40,16 +40,22 @@ Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, IdleConnections& id
       connection_(std::move(connection)),
       head_request_(target.head_request),
       idle_timeout_(target.idle_timeout),
+      max_requests_(target.max_requests_per_connection),
       trailers_enabled_(target.http1_trailers) {}
 
 Http1UpstreamStream::~Http1UpstreamStream() {
-  if (!reset_ && request_complete_ && parser_ && parser_->is_done() &&
-      parser_->keep_alive()) {
+  const bool reusable = !reset_ && request_complete_ && parser_ && parser_->is_done() &&
+                        parser_->keep_alive();
+  const bool at_max_requests = max_requests_ != 0 && connection_->requests >= max_requests_;
+  if (reusable && !at_max_requests) {
     pool_.Release(idle_, cluster_, std::move(connection_), idle_timeout_);
-  } else {
-    connection_.reset();
-    pool_.ConnectionClosed(cluster_);
+    return;
   }
+  if (reusable) {
+    connection_->stats->upstream_cx_max_requests.fetch_add(1, std::memory_order_relaxed);
+  }
+  connection_.reset();
+  pool_.ConnectionClosed(cluster_);
 }
 
 void Http1UpstreamStream::ExpiresAt(Clock::time_point deadline) {

@@ -48,6 +48,7 @@ class Http1UpstreamStream final : public UpstreamStream {
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
   std::chrono::milliseconds idle_timeout_;  // of the connection back in the pool
+  uint32_t max_requests_;  // per connection, 0: no limit
   bool trailers_enabled_;  // enable_trailers: read the response's, write the request's
   bool chunked_request_ = false;
   bool request_complete_ = false;

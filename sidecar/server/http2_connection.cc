@@ -14,6 +14,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include "sidecar/server/upstream_pool.h"
 #include "spdlog/spdlog.h"
 
 namespace meshpilot::sidecar::server {
@@ -207,7 +208,8 @@ asio::awaitable<void> Http2Connection::Serve(std::string preface) {
 }
 
 asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_point deadline,
-                                               std::shared_ptr<ClusterStats> stats) {
+                                               std::shared_ptr<ClusterStats> stats,
+                                               std::optional<config::TcpKeepalive> keepalive) {
   auto self = shared_from_this();
   stats_ = std::move(stats);
   boost::beast::tcp_stream stream(io_);
@@ -220,7 +222,7 @@ asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_p
     co_return;
   }
   socket_ = stream.release_socket();
-  socket_.set_option(tcp::no_delay(true), ec);
+  ConfigureUpstreamSocket(socket_, keepalive);
   stats_->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats_->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_await Run("");
@@ -332,6 +334,7 @@ void Http2Connection::Terminate(bool connect_failed) {
 
 bool Http2Connection::CanOpenStream(uint32_t local_limit) const {
   if (dead_ || goaway_received_ || !nghttp2_session_check_request_allowed(session_)) return false;
+  if (max_requests_ != 0 && assigned_ >= max_requests_) return false;
   if (nghttp2_session_get_next_stream_id(session_) >= (1u << 31) - 2) return false;
   uint32_t limit =
       nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
@@ -360,6 +363,7 @@ std::shared_ptr<Http2Stream> Http2Connection::OpenStream(const http::HeaderMap& 
   }
   stream->id_ = id;
   streams_[id] = stream;
+  ++opened_;
   Flush();
   return stream;
 }
@@ -462,7 +466,15 @@ int Http2Connection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t
   if (it == self->streams_.end()) return 0;
   std::shared_ptr<Http2Stream> stream = std::move(it->second);
   self->streams_.erase(it);
-  if (self->streams_.empty()) self->idle_timer_.cancel();
+  if (self->streams_.empty()) {
+    self->idle_timer_.cancel();
+    if (self->max_requests_ != 0 && self->opened_ >= self->max_requests_) {
+      if (self->stats_) {
+        self->stats_->upstream_cx_max_requests.fetch_add(1, std::memory_order_relaxed);
+      }
+      self->Drain();
+    }
+  }
   stream->Close(error_code, /*connect_failed=*/false);
   return 0;
 }

@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "sidecar/config/cluster.h"
 #include "sidecar/http/header_map.h"
 #include "sidecar/server/stream.h"
 #include "sidecar/stats.h"
@@ -123,17 +125,24 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // completes wait for it (and fail with kConnectFailure if it does not).
   boost::asio::awaitable<void> Connect(boost::asio::ip::tcp::endpoint peer,
                                        Clock::time_point deadline,
-                                       std::shared_ptr<ClusterStats> stats);
+                                       std::shared_ptr<ClusterStats> stats,
+                                       std::optional<config::TcpKeepalive> keepalive);
 
   // Client: whether another stream may go on this connection: no GOAWAY, stream ids left,
   // and below the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and `local_limit` if not 0).
+  // Nor once `max_requests` (max_requests_per_connection, if not 0) streams were assigned to it.
   bool CanOpenStream(uint32_t local_limit) const;
+  // Client, before Connect: after this many streams (0: no limit), the connection takes no
+  // more and drains once they are done.
+  void SetMaxRequests(uint32_t max_requests) { max_requests_ = max_requests; }
+  // Client: the pool put a stream on this connection.
+  void AssignStream() { ++assigned_; }
   bool dead() const { return dead_; }
   // Client: a new stream with `headers`; the body follows unless `end_stream`.
   std::shared_ptr<Http2Stream> OpenStream(const http::HeaderMap& headers, bool end_stream);
 
-  // Server: GOAWAY naming the last stream taken; the connection closes once the streams in
-  // flight are done.
+  // GOAWAY naming the last stream taken; the connection closes once the streams in flight are
+  // done (a server's, or a client's at max_requests_per_connection).
   void Drain();
   // Before Serve/Connect: with no stream open for `timeout`, the connection sends GOAWAY and
   // closes, counting in `counter` (Envoy's idle_timeout; 0: never).
@@ -178,6 +187,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   boost::asio::steady_timer idle_timer_;  // cancelled when the last stream closes
   bool goaway_received_ = false;
   bool draining_ = false;
+  uint32_t max_requests_ = 0;  // client: max_requests_per_connection
+  uint32_t assigned_ = 0;      // client: streams the pool put on it
+  uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
 };

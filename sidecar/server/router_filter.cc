@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "sidecar/http/grpc.h"
 #include "sidecar/router/cors.h"
 #include "sidecar/router/headers.h"
@@ -250,12 +251,18 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   const ActiveUpstreamRequest active_request(stats, breakers.max_requests);
   if (!active_request.admitted()) co_return co_await overloaded(response_mutations);
 
-  // Consistent hashing reads the request as the client sent it.
+  // Consistent hashing reads the request as the client sent it; cookies it generates go on the
+  // upstream's response.
+  std::vector<std::string> set_cookies;
   const std::optional<uint64_t> request_hash =
       action.hash_policies.empty()
           ? std::nullopt
           : router::RequestHash(action.hash_policies, path, headers,
-                                info_.remote.address().to_string());
+                                info_.remote.address().to_string(),
+                                absl::StrCat(info_.remote.address().to_string(), ":",
+                                             info_.remote.port(), info_.local.address().to_string(),
+                                             ":", info_.local.port()),
+                                set_cookies);
   // The request as it goes upstream.
   router::StripHopByHop(request);
   if (!request.Has("x-request-id")) {
@@ -536,6 +543,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         continue;
       }
       router::StripHopByHop(response);
+      for (const std::string& cookie : set_cookies) response.Add("set-cookie", cookie);
       response_mutations.ApplyTo(response);
       count_downstream(status);
       if (grpc && ended_with_headers) response_grpc_status = http::GrpcStatusOf(response);

@@ -17,6 +17,7 @@
 #include "sidecar/router/route_match.h"
 #include "sidecar/upstream/load_balancer.h"
 #include "sidecar/server/connection.h"
+#include "sidecar/server/upstream_pool.h"
 
 namespace meshpilot::sidecar::server {
 
@@ -133,7 +134,7 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, Connec
   }
   connector.expires_never();
   tcp::socket upstream = connector.release_socket();
-  upstream.set_option(tcp::no_delay(true), ec);
+  ConfigureUpstreamSocket(upstream, cluster->config->tcp_keepalive);
   stats.upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) {

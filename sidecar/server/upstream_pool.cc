@@ -1,5 +1,7 @@
 #include "sidecar/server/upstream_pool.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -153,6 +155,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
     }
     if (StillUsable(*connection)) {
       connection->reused = true;
+      ++connection->requests;
       co_return stream(std::move(connection));
     }
   }
@@ -176,8 +179,9 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
     target.stats->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
     co_return OpenedStream{nullptr, StreamError::kConnectFailure};
   }
-  connection->stream.socket().set_option(tcp::no_delay(true), ec);
+  ConfigureUpstreamSocket(connection->stream.socket(), target.tcp_keepalive);
   connection->connected = true;
+  connection->requests = 1;
   connection->open_in_pool = open;
   target.stats->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   target.stats->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
@@ -193,6 +197,7 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
       connections.end());
   for (const auto& connection : connections) {
     if (connection->CanOpenStream(target.max_concurrent_streams)) {
+      connection->AssignStream();
       return OpenedStream{NewHttp2UpstreamStream(connection)};
     }
   }
@@ -203,8 +208,12 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
   auto connection = std::make_shared<Http2Connection>(io_, tcp::socket(io_),
                                                       Http2Connection::Role::kClient);
   connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
+  connection->SetMaxRequests(target.max_requests_per_connection);
+  connection->AssignStream();
   connections.push_back(connection);
-  asio::co_spawn(io_, connection->Connect(target.peer, deadline, target.stats), asio::detached);
+  asio::co_spawn(io_,
+                 connection->Connect(target.peer, deadline, target.stats, target.tcp_keepalive),
+                 asio::detached);
   return OpenedStream{NewHttp2UpstreamStream(std::move(connection))};
 }
 
@@ -249,6 +258,23 @@ void UpstreamPool::SweepIdle() {
     });
   }
   if (next != Clock::time_point::max()) ScheduleIdleSweep(next);
+}
+
+void ConfigureUpstreamSocket(tcp::socket& socket,
+                             const std::optional<config::TcpKeepalive>& keepalive) {
+  boost::system::error_code ec;  // best effort, as Envoy's socket options
+  socket.set_option(tcp::no_delay(true), ec);
+  if (!keepalive) return;
+  socket.set_option(asio::socket_base::keep_alive(true), ec);
+  const int fd = socket.native_handle();
+  auto set = [fd](int option, const std::optional<uint32_t>& value) {
+    if (!value) return;
+    const int v = static_cast<int>(*value);
+    ::setsockopt(fd, IPPROTO_TCP, option, &v, sizeof v);
+  };
+  set(TCP_KEEPCNT, keepalive->probes);
+  set(TCP_KEEPIDLE, keepalive->time);
+  set(TCP_KEEPINTVL, keepalive->interval);
 }
 
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream) {

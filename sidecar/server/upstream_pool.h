@@ -53,6 +53,7 @@ struct UpstreamConnection {
   std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;
   bool reused = false;
+  uint32_t requests = 0;  // exchanges started on it, for max_requests_per_connection
   Clock::time_point released_at;  // when it last went idle
   Clock::time_point idle_until = Clock::time_point::max();  // in the pool: its idle_timeout
 };
@@ -69,6 +70,8 @@ struct UpstreamTarget {
   uint32_t max_concurrent_streams = 0;  // HTTP/2, 0: the peer's limit
   bool head_request = false;            // HTTP/1.1: the response has no body
   bool http1_trailers = false;          // HTTP/1.1: read response trailers (enable_trailers)
+  uint32_t max_requests_per_connection = 0;  // 0: no limit
+  std::optional<config::TcpKeepalive> tcp_keepalive;
 
   // The cluster's limits; `peer` is for the caller to set.
   static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,
@@ -83,11 +86,17 @@ struct UpstreamTarget {
                           config.idle_timeout,
                           config.http2.max_concurrent_streams,
                           head_request,
-                          config.http1.enable_trailers};
+                          config.http1.enable_trailers,
+                          config.max_requests_per_connection,
+                          config.tcp_keepalive};
   }
   static UpstreamTarget Of(std::string&& cluster, const config::ClusterConfig& config,
                            std::shared_ptr<ClusterStats> stats, bool head_request) = delete;
 };
+
+// A connected upstream socket's options: TCP_NODELAY, and the cluster's tcp_keepalive.
+void ConfigureUpstreamSocket(boost::asio::ip::tcp::socket& socket,
+                             const std::optional<config::TcpKeepalive>& keepalive);
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);

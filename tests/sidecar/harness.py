@@ -211,7 +211,8 @@ class Backend:
                             SHA-256 and trailers (/fail/N/KEY[/CODE] as for GET)
     OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
-    Every JSON answer's request is kept in `received` (its info, as answered).
+    Every JSON answer's request is kept in `received` (its info, as answered, with the port of
+    the connection it came on as `client_port`).
     """
 
     failures = {}
@@ -246,7 +247,7 @@ class Backend:
                     k = k.lower()
                     headers[k] = f"{headers[k]},{v}" if k in headers else v
                 info = {"backend": backend.name, "path": self.path, "method": self.command,
-                        "headers": headers}
+                        "headers": headers, "client_port": self.client_address[1]}
                 info.update(more)
                 backend.received.append(info)
                 return info

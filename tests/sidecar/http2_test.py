@@ -25,14 +25,17 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ECHO = "/meshpilot.echo.v1.Echo/"
 
 
-def h2_cluster(name, idle_timeout=None, **http2_options):
+def h2_cluster(name, idle_timeout=None, max_requests_per_connection=None, **http2_options):
     """An HTTP/2 cluster exactly as meshpilot's translator writes one for a grpc port (with
-    connectionPool.http.idleTimeout: `idle_timeout`)."""
+    connectionPool.http.idleTimeout: `idle_timeout`, maxRequestsPerConnection:
+    `max_requests_per_connection`)."""
     cluster = eds_cluster(name)
     options = {"@type": T + HTTP_PROTOCOL_OPTIONS,
                "explicit_http_config": {"http2_protocol_options": http2_options}}
-    if idle_timeout:
-        options["common_http_protocol_options"] = {"idle_timeout": idle_timeout}
+    common = {"idle_timeout": idle_timeout,
+              "max_requests_per_connection": max_requests_per_connection}
+    if any(common.values()):
+        options["common_http_protocol_options"] = {k: v for k, v in common.items() if v}
     cluster["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: options}
     return cluster
 
@@ -53,6 +56,7 @@ def routes(weights=(100, 0)):
         header_route("x-route", "slow", {"cluster": "grpc-slow", "timeout": "0.3s"}),
         header_route("x-route", "narrow", {"cluster": "grpc-narrow", "timeout": "10s"}),
         header_route("x-route", "idle", {"cluster": "grpc-idle"}),
+        header_route("x-route", "max-requests", {"cluster": "grpc-max-requests"}),
         dict(header_route("x-route", "fault", {"cluster": "grpc-a"}), typed_per_filter_config={
             "envoy.filters.http.fault": {"@type": FAULT, "abort": {
                 "grpc_status": 8, "percentage": {"numerator": 100}}}}),
@@ -171,12 +175,14 @@ class Http2Mesh:
                                             "grpc-slow")]
         clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web"),
                      h2_cluster("grpc-idle", idle_timeout="0.3s"),
+                     h2_cluster("grpc-max-requests", max_requests_per_connection=3),
                      http1_cluster("web-trailers", enable_trailers=True)]
         endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
                      assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
                      assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
                      assignment("grpc-narrow", [b["grpc-slow"].port]),
                      assignment("grpc-idle", [b["grpc-a"].port]),
+                     assignment("grpc-max-requests", [b["grpc-a"].port]),
                      assignment("web-trailers", [self.web.port]),
                      assignment("web", [self.web.port])]
         self.version += 1
@@ -345,6 +351,18 @@ class Http2Test(SharedMeshTest):
         code, calls, summary = self.mesh.echo("--count", "1", "--metadata", "x-route=idle")
         self.assertEqual((code, calls), (0, ["ok grpc-a"]), summary)
         self.assertEqual(self.mesh.stat("cluster.grpc-idle.upstream_cx_total"), before + 1)
+
+    def test_upstream_http2_connection_drains_after_max_requests_per_connection(self):
+        # max_requests_per_connection 3: ten sequential calls on one downstream connection (one
+        # worker's pool) use four upstream connections; the three full ones drain and close.
+        stat = lambda name: self.mesh.stat(f"cluster.grpc-max-requests.{name}")
+        code, calls, summary = self.mesh.echo("--count", "10", "--metadata", "x-route=max-requests")
+        self.assertEqual((code, set(calls)), (0, {"ok grpc-a"}), summary)
+        self.assertEqual(len(calls), 10)
+        self.assertEqual(stat("upstream_cx_total"), 4)
+        self.assertEqual(stat("upstream_cx_max_requests"), 3)
+        wait_until(lambda: stat("upstream_cx_destroy") >= 3, WAIT_S,
+                   "the drained upstream connections to close")
 
     def test_upstream_stats_count_http2_requests(self):
         before = self.mesh.stat("cluster.grpc-b.upstream_rq_2xx")

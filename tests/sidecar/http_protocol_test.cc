@@ -244,12 +244,32 @@ TEST_CASE("cluster protocol: HttpProtocolOptions and the deprecated fields") {
         ".auto_config: needs ALPN over TLS, and upstream TLS is not supported yet");
 }
 
+TEST_CASE("cluster: max_requests_per_connection and tcp_keepalive") {
+  const std::string base = R"({"name": "c", "type": "STATIC", "connect_timeout": "1s", )";
+  CHECK(ClusterFrom(base + R"("lb_policy": "ROUND_ROBIN"})").max_requests_per_connection == 0);
+  CHECK(ClusterFrom(base + kOptions + R"("common_http_protocol_options": {"max_requests_per_connection": 3}}}})")
+            .max_requests_per_connection == 3);
+  // The deprecated fields, the newer first.
+  CHECK(ClusterFrom(base + R"("common_http_protocol_options": {"max_requests_per_connection": 4},
+                              "max_requests_per_connection": 5})")
+            .max_requests_per_connection == 4);
+  CHECK(ClusterFrom(base + R"("max_requests_per_connection": 5})").max_requests_per_connection == 5);
+
+  CHECK_FALSE(ClusterFrom(base + R"("lb_policy": "ROUND_ROBIN"})").tcp_keepalive.has_value());
+  auto partial = ClusterFrom(base + R"("upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 60}}})");
+  REQUIRE(partial.tcp_keepalive.has_value());
+  CHECK(partial.tcp_keepalive->time == 60u);
+  CHECK_FALSE(partial.tcp_keepalive->probes.has_value());  // the kernel's default
+  CHECK_FALSE(partial.tcp_keepalive->interval.has_value());
+  CHECK(ClusterFrom(base + R"("upstream_connection_options": {"tcp_keepalive": {}}})").tcp_keepalive.has_value());
+}
+
 TEST_CASE("cluster protocol: what meshpilot emits for gRPC/HTTP2 and HTTP ports") {
   namespace fs = std::filesystem;
   std::ifstream in(fs::path(MESHPILOT_SOURCE_DIR) / "tests/golden/dr_traffic_policy/expected/sidecar/cds.json");
   std::stringstream text;
   text << in.rdbuf();
-  std::map<std::string, config::UpstreamProtocol> protocols;
+  std::map<std::string, std::shared_ptr<const config::ClusterConfig>> clusters;
   for (const auto& resource : nlohmann::json::parse(text.str())) {
     google::protobuf::Any any;  // the golden files hold resources as Any (with "@type")
     REQUIRE(google::protobuf::util::JsonStringToMessage(resource.dump(), &any).ok());
@@ -257,13 +277,20 @@ TEST_CASE("cluster protocol: what meshpilot emits for gRPC/HTTP2 and HTTP ports"
     REQUIRE(any.UnpackTo(&proto));
     auto cluster = config::ParseCluster(proto);
     REQUIRE(cluster.ok());
-    protocols[proto.name()] = (*cluster)->protocol;
+    clusters[proto.name()] = *cluster;
   }
   // ratings: a grpc port (7070) and an http port its DestinationRule upgrades to HTTP/2 (8080);
   // reviews: an http port with connection-pool options.
-  CHECK(protocols.at("outbound|7070||ratings.default.svc.cluster.local") == config::UpstreamProtocol::kHttp2);
-  CHECK(protocols.at("outbound|8080||ratings.default.svc.cluster.local") == config::UpstreamProtocol::kHttp2);
-  CHECK(protocols.at("outbound|9080|v1|reviews.default.svc.cluster.local") == config::UpstreamProtocol::kHttp1);
+  CHECK(clusters.at("outbound|7070||ratings.default.svc.cluster.local")->protocol == config::UpstreamProtocol::kHttp2);
+  CHECK(clusters.at("outbound|8080||ratings.default.svc.cluster.local")->protocol == config::UpstreamProtocol::kHttp2);
+  const config::ClusterConfig& reviews = *clusters.at("outbound|9080|v1|reviews.default.svc.cluster.local");
+  CHECK(reviews.protocol == config::UpstreamProtocol::kHttp1);
+  // maxRequestsPerConnection: 1, tcpKeepalive: {probes: 3, time: 7200s, interval: 75s}
+  CHECK(reviews.max_requests_per_connection == 1);
+  REQUIRE(reviews.tcp_keepalive.has_value());
+  CHECK(reviews.tcp_keepalive->probes == 3u);
+  CHECK(reviews.tcp_keepalive->time == 7200u);
+  CHECK(reviews.tcp_keepalive->interval == 75u);
 }
 
 TEST_CASE("listener codec: AUTO, HTTP1 and HTTP2 accepted, HTTP3 rejected with its field") {

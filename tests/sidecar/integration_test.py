@@ -49,16 +49,25 @@ def eds_cluster(name, lb="ROUND_ROBIN"):
             "connect_timeout": "1s", "lb_policy": lb}
 
 
-def http1_cluster(name, idle_timeout=None, enable_trailers=False):
-    """An HTTP/1.1 cluster with HttpProtocolOptions: idle_timeout, enable_trailers."""
+def http1_cluster(name, enable_trailers=False, **common_http_protocol_options):
+    """An HTTP/1.1 cluster with HttpProtocolOptions: enable_trailers and common options
+    (idle_timeout, max_requests_per_connection)."""
     cluster = eds_cluster(name)
     options = {"@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                "explicit_http_config": {"http_protocol_options": {
                    "enable_trailers": enable_trailers}}}
-    if idle_timeout:
-        options["common_http_protocol_options"] = {"idle_timeout": idle_timeout}
+    if common_http_protocol_options:
+        options["common_http_protocol_options"] = common_http_protocol_options
     cluster["typed_extension_protocol_options"] = {
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
+    return cluster
+
+
+def keepalive_cluster(name):
+    """What meshpilot writes for connectionPool.tcp.tcpKeepalive (tests/golden/dr_traffic_policy)."""
+    cluster = eds_cluster(name)
+    cluster["upstream_connection_options"] = {"tcp_keepalive": {
+        "keepalive_probes": 3, "keepalive_time": 7200, "keepalive_interval": 75}}
     return cluster
 
 
@@ -171,9 +180,14 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                     route("/queued/", {"route": {"cluster": "queued"}}),
                     route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
                     route("/with-trailers/", {"route": {"cluster": "trailers"}}),
+                    route("/max-requests/", {"route": {"cluster": "max-requests"}}),
+                    route("/keepalive/", {"route": {"cluster": "keepalive"}}),
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
                         {"header": {"header_name": "x-user"}}]}}),
+                    # What meshpilot writes for consistentHash.httpCookie {name, path, ttl}.
+                    route("/cookie", {"route": {"cluster": "sticky", "hash_policy": [
+                        {"cookie": {"name": "user", "path": "/cookie", "ttl": "60s"}}]}}),
                     route("/empty", {"route": {"cluster": "empty"}}),
                     route("/rewrite/", {"route": {"cluster": "web-v1", "prefix_rewrite": "/rewritten/"}},
                           request_headers_to_add=[{"header": {"key": "x-added", "value": "yes"}}],
@@ -260,6 +274,8 @@ class Mesh:
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
                     http1_cluster("idle-upstream", idle_timeout="0.3s"),
                     http1_cluster("trailers", enable_trailers=True),
+                    http1_cluster("max-requests", max_requests_per_connection=3),
+                    keepalive_cluster("keepalive"),
                     eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
                                     base_ejection_time="300s", max_ejection_percent=50)]
@@ -269,6 +285,8 @@ class Mesh:
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
                      assignment("idle-upstream", [self.v1.port]),
                      assignment("trailers", [self.v1.port]),
+                     assignment("max-requests", [self.v1.port]),
+                     assignment("keepalive", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
                      assignment(FLAKY, [self.v1.port, self.broken.port]),
@@ -529,6 +547,44 @@ class HttpTest(SharedMeshTest):
         conn.close()
         self.assertEqual(stat("upstream_cx_total"), opened + 1)
 
+    def test_upstream_http1_connection_closes_after_max_requests_per_connection(self):
+        # max_requests_per_connection 3: ten sequential requests on one downstream connection
+        # (one worker's pool) use four upstream connections.
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        for i in range(10):
+            conn.request("GET", f"/max-requests/{i}", headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        conn.close()
+        ports = [info["client_port"] for info in self.mesh.v1.received
+                 if info["path"].startswith("/max-requests/")]
+        self.assertEqual(len(ports), 10)
+        self.assertEqual(len(set(ports)), 4, ports)
+        self.assertEqual(self.mesh.stat("cluster.max-requests.upstream_cx_max_requests"), 3)
+
+    def test_upstream_connections_get_tcp_keepalive(self):
+        # tcp_keepalive (time 7200 s): the pooled upstream connection to the backend carries
+        # the kernel's keepalive timer, as `ss -o` shows; web-v1's without it carry none.
+        def timers(path):
+            conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+            conn.request("GET", path, headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            port = [i["client_port"] for i in self.mesh.v1.received if i["path"] == path][0]
+            out = subprocess.run(["ss", "-tnoH", "state", "established", "sport", "=", f":{port}"],
+                                 capture_output=True, text=True, check=True).stdout
+            conn.close()
+            self.assertIn(f":{self.mesh.v1.port}", out)
+            return out
+        with_keepalive = timers("/keepalive/a")
+        self.assertIn("timer:(keepalive,", with_keepalive)
+        # The first probe after keepalive_time: the timer counts down from about 2 hours.
+        minutes = int(with_keepalive.split("timer:(keepalive,")[1].split("min")[0])
+        self.assertGreater(minutes, 100)
+        self.assertNotIn("keepalive", timers("/plain/a"))
+
     def raw_get(self, port, path):
         """The raw response bytes of one HTTP/1.1 request (the connection closes after it)."""
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
@@ -580,6 +636,25 @@ class HttpTest(SharedMeshTest):
                         for _ in range(4)}
             self.assertEqual(len(backends), 1, f"user u{user} moved between {backends}")
             seen[user] = backends.pop()
+        self.assertEqual(set(seen.values()), {"web-v1", "web-v2"})
+
+    def test_ring_hash_cookie_is_generated_and_then_sticky(self):
+        # A request without the cookie gets one (Set-Cookie, as Envoy writes it) and goes where
+        # the requests that carry it go. Each new connection gets its own cookie.
+        seen = {}
+        for _ in range(30):
+            status, headers, body = self.mesh.get("/cookie")
+            self.assertEqual(status, 200)
+            cookie = headers.get("set-cookie", "")
+            self.assertRegex(cookie, r'^user="[0-9a-f]{16}"; Max-Age=60; Path=/cookie; HttpOnly$')
+            value = cookie.split(";")[0].split("=", 1)[1]
+            first = json.loads(body)["backend"]
+            for _ in range(3):
+                status, headers, body = self.mesh.get("/cookie", headers={"Cookie": f"user={value}"})
+                self.assertNotIn("set-cookie", headers)
+                self.assertEqual(json.loads(body)["backend"], first, value)
+            seen[value] = first
+        self.assertGreater(len(seen), 1)
         self.assertEqual(set(seen.values()), {"web-v1", "web-v2"})
 
     def test_circuit_breaker_overflow(self):
@@ -904,9 +979,9 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "idle-upstream", "limited", "mirror", FLAKY, "queued",
-                          "sticky", "tcp-a", "tcp-b", "tcp-ring", "trailers",
-                          "web-v1", "web-v2"])
+                         ["dead", "empty", "idle-upstream", "keepalive", "limited", "max-requests",
+                          "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-ring",
+                          "trailers", "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"

@@ -792,6 +792,13 @@ class IstioTrafficTest(SharedMeshTest):
                   for user in range(12)}
         self.assertTrue(all(len(got) == 1 for got in chosen.values()), chosen)
         self.assertGreater(len(set().union(*chosen.values())), 1, chosen)
+        # Without the cookie, meshproxy generates one (ttl 0s: a session cookie) and later
+        # requests that carry it go where the first one went.
+        first = call()
+        cookie = first.headers.get("set-cookie", "")
+        self.assertRegex(cookie, r'^session="[0-9a-f]{16}"; HttpOnly$')
+        self.assertEqual(set(backends(4, headers={"Cookie": cookie.split(";")[0]})),
+                         {first.backend})
 
         # A subset's loadBalancer replaces the rule's: the rule hashes the source IP (one
         # backend), the subset of every web Pod takes turns.

@@ -227,13 +227,16 @@ TEST_CASE("route: hash policies from header, cookie, query and source ip") {
   REQUIRE(policies.size() == 4);
   auto hash = [&](std::map<std::string, std::string> headers, const std::string& path,
                   const std::string& ip) {
-    return router::RequestHash(policies, path,
-                               [&](std::string_view name) -> std::optional<std::string_view> {
-                                 auto it = headers.find(std::string(name));
-                                 if (it == headers.end()) return std::nullopt;
-                                 return it->second;
-                               },
-                               ip);
+    std::vector<std::string> set_cookies;
+    auto h = router::RequestHash(policies, path,
+                                 [&](std::string_view name) -> std::optional<std::string_view> {
+                                   auto it = headers.find(std::string(name));
+                                   if (it == headers.end()) return std::nullopt;
+                                   return it->second;
+                                 },
+                                 ip, "conn", set_cookies);
+    CHECK(set_cookies.empty());  // no ttl: the cookie is only read
+    return h;
   };
   // A terminal header wins alone: the rest does not change the hash.
   CHECK(hash({{"x-user", "a"}}, "/?id=1", "10.0.0.1") == hash({{"x-user", "a"}}, "/?id=2", "10.0.0.2"));
@@ -243,6 +246,50 @@ TEST_CASE("route: hash policies from header, cookie, query and source ip") {
         hash({{"cookie", "a=1; session=s2"}}, "/?id=1", "10.0.0.1"));
   CHECK(hash({}, "/?id=1", "10.0.0.1") != hash({}, "/?id=2", "10.0.0.1"));
   CHECK(hash({}, "/", "10.0.0.1") == hash({}, "/", "10.0.0.1"));
+}
+
+TEST_CASE("route: a cookie hash policy with a ttl generates the missing cookie") {
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/a"}, "route": {"cluster": "c", "hash_policy": [
+      {"cookie": {"name": "user", "ttl": "60s", "path": "/a"}}]}},
+    {"match": {"prefix": "/b"}, "route": {"cluster": "c", "hash_policy": [
+      {"cookie": {"name": "user", "ttl": "0s"}}]}}]}]})");
+  const auto& routes = table->virtual_hosts[0].routes;
+  auto hash = [&](size_t route, std::optional<std::string> cookie, const std::string& connection,
+                  std::vector<std::string>& set_cookies) {
+    return router::RequestHash(
+        std::get<config::RouteAction>(routes[route].action).hash_policies, "/",
+        [&](std::string_view name) -> std::optional<std::string_view> {
+          if (name == "cookie" && cookie) return *cookie;
+          return std::nullopt;
+        },
+        "10.0.0.1", connection, set_cookies);
+  };
+  std::vector<std::string> set_cookies;
+  const auto generated = hash(0, std::nullopt, "10.0.0.1:5000127.0.0.1:80", set_cookies);
+  REQUIRE(set_cookies.size() == 1);
+  const std::string& header = set_cookies[0];
+  REQUIRE(header.starts_with("user=\""));
+  const std::string value = header.substr(6, header.find('"', 6) - 6);
+  CHECK(value.size() == 16);
+  CHECK(header == "user=\"" + value + "\"; Max-Age=60; Path=/a; HttpOnly");
+  // The request that carries it (quoted or not) hashes as the one that got it, and sets none.
+  std::vector<std::string> none;
+  CHECK(hash(0, "user=\"" + value + "\"", "other", none) == generated);
+  CHECK(hash(0, "x=1; user=" + value, "other", none) == generated);
+  CHECK(none.empty());
+  // The same connection gets the same cookie; another one another.
+  std::vector<std::string> again, other;
+  hash(0, std::nullopt, "10.0.0.1:5000127.0.0.1:80", again);
+  hash(0, std::nullopt, "10.0.0.1:5001127.0.0.1:80", other);
+  CHECK(again == set_cookies);
+  CHECK(other != set_cookies);
+  // ttl 0: a session cookie, without Max-Age (and without Path when none is given).
+  std::vector<std::string> session;
+  hash(1, std::nullopt, "c", session);
+  REQUIRE(session.size() == 1);
+  CHECK(session[0].ends_with("\"; HttpOnly"));
+  CHECK(session[0].find("Max-Age") == std::string::npos);
 }
 
 TEST_CASE("route config: Envoy's default route timeout is 15s, 0s disables it") {
