@@ -239,7 +239,8 @@ class Backend:
                 for k, v in extra_headers:
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":  # a body after a HEAD answer breaks the connection
+                    self.wfile.write(body)
 
             def _info(self, **more):
                 headers = {}
