@@ -56,6 +56,18 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
        v(s.outlier_detection_ejections_detected_failure_percentage)},
       {"outlier_detection.ejections_enforced_failure_percentage", true,
        v(s.outlier_detection_ejections_enforced_failure_percentage)},
+      {"outlier_detection.ejections_detected_consecutive_local_origin_failure", true,
+       v(s.outlier_detection_ejections_detected_consecutive_local_origin_failure)},
+      {"outlier_detection.ejections_enforced_consecutive_local_origin_failure", true,
+       v(s.outlier_detection_ejections_enforced_consecutive_local_origin_failure)},
+      {"outlier_detection.ejections_detected_local_origin_success_rate", true,
+       v(s.outlier_detection_ejections_detected_local_origin_success_rate)},
+      {"outlier_detection.ejections_enforced_local_origin_success_rate", true,
+       v(s.outlier_detection_ejections_enforced_local_origin_success_rate)},
+      {"outlier_detection.ejections_detected_local_origin_failure_percentage", true,
+       v(s.outlier_detection_ejections_detected_local_origin_failure_percentage)},
+      {"outlier_detection.ejections_enforced_local_origin_failure_percentage", true,
+       v(s.outlier_detection_ejections_enforced_local_origin_failure_percentage)},
       {"istio_requests_untracked", true, static_cast<int64_t>(s.istio_requests.untracked())},
   };
 }

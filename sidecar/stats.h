@@ -44,6 +44,12 @@ struct ClusterStats {
   std::atomic<uint64_t> outlier_detection_ejections_enforced_success_rate{0};
   std::atomic<uint64_t> outlier_detection_ejections_detected_failure_percentage{0};
   std::atomic<uint64_t> outlier_detection_ejections_enforced_failure_percentage{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_consecutive_local_origin_failure{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_consecutive_local_origin_failure{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_local_origin_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_local_origin_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_local_origin_failure_percentage{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_local_origin_failure_percentage{0};
   IstioRequestCounts istio_requests;
 
   void CountResponse(unsigned status) {

@@ -410,11 +410,16 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       }
       previous = host;
       const upstream::HostRequest active(host);
-      // Passive outlier detection sees every attempt's result (local-origin errors as Envoy
-      // maps them: 503, and 504 for a timeout).
-      auto report = [&](unsigned result) {
+      // Passive outlier detection sees every attempt's result: a response, or a locally
+      // originated error (connect failure or reset, or a timeout).
+      auto report = [&](unsigned status) {
         if (host != nullptr && lb->outlier() != nullptr) {
-          lb->outlier()->Report(*host, result, worker_.rng()(), Clock::now());
+          lb->outlier()->Report(*host, status, worker_.rng()(), Clock::now());
+        }
+      };
+      auto report_local_origin = [&](bool timeout) {
+        if (host != nullptr && lb->outlier() != nullptr) {
+          lb->outlier()->ReportLocalOrigin(*host, timeout, worker_.rng()(), Clock::now());
         }
       };
 
@@ -450,7 +455,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
       }
       if (error == StreamError::kConnectFailure) {
-        report(503);
+        report_local_origin(false);
         if (deadline && Clock::now() >= *deadline) co_return co_await timeout_reply();
         // Nothing was sent yet: even a streamed request can try again.
         if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
@@ -462,7 +467,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       }
       if (error == StreamError::kTimeout) {
         if (up != nullptr) {  // else it timed out in the pending queue, before any host
-          report(504);
+          report_local_origin(true);
           up->Reset();
         }
         if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
@@ -483,7 +488,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           stale_retried = true;
           continue;
         }
-        report(503);
+        report_local_origin(false);
         const bool refused = error == StreamError::kRefused;
         if (may_retry(refused ? router::AttemptOutcome::kRefusedStream
                               : router::AttemptOutcome::kReset,
@@ -520,7 +525,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       }
       if (error != StreamError::kNone) {
         // The response broke off before its end, and none of it was sent on.
-        report(error == StreamError::kTimeout ? 504 : 503);
+        report_local_origin(error == StreamError::kTimeout);
         up->Reset();
         if (error == StreamError::kTimeout && deadline &&
             Clock::now() + std::chrono::milliseconds(1) >= *deadline) {

@@ -25,15 +25,45 @@ struct HostVolume {
 
 }  // namespace
 
+struct OutlierDetector::IntervalDetectors {
+  std::atomic<uint64_t> OutlierState::*counts;
+  uint32_t config::OutlierDetection::*enforcing_success_rate;
+  uint32_t config::OutlierDetection::*enforcing_failure_percentage;
+  std::atomic<uint64_t> ClusterStats::*detected_success_rate;
+  std::atomic<uint64_t> ClusterStats::*enforced_success_rate;
+  std::atomic<uint64_t> ClusterStats::*detected_failure_percentage;
+  std::atomic<uint64_t> ClusterStats::*enforced_failure_percentage;
+};
+
+namespace {
+
+constexpr OutlierDetector::IntervalDetectors kExternal = {
+    &OutlierState::interval_counts,
+    &config::OutlierDetection::enforcing_success_rate,
+    &config::OutlierDetection::enforcing_failure_percentage,
+    &ClusterStats::outlier_detection_ejections_detected_success_rate,
+    &ClusterStats::outlier_detection_ejections_enforced_success_rate,
+    &ClusterStats::outlier_detection_ejections_detected_failure_percentage,
+    &ClusterStats::outlier_detection_ejections_enforced_failure_percentage,
+};
+constexpr OutlierDetector::IntervalDetectors kLocalOrigin = {
+    &OutlierState::local_interval_counts,
+    &config::OutlierDetection::enforcing_local_origin_success_rate,
+    &config::OutlierDetection::enforcing_failure_percentage_local_origin,
+    &ClusterStats::outlier_detection_ejections_detected_local_origin_success_rate,
+    &ClusterStats::outlier_detection_ejections_enforced_local_origin_success_rate,
+    &ClusterStats::outlier_detection_ejections_detected_local_origin_failure_percentage,
+    &ClusterStats::outlier_detection_ejections_enforced_local_origin_failure_percentage,
+};
+
+}  // namespace
+
 OutlierDetector::OutlierDetector(const config::OutlierDetection& config,
                                  std::vector<const Host*> hosts,
                                  std::shared_ptr<ClusterStats> stats)
     : config_(config), hosts_(std::move(hosts)), stats_(std::move(stats)) {}
 
-void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
-                             Clock::time_point now) const {
-  OutlierState& state = host.outlier;
-  state.interval_counts.fetch_add(kOneRequest | (status >= 500 ? 1 : 0), std::memory_order_relaxed);
+void OutlierDetector::AdvanceInterval(uint64_t random, Clock::time_point now) const {
   int64_t interval_end = interval_end_.load(std::memory_order_acquire);
   const int64_t next_end = Nanos(now + config_.interval);
   if (interval_end == 0) {
@@ -41,8 +71,47 @@ void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
   } else if (Nanos(now) >= interval_end &&
              interval_end_.compare_exchange_strong(interval_end, next_end,
                                                    std::memory_order_acq_rel)) {
-    EvaluateInterval(random, now);  // this thread ended the interval
+    // This thread ended the interval.
+    EvaluateInterval(kExternal, random, now);
+    if (config_.split_external_local_origin_errors) EvaluateInterval(kLocalOrigin, random >> 1, now);
   }
+}
+
+void OutlierDetector::ReportLocalOrigin(const Host& host, bool timeout, uint64_t random,
+                                        Clock::time_point now) const {
+  if (!config_.split_external_local_origin_errors) {
+    Report(host, timeout ? 504 : 503, random, now);  // Envoy's mapping
+    return;
+  }
+  OutlierState& state = host.outlier;
+  state.local_interval_counts.fetch_add(kOneRequest | 1, std::memory_order_relaxed);
+  AdvanceInterval(random, now);
+  if (Ejected(host, now)) return;
+  if (state.consecutive_local_origin_failure.fetch_add(1, std::memory_order_relaxed) + 1 !=
+      config_.consecutive_local_origin_failure) {
+    return;
+  }
+  if (stats_ != nullptr) {
+    stats_->outlier_detection_ejections_detected_consecutive_local_origin_failure.fetch_add(
+        1, std::memory_order_relaxed);
+  }
+  if (TryEject(host, config_.enforcing_consecutive_local_origin_failure, random, now) &&
+      stats_ != nullptr) {
+    stats_->outlier_detection_ejections_enforced_consecutive_local_origin_failure.fetch_add(
+        1, std::memory_order_relaxed);
+  }
+}
+
+void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
+                             Clock::time_point now) const {
+  OutlierState& state = host.outlier;
+  if (config_.split_external_local_origin_errors) {
+    // An answer: as far as the host's connection goes, a success.
+    state.local_interval_counts.fetch_add(kOneRequest, std::memory_order_relaxed);
+    state.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
+  }
+  state.interval_counts.fetch_add(kOneRequest | (status >= 500 ? 1 : 0), std::memory_order_relaxed);
+  AdvanceInterval(random, now);
   if (status < 500) {
     state.consecutive_5xx.store(0, std::memory_order_relaxed);
     state.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
@@ -64,11 +133,12 @@ void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
   }
 }
 
-void OutlierDetector::EvaluateInterval(uint64_t random, Clock::time_point now) const {
+void OutlierDetector::EvaluateInterval(const IntervalDetectors& detectors, uint64_t random,
+                                       Clock::time_point now) const {
   std::vector<HostVolume> volumes;
   volumes.reserve(hosts_.size());
   for (const Host* host : hosts_) {
-    const uint64_t counts = host->outlier.interval_counts.exchange(0, std::memory_order_acq_rel);
+    const uint64_t counts = (host->outlier.*detectors.counts).exchange(0, std::memory_order_acq_rel);
     if (Ejected(*host, now)) continue;  // Envoy leaves ejected hosts out
     volumes.push_back({host, static_cast<double>(counts >> 32),
                        static_cast<double>(counts & 0xffffffff)});
@@ -96,13 +166,11 @@ void OutlierDetector::EvaluateInterval(uint64_t random, Clock::time_point now) c
     for (size_t i : sr_hosts) {
       if (rate(i) >= threshold) continue;
       if (stats_ != nullptr) {
-        stats_->outlier_detection_ejections_detected_success_rate.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.detected_success_rate).fetch_add(1, std::memory_order_relaxed);
       }
-      if (TryEject(*volumes[i].host, config_.enforcing_success_rate, draw(i), now) &&
+      if (TryEject(*volumes[i].host, config_.*detectors.enforcing_success_rate, draw(i), now) &&
           stats_ != nullptr) {
-        stats_->outlier_detection_ejections_enforced_success_rate.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.enforced_success_rate).fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -118,13 +186,12 @@ void OutlierDetector::EvaluateInterval(uint64_t random, Clock::time_point now) c
         continue;
       }
       if (stats_ != nullptr) {
-        stats_->outlier_detection_ejections_detected_failure_percentage.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.detected_failure_percentage).fetch_add(1, std::memory_order_relaxed);
       }
-      if (TryEject(*volumes[i].host, config_.enforcing_failure_percentage, draw(i) >> 16, now) &&
+      if (TryEject(*volumes[i].host, config_.*detectors.enforcing_failure_percentage,
+                   draw(i) >> 16, now) &&
           stats_ != nullptr) {
-        stats_->outlier_detection_ejections_enforced_failure_percentage.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.enforced_failure_percentage).fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -154,6 +221,7 @@ bool OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
   state.times_ejected.fetch_add(1, std::memory_order_relaxed);
   state.consecutive_5xx.store(0, std::memory_order_relaxed);
   state.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
+  state.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
   int64_t earliest = earliest_return_.load(std::memory_order_relaxed);
   while (until < earliest &&
          !earliest_return_.compare_exchange_weak(earliest, until, std::memory_order_acq_rel)) {
@@ -168,6 +236,7 @@ bool OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
 void OutlierDetector::Return(const Host& host) const {
   host.outlier.consecutive_5xx.store(0, std::memory_order_relaxed);
   host.outlier.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
+  host.outlier.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
   ejected_.fetch_sub(1, std::memory_order_acq_rel);
   if (stats_ != nullptr) {
     stats_->outlier_detection_ejections_active.fetch_sub(1, std::memory_order_relaxed);

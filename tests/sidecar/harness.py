@@ -543,6 +543,16 @@ def http_json(url, timeout=5):
         return json.loads(r.read())
 
 
+def admin_stat(name, admin_port=15000):
+    """The value of one counter or gauge in meshproxy's admin /stats, or None."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats", timeout=5).read().decode()
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return None
+
+
 def config_dump_has(*texts, admin_port=15000):
     """Whether meshproxy's applied config (its admin /config_dump) mentions every text."""
     dump = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/config_dump",
