@@ -71,9 +71,32 @@ void OutlierDetector::AdvanceInterval(uint64_t random, Clock::time_point now) co
   } else if (Nanos(now) >= interval_end &&
              interval_end_.compare_exchange_strong(interval_end, next_end,
                                                    std::memory_order_acq_rel)) {
-    // This thread ended the interval.
+    // This thread ended the interval (or several, with no report in between).
+    DecayEjections(interval_end, now);
     EvaluateInterval(kExternal, random, now);
     if (config_.split_external_local_origin_errors) EvaluateInterval(kLocalOrigin, random >> 1, now);
+  }
+}
+
+void OutlierDetector::DecayEjections(int64_t interval_end, Clock::time_point now) const {
+  const int64_t interval = std::max<int64_t>(Nanos(Clock::time_point(config_.interval)), 1);
+  // The intervals that ended: at interval_end, interval_end + interval, ... up to now.
+  const int64_t ended = 1 + (Nanos(now) - interval_end) / interval;
+  for (const Host* host : hosts_) {
+    if (Ejected(*host, now)) continue;
+    OutlierState& state = host->outlier;
+    // Those it was in for from start to end: the first one starts at or after in_since.
+    const int64_t first_start = interval_end - interval;
+    const int64_t in_since = state.in_since.load(std::memory_order_relaxed);
+    const int64_t skipped =
+        in_since <= first_start ? 0 : (in_since - first_start + interval - 1) / interval;
+    const int64_t healthy = ended - std::min(ended, skipped);
+    uint32_t times = state.times_ejected.load(std::memory_order_relaxed);
+    while (times > 0 && healthy > 0 &&
+           !state.times_ejected.compare_exchange_weak(
+               times, static_cast<uint32_t>(times - std::min<int64_t>(times, healthy)),
+               std::memory_order_relaxed)) {
+    }
   }
 }
 
@@ -209,16 +232,18 @@ bool OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
     }
   } while (!ejected_.compare_exchange_weak(ejected, ejected + 1, std::memory_order_acq_rel));
   OutlierState& state = host.outlier;
-  const uint32_t times = state.times_ejected.load(std::memory_order_relaxed) + 1;
-  const auto duration = std::min(config_.base_ejection_time * times,
-                                 std::max(config_.max_ejection_time, config_.base_ejection_time));
+  // The multiplier grows while base_ejection_time times it is under max_ejection_time.
+  const auto longest = std::max(config_.max_ejection_time, config_.base_ejection_time);
+  const uint32_t before = state.times_ejected.load(std::memory_order_relaxed);
+  const uint32_t times = config_.base_ejection_time * before < longest ? before + 1 : before;
+  const auto duration = std::min(config_.base_ejection_time * times, longest);
   const int64_t until = Nanos(now + duration);
   int64_t expected = 0;
   if (!state.ejected_until.compare_exchange_strong(expected, until, std::memory_order_acq_rel)) {
     ejected_.fetch_sub(1, std::memory_order_relaxed);  // another thread ejected it first
     return false;
   }
-  state.times_ejected.fetch_add(1, std::memory_order_relaxed);
+  state.times_ejected.store(times, std::memory_order_relaxed);
   state.consecutive_5xx.store(0, std::memory_order_relaxed);
   state.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
   state.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
@@ -233,7 +258,8 @@ bool OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
   return true;
 }
 
-void OutlierDetector::Return(const Host& host) const {
+void OutlierDetector::Return(const Host& host, int64_t ejected_until) const {
+  host.outlier.in_since.store(ejected_until, std::memory_order_relaxed);
   host.outlier.consecutive_5xx.store(0, std::memory_order_relaxed);
   host.outlier.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
   host.outlier.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
@@ -249,7 +275,7 @@ bool OutlierDetector::Ejected(const Host& host, Clock::time_point now) const {
   if (Nanos(now) < until) return true;
   // Its time has passed: the thread that clears it does the bookkeeping.
   if (host.outlier.ejected_until.compare_exchange_strong(until, 0, std::memory_order_acq_rel)) {
-    Return(host);
+    Return(host, until);
   }
   return false;
 }

@@ -7,8 +7,9 @@
 // errors (connect failures, resets, timeouts) count as 503 and 504 responses, unless
 // split_external_local_origin_errors gives them detectors of their own: consecutive local
 // origin failures, and the two interval detectors over attempts and local-origin failures. A host they single out
-// is ejected (if the enforcing_* percentage draws it) for base_ejection_time times the number of
-// its ejections (capped at max_ejection_time), unless max_ejection_percent of the hosts are
+// is ejected (if the enforcing_* percentage draws it) for base_ejection_time times its
+// multiplier, the number of its ejections less the intervals it then stayed in for (capped at
+// max_ejection_time), unless max_ejection_percent of the hosts are
 // already out (one ejection is always allowed). Hosts return lazily, when a pick or report sees
 // their time has passed; the interval's evaluation is run by the first report after it ends
 // (Envoy's timer, driven by traffic: with no traffic there is nothing to evaluate). State
@@ -33,6 +34,7 @@ struct OutlierState {
   std::atomic<uint32_t> consecutive_gateway_failure{0};
   std::atomic<uint32_t> times_ejected{0};
   std::atomic<int64_t> ejected_until{0};  // steady_clock nanoseconds; 0: not ejected
+  std::atomic<int64_t> in_since{0};       // when its last ejection ended; 0: never ejected
   // This interval's requests (high 32 bits) and 5xx (low 32 bits), read and reset together.
   std::atomic<uint64_t> interval_counts{0};
   // With split_external_local_origin_errors: the same for attempts and local-origin failures.
@@ -75,7 +77,11 @@ class OutlierDetector {
   // The success-rate and failure-percentage detectors over the interval that ended.
   void EvaluateInterval(const IntervalDetectors& detectors, uint64_t random,
                         Clock::time_point now) const;
-  void Return(const Host& host) const;
+  // `host` is back in from `ejected_until` on.
+  void Return(const Host& host, int64_t ejected_until) const;
+  // At the end of each interval since `interval_end`, a host that was in for all of that
+  // interval has its ejection multiplier lowered by one (Envoy's decay).
+  void DecayEjections(int64_t interval_end, Clock::time_point now) const;
 
   const config::OutlierDetection config_;
   const std::vector<const Host*> hosts_;

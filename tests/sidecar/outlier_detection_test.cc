@@ -171,6 +171,29 @@ TEST_CASE("outlier: the ejection time is capped by max_ejection_time") {
   }
 }
 
+TEST_CASE("outlier: each interval a host stays in lowers its ejection multiplier") {
+  Fixture f(2, Consecutive5xx(1));  // base_ejection_time 30 s, interval 10 s
+  const auto t0 = f.now;
+  f.Fail(0, 1);  // out until t0 + 30 s
+  f.now = t0 + 30s;
+  f.Fail(0, 1);  // back at once and out again: twice the time, until t0 + 90 s
+  CHECK(f.outlier().Ejected(f.host(0), t0 + 89s));
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), t0 + 90s));
+  SECTION("one whole interval in: one less") {
+    f.now = t0 + 100s;  // the interval from 90 to 100 ends with the next report
+    f.outlier().Report(f.host(1), 200, kEnforce, f.now);
+    f.Fail(0, 1);  // multiplier 2 - 1 + 1
+    CHECK(f.outlier().Ejected(f.host(0), f.now + 59s));
+    CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now + 60s));
+  }
+  SECTION("long enough in: back to base_ejection_time") {
+    f.now = t0 + 140s;
+    f.Fail(0, 1);
+    CHECK(f.outlier().Ejected(f.host(0), f.now + 29s));
+    CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now + 30s));
+  }
+}
+
 TEST_CASE("outlier: a pick returns a host whose time has passed") {
   Fixture f(2, Consecutive5xx(1));
   f.Fail(0, 1);
