@@ -123,18 +123,20 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       {}, &request, std::chrono::system_clock::now()};
   const std::optional<std::chrono::milliseconds> grpc_timeout = http::GrpcTimeout(request);
 
-  // What Istio's metrics record when the request ends (istio_metrics.h); an inbound request's
-  // peer comes from Istio's metadata exchange headers, which go no further (istio_peer.h).
+  // What Istio's metrics record when the request ends (istio_metrics.h); the peer comes from
+  // Istio's metadata exchange headers, which go no further (istio_peer.h), if the chain has
+  // istio.metadata_exchange.
   unsigned response_code = 0;
   std::optional<uint32_t> response_grpc_status;
   PeerDirectory& peers = Peers();
   IstioRequest istio{.inbound = listener_.config->inbound, .grpc = grpc};
   GrpcMessageCounter response_messages;
   bool answer_peer = false;  // the request carried the exchange, so the response carries ours
-  if (istio.inbound) {
+  const config::HttpChain::PeerExchange& exchange = chain_.peer_exchange;
+  if (exchange.from_request) {
     if (std::optional<std::string_view> peer = request.Get(kPeerMetadataHeader)) {
       istio.peer = peers.Find(*peer);
-      answer_peer = true;
+      answer_peer = exchange.to_response;
       request.Remove(kPeerMetadataHeader);
     }
     request.Remove(kPeerMetadataIdHeader);
@@ -324,7 +326,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     request.Set(":authority", action.host_rewrite);
   }
   // The client side of the exchange; not to destinations outside the mesh (PassthroughCluster).
-  if (!istio.inbound && cluster->config->type != config::DiscoveryType::kOriginalDst) {
+  if (exchange.to_request && cluster->config->type != config::DiscoveryType::kOriginalDst) {
     request.Set(kPeerMetadataIdHeader, peers.local_id());
     request.Set(kPeerMetadataHeader, peers.local_metadata());
   }
@@ -594,7 +596,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         continue;
       }
       router::StripHopByHop(response);
-      if (!istio.inbound) {
+      if (exchange.from_response) {
         // The server side's answer to the exchange.
         if (std::optional<std::string_view> peer = response.Get(kPeerMetadataHeader)) {
           istio.peer = peers.Find(*peer);

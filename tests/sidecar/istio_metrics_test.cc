@@ -10,8 +10,19 @@
 #include <tuple>
 #include <vector>
 
+#include <google/protobuf/util/json_util.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
 #include "absl/strings/escaping.h"
+#include "envoy/config/listener/v3/listener.pb.h"
+#include "sidecar/config/listener.h"
 #include "google/protobuf/struct.pb.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "sidecar/bootstrap.h"
 #include "sidecar/istio_metrics.h"
 #include "sidecar/istio_peer.h"
@@ -358,6 +369,57 @@ TEST_CASE("istio: peer labels are escaped in the Prometheus text") {
   store.set_peers(&peers);
   store.Cluster("inbound|80||")->istio_requests.Record(Request(evil, true, false, 200));
   CHECK(store.RenderPrometheus().find("source_workload=\"evil\\\"}\\nx\"") != std::string::npos);
+}
+
+TEST_CASE("istio: meshpilot's istio.metadata_exchange turns the exchange on, by direction") {
+  // The golden listeners meshpilot writes for a sidecar with inbound ports.
+  std::ifstream in(std::filesystem::path(MESHPILOT_SOURCE_DIR) /
+                   "tests/golden/inbound_listeners/expected/sidecar/lds.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  int inbound_chains = 0, outbound_chains = 0;
+  for (const auto& resource : nlohmann::json::parse(text.str())) {
+    google::protobuf::Any any;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(resource.dump(), &any).ok());
+    envoy::config::listener::v3::Listener proto;
+    REQUIRE(any.UnpackTo(&proto));
+    auto listener = config::ParseListener(proto);
+    REQUIRE(listener.ok());
+    for (const config::FilterChain& chain : (*listener)->chains) {
+      const auto* http = std::get_if<config::HttpChain>(&chain.filter);
+      if (http == nullptr) continue;
+      const auto& e = http->peer_exchange;
+      INFO(proto.name() << " " << chain.name);
+      if ((*listener)->inbound) {
+        ++inbound_chains;
+        CHECK((e.from_request && e.to_response && !e.from_response && !e.to_request));
+      } else {
+        ++outbound_chains;
+        CHECK((!e.from_request && !e.to_response && e.from_response && e.to_request));
+      }
+    }
+  }
+  CHECK(inbound_chains > 0);
+  CHECK(outbound_chains > 0);
+
+  // Without the filter (or Envoy's config without Istio's): no exchange.
+  envoy::config::listener::v3::Listener bare;
+  bare.set_name("bare");
+  bare.mutable_address()->mutable_socket_address()->set_address("0.0.0.0");
+  bare.mutable_address()->mutable_socket_address()->set_port_value(80);
+  envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager hcm;
+  hcm.set_stat_prefix("bare");
+  hcm.mutable_route_config()->set_name("bare");
+  auto* router = hcm.add_http_filters();
+  router->set_name("envoy.filters.http.router");
+  router->mutable_typed_config()->PackFrom(envoy::extensions::filters::http::router::v3::Router());
+  auto* filter = bare.add_filter_chains()->add_filters();
+  filter->set_name("envoy.filters.network.http_connection_manager");
+  filter->mutable_typed_config()->PackFrom(hcm);
+  auto parsed = config::ParseListener(bare);
+  REQUIRE(parsed.ok());
+  const auto& e = std::get<config::HttpChain>((*parsed)->chains[0].filter).peer_exchange;
+  CHECK_FALSE((e.from_request || e.to_response || e.from_response || e.to_request));
 }
 
 }  // namespace
