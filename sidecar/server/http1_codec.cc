@@ -81,9 +81,7 @@ class Http1DownstreamStream final : public DownstreamStream {
       co_return false;
     }
     end = parser_.is_done();
-    if (end && enable_trailers_ && parser_.chunked()) {
-      request_trailers_ = std::move(parser_.trailers());
-    }
+    if (end) request_trailers_ = std::move(parser_.trailers());  // kept with enable_trailers
     co_return true;
   }
   const http::HeaderMap& request_trailers() const override { return request_trailers_; }
@@ -247,7 +245,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
   stream.expires_never();
   IdleTimeout idle(stream, chain.idle_timeout, listener.stats);
   for (;;) {
-    http::Http1Parser<true> parser;
+    http::Http1Parser<true> parser(chain.enable_trailers);
     parser.header_limit(64 * 1024);
     idle.Waiting();
     boost::system::error_code ec;

@@ -121,7 +121,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
                                                               Clock::time_point deadline) {
   ExpiresAt(deadline);
   for (;;) {
-    parser_.emplace();
+    parser_.emplace(trailers_enabled_);
     if (head_request_) parser_->skip(true);
     boost::system::error_code ec;
     co_await bhttp::async_read_header(connection_->stream, connection_->buffer, *parser_,
@@ -151,9 +151,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, boo
     co_return ErrorOf(ec);
   }
   end = parser_->is_done();
-  if (end && trailers_enabled_ && parser_->chunked()) {
-    trailers_ = std::move(parser_->trailers());
-  }
+  if (end) trailers_ = std::move(parser_->trailers());  // kept with enable_trailers
   co_return StreamError::kNone;
 }
 
