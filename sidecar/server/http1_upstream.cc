@@ -32,11 +32,14 @@ bool MethodHasBody(std::string_view method) {
 }  // namespace
 
 Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
-                                         std::string_view cluster, const UpstreamTarget& target,
+                                         std::string_view cluster,
+                                         const asio::ip::tcp::endpoint& peer,
+                                         const UpstreamTarget& target,
                                          std::unique_ptr<UpstreamConnection> connection)
     : pool_(pool),
       idle_(idle),
       cluster_(cluster),
+      peer_(peer),
       connection_(std::move(connection)),
       head_request_(target.head_request),
       idle_timeout_(target.idle_timeout),
@@ -48,7 +51,7 @@ Http1UpstreamStream::~Http1UpstreamStream() {
                         parser_->keep_alive();
   const bool at_max_requests = max_requests_ != 0 && connection_->requests >= max_requests_;
   if (reusable && !at_max_requests) {
-    pool_.Release(idle_, cluster_, std::move(connection_), idle_timeout_);
+    pool_.Release(idle_, cluster_, peer_, std::move(connection_), idle_timeout_);
     return;
   }
   if (reusable) {
