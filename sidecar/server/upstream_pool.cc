@@ -256,6 +256,14 @@ void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
   WakePending(cluster, &peer);
 }
 
+void UpstreamPool::CloseIdleAfterBurst() {
+  for (auto& [key, idle] : idle_) {
+    if (idle.size() > kIdleKeptWhenQuiet) {
+      idle.erase(idle.begin(), idle.end() - kIdleKeptWhenQuiet);  // the front waited longest
+    }
+  }
+}
+
 void UpstreamPool::ScheduleIdleSweep(Clock::time_point at) {
   if (idle_sweep_at_ && *idle_sweep_at_ <= at) return;
   idle_sweep_at_ = at;

@@ -151,6 +151,10 @@ class UpstreamPool {
                std::chrono::milliseconds idle_timeout);
   // An HTTP/1.1 connection of `cluster` closed: a pending request (for any endpoint) may open one.
   void ConnectionClosed(std::string_view cluster) { WakePending(cluster, nullptr); }
+  // The worker has no downstream connection left: idle HTTP/1.1 connections beyond
+  // kIdleKeptWhenQuiet per endpoint, the longest idle first, are closed, so that the
+  // connections of a burst do not keep its memory (see Worker::ConnectionClosed).
+  void CloseIdleAfterBurst();
 
  private:
   // By cluster and endpoint; looked up by a view of the cluster name, so a request copies no
@@ -174,7 +178,10 @@ class UpstreamPool {
     if (it == map.end()) it = map.emplace(Key{std::string(cluster), peer}, Value()).first;
     return *it;
   }
-  static constexpr size_t kMaxIdlePerEndpoint = 128;
+  // Idle connections kept per endpoint under load (Envoy keeps all, up to max_connections;
+  // nginx's keepalive cache is a number like this), and once the worker is quiet.
+  static constexpr size_t kMaxIdlePerEndpoint = 1024;
+  static constexpr size_t kIdleKeptWhenQuiet = 128;
 
   // Empty when max_connections leaves no connection to use.
   boost::asio::awaitable<std::optional<OpenedStream>> OpenHttp1(const UpstreamTarget& target,
