@@ -41,6 +41,7 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"upstream_rq_pending_total", true, v(s.upstream_rq_pending_total)},
       {"upstream_rq_pending_active", false, v(s.upstream_rq_pending_active)},
       {"upstream_rq_pending_overflow", true, v(s.upstream_rq_pending_overflow)},
+      {"upstream_rq_cancelled", true, v(s.upstream_rq_cancelled)},
       {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
       {"upstream_cx_idle_timeout", true, v(s.upstream_cx_idle_timeout)},
       {"upstream_cx_max_requests", true, v(s.upstream_cx_max_requests)},

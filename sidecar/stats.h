@@ -35,6 +35,7 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_rq_pending_total{0};
   std::atomic<int64_t> upstream_rq_pending_active{0};  // across workers: max_pending_requests
   std::atomic<uint64_t> upstream_rq_pending_overflow{0};
+  std::atomic<uint64_t> upstream_rq_cancelled{0};  // left the pending queue: the client gave up
   std::atomic<uint64_t> upstream_cx_overflow{0};
   std::atomic<uint64_t> upstream_cx_idle_timeout{0};
   std::atomic<uint64_t> upstream_cx_max_requests{0};

@@ -1,7 +1,5 @@
 #include "sidecar/config/listener.h"
 
-#include <google/protobuf/util/time_util.h>
-
 #include <algorithm>
 
 #include "absl/algorithm/container.h"
@@ -12,6 +10,7 @@
 #include "envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+#include "sidecar/config/duration.h"
 #include "xds/type/v3/typed_struct.pb.h"
 
 namespace meshpilot::sidecar::config {
@@ -238,9 +237,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
     http.stat_prefix = hcm.stat_prefix();
     http.enable_trailers = hcm.http_protocol_options().enable_trailers();
     if (hcm.common_http_protocol_options().has_idle_timeout()) {
-      http.idle_timeout =
-          std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
-              hcm.common_http_protocol_options().idle_timeout()));
+      http.idle_timeout = ToMillis(hcm.common_http_protocol_options().idle_timeout());
     }
     switch (hcm.route_specifier_case()) {
       case hcm_v3::HttpConnectionManager::kRds:
@@ -250,9 +247,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
         }
         http.rds_name = hcm.rds().route_config_name();
         if (hcm.rds().config_source().has_initial_fetch_timeout()) {
-          http.rds_initial_fetch_timeout =
-              std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
-                  hcm.rds().config_source().initial_fetch_timeout()));
+          http.rds_initial_fetch_timeout = ToMillis(hcm.rds().config_source().initial_fetch_timeout());
         }
         if (http.rds_name.empty()) {
           return absl::InvalidArgumentError(absl::StrCat(hf, ".rds.route_config_name: empty"));
@@ -288,7 +283,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
       if (d.seconds() < 0 || d.nanos() < 0) {
         return absl::InvalidArgumentError(absl::StrCat(tf, ".idle_timeout: must be >= 0"));
       }
-      tcp.idle_timeout = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+      tcp.idle_timeout = ToMillis(d);
     }
     for (int i = 0; i < proto_tcp.hash_policy_size(); ++i) {
       if (!proto_tcp.hash_policy(i).has_source_ip()) {
@@ -458,8 +453,7 @@ absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
     if (d.seconds() < 0 || d.nanos() < 0) {
       return absl::InvalidArgumentError("listener_filters_timeout: must be >= 0");
     }
-    listener->listener_filters_timeout =
-        std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+    listener->listener_filters_timeout = ToMillis(d);
   }
   listener->continue_on_listener_filters_timeout = proto.continue_on_listener_filters_timeout();
   for (int i = 0; i < proto.filter_chains_size(); ++i) {

@@ -373,15 +373,16 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
 
   // The upstream stream outlives the pump that writes into it.
   std::unique_ptr<UpstreamStream> up;
-  // A client that gives up cancels the upstream request, and nothing is retried for it.
-  bool abandoned = false;
+  // A client that gives up cancels the upstream request (or its place in the pending queue),
+  // and nothing is retried for it.
+  PendingCancellation abandoned{&down};
   down.OnAbandoned([&] {
-    abandoned = true;
+    abandoned.Cancel();
     if (up != nullptr) up->Reset();
   });
   auto may_retry = [&](router::AttemptOutcome outcome, unsigned status,
                        std::optional<uint32_t> grpc_status = std::nullopt) {
-    if (abandoned) return false;
+    if (abandoned.cancelled) return false;
     // A streamed body can be sent again only if it went whole and fits the retry buffer.
     if (pump != nullptr && !pump->can_replay()) return false;
     if (retry == nullptr || retries_left == 0 ||
@@ -479,8 +480,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
       }
       // max_connections reached and the pending queue full: Envoy's overflow.
-      OpenedStream opened = co_await worker_.pool().Open(target, protocol, attempt_deadline);
+      OpenedStream opened =
+          co_await worker_.pool().Open(target, protocol, attempt_deadline, &abandoned);
       if (opened.overflow) co_return co_await overloaded(response_mutations);
+      if (opened.cancelled) co_return;  // the client is gone: no one to reply to
       up = std::move(opened.stream);
       StreamError error = opened.error;
       if (error == StreamError::kNone) {

@@ -254,8 +254,10 @@ void Worker::ConnectionClosed() {
   trim_timer_.expires_after(std::chrono::milliseconds(200));
   trim_timer_.async_wait([this](const boost::system::error_code& ec) {
     trim_pending_ = false;
+    if (ec || connections_ > 0) return;
+    pool_.CloseIdleAfterBurst();
 #ifdef __GLIBC__
-    if (!ec && connections_ == 0) malloc_trim(0);
+    malloc_trim(0);
 #endif
   });
 }
