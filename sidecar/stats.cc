@@ -44,6 +44,7 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
       {"upstream_cx_idle_timeout", true, v(s.upstream_cx_idle_timeout)},
       {"upstream_cx_max_requests", true, v(s.upstream_cx_max_requests)},
+      {"upstream_cx_max_duration_reached", true, v(s.upstream_cx_max_duration_reached)},
       {"upstream_rq_retry_overflow", true, v(s.upstream_rq_retry_overflow)},
       {"outlier_detection.ejections_enforced_total", true,
        v(s.outlier_detection_ejections_enforced_total)},

@@ -37,6 +37,7 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_cx_overflow{0};
   std::atomic<uint64_t> upstream_cx_idle_timeout{0};
   std::atomic<uint64_t> upstream_cx_max_requests{0};
+  std::atomic<uint64_t> upstream_cx_max_duration_reached{0};
   std::atomic<uint64_t> upstream_rq_retry_overflow{0};
   std::atomic<uint64_t> outlier_detection_ejections_enforced_total{0};
   std::atomic<int64_t> outlier_detection_ejections_active{0};
