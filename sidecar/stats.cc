@@ -78,6 +78,10 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"tls_inspector.tls_not_found", true, v(s.tls_not_found)},
       {"tls_inspector.sni_found", true, v(s.sni_found)},
       {"tls_inspector.client_hello_too_large", true, v(s.client_hello_too_large)},
+      {"http_inspector.http10_found", true, v(s.http10_found)},
+      {"http_inspector.http11_found", true, v(s.http11_found)},
+      {"http_inspector.http2_found", true, v(s.http2_found)},
+      {"http_inspector.http_not_found", true, v(s.http_not_found)},
   };
 }
 

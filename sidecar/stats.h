@@ -98,6 +98,11 @@ struct ListenerStats {
   std::atomic<uint64_t> tls_not_found{0};
   std::atomic<uint64_t> sni_found{0};
   std::atomic<uint64_t> client_hello_too_large{0};
+  // The http_inspector's (listener.NAME.http_inspector.*).
+  std::atomic<uint64_t> http10_found{0};
+  std::atomic<uint64_t> http11_found{0};
+  std::atomic<uint64_t> http2_found{0};
+  std::atomic<uint64_t> http_not_found{0};
 };
 
 class StatsStore {
