@@ -82,7 +82,7 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
     }
     localities_.push_back(std::move(locality));
   }
-  steady_ = MakeSchedule([](size_t, const Host& host) { return host.weight; }, 1, 4096);
+  steady_ = MakeSchedule([](size_t, const Host& host) { return host.weight; }, 1, true);
   if (policy_ == config::LbPolicy::kRingHash && !localities_.empty()) {
     // Each host's share of the ring: its locality's share times its share inside it.
     const double sum = static_cast<double>(steady_.locality_cumulative.back());
@@ -115,7 +115,7 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
 
 LoadBalancer::Schedule LoadBalancer::MakeSchedule(
     absl::FunctionRef<uint64_t(size_t, const Host&)> weight_of, uint64_t locality_scale,
-    size_t max_wheel) const {
+    bool wheels) const {
   Schedule schedule;
   std::vector<uint64_t> locality_weights;
   for (size_t l = 0; l < localities_.size(); ++l) {
@@ -126,7 +126,8 @@ LoadBalancer::Schedule LoadBalancer::MakeSchedule(
       weights.push_back(weight_of(l, *host));
       cumulative.push_back(sum += weights.back());
     }
-    schedule.wheels.push_back(SmoothWeightedOrder(std::move(weights), max_wheel));
+    schedule.wheels.push_back(wheels ? SmoothWeightedOrder(std::move(weights))
+                                     : std::vector<uint32_t>());
     locality_weights.push_back(localities_[l]->weight != 0
                                    ? localities_[l]->weight * locality_scale
                                    : sum);
@@ -163,7 +164,7 @@ void LoadBalancer::BuildRamp(const SlowStartHosts& slow_start) {
           return std::max<uint64_t>(
               1, std::llround(kScale * SlowStartWeight(host.weight, config, joined[&host], middle)));
         },
-        kScale, 512));
+        kScale, false));
   }
 }
 
@@ -218,8 +219,16 @@ const Host* LoadBalancer::PickInLocality(const Schedule& schedule, size_t locali
     case config::LbPolicy::kRoundRobin: {
       const LocalityHosts& hosts = *localities_[locality];
       const std::vector<uint32_t>& wheel = schedule.wheels[locality];
-      uint64_t n = hosts.next.fetch_add(1, std::memory_order_relaxed);
-      return hosts.hosts[wheel[n % wheel.size()]].get();
+      const uint64_t n = hosts.next.fetch_add(1, std::memory_order_relaxed);
+      if (!wheel.empty()) return hosts.hosts[wheel[n % wheel.size()]].get();
+      // A ramp's step: the n-th point of the golden-ratio (Weyl) sequence over the weights, as
+      // evenly spread as a wheel's turns, with no wheel to build.
+      const std::vector<uint64_t>& cumulative = schedule.cumulative[locality];
+      const uint64_t fraction = n * 0x9e3779b97f4a7c15ULL;  // n / golden ratio, mod 1
+      const auto point = static_cast<uint64_t>(
+          (static_cast<unsigned __int128>(fraction) * cumulative.back()) >> 64);
+      auto it = std::upper_bound(cumulative.begin(), cumulative.end(), point);
+      return hosts.hosts[it - cumulative.begin()].get();
     }
     case config::LbPolicy::kRandom:
     case config::LbPolicy::kRingHash:  // (not reached: Pick uses the ring)

@@ -9,8 +9,9 @@
 // too few are left: Envoy's panic mode). Slow start (ROUND_ROBIN, LEAST_REQUEST): a host that
 // joined less than the window ago has its weight scaled down (config::SlowStart); the weights
 // of the ramp are precomputed for a few dozen steps of time when the balancer is built, and a
-// pick reads the step of its time. Immutable once built; the counters are atomics, so worker
-// threads share it without locks.
+// pick reads the step of its time (round robin then walks the ramp's weights by a golden-ratio
+// sequence instead of a wheel, so a step costs O(hosts) to build). Immutable once built; the
+// counters are atomics, so worker threads share it without locks.
 
 #include <atomic>
 #include <chrono>
@@ -105,14 +106,15 @@ class LoadBalancer {
   };
   // What depends on the hosts' weights: the steady one, and one per step of a slow start ramp.
   struct Schedule {
-    std::vector<std::vector<uint32_t>> wheels;      // per locality: ROUND_ROBIN order
+    // Per locality: ROUND_ROBIN order; empty in a ramp's steps (see PickInLocality).
+    std::vector<std::vector<uint32_t>> wheels;
     std::vector<std::vector<uint64_t>> cumulative;  // per locality: for weighted random
     std::vector<uint32_t> locality_wheel;
     std::vector<uint64_t> locality_cumulative;
   };
   // `weight_of(locality, host)`: a host's weight in this schedule.
   Schedule MakeSchedule(absl::FunctionRef<uint64_t(size_t, const Host&)> weight_of,
-                        uint64_t locality_scale, size_t max_wheel) const;
+                        uint64_t locality_scale, bool wheels) const;
   void BuildRamp(const SlowStartHosts& slow_start);
   const Schedule& ScheduleAt(Clock::time_point now) const;
 
