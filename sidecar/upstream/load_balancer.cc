@@ -82,7 +82,7 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
     }
     localities_.push_back(std::move(locality));
   }
-  steady_ = MakeSchedule([](size_t, const Host& host) { return host.weight; }, 1, true);
+  steady_ = MakeSchedule([](const Host& host) { return host.weight; }, 1, true);
   if (policy_ == config::LbPolicy::kRingHash && !localities_.empty()) {
     // Each host's share of the ring: its locality's share times its share inside it.
     const double sum = static_cast<double>(steady_.locality_cumulative.back());
@@ -114,7 +114,7 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
 }
 
 LoadBalancer::Schedule LoadBalancer::MakeSchedule(
-    absl::FunctionRef<uint64_t(size_t, const Host&)> weight_of, uint64_t locality_scale,
+    absl::FunctionRef<uint64_t(const Host&)> weight_of, uint64_t locality_scale,
     bool wheels) const {
   Schedule schedule;
   std::vector<uint64_t> locality_weights;
@@ -123,7 +123,7 @@ LoadBalancer::Schedule LoadBalancer::MakeSchedule(
     std::vector<uint64_t>& cumulative = schedule.cumulative.emplace_back();
     uint64_t sum = 0;
     for (const auto& host : localities_[l]->hosts) {
-      weights.push_back(weight_of(l, *host));
+      weights.push_back(weight_of(*host));
       cumulative.push_back(sum += weights.back());
     }
     schedule.wheels.push_back(wheels ? SmoothWeightedOrder(std::move(weights))
@@ -160,7 +160,7 @@ void LoadBalancer::BuildRamp(const SlowStartHosts& slow_start) {
   for (Clock::time_point step = ramp_start_; step < ramp_end; step += ramp_step_) {
     const Clock::time_point middle = step + ramp_step_ / 2;
     ramp_.push_back(MakeSchedule(
-        [&](size_t, const Host& host) {
+        [&](const Host& host) {
           return std::max<uint64_t>(
               1, std::llround(kScale * SlowStartWeight(host.weight, config, joined[&host], middle)));
         },

@@ -112,8 +112,8 @@ class LoadBalancer {
     std::vector<uint32_t> locality_wheel;
     std::vector<uint64_t> locality_cumulative;
   };
-  // `weight_of(locality, host)`: a host's weight in this schedule.
-  Schedule MakeSchedule(absl::FunctionRef<uint64_t(size_t, const Host&)> weight_of,
+  // `weight_of(host)`: a host's weight in this schedule.
+  Schedule MakeSchedule(absl::FunctionRef<uint64_t(const Host&)> weight_of,
                         uint64_t locality_scale, bool wheels) const;
   void BuildRamp(const SlowStartHosts& slow_start);
   const Schedule& ScheduleAt(Clock::time_point now) const;
