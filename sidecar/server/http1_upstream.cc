@@ -47,7 +47,8 @@ Http1UpstreamStream::~Http1UpstreamStream() {
   const bool reusable = !reset_ && request_complete_ && parser_ && parser_->is_done() &&
                         parser_->keep_alive();
   const bool at_max_requests = max_requests_ != 0 && connection_->requests >= max_requests_;
-  const bool at_max_duration = connection_->max_duration_at <= Clock::now();
+  const bool at_max_duration = connection_->max_duration_at != Clock::time_point::max() &&
+                               connection_->max_duration_at <= Clock::now();
   if (reusable && !at_max_requests && !at_max_duration) {
     pool_.Release(idle_, cluster_, std::move(connection_), idle_timeout_);
     return;
