@@ -10,6 +10,7 @@
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
 #include "translator/authorization.h"
 #include "translator/rbac.h"
 
@@ -212,6 +213,13 @@ std::vector<Cluster> InboundClusters(const model::MeshState& state, const ProxyI
   passthrough.mutable_connect_timeout()->set_seconds(10);
   passthrough.mutable_upstream_bind_config()->mutable_source_address()->set_address("127.0.0.6");
   passthrough.mutable_upstream_bind_config()->mutable_source_address()->set_port_value(0);
+  // HTTP from the catch-all chain goes on in the protocol it came in (h2c stays h2c), as Istio's.
+  envoy::extensions::upstreams::http::v3::HttpProtocolOptions options;
+  options.mutable_use_downstream_protocol_config()->mutable_http_protocol_options();
+  options.mutable_use_downstream_protocol_config()->mutable_http2_protocol_options();
+  (*passthrough.mutable_typed_extension_protocol_options())
+      ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+          .PackFrom(options);
   clusters.push_back(std::move(passthrough));
   return clusters;
 }

@@ -200,7 +200,12 @@ TEST_CASE("inbound clusters are STATIC to 127.0.0.1:PORT, named inbound|PORT||",
   bool passthrough = false;
   for (const auto& cluster : clusters) {
     if (cluster.name() == "inbound|8080||") web = &cluster;
-    if (cluster.name() == "InboundPassthroughClusterIpv4") passthrough = true;
+    if (cluster.name() == "InboundPassthroughClusterIpv4") {
+      passthrough = true;
+      // The catch-all HTTP chain's requests go on in the protocol they came in.
+      CHECK(cluster.typed_extension_protocol_options().contains(
+          "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+    }
   }
   REQUIRE(web != nullptr);
   CHECK(web->type() == envoy::config::cluster::v3::Cluster::STATIC);
