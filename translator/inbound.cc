@@ -12,6 +12,7 @@
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
 #include "translator/authorization.h"
+#include "translator/http_connection_manager.h"
 #include "translator/rbac.h"
 
 namespace meshpilot::translator {
@@ -58,6 +59,7 @@ HttpConnectionManager InboundConnectionManager(const std::string& route_name,
   if (proxyless_grpc) {
     route->mutable_non_forwarding_action();
   } else {
+    *hcm.add_http_filters() = MetadataExchangeFilter(/*inbound=*/true);
     route->mutable_route()->set_cluster(*cluster);
     route->mutable_route()->mutable_timeout()->set_seconds(0);
   }

@@ -246,6 +246,25 @@ absl::StatusOr<OutlierDetection> ParseOutlierDetection(
     status.Update(percent(proto.enforcing_failure_percentage(), "enforcing_failure_percentage",
                           od.enforcing_failure_percentage));
   }
+  od.split_external_local_origin_errors = proto.split_external_local_origin_errors();
+  if (proto.has_consecutive_local_origin_failure()) {
+    count(proto.consecutive_local_origin_failure(), od.consecutive_local_origin_failure);
+  }
+  if (proto.has_enforcing_consecutive_local_origin_failure()) {
+    status.Update(percent(proto.enforcing_consecutive_local_origin_failure(),
+                          "enforcing_consecutive_local_origin_failure",
+                          od.enforcing_consecutive_local_origin_failure));
+  }
+  if (proto.has_enforcing_local_origin_success_rate()) {
+    status.Update(percent(proto.enforcing_local_origin_success_rate(),
+                          "enforcing_local_origin_success_rate",
+                          od.enforcing_local_origin_success_rate));
+  }
+  if (proto.has_enforcing_failure_percentage_local_origin()) {
+    status.Update(percent(proto.enforcing_failure_percentage_local_origin(),
+                          "enforcing_failure_percentage_local_origin",
+                          od.enforcing_failure_percentage_local_origin));
+  }
   if (proto.has_failure_percentage_minimum_hosts()) {
     count(proto.failure_percentage_minimum_hosts(), od.failure_percentage_minimum_hosts);
   }

@@ -12,6 +12,7 @@
 #include "envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+#include "xds/type/v3/typed_struct.pb.h"
 
 namespace meshpilot::sidecar::config {
 namespace {
@@ -29,6 +30,34 @@ std::string TypeOf(const google::protobuf::Any& any) {
 
 constexpr std::string_view kHttpRbacType = "envoy.extensions.filters.http.rbac.v3.RBAC";
 constexpr std::string_view kNetworkRbacType = "envoy.extensions.filters.network.rbac.v3.RBAC";
+constexpr std::string_view kPeerMetadataType = "io.istio.http.peer_metadata.Config";
+
+// A TypedStruct's type and fields (xds.type.v3 or its older udpa.type.v1 twin, the same on
+// the wire); nullopt for any other type.
+std::optional<xds::type::v3::TypedStruct> TypedStructOf(const google::protobuf::Any& any) {
+  const std::string type = TypeOf(any);
+  xds::type::v3::TypedStruct typed;
+  if ((type != "xds.type.v3.TypedStruct" && type != "udpa.type.v1.TypedStruct") ||
+      !typed.ParseFromString(any.value())) {
+    return std::nullopt;
+  }
+  return typed;
+}
+
+// Which of Istio's peer metadata methods name istio_headers (workload_discovery, which needs
+// Istio's workload xDS, is not done).
+HttpChain::PeerExchange PeerExchangeOf(const google::protobuf::Struct& config) {
+  auto has_istio_headers = [&config](const std::string& list) {
+    auto it = config.fields().find(list);
+    if (it == config.fields().end()) return false;
+    for (const auto& method : it->second.list_value().values()) {
+      if (method.struct_value().fields().contains("istio_headers")) return true;
+    }
+    return false;
+  };
+  return {has_istio_headers("downstream_discovery"), has_istio_headers("downstream_propagation"),
+          has_istio_headers("upstream_discovery"), has_istio_headers("upstream_propagation")};
+}
 
 // Checks the HTTP filter list and keeps the RBAC filters in `http`.
 absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const std::string& field,
@@ -70,6 +99,11 @@ absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const st
             absl::StrCat(ff, ".typed_config: listener-level fault injection is not supported yet"));
       }
       continue;  // empty: the routes' typed_per_filter_config faults apply.
+    }
+    if (auto typed = TypedStructOf(filter.typed_config());
+        typed && typed->type_url().substr(typed->type_url().rfind('/') + 1) == kPeerMetadataType) {
+      http.peer_exchange = PeerExchangeOf(typed->value());
+      continue;
     }
     if (filter.is_optional()) continue;
     return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported HTTP filter \"", filter.name(),

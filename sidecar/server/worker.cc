@@ -346,7 +346,7 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
     co_await RunHttpSession(*this, std::move(socket), info, owner_name, owner, *http);
   } else {
     co_await RunTcpProxy(*this, std::move(socket), info, config,
-                         std::get<config::TcpProxyChain>(chain->filter));
+                         std::get<config::TcpProxyChain>(chain->filter), owner.config->inbound);
   }
 }
 

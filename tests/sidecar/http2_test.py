@@ -238,12 +238,12 @@ class Http2Mesh:
                 return int(value)
         return 0
 
-    def istio_requests(self, *labels):
-        """The sum of istio_requests_total's samples whose labels include all of `labels`."""
+    def istio_requests(self, *labels, metric="istio_requests_total"):
+        """The sum of `metric`'s samples whose labels include all of `labels`."""
         out = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{self.admin_port}/stats/prometheus"],
                              capture_output=True, text=True, timeout=10).stdout
         return sum(int(line.rsplit(" ", 1)[1]) for line in out.splitlines()
-                   if line.startswith("istio_requests_total{") and all(l in line for l in labels))
+                   if line.startswith(metric + "{") and all(l in line for l in labels))
 
     def logs(self):
         return self.children.logs()
@@ -292,10 +292,15 @@ class Http2Test(SharedMeshTest):
     def test_istio_requests_total_counts_grpc_calls_with_their_status(self):
         ok = ('reporter="source"', 'destination_service="grpc-b"', 'request_protocol="grpc"',
               'response_code="200"', 'grpc_response_status="0"')
+        messages = ("istio_request_messages_total", "istio_response_messages_total")
         before = self.mesh.istio_requests(*ok)
+        before_messages = [self.mesh.istio_requests(*ok, metric=m) for m in messages]
         code, _, summary = self.mesh.echo("--count", "5", "--metadata", "x-backend=b")
         self.assertEqual(code, 0, summary)
         self.assertEqual(self.mesh.istio_requests(*ok) - before, 5)
+        # Unary calls: one message each way, counted from the gRPC frames as they go by.
+        for metric, count_before in zip(messages, before_messages):
+            self.assertEqual(self.mesh.istio_requests(*ok, metric=metric) - count_before, 5, metric)
         # A gRPC local reply: HTTP 200 with grpc-status UNAVAILABLE (14).
         unavailable = ('request_protocol="grpc"', 'response_code="200"', 'grpc_response_status="14"')
         before = self.mesh.istio_requests(*unavailable)

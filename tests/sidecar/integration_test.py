@@ -720,15 +720,24 @@ class HttpTest(SharedMeshTest):
         self.assertIn('envoy_cluster_outlier_detection_ejections_enforced_total'
                       f'{{envoy_cluster_name="{FLAKY}"}} 1', prom)
         # Istio's standard metric, reported by the source (an outbound listener).
-        labels = ('reporter="source",source_workload="client-1",source_workload_namespace="default",'
+        # Istio's standard metrics, reported by the source (an outbound listener); the backend
+        # is outside the mesh (no metadata exchange), so the destination workload is unknown.
+        labels = ('reporter="source",source_workload="client-1",'
+                  'source_canonical_service="client-1",source_canonical_revision="latest",'
+                  'source_workload_namespace="default",source_principal="unknown",'
+                  'source_app="unknown",source_version="unknown",source_cluster="Kubernetes",'
                   'destination_workload="unknown",destination_workload_namespace="unknown",'
+                  'destination_principal="unknown",destination_app="unknown",'
+                  'destination_version="unknown",'
                   'destination_service="flaky.default.svc.cluster.local",'
+                  'destination_canonical_service="unknown",destination_canonical_revision="latest",'
                   'destination_service_name="flaky",destination_service_namespace="default",'
-                  'request_protocol="http"')
-        self.assertIn(f'istio_requests_total{{{labels},response_code="200",grpc_response_status=""}} 17\n',
-                      prom)
-        self.assertIn(f'istio_requests_total{{{labels},response_code="503",grpc_response_status=""}} 3\n',
-                      prom)
+                  'destination_cluster="unknown",request_protocol="http"')
+        for code, count in (("200", 17), ("503", 3)):
+            series = f'{labels},response_code="{code}",grpc_response_status="",' \
+                     'response_flags="-",connection_security_policy="unknown"'
+            self.assertIn(f'istio_requests_total{{{series}}} {count}\n', prom)
+            self.assertIn(f'istio_request_duration_milliseconds_count{{{series}}} {count}\n', prom)
 
     def test_fault_injection(self):
         self.assertEqual(self.mesh.get("/fault-abort")[::2], (418, b"fault filter abort"))

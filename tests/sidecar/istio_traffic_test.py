@@ -26,8 +26,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (POD_IP, Backend, Children, SharedMeshTest, TcpEchoBackend, binary,  # noqa: E402
-                     capture_outbound, config_dump_has, free_port, http_json,
+from harness import (POD_IP, Backend, Children, SharedMeshTest, TcpEchoBackend, admin_stat,  # noqa: E402
+                     binary, capture_outbound, config_dump_has, free_port, http_json,
                      main_in_network_namespace, reset_network, start_meshpilot, start_sidecar,
                      tcp_exchange, wait_until)
 
@@ -1001,6 +1001,24 @@ spec:
         statuses = [r.status for r in calls(12, headers={"x-retry": "no"})]
         self.assertEqual(statuses.count(503), 2, statuses)
         self.assertEqual(statuses[-6:], [200] * 6, statuses)
+
+        # splitExternalLocalOriginErrors: refused connections are no 5xx answers; they have
+        # their own threshold (consecutiveLocalOriginFailures), here above consecutive5xxErrors.
+        apply("cf-split", """
+    outlierDetection:
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 4
+      consecutive5xxErrors: 2
+      consecutiveGatewayErrors: 0
+      interval: 1s
+      baseEjectionTime: 60s
+      maxEjectionPercent: 100""")
+        statuses = [r.status for r in calls(12, headers={"x-retry": "no"})]
+        self.assertEqual(statuses.count(503), 4, statuses)
+        self.assertEqual(statuses[-4:], [200] * 4, statuses)
+        self.assertEqual(admin_stat(
+            "cluster.outbound|80||patchy.default.svc.cluster.local.outlier_detection."
+            "ejections_enforced_consecutive_local_origin_failure"), 1)
 
     def test_tcp_routes_and_connection_limit(self):
         """A tcp rule chosen by the client's labels; maxConnections on a TCP port closes the

@@ -169,8 +169,11 @@ TEST_CASE("virtualInbound has a chain per inbound port of the proxy's own endpoi
   REQUIRE(hcm.route_config().virtual_hosts_size() == 1);
   const auto& route = hcm.route_config().virtual_hosts(0).routes(0);
   CHECK(route.route().cluster() == "inbound|8080||");
-  CHECK(hcm.http_filters_size() == 1);  // no policy: only the router
-  CHECK(hcm.http_filters(0).name() == "envoy.filters.http.router");
+  // No policy: Istio's metadata exchange (optional), then the router.
+  REQUIRE(hcm.http_filters_size() == 2);
+  CHECK(hcm.http_filters(0).name() == "istio.metadata_exchange");
+  CHECK(hcm.http_filters(0).is_optional());
+  CHECK(hcm.http_filters(1).name() == "envoy.filters.http.router");
 
   const auto* tcp = ChainForPort(listener, 5432);
   REQUIRE(tcp->filters_size() == 1);
@@ -293,8 +296,8 @@ TEST_CASE("filters run CUSTOM (as deny), DENY, ALLOW, then the router; AUDIT add
   const Listener inbound = VirtualInbound(state, Workload());
   CHECK(NetworkRbacs(*PassthroughChain(inbound, "raw_buffer")).size() == 3);
   CHECK(NetworkRbacs(*PassthroughChain(inbound, "tls")).size() == 3);
-  // The HTTP catch-all: the three as HTTP RBAC filters.
-  CHECK(HcmOf(*PassthroughChain(inbound, "raw_buffer", "http/1.1")).http_filters_size() == 4);
+  // The HTTP catch-all: the three as HTTP RBAC filters (after the metadata exchange).
+  CHECK(HttpRbacs(HcmOf(*PassthroughChain(inbound, "raw_buffer", "http/1.1"))).size() == 3);
 }
 
 TEST_CASE("an ALLOW policy without rules allows nothing; `{}` allows everything", "[authz]") {
