@@ -45,6 +45,7 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
       {"upstream_cx_idle_timeout", true, v(s.upstream_cx_idle_timeout)},
       {"upstream_cx_max_requests", true, v(s.upstream_cx_max_requests)},
+      {"upstream_cx_max_duration_reached", true, v(s.upstream_cx_max_duration_reached)},
       {"upstream_rq_retry_overflow", true, v(s.upstream_rq_retry_overflow)},
       {"outlier_detection.ejections_enforced_total", true,
        v(s.outlier_detection_ejections_enforced_total)},
@@ -90,6 +91,10 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"tls_inspector.tls_not_found", true, v(s.tls_not_found)},
       {"tls_inspector.sni_found", true, v(s.sni_found)},
       {"tls_inspector.client_hello_too_large", true, v(s.client_hello_too_large)},
+      {"http_inspector.http10_found", true, v(s.http10_found)},
+      {"http_inspector.http11_found", true, v(s.http11_found)},
+      {"http_inspector.http2_found", true, v(s.http2_found)},
+      {"http_inspector.http_not_found", true, v(s.http_not_found)},
   };
 }
 

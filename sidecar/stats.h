@@ -39,6 +39,7 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_cx_overflow{0};
   std::atomic<uint64_t> upstream_cx_idle_timeout{0};
   std::atomic<uint64_t> upstream_cx_max_requests{0};
+  std::atomic<uint64_t> upstream_cx_max_duration_reached{0};
   std::atomic<uint64_t> upstream_rq_retry_overflow{0};
   std::atomic<uint64_t> outlier_detection_ejections_enforced_total{0};
   std::atomic<int64_t> outlier_detection_ejections_active{0};
@@ -106,6 +107,11 @@ struct ListenerStats {
   std::atomic<uint64_t> tls_not_found{0};
   std::atomic<uint64_t> sni_found{0};
   std::atomic<uint64_t> client_hello_too_large{0};
+  // The http_inspector's (listener.NAME.http_inspector.*).
+  std::atomic<uint64_t> http10_found{0};
+  std::atomic<uint64_t> http11_found{0};
+  std::atomic<uint64_t> http2_found{0};
+  std::atomic<uint64_t> http_not_found{0};
   // Istio's metrics of requests that got no cluster (no route, an unknown cluster): the
   // store's one table, shared by all listeners.
   IstioRequestTable* istio_unrouted = nullptr;

@@ -49,7 +49,8 @@ class DestinationRuleIndex {
 const model::Subset* FindSubset(const model::DestinationRule* rule, const std::string& name);
 
 // What translation accepts without acting on it yet, per DestinationRule: client TLS modes
-// other than DISABLE/ISTIO_MUTUAL, localityLbSetting, warmup, tunnel and proxyProtocol; and
+// other than DISABLE/ISTIO_MUTUAL, localityLbSetting, warmup on balancers without slow start,
+// tunnel and proxyProtocol; and
 // merges of several rules for one host, with the subsets and trafficPolicy they drop.
 std::vector<model::ConfigError> CheckDestinationRules(const model::MeshState& state);
 

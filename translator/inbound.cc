@@ -1,12 +1,16 @@
 #include "translator/inbound.h"
 
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb.h"
+#include "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.pb.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
 #include "translator/authorization.h"
 #include "translator/http_connection_manager.h"
 #include "translator/rbac.h"
@@ -32,18 +36,22 @@ Filter TcpProxy(const std::string& cluster) {
   return filter;
 }
 
-// An HttpConnectionManager serving one inbound port with an inline route: to the local
-// application (sidecars) or to the gRPC server itself (non-forwarding, proxyless).
-HttpConnectionManager InboundConnectionManager(uint32_t port, const std::string& stat_prefix,
+// An HttpConnectionManager serving inbound HTTP with an inline route: to `cluster` (the local
+// application of one port, or the passthrough for ports no Service declares), or with none to
+// the gRPC server itself (non-forwarding, proxyless).
+HttpConnectionManager InboundConnectionManager(const std::string& route_name,
+                                               const std::string& virtual_host,
+                                               const std::string& stat_prefix,
                                                const SelectedPolicies& policies,
-                                               bool proxyless_grpc) {
+                                               std::optional<std::string> cluster) {
+  const bool proxyless_grpc = !cluster.has_value();
   HttpConnectionManager hcm;
   hcm.set_stat_prefix(stat_prefix);
   auto* config = hcm.mutable_route_config();
-  config->set_name(InboundClusterName(port));
+  config->set_name(route_name);
   config->mutable_validate_clusters()->set_value(false);
   auto* vhost = config->add_virtual_hosts();
-  vhost->set_name(absl::StrCat("inbound|http|", port));
+  vhost->set_name(virtual_host);
   vhost->add_domains("*");
   auto* route = vhost->add_routes();
   route->set_name("default");
@@ -52,7 +60,7 @@ HttpConnectionManager InboundConnectionManager(uint32_t port, const std::string&
     route->mutable_non_forwarding_action();
   } else {
     *hcm.add_http_filters() = MetadataExchangeFilter(/*inbound=*/true);
-    route->mutable_route()->set_cluster(InboundClusterName(port));
+    route->mutable_route()->set_cluster(*cluster);
     route->mutable_route()->mutable_timeout()->set_seconds(0);
   }
   for (auto& filter : RbacHttpFilters(policies, proxyless_grpc)) {
@@ -68,6 +76,32 @@ void AddTcpFilters(FilterChain& chain, const SelectedPolicies& policies,
                    const std::string& cluster) {
   for (auto& filter : RbacNetworkFilters(policies)) *chain.add_filters() = std::move(filter);
   *chain.add_filters() = TcpProxy(cluster);
+}
+
+void AddHcm(FilterChain& chain, const HttpConnectionManager& hcm) {
+  Filter* filter = chain.add_filters();
+  filter->set_name(std::string(kHcmFilter));
+  filter->mutable_typed_config()->PackFrom(hcm);
+}
+
+// A listener filter of virtualInbound, skipped (filter_disabled) on `disabled_ports`.
+void AddInspector(Listener& listener, std::string_view name, const google::protobuf::Message& config,
+                  const std::vector<uint32_t>& disabled_ports) {
+  auto* filter = listener.add_listener_filters();
+  filter->set_name(std::string(name));
+  filter->mutable_typed_config()->PackFrom(config);
+  if (disabled_ports.empty()) return;
+  auto port_range = [](envoy::config::listener::v3::ListenerFilterChainMatchPredicate& rule,
+                       uint32_t port) {
+    rule.mutable_destination_port_range()->set_start(static_cast<int32_t>(port));
+    rule.mutable_destination_port_range()->set_end(static_cast<int32_t>(port + 1));
+  };
+  auto* disabled = filter->mutable_filter_disabled();
+  if (disabled_ports.size() == 1) {
+    port_range(*disabled, disabled_ports[0]);
+    return;
+  }
+  for (uint32_t port : disabled_ports) port_range(*disabled->mutable_or_match()->add_rules(), port);
 }
 
 Cluster StaticCluster(const std::string& name, uint32_t port) {
@@ -123,24 +157,48 @@ Listener VirtualInboundListener(const model::MeshState& state, const ProxyInfo& 
   original_dst->mutable_typed_config()->PackFrom(
       envoy::extensions::filters::listener::original_dst::v3::OriginalDst());
 
+  // As Istio's virtualInbound (plaintext, no mTLS here): the tls_inspector reads the SNI
+  // (connection.sni, TLS passed through) where it can matter, everywhere but declared HTTP ports;
+  // the http_inspector tells HTTP from TCP on the ports no Service declares. A client that
+  // sends nothing first goes on without them after the listener filter timeout.
+  std::vector<uint32_t> http_ports, declared_ports;
   for (const InboundPort& port : InboundPorts(state, proxy)) {
+    declared_ports.push_back(port.port);
+    if (model::IsHttpLike(port.protocol)) http_ports.push_back(port.port);
     const std::string cluster = InboundClusterName(port.port);
     FilterChain* chain = listener.add_filter_chains();
     chain->set_name(cluster);
     chain->mutable_filter_chain_match()->mutable_destination_port()->set_value(port.port);
     if (model::IsHttpLike(port.protocol)) {
-      Filter* hcm = chain->add_filters();
-      hcm->set_name(std::string(kHcmFilter));
-      hcm->mutable_typed_config()->PackFrom(InboundConnectionManager(
-          port.port, absl::StrCat("inbound_0.0.0.0_", port.port), policies, false));
+      AddHcm(*chain, InboundConnectionManager(cluster, absl::StrCat("inbound|http|", port.port),
+                                              absl::StrCat("inbound_0.0.0.0_", port.port),
+                                              policies, cluster));
     } else {
       AddTcpFilters(*chain, policies, cluster);
     }
   }
-  // Ports no Service declares are passed through as TCP, still under the policies (Istio).
-  FilterChain* passthrough = listener.mutable_default_filter_chain();
-  passthrough->set_name(std::string(kInboundPassthroughCluster));
-  AddTcpFilters(*passthrough, policies, std::string(kInboundPassthroughCluster));
+  listener.set_continue_on_listener_filters_timeout(true);
+  AddInspector(listener, "envoy.filters.listener.tls_inspector",
+               envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector(), http_ports);
+  AddInspector(listener, "envoy.filters.listener.http_inspector",
+               envoy::extensions::filters::listener::http_inspector::v3::HttpInspector(),
+               declared_ports);
+  // Ports no Service declares pass through, still under the policies (Istio's catch-all
+  // chains): HTTP/1.1 and h2c through the HTTP connection manager, the rest as TCP.
+  const std::string passthrough(kInboundPassthroughCluster);
+  FilterChain* http = listener.add_filter_chains();
+  http->set_name(std::string(kVirtualInboundCatchAllHttp));
+  http->mutable_filter_chain_match()->set_transport_protocol("raw_buffer");
+  http->mutable_filter_chain_match()->add_application_protocols("http/1.1");
+  http->mutable_filter_chain_match()->add_application_protocols("h2c");
+  AddHcm(*http, InboundConnectionManager(passthrough, "inbound|http|0", passthrough, policies,
+                                         passthrough));
+  for (const char* transport : {"raw_buffer", "tls"}) {
+    FilterChain* tcp = listener.add_filter_chains();
+    tcp->set_name(std::string(kVirtualInbound));
+    tcp->mutable_filter_chain_match()->set_transport_protocol(transport);
+    AddTcpFilters(*tcp, policies, passthrough);
+  }
   return listener;
 }
 
@@ -157,6 +215,13 @@ std::vector<Cluster> InboundClusters(const model::MeshState& state, const ProxyI
   passthrough.mutable_connect_timeout()->set_seconds(10);
   passthrough.mutable_upstream_bind_config()->mutable_source_address()->set_address("127.0.0.6");
   passthrough.mutable_upstream_bind_config()->mutable_source_address()->set_port_value(0);
+  // HTTP from the catch-all chain goes on in the protocol it came in (h2c stays h2c), as Istio's.
+  envoy::extensions::upstreams::http::v3::HttpProtocolOptions options;
+  options.mutable_use_downstream_protocol_config()->mutable_http_protocol_options();
+  options.mutable_use_downstream_protocol_config()->mutable_http2_protocol_options();
+  (*passthrough.mutable_typed_extension_protocol_options())
+      ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+          .PackFrom(options);
   clusters.push_back(std::move(passthrough));
   return clusters;
 }
@@ -169,7 +234,8 @@ std::vector<Listener> GrpcServerListeners(const model::MeshState& state,
   std::vector<Listener> listeners;
   for (const InboundPort& port : ports) {
     HttpConnectionManager hcm = InboundConnectionManager(
-        port.port, absl::StrCat("inbound_", port.port), policies, /*proxyless_grpc=*/true);
+        InboundClusterName(port.port), absl::StrCat("inbound|http|", port.port),
+        absl::StrCat("inbound_", port.port), policies, /*cluster: proxyless*/ std::nullopt);
     // gRPC checks that the Listener's address is the one it listens on.
     std::vector<std::pair<std::string, std::string>> addresses = {  // (address, in the name)
         {proxy.ip,

@@ -13,6 +13,7 @@
 namespace meshpilot::translator {
 
 inline constexpr std::string_view kVirtualInbound = "virtualInbound";
+inline constexpr std::string_view kVirtualInboundCatchAllHttp = "virtualInbound-catchall-http";
 inline constexpr uint32_t kVirtualInboundPort = 15006;
 inline constexpr std::string_view kInboundPassthroughCluster = "InboundPassthroughClusterIpv4";
 // gRPC xDS servers ask for the Listener named by their bootstrap's
@@ -37,7 +38,11 @@ std::string InboundClusterName(uint32_t port);
 // Sidecars: virtualInbound (0.0.0.0:15006, original destination) with a filter chain per
 // inbound port, matched on destination_port (HTTP: HttpConnectionManager with an inline route
 // to inbound|PORT||; TCP: tcp_proxy), RBAC filters of the policies selecting the workload
-// first, and a passthrough default chain for ports no Service declares (TCP RBAC).
+// first, and Istio's catch-all chains for ports no Service declares: HTTP/1.1 and h2c (found by
+// the http_inspector) through an HttpConnectionManager (virtualInbound-catchall-http), other
+// plaintext and TLS as TCP (virtualInbound), all to the passthrough cluster. Listener filters
+// original_dst, tls_inspector (filter_disabled on HTTP ports) and http_inspector
+// (filter_disabled on every declared port: meshpilot does not sniff declared ports).
 envoy::config::listener::v3::Listener VirtualInboundListener(const model::MeshState& state,
                                                              const ProxyInfo& proxy);
 

@@ -63,6 +63,28 @@ absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseAssignment(
   return std::shared_ptr<const EndpointSet>(std::move(set));
 }
 
+absl::StatusOr<std::optional<SlowStart>> ParseSlowStart(
+    const cluster_v3::Cluster::SlowStartConfig& proto, const std::string& field) {
+  SlowStart slow_start;
+  slow_start.window = ToMillis(proto.slow_start_window());
+  if (slow_start.window.count() <= 0) return std::nullopt;  // Envoy: no slow start
+  if (proto.has_aggression()) {
+    slow_start.aggression = proto.aggression().default_value();
+    if (!(slow_start.aggression > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".aggression.default_value: must be > 0"));
+    }
+  }
+  if (proto.has_min_weight_percent()) {
+    slow_start.min_weight_percent = proto.min_weight_percent().value();
+    if (!(slow_start.min_weight_percent >= 0 && slow_start.min_weight_percent <= 100)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".min_weight_percent.value: must be in [0, 100]"));
+    }
+  }
+  return slow_start;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseClusterLoadAssignment(
@@ -93,6 +115,10 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
     if (options.common_http_protocol_options().has_max_requests_per_connection()) {
       cluster.max_requests_per_connection =
           options.common_http_protocol_options().max_requests_per_connection().value();
+    }
+    if (options.common_http_protocol_options().has_max_connection_duration()) {
+      cluster.max_connection_duration =
+          ToMillis(options.common_http_protocol_options().max_connection_duration());
     }
     if (options.common_http_protocol_options().has_idle_timeout()) {
       cluster.idle_timeout = ToMillis(options.common_http_protocol_options().idle_timeout());
@@ -131,6 +157,10 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
         proto.common_http_protocol_options().max_requests_per_connection().value();
   } else if (proto.has_max_requests_per_connection()) {
     cluster.max_requests_per_connection = proto.max_requests_per_connection().value();
+  }
+  if (proto.common_http_protocol_options().has_max_connection_duration()) {
+    cluster.max_connection_duration =
+        ToMillis(proto.common_http_protocol_options().max_connection_duration());
   }
   if (proto.has_http2_protocol_options()) {
     cluster.protocol = UpstreamProtocol::kHttp2;
@@ -312,6 +342,19 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
       return absl::InvalidArgumentError(absl::StrCat(
           "lb_policy: ", cluster_v3::Cluster::LbPolicy_Name(proto.lb_policy()),
           " is not supported yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"));
+  }
+  if (cluster->lb_policy == LbPolicy::kRoundRobin &&
+      proto.round_robin_lb_config().has_slow_start_config()) {
+    auto slow_start = ParseSlowStart(proto.round_robin_lb_config().slow_start_config(),
+                                     "round_robin_lb_config.slow_start_config");
+    if (!slow_start.ok()) return slow_start.status();
+    cluster->slow_start = *slow_start;
+  } else if (cluster->lb_policy == LbPolicy::kLeastRequest &&
+             proto.least_request_lb_config().has_slow_start_config()) {
+    auto slow_start = ParseSlowStart(proto.least_request_lb_config().slow_start_config(),
+                                     "least_request_lb_config.slow_start_config");
+    if (!slow_start.ok()) return slow_start.status();
+    cluster->slow_start = *slow_start;
   }
   // Bounded: a ring entry per slot, shared by all workers.
   cluster->ring_size = std::clamp<uint64_t>(cluster->ring_size, 1, 1 << 17);

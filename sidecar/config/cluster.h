@@ -100,6 +100,15 @@ struct TcpKeepalive {
   std::optional<uint32_t> interval;  // TCP_KEEPINTVL, seconds
 };
 
+// slow_start_config of round_robin_lb_config or least_request_lb_config: for `window` after a
+// host joins, its weight is weight * max(min_weight_percent, time_factor^(1/aggression)) with
+// time_factor = max(elapsed, 1ms) / window (Envoy's slow start mode).
+struct SlowStart {
+  std::chrono::milliseconds window{0};
+  double aggression = 1.0;
+  double min_weight_percent = 10;
+};
+
 struct ClusterConfig {
   std::string name;
   DiscoveryType type = DiscoveryType::kEds;
@@ -120,6 +129,10 @@ struct ClusterConfig {
   // common_http_protocol_options.max_requests_per_connection: an HTTP/1.1 connection closes
   // after this many requests, an HTTP/2 one takes no more streams and drains (0: no limit).
   uint32_t max_requests_per_connection = 0;
+  // common_http_protocol_options.max_connection_duration: an upstream connection older than
+  // this closes after its request in flight (HTTP/1.1) or drains with GOAWAY (HTTP/2); 0: never.
+  std::chrono::milliseconds max_connection_duration{0};
+  std::optional<SlowStart> slow_start;  // ROUND_ROBIN and LEAST_REQUEST only
   std::optional<TcpKeepalive> tcp_keepalive;  // absent: no keepalive probes
   CircuitBreakers circuit_breakers;
   std::optional<OutlierDetection> outlier_detection;  // absent: no host is ever ejected

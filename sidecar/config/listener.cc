@@ -360,7 +360,80 @@ int SourceTypeScore(FilterChainMatch::SourceType type, const ConnectionMatchInpu
   return (type == SourceType::kSameIpOrLoopback) == local ? 1 : -1;
 }
 
+// filter_disabled, as far as Envoy nests it (a control plane's, so the depth is bounded only
+// to keep the recursion sane).
+absl::StatusOr<ListenerFilterPredicate> ParseListenerFilterPredicate(
+    const envoy::config::listener::v3::ListenerFilterChainMatchPredicate& proto,
+    const std::string& field, int depth) {
+  using Proto = envoy::config::listener::v3::ListenerFilterChainMatchPredicate;
+  using Kind = ListenerFilterPredicate::Kind;
+  if (depth > 16) return absl::InvalidArgumentError(absl::StrCat(field, ": nested too deep"));
+  ListenerFilterPredicate predicate;
+  auto rules = [&](const Proto::MatchSet& set, const char* name) -> absl::Status {
+    for (int i = 0; i < set.rules_size(); ++i) {
+      auto rule = ParseListenerFilterPredicate(
+          set.rules(i), absl::StrCat(field, ".", name, ".rules[", i, "]"), depth + 1);
+      if (!rule.ok()) return rule.status();
+      predicate.rules.push_back(*std::move(rule));
+    }
+    if (set.rules_size() < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".", name, ".rules: needs at least 2 rules"));
+    }
+    return absl::OkStatus();
+  };
+  switch (proto.rule_case()) {
+    case Proto::kOrMatch:
+      predicate.kind = Kind::kOr;
+      if (auto status = rules(proto.or_match(), "or_match"); !status.ok()) return status;
+      break;
+    case Proto::kAndMatch:
+      predicate.kind = Kind::kAnd;
+      if (auto status = rules(proto.and_match(), "and_match"); !status.ok()) return status;
+      break;
+    case Proto::kNotMatch: {
+      predicate.kind = Kind::kNot;
+      auto rule = ParseListenerFilterPredicate(proto.not_match(),
+                                               absl::StrCat(field, ".not_match"), depth + 1);
+      if (!rule.ok()) return rule.status();
+      predicate.rules.push_back(*std::move(rule));
+      break;
+    }
+    case Proto::kAnyMatch:
+      predicate.kind = Kind::kAny;
+      break;
+    case Proto::kDestinationPortRange: {
+      const auto& range = proto.destination_port_range();
+      if (range.start() < 0 || range.end() > 65536 || range.start() >= range.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".destination_port_range: [", range.start(), ", ", range.end(),
+            ") is not a range of ports"));
+      }
+      predicate.kind = Kind::kPortRange;
+      predicate.start = static_cast<uint32_t>(range.start());
+      predicate.end = static_cast<uint32_t>(range.end());
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, ": no rule"));
+  }
+  return predicate;
+}
+
 }  // namespace
+
+bool ListenerFilterPredicate::Matches(uint32_t port) const {
+  switch (kind) {
+    case Kind::kAny: return true;
+    case Kind::kOr:
+      return std::any_of(rules.begin(), rules.end(), [port](const auto& r) { return r.Matches(port); });
+    case Kind::kAnd:
+      return std::all_of(rules.begin(), rules.end(), [port](const auto& r) { return r.Matches(port); });
+    case Kind::kNot: return !rules.front().Matches(port);
+    case Kind::kPortRange: return port >= start && port < end;
+  }
+  return false;
+}
 
 const FilterChain* ListenerConfig::ChainFor(const ConnectionMatchInput& input) const {
   std::vector<const FilterChain*> candidates;
@@ -437,15 +510,25 @@ absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
     return absl::InvalidArgumentError("address.socket_address.port_value: must be set to bind");
   }
   for (int i = 0; i < proto.listener_filters_size(); ++i) {
-    const std::string& name = proto.listener_filters(i).name();
-    // original_dst is what use_original_dst does here. http_inspector is accepted and not
-    // run: application_protocols come from the TLS ALPN only.
-    if (name == "envoy.filters.listener.tls_inspector") {
-      listener->tls_inspector = true;
-    } else if (name != "envoy.filters.listener.original_dst" &&
-               name != "envoy.filters.listener.http_inspector") {
+    const envoy::config::listener::v3::ListenerFilter& filter = proto.listener_filters(i);
+    const std::string field = absl::StrCat("listener_filters[", i, "]");
+    // original_dst is what use_original_dst does here.
+    ListenerFilter* inspector = nullptr;
+    if (filter.name() == "envoy.filters.listener.tls_inspector") {
+      inspector = &listener->tls_inspector;
+    } else if (filter.name() == "envoy.filters.listener.http_inspector") {
+      inspector = &listener->http_inspector;
+    } else if (filter.name() != "envoy.filters.listener.original_dst") {
       return absl::InvalidArgumentError(
-          absl::StrCat("listener_filters[", i, "]: unsupported listener filter \"", name, "\""));
+          absl::StrCat(field, ": unsupported listener filter \"", filter.name(), "\""));
+    }
+    if (inspector == nullptr) continue;
+    inspector->enabled = true;
+    if (filter.has_filter_disabled()) {
+      auto disabled = ParseListenerFilterPredicate(filter.filter_disabled(),
+                                                   absl::StrCat(field, ".filter_disabled"), 0);
+      if (!disabled.ok()) return disabled.status();
+      inspector->disabled = *std::move(disabled);
     }
   }
   if (proto.has_listener_filters_timeout()) {

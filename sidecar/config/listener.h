@@ -96,15 +96,38 @@ struct FilterChain {
   std::variant<HttpChain, TcpProxyChain> filter;
 };
 
+// A listener filter's filter_disabled (Envoy's ListenerFilterChainMatchPredicate), on the
+// connection's destination port.
+struct ListenerFilterPredicate {
+  enum class Kind { kAny, kOr, kAnd, kNot, kPortRange };
+  Kind kind = Kind::kAny;
+  std::vector<ListenerFilterPredicate> rules;  // kOr, kAnd; kNot: its one rule
+  uint32_t start = 0, end = 0;                 // kPortRange: [start, end)
+  bool Matches(uint32_t port) const;
+};
+
+// A listener filter meshproxy runs (tls_inspector, http_inspector): whether the listener has
+// it, and the connections it skips.
+struct ListenerFilter {
+  bool enabled = false;
+  std::optional<ListenerFilterPredicate> disabled;
+  bool RunsFor(uint32_t destination_port) const {
+    return enabled && !(disabled && disabled->Matches(destination_port));
+  }
+};
+
 struct ListenerConfig {
   std::string name;
   boost::asio::ip::tcp::endpoint address;
   bool bind_to_port = true;
   bool use_original_dst = false;
   bool inbound = false;  // traffic_direction INBOUND: istio_requests_total's reporter="destination"
-  // envoy.filters.listener.tls_inspector: peek the ClientHello for SNI and ALPN first, for at
-  // most listener_filters_timeout; then go on without them or close the connection.
-  bool tls_inspector = false;
+  // envoy.filters.listener.tls_inspector (peek the ClientHello for SNI and ALPN) and
+  // http_inspector (peek a plaintext connection for HTTP/1.x or the h2c preface: the
+  // application protocol) first, for at most listener_filters_timeout; then go on without
+  // what they did not find, or close the connection.
+  ListenerFilter tls_inspector;
+  ListenerFilter http_inspector;
   std::chrono::milliseconds listener_filters_timeout{15000};  // Envoy's default; 0: none
   bool continue_on_listener_filters_timeout = false;
   std::vector<FilterChain> chains;

@@ -50,12 +50,16 @@ Http1UpstreamStream::~Http1UpstreamStream() {
   const bool reusable = !reset_ && request_complete_ && parser_ && parser_->is_done() &&
                         parser_->keep_alive();
   const bool at_max_requests = max_requests_ != 0 && connection_->requests >= max_requests_;
-  if (reusable && !at_max_requests) {
+  const bool at_max_duration = connection_->max_duration_at != Clock::time_point::max() &&
+                               connection_->max_duration_at <= Clock::now();
+  if (reusable && !at_max_requests && !at_max_duration) {
     pool_.Release(idle_, cluster_, peer_, std::move(connection_), idle_timeout_);
     return;
   }
   if (reusable) {
-    connection_->stats->upstream_cx_max_requests.fetch_add(1, std::memory_order_relaxed);
+    (at_max_requests ? connection_->stats->upstream_cx_max_requests
+                     : connection_->stats->upstream_cx_max_duration_reached)
+        .fetch_add(1, std::memory_order_relaxed);
   }
   connection_.reset();
   pool_.ConnectionClosed(cluster_);

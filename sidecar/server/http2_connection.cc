@@ -169,7 +169,8 @@ Http2Connection::Http2Connection(asio::io_context& io, tcp::socket socket, Role 
       role_(role),
       on_request_(std::move(on_request)),
       write_signal_(io),
-      idle_timer_(io) {
+      idle_timer_(io),
+      max_duration_timer_(io) {
   InitSession();
 }
 
@@ -234,6 +235,16 @@ asio::awaitable<void> Http2Connection::Run(std::string preface) {
   auto self = shared_from_this();
   asio::co_spawn(io_, WriteLoop(), asio::detached);
   if (idle_timeout_.count() > 0) asio::co_spawn(io_, IdleLoop(), asio::detached);
+  if (max_duration_.count() > 0) {
+    max_duration_timer_.expires_after(max_duration_);
+    max_duration_timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (ec || self->dead_ || self->draining_) return;
+      if (self->max_durations_reached_ != nullptr) {
+        self->max_durations_reached_->fetch_add(1, std::memory_order_relaxed);
+      }
+      self->Drain();
+    });
+  }
   co_await ReadLoop(std::move(preface));
   Terminate(/*connect_failed=*/false);
 }
@@ -327,6 +338,7 @@ void Http2Connection::Terminate(bool connect_failed) {
   for (auto& [id, stream] : streams) stream->Close(NGHTTP2_INTERNAL_ERROR, connect_failed);
   write_signal_.cancel();
   idle_timer_.cancel();
+  max_duration_timer_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

@@ -135,6 +135,12 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Client, before Connect: after this many streams (0: no limit), the connection takes no
   // more and drains once they are done.
   void SetMaxRequests(uint32_t max_requests) { max_requests_ = max_requests; }
+  // Before Serve/Connect: `duration` after it starts (0: never), the connection drains (GOAWAY,
+  // closed once its streams are done), counting in `counter` (Envoy's max_connection_duration).
+  void SetMaxDuration(std::chrono::milliseconds duration, std::atomic<uint64_t>* counter) {
+    max_duration_ = duration;
+    max_durations_reached_ = counter;
+  }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
   bool dead() const { return dead_; }
@@ -185,6 +191,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   std::chrono::milliseconds idle_timeout_{0};
   std::atomic<uint64_t>* idle_timeouts_ = nullptr;
   boost::asio::steady_timer idle_timer_;  // cancelled when the last stream closes
+  std::chrono::milliseconds max_duration_{0};
+  std::atomic<uint64_t>* max_durations_reached_ = nullptr;
+  boost::asio::steady_timer max_duration_timer_;
   bool goaway_received_ = false;
   bool draining_ = false;
   uint32_t max_requests_ = 0;  // client: max_requests_per_connection

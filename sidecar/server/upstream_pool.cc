@@ -172,7 +172,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
     std::unique_ptr<UpstreamConnection> connection = std::move(idle.back());
     idle.pop_back();
     if (connection->idle_until <= Clock::now()) {
-      connection->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+      CountIdleClose(*connection);
       continue;  // its sweep is late: closed here
     }
     if (StillUsable(*connection)) {
@@ -205,6 +205,9 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   connection->connected = true;
   connection->requests = 1;
   connection->open_in_pool = open;
+  if (target.max_connection_duration.count() > 0) {
+    connection->max_duration_at = Clock::now() + target.max_connection_duration;
+  }
   target.stats->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   target.stats->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_return stream(std::move(connection));
@@ -231,6 +234,8 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
                                                       Http2Connection::Role::kClient);
   connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connection->SetMaxRequests(target.max_requests_per_connection);
+  connection->SetMaxDuration(target.max_connection_duration,
+                             &target.stats->upstream_cx_max_duration_reached);
   connection->AssignStream();
   connections.push_back(connection);
   asio::co_spawn(io_,
@@ -246,9 +251,12 @@ void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
   if (idle.size() < kMaxIdlePerEndpoint) {
     connection->stream.expires_never();
     connection->released_at = Clock::now();
-    connection->idle_until = Clock::time_point::max();  // the cluster may have changed
+    connection->idle_until = connection->max_duration_at;  // the cluster may have changed
     if (idle_timeout.count() > 0) {
-      connection->idle_until = connection->released_at + idle_timeout;
+      connection->idle_until =
+          std::min(connection->idle_until, connection->released_at + idle_timeout);
+    }
+    if (connection->idle_until != Clock::time_point::max()) {
       ScheduleIdleSweep(connection->idle_until);
     }
     idle.push_back(std::move(connection));
@@ -284,11 +292,18 @@ void UpstreamPool::SweepIdle() {
         next = std::min(next, connection->idle_until);
         return false;
       }
-      connection->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
+      CountIdleClose(*connection);
       return true;
     });
   }
   if (next != Clock::time_point::max()) ScheduleIdleSweep(next);
+}
+
+void UpstreamPool::CountIdleClose(const UpstreamConnection& connection) {
+  std::atomic<uint64_t>& counter = connection.idle_until == connection.max_duration_at
+                                       ? connection.stats->upstream_cx_max_duration_reached
+                                       : connection.stats->upstream_cx_idle_timeout;
+  counter.fetch_add(1, std::memory_order_relaxed);
 }
 
 void ConfigureUpstreamSocket(tcp::socket& socket,

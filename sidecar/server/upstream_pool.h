@@ -58,6 +58,8 @@ struct UpstreamConnection {
   uint32_t requests = 0;  // exchanges started on it, for max_requests_per_connection
   Clock::time_point released_at;  // when it last went idle
   Clock::time_point idle_until = Clock::time_point::max();  // in the pool: its idle_timeout
+  // Its max_connection_duration passes: closed then if idle, else after its exchange.
+  Clock::time_point max_duration_at = Clock::time_point::max();
 };
 
 // Where one attempt goes.
@@ -74,6 +76,7 @@ struct UpstreamTarget {
   bool http1_trailers = false;          // HTTP/1.1: read response trailers (enable_trailers)
   uint32_t max_requests_per_connection = 0;  // 0: no limit
   std::optional<config::TcpKeepalive> tcp_keepalive;
+  std::chrono::milliseconds max_connection_duration{0};  // 0: none
 
   // The cluster's limits; `peer` is for the caller to set.
   static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,
@@ -90,7 +93,8 @@ struct UpstreamTarget {
                           head_request,
                           config.http1.enable_trailers,
                           config.max_requests_per_connection,
-                          config.tcp_keepalive};
+                          config.tcp_keepalive,
+                          config.max_connection_duration};
   }
   static UpstreamTarget Of(std::string&& cluster, const config::ClusterConfig& config,
                            std::shared_ptr<ClusterStats> stats, bool head_request) = delete;
@@ -197,9 +201,11 @@ class UpstreamPool {
   Map<IdleConnections> idle_;  // entries are never removed: streams hold on to theirs
   Map<std::shared_ptr<uint32_t>> http1_open_;  // idle and busy
   Map<std::vector<std::shared_ptr<Http2Connection>>> http2_;
-  // Closes the idle HTTP/1.1 connections whose idle_timeout has passed, and schedules the next
-  // sweep for the earliest of the others.
+  // Closes the idle HTTP/1.1 connections whose idle_timeout (or max_connection_duration) has
+  // passed, and schedules the next sweep for the earliest of the others.
   void SweepIdle();
+  // An idle connection closed at its idle_until: counted as an idle timeout or max duration.
+  static void CountIdleClose(const UpstreamConnection& connection);
   void ScheduleIdleSweep(Clock::time_point at);
   boost::asio::steady_timer idle_sweep_;
   std::optional<Clock::time_point> idle_sweep_at_;  // when the pending sweep runs

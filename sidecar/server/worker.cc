@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "sidecar/filters/http_inspector.h"
 #include "sidecar/filters/tls_inspector.h"
 #include "sidecar/server/connection.h"
 #include "spdlog/spdlog.h"
@@ -56,14 +57,19 @@ void SetReceiveLowWatermark(int fd, size_t bytes) {
   ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &value, sizeof(value));
 }
 
-// envoy.filters.listener.tls_inspector: peeks (MSG_PEEK: the bytes stay for the filter chain)
-// at the connection's first bytes until they are a whole ClientHello, not TLS at all, or
-// `listener`'s listener_filters_timeout passes. Returns false when the connection is to be
-// closed: the peer left, the ClientHello is too large, or the time ran out without
-// continue_on_listener_filters_timeout (Envoy's rules).
-asio::awaitable<bool> InspectTls(tcp::socket& socket, const config::ListenerConfig& listener,
-                                 ListenerStats& stats, ConnectionInfo& info) {
+// The listener filters that read: envoy.filters.listener.tls_inspector and http_inspector
+// (each if `listener` runs it for this connection's port). They peek (MSG_PEEK: the bytes stay
+// for the filter chain) at the connection's first bytes until the tls_inspector has a whole
+// ClientHello or knows it is not TLS and the http_inspector, on a connection that is not TLS,
+// knows whether it is HTTP; or `listener`'s listener_filters_timeout passes. Returns false when
+// the connection is to be closed: the peer left, the ClientHello is too large, or the time ran
+// out without continue_on_listener_filters_timeout (Envoy's rules).
+asio::awaitable<bool> InspectConnection(tcp::socket& socket, const config::ListenerConfig& listener,
+                                        ListenerStats& stats, ConnectionInfo& info) {
   using Result = filters::TlsInspection::Result;
+  bool tls_pending = listener.tls_inspector.RunsFor(info.destination.port());
+  bool http_pending = listener.http_inspector.RunsFor(info.destination.port());
+  if (!tls_pending && !http_pending) co_return true;
   auto timed_out = std::make_shared<bool>(false);
   asio::steady_timer deadline(socket.get_executor());
   if (listener.listener_filters_timeout.count() > 0) {
@@ -79,7 +85,8 @@ asio::awaitable<bool> InspectTls(tcp::socket& socket, const config::ListenerConf
     });
   }
   // Room for the largest ClientHello and the headers of the records it may span.
-  std::vector<uint8_t> buffer(filters::kMaxClientHelloSize + 1024);
+  std::vector<uint8_t> buffer(tls_pending ? filters::kMaxClientHelloSize + 1024
+                                          : filters::kMaxHttpInspectSize);
   const int fd = socket.native_handle();
   size_t seen = 0;  // bytes peeked so far
   bool keep = true;
@@ -95,25 +102,42 @@ asio::awaitable<bool> InspectTls(tcp::socket& socket, const config::ListenerConf
     }
     if (n > 0) {
       seen = static_cast<size_t>(n);
-      filters::TlsInspection inspection =
-          filters::InspectClientHello(std::span<const uint8_t>(buffer.data(), seen));
-      if (inspection.result == Result::kClientHello) {
-        info.tls = true;
-        info.server_name = std::move(inspection.server_name);
-        info.application_protocols = std::move(inspection.alpn);
-        stats.tls_found.fetch_add(1, std::memory_order_relaxed);
-        if (!info.server_name.empty()) stats.sni_found.fetch_add(1, std::memory_order_relaxed);
-        break;
+      const std::span<const uint8_t> peeked(buffer.data(), seen);
+      if (tls_pending) {
+        filters::TlsInspection inspection = filters::InspectClientHello(peeked);
+        if (inspection.result == Result::kClientHello) {
+          info.tls = true;
+          info.server_name = std::move(inspection.server_name);
+          info.application_protocols = std::move(inspection.alpn);
+          stats.tls_found.fetch_add(1, std::memory_order_relaxed);
+          if (!info.server_name.empty()) stats.sni_found.fetch_add(1, std::memory_order_relaxed);
+          break;  // the http_inspector leaves TLS alone
+        }
+        if (inspection.result == Result::kNotTls) {
+          stats.tls_not_found.fetch_add(1, std::memory_order_relaxed);
+          tls_pending = false;
+        } else if (inspection.result == Result::kTooLarge || seen == buffer.size()) {
+          stats.client_hello_too_large.fetch_add(1, std::memory_order_relaxed);
+          keep = false;
+          break;
+        }
       }
-      if (inspection.result == Result::kNotTls) {
-        stats.tls_not_found.fetch_add(1, std::memory_order_relaxed);
-        break;
+      if (http_pending && !tls_pending) {
+        const filters::HttpInspection found = filters::InspectHttp(peeked);
+        if (found != filters::HttpInspection::kNeedMoreData) {
+          http_pending = false;
+          std::atomic<uint64_t>& counter =
+              found == filters::HttpInspection::kHttp10   ? stats.http10_found
+              : found == filters::HttpInspection::kHttp11 ? stats.http11_found
+              : found == filters::HttpInspection::kHttp2  ? stats.http2_found
+                                                          : stats.http_not_found;
+          counter.fetch_add(1, std::memory_order_relaxed);
+          if (found != filters::HttpInspection::kNotHttp) {
+            info.application_protocols = {std::string(filters::ApplicationProtocolOf(found))};
+          }
+        }
       }
-      if (inspection.result == Result::kTooLarge || seen == buffer.size()) {
-        stats.client_hello_too_large.fetch_add(1, std::memory_order_relaxed);
-        keep = false;
-        break;
-      }
+      if (!tls_pending && !http_pending) break;
       // The peeked bytes keep the socket readable: ask to be woken only once more arrive.
       SetReceiveLowWatermark(fd, seen + 1);
     }
@@ -292,10 +316,8 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
       owner.stats->downstream_cx_total.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  if (owner.config->tls_inspector) {
-    const bool keep = co_await InspectTls(socket, *owner.config, *owner.stats, info);
-    if (!keep) co_return;
-  }
+  const bool keep = co_await InspectConnection(socket, *owner.config, *owner.stats, info);
+  if (!keep) co_return;
   const config::FilterChain* chain = owner.config->ChainFor(
       {.destination = info.destination,
        .source = info.remote,

@@ -1,8 +1,11 @@
 #include "sidecar/upstream/load_balancer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <string>
+
+#include "absl/container/flat_hash_map.h"
 
 namespace meshpilot::sidecar::upstream {
 
@@ -50,41 +53,45 @@ uint64_t Hash64(std::string_view data) {
   return h;
 }
 
+double SlowStartWeight(uint32_t weight, const config::SlowStart& slow_start,
+                       Clock::time_point joined, Clock::time_point now) {
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(now - joined);
+  if (elapsed >= slow_start.window) return weight;
+  const double time_factor = static_cast<double>(std::max<int64_t>(1, elapsed.count())) /
+                             static_cast<double>(slow_start.window.count());
+  return weight * std::max(slow_start.min_weight_percent / 100,
+                           std::pow(time_factor, 1 / slow_start.aggression));
+}
+
 LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
                            const std::vector<config::Locality>& localities, uint64_t ring_size,
                            const std::optional<config::OutlierDetection>& outlier_detection,
-                           std::shared_ptr<ClusterStats> stats)
+                           std::shared_ptr<ClusterStats> stats,
+                           const std::optional<SlowStartHosts>& slow_start)
     : policy_(policy), choice_count_(std::max<uint32_t>(2, choice_count)) {
-  std::vector<uint64_t> locality_weights;
   for (const config::Locality& source : localities) {
     if (source.endpoints.empty()) continue;
     auto locality = std::make_unique<LocalityHosts>();
-    std::vector<uint64_t> weights;
-    uint64_t sum = 0;
+    locality->weight = source.weight;
     for (const config::Endpoint& endpoint : source.endpoints) {
       auto host = std::make_unique<Host>();
       host->address = endpoint.address;
       host->weight = endpoint.weight;
       host->zone = source.zone;
-      sum += endpoint.weight;
-      locality->cumulative.push_back(sum);
-      weights.push_back(endpoint.weight);
       locality->hosts.push_back(std::move(host));
     }
-    locality->wheel = SmoothWeightedOrder(weights);
-    locality->weight = source.weight != 0 ? source.weight : sum;
-    locality_weights.push_back(locality->weight);
     localities_.push_back(std::move(locality));
   }
-  uint64_t sum = 0;
-  for (uint64_t w : locality_weights) locality_cumulative_.push_back(sum += w);
-  locality_wheel_ = SmoothWeightedOrder(std::move(locality_weights));
-  if (policy_ == config::LbPolicy::kRingHash && sum > 0) {
+  steady_ = MakeSchedule([](const Host& host) { return host.weight; }, 1, true);
+  if (policy_ == config::LbPolicy::kRingHash && !localities_.empty()) {
     // Each host's share of the ring: its locality's share times its share inside it.
-    for (const auto& locality : localities_) {
-      const double locality_share = static_cast<double>(locality->weight) / sum;
-      const double host_total = static_cast<double>(locality->cumulative.back());
-      for (const auto& host : locality->hosts) {
+    const double sum = static_cast<double>(steady_.locality_cumulative.back());
+    uint64_t previous_locality = 0;
+    for (size_t l = 0; l < localities_.size(); ++l) {
+      const double locality_share = (steady_.locality_cumulative[l] - previous_locality) / sum;
+      previous_locality = steady_.locality_cumulative[l];
+      const double host_total = static_cast<double>(steady_.cumulative[l].back());
+      for (const auto& host : localities_[l]->hosts) {
         const double share = locality_share * host->weight / host_total;
         const uint64_t replicas = std::max<uint64_t>(1, static_cast<uint64_t>(share * ring_size + 0.5));
         const std::string key = host->address.address().to_string() + ":" +
@@ -97,9 +104,75 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
     std::sort(ring_.begin(), ring_.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
   }
+  if (slow_start && (policy_ == config::LbPolicy::kRoundRobin ||
+                     policy_ == config::LbPolicy::kLeastRequest)) {
+    BuildRamp(*slow_start);
+  }
   if (outlier_detection) {
     outlier_ = std::make_unique<OutlierDetector>(*outlier_detection, Hosts(), std::move(stats));
   }
+}
+
+LoadBalancer::Schedule LoadBalancer::MakeSchedule(
+    absl::FunctionRef<uint64_t(const Host&)> weight_of, uint64_t locality_scale,
+    bool wheels) const {
+  Schedule schedule;
+  std::vector<uint64_t> locality_weights;
+  for (size_t l = 0; l < localities_.size(); ++l) {
+    std::vector<uint64_t> weights;
+    std::vector<uint64_t>& cumulative = schedule.cumulative.emplace_back();
+    uint64_t sum = 0;
+    for (const auto& host : localities_[l]->hosts) {
+      weights.push_back(weight_of(*host));
+      cumulative.push_back(sum += weights.back());
+    }
+    schedule.wheels.push_back(wheels ? SmoothWeightedOrder(std::move(weights))
+                                     : std::vector<uint32_t>());
+    locality_weights.push_back(localities_[l]->weight != 0
+                                   ? localities_[l]->weight * locality_scale
+                                   : sum);
+  }
+  uint64_t sum = 0;
+  for (uint64_t w : locality_weights) schedule.locality_cumulative.push_back(sum += w);
+  schedule.locality_wheel = SmoothWeightedOrder(std::move(locality_weights));
+  return schedule;
+}
+
+void LoadBalancer::BuildRamp(const SlowStartHosts& slow_start) {
+  // The ramp lasts until the last host to join leaves its window, in steps of a 32nd of the
+  // window (at least 100 ms); each step's weights are those of its middle.
+  const config::SlowStart& config = slow_start.config;
+  absl::flat_hash_map<const Host*, Clock::time_point> joined;
+  Clock::time_point ramp_end = slow_start.now;
+  for (const auto& locality : localities_) {
+    for (const auto& host : locality->hosts) {
+      auto it = slow_start.joined.find(host->address);
+      const Clock::time_point at = it != slow_start.joined.end() ? it->second : slow_start.now;
+      joined[host.get()] = at;
+      ramp_end = std::max(ramp_end, at + config.window);
+    }
+  }
+  if (ramp_end <= slow_start.now) return;
+  ramp_start_ = slow_start.now;
+  ramp_step_ = std::max<Clock::duration>(config.window / 32, std::chrono::milliseconds(100));
+  // Weights in thousandths, so a host at 10% of weight 1 still has a share.
+  constexpr uint64_t kScale = 1000;
+  for (Clock::time_point step = ramp_start_; step < ramp_end; step += ramp_step_) {
+    const Clock::time_point middle = step + ramp_step_ / 2;
+    ramp_.push_back(MakeSchedule(
+        [&](const Host& host) {
+          return std::max<uint64_t>(
+              1, std::llround(kScale * SlowStartWeight(host.weight, config, joined[&host], middle)));
+        },
+        kScale, false));
+  }
+}
+
+const LoadBalancer::Schedule& LoadBalancer::ScheduleAt(Clock::time_point now) const {
+  if (ramp_.empty()) return steady_;
+  if (now < ramp_start_) return ramp_.front();
+  const auto step = static_cast<size_t>((now - ramp_start_) / ramp_step_);
+  return step < ramp_.size() ? ramp_[step] : steady_;
 }
 
 const Host* LoadBalancer::PickOnRing(uint64_t hash,
@@ -121,37 +194,49 @@ std::vector<const Host*> LoadBalancer::Hosts() const {
   return hosts;
 }
 
-const LoadBalancer::LocalityHosts& LoadBalancer::PickLocality(std::mt19937_64& rng) const {
-  if (localities_.size() == 1) return *localities_[0];
+size_t LoadBalancer::PickLocality(const Schedule& schedule, std::mt19937_64& rng) const {
+  if (localities_.size() == 1) return 0;
   if (policy_ == config::LbPolicy::kRoundRobin) {
     uint64_t n = next_locality_.fetch_add(1, std::memory_order_relaxed);
-    return *localities_[locality_wheel_[n % locality_wheel_.size()]];
+    return schedule.locality_wheel[n % schedule.locality_wheel.size()];
   }
-  uint64_t point = rng() % locality_cumulative_.back();
-  auto it = std::upper_bound(locality_cumulative_.begin(), locality_cumulative_.end(), point);
-  return *localities_[it - locality_cumulative_.begin()];
+  const std::vector<uint64_t>& cumulative = schedule.locality_cumulative;
+  uint64_t point = rng() % cumulative.back();
+  return std::upper_bound(cumulative.begin(), cumulative.end(), point) - cumulative.begin();
 }
 
-const Host* LoadBalancer::WeightedRandom(const LocalityHosts& locality, std::mt19937_64& rng) {
-  uint64_t point = rng() % locality.cumulative.back();
-  auto it = std::upper_bound(locality.cumulative.begin(), locality.cumulative.end(), point);
-  return locality.hosts[it - locality.cumulative.begin()].get();
+const Host* LoadBalancer::WeightedRandom(const Schedule& schedule, size_t locality,
+                                         std::mt19937_64& rng) const {
+  const std::vector<uint64_t>& cumulative = schedule.cumulative[locality];
+  uint64_t point = rng() % cumulative.back();
+  auto it = std::upper_bound(cumulative.begin(), cumulative.end(), point);
+  return localities_[locality]->hosts[it - cumulative.begin()].get();
 }
 
-const Host* LoadBalancer::PickInLocality(const LocalityHosts& locality,
+const Host* LoadBalancer::PickInLocality(const Schedule& schedule, size_t locality,
                                          std::mt19937_64& rng) const {
   switch (policy_) {
     case config::LbPolicy::kRoundRobin: {
-      uint64_t n = locality.next.fetch_add(1, std::memory_order_relaxed);
-      return locality.hosts[locality.wheel[n % locality.wheel.size()]].get();
+      const LocalityHosts& hosts = *localities_[locality];
+      const std::vector<uint32_t>& wheel = schedule.wheels[locality];
+      const uint64_t n = hosts.next.fetch_add(1, std::memory_order_relaxed);
+      if (!wheel.empty()) return hosts.hosts[wheel[n % wheel.size()]].get();
+      // A ramp's step: the n-th point of the golden-ratio (Weyl) sequence over the weights, as
+      // evenly spread as a wheel's turns, with no wheel to build.
+      const std::vector<uint64_t>& cumulative = schedule.cumulative[locality];
+      const uint64_t fraction = n * 0x9e3779b97f4a7c15ULL;  // n / golden ratio, mod 1
+      const auto point = static_cast<uint64_t>(
+          (static_cast<unsigned __int128>(fraction) * cumulative.back()) >> 64);
+      auto it = std::upper_bound(cumulative.begin(), cumulative.end(), point);
+      return hosts.hosts[it - cumulative.begin()].get();
     }
     case config::LbPolicy::kRandom:
     case config::LbPolicy::kRingHash:  // (not reached: Pick uses the ring)
-      return WeightedRandom(locality, rng);
+      return WeightedRandom(schedule, locality, rng);
     case config::LbPolicy::kLeastRequest: {
-      const Host* best = WeightedRandom(locality, rng);
+      const Host* best = WeightedRandom(schedule, locality, rng);
       for (uint32_t i = 1; i < choice_count_; ++i) {
-        const Host* other = WeightedRandom(locality, rng);
+        const Host* other = WeightedRandom(schedule, locality, rng);
         if (other->active_requests.load(std::memory_order_relaxed) <
             best->active_requests.load(std::memory_order_relaxed)) {
           best = other;
@@ -164,9 +249,8 @@ const Host* LoadBalancer::PickInLocality(const LocalityHosts& locality,
 }
 
 const Host* LoadBalancer::Pick(std::mt19937_64& rng, const Host* avoid,
-                               std::optional<uint64_t> hash) const {
+                               std::optional<uint64_t> hash, Clock::time_point now) const {
   if (localities_.empty()) return nullptr;
-  const OutlierDetector::Clock::time_point now = OutlierDetector::Clock::now();
   const bool skip_ejected = outlier_ != nullptr && outlier_->SkipEjected(now);
   auto healthy = [&](const Host* h) { return !skip_ejected || !outlier_->Ejected(*h, now); };
   auto preferred = [&](const Host* h) { return h != avoid && healthy(h); };
@@ -178,10 +262,11 @@ const Host* LoadBalancer::Pick(std::mt19937_64& rng, const Host* avoid,
     // Every host ejected with panic mode off (healthy_panic_threshold 0): none.
     return skip_ejected ? nullptr : PickOnRing(point, [](const Host*) { return true; });
   }
-  const Host* host = PickInLocality(PickLocality(rng), rng);
+  const Schedule& schedule = ScheduleAt(now);
+  const Host* host = PickInLocality(schedule, PickLocality(schedule, rng), rng);
   // As Envoy's previous_hosts predicate with host_selection_retry_max_attempts: a few tries.
   for (int attempt = 0; attempt < 4 && !preferred(host); ++attempt) {
-    host = PickInLocality(PickLocality(rng), rng);
+    host = PickInLocality(schedule, PickLocality(schedule, rng), rng);
   }
   if (preferred(host)) return host;
   // Unlucky draws, or few usable hosts: any other healthy host, then any healthy one.

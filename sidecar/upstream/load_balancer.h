@@ -6,11 +6,17 @@
 // first by their weight, then a host inside. RING_HASH (and MAGLEV) place hosts on a ring in
 // proportion to their weight (locality weight included) and pick by the request's hash; a
 // request without one picks at random. With outlier detection, picks skip ejected hosts (unless
-// too few are left: Envoy's panic mode). Immutable once built; the counters are atomics, so
-// worker threads share it without locks.
+// too few are left: Envoy's panic mode). Slow start (ROUND_ROBIN, LEAST_REQUEST): a host that
+// joined less than the window ago has its weight scaled down (config::SlowStart); the weights
+// of the ramp are precomputed for a few dozen steps of time when the balancer is built, and a
+// pick reads the step of its time (round robin then walks the ramp's weights by a golden-ratio
+// sequence instead of a wheel, so a step costs O(hosts) to build). Immutable once built; the
+// counters are atomics, so worker threads share it without locks.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -55,12 +61,29 @@ class HostRequest {
   const Host* host_;
 };
 
+using Clock = std::chrono::steady_clock;
+
+// What slow start needs when a balancer is built: the cluster's config, the time, and when each
+// endpoint joined the cluster (an endpoint not listed joins now).
+struct SlowStartHosts {
+  config::SlowStart config;
+  Clock::time_point now;
+  std::map<boost::asio::ip::tcp::endpoint, Clock::time_point> joined;
+};
+
+// A host's weight at `now` with slow start: weight * max(min_weight_percent, time_factor ^
+// (1 / aggression)), time_factor = max(elapsed, 1 ms) / window; the weight itself once the
+// window has passed.
+double SlowStartWeight(uint32_t weight, const config::SlowStart& slow_start,
+                       Clock::time_point joined, Clock::time_point now);
+
 class LoadBalancer {
  public:
   LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
                const std::vector<config::Locality>& localities, uint64_t ring_size = 1024,
                const std::optional<config::OutlierDetection>& outlier_detection = std::nullopt,
-               std::shared_ptr<ClusterStats> stats = nullptr);
+               std::shared_ptr<ClusterStats> stats = nullptr,
+               const std::optional<SlowStartHosts>& slow_start = std::nullopt);
   LoadBalancer(const LoadBalancer&) = delete;
   LoadBalancer& operator=(const LoadBalancer&) = delete;
 
@@ -68,7 +91,8 @@ class LoadBalancer {
   // host.
   // `hash` places the request on the ring of a RING_HASH balancer (ignored by the others).
   const Host* Pick(std::mt19937_64& rng, const Host* avoid = nullptr,
-                   std::optional<uint64_t> hash = std::nullopt) const;
+                   std::optional<uint64_t> hash = std::nullopt,
+                   Clock::time_point now = Clock::now()) const;
   bool empty() const { return localities_.empty(); }
   std::vector<const Host*> Hosts() const;
   // Null without outlier_detection.
@@ -76,16 +100,29 @@ class LoadBalancer {
 
  private:
   struct LocalityHosts {
-    uint64_t weight = 0;
+    uint32_t weight = 0;  // 0: the sum of its hosts' weights
     std::vector<std::unique_ptr<Host>> hosts;
-    std::vector<uint32_t> wheel;        // ROUND_ROBIN order (smooth weighted)
-    std::vector<uint64_t> cumulative;   // cumulative host weights, for weighted random
-    mutable std::atomic<uint64_t> next{0};
+    mutable std::atomic<uint64_t> next{0};  // ROUND_ROBIN position
   };
+  // What depends on the hosts' weights: the steady one, and one per step of a slow start ramp.
+  struct Schedule {
+    // Per locality: ROUND_ROBIN order; empty in a ramp's steps (see PickInLocality).
+    std::vector<std::vector<uint32_t>> wheels;
+    std::vector<std::vector<uint64_t>> cumulative;  // per locality: for weighted random
+    std::vector<uint32_t> locality_wheel;
+    std::vector<uint64_t> locality_cumulative;
+  };
+  // `weight_of(host)`: a host's weight in this schedule.
+  Schedule MakeSchedule(absl::FunctionRef<uint64_t(const Host&)> weight_of,
+                        uint64_t locality_scale, bool wheels) const;
+  void BuildRamp(const SlowStartHosts& slow_start);
+  const Schedule& ScheduleAt(Clock::time_point now) const;
 
-  const LocalityHosts& PickLocality(std::mt19937_64& rng) const;
-  const Host* PickInLocality(const LocalityHosts& locality, std::mt19937_64& rng) const;
-  static const Host* WeightedRandom(const LocalityHosts& locality, std::mt19937_64& rng);
+  size_t PickLocality(const Schedule& schedule, std::mt19937_64& rng) const;
+  const Host* PickInLocality(const Schedule& schedule, size_t locality,
+                             std::mt19937_64& rng) const;
+  const Host* WeightedRandom(const Schedule& schedule, size_t locality,
+                             std::mt19937_64& rng) const;
 
   config::LbPolicy policy_;
   uint32_t choice_count_;
@@ -94,8 +131,11 @@ class LoadBalancer {
 
   std::vector<std::unique_ptr<LocalityHosts>> localities_;
   std::vector<std::pair<uint64_t, const Host*>> ring_;  // sorted by hash
-  std::vector<uint32_t> locality_wheel_;
-  std::vector<uint64_t> locality_cumulative_;
+  Schedule steady_;
+  // Slow start: ramp_[i] holds from ramp_start_ + i * ramp_step_ for one step; then steady_.
+  std::vector<Schedule> ramp_;
+  Clock::time_point ramp_start_;
+  Clock::duration ramp_step_{};
   mutable std::atomic<uint64_t> next_locality_{0};
   std::unique_ptr<OutlierDetector> outlier_;
 };

@@ -16,8 +16,6 @@ std::string Now() {
   return absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone());
 }
 
-using SteadyTime = std::chrono::steady_clock::time_point;
-
 // What a warming resource still waits for: how long at most (none: until it arrives).
 struct Wait {
   std::optional<std::chrono::milliseconds> timeout;
@@ -138,6 +136,22 @@ void ForEachRds(const config::ListenerConfig& listener, Fn fn) {
   if (listener.default_chain) visit(*listener.default_chain);
 }
 
+// The join times of the endpoints now in `localities`: the known ones keep theirs, new ones
+// join `now`, and those gone are forgotten. Updates `known` and returns it.
+const std::map<boost::asio::ip::tcp::endpoint, SteadyTime>& JoinTimes(
+    std::map<boost::asio::ip::tcp::endpoint, SteadyTime>& known,
+    const std::vector<config::Locality>& localities, SteadyTime now) {
+  std::map<boost::asio::ip::tcp::endpoint, SteadyTime> current;
+  for (const config::Locality& locality : localities) {
+    for (const config::Endpoint& endpoint : locality.endpoints) {
+      auto it = known.find(endpoint.address);
+      current.emplace(endpoint.address, it != known.end() ? it->second : now);
+    }
+  }
+  known = std::move(current);
+  return known;
+}
+
 }  // namespace
 
 std::vector<std::string> XdsState::Subscription(XdsType type) const {
@@ -250,6 +264,7 @@ std::shared_ptr<const ProxyConfig> XdsState::Build(SteadyTime now) {
   Warm(now);
   auto config = std::make_shared<ProxyConfig>();
   std::map<std::string, BalancerKey> balancers;
+  std::map<std::string, std::map<boost::asio::ip::tcp::endpoint, SteadyTime>> joined;
   for (const auto& [name, cluster] : active_clusters_) {
     ClusterEntry entry;
     entry.config = cluster.parsed;
@@ -274,16 +289,26 @@ std::shared_ptr<const ProxyConfig> XdsState::Build(SteadyTime now) {
         entry.lb = old->second.lb;
       } else {
         static const std::vector<config::Locality> kNone;
+        const std::vector<config::Locality>& localities = endpoints ? endpoints->localities : kNone;
+        std::optional<upstream::SlowStartHosts> slow_start;
+        if (cluster.parsed->slow_start) {
+          slow_start = upstream::SlowStartHosts{*cluster.parsed->slow_start, now,
+                                                JoinTimes(joined_[name], localities, now)};
+        }
         entry.lb = std::make_shared<const upstream::LoadBalancer>(
-            cluster.parsed->lb_policy, cluster.parsed->choice_count,
-            endpoints ? endpoints->localities : kNone, cluster.parsed->ring_size,
-            cluster.parsed->outlier_detection, entry.stats);
+            cluster.parsed->lb_policy, cluster.parsed->choice_count, localities,
+            cluster.parsed->ring_size, cluster.parsed->outlier_detection, entry.stats,
+            slow_start);
+      }
+      if (auto it = joined_.find(name); it != joined_.end() && cluster.parsed->slow_start) {
+        joined[name] = std::move(it->second);
       }
       balancers[name] = BalancerKey{cluster.parsed, endpoints, entry.lb};
     }
     config->clusters.emplace(name, std::move(entry));
   }
   balancers_ = std::move(balancers);
+  joined_ = std::move(joined);
   for (const auto& [name, listener] : active_listeners_) {
     config->listeners.emplace(name, ListenerEntry{listener.parsed, stats_.Listener(name)});
     if (!listener.parsed->use_original_dst) {

@@ -29,11 +29,13 @@
 
 namespace meshpilot::sidecar::xds {
 
+using SteadyTime = std::chrono::steady_clock::time_point;
+
 // A resource waiting for what it needs: since when (this version), and until when at most.
 struct Warming {
   const void* version = nullptr;
-  std::chrono::steady_clock::time_point since;
-  std::optional<std::chrono::steady_clock::time_point> deadline;  // none: until it arrives
+  SteadyTime since;
+  std::optional<SteadyTime> deadline;  // none: until it arrives
 };
 
 class XdsState {
@@ -95,6 +97,9 @@ class XdsState {
     std::shared_ptr<const upstream::LoadBalancer> lb;
   };
   std::map<std::string, BalancerKey> balancers_;
+  // Clusters with slow start: when each of their endpoints joined (was first seen healthy),
+  // kept across EDS updates while the endpoint stays; one that leaves and returns joins anew.
+  std::map<std::string, std::map<boost::asio::ip::tcp::endpoint, SteadyTime>> joined_;
 };
 
 }  // namespace meshpilot::sidecar::xds

@@ -218,7 +218,7 @@ class Backend:
     failures = {}
     failures_lock = threading.Lock()
 
-    def __init__(self, name, status=None):
+    def __init__(self, name, status=None, host="127.0.0.1"):
         self.name = name
         self.status = status
         self.received = []
@@ -364,7 +364,7 @@ class Backend:
             def handle_error(self, request, client_address):
                 pass  # a proxy dropping a connection it retried is expected, not noise
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server((host, 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

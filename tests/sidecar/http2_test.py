@@ -25,15 +25,17 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ECHO = "/meshpilot.echo.v1.Echo/"
 
 
-def h2_cluster(name, idle_timeout=None, max_requests_per_connection=None, **http2_options):
+def h2_cluster(name, idle_timeout=None, max_requests_per_connection=None,
+               max_connection_duration=None, **http2_options):
     """An HTTP/2 cluster exactly as meshpilot's translator writes one for a grpc port (with
     connectionPool.http.idleTimeout: `idle_timeout`, maxRequestsPerConnection:
-    `max_requests_per_connection`)."""
+    `max_requests_per_connection`, tcp.maxConnectionDuration: `max_connection_duration`)."""
     cluster = eds_cluster(name)
     options = {"@type": T + HTTP_PROTOCOL_OPTIONS,
                "explicit_http_config": {"http2_protocol_options": http2_options}}
     common = {"idle_timeout": idle_timeout,
-              "max_requests_per_connection": max_requests_per_connection}
+              "max_requests_per_connection": max_requests_per_connection,
+              "max_connection_duration": max_connection_duration}
     if any(common.values()):
         options["common_http_protocol_options"] = {k: v for k, v in common.items() if v}
     cluster["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: options}
@@ -57,6 +59,7 @@ def routes(weights=(100, 0)):
         header_route("x-route", "narrow", {"cluster": "grpc-narrow", "timeout": "10s"}),
         header_route("x-route", "idle", {"cluster": "grpc-idle"}),
         header_route("x-route", "max-requests", {"cluster": "grpc-max-requests"}),
+        header_route("x-route", "max-duration", {"cluster": "grpc-max-duration"}),
         dict(header_route("x-route", "fault", {"cluster": "grpc-a"}), typed_per_filter_config={
             "envoy.filters.http.fault": {"@type": FAULT, "abort": {
                 "grpc_status": 8, "percentage": {"numerator": 100}}}}),
@@ -177,6 +180,7 @@ class Http2Mesh:
         clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web"),
                      h2_cluster("grpc-idle", idle_timeout="0.3s"),
                      h2_cluster("grpc-max-requests", max_requests_per_connection=3),
+                     h2_cluster("grpc-max-duration", max_connection_duration="1s"),
                      http1_cluster("web-trailers", enable_trailers=True),
                      limited_cluster("web-queued", max_connections=1, max_pending_requests=1)]
         endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
@@ -185,6 +189,7 @@ class Http2Mesh:
                      assignment("grpc-narrow", [b["grpc-slow"].port]),
                      assignment("grpc-idle", [b["grpc-a"].port]),
                      assignment("grpc-max-requests", [b["grpc-a"].port]),
+                     assignment("grpc-max-duration", [b["grpc-slow"].port]),
                      assignment("web-trailers", [self.web.port]),
                      assignment("web-queued", [self.web.port]),
                      assignment("web", [self.web.port])]
@@ -371,6 +376,20 @@ class Http2Test(SharedMeshTest):
         self.assertEqual(stat("upstream_cx_max_requests"), 3)
         wait_until(lambda: stat("upstream_cx_destroy") >= 3, WAIT_S,
                    "the drained upstream connections to close")
+
+    def test_upstream_http2_connection_drains_at_max_connection_duration(self):
+        # max_connection_duration 1 s to a backend that answers after 2 s: the connection sends
+        # GOAWAY at 1 s, the call in flight still completes, then the connection closes and
+        # the next call opens another.
+        stat = lambda name: self.mesh.stat(f"cluster.grpc-max-duration.{name}")
+        code, calls, summary = self.mesh.echo("--count", "1", "--metadata", "x-route=max-duration")
+        self.assertEqual((code, calls), (0, ["ok grpc-slow"]), summary)
+        self.assertEqual(stat("upstream_cx_max_duration_reached"), 1)
+        wait_until(lambda: stat("upstream_cx_destroy") == 1, WAIT_S,
+                   "the drained connection to close")
+        code, calls, summary = self.mesh.echo("--count", "1", "--metadata", "x-route=max-duration")
+        self.assertEqual((code, calls), (0, ["ok grpc-slow"]), summary)
+        self.assertEqual(stat("upstream_cx_total"), 2)
 
     def test_upstream_stats_count_http2_requests(self):
         before = self.mesh.stat("cluster.grpc-b.upstream_rq_2xx")

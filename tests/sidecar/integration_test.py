@@ -182,6 +182,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                     route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
                     route("/with-trailers/", {"route": {"cluster": "trailers"}}),
                     route("/max-requests/", {"route": {"cluster": "max-requests"}}),
+                    route("/max-duration/", {"route": {"cluster": "max-duration"}}),
                     route("/keepalive/", {"route": {"cluster": "keepalive"}}),
                     route("/flaky/", {"route": {"cluster": FLAKY}}),
                     route("/sticky", {"route": {"cluster": "sticky", "hash_policy": [
@@ -276,6 +277,7 @@ class Mesh:
                     http1_cluster("idle-upstream", idle_timeout="0.3s"),
                     http1_cluster("trailers", enable_trailers=True),
                     http1_cluster("max-requests", max_requests_per_connection=3),
+                    http1_cluster("max-duration", max_connection_duration="1s"),
                     keepalive_cluster("keepalive"),
                     eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
@@ -287,6 +289,7 @@ class Mesh:
                      assignment("idle-upstream", [self.v1.port]),
                      assignment("trailers", [self.v1.port]),
                      assignment("max-requests", [self.v1.port]),
+                     assignment("max-duration", [self.v1.port]),
                      assignment("keepalive", [self.v1.port]),
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
@@ -563,6 +566,33 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(len(ports), 10)
         self.assertEqual(len(set(ports)), 4, ports)
         self.assertEqual(self.mesh.stat("cluster.max-requests.upstream_cx_max_requests"), 3)
+
+    def test_upstream_http1_connection_closes_at_max_connection_duration(self):
+        # max_connection_duration 1 s: an idle pooled connection is closed when it passes, and
+        # one busy then is closed after its exchange instead of going back to the pool.
+        stat = lambda name: self.mesh.stat(f"cluster.max-duration.{name}")
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+
+        def get(path):
+            conn.request("GET", f"/max-duration/{path}", headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            return [i["client_port"] for i in self.mesh.v1.received if i["path"].endswith(path)][-1]
+
+        self.assertEqual(get("a"), get("b"))  # pooled
+        wait_until(lambda: stat("upstream_cx_max_duration_reached") == 1, WAIT_S,
+                   "the idle connection to reach its max duration")
+        self.assertEqual(stat("upstream_cx_active"), 0)
+        fresh = get("c")
+        # In flight past the duration: answered, then closed.
+        self.assertEqual(get("delay/1500"), fresh)
+        wait_until(lambda: stat("upstream_cx_max_duration_reached") == 2, WAIT_S,
+                   "the busy connection to close after its exchange")
+        self.assertNotEqual(get("d"), fresh)
+        conn.close()
+        self.assertEqual(stat("upstream_cx_total"), 3)
+        self.assertEqual(stat("upstream_cx_idle_timeout"), 0)
 
     def test_upstream_connections_get_tcp_keepalive(self):
         # tcp_keepalive (time 7200 s): the pooled upstream connection to the backend carries
@@ -1026,7 +1056,8 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "idle-upstream", "keepalive", "limited", "max-requests",
+                         ["dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
+                          "max-requests",
                           "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-ring",
                           "trailers", "web-v1", "web-v2"])
 

@@ -33,7 +33,7 @@ from harness import (POD_IP, Backend, Children, SharedMeshTest, TcpEchoBackend, 
 
 WAIT_S = 20
 WEB_IP, SHADOW_IP, FLAKY_IP, PATCHY_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
-DB_IP, ECHO_IP = "10.96.0.60", "10.96.0.70"
+DB_IP, ECHO_IP, RAMP_IP = "10.96.0.60", "10.96.0.70", "10.96.0.80"
 
 
 def endpoint_slice(service, name, ports, pod=None):
@@ -827,6 +827,53 @@ spec:
         answers = backends(30, "/every")
         self.assertTrue(all(len(set(answers[i:i + 3])) == 3 for i in range(len(answers) - 2)),
                         answers)
+
+    def test_warmup_ramps_a_new_endpoint_up(self):
+        """DestinationRule warmup (Envoy's slow start): an endpoint that joins a Service gets
+        clearly fewer requests than its peers in its first seconds, and its share once its
+        window has passed."""
+        ramp = {name: Backend(f"ramp-{name}") for name in ("a", "b", "c")}
+        for b in ramp.values():
+            self.addCleanup(b.stop)
+        window_s = 6
+
+        def apply(marker, members):
+            text = service("ramp", RAMP_IP, [("http", 80)])
+            for name in members:
+                text += endpoint_slice("ramp", f"ramp-{name}", [("http", ramp[name].port)])
+            text += f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: ramp, namespace: default}}
+spec:
+  host: ramp.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      warmup: {{duration: {window_s}s, minimumPercent: 10, aggression: 1}}
+"""
+            self.mesh.apply(text + virtual_service("ramp", "ramp", f"""  - name: {marker}
+    route:
+    - destination: {{host: ramp}}
+"""), marker)
+
+        def spread(n):
+            answers = backends(n, host="ramp", ip=RAMP_IP)
+            return {name: answers.count(f"ramp-{name}") for name in ramp}
+
+        apply("ramp-two", ["a", "b"])
+        time.sleep(window_s + 0.5)  # a and b leave their own slow start
+        self.assertEqual(spread(40), {"a": 20, "b": 20, "c": 0})
+        apply("ramp-three", ["a", "b", "c"])
+        joined = time.monotonic()
+        first = spread(60)
+        # At most a quarter of its weight in its first second or so: a few requests, where
+        # a and b get a third each.
+        self.assertLess(first["c"] * 2, min(first["a"], first["b"]), first)
+        time.sleep(max(0.0, joined + window_s + 0.5 - time.monotonic()))
+        later = spread(60)
+        self.assertEqual(later, {"a": 20, "b": 20, "c": 20})
+        self.assertGreater(later["c"], first["c"])
 
     def test_connection_pool_port_level_settings_and_subset_policy(self):
         """http2MaxRequests 1 on the rule; port 8080 and subset v2 set their own pool; subset

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <map>
 
 #include "sidecar/upstream/load_balancer.h"
@@ -114,6 +115,67 @@ TEST_CASE("lb: ring hash is sticky, weighted, and moves few keys when a host goe
     if (owner[key] != 2 && port != owner[key]) ++moved;
   }
   CHECK(moved < 20000 * 0.1);
+}
+
+TEST_CASE("lb: slow start weight follows Envoy's formula") {
+  using std::chrono::milliseconds;
+  const upstream::Clock::time_point t0;
+  config::SlowStart linear{milliseconds(10000), 1.0, 10};
+  CHECK(upstream::SlowStartWeight(4, linear, t0, t0) == Approx(0.4));  // min_weight_percent
+  CHECK(upstream::SlowStartWeight(4, linear, t0, t0 + milliseconds(5000)) == Approx(2));
+  CHECK(upstream::SlowStartWeight(4, linear, t0, t0 + milliseconds(10000)) == 4);
+  config::SlowStart aggressive{milliseconds(10000), 2.0, 0};
+  CHECK(upstream::SlowStartWeight(1, aggressive, t0, t0 + milliseconds(2500)) == Approx(0.5));
+  // max(elapsed, 1 ms): never zero, even without a minimum.
+  CHECK(upstream::SlowStartWeight(1, aggressive, t0, t0) == Approx(std::sqrt(0.0001)));
+}
+
+// Picks at `at`: round robin is exact within a step, random ones within tolerance.
+std::map<uint16_t, int> SpreadAt(const LoadBalancer& lb, int picks, upstream::Clock::time_point at,
+                                 uint64_t seed = 42) {
+  std::mt19937_64 rng(seed);
+  std::map<uint16_t, int> counts;
+  for (int i = 0; i < picks; ++i) counts[lb.Pick(rng, nullptr, std::nullopt, at)->address.port()]++;
+  return counts;
+}
+
+TEST_CASE("lb: slow start ramps a new host up over the window, round robin and least request") {
+  using std::chrono::milliseconds;
+  using std::chrono::seconds;
+  const upstream::Clock::time_point now = upstream::Clock::now();
+  upstream::SlowStartHosts slow_start{config::SlowStart{seconds(10), 1.0, 10}, now, {}};
+  // Hosts 1 and 2 joined an hour ago; host 3 joins now (it is not listed).
+  slow_start.joined[Ep(1).address] = now - std::chrono::hours(1);
+  slow_start.joined[Ep(2).address] = now - std::chrono::hours(1);
+  for (config::LbPolicy policy : {config::LbPolicy::kRoundRobin, config::LbPolicy::kLeastRequest}) {
+    LoadBalancer lb(policy, 2, {{"z", 0, {Ep(1), Ep(2), Ep(3)}}}, 1024, std::nullopt, nullptr,
+                    slow_start);
+    // At 1 s, host 3 weighs ~0.1 (its step's middle: 1.09 s) against 1 and 1: ~5% of picks.
+    auto early = SpreadAt(lb, 20000, now + seconds(1));
+    CHECK(early[3] == Approx(20000 * 0.109 / 2.109).epsilon(0.15));
+    CHECK(early[1] == Approx(early[2]).epsilon(0.05));
+    // At 5 s, ~0.5: 20%.
+    auto middle = SpreadAt(lb, 20000, now + seconds(5));
+    CHECK(middle[3] == Approx(20000 * 0.5 / 2.5).epsilon(0.1));
+    // Past the window, an equal share.
+    auto after = SpreadAt(lb, 30000, now + seconds(11));
+    CHECK(after[3] == Approx(10000).epsilon(0.05));
+  }
+  // Without slow start, the new host gets its share at once.
+  LoadBalancer plain(config::LbPolicy::kRoundRobin, 2, {{"z", 0, {Ep(1), Ep(2), Ep(3)}}});
+  CHECK(SpreadAt(plain, 3000, now)[3] == 1000);
+}
+
+TEST_CASE("lb: slow start scales weights, and hosts that joined together share equally") {
+  using std::chrono::seconds;
+  const upstream::Clock::time_point now = upstream::Clock::now();
+  // All new: all scaled alike, so the weights keep their proportions.
+  upstream::SlowStartHosts slow_start{config::SlowStart{seconds(30), 1.0, 10}, now, {}};
+  LoadBalancer lb(config::LbPolicy::kRoundRobin, 2, {{"z", 0, {Ep(1, 3), Ep(2, 1)}}}, 1024,
+                  std::nullopt, nullptr, slow_start);
+  auto counts = SpreadAt(lb, 4000, now + seconds(2));
+  CHECK(counts[1] == Approx(3000).epsilon(0.02));
+  CHECK(counts[2] == Approx(1000).epsilon(0.05));
 }
 
 TEST_CASE("lb: smooth weighted order scales down huge weights") {

@@ -14,7 +14,9 @@ disappears with it. Inside:
    for HTTP/2) to a real gRPC server; a VirtualService tcp rule splits connections by weight.
 3. As the server-side sidecar of a pod (inbound capture to 15006), meshproxy enforces the
    pod's AuthorizationPolicies: HTTP requests get 403 "RBAC: access denied", TCP connections
-   are closed, and a policy edit takes effect without a restart.
+   are closed, and a policy edit takes effect without a restart; a `connection.sni` condition
+   admits TLS passed through to a TCP port by its ClientHello's SNI, HTTP to an unnamed port is
+   carried as bytes, and HTTP to a port no Service declares takes Istio's catch-all HTTP chain.
 4. Locality load balancing for a sidecar with a locality: failover keeps requests in its zone,
    distribute weights spread them as the DestinationRule says.
 5. VirtualService tls rules on an HTTPS port: meshproxy reads the SNI of real TLS clients'
@@ -307,6 +309,98 @@ spec:
         self.assertEqual(status("GET", "/public/index")[0], 200)  # HTTP still allowed
         stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
         self.assertRegex(stats, r"rbac_denied: [1-9]")
+
+    def test_inbound_connection_sni_and_undeclared_ports(self):
+        """As the server-side sidecar: an AuthorizationPolicy on connection.sni admits TLS
+        passed through to a TCP port by the SNI of its ClientHello (the inbound tls_inspector);
+        HTTP to an unnamed (TCP) port is carried as bytes; HTTP to a port no Service declares
+        goes through Istio's catch-all HTTP chain (the http_inspector found HTTP/1.1)."""
+        self.require_iptables()
+        self.proxy.stop()
+        run("ip", "addr", "add", f"{POD_IP}/32", "dev", "lo")
+        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", f"{POD_IP}/32", "-m",
+            "owner", "!", "--uid-owner", str(PROXY_UID), "-j", "REDIRECT", "--to-ports", "15006")
+        cert, key = self_signed_cert(self.dir, ["allowed.example", "denied.example"])
+        secure, plain = TlsBackend("secure", cert, key), Backend("plain")
+        undeclared = Backend("undeclared", host=POD_IP)  # the passthrough goes to POD_IP:PORT
+        for b in (secure, plain, undeclared):
+            self.addCleanup(b.stop)
+        services = ""
+        for name, ip, port in (("secure", "10.96.0.91", secure.port),
+                               ("plain", "10.96.0.92", plain.port)):
+            services += f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: {ip}
+  ports:
+  - {{port: {port}, protocol: TCP}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports:
+- {{port: {port}, protocol: TCP}}
+endpoints:
+- addresses: [{POD_IP}]
+"""
+        policy = f"""---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: by-sni, namespace: default}}
+spec:
+  selector:
+    matchLabels: {{app: web}}
+  action: ALLOW
+  rules:
+  - to:
+    - operation: {{ports: ["{secure.port}"]}}
+    when:
+    - key: connection.sni
+      values: ["allowed.example"]
+  - to:
+    - operation: {{ports: ["{plain.port}", "{undeclared.port}"]}}
+"""
+        self.write_mesh(yaml_for(self.web.port, self.db.port, self.echo_port, POD_IP)
+                        + services + policy)
+        self.proxy = self.start_proxy("--pod-name", "web-1", "--namespace", "default",
+                                      "--pod-ip", POD_IP, "--labels", "app=web")
+        wait_until(lambda: config_dump_has(f"inbound|{secure.port}||",
+                                           "envoy.filters.listener.http_inspector",
+                                           "requested_server_name"),
+                   WAIT_S, "the workload proxy to get its inbound listener")
+
+        def closed(exchange):
+            try:
+                return exchange() == b""
+            except OSError:  # reset, or the TLS handshake cut short (ssl.SSLError)
+                return True
+
+        # The TLS session ends at the backend: meshproxy only read the ClientHello's SNI.
+        self.assertEqual(tls_exchange(POD_IP, secure.port, "allowed.example", cert),
+                         b"secure sni=allowed.example:hello")
+        self.assertTrue(closed(lambda: tls_exchange(POD_IP, secure.port, "denied.example", cert)))
+        # Plaintext HTTP to the unnamed port: carried as bytes (no x-request-id added).
+        with urllib.request.urlopen(f"http://{POD_IP}:{plain.port}/x", timeout=5) as r:
+            info = json.loads(r.read())
+        self.assertEqual(info["backend"], "plain")
+        self.assertNotIn("x-request-id", info["headers"])
+        # A port no Service declares: HTTP/1.1 goes through the catch-all HTTP chain.
+        with urllib.request.urlopen(f"http://{POD_IP}:{undeclared.port}/y", timeout=5) as r:
+            info = json.loads(r.read())
+        self.assertEqual(info["backend"], "undeclared")
+        self.assertIn("x-request-id", info["headers"])
+        stats = urllib.request.urlopen("http://127.0.0.1:15000/stats", timeout=5).read().decode()
+        self.assertRegex(stats, r"listener\.virtualInbound\.tls_inspector\.sni_found: 2\n")
+        self.assertRegex(stats, r"listener\.virtualInbound\.http_inspector\.http11_found: 1\n")
+        self.assertRegex(stats, r"listener\.virtualInbound\.rbac_denied: 1\n")
+        # The unnamed port's connection went through meshproxy's TCP proxy.
+        self.assertIn(f"cluster.inbound|{plain.port}||.upstream_cx_total: 1\n", stats)
 
     def test_tcp_routes_split_connections_by_weight(self):
         self.require_iptables()

@@ -157,7 +157,8 @@ TEST_CASE("filter chains: server names exact, then the longest wildcard, then no
       Chain("deeper", R"({"server_names": ["*.web.example.com"]})") + "," +
       Chain("exact", R"({"server_names": ["V1.web.example.com", "other.org"]})") + "," +
       Chain("any", "{}") + "]}");
-  CHECK(listener->tls_inspector);
+  CHECK(listener->tls_inspector.RunsFor(443));
+  CHECK_FALSE(listener->http_inspector.enabled);
   CHECK(Pick(*listener, "10.0.0.1", 443, "v1.web.example.com") == "exact");
   CHECK(Pick(*listener, "10.0.0.1", 443, "other.org") == "exact");
   CHECK(Pick(*listener, "10.0.0.1", 443, "v2.web.example.com") == "deeper");

@@ -174,6 +174,66 @@ TEST_CASE("xds: load balancers survive rebuilds that do not touch their cluster"
   CHECK(third->dump[static_cast<size_t>(XdsType::kListener)].resources[0].version == "2");
 }
 
+// A ClusterLoadAssignment of cluster `name` with endpoints 127.0.0.1:PORT.
+std::string Assignment(const std::string& name, const std::vector<int>& ports) {
+  std::string endpoints;
+  for (int port : ports) {
+    if (!endpoints.empty()) endpoints += ", ";
+    endpoints += R"({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": )" +
+                 std::to_string(port) + "}}}}";
+  }
+  return R"({"cluster_name": ")" + name + R"(", "endpoints": [{"lb_endpoints": [)" + endpoints + "]}]}";
+}
+
+TEST_CASE("xds: slow start counts from when an endpoint joined, across EDS updates") {
+  using std::chrono::seconds;
+  StatsStore stats;
+  xds::XdsState state(stats);
+  REQUIRE(state.Apply(XdsType::kCluster,
+                      Response<Cluster>("1", {EdsCluster("a", R"(, "lb_policy": "ROUND_ROBIN",
+                        "round_robin_lb_config": {"slow_start_config": {"slow_start_window": "10s",
+                          "min_weight_percent": {"value": 10}}})")})) == "");
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(state.Apply(XdsType::kEndpoint, Response<Cla>("e1", {Assignment("a", {1, 2})})) == "");
+  state.Build(t0);
+  auto share_of = [](const ProxyConfig& config, int port, std::chrono::steady_clock::time_point at) {
+    std::mt19937_64 rng(1);
+    int hits = 0;
+    for (int i = 0; i < 10000; ++i) {
+      hits += config.FindCluster("a")->lb->Pick(rng, nullptr, std::nullopt, at)->address.port() == port;
+    }
+    return hits / 10000.0;
+  };
+  // 20 s later, endpoint 3 joins: 1 and 2 are past their window, 3 starts at 10%.
+  REQUIRE(state.Apply(XdsType::kEndpoint, Response<Cla>("e2", {Assignment("a", {1, 2, 3})})) == "");
+  auto second = state.Build(t0 + seconds(20));
+  CHECK(share_of(*second, 3, t0 + seconds(20)) == Approx(0.1 / 2.1).epsilon(0.2));
+  // Another update 5 s later (endpoint 4 joins): 3 keeps its join time (about 0.5 now), 4 starts.
+  REQUIRE(state.Apply(XdsType::kEndpoint, Response<Cla>("e3", {Assignment("a", {1, 2, 3, 4})})) == "");
+  auto third = state.Build(t0 + seconds(25));
+  CHECK(second->FindCluster("a")->lb != third->FindCluster("a")->lb);
+  CHECK(share_of(*third, 3, t0 + seconds(25)) == Approx(0.5 / 2.6).epsilon(0.15));
+  CHECK(share_of(*third, 4, t0 + seconds(25)) == Approx(0.1 / 2.6).epsilon(0.2));
+  CHECK(share_of(*third, 1, t0 + seconds(36)) == Approx(0.25).epsilon(0.05));
+  // An endpoint that leaves and comes back joins anew.
+  REQUIRE(state.Apply(XdsType::kEndpoint, Response<Cla>("e4", {Assignment("a", {1, 2, 4})})) == "");
+  state.Build(t0 + seconds(40));
+  REQUIRE(state.Apply(XdsType::kEndpoint, Response<Cla>("e5", {Assignment("a", {1, 2, 3, 4})})) == "");
+  auto back = state.Build(t0 + seconds(41));
+  CHECK(share_of(*back, 3, t0 + seconds(41)) == Approx(0.1 / 3.1).epsilon(0.2));
+}
+
+TEST_CASE("xds: slow start config is parsed and validated") {
+  StatsStore stats;
+  xds::XdsState state(stats);
+  std::string error = state.Apply(
+      XdsType::kCluster,
+      Response<Cluster>("1", {EdsCluster("a", R"(, "lb_policy": "LEAST_REQUEST",
+        "least_request_lb_config": {"slow_start_config": {"slow_start_window": "10s",
+          "aggression": {"default_value": 0, "runtime_key": "k"}}})")}));
+  CHECK(error == "Cluster \"a\": least_request_lb_config.slow_start_config.aggression.default_value: must be > 0");
+}
+
 TEST_CASE("xds warming: a listener is not in service until its route config arrives") {
   StatsStore stats;
   xds::XdsState state(stats);

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "absl/algorithm/container.h"
 #include "envoy/extensions/filters/http/rbac/v3/rbac.pb.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb.h"
@@ -84,6 +85,23 @@ const envoy::config::listener::v3::FilterChain* ChainForPort(const Listener& lis
   return nullptr;
 }
 
+// The catch-all chain of ports no Service declares for `transport` ("raw_buffer", "tls") and,
+// if given, `application_protocol`.
+const envoy::config::listener::v3::FilterChain* PassthroughChain(
+    const Listener& listener, std::string_view transport, std::string_view application_protocol = "") {
+  for (const auto& chain : listener.filter_chains()) {
+    const auto& match = chain.filter_chain_match();
+    if (match.has_destination_port() || match.transport_protocol() != transport) continue;
+    const bool any_protocol = match.application_protocols().empty();
+    if (application_protocol.empty() ? any_protocol
+                                     : absl::c_linear_search(match.application_protocols(),
+                                                             application_protocol)) {
+      return &chain;
+    }
+  }
+  return nullptr;
+}
+
 HttpConnectionManager HcmOf(const envoy::config::listener::v3::FilterChain& chain) {
   HttpConnectionManager hcm;
   REQUIRE(chain.filters(chain.filters_size() - 1).typed_config().UnpackTo(&hcm));
@@ -133,10 +151,18 @@ TEST_CASE("virtualInbound has a chain per inbound port of the proxy's own endpoi
   CHECK(listener.address().socket_address().port_value() == 15006);
   CHECK(listener.use_original_dst().value());
   CHECK(listener.traffic_direction() == envoy::config::core::v3::INBOUND);
-  REQUIRE(listener.listener_filters_size() == 1);
+  // As Istio's: the tls_inspector skips the HTTP port, the http_inspector every declared port.
+  REQUIRE(listener.listener_filters_size() == 3);
   CHECK(listener.listener_filters(0).name() == "envoy.filters.listener.original_dst");
-  // Target ports 8080 (HTTP) and 5432 (TCP); 9080 belongs to another pod.
-  REQUIRE(listener.filter_chains_size() == 2);
+  CHECK(listener.listener_filters(1).name() == "envoy.filters.listener.tls_inspector");
+  CHECK(listener.listener_filters(1).filter_disabled().destination_port_range().start() == 8080);
+  CHECK(listener.listener_filters(1).filter_disabled().destination_port_range().end() == 8081);
+  CHECK(listener.listener_filters(2).name() == "envoy.filters.listener.http_inspector");
+  CHECK(listener.listener_filters(2).filter_disabled().or_match().rules_size() == 2);
+  CHECK(listener.continue_on_listener_filters_timeout());
+  // Target ports 8080 (HTTP) and 5432 (TCP); 9080 belongs to another pod. Then the three
+  // catch-all chains.
+  REQUIRE(listener.filter_chains_size() == 5);
   CHECK(ChainForPort(listener, 9080) == nullptr);
 
   HttpConnectionManager hcm = HcmOf(*ChainForPort(listener, 8080));
@@ -154,7 +180,21 @@ TEST_CASE("virtualInbound has a chain per inbound port of the proxy's own endpoi
   envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy proxy;
   REQUIRE(tcp->filters(0).typed_config().UnpackTo(&proxy));
   CHECK(proxy.cluster() == "inbound|5432||");
-  CHECK(listener.default_filter_chain().filters(0).name() == "envoy.filters.network.tcp_proxy");
+  CHECK_FALSE(listener.has_default_filter_chain());
+  for (std::string_view transport : {"raw_buffer", "tls"}) {
+    const auto* passthrough = PassthroughChain(listener, transport);
+    REQUIRE(passthrough != nullptr);
+    CHECK(passthrough->name() == "virtualInbound");
+    REQUIRE(passthrough->filters(0).typed_config().UnpackTo(&proxy));
+    CHECK(proxy.cluster() == "InboundPassthroughClusterIpv4");
+  }
+  for (std::string_view protocol : {"http/1.1", "h2c"}) {
+    const auto* http = PassthroughChain(listener, "raw_buffer", protocol);
+    REQUIRE(http != nullptr);
+    CHECK(http->name() == "virtualInbound-catchall-http");
+    CHECK(HcmOf(*http).route_config().virtual_hosts(0).routes(0).route().cluster() ==
+          "InboundPassthroughClusterIpv4");
+  }
 }
 
 TEST_CASE("inbound clusters are STATIC to 127.0.0.1:PORT, named inbound|PORT||", "[inbound]") {
@@ -163,7 +203,12 @@ TEST_CASE("inbound clusters are STATIC to 127.0.0.1:PORT, named inbound|PORT||",
   bool passthrough = false;
   for (const auto& cluster : clusters) {
     if (cluster.name() == "inbound|8080||") web = &cluster;
-    if (cluster.name() == "InboundPassthroughClusterIpv4") passthrough = true;
+    if (cluster.name() == "InboundPassthroughClusterIpv4") {
+      passthrough = true;
+      // The catch-all HTTP chain's requests go on in the protocol they came in.
+      CHECK(cluster.typed_extension_protocol_options().contains(
+          "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+    }
   }
   REQUIRE(web != nullptr);
   CHECK(web->type() == envoy::config::cluster::v3::Cluster::STATIC);
@@ -174,7 +219,7 @@ TEST_CASE("inbound clusters are STATIC to 127.0.0.1:PORT, named inbound|PORT||",
   CHECK(passthrough);
   // A proxy with no endpoints of its own still gets virtualInbound, with passthrough only.
   CHECK(VirtualInbound(Mesh(), Workload(false, {}, "default", "10.9.9.9")).filter_chains_size() ==
-        0);
+        3);
 }
 
 TEST_CASE("TranslationKey separates proxies whose IPs differ (their inbound listeners do)",
@@ -248,7 +293,11 @@ TEST_CASE("filters run CUSTOM (as deny), DENY, ALLOW, then the router; AUDIT add
   auto tcp = *ChainForPort(VirtualInbound(state, Workload()), 5432);
   CHECK(NetworkRbacs(tcp).size() == 3);
   CHECK(tcp.filters(3).name() == "envoy.filters.network.tcp_proxy");
-  CHECK(NetworkRbacs(VirtualInbound(state, Workload()).default_filter_chain()).size() == 3);
+  const Listener inbound = VirtualInbound(state, Workload());
+  CHECK(NetworkRbacs(*PassthroughChain(inbound, "raw_buffer")).size() == 3);
+  CHECK(NetworkRbacs(*PassthroughChain(inbound, "tls")).size() == 3);
+  // The HTTP catch-all: the three as HTTP RBAC filters (after the metadata exchange).
+  CHECK(HttpRbacs(HcmOf(*PassthroughChain(inbound, "raw_buffer", "http/1.1"))).size() == 3);
 }
 
 TEST_CASE("an ALLOW policy without rules allows nothing; `{}` allows everything", "[authz]") {
