@@ -63,6 +63,14 @@ absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseAssignment(
   return std::shared_ptr<const EndpointSet>(std::move(set));
 }
 
+bool IsPrime(uint64_t n) {
+  if (n < 2) return false;
+  for (uint64_t d = 2; d * d <= n; ++d) {
+    if (n % d == 0) return false;
+  }
+  return true;
+}
+
 absl::StatusOr<std::optional<SlowStart>> ParseSlowStart(
     const cluster_v3::Cluster::SlowStartConfig& proto, const std::string& field) {
   SlowStart slow_start;
@@ -333,10 +341,19 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
       }
       break;
     case cluster_v3::Cluster::MAGLEV:
-      cluster->lb_policy = LbPolicy::kRingHash;
+      cluster->lb_policy = LbPolicy::kMaglev;
       cluster->ring_size = proto.maglev_lb_config().has_table_size()
                                ? proto.maglev_lb_config().table_size().value()
                                : 65537;
+      // Envoy's rule: a host's walk over the table reaches every slot only when it is prime.
+      if (!IsPrime(cluster->ring_size) || cluster->ring_size > 5000011) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("maglev_lb_config.table_size: ", cluster->ring_size,
+                         " is not a prime number up to 5000011"));
+      }
+      // Bounded like the ring (a slot per entry, shared by all workers): the largest prime
+      // under 2^17.
+      cluster->ring_size = std::min<uint64_t>(cluster->ring_size, 131071);
       break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
@@ -357,7 +374,9 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
     cluster->slow_start = *slow_start;
   }
   // Bounded: a ring entry per slot, shared by all workers.
-  cluster->ring_size = std::clamp<uint64_t>(cluster->ring_size, 1, 1 << 17);
+  if (cluster->lb_policy == LbPolicy::kRingHash) {
+    cluster->ring_size = std::clamp<uint64_t>(cluster->ring_size, 1, 1 << 17);
+  }
   if (proto.has_connect_timeout()) {
     const std::chrono::milliseconds ms = ToMillis(proto.connect_timeout());
     if (ms.count() <= 0) return absl::InvalidArgumentError("connect_timeout: must be > 0");

@@ -18,8 +18,8 @@
 
 namespace meshpilot::sidecar::config {
 
-// kRingHash also serves MAGLEV: both are consistent hashing by the route's hash policy.
-enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kRingHash };
+// kRingHash and kMaglev are consistent hashing by the route's hash policy.
+enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kRingHash, kMaglev };
 enum class DiscoveryType { kStatic, kEds, kOriginalDst };
 
 struct Endpoint {

@@ -1,5 +1,8 @@
 #include "sidecar/upstream/load_balancer.h"
 
+#include "absl/strings/str_cat.h"
+#include "sidecar/upstream/maglev.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -83,8 +86,9 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
     localities_.push_back(std::move(locality));
   }
   steady_ = MakeSchedule([](const Host& host) { return host.weight; }, 1, true);
-  if (policy_ == config::LbPolicy::kRingHash && !localities_.empty()) {
-    // Each host's share of the ring: its locality's share times its share inside it.
+  if (IsHashPolicy() && !localities_.empty()) {
+    // Each host's share of the ring or table: its locality's share times its share inside it.
+    std::vector<MaglevHost> shares;
     const double sum = static_cast<double>(steady_.locality_cumulative.back());
     uint64_t previous_locality = 0;
     for (size_t l = 0; l < localities_.size(); ++l) {
@@ -92,17 +96,25 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
       previous_locality = steady_.locality_cumulative[l];
       const double host_total = static_cast<double>(steady_.cumulative[l].back());
       for (const auto& host : localities_[l]->hosts) {
-        const double share = locality_share * host->weight / host_total;
-        const uint64_t replicas = std::max<uint64_t>(1, static_cast<uint64_t>(share * ring_size + 0.5));
-        const std::string key = host->address.address().to_string() + ":" +
-                                std::to_string(host->address.port()) + "_";
-        for (uint64_t i = 0; i < replicas; ++i) {
-          ring_.emplace_back(Hash64(key + std::to_string(i)), host.get());
-        }
+        shares.push_back({host.get(),
+                          host->address.address().to_string() + ":" +
+                              std::to_string(host->address.port()),
+                          locality_share * host->weight / host_total});
       }
     }
-    std::sort(ring_.begin(), ring_.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (policy_ == config::LbPolicy::kMaglev) {
+      maglev_ = BuildMaglevTable(shares, ring_size);
+    } else {
+      for (const MaglevHost& share : shares) {
+        const uint64_t replicas =
+            std::max<uint64_t>(1, static_cast<uint64_t>(share.weight * ring_size + 0.5));
+        for (uint64_t i = 0; i < replicas; ++i) {
+          ring_.emplace_back(Hash64(absl::StrCat(share.key, "_", i)), share.host);
+        }
+      }
+      std::sort(ring_.begin(), ring_.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+    }
   }
   if (slow_start && (policy_ == config::LbPolicy::kRoundRobin ||
                      policy_ == config::LbPolicy::kLeastRequest)) {
@@ -175,8 +187,14 @@ const LoadBalancer::Schedule& LoadBalancer::ScheduleAt(Clock::time_point now) co
   return step < ramp_.size() ? ramp_[step] : steady_;
 }
 
-const Host* LoadBalancer::PickOnRing(uint64_t hash,
-                                     HostPredicate usable) const {
+const Host* LoadBalancer::PickByHash(uint64_t hash, HostPredicate usable) const {
+  if (!maglev_.empty()) {
+    for (uint64_t step = 0, slot = hash % maglev_.size(); step < maglev_.size(); ++step) {
+      if (usable(maglev_[slot])) return maglev_[slot];
+      if (++slot == maglev_.size()) slot = 0;
+    }
+    return nullptr;
+  }
   auto it = std::lower_bound(ring_.begin(), ring_.end(), hash,
                              [](const auto& entry, uint64_t h) { return entry.first < h; });
   for (size_t step = 0; step < ring_.size(); ++step, ++it) {
@@ -231,7 +249,8 @@ const Host* LoadBalancer::PickInLocality(const Schedule& schedule, size_t locali
       return hosts.hosts[it - cumulative.begin()].get();
     }
     case config::LbPolicy::kRandom:
-    case config::LbPolicy::kRingHash:  // (not reached: Pick uses the ring)
+    case config::LbPolicy::kRingHash:  // (not reached: Pick hashes)
+    case config::LbPolicy::kMaglev:
       return WeightedRandom(schedule, locality, rng);
     case config::LbPolicy::kLeastRequest: {
       const Host* best = WeightedRandom(schedule, locality, rng);
@@ -254,13 +273,13 @@ const Host* LoadBalancer::Pick(std::mt19937_64& rng, const Host* avoid,
   const bool skip_ejected = outlier_ != nullptr && outlier_->SkipEjected(now);
   auto healthy = [&](const Host* h) { return !skip_ejected || !outlier_->Ejected(*h, now); };
   auto preferred = [&](const Host* h) { return h != avoid && healthy(h); };
-  if (policy_ == config::LbPolicy::kRingHash) {
+  if (IsHashPolicy()) {
     const uint64_t point = hash ? *hash : rng();
     for (HostPredicate usable : {HostPredicate(preferred), HostPredicate(healthy)}) {
-      if (const Host* host = PickOnRing(point, usable)) return host;
+      if (const Host* host = PickByHash(point, usable)) return host;
     }
     // Every host ejected with panic mode off (healthy_panic_threshold 0): none.
-    return skip_ejected ? nullptr : PickOnRing(point, [](const Host*) { return true; });
+    return skip_ejected ? nullptr : PickByHash(point, [](const Host*) { return true; });
   }
   const Schedule& schedule = ScheduleAt(now);
   const Host* host = PickInLocality(schedule, PickLocality(schedule, rng), rng);

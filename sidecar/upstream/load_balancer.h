@@ -3,9 +3,9 @@
 // Load balancing over a cluster's healthy endpoints: ROUND_ROBIN (smooth weighted, from a
 // precomputed wheel and one atomic counter), RANDOM (weighted), LEAST_REQUEST (power of
 // `choice_count` weighted random choices, fewest active requests wins). Localities are picked
-// first by their weight, then a host inside. RING_HASH (and MAGLEV) place hosts on a ring in
-// proportion to their weight (locality weight included) and pick by the request's hash; a
-// request without one picks at random. With outlier detection, picks skip ejected hosts (unless
+// first by their weight, then a host inside. RING_HASH places hosts on a ring, MAGLEV in a
+// Maglev table (upstream/maglev.h), in proportion to their weight (locality weight included), and
+// they pick by the request's hash; a request without one picks at random. With outlier detection, picks skip ejected hosts (unless
 // too few are left: Envoy's panic mode). Slow start (ROUND_ROBIN, LEAST_REQUEST): a host that
 // joined less than the window ago has its weight scaled down (config::SlowStart); the weights
 // of the ramp are precomputed for a few dozen steps of time when the balancer is built, and a
@@ -126,11 +126,16 @@ class LoadBalancer {
 
   config::LbPolicy policy_;
   uint32_t choice_count_;
-  // The first host at or after `hash` on the ring that `usable` accepts; null if none does.
-  const Host* PickOnRing(uint64_t hash, absl::FunctionRef<bool(const Host*)> usable) const;
+  bool IsHashPolicy() const {
+    return policy_ == config::LbPolicy::kRingHash || policy_ == config::LbPolicy::kMaglev;
+  }
+  // The first host at or after `hash` on the ring (the Maglev table's slot `hash` and those
+  // after it) that `usable` accepts; null if none does.
+  const Host* PickByHash(uint64_t hash, absl::FunctionRef<bool(const Host*)> usable) const;
 
   std::vector<std::unique_ptr<LocalityHosts>> localities_;
-  std::vector<std::pair<uint64_t, const Host*>> ring_;  // sorted by hash
+  std::vector<std::pair<uint64_t, const Host*>> ring_;  // RING_HASH: sorted by hash
+  std::vector<const Host*> maglev_;                     // MAGLEV: the table
   Schedule steady_;
   // Slow start: ramp_[i] holds from ramp_start_ + i * ramp_step_ for one step; then steady_.
   std::vector<Schedule> ramp_;

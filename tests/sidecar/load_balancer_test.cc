@@ -90,31 +90,34 @@ TEST_CASE("lb: no hosts, and avoiding the previous host") {
   for (int i = 0; i < 100; ++i) CHECK(lb.Pick(rng, first) != first);
 }
 
-TEST_CASE("lb: ring hash is sticky, weighted, and moves few keys when a host goes") {
-  LoadBalancer lb(config::LbPolicy::kRingHash, 2,
-                  {{"z", 0, {Ep(1), Ep(2), Ep(3, 2)}}}, 4096);
-  std::mt19937_64 rng(5);
-  std::map<uint16_t, int> counts;
-  std::map<int, uint16_t> owner;
-  for (int key = 0; key < 20000; ++key) {
-    uint64_t hash = upstream::Hash64("user-" + std::to_string(key));
-    uint16_t port = lb.Pick(rng, nullptr, hash)->address.port();
-    CHECK(lb.Pick(rng, nullptr, hash)->address.port() == port);  // sticky
-    owner[key] = port;
-    counts[port]++;
+TEST_CASE("lb: ring hash and maglev are sticky, weighted, and move few keys when a host goes") {
+  for (config::LbPolicy policy : {config::LbPolicy::kRingHash, config::LbPolicy::kMaglev}) {
+    INFO((policy == config::LbPolicy::kMaglev ? "maglev" : "ring hash"));
+    LoadBalancer lb(policy, 2, {{"z", 0, {Ep(1), Ep(2), Ep(3, 2)}}}, 4093);  // a prime
+    std::mt19937_64 rng(5);
+    std::map<uint16_t, int> counts;
+    std::map<int, uint16_t> owner;
+    for (int key = 0; key < 20000; ++key) {
+      uint64_t hash = upstream::Hash64("user-" + std::to_string(key));
+      uint16_t port = lb.Pick(rng, nullptr, hash)->address.port();
+      CHECK(lb.Pick(rng, nullptr, hash)->address.port() == port);  // sticky
+      owner[key] = port;
+      counts[port]++;
+    }
+    CHECK(counts[1] == Approx(5000).epsilon(0.15));
+    CHECK(counts[3] == Approx(10000).epsilon(0.15));
+    // Without host 2, its keys move, and few others: the ring is rescaled to the same size, so
+    // the remaining hosts gain points (and trade some keys between them), as in Envoy; the
+    // Maglev table gives host 2's slots away and moves a few others.
+    LoadBalancer smaller(policy, 2, {{"z", 0, {Ep(1), Ep(3, 2)}}}, 4093);
+    int moved = 0;
+    for (int key = 0; key < 20000; ++key) {
+      uint16_t port =
+          smaller.Pick(rng, nullptr, upstream::Hash64("user-" + std::to_string(key)))->address.port();
+      if (owner[key] != 2 && port != owner[key]) ++moved;
+    }
+    CHECK(moved < 20000 * 0.1);
   }
-  CHECK(counts[1] == Approx(5000).epsilon(0.15));
-  CHECK(counts[3] == Approx(10000).epsilon(0.15));
-  // Without host 2, its keys move, and few others: the ring is rescaled to the same size, so
-  // the remaining hosts gain points (and trade some keys between them), as in Envoy.
-  LoadBalancer smaller(config::LbPolicy::kRingHash, 2, {{"z", 0, {Ep(1), Ep(3, 2)}}}, 4096);
-  int moved = 0;
-  for (int key = 0; key < 20000; ++key) {
-    uint16_t port =
-        smaller.Pick(rng, nullptr, upstream::Hash64("user-" + std::to_string(key)))->address.port();
-    if (owner[key] != 2 && port != owner[key]) ++moved;
-  }
-  CHECK(moved < 20000 * 0.1);
 }
 
 TEST_CASE("lb: slow start weight follows Envoy's formula") {

@@ -9,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "envoy/config/cluster/v3/cluster.pb.h"
+#include "sidecar/config/cluster.h"
 #include "sidecar/upstream/load_balancer.h"
 #include "sidecar/upstream/maglev.h"
+#include "tests/sidecar/proto_json.h"
 
 namespace meshpilot::sidecar {
 namespace {
@@ -91,6 +94,22 @@ TEST_CASE("maglev: no hosts, or none with weight, make no table") {
   Hosts one({0, 1});
   std::vector<const Host*> table = BuildMaglevTable(one.entries, 13);
   CHECK(std::count(table.begin(), table.end(), one.entries[1].host) == 13);
+}
+
+TEST_CASE("maglev: MAGLEV clusters take a prime table_size, 65537 by default") {
+  auto parse = [](const std::string& maglev_config) {
+    return config::ParseCluster(testing::FromJson<envoy::config::cluster::v3::Cluster>(
+        R"({"name": "c", "type": "STATIC", "lb_policy": "MAGLEV")" + maglev_config + "}"));
+  };
+  auto cluster = parse("");
+  REQUIRE(cluster.ok());
+  CHECK((*cluster)->lb_policy == config::LbPolicy::kMaglev);
+  CHECK((*cluster)->ring_size == 65537);
+  CHECK((*parse(R"(, "maglev_lb_config": {"table_size": 251})"))->ring_size == 251);
+  // Above meshproxy's bound: the largest prime under it.
+  CHECK((*parse(R"(, "maglev_lb_config": {"table_size": 5000011})"))->ring_size == 131071);
+  CHECK(parse(R"(, "maglev_lb_config": {"table_size": 1000})").status().message() ==
+        "maglev_lb_config.table_size: 1000 is not a prime number up to 5000011");
 }
 
 }  // namespace
