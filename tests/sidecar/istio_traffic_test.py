@@ -771,13 +771,15 @@ class IstioTrafficTest(SharedMeshTest):
         self.assertTrue(all(len(set(answers[i:i + 3])) == 3 for i in range(len(answers) - 2)),
                         answers)
 
-        apply("lb-header-hash", "      consistentHash: {httpHeaderName: x-user}\n")
-        chosen = {}
-        for user in range(12):
-            got = set(backends(4, headers={"x-user": f"user-{user}"}))
-            self.assertEqual(len(got), 1, (user, got))  # the same user, the same backend
-            chosen[user] = got.pop()
-        self.assertGreater(len(set(chosen.values())), 1, chosen)  # users are spread
+        for marker, hash_lb in (("lb-header-hash", "httpHeaderName: x-user"),
+                                ("lb-header-maglev", "httpHeaderName: x-user, maglev: {tableSize: 251}")):
+            apply(marker, f"      consistentHash: {{{hash_lb}}}\n")
+            chosen = {}
+            for user in range(12):
+                got = set(backends(4, headers={"x-user": f"user-{user}"}))
+                self.assertEqual(len(got), 1, (marker, user, got))  # the same user, the same backend
+                chosen[user] = got.pop()
+            self.assertGreater(len(set(chosen.values())), 1, (marker, chosen))  # users are spread
 
         apply("lb-source-ip", "      consistentHash: {useSourceIp: true}\n")
         self.assertEqual(len(set(backends(30))), 1)
