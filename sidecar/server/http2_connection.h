@@ -33,6 +33,7 @@
 #include "sidecar/config/cluster.h"
 #include "sidecar/http/header_map.h"
 #include "sidecar/server/stream.h"
+#include "sidecar/server/transport.h"
 #include "sidecar/stats.h"
 
 namespace meshpilot::sidecar::server {
@@ -113,7 +114,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // A server calls this once a request's headers are complete.
   using RequestHandler = std::function<void(std::shared_ptr<Http2Stream>)>;
 
-  Http2Connection(boost::asio::io_context& io, boost::asio::ip::tcp::socket socket, Role role,
+  Http2Connection(boost::asio::io_context& io, Transport transport, Role role,
                   RequestHandler on_request = nullptr);
   ~Http2Connection();
   Http2Connection(const Http2Connection&) = delete;
@@ -176,7 +177,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
                                 nghttp2_data_source*, void*);
 
   boost::asio::io_context& io_;
-  boost::asio::ip::tcp::socket socket_;
+  Transport transport_;
   Role role_;
   RequestHandler on_request_;
   nghttp2_session* session_ = nullptr;

@@ -29,9 +29,9 @@ constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr auto kPrefaceTimeout = std::chrono::seconds(300);
 
 // Reads until the first bytes tell the preface from anything else.
-asio::awaitable<bool> StartsWithHttp2Preface(beast::tcp_stream& stream,
+asio::awaitable<bool> StartsWithHttp2Preface(Transport& stream,
                                              beast::flat_buffer& buffer) {
-  stream.expires_after(kPrefaceTimeout);
+  stream.tcp().expires_after(kPrefaceTimeout);
   for (;;) {
     const std::string_view seen(static_cast<const char*>(buffer.data().data()), buffer.size());
     const size_t n = std::min(seen.size(), kHttp2Preface.size());
@@ -47,19 +47,18 @@ asio::awaitable<bool> StartsWithHttp2Preface(beast::tcp_stream& stream,
 
 }  // namespace
 
-asio::awaitable<void> RunHttpSession(Worker& worker, tcp::socket socket, ConnectionInfo info,
+asio::awaitable<void> RunHttpSession(Worker& worker, Transport stream, ConnectionInfo info,
                                      std::string listener_name, ListenerEntry listener,
                                      const config::HttpChain& chain) {
-  beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   bool http2 = chain.codec == config::HttpChain::Codec::kHttp2;
   if (chain.codec == config::HttpChain::Codec::kAuto) {
     http2 = co_await StartsWithHttp2Preface(stream, buffer);
   }
   if (http2) {
-    stream.expires_never();
+    stream.tcp().expires_never();
     std::string preface = beast::buffers_to_string(buffer.data());
-    co_await ServeHttp2(worker, stream.release_socket(), std::move(preface), info,
+    co_await ServeHttp2(worker, std::move(stream), std::move(preface), info,
                         std::move(listener_name), std::move(listener), chain);
   } else {
     co_await ServeHttp1(worker, stream, buffer, info, listener_name, listener, chain);

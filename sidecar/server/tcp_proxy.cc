@@ -12,7 +12,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include "sidecar/router/route_match.h"
 #include "sidecar/upstream/load_balancer.h"
@@ -30,7 +29,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint64_t>& bytes,
+asio::awaitable<void> Pump(Transport& from, Transport& to, std::atomic<uint64_t>& bytes,
                            Clock::time_point& last_activity) {
   std::array<char, 16384> buffer;
   for (;;) {
@@ -42,25 +41,25 @@ asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint6
       co_await asio::async_write(to, asio::buffer(buffer.data(), n),
                                  redirect_error(use_awaitable, write_ec));
       if (write_ec) {
-        from.close(write_ec);
-        to.close(write_ec);
+        from.Close();
+        to.Close();
         co_return;
       }
       bytes.fetch_add(n, std::memory_order_relaxed);
     }
     if (ec == asio::error::eof) {
-      to.shutdown(tcp::socket::shutdown_send, ec);
+      to.ShutdownSend();
       co_return;
     }
     if (ec) {
-      from.close(ec);
-      to.close(ec);
+      from.Close();
+      to.Close();
       co_return;
     }
   }
 }
 
-asio::awaitable<void> PumpThenSignal(tcp::socket& from, tcp::socket& to,
+asio::awaitable<void> PumpThenSignal(Transport& from, Transport& to,
                                      std::atomic<uint64_t>& bytes,
                                      Clock::time_point& last_activity, bool& done,
                                      asio::steady_timer& signal) {
@@ -71,7 +70,7 @@ asio::awaitable<void> PumpThenSignal(tcp::socket& from, tcp::socket& to,
 
 // Closes both sockets once no byte has moved either way for `idle` (the pumps then end);
 // returns when that happened or when `finished` is set and `timer` cancelled, then signals.
-asio::awaitable<void> IdleWatch(tcp::socket& a, tcp::socket& b, std::chrono::milliseconds idle,
+asio::awaitable<void> IdleWatch(Transport& a, Transport& b, std::chrono::milliseconds idle,
                                 const Clock::time_point& last_activity, const bool& finished,
                                 asio::steady_timer& timer, bool& done,
                                 asio::steady_timer& signal) {
@@ -82,8 +81,8 @@ asio::awaitable<void> IdleWatch(tcp::socket& a, tcp::socket& b, std::chrono::mil
     if (finished) break;
     const bool idle_now = Clock::now() >= last_activity + idle;
     if (idle_now) {
-      a.close(ec);
-      b.close(ec);
+      a.Close();
+      b.Close();
       break;
     }
   }
@@ -93,7 +92,7 @@ asio::awaitable<void> IdleWatch(tcp::socket& a, tcp::socket& b, std::chrono::mil
 
 }  // namespace
 
-asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, ConnectionInfo info,
+asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, ConnectionInfo info,
                                   std::shared_ptr<const ProxyConfig> config,
                                   const config::TcpProxyChain& chain) {
   const std::string& cluster_name =
@@ -124,17 +123,13 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, Connec
     stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
     co_return;
   }
-  boost::beast::tcp_stream connector(worker.io());
-  connector.expires_after(cluster->config->connect_timeout);
+  Transport upstream(worker.io());
+  const bool connected = co_await ConnectUpstream(
+      upstream, peer, Clock::now() + cluster->config->connect_timeout,
+      cluster->config->tcp_keepalive, stats);
+  if (!connected) co_return;
+  upstream.tcp().expires_never();
   boost::system::error_code ec;
-  co_await connector.async_connect(peer, redirect_error(use_awaitable, ec));
-  if (ec) {
-    stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-    co_return;
-  }
-  connector.expires_never();
-  tcp::socket upstream = connector.release_socket();
-  ConfigureUpstreamSocket(upstream, cluster->config->tcp_keepalive);
   stats.upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) {

@@ -170,16 +170,12 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   }
   auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
   ++*open;
-  boost::system::error_code ec;
-  connection->stream.expires_at(deadline);
-  co_await connection->stream.async_connect(target.peer,
-                                            asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
+  const bool connected = co_await ConnectUpstream(connection->stream, target.peer, deadline,
+                                                  target.tcp_keepalive, *target.stats);
+  if (!connected) {
     --*open;
-    target.stats->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
     co_return OpenedStream{nullptr, StreamError::kConnectFailure};
   }
-  ConfigureUpstreamSocket(connection->stream.socket(), target.tcp_keepalive);
   connection->connected = true;
   connection->requests = 1;
   connection->open_in_pool = open;
@@ -205,7 +201,7 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
     if (!connections.empty()) return std::nullopt;
     target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);  // one anyway
   }
-  auto connection = std::make_shared<Http2Connection>(io_, tcp::socket(io_),
+  auto connection = std::make_shared<Http2Connection>(io_, Transport(io_),
                                                       Http2Connection::Role::kClient);
   connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connection->SetMaxRequests(target.max_requests_per_connection);
@@ -221,7 +217,7 @@ void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
                            std::unique_ptr<UpstreamConnection> connection,
                            std::chrono::milliseconds idle_timeout) {
   if (idle.size() < kMaxIdlePerEndpoint) {
-    connection->stream.expires_never();
+    connection->stream.tcp().expires_never();
     connection->released_at = Clock::now();
     connection->idle_until = Clock::time_point::max();  // the cluster may have changed
     if (idle_timeout.count() > 0) {
@@ -260,6 +256,9 @@ void UpstreamPool::SweepIdle() {
   if (next != Clock::time_point::max()) ScheduleIdleSweep(next);
 }
 
+namespace {
+
+// A connected upstream socket's options: TCP_NODELAY, and the cluster's tcp_keepalive.
 void ConfigureUpstreamSocket(tcp::socket& socket,
                              const std::optional<config::TcpKeepalive>& keepalive) {
   boost::system::error_code ec;  // best effort, as Envoy's socket options
@@ -275,6 +274,23 @@ void ConfigureUpstreamSocket(tcp::socket& socket,
   set(TCP_KEEPCNT, keepalive->probes);
   set(TCP_KEEPIDLE, keepalive->time);
   set(TCP_KEEPINTVL, keepalive->interval);
+}
+
+}  // namespace
+
+asio::awaitable<bool> ConnectUpstream(Transport& transport, const tcp::endpoint& peer,
+                                      Clock::time_point deadline,
+                                      const std::optional<config::TcpKeepalive>& keepalive,
+                                      ClusterStats& stats) {
+  boost::system::error_code ec;
+  transport.tcp().expires_at(deadline);
+  co_await transport.tcp().async_connect(peer, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    co_return false;
+  }
+  ConfigureUpstreamSocket(transport.socket(), keepalive);
+  co_return true;
 }
 
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream) {

@@ -29,10 +29,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include "sidecar/config/cluster.h"
 #include "sidecar/server/stream.h"
+#include "sidecar/server/transport.h"
 #include "sidecar/stats.h"
 
 namespace meshpilot::sidecar::server {
@@ -45,7 +45,7 @@ struct UpstreamConnection {
   UpstreamConnection(const UpstreamConnection&) = delete;
   UpstreamConnection& operator=(const UpstreamConnection&) = delete;
 
-  boost::beast::tcp_stream stream;
+  Transport stream;
   boost::beast::flat_buffer buffer;
   std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
@@ -94,9 +94,13 @@ struct UpstreamTarget {
                            std::shared_ptr<ClusterStats> stats, bool head_request) = delete;
 };
 
-// A connected upstream socket's options: TCP_NODELAY, and the cluster's tcp_keepalive.
-void ConfigureUpstreamSocket(boost::asio::ip::tcp::socket& socket,
-                             const std::optional<config::TcpKeepalive>& keepalive);
+// Connects `transport` to `peer` by `deadline` (left set on the stream), with the cluster's
+// socket options (TCP_NODELAY, tcp_keepalive); counts upstream_cx_connect_fail on failure.
+boost::asio::awaitable<bool> ConnectUpstream(Transport& transport,
+                                             const boost::asio::ip::tcp::endpoint& peer,
+                                             Clock::time_point deadline,
+                                             const std::optional<config::TcpKeepalive>& keepalive,
+                                             ClusterStats& stats);
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);

@@ -321,9 +321,9 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
     owner.stats->rbac_allowed.fetch_add(1, std::memory_order_relaxed);
   }
   if (const auto* http = std::get_if<config::HttpChain>(&chain->filter)) {
-    co_await RunHttpSession(*this, std::move(socket), info, owner_name, owner, *http);
+    co_await RunHttpSession(*this, Transport(std::move(socket)), info, owner_name, owner, *http);
   } else {
-    co_await RunTcpProxy(*this, std::move(socket), info, config,
+    co_await RunTcpProxy(*this, Transport(std::move(socket)), info, config,
                          std::get<config::TcpProxyChain>(chain->filter));
   }
 }
