@@ -209,15 +209,22 @@ asio::awaitable<void> Http2Connection::Serve(std::string preface) {
 
 asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_point deadline,
                                                std::shared_ptr<ClusterStats> stats,
-                                               std::optional<config::TcpKeepalive> keepalive) {
+                                               std::optional<config::TcpKeepalive> keepalive,
+                                               std::shared_ptr<const config::TlsContext> tls) {
   auto self = shared_from_this();
-  stats_ = std::move(stats);
-  const bool connected = co_await ConnectUpstream(transport_, peer, deadline, keepalive, *stats_);
+  const bool connected =
+      co_await ConnectUpstream(transport_, peer, deadline, keepalive, tls.get(), *stats);
   if (!connected) {
     Terminate(/*connect_failed=*/true);
     co_return;
   }
   transport_.tcp().expires_never();
+  co_await Start(std::move(stats));
+}
+
+asio::awaitable<void> Http2Connection::Start(std::shared_ptr<ClusterStats> stats) {
+  auto self = shared_from_this();
+  stats_ = std::move(stats);
   stats_->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats_->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_await Run("");

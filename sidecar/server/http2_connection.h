@@ -127,7 +127,11 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   boost::asio::awaitable<void> Connect(boost::asio::ip::tcp::endpoint peer,
                                        Clock::time_point deadline,
                                        std::shared_ptr<ClusterStats> stats,
-                                       std::optional<config::TcpKeepalive> keepalive);
+                                       std::optional<config::TcpKeepalive> keepalive,
+                                       std::shared_ptr<const config::TlsContext> tls);
+  // Client on a transport connected already (TLS whose ALPN chose h2): runs until the
+  // connection ends.
+  boost::asio::awaitable<void> Start(std::shared_ptr<ClusterStats> stats);
 
   // Client: whether another stream may go on this connection: no GOAWAY, stream ids left,
   // and below the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and `local_limit` if not 0).

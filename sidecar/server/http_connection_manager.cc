@@ -1,6 +1,7 @@
-// The HTTP connection manager's codec choice: with codec_type AUTO (Envoy's default) a
-// connection that opens with the HTTP/2 client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-// h2c with prior knowledge) is HTTP/2, anything else HTTP/1.1.
+// The HTTP connection manager's codec choice: with codec_type AUTO (Envoy's default) a TLS
+// connection whose ALPN chose h2, or one that opens with the HTTP/2 client preface
+// ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", h2c with prior knowledge) is HTTP/2, anything else
+// HTTP/1.1.
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
@@ -52,7 +53,9 @@ asio::awaitable<void> RunHttpSession(Worker& worker, Transport stream, Connectio
                                      const config::HttpChain& chain) {
   beast::flat_buffer buffer;
   bool http2 = chain.codec == config::HttpChain::Codec::kHttp2;
-  if (chain.codec == config::HttpChain::Codec::kAuto) {
+  if (chain.codec == config::HttpChain::Codec::kAuto && stream.alpn() == "h2") {
+    http2 = true;  // over TLS, ALPN decides, as Envoy's AUTO codec
+  } else if (chain.codec == config::HttpChain::Codec::kAuto) {
     http2 = co_await StartsWithHttp2Preface(stream, buffer);
   }
   if (http2) {

@@ -126,7 +126,7 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
   Transport upstream(worker.io());
   const bool connected = co_await ConnectUpstream(
       upstream, peer, Clock::now() + cluster->config->connect_timeout,
-      cluster->config->tcp_keepalive, stats);
+      cluster->config->tcp_keepalive, cluster->config->tls.get(), stats);
   if (!connected) co_return;
   upstream.tcp().expires_never();
   boost::system::error_code ec;

@@ -6,15 +6,20 @@
 // else (no allocation, no extra system call). The TCP stream stays reachable for deadlines
 // (Beast's expires_*) and socket options.
 
+#include <chrono>
 #include <memory>
 #include <string_view>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+
+#include "sidecar/config/tls.h"
+#include "sidecar/stats.h"
 
 namespace meshpilot::sidecar::server {
 
@@ -33,11 +38,13 @@ class Transport {
   bool is_tls() const { return tls_ != nullptr; }
   // The TLS stream, once there is one.
   TlsStream* tls() { return tls_.get(); }
-  // Makes the stream TLS with `context` (the handshake is the caller's to run).
-  TlsStream& StartTls(boost::asio::ssl::context& context) {
-    tls_ = std::make_unique<TlsStream>(std::move(plain_), context);
-    return *tls_;
-  }
+  // Makes the stream TLS with `context` and runs the handshake as server or client (with the
+  // context's SNI) until `deadline`, then checks the peer certificate's SANs. Counts the
+  // outcome in `stats` (Envoy's ssl.*); false: the connection is not to be used.
+  enum class Role { kServer, kClient };
+  boost::asio::awaitable<bool> Handshake(const config::TlsContext& context, Role role,
+                                         SslStats& stats,
+                                         std::chrono::steady_clock::time_point deadline);
   // The protocol ALPN chose ("h2", "http/1.1"), empty without TLS or ALPN.
   std::string_view alpn();
 
@@ -82,7 +89,7 @@ class Transport {
   }
 
  private:
-  boost::beast::tcp_stream plain_;  // moved into tls_ by StartTls
+  boost::beast::tcp_stream plain_;  // moved into tls_ by Handshake
   std::unique_ptr<TlsStream> tls_;
 };
 

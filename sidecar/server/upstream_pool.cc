@@ -139,6 +139,9 @@ void UpstreamPool::WakePending(std::string_view cluster) {
 
 asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
                                                                      Clock::time_point deadline) {
+  if (target.alpn) {
+    if (auto reused = ReuseHttp2(target)) co_return reused;
+  }
   auto& entry = Entry(idle_, target.cluster, target.peer);
   IdleConnections& idle = entry.second;
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
@@ -171,11 +174,18 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
   ++*open;
   const bool connected = co_await ConnectUpstream(connection->stream, target.peer, deadline,
-                                                  target.tcp_keepalive, *target.stats);
-  if (!connected) {
-    --*open;
-    co_return OpenedStream{nullptr, StreamError::kConnectFailure};
+                                                  target.tcp_keepalive, target.tls.get(),
+                                                  *target.stats);
+  --*open;
+  if (!connected) co_return OpenedStream{nullptr, StreamError::kConnectFailure};
+  if (target.alpn && connection->stream.alpn() == "h2") {
+    // auto_config: ALPN chose HTTP/2, so the connection joins the HTTP/2 ones.
+    connection->stream.tcp().expires_never();
+    auto http2 = NewHttp2(target, std::move(connection->stream));
+    http2->AssignStream();
+    co_return OpenedStream{NewHttp2UpstreamStream(std::move(http2))};
   }
+  ++*open;
   connection->connected = true;
   connection->requests = 1;
   connection->open_in_pool = open;
@@ -184,8 +194,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   co_return stream(std::move(connection));
 }
 
-std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target,
-                                                    Clock::time_point deadline) {
+std::optional<OpenedStream> UpstreamPool::ReuseHttp2(const UpstreamTarget& target) {
   auto& connections = Entry(http2_, target.cluster, target.peer).second;
   connections.erase(
       std::remove_if(connections.begin(), connections.end(),
@@ -197,18 +206,33 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
       return OpenedStream{NewHttp2UpstreamStream(connection)};
     }
   }
-  if (AtConnectionLimit(target)) {
-    if (!connections.empty()) return std::nullopt;
-    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);  // one anyway
-  }
-  auto connection = std::make_shared<Http2Connection>(io_, Transport(io_),
-                                                      Http2Connection::Role::kClient);
+  return std::nullopt;
+}
+
+std::shared_ptr<Http2Connection> UpstreamPool::NewHttp2(const UpstreamTarget& target,
+                                                        std::optional<Transport> transport) {
+  const bool connected = transport.has_value();
+  auto connection = std::make_shared<Http2Connection>(
+      io_, connected ? std::move(*transport) : Transport(io_), Http2Connection::Role::kClient);
   connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connection->SetMaxRequests(target.max_requests_per_connection);
+  Entry(http2_, target.cluster, target.peer).second.push_back(connection);
+  if (connected) asio::co_spawn(io_, connection->Start(target.stats), asio::detached);
+  return connection;
+}
+
+std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target,
+                                                    Clock::time_point deadline) {
+  if (auto reused = ReuseHttp2(target)) return reused;
+  if (AtConnectionLimit(target)) {
+    if (!Entry(http2_, target.cluster, target.peer).second.empty()) return std::nullopt;
+    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);  // one anyway
+  }
+  auto connection = NewHttp2(target, std::nullopt);
   connection->AssignStream();
-  connections.push_back(connection);
   asio::co_spawn(io_,
-                 connection->Connect(target.peer, deadline, target.stats, target.tcp_keepalive),
+                 connection->Connect(target.peer, deadline, target.stats, target.tcp_keepalive,
+                                     target.tls),
                  asio::detached);
   return OpenedStream{NewHttp2UpstreamStream(std::move(connection))};
 }
@@ -281,7 +305,7 @@ void ConfigureUpstreamSocket(tcp::socket& socket,
 asio::awaitable<bool> ConnectUpstream(Transport& transport, const tcp::endpoint& peer,
                                       Clock::time_point deadline,
                                       const std::optional<config::TcpKeepalive>& keepalive,
-                                      ClusterStats& stats) {
+                                      const config::TlsContext* tls, ClusterStats& stats) {
   boost::system::error_code ec;
   transport.tcp().expires_at(deadline);
   co_await transport.tcp().async_connect(peer, asio::redirect_error(asio::use_awaitable, ec));
@@ -290,6 +314,15 @@ asio::awaitable<bool> ConnectUpstream(Transport& transport, const tcp::endpoint&
     co_return false;
   }
   ConfigureUpstreamSocket(transport.socket(), keepalive);
+  if (tls != nullptr) {
+    const bool handshaken =
+        co_await transport.Handshake(*tls, Transport::Role::kClient, stats.ssl, deadline);
+    if (!handshaken) {
+      stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+      co_return false;
+    }
+    transport.tcp().expires_at(deadline);  // as the caller left it
+  }
   co_return true;
 }
 
@@ -300,6 +333,7 @@ Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downs
     case config::UpstreamProtocol::kDownstream:
       return downstream;
     case config::UpstreamProtocol::kHttp1:
+    case config::UpstreamProtocol::kAlpn:  // HTTP/2 only once a connection's ALPN says so
       break;
   }
   return Protocol::kHttp1;

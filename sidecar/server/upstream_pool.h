@@ -72,6 +72,8 @@ struct UpstreamTarget {
   bool http1_trailers = false;          // HTTP/1.1: read response trailers (enable_trailers)
   uint32_t max_requests_per_connection = 0;  // 0: no limit
   std::optional<config::TcpKeepalive> tcp_keepalive;
+  std::shared_ptr<const config::TlsContext> tls;  // null: plaintext
+  bool alpn = false;  // auto_config: a new TLS connection is HTTP/2 if ALPN chose h2
 
   // The cluster's limits; `peer` is for the caller to set.
   static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,
@@ -88,19 +90,23 @@ struct UpstreamTarget {
                           head_request,
                           config.http1.enable_trailers,
                           config.max_requests_per_connection,
-                          config.tcp_keepalive};
+                          config.tcp_keepalive,
+                          config.tls,
+                          config.protocol == config::UpstreamProtocol::kAlpn};
   }
   static UpstreamTarget Of(std::string&& cluster, const config::ClusterConfig& config,
                            std::shared_ptr<ClusterStats> stats, bool head_request) = delete;
 };
 
 // Connects `transport` to `peer` by `deadline` (left set on the stream), with the cluster's
-// socket options (TCP_NODELAY, tcp_keepalive); counts upstream_cx_connect_fail on failure.
+// socket options (TCP_NODELAY, tcp_keepalive), then the TLS handshake when `tls` is set;
+// counts upstream_cx_connect_fail when either fails (a handshake failure is a connect
+// failure, as in Envoy).
 boost::asio::awaitable<bool> ConnectUpstream(Transport& transport,
                                              const boost::asio::ip::tcp::endpoint& peer,
                                              Clock::time_point deadline,
                                              const std::optional<config::TcpKeepalive>& keepalive,
-                                             ClusterStats& stats);
+                                             const config::TlsContext* tls, ClusterStats& stats);
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);
@@ -164,6 +170,11 @@ class UpstreamPool {
                                                                 Clock::time_point connect_deadline);
   std::optional<OpenedStream> OpenHttp2(const UpstreamTarget& target,
                                         Clock::time_point connect_deadline);
+  // A stream on an HTTP/2 connection to `target` with room for one, if there is one.
+  std::optional<OpenedStream> ReuseHttp2(const UpstreamTarget& target);
+  // A new HTTP/2 connection to `target`, on `transport` when connected already.
+  std::shared_ptr<Http2Connection> NewHttp2(const UpstreamTarget& target,
+                                            std::optional<Transport> transport);
   boost::asio::awaitable<void> WaitPending(std::string_view cluster, Clock::time_point until);
   void WakePending(std::string_view cluster);
 
