@@ -47,7 +47,8 @@ asio::awaitable<void> Pump(Transport& from, Transport& to, std::atomic<uint64_t>
       }
       bytes.fetch_add(n, std::memory_order_relaxed);
     }
-    if (ec == asio::error::eof) {
+    // A TLS peer that shuts its TCP side without close_notify ends its stream too.
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
       to.ShutdownSend();
       co_return;
     }
