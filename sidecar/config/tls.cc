@@ -170,7 +170,9 @@ absl::Status ApplyValidation(SSL_CTX* ctx, const tls_v3::CertificateValidationCo
     return Invalid(field, "SAN matching needs trusted_ca");
   }
   if (proto.has_crl()) {
-    if (!proto.has_trusted_ca()) return Invalid(absl::StrCat(field, ".crl"), "needs trusted_ca");
+    if (!proto.has_trusted_ca() && !proto.has_system_root_certs()) {
+      return Invalid(absl::StrCat(field, ".crl"), "needs trusted_ca");
+    }
     auto pem = ReadDataSource(proto.crl(), absl::StrCat(field, ".crl"));
     if (!pem.ok()) return pem.status();
     BioPtr bio = MemoryBio(*pem);
