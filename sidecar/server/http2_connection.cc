@@ -209,11 +209,10 @@ asio::awaitable<void> Http2Connection::Serve(std::string preface) {
 
 asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_point deadline,
                                                std::shared_ptr<ClusterStats> stats,
-                                               std::optional<config::TcpKeepalive> keepalive,
-                                               std::shared_ptr<const config::TlsContext> tls) {
+                                               std::optional<config::TcpKeepalive> keepalive) {
   auto self = shared_from_this();
   const bool connected =
-      co_await ConnectUpstream(transport_, peer, deadline, keepalive, tls.get(), *stats);
+      co_await ConnectUpstream(transport_, peer, deadline, keepalive, tls_.get(), *stats);
   if (!connected) {
     Terminate(/*connect_failed=*/true);
     co_return;

@@ -127,8 +127,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   boost::asio::awaitable<void> Connect(boost::asio::ip::tcp::endpoint peer,
                                        Clock::time_point deadline,
                                        std::shared_ptr<ClusterStats> stats,
-                                       std::optional<config::TcpKeepalive> keepalive,
-                                       std::shared_ptr<const config::TlsContext> tls);
+                                       std::optional<config::TcpKeepalive> keepalive);
   // Client on a transport connected already (TLS whose ALPN chose h2): runs until the
   // connection ends.
   boost::asio::awaitable<void> Start(std::shared_ptr<ClusterStats> stats);
@@ -140,6 +139,10 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Client, before Connect: after this many streams (0: no limit), the connection takes no
   // more and drains once they are done.
   void SetMaxRequests(uint32_t max_requests) { max_requests_ = max_requests; }
+  // Client, before Connect: the cluster's TLS context (null: plaintext), which Connect uses
+  // and the pool compares, so a cluster whose TLS changed opens new connections.
+  void SetTls(std::shared_ptr<const config::TlsContext> tls) { tls_ = std::move(tls); }
+  const std::shared_ptr<const config::TlsContext>& tls() const { return tls_; }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
   bool dead() const { return dead_; }
@@ -197,6 +200,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
+  std::shared_ptr<const config::TlsContext> tls_;
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -156,7 +156,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
       connection->stats->upstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
       continue;  // its sweep is late: closed here
     }
-    if (StillUsable(*connection)) {
+    if (connection->tls == target.tls && StillUsable(*connection)) {
       connection->reused = true;
       ++connection->requests;
       co_return stream(std::move(connection));
@@ -172,6 +172,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
     target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
   }
   auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
+  connection->tls = target.tls;
   ++*open;
   const bool connected = co_await ConnectUpstream(connection->stream, target.peer, deadline,
                                                   target.tcp_keepalive, target.tls.get(),
@@ -201,7 +202,8 @@ std::optional<OpenedStream> UpstreamPool::ReuseHttp2(const UpstreamTarget& targe
                      [](const std::shared_ptr<Http2Connection>& c) { return c->dead(); }),
       connections.end());
   for (const auto& connection : connections) {
-    if (connection->CanOpenStream(target.max_concurrent_streams)) {
+    if (connection->tls() == target.tls &&
+        connection->CanOpenStream(target.max_concurrent_streams)) {
       connection->AssignStream();
       return OpenedStream{NewHttp2UpstreamStream(connection)};
     }
@@ -214,6 +216,7 @@ std::shared_ptr<Http2Connection> UpstreamPool::NewHttp2(const UpstreamTarget& ta
   const bool connected = transport.has_value();
   auto connection = std::make_shared<Http2Connection>(
       io_, connected ? std::move(*transport) : Transport(io_), Http2Connection::Role::kClient);
+  connection->SetTls(target.tls);
   connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connection->SetMaxRequests(target.max_requests_per_connection);
   Entry(http2_, target.cluster, target.peer).second.push_back(connection);
@@ -231,8 +234,7 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
   auto connection = NewHttp2(target, std::nullopt);
   connection->AssignStream();
   asio::co_spawn(io_,
-                 connection->Connect(target.peer, deadline, target.stats, target.tcp_keepalive,
-                                     target.tls),
+                 connection->Connect(target.peer, deadline, target.stats, target.tcp_keepalive),
                  asio::detached);
   return OpenedStream{NewHttp2UpstreamStream(std::move(connection))};
 }

@@ -49,6 +49,9 @@ struct UpstreamConnection {
   boost::beast::flat_buffer buffer;
   std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
+  // The TLS context it was made with (null: plaintext): a cluster whose TLS changed does not
+  // reuse it.
+  std::shared_ptr<const config::TlsContext> tls;
   // Once connected: the count of the pool's open connections to this cluster and host.
   std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;

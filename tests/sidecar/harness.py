@@ -429,7 +429,7 @@ def self_signed_cert(directory, hosts):
     return cert, key
 
 
-def test_pki(directory):
+def make_pki(directory):
     """A CA and certificates it signs, made by the openssl CLI in `directory` (P-256, one day):
     returns paths by name: ca, server/server_key (SAN DNS:backend.test, DNS:proxy.test),
     client/client_key (SAN URI spiffe://cluster.local/ns/default/sa/client), and

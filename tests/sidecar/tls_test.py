@@ -15,7 +15,7 @@ import tempfile
 import unittest
 
 from harness import (Backend, Children, HttpsBackend, SharedMeshTest, TcpEchoBackend, TlsBackend,
-                     binary, free_port, tcp_exchange, test_pki, wait_until, write_resources)
+                     binary, free_port, tcp_exchange, make_pki, wait_until, write_resources)
 from integration_test import (NODE_ID, ROUTER, T, TCP_PROXY, WAIT_S, assignment, eds_cluster,
                               http_listener, route)
 
@@ -78,7 +78,7 @@ class TlsMesh:
     def __init__(self, test):
         self.dir = tempfile.mkdtemp(prefix="meshproxy-tls-")
         test.addCleanup(self.close)
-        self.pki = test_pki(self.dir)
+        self.pki = make_pki(self.dir)
         pki = self.pki
         self.web = Backend("web")
         self.https = HttpsBackend("https", pki["server"], pki["server_key"])
