@@ -30,7 +30,8 @@ def files(cert, key):
     return {"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}
 
 
-def tls_cluster(name, sni="backend.test", ca=None, sans=(), client=None, alpn=(), auto=False):
+def tls_cluster(name, sni="backend.test", ca=None, sans=(), client=None, alpn=(), auto=False,
+                http2=False):
     """An EDS cluster originating TLS, as meshpilot writes a DestinationRule's tls."""
     common = {}
     if ca:
@@ -43,9 +44,11 @@ def tls_cluster(name, sni="backend.test", ca=None, sans=(), client=None, alpn=()
     cluster = eds_cluster(name)
     cluster["transport_socket"] = {"name": TLS, "typed_config": {
         "@type": UPSTREAM, "sni": sni, "common_tls_context": common}}
-    if auto:
+    if auto or http2:
+        config = {"auto_config": {}} if auto else {
+            "explicit_http_config": {"http2_protocol_options": {}}}
         cluster["typed_extension_protocol_options"] = {HTTP_OPTIONS: {
-            "@type": T + HTTP_OPTIONS, "auto_config": {}}}
+            "@type": T + HTTP_OPTIONS, **config}}
     return cluster
 
 
@@ -99,6 +102,8 @@ class TlsMesh:
             # auto_config: meshproxy's own TLS listener offers h2, the Python backend http/1.1.
             tls_cluster("alpn-h2", sni="proxy.test", ca=pki["ca"], sans=["proxy.test"], auto=True),
             tls_cluster("alpn-h1", ca=pki["ca"], auto=True),
+            # What meshpilot writes for a gRPC/HTTP2 port with DestinationRule tls SIMPLE.
+            tls_cluster("h2-tls", sni="proxy.test", ca=pki["ca"], alpn=["h2"], http2=True),
             tls_cluster("tls-echo", ca=pki["ca"], sans=["backend.test"]),
             tls_cluster("tls-dead", ca=pki["ca"]),
             eds_cluster("echo"),
@@ -111,6 +116,7 @@ class TlsMesh:
                      assignment("mtls", [self.mtls.port]),
                      assignment("alpn-h2", [self.port["https"]]),
                      assignment("alpn-h1", [self.https.port]),
+                     assignment("h2-tls", [self.port["https"]]),
                      assignment("tls-echo", [self.tls_echo.port]),
                      assignment("tls-dead", [self.dead_port]),
                      assignment("echo", [self.echo.port])]
@@ -125,6 +131,7 @@ class TlsMesh:
                       host("mtls-without-cert", "mtls-without-cert"), host("mtls", "mtls"),
                       host("alpn-h2", "alpn-h2", host_rewrite_literal="inner"),
                       host("alpn-h1", "alpn-h1"), host("tls-dead", "tls-dead"),
+                      host("h2-tls", "h2-tls", host_rewrite_literal="inner"),
                       # What arrives over the TLS listener: tells the protocol it came in.
                       {"name": "inner", "domains": ["inner"], "routes": [route("/", {"route": {
                           "cluster": "web"}}, request_headers_to_add=[{"header": {
@@ -294,6 +301,16 @@ class OriginationTest(SharedMeshTest):
         code, _, status, body = self.get("alpn-h1")
         self.assertEqual((code, status), (0, 200), body)
         self.assertEqual(json.loads(body)["backend"], "https")
+
+    def test_an_http2_cluster_speaks_h2_over_tls(self):
+        code, _, status, body = self.get("h2-tls")
+        self.assertEqual((code, status), (0, 200), body)
+        self.assertEqual(json.loads(body)["headers"]["x-inner-protocol"], "HTTP/2")
+
+    def test_a_connect_failure_under_tls_is_envoys_503(self):
+        code, _, status, body = self.get("tls-dead")
+        self.assertEqual(status, 503, body)
+        self.assertIn("upstream connect error or disconnect/reset before headers", body)
 
     def test_tcp_proxy_originates_tls(self):
         answer = tcp_exchange(self.mesh.port["originate_tcp"], b"hello\n")
