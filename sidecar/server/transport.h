@@ -35,9 +35,6 @@ class Transport {
   executor_type get_executor() { return tcp().get_executor(); }
   boost::beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : plain_; }
   boost::asio::ip::tcp::socket& socket() { return tcp().socket(); }
-  bool is_tls() const { return tls_ != nullptr; }
-  // The TLS stream, once there is one.
-  TlsStream* tls() { return tls_.get(); }
   // Makes the stream TLS with `context` and runs the handshake as server or client (with the
   // context's SNI) until `deadline`, then checks the peer certificate's SANs. Counts the
   // outcome in `stats` (Envoy's ssl.*); false: the connection is not to be used.
