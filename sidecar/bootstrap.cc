@@ -75,8 +75,31 @@ absl::StatusOr<envoy::config::core::v3::Node> BuildNode(const NodeIdentity& iden
     fields["SERVICE_ACCOUNT"].set_string_value(identity.service_account);
   }
   fields["INSTANCE_IPS"].set_string_value(identity.pod_ip);
+  fields["CLUSTER_ID"].set_string_value(identity.cluster_id);
+  // As Istio's injector: the workload is its owner's name (here a flag), else the app label,
+  // else the pod; the canonical service and revision labels are added when the pod lacks them.
+  auto label = [&identity](const char* key) -> std::string {
+    auto it = identity.labels.find(key);
+    return it == identity.labels.end() ? "" : it->second;
+  };
+  std::string workload = identity.workload_name;
+  if (workload.empty()) workload = label("app");
+  if (workload.empty()) workload = pod;
+  if (!workload.empty()) fields["WORKLOAD_NAME"].set_string_value(workload);
+  std::map<std::string, std::string> pod_labels = identity.labels;
+  if (!pod_labels.contains("service.istio.io/canonical-name")) {
+    std::string name = label("app.kubernetes.io/name");
+    if (name.empty()) name = label("app");
+    if (name.empty()) name = workload;
+    if (!name.empty()) pod_labels["service.istio.io/canonical-name"] = name;
+  }
+  if (!pod_labels.contains("service.istio.io/canonical-revision")) {
+    std::string revision = label("app.kubernetes.io/version");
+    if (revision.empty()) revision = label("version");
+    pod_labels["service.istio.io/canonical-revision"] = revision.empty() ? "latest" : revision;
+  }
   auto& labels = *fields["LABELS"].mutable_struct_value()->mutable_fields();
-  for (const auto& [key, value] : identity.labels) labels[key].set_string_value(value);
+  for (const auto& [key, value] : pod_labels) labels[key].set_string_value(value);
   if (!identity.locality.empty()) {
     std::vector<std::string> parts = absl::StrSplit(identity.locality, absl::MaxSplits('/', 2));
     parts.resize(3);
@@ -86,25 +109,6 @@ absl::StatusOr<envoy::config::core::v3::Node> BuildNode(const NodeIdentity& iden
   }
   node.set_user_agent_name("meshproxy");
   return node;
-}
-
-WorkloadIdentity WorkloadOf(const envoy::config::core::v3::Node& node) {
-  WorkloadIdentity workload;
-  const auto& fields = node.metadata().fields();
-  auto string_field = [](const google::protobuf::Map<std::string, google::protobuf::Value>& map,
-                         const std::string& key) -> std::string {
-    auto it = map.find(key);
-    return it != map.end() && it->second.has_string_value() ? it->second.string_value() : "";
-  };
-  std::string name;
-  if (auto labels = fields.find("LABELS");
-      labels != fields.end() && labels->second.has_struct_value()) {
-    name = string_field(labels->second.struct_value().fields(), "app");
-  }
-  if (name.empty()) name = string_field(fields, "NAME");
-  if (!name.empty()) workload.name = name;
-  if (std::string ns = string_field(fields, "NAMESPACE"); !ns.empty()) workload.namespace_ = ns;
-  return workload;
 }
 
 }  // namespace meshpilot::sidecar

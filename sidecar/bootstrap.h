@@ -16,7 +16,6 @@
 
 #include "absl/status/statusor.h"
 #include "envoy/config/core/v3/base.pb.h"
-#include "sidecar/istio_metrics.h"
 
 namespace meshpilot::sidecar {
 
@@ -39,14 +38,14 @@ struct NodeIdentity {
   std::string namespace_;
   std::string service_account;
   std::map<std::string, std::string> labels;
+  std::string workload_name;           // the pod's owner (metadata WORKLOAD_NAME); empty: app label, else pod
+  std::string cluster_id = "Kubernetes";  // metadata CLUSTER_ID, istio-agent's default
   std::string locality;  // "region/zone/subzone" (node.locality), as istio-agent sends it
 };
 
 // The Node istio-agent would send: id `sidecar~IP~POD.NS~NS.svc.cluster.local`, metadata
-// NAMESPACE, NAME, LABELS, SERVICE_ACCOUNT, INSTANCE_IPS; node.locality.
+// NAMESPACE, NAME, LABELS (with service.istio.io/canonical-name and -revision, as Istio's
+// injector adds them), SERVICE_ACCOUNT, INSTANCE_IPS, WORKLOAD_NAME, CLUSTER_ID; node.locality.
 absl::StatusOr<envoy::config::core::v3::Node> BuildNode(const NodeIdentity& identity);
-
-// The workload a node runs, for istio_requests_total: metadata LABELS.app, else NAME; NAMESPACE.
-WorkloadIdentity WorkloadOf(const envoy::config::core::v3::Node& node);
 
 }  // namespace meshpilot::sidecar

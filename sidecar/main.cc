@@ -34,6 +34,10 @@ ABSL_FLAG(std::string, pod_name, "", "The pod's name (metadata NAME).");
 ABSL_FLAG(std::string, pod_ip, "127.0.0.1", "The pod's IP, for a node id built from flags.");
 ABSL_FLAG(std::string, service_account, "", "The pod's service account.");
 ABSL_FLAG(std::vector<std::string>, labels, {}, "The pod's labels, k=v,k=v (metadata LABELS).");
+ABSL_FLAG(std::string, workload_name, "",
+          "The pod's workload, its owner's name (metadata WORKLOAD_NAME; default: the app label, "
+          "else the pod name).");
+ABSL_FLAG(std::string, cluster_id, "Kubernetes", "The cluster the pod runs in (metadata CLUSTER_ID).");
 ABSL_FLAG(std::string, locality, "",
           "Where the pod runs, region/zone/subzone (node.locality), for locality load balancing.");
 ABSL_FLAG(int, admin_port, -1, "Admin port on --admin-address (default 15000).");
@@ -68,6 +72,8 @@ int Run() {
     identity.namespace_ = absl::GetFlag(FLAGS_namespace);
     identity.service_account = absl::GetFlag(FLAGS_service_account);
     identity.locality = absl::GetFlag(FLAGS_locality);
+    identity.workload_name = absl::GetFlag(FLAGS_workload_name);
+    identity.cluster_id = absl::GetFlag(FLAGS_cluster_id);
     for (const std::string& label : absl::GetFlag(FLAGS_labels)) {
       std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits('=', 1));
       identity.labels[kv[0]] = kv.size() == 2 ? kv[1] : "";
@@ -94,7 +100,7 @@ int Run() {
 
   ConfigStore store;
   StatsStore stats;
-  stats.set_workload(WorkloadOf(bootstrap.node));
+  Peers().SetLocal(bootstrap.node);
   std::vector<std::unique_ptr<server::Worker>> workers;
   for (int i = 0; i < concurrency; ++i) {
     workers.push_back(std::make_unique<server::Worker>(i, store));

@@ -51,6 +51,7 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
       {"upstream_rq_pending_total", true, v(s.upstream_rq_pending_total)},
       {"upstream_rq_pending_active", false, v(s.upstream_rq_pending_active)},
       {"upstream_rq_pending_overflow", true, v(s.upstream_rq_pending_overflow)},
+      {"upstream_rq_cancelled", true, v(s.upstream_rq_cancelled)},
       {"upstream_cx_overflow", true, v(s.upstream_cx_overflow)},
       {"upstream_cx_idle_timeout", true, v(s.upstream_cx_idle_timeout)},
       {"upstream_cx_max_requests", true, v(s.upstream_cx_max_requests)},
@@ -66,6 +67,18 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
        v(s.outlier_detection_ejections_detected_failure_percentage)},
       {"outlier_detection.ejections_enforced_failure_percentage", true,
        v(s.outlier_detection_ejections_enforced_failure_percentage)},
+      {"outlier_detection.ejections_detected_consecutive_local_origin_failure", true,
+       v(s.outlier_detection_ejections_detected_consecutive_local_origin_failure)},
+      {"outlier_detection.ejections_enforced_consecutive_local_origin_failure", true,
+       v(s.outlier_detection_ejections_enforced_consecutive_local_origin_failure)},
+      {"outlier_detection.ejections_detected_local_origin_success_rate", true,
+       v(s.outlier_detection_ejections_detected_local_origin_success_rate)},
+      {"outlier_detection.ejections_enforced_local_origin_success_rate", true,
+       v(s.outlier_detection_ejections_enforced_local_origin_success_rate)},
+      {"outlier_detection.ejections_detected_local_origin_failure_percentage", true,
+       v(s.outlier_detection_ejections_detected_local_origin_failure_percentage)},
+      {"outlier_detection.ejections_enforced_local_origin_failure_percentage", true,
+       v(s.outlier_detection_ejections_enforced_local_origin_failure_percentage)},
       {"istio_requests_untracked", true, static_cast<int64_t>(s.istio_requests.untracked())},
   };
   AppendSslMetrics(s.ssl, metrics);
@@ -106,8 +119,19 @@ std::shared_ptr<ClusterStats> StatsStore::Cluster(const std::string& name) {
 std::shared_ptr<ListenerStats> StatsStore::Listener(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& stats = listeners_[name];
-  if (!stats) stats = std::make_shared<ListenerStats>();
+  if (!stats) {
+    stats = std::make_shared<ListenerStats>();
+    stats->istio_unrouted = &unrouted_;
+  }
   return stats;
+}
+
+std::vector<IstioScrape> StatsStore::IstioScrapes() const {
+  std::vector<IstioScrape> scrapes{{"", &unrouted_, nullptr}};
+  for (const auto& [name, stats] : clusters_) {
+    scrapes.push_back({name, &stats->istio_requests, &stats->istio_tcp});
+  }
+  return scrapes;
 }
 
 std::string StatsStore::RenderText() const {
@@ -131,6 +155,7 @@ std::string StatsStore::RenderText() const {
                       stats->downstream_rq_class[c].load(std::memory_order_relaxed), "\n");
     }
   }
+  RenderIstioText(IstioScrapes(), peers_->local(), *peers_, out);
   absl::StrAppend(&out, "control_plane.xds_ack: ", xds_ack.load(), "\n");
   absl::StrAppend(&out, "control_plane.xds_nack: ", xds_nack.load(), "\n");
   absl::StrAppend(&out, "control_plane.connected_state_changes: ", xds_connect.load(), "\n");
@@ -162,29 +187,7 @@ std::string StatsStore::RenderPrometheus() const {
       }
     }
   }
-  family("istio_requests_total", true);
-  const WorkloadIdentity unknown;
-  for (const auto& [name, stats] : clusters_) {
-    const DestinationService destination = DestinationOfCluster(name);
-    for (const IstioRequestCounts::Sample& sample : stats->istio_requests.Samples()) {
-      // The reporter knows its own workload; the peer's would come from Istio's metadata
-      // exchange, which meshproxy does not do.
-      const WorkloadIdentity& source = sample.inbound ? unknown : workload_;
-      const WorkloadIdentity& target = sample.inbound ? workload_ : unknown;
-      absl::StrAppend(
-          &out, "istio_requests_total{reporter=\"", sample.inbound ? "destination" : "source",
-          "\",source_workload=\"", Label(source.name), "\",source_workload_namespace=\"",
-          Label(source.namespace_), "\",destination_workload=\"", Label(target.name),
-          "\",destination_workload_namespace=\"", Label(target.namespace_),
-          "\",destination_service=\"", Label(destination.service),
-          "\",destination_service_name=\"", Label(destination.name),
-          "\",destination_service_namespace=\"", Label(destination.namespace_),
-          "\",request_protocol=\"", sample.grpc ? "grpc" : "http", "\",response_code=\"",
-          sample.response_code, "\",grpc_response_status=\"",
-          sample.grpc_status ? std::to_string(*sample.grpc_status) : "", "\"} ", sample.count,
-          "\n");
-    }
-  }
+  RenderIstioPrometheus(IstioScrapes(), peers_->local(), *peers_, out);
   if (!listeners_.empty()) {
     std::vector<Metric> names = ListenerMetrics(*listeners_.begin()->second);
     for (size_t i = 0; i < names.size(); ++i) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "sidecar/istio_metrics.h"
 
@@ -45,6 +46,7 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_rq_pending_total{0};
   std::atomic<int64_t> upstream_rq_pending_active{0};  // across workers: max_pending_requests
   std::atomic<uint64_t> upstream_rq_pending_overflow{0};
+  std::atomic<uint64_t> upstream_rq_cancelled{0};  // left the pending queue: the client gave up
   std::atomic<uint64_t> upstream_cx_overflow{0};
   std::atomic<uint64_t> upstream_cx_idle_timeout{0};
   std::atomic<uint64_t> upstream_cx_max_requests{0};
@@ -55,7 +57,14 @@ struct ClusterStats {
   std::atomic<uint64_t> outlier_detection_ejections_enforced_success_rate{0};
   std::atomic<uint64_t> outlier_detection_ejections_detected_failure_percentage{0};
   std::atomic<uint64_t> outlier_detection_ejections_enforced_failure_percentage{0};
-  IstioRequestCounts istio_requests;
+  std::atomic<uint64_t> outlier_detection_ejections_detected_consecutive_local_origin_failure{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_consecutive_local_origin_failure{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_local_origin_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_local_origin_success_rate{0};
+  std::atomic<uint64_t> outlier_detection_ejections_detected_local_origin_failure_percentage{0};
+  std::atomic<uint64_t> outlier_detection_ejections_enforced_local_origin_failure_percentage{0};
+  IstioRequestTable istio_requests;
+  IstioTcpTable istio_tcp;
 
   void CountResponse(unsigned status) {
     upstream_rq_total.fetch_add(1, std::memory_order_relaxed);
@@ -109,6 +118,9 @@ struct ListenerStats {
   std::atomic<uint64_t> sni_found{0};
   std::atomic<uint64_t> client_hello_too_large{0};
   SslStats ssl;
+  // Istio's metrics of requests that got no cluster (no route, an unknown cluster): the
+  // store's one table, shared by all listeners.
+  IstioRequestTable* istio_unrouted = nullptr;
 };
 
 class StatsStore {
@@ -118,19 +130,22 @@ class StatsStore {
 
   // Envoy's /stats text (`cluster.NAME.upstream_rq_total: 3`), sorted.
   std::string RenderText() const;
-  // Prometheus text exposition in Envoy's names (`envoy_cluster_upstream_rq_total{...}`).
+  // Prometheus text exposition in Envoy's names (`envoy_cluster_upstream_rq_total{...}`) and
+  // Istio's standard metrics, labelled with `peers`' own workload and the peers it met.
   std::string RenderPrometheus() const;
 
-  // Set once before the workers start: istio_requests_total's own-workload labels.
-  void set_workload(WorkloadIdentity workload) { workload_ = std::move(workload); }
+  void set_peers(const PeerDirectory* peers) { peers_ = peers; }
 
   std::atomic<uint64_t> xds_ack{0};
   std::atomic<uint64_t> xds_nack{0};
   std::atomic<uint64_t> xds_connect{0};
 
  private:
-  WorkloadIdentity workload_;
+  std::vector<IstioScrape> IstioScrapes() const;  // under mu_
+
+  const PeerDirectory* peers_ = &Peers();
   mutable std::mutex mu_;
+  IstioRequestTable unrouted_;
   std::map<std::string, std::shared_ptr<ClusterStats>> clusters_;
   std::map<std::string, std::shared_ptr<ListenerStats>> listeners_;
 };

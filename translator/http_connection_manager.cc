@@ -1,9 +1,15 @@
 #include "translator/http_connection_manager.h"
 
+#include <array>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include "envoy/extensions/filters/http/cors/v3/cors.pb.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "translator/http_route.h"
+#include "xds/type/v3/typed_struct.pb.h"
 
 namespace meshpilot::translator {
 
@@ -19,6 +25,7 @@ HttpConnectionManager RdsConnectionManager(const std::string& stat_prefix,
   rds->mutable_config_source()->mutable_ads();
   rds->mutable_config_source()->set_resource_api_version(envoy::config::core::v3::V3);
   if (!proxyless_grpc) {
+    *hcm.add_http_filters() = MetadataExchangeFilter(/*inbound=*/false);
     auto* cors = hcm.add_http_filters();
     cors->set_name(kCorsFilter);
     cors->mutable_typed_config()->PackFrom(envoy::extensions::filters::http::cors::v3::Cors());
@@ -30,6 +37,33 @@ HttpConnectionManager RdsConnectionManager(const std::string& stat_prefix,
   router->set_name("envoy.filters.http.router");
   router->mutable_typed_config()->PackFrom(envoy::extensions::filters::http::router::v3::Router());
   return hcm;
+}
+
+envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter
+MetadataExchangeFilter(bool inbound) {
+  xds::type::v3::TypedStruct config;
+  config.set_type_url("type.googleapis.com/io.istio.http.peer_metadata.Config");
+  auto& fields = *config.mutable_value()->mutable_fields();
+  for (const char* method : inbound ? std::array{"downstream_discovery", "downstream_propagation"}
+                                    : std::array{"upstream_discovery", "upstream_propagation"}) {
+    auto* entry = fields[method].mutable_list_value()->add_values()->mutable_struct_value();
+    (*entry->mutable_fields())["istio_headers"].mutable_struct_value();
+  }
+  envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter filter;
+  filter.set_name("istio.metadata_exchange");
+  // Packed deterministically: the Struct's map would otherwise serialize in an order that
+  // differs between runs, and so would the listener's version (a hash of its bytes).
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    config.SerializeToCodedStream(&coded);
+  }
+  filter.mutable_typed_config()->set_type_url("type.googleapis.com/xds.type.v3.TypedStruct");
+  filter.mutable_typed_config()->set_value(std::move(bytes));
+  filter.set_is_optional(true);
+  return filter;
 }
 
 }  // namespace meshpilot::translator

@@ -15,4 +15,12 @@ envoy::extensions::filters::network::http_connection_manager::v3::HttpConnection
 RdsConnectionManager(const std::string& stat_prefix, const std::string& route_config_name,
                      bool proxyless_grpc = false);
 
+// Istio's HTTP metadata exchange, first in a sidecar's HTTP filters, as istiod writes it:
+// `istio.metadata_exchange`, an io.istio.http.peer_metadata.Config (Istio's proxy's own type,
+// so in an xds.type.v3.TypedStruct) with istio_headers discovery and propagation, downstream
+// on inbound listeners, upstream on outbound ones. Optional: an Envoy without Istio's
+// extensions skips it; meshproxy does the exchange.
+envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter
+MetadataExchangeFilter(bool inbound);
+
 }  // namespace meshpilot::translator

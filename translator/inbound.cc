@@ -8,6 +8,7 @@
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "translator/authorization.h"
+#include "translator/http_connection_manager.h"
 #include "translator/rbac.h"
 
 namespace meshpilot::translator {
@@ -50,6 +51,7 @@ HttpConnectionManager InboundConnectionManager(uint32_t port, const std::string&
   if (proxyless_grpc) {
     route->mutable_non_forwarding_action();
   } else {
+    *hcm.add_http_filters() = MetadataExchangeFilter(/*inbound=*/true);
     route->mutable_route()->set_cluster(InboundClusterName(port));
     route->mutable_route()->mutable_timeout()->set_seconds(0);
   }

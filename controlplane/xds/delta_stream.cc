@@ -119,10 +119,9 @@ bool DeltaStream::InScopeLocked(ResourceType type, const std::string& name) {
 }
 
 std::optional<DeltaStream::Response> DeltaStream::DiffLocked(ResourceType type,
-                                                             const cache::Snapshot& snapshot) {
+                                                             const cache::ResourceMap& available) {
   const TypeStatus& status = type_state(type).status;
   const Subscription& sub = subscription(type);
-  const cache::Snapshot::ResourceMap& available = snapshot.Resources(type);
 
   std::map<std::string, const cache::Resource*> changed;
   std::set<std::string> removed;

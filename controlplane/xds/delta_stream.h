@@ -39,7 +39,7 @@ class DeltaStream final
 
   void HandleRequestLocked(const Request& request) override;
   std::optional<Response> DiffLocked(cache::ResourceType type,
-                                     const cache::Snapshot& snapshot) override;
+                                     const cache::ResourceMap& available) override;
   void SentLocked(cache::ResourceType type, const Response& response) override;
 
   void UpdateSubscriptionLocked(cache::ResourceType type, const Request& request);

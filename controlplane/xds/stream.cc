@@ -161,20 +161,87 @@ void StreamReactor<Request, Response>::PushLocked() {
   const cache::Snapshot* snapshot = RefreshSnapshotLocked();
   if (snapshot == nullptr) return;  // sources have not synced: never push an empty set
 
+  // Make before break (xDS: "Eventual consistency considerations"): clusters and endpoints
+  // that left the state stay with the client until the listeners and routes that may name
+  // them have been replaced and ACKed; only then does it learn they are gone.
+  bool deferred = false;
   for (ResourceType type : cache::kPushOrder) {
-    TypeState& state = type_state(type);
-    if (!state.status.subscribed) continue;
-    auto started = std::chrono::steady_clock::now();
-    std::optional<Response> response = DiffLocked(type, *snapshot);
-    if (!response) continue;
-    if (state.awaiting_ack) {
-      // Newer state waits behind the response in flight, and so do the types after it, so
-      // that a proxy never sees routes before the clusters they name.
-      break;
+    const cache::ResourceMap* available = &snapshot->Resources(type);
+    cache::ResourceMap with_removed;
+    if (HeldOf(type) != nullptr) {
+      with_removed = RemovedLocked(type);
+      if (!with_removed.empty()) {
+        deferred = true;
+        with_removed.insert(available->begin(), available->end());
+        available = &with_removed;
+      }
     }
-    SendLocked(type, *std::move(response));
-    server_.metrics().RecordPush(type, Since(started).count());
+    if (!PushTypeLocked(type, *available)) return;
   }
+  if (!deferred || type_state(ResourceType::kListener).awaiting_ack ||
+      type_state(ResourceType::kRoute).awaiting_ack) {
+    return;
+  }
+  for (ResourceType type : {ResourceType::kCluster, ResourceType::kEndpoint}) {
+    if (!PushTypeLocked(type, snapshot->Resources(type))) return;
+  }
+}
+
+template <typename Request, typename Response>
+bool StreamReactor<Request, Response>::PushTypeLocked(ResourceType type,
+                                                      const cache::ResourceMap& available) {
+  TypeState& state = type_state(type);
+  if (!state.status.subscribed) return true;
+  auto started = std::chrono::steady_clock::now();
+  std::optional<Response> response = DiffLocked(type, available);
+  if (!response) return true;
+  if (state.awaiting_ack) {
+    // Newer state waits behind the response in flight, and so do the types after it, so
+    // that a proxy never sees routes before the clusters they name.
+    return false;
+  }
+  SendLocked(type, *std::move(response));
+  if (Held* held = HeldOf(type)) {
+    const cache::ResourceMap& current = snapshot_->Resources(type);
+    held->basis = snapshot_;
+    held->kept.clear();
+    if (&available != &current) {
+      for (const auto& [name, resource] : available) {
+        if (!current.contains(name)) held->kept.emplace(name, resource);
+      }
+    }
+  }
+  server_.metrics().RecordPush(type, Since(started).count());
+  return true;
+}
+
+template <typename Request, typename Response>
+typename StreamReactor<Request, Response>::Held* StreamReactor<Request, Response>::HeldOf(
+    ResourceType type) {
+  switch (type) {
+    case ResourceType::kCluster:
+      return &held_[0];
+    case ResourceType::kEndpoint:
+      return &held_[1];
+    default:
+      return nullptr;
+  }
+}
+
+template <typename Request, typename Response>
+cache::ResourceMap StreamReactor<Request, Response>::RemovedLocked(ResourceType type) {
+  cache::ResourceMap removed;
+  const Held& held = *HeldOf(type);
+  if (held.basis == nullptr || (held.basis == snapshot_ && held.kept.empty())) return removed;
+  const cache::ResourceMap& current = snapshot_->Resources(type);
+  auto collect = [&](const cache::ResourceMap& from) {
+    for (const auto& [name, resource] : from) {
+      if (!current.contains(name)) removed.emplace(name, resource);
+    }
+  };
+  collect(held.kept);
+  collect(held.basis->Resources(type));
+  return removed;
 }
 
 template <typename Request, typename Response>
@@ -267,9 +334,8 @@ void AdsStream::HandleRequestLocked(const DiscoveryRequest& request) {
 }
 
 std::optional<DiscoveryResponse> AdsStream::DiffLocked(ResourceType type,
-                                                       const cache::Snapshot& snapshot) {
+                                                       const cache::ResourceMap& available) {
   const TypeStatus& status = type_state(type).status;
-  const cache::Snapshot::ResourceMap& available = snapshot.Resources(type);
   std::vector<const cache::Resource*> selected;
   if (status.wildcard) {
     for (const auto& [name, resource] : available) selected.push_back(resource.get());

@@ -64,18 +64,19 @@ class Stream {
   StreamStatus status_;
   bool has_proxy_ = false;
   bool finished_ = false;
+  cache::SnapshotPtr snapshot_;  // the last good snapshot for this proxy
 
  private:
   std::array<TypeState, cache::kResourceTypeCount> types_;
-  cache::SnapshotPtr snapshot_;  // the last good snapshot for this proxy
   uint64_t next_nonce_ = 0;
 };
 
 // The gRPC side shared by both protocols: reads, the push walk in push order (CDS, EDS,
 // LDS, RDS) with its barrier, and the write queue. At most one response per type is
 // un-ACKed at a time; newer state waits behind it and goes out, coalesced, when the client
-// answers. Writes are queued, so a slow client only ever slows itself. A protocol supplies
-// what a request means and what a response holds.
+// answers. Removed clusters and endpoints stay with the client until its listeners and
+// routes have been replaced (make before break). Writes are queued, so a slow client only
+// ever slows itself. A protocol supplies what a request means and what a response holds.
 template <typename Request, typename Response>
 class StreamReactor : public Stream, public grpc::ServerBidiReactor<Request, Response> {
  public:
@@ -95,10 +96,11 @@ class StreamReactor : public Stream, public grpc::ServerBidiReactor<Request, Res
 
   // A request from a known proxy. Ends with PushLocked() when something may have changed.
   virtual void HandleRequestLocked(const Request& request) = 0;
-  // The response for `type` at `snapshot`, or nullopt when there is nothing new to send.
-  // Must not change state: the push walk may drop it (barrier).
+  // The response for `type` when `available` is what the client should hold, or nullopt
+  // when there is nothing new to send. Must not change state: the push walk may drop it
+  // (barrier).
   virtual std::optional<Response> DiffLocked(cache::ResourceType type,
-                                             const cache::Snapshot& snapshot) = 0;
+                                             const cache::ResourceMap& available) = 0;
   // `response` is on its way: protocol bookkeeping (what is in flight, EDS after CDS).
   virtual void SentLocked(cache::ResourceType type, const Response& response) = 0;
 
@@ -106,8 +108,25 @@ class StreamReactor : public Stream, public grpc::ServerBidiReactor<Request, Res
   void FinishLocked(const grpc::Status& status);
 
  private:
+  // What the client holds of a type whose removals wait for the routes (clusters and
+  // endpoints): the snapshot it was last sent from, plus what was kept for it of resources
+  // already gone from the state.
+  struct Held {
+    cache::SnapshotPtr basis;
+    cache::ResourceMap kept;
+  };
+
+  // Diffs and sends `type` against `available` unless a response of the type is in flight;
+  // false when the walk must stop there.
+  bool PushTypeLocked(cache::ResourceType type, const cache::ResourceMap& available);
+  // Where the client's holdings of `type` are tracked, or nullptr when its removals need not
+  // wait.
+  Held* HeldOf(cache::ResourceType type);
+  // The resources the client holds of `type` that the current state no longer has.
+  cache::ResourceMap RemovedLocked(cache::ResourceType type);
   void SendLocked(cache::ResourceType type, Response response);
 
+  std::array<Held, 2> held_;  // kCluster, kEndpoint
   Request request_;
   std::deque<Response> outbox_;
   bool writing_ = false;
@@ -123,7 +142,7 @@ class AdsStream final : public StreamReactor<envoy::service::discovery::v3::Disc
  private:
   void HandleRequestLocked(const envoy::service::discovery::v3::DiscoveryRequest& request) override;
   std::optional<envoy::service::discovery::v3::DiscoveryResponse> DiffLocked(
-      cache::ResourceType type, const cache::Snapshot& snapshot) override;
+      cache::ResourceType type, const cache::ResourceMap& available) override;
   void SentLocked(cache::ResourceType type,
                   const envoy::service::discovery::v3::DiscoveryResponse& response) override;
 

@@ -1,7 +1,5 @@
 #include "sidecar/config/cluster.h"
 
-#include <google/protobuf/util/time_util.h>
-
 #include <algorithm>
 #include <map>
 
@@ -10,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "sidecar/config/tls.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
+#include "sidecar/config/duration.h"
 
 namespace meshpilot::sidecar::config {
 namespace {
@@ -99,9 +98,7 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
           options.common_http_protocol_options().max_requests_per_connection().value();
     }
     if (options.common_http_protocol_options().has_idle_timeout()) {
-      cluster.idle_timeout =
-          std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
-              options.common_http_protocol_options().idle_timeout()));
+      cluster.idle_timeout = ToMillis(options.common_http_protocol_options().idle_timeout());
     }
     switch (options.upstream_protocol_options_case()) {
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kExplicitHttpConfig:
@@ -169,11 +166,11 @@ absl::StatusOr<OutlierDetection> ParseOutlierDetection(
   };
   auto duration = [](const google::protobuf::Duration& value, const char* field,
                      std::chrono::milliseconds& out) -> absl::Status {
-    const int64_t ms = google::protobuf::util::TimeUtil::DurationToMilliseconds(value);
-    if (ms <= 0) {
+    const std::chrono::milliseconds ms = ToMillis(value);
+    if (ms.count() <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("outlier_detection.", field, ": must be > 0"));
     }
-    out = std::chrono::milliseconds(ms);
+    out = ms;
     return absl::OkStatus();
   };
   if (proto.has_consecutive_5xx()) od.consecutive_5xx = proto.consecutive_5xx().value();
@@ -223,6 +220,25 @@ absl::StatusOr<OutlierDetection> ParseOutlierDetection(
     status.Update(percent(proto.enforcing_failure_percentage(), "enforcing_failure_percentage",
                           od.enforcing_failure_percentage));
   }
+  od.split_external_local_origin_errors = proto.split_external_local_origin_errors();
+  if (proto.has_consecutive_local_origin_failure()) {
+    count(proto.consecutive_local_origin_failure(), od.consecutive_local_origin_failure);
+  }
+  if (proto.has_enforcing_consecutive_local_origin_failure()) {
+    status.Update(percent(proto.enforcing_consecutive_local_origin_failure(),
+                          "enforcing_consecutive_local_origin_failure",
+                          od.enforcing_consecutive_local_origin_failure));
+  }
+  if (proto.has_enforcing_local_origin_success_rate()) {
+    status.Update(percent(proto.enforcing_local_origin_success_rate(),
+                          "enforcing_local_origin_success_rate",
+                          od.enforcing_local_origin_success_rate));
+  }
+  if (proto.has_enforcing_failure_percentage_local_origin()) {
+    status.Update(percent(proto.enforcing_failure_percentage_local_origin(),
+                          "enforcing_failure_percentage_local_origin",
+                          od.enforcing_failure_percentage_local_origin));
+  }
   if (proto.has_failure_percentage_minimum_hosts()) {
     count(proto.failure_percentage_minimum_hosts(), od.failure_percentage_minimum_hosts);
   }
@@ -251,8 +267,7 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
       }
       if (proto.eds_cluster_config().eds_config().has_initial_fetch_timeout()) {
         cluster->eds_initial_fetch_timeout =
-            std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
-                proto.eds_cluster_config().eds_config().initial_fetch_timeout()));
+            ToMillis(proto.eds_cluster_config().eds_config().initial_fetch_timeout());
       }
       cluster->eds_service_name = proto.eds_cluster_config().service_name().empty()
                                       ? proto.name()
@@ -311,9 +326,9 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
   // Bounded: a ring entry per slot, shared by all workers.
   cluster->ring_size = std::clamp<uint64_t>(cluster->ring_size, 1, 1 << 17);
   if (proto.has_connect_timeout()) {
-    int64_t ms = google::protobuf::util::TimeUtil::DurationToMilliseconds(proto.connect_timeout());
-    if (ms <= 0) return absl::InvalidArgumentError("connect_timeout: must be > 0");
-    cluster->connect_timeout = std::chrono::milliseconds(ms);
+    const std::chrono::milliseconds ms = ToMillis(proto.connect_timeout());
+    if (ms.count() <= 0) return absl::InvalidArgumentError("connect_timeout: must be > 0");
+    cluster->connect_timeout = ms;
   }
   for (const auto& thresholds : proto.circuit_breakers().thresholds()) {
     if (thresholds.priority() != envoy::config::core::v3::DEFAULT) continue;

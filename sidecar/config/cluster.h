@@ -83,6 +83,13 @@ struct OutlierDetection {
   uint32_t enforcing_failure_percentage = 0;  // percent
   uint32_t failure_percentage_minimum_hosts = 5;
   uint32_t failure_percentage_request_volume = 50;
+  // Locally originated errors (connect failures, resets, timeouts) apart from the upstream's
+  // 5xx: their own consecutive, success-rate and failure-percentage detectors.
+  bool split_external_local_origin_errors = false;
+  uint32_t consecutive_local_origin_failure = 5;
+  uint32_t enforcing_consecutive_local_origin_failure = 100;  // percent
+  uint32_t enforcing_local_origin_success_rate = 100;         // percent
+  uint32_t enforcing_failure_percentage_local_origin = 0;     // percent
   // common_lb_config.healthy_panic_threshold (percent): with fewer hosts than this not ejected,
   // all of them take traffic; 0 turns panic mode off (Istio's default without minHealthPercent).
   double healthy_panic_threshold = 50;

@@ -1,7 +1,5 @@
 #include "sidecar/config/listener.h"
 
-#include <google/protobuf/util/time_util.h>
-
 #include <algorithm>
 
 #include "absl/algorithm/container.h"
@@ -13,6 +11,8 @@
 #include "envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+#include "sidecar/config/duration.h"
+#include "xds/type/v3/typed_struct.pb.h"
 
 namespace meshpilot::sidecar::config {
 namespace {
@@ -30,6 +30,34 @@ std::string TypeOf(const google::protobuf::Any& any) {
 
 constexpr std::string_view kHttpRbacType = "envoy.extensions.filters.http.rbac.v3.RBAC";
 constexpr std::string_view kNetworkRbacType = "envoy.extensions.filters.network.rbac.v3.RBAC";
+constexpr std::string_view kPeerMetadataType = "io.istio.http.peer_metadata.Config";
+
+// A TypedStruct's type and fields (xds.type.v3 or its older udpa.type.v1 twin, the same on
+// the wire); nullopt for any other type.
+std::optional<xds::type::v3::TypedStruct> TypedStructOf(const google::protobuf::Any& any) {
+  const std::string type = TypeOf(any);
+  xds::type::v3::TypedStruct typed;
+  if ((type != "xds.type.v3.TypedStruct" && type != "udpa.type.v1.TypedStruct") ||
+      !typed.ParseFromString(any.value())) {
+    return std::nullopt;
+  }
+  return typed;
+}
+
+// Which of Istio's peer metadata methods name istio_headers (workload_discovery, which needs
+// Istio's workload xDS, is not done).
+HttpChain::PeerExchange PeerExchangeOf(const google::protobuf::Struct& config) {
+  auto has_istio_headers = [&config](const std::string& list) {
+    auto it = config.fields().find(list);
+    if (it == config.fields().end()) return false;
+    for (const auto& method : it->second.list_value().values()) {
+      if (method.struct_value().fields().contains("istio_headers")) return true;
+    }
+    return false;
+  };
+  return {has_istio_headers("downstream_discovery"), has_istio_headers("downstream_propagation"),
+          has_istio_headers("upstream_discovery"), has_istio_headers("upstream_propagation")};
+}
 
 // Checks the HTTP filter list and keeps the RBAC filters in `http`.
 absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const std::string& field,
@@ -71,6 +99,11 @@ absl::Status ParseHttpFilters(const hcm_v3::HttpConnectionManager& hcm, const st
             absl::StrCat(ff, ".typed_config: listener-level fault injection is not supported yet"));
       }
       continue;  // empty: the routes' typed_per_filter_config faults apply.
+    }
+    if (auto typed = TypedStructOf(filter.typed_config());
+        typed && typed->type_url().substr(typed->type_url().rfind('/') + 1) == kPeerMetadataType) {
+      http.peer_exchange = PeerExchangeOf(typed->value());
+      continue;
     }
     if (filter.is_optional()) continue;
     return absl::InvalidArgumentError(absl::StrCat(ff, ": unsupported HTTP filter \"", filter.name(),
@@ -207,9 +240,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
     http.stat_prefix = hcm.stat_prefix();
     http.enable_trailers = hcm.http_protocol_options().enable_trailers();
     if (hcm.common_http_protocol_options().has_idle_timeout()) {
-      http.idle_timeout =
-          std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
-              hcm.common_http_protocol_options().idle_timeout()));
+      http.idle_timeout = ToMillis(hcm.common_http_protocol_options().idle_timeout());
     }
     switch (hcm.route_specifier_case()) {
       case hcm_v3::HttpConnectionManager::kRds:
@@ -219,9 +250,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
         }
         http.rds_name = hcm.rds().route_config_name();
         if (hcm.rds().config_source().has_initial_fetch_timeout()) {
-          http.rds_initial_fetch_timeout =
-              std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(
-                  hcm.rds().config_source().initial_fetch_timeout()));
+          http.rds_initial_fetch_timeout = ToMillis(hcm.rds().config_source().initial_fetch_timeout());
         }
         if (http.rds_name.empty()) {
           return absl::InvalidArgumentError(absl::StrCat(hf, ".rds.route_config_name: empty"));
@@ -257,7 +286,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
       if (d.seconds() < 0 || d.nanos() < 0) {
         return absl::InvalidArgumentError(absl::StrCat(tf, ".idle_timeout: must be >= 0"));
       }
-      tcp.idle_timeout = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+      tcp.idle_timeout = ToMillis(d);
     }
     for (int i = 0; i < proto_tcp.hash_policy_size(); ++i) {
       if (!proto_tcp.hash_policy(i).has_source_ip()) {
@@ -427,8 +456,7 @@ absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
     if (d.seconds() < 0 || d.nanos() < 0) {
       return absl::InvalidArgumentError("listener_filters_timeout: must be >= 0");
     }
-    listener->listener_filters_timeout =
-        std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+    listener->listener_filters_timeout = ToMillis(d);
   }
   listener->continue_on_listener_filters_timeout = proto.continue_on_listener_filters_timeout();
   for (int i = 0; i < proto.filter_chains_size(); ++i) {

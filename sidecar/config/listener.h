@@ -43,6 +43,15 @@ struct HttpChain {
   std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
   // http_protocol_options.enable_trailers: HTTP/1.1 responses carry trailers (chunked).
   bool enable_trailers = false;
+  // istio.metadata_exchange (io.istio.http.peer_metadata.Config in a TypedStruct): which of
+  // its istio_headers methods are on (istio_peer.h).
+  struct PeerExchange {
+    bool from_request = false;   // downstream_discovery: read and strip the client's pair
+    bool to_response = false;    // downstream_propagation: answer with this proxy's
+    bool from_response = false;  // upstream_discovery: read and strip the server's answer
+    bool to_request = false;     // upstream_propagation: send this proxy's pair upstream
+  };
+  PeerExchange peer_exchange;
 };
 
 struct TcpProxyChain {

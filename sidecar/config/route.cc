@@ -1,7 +1,5 @@
 #include "sidecar/config/route.h"
 
-#include <google/protobuf/util/time_util.h>
-
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -11,16 +9,13 @@
 #include "absl/strings/strip.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb.h"
+#include "sidecar/config/duration.h"
 
 namespace meshpilot::sidecar::config {
 namespace {
 
 namespace route_v3 = envoy::config::route::v3;
 using google::protobuf::Duration;
-
-std::chrono::milliseconds ToMillis(const Duration& d) {
-  return std::chrono::milliseconds(google::protobuf::util::TimeUtil::DurationToMilliseconds(d));
-}
 
 absl::Status CheckDuration(const Duration& d, const std::string& field) {
   if (d.seconds() < 0 || d.nanos() < 0) {

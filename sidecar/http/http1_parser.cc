@@ -14,7 +14,7 @@ std::string_view SV(boost::beast::string_view s) { return {s.data(), s.size()}; 
 }  // namespace
 
 template <bool isRequest>
-Http1Parser<isRequest>::Http1Parser() {
+Http1Parser<isRequest>::Http1Parser(bool keep_trailers) : keep_trailers_(keep_trailers) {
   headers_.Reserve(16);  // the usual message head in one allocation
   this->body_limit(kUnlimitedBody);
 }
@@ -40,7 +40,7 @@ template <bool isRequest>
 void Http1Parser<isRequest>::on_field_impl(beast_http::field name, string_view name_string,
                                            string_view value, error_code&) {
   if (header_done_) {
-    trailers_.Add(SV(name_string), SV(value));  // a chunked body's trailers
+    if (keep_trailers_) trailers_.Add(SV(name_string), SV(value));  // a chunked body's trailers
     return;
   }
   if (isRequest && name == beast_http::field::host) {

@@ -5,7 +5,8 @@
 // :scheme and :path, Host becomes :authority, the status line :status. Body pieces are
 // appended to the string given to BodyInto, at most kBodyPiece bytes per read (Beast reports
 // need_buffer when a piece is full, as with its buffer_body). A chunked body's trailers are
-// kept apart, in trailers().
+// kept apart, in trailers(), when they will travel (enable_trailers, as Envoy); else they are
+// parsed and dropped, with nothing allocated for them.
 
 #include <boost/beast/http/basic_parser.hpp>
 
@@ -27,15 +28,14 @@ inline constexpr size_t kBodyPiece = 16384;
 template <bool isRequest>
 class Http1Parser final : public boost::beast::http::basic_parser<isRequest> {
  public:
-  Http1Parser();
+  explicit Http1Parser(bool keep_trailers = false);
 
   // The message head; the caller may take it once the header is done.
   HeaderMap& headers() { return headers_; }
   unsigned version() const { return version_; }
   boost::beast::http::verb method() const { return method_; }  // requests
   unsigned status() const { return status_; }                   // responses
-  // The trailers of a chunked body, once it is done; the caller decides whether they travel
-  // (enable_trailers, as Envoy).
+  // The trailers of a chunked body, once it is done; empty unless keep_trailers.
   HeaderMap& trailers() { return trailers_; }
 
   // The next body piece (up to kBodyPiece bytes) is appended to `out`.
@@ -67,6 +67,7 @@ class Http1Parser final : public boost::beast::http::basic_parser<isRequest> {
   boost::beast::http::verb method_ = boost::beast::http::verb::unknown;
   unsigned status_ = 0;
   bool header_done_ = false;  // fields after the header are chunked trailers
+  const bool keep_trailers_;
   HeaderMap trailers_;
   std::string* body_out_ = nullptr;
   size_t body_room_ = 0;

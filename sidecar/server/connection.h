@@ -23,10 +23,11 @@ boost::asio::awaitable<void> RunHttpSession(Worker& worker, Transport transport,
                                             ListenerEntry listener,
                                             const config::HttpChain& chain);
 
-// TCP proxy on the config the connection started with.
+// TCP proxy on the config the connection started with. `inbound`: the listener's
+// traffic_direction, Istio's reporter.
 boost::asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream,
                                          ConnectionInfo info,
                                          std::shared_ptr<const ProxyConfig> config,
-                                         const config::TcpProxyChain& chain);
+                                         const config::TcpProxyChain& chain, bool inbound);
 
 }  // namespace meshpilot::sidecar::server

@@ -1,7 +1,11 @@
 #include "sidecar/server/http1_codec.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -81,9 +85,7 @@ class Http1DownstreamStream final : public DownstreamStream {
       co_return false;
     }
     end = parser_.is_done();
-    if (end && enable_trailers_ && parser_.chunked()) {
-      request_trailers_ = std::move(parser_.trailers());
-    }
+    if (end) request_trailers_ = std::move(parser_.trailers());  // kept with enable_trailers
     co_return true;
   }
   const http::HeaderMap& request_trailers() const override { return request_trailers_; }
@@ -141,7 +143,50 @@ class Http1DownstreamStream final : public DownstreamStream {
     stream_.ShutdownBoth();
   }
 
+  void OnAbandoned(std::function<void()> callback) override { on_abandoned_ = std::move(callback); }
+
+  // Nothing reads the socket meanwhile: readable means the client closed or reset it, or sent
+  // more bytes (the rest of a body, a pipelined request), which are left for the next read,
+  // and then its close cannot be seen before them.
+  void WatchAbandoned(bool on) override {
+    if (!on) {
+      if (watch_ == nullptr) return;
+      watch_->stream = nullptr;  // a completion already queued finds no stream
+      watch_.reset();
+      boost::system::error_code ignored;
+      stream_.socket().cancel(ignored);
+      return;
+    }
+    watch_ = std::make_shared<Watch>(Watch{this});
+    AwaitReadable();
+  }
+
  private:
+  struct Watch {
+    Http1DownstreamStream* stream;
+  };
+
+  void AwaitReadable() {
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [watch = watch_](const boost::system::error_code& ec) {
+          if (!ec && watch->stream != nullptr) watch->stream->Readable();
+        });
+  }
+
+  void Readable() {
+    char byte;
+    const ssize_t n =
+        ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      AwaitReadable();
+      return;
+    }
+    watch_.reset();
+    if (n > 0) return;  // bytes to read first
+    failed_ = true;     // EOF or reset: the client is gone
+    if (on_abandoned_) std::exchange(on_abandoned_, nullptr)();
+  }
+
   // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
   asio::awaitable<bool> Send(std::string_view data, bool end_stream) {
     const std::string_view suffix = http::FrameHttp1Body(data.size(), chunked_, end_stream, out_);
@@ -181,6 +226,8 @@ class Http1DownstreamStream final : public DownstreamStream {
   bool chunked_ = false;
   bool response_done_ = false;
   bool failed_ = false;
+  std::function<void()> on_abandoned_;  // the router's, for the exchange
+  std::shared_ptr<Watch> watch_;        // while the router waits in the pending queue
 };
 
 // The HTTP connection manager's idle_timeout: closes a keep-alive connection that waits longer
@@ -245,7 +292,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
   stream.tcp().expires_never();
   IdleTimeout idle(stream, chain.idle_timeout, listener.stats);
   for (;;) {
-    http::Http1Parser<true> parser;
+    http::Http1Parser<true> parser(chain.enable_trailers);
     parser.header_limit(64 * 1024);
     idle.Waiting();
     boost::system::error_code ec;

@@ -32,11 +32,14 @@ bool MethodHasBody(std::string_view method) {
 }  // namespace
 
 Http1UpstreamStream::Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle,
-                                         std::string_view cluster, const UpstreamTarget& target,
+                                         std::string_view cluster,
+                                         const asio::ip::tcp::endpoint& peer,
+                                         const UpstreamTarget& target,
                                          std::unique_ptr<UpstreamConnection> connection)
     : pool_(pool),
       idle_(idle),
       cluster_(cluster),
+      peer_(peer),
       connection_(std::move(connection)),
       head_request_(target.head_request),
       idle_timeout_(target.idle_timeout),
@@ -48,7 +51,7 @@ Http1UpstreamStream::~Http1UpstreamStream() {
                         parser_->keep_alive();
   const bool at_max_requests = max_requests_ != 0 && connection_->requests >= max_requests_;
   if (reusable && !at_max_requests) {
-    pool_.Release(idle_, cluster_, std::move(connection_), idle_timeout_);
+    pool_.Release(idle_, cluster_, peer_, std::move(connection_), idle_timeout_);
     return;
   }
   if (reusable) {
@@ -121,7 +124,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
                                                               Clock::time_point deadline) {
   ExpiresAt(deadline);
   for (;;) {
-    parser_.emplace();
+    parser_.emplace(trailers_enabled_);
     if (head_request_) parser_->skip(true);
     boost::system::error_code ec;
     co_await bhttp::async_read_header(connection_->stream, connection_->buffer, *parser_,
@@ -151,9 +154,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, boo
     co_return ErrorOf(ec);
   }
   end = parser_->is_done();
-  if (end && trailers_enabled_ && parser_->chunked()) {
-    trailers_ = std::move(parser_->trailers());
-  }
+  if (end) trailers_ = std::move(parser_->trailers());  // kept with enable_trailers
   co_return StreamError::kNone;
 }
 

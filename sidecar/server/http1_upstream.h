@@ -18,9 +18,9 @@ namespace meshpilot::sidecar::server {
 
 class Http1UpstreamStream final : public UpstreamStream {
  public:
-  // `idle` and `cluster` are the pool's, which outlive the stream.
+  // `idle`, `cluster` and `peer` are the pool's, which outlive the stream.
   Http1UpstreamStream(UpstreamPool& pool, IdleConnections& idle, std::string_view cluster,
-                      const UpstreamTarget& target,
+                      const boost::asio::ip::tcp::endpoint& peer, const UpstreamTarget& target,
                       std::unique_ptr<UpstreamConnection> connection);
   ~Http1UpstreamStream() override;
 
@@ -45,6 +45,7 @@ class Http1UpstreamStream final : public UpstreamStream {
   UpstreamPool& pool_;
   IdleConnections& idle_;  // where the connection goes back
   std::string_view cluster_;  // the pool's key
+  const boost::asio::ip::tcp::endpoint& peer_;
   std::unique_ptr<UpstreamConnection> connection_;
   bool head_request_;
   std::chrono::milliseconds idle_timeout_;  // of the connection back in the pool

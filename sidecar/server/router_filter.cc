@@ -15,6 +15,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "sidecar/http/grpc.h"
+#include "sidecar/istio_metrics.h"
 #include "sidecar/router/cors.h"
 #include "sidecar/router/headers.h"
 #include "sidecar/router/retry.h"
@@ -70,6 +71,8 @@ struct BodyPump {
   bool sent_whole = false;  // the body ended and all of it went upstream
   bool copy_overflowed = false;
   std::string copy;
+  uint64_t bytes = 0;  // read from downstream
+  GrpcMessageCounter messages;
 
   bool can_replay() const { return done && sent_whole && !copy_overflowed; }
 };
@@ -86,6 +89,8 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
     }
     if (chunk.empty() && !end) continue;
     for (const auto& mirror : mirrors) mirror->Append(chunk, end);
+    pump->bytes += chunk.size();
+    pump->messages.Feed(chunk);
     if (!pump->copy_overflowed && pump->copy.size() + chunk.size() <= kRetryBufferLimit) {
       pump->copy.append(chunk);
     } else {
@@ -118,9 +123,39 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       {}, &request, std::chrono::system_clock::now()};
   const std::optional<std::chrono::milliseconds> grpc_timeout = http::GrpcTimeout(request);
 
-  // What istio_requests_total records when the request ends.
+  // What Istio's metrics record when the request ends (istio_metrics.h); the peer comes from
+  // Istio's metadata exchange headers, which go no further (istio_peer.h), if the chain has
+  // istio.metadata_exchange.
   unsigned response_code = 0;
   std::optional<uint32_t> response_grpc_status;
+  PeerDirectory& peers = Peers();
+  IstioRequest istio{.inbound = listener_.config->inbound, .grpc = grpc};
+  GrpcMessageCounter response_messages;
+  bool answer_peer = false;  // the request carried the exchange, so the response carries ours
+  const config::HttpChain::PeerExchange& exchange = chain_.peer_exchange;
+  if (exchange.from_request) {
+    if (std::optional<std::string_view> peer = request.Get(kPeerMetadataHeader)) {
+      istio.peer = peers.Find(*peer);
+      answer_peer = exchange.to_response;
+      request.Remove(kPeerMetadataHeader);
+    }
+    request.Remove(kPeerMetadataIdHeader);
+  }
+  auto add_peer_headers = [&](http::HeaderMap& headers) {
+    if (!answer_peer) return;
+    headers.Set(kPeerMetadataIdHeader, peers.local_id());
+    headers.Set(kPeerMetadataHeader, peers.local_metadata());
+  };
+  IstioRequestTable* istio_table = listener_stats.istio_unrouted;  // the cluster's, once known
+  absl::Cleanup record_istio = [&] {
+    if (response_code == 0 || istio_table == nullptr) return;
+    istio.response_code = response_code;
+    istio.grpc_status = response_grpc_status;
+    istio.response_messages = response_messages.messages();
+    istio.duration_ms = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - received).count());
+    istio_table->Record(istio);
+  };
   auto count_downstream = [&](unsigned status) {
     response_code = status;
     if (status >= 100 && status < 600) {
@@ -143,8 +178,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     }
     mutations.ApplyTo(headers);
     headers.Set("server", "envoy");
+    add_peer_headers(headers);
     count_downstream(headers.Status());
     if (grpc) response_grpc_status = http::GrpcStatusOf(headers);
+    istio.response_bytes += body.size();
     co_await down.WriteResponse(std::move(headers), body, true);
   };
   auto overloaded = [&](Mutations mutations) -> asio::awaitable<void> {
@@ -152,6 +189,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         {{"x-envoy-overloaded", "true", config::HeaderToAdd::Action::kOverwriteIfExistsOrAdd}},
         {}};
     mutations.levels[4] = &kOverloaded;
+    istio.response_flags |= kUpstreamOverflow;
     co_await local_reply(503, kOverflow, mutations);
   };
   auto sleep = [&](std::chrono::milliseconds delay) -> asio::awaitable<void> {
@@ -181,6 +219,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   const config::Route* route = vhost ? router::SelectRoute(*vhost, path, headers) : nullptr;
   if (route == nullptr) {
     listener_stats.no_route.fetch_add(1, std::memory_order_relaxed);
+    istio.response_flags |= kNoRouteFound;
     co_return co_await local_reply(404, "", {});
   }
   Mutations response_mutations{{&route->response_headers, nullptr, &vhost->response_headers,
@@ -193,6 +232,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     cors = router::DecideCors(*route->cors, request);
     if (cors.local_reply) {
       cors.local_reply->Set("server", "envoy");
+      add_peer_headers(*cors.local_reply);
       count_downstream(200);
       co_await down.WriteHeaders(*std::move(cors.local_reply), true);
       co_return;
@@ -203,14 +243,18 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     // The fault filter runs before the router: delay first, then abort.
     const config::Fault& fault = *route->fault;
     if (fault.delay && worker_.rng()() % 1000000 < fault.delay_per_million) {
+      istio.response_flags |= kDelayInjected;
       co_await sleep(*fault.delay);
     }
     if ((fault.abort_http_status || fault.abort_grpc_status) &&
         worker_.rng()() % 1000000 < fault.abort_per_million) {
+      istio.response_flags |= kFaultInjected;
       if (fault.abort_grpc_status) {
         http::HeaderMap reply = http::GrpcLocalReplyHeaders(200, "fault filter abort",
                                                             *fault.abort_grpc_status);
+        add_peer_headers(reply);
         count_downstream(200);
+        response_grpc_status = *fault.abort_grpc_status;
         co_await down.WriteHeaders(std::move(reply), true);
         co_return;
       }
@@ -237,15 +281,12 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   }
   header_context.upstream_cluster = cluster_name;
   const ClusterEntry* cluster = config->FindCluster(cluster_name);
-  if (cluster == nullptr) co_return co_await local_reply(503, "", response_mutations);
+  if (cluster == nullptr) {
+    istio.response_flags |= kNoClusterFound;
+    co_return co_await local_reply(503, "", response_mutations);
+  }
   ClusterStats& stats = *cluster->stats;
-  // From here on every request that got an answer counts in istio_requests_total.
-  absl::Cleanup count_istio_request = [&] {
-    if (response_code != 0) {
-      stats.istio_requests.Count(listener_.config->inbound, grpc, response_code,
-                                 response_grpc_status);
-    }
-  };
+  istio_table = &stats.istio_requests;
   const config::CircuitBreakers& breakers = cluster->config->circuit_breakers;
   // Circuit breaking (max_requests), as Envoy's x-envoy-overloaded 503.
   const ActiveUpstreamRequest active_request(stats, breakers.max_requests);
@@ -285,6 +326,11 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     request.Set(":authority", weighted->host_rewrite);  // the destination's beats the route's
   } else if (!action.host_rewrite.empty()) {
     request.Set(":authority", action.host_rewrite);
+  }
+  // The client side of the exchange; not to destinations outside the mesh (PassthroughCluster).
+  if (exchange.to_request && cluster->config->type != config::DiscoveryType::kOriginalDst) {
+    request.Set(kPeerMetadataIdHeader, peers.local_id());
+    request.Set(kPeerMetadataHeader, peers.local_metadata());
   }
 
   // Hold a small body so the request can be retried; stream anything else.
@@ -329,15 +375,16 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
 
   // The upstream stream outlives the pump that writes into it.
   std::unique_ptr<UpstreamStream> up;
-  // A client that gives up cancels the upstream request, and nothing is retried for it.
-  bool abandoned = false;
+  // A client that gives up cancels the upstream request (or its place in the pending queue),
+  // and nothing is retried for it.
+  PendingCancellation abandoned{&down};
   down.OnAbandoned([&] {
-    abandoned = true;
+    abandoned.Cancel();
     if (up != nullptr) up->Reset();
   });
   auto may_retry = [&](router::AttemptOutcome outcome, unsigned status,
                        std::optional<uint32_t> grpc_status = std::nullopt) {
-    if (abandoned) return false;
+    if (abandoned.cancelled) return false;
     // A streamed body can be sent again only if it went whole and fits the retry buffer.
     if (pump != nullptr && !pump->can_replay()) return false;
     if (retry == nullptr || retries_left == 0 ||
@@ -363,12 +410,14 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     if (stream_deadline && Clock::now() + std::chrono::milliseconds(1) >= *stream_deadline) {
       // Envoy's HTTP connection manager ends the stream, whatever the upstream was doing.
       listener_stats.downstream_rq_max_duration_reached.fetch_add(1, std::memory_order_relaxed);
+      istio.response_flags |= kDurationTimeout;
       co_return co_await local_reply(
           408, "downstream duration timeout", response_mutations, "",
           static_cast<uint32_t>(http::GrpcStatus::kDeadlineExceeded));
     }
     stats.upstream_rq_timeout.fetch_add(1, std::memory_order_relaxed);
     stats.CountResponse(504);
+    istio.response_flags |= kUpstreamRequestTimeout;
     co_await local_reply(504, "upstream request timeout", response_mutations);
   };
   auto join_pump = [&]() -> asio::awaitable<void> {
@@ -397,6 +446,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       const upstream::Host* host = nullptr;
       if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
         if (!info_.redirected) {
+          istio.response_flags |= kNoHealthyUpstream;
           co_return co_await local_reply(503, "no healthy upstream", response_mutations);
         }
         target.peer = info_.destination;
@@ -406,17 +456,23 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
                         request_hash);
         if (host == nullptr) {
           stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+          istio.response_flags |= kNoHealthyUpstream;
           co_return co_await local_reply(503, "no healthy upstream", response_mutations);
         }
         target.peer = host->address;
       }
       previous = host;
       const upstream::HostRequest active(host);
-      // Passive outlier detection sees every attempt's result (local-origin errors as Envoy
-      // maps them: 503, and 504 for a timeout).
-      auto report = [&](unsigned result) {
+      // Passive outlier detection sees every attempt's result: a response, or a locally
+      // originated error (connect failure or reset, or a timeout).
+      auto report = [&](unsigned status) {
         if (host != nullptr && lb->outlier() != nullptr) {
-          lb->outlier()->Report(*host, result, worker_.rng()(), Clock::now());
+          lb->outlier()->Report(*host, status, worker_.rng()(), Clock::now());
+        }
+      };
+      auto report_local_origin = [&](bool timeout) {
+        if (host != nullptr && lb->outlier() != nullptr) {
+          lb->outlier()->ReportLocalOrigin(*host, timeout, worker_.rng()(), Clock::now());
         }
       };
 
@@ -426,8 +482,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
       }
       // max_connections reached and the pending queue full: Envoy's overflow.
-      OpenedStream opened = co_await worker_.pool().Open(target, protocol, attempt_deadline);
+      OpenedStream opened =
+          co_await worker_.pool().Open(target, protocol, attempt_deadline, &abandoned);
       if (opened.overflow) co_return co_await overloaded(response_mutations);
+      if (opened.cancelled) co_return;  // the client is gone: no one to reply to
       up = std::move(opened.stream);
       StreamError error = opened.error;
       if (error == StreamError::kNone) {
@@ -452,7 +510,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
       }
       if (error == StreamError::kConnectFailure) {
-        report(503);
+        report_local_origin(false);
         if (deadline && Clock::now() >= *deadline) co_return co_await timeout_reply();
         // Nothing was sent yet: even a streamed request can try again.
         if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
@@ -460,11 +518,12 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           continue;
         }
         stats.CountResponse(503);
+        istio.response_flags |= kUpstreamConnectionFailure;
         co_return co_await local_reply(503, kConnectFailure, response_mutations);
       }
       if (error == StreamError::kTimeout) {
         if (up != nullptr) {  // else it timed out in the pending queue, before any host
-          report(504);
+          report_local_origin(true);
           up->Reset();
         }
         if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
@@ -485,7 +544,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           stale_retried = true;
           continue;
         }
-        report(503);
+        report_local_origin(false);
         const bool refused = error == StreamError::kRefused;
         if (may_retry(refused ? router::AttemptOutcome::kRefusedStream
                               : router::AttemptOutcome::kReset,
@@ -494,6 +553,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           continue;
         }
         stats.CountResponse(503);
+        istio.response_flags |= kUpstreamConnectionTermination;
         co_return co_await local_reply(503, refused ? kRemoteRefusedStream : kConnectionTermination,
                                        response_mutations);
       }
@@ -522,7 +582,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       }
       if (error != StreamError::kNone) {
         // The response broke off before its end, and none of it was sent on.
-        report(error == StreamError::kTimeout ? 504 : 503);
+        report_local_origin(error == StreamError::kTimeout);
         up->Reset();
         if (error == StreamError::kTimeout && deadline &&
             Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
@@ -535,6 +595,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
           continue;
         }
         stats.CountResponse(503);
+        istio.response_flags |= kUpstreamConnectionTermination;
         co_return co_await local_reply(503, kConnectionTermination, response_mutations);
       }
       stats.CountResponse(status);
@@ -545,15 +606,27 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         continue;
       }
       router::StripHopByHop(response);
+      if (exchange.from_response) {
+        // The server side's answer to the exchange.
+        if (std::optional<std::string_view> peer = response.Get(kPeerMetadataHeader)) {
+          istio.peer = peers.Find(*peer);
+          response.Remove(kPeerMetadataHeader);
+        }
+        response.Remove(kPeerMetadataIdHeader);
+      }
+      add_peer_headers(response);
       for (const std::string& cookie : set_cookies) response.Add("set-cookie", cookie);
       response_mutations.ApplyTo(response);
       count_downstream(status);
       if (grpc && ended_with_headers) response_grpc_status = http::GrpcStatusOf(response);
       const bool ends_with_held =
           response_ended && !held_response.empty() && up->trailers().empty();
+      istio.response_bytes += held_response.size();
+      if (grpc) response_messages.Feed(held_response);
       const bool headers_written = co_await down.WriteResponse(
           std::move(response), held_response, ended_with_headers || ends_with_held);
       if (!headers_written) {
+        istio.response_flags |= kDownstreamConnectionTermination;
         up->Reset();
         co_return;
       }
@@ -575,8 +648,11 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         }
         const bool with_trailers = response_ended && !up->trailers().empty();
         if (!chunk.empty() || (response_ended && !with_trailers)) {
+          istio.response_bytes += chunk.size();
+          if (grpc) response_messages.Feed(chunk);
           const bool written = co_await down.WriteBody(chunk, response_ended && !with_trailers);
           if (!written) {
+            istio.response_flags |= kDownstreamConnectionTermination;
             up->Reset();
             break;
           }
@@ -593,6 +669,19 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   };
   co_await attempts();
   co_await join_pump();
+  // The request's body as it came: streamed by the pump, else held (a retry holds the pump's
+  // copy of a streamed one).
+  if (pump != nullptr) {
+    istio.request_bytes = pump->bytes;
+    istio.request_messages = pump->messages.messages();
+  } else if (held) {
+    istio.request_bytes = held->size();
+    if (grpc) {
+      GrpcMessageCounter request_messages;
+      request_messages.Feed(*held);
+      istio.request_messages = request_messages.messages();
+    }
+  }
   down.OnAbandoned(nullptr);
 }
 

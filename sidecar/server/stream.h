@@ -69,8 +69,12 @@ class DownstreamStream {
   // `callback` runs if the client abandons the exchange before the response is complete
   // (HTTP/2 RST_STREAM or the connection's end), so the upstream request is cancelled too, as
   // Envoy does; empty: none. HTTP/1.1 notices a client that went away only when it next reads
-  // or writes.
+  // or writes, or while watched.
   virtual void OnAbandoned(std::function<void()> callback) {}
+  // While `on`, the router waits for an upstream connection without reading or writing
+  // downstream (the pending queue): HTTP/1.1 watches the connection for the client's close or
+  // reset meanwhile, so that OnAbandoned's callback runs (HTTP/2 always notices).
+  virtual void WatchAbandoned(bool on) {}
 };
 
 class UpstreamStream {

@@ -29,8 +29,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// `bytes` and `istio_bytes` count what goes across (a cluster's stat and an Istio metric).
 asio::awaitable<void> Pump(Transport& from, Transport& to, std::atomic<uint64_t>& bytes,
-                           Clock::time_point& last_activity) {
+                           std::atomic<uint64_t>& istio_bytes, Clock::time_point& last_activity) {
   std::array<char, 16384> buffer;
   for (;;) {
     boost::system::error_code ec;
@@ -46,6 +47,7 @@ asio::awaitable<void> Pump(Transport& from, Transport& to, std::atomic<uint64_t>
         co_return;
       }
       bytes.fetch_add(n, std::memory_order_relaxed);
+      istio_bytes.fetch_add(n, std::memory_order_relaxed);
     }
     // A TLS peer that shuts its TCP side without close_notify ends its stream too.
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
@@ -62,9 +64,10 @@ asio::awaitable<void> Pump(Transport& from, Transport& to, std::atomic<uint64_t>
 
 asio::awaitable<void> PumpThenSignal(Transport& from, Transport& to,
                                      std::atomic<uint64_t>& bytes,
+                                     std::atomic<uint64_t>& istio_bytes,
                                      Clock::time_point& last_activity, bool& done,
                                      asio::steady_timer& signal) {
-  co_await Pump(from, to, bytes, last_activity);
+  co_await Pump(from, to, bytes, istio_bytes, last_activity);
   done = true;
   signal.cancel();
 }
@@ -95,13 +98,19 @@ asio::awaitable<void> IdleWatch(Transport& a, Transport& b, std::chrono::millise
 
 asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, ConnectionInfo info,
                                   std::shared_ptr<const ProxyConfig> config,
-                                  const config::TcpProxyChain& chain) {
+                                  const config::TcpProxyChain& chain, bool inbound) {
   const std::string& cluster_name =
       chain.weighted.empty()
           ? chain.cluster
           : router::PickWeighted(chain.weighted, chain.total_weight, worker.rng()()).name;
   const ClusterEntry* cluster = config->FindCluster(cluster_name);
   if (cluster == nullptr) co_return;
+  // Istio's tcp metrics: a connection that fails is opened and closed with its response flag.
+  auto failed = [&](uint16_t flag) {
+    IstioTcpCounters& counters = cluster->stats->istio_tcp.For(inbound, flag);
+    counters.opened.fetch_add(1, std::memory_order_relaxed);
+    counters.closed.fetch_add(1, std::memory_order_relaxed);
+  };
   tcp::endpoint peer;
   const upstream::Host* host = nullptr;
   if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
@@ -114,6 +123,7 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
     host = cluster->lb->Pick(worker.rng(), nullptr, hash);
     if (host == nullptr) {
       cluster->stats->upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+      failed(kNoHealthyUpstream);
       co_return;
     }
     peer = host->address;
@@ -122,17 +132,23 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
   if (stats.upstream_cx_active.load(std::memory_order_relaxed) >=
       static_cast<int64_t>(cluster->config->circuit_breakers.max_connections)) {
     stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+    failed(kUpstreamOverflow);
     co_return;
   }
   Transport upstream(worker.io());
   const bool connected = co_await ConnectUpstream(
       upstream, peer, Clock::now() + cluster->config->connect_timeout,
       cluster->config->tcp_keepalive, cluster->config->tls.get(), stats);
-  if (!connected) co_return;
+  if (!connected) {
+    failed(kUpstreamConnectionFailure);
+    co_return;
+  }
   upstream.tcp().expires_never();
   boost::system::error_code ec;
   stats.upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
+  IstioTcpCounters& istio = stats.istio_tcp.For(inbound, 0);
+  istio.opened.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) {
     host->active_requests.fetch_add(1, std::memory_order_relaxed);
     host->total_requests.fetch_add(1, std::memory_order_relaxed);
@@ -143,7 +159,7 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
   Clock::time_point last_activity = Clock::now();
   asio::co_spawn(worker.io(),
                  PumpThenSignal(upstream, downstream, stats.upstream_cx_rx_bytes_total,
-                                last_activity, upstream_done, signal),
+                                istio.sent_bytes, last_activity, upstream_done, signal),
                  asio::detached);
   // The watch is stopped (and waited for) before the sockets and the timer go out of scope.
   asio::steady_timer idle_timer(worker.io());
@@ -156,13 +172,15 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
                              idle_timer, watch_done, watch_signal),
                    asio::detached);
   }
-  co_await Pump(downstream, upstream, stats.upstream_cx_tx_bytes_total, last_activity);
+  co_await Pump(downstream, upstream, stats.upstream_cx_tx_bytes_total, istio.received_bytes,
+                last_activity);
   if (!upstream_done) co_await signal.async_wait(redirect_error(use_awaitable, ec));
   finished = true;
   idle_timer.cancel();
   if (!watch_done) co_await watch_signal.async_wait(redirect_error(use_awaitable, ec));
   stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
   stats.upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
+  istio.closed.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
 }
 

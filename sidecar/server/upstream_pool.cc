@@ -74,6 +74,8 @@ class PendingRequest {
   PendingRequest& operator=(const PendingRequest&) = delete;
 
   bool queued() const { return queued_; }
+  // Its client gave up while it waited (Envoy's upstream_rq_cancelled).
+  void Cancelled() { stats_.upstream_rq_cancelled.fetch_add(1, std::memory_order_relaxed); }
   // The max_connections breaker tripped: queue, unless max_pending_requests are waiting.
   bool Enqueue(uint32_t max_pending_requests) {
     stats_.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
@@ -96,7 +98,8 @@ class PendingRequest {
 }  // namespace
 
 asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, Protocol protocol,
-                                                 Clock::time_point deadline) {
+                                                 Clock::time_point deadline,
+                                                 PendingCancellation* cancellation) {
   PendingRequest pending(*target.stats);
   for (;;) {
     const Clock::time_point connect_deadline =
@@ -108,33 +111,52 @@ asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, P
       opened = co_await OpenHttp1(target, connect_deadline);
     }
     if (opened) co_return std::move(*opened);
+    if (cancellation != nullptr && cancellation->cancelled) {
+      pending.Cancelled();
+      co_return OpenedStream{nullptr, StreamError::kNone, false, true};
+    }
     if (!pending.queued() && !pending.Enqueue(target.max_pending_requests)) {
       co_return OpenedStream{nullptr, StreamError::kNone, true};
     }
     if (Clock::now() >= deadline) co_return OpenedStream{nullptr, StreamError::kTimeout};
-    co_await WaitPending(target.cluster, std::min(deadline, Clock::now() + kPendingRecheck));
+    co_await WaitPending(target, std::min(deadline, Clock::now() + kPendingRecheck), cancellation);
   }
 }
 
-asio::awaitable<void> UpstreamPool::WaitPending(std::string_view cluster,
-                                                Clock::time_point until) {
-  PendingWaiter waiter{asio::steady_timer(io_, until)};
-  auto it = pending_.find(cluster);
-  if (it == pending_.end()) it = pending_.emplace(std::string(cluster), std::list<PendingWaiter*>()).first;
+asio::awaitable<void> UpstreamPool::WaitPending(const UpstreamTarget& target,
+                                                Clock::time_point until,
+                                                PendingCancellation* cancellation) {
+  PendingWaiter waiter{asio::steady_timer(io_, until), target.peer};
+  auto it = pending_.find(target.cluster);
+  if (it == pending_.end()) {
+    it = pending_.emplace(std::string(target.cluster), std::list<PendingWaiter*>()).first;
+  }
   std::list<PendingWaiter*>& queue = it->second;
   auto position = queue.insert(queue.end(), &waiter);
+  if (cancellation != nullptr) {
+    cancellation->waiting = &waiter.timer;
+    if (cancellation->downstream != nullptr) cancellation->downstream->WatchAbandoned(true);
+  }
   boost::system::error_code ec;
   co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  if (cancellation != nullptr) {
+    cancellation->waiting = nullptr;
+    if (cancellation->downstream != nullptr) cancellation->downstream->WatchAbandoned(false);
+  }
   if (!waiter.woken) queue.erase(position);
 }
 
-void UpstreamPool::WakePending(std::string_view cluster) {
+void UpstreamPool::WakePending(std::string_view cluster, const tcp::endpoint* peer) {
   auto it = pending_.find(cluster);
-  if (it == pending_.end() || it->second.empty()) return;
-  PendingWaiter* oldest = it->second.front();
-  it->second.pop_front();
-  oldest->woken = true;
-  oldest->timer.cancel();
+  if (it == pending_.end()) return;
+  std::list<PendingWaiter*>& queue = it->second;
+  auto waiter = peer == nullptr ? queue.begin()
+                                : std::find_if(queue.begin(), queue.end(),
+                                               [&](PendingWaiter* w) { return w->peer == *peer; });
+  if (waiter == queue.end()) return;
+  (*waiter)->woken = true;
+  (*waiter)->timer.cancel();
+  queue.erase(waiter);
 }
 
 asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
@@ -146,8 +168,8 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   IdleConnections& idle = entry.second;
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
     // The stream outlives `target`: it names its cluster with the pool's own key.
-    return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, idle, entry.first.first,
-                                                              target, std::move(connection))};
+    return OpenedStream{std::make_unique<Http1UpstreamStream>(
+        *this, idle, entry.first.first, entry.first.second, target, std::move(connection))};
   };
   while (!idle.empty()) {
     std::unique_ptr<UpstreamConnection> connection = std::move(idle.back());
@@ -240,6 +262,7 @@ std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target
 }
 
 void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
+                           const tcp::endpoint& peer,
                            std::unique_ptr<UpstreamConnection> connection,
                            std::chrono::milliseconds idle_timeout) {
   if (idle.size() < kMaxIdlePerEndpoint) {
@@ -252,7 +275,15 @@ void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
     }
     idle.push_back(std::move(connection));
   }
-  WakePending(cluster);
+  WakePending(cluster, &peer);
+}
+
+void UpstreamPool::CloseIdleAfterBurst() {
+  for (auto& [key, idle] : idle_) {
+    if (idle.size() > kIdleKeptWhenQuiet) {
+      idle.erase(idle.begin(), idle.end() - kIdleKeptWhenQuiet);  // the front waited longest
+    }
+  }
 }
 
 void UpstreamPool::ScheduleIdleSweep(Clock::time_point at) {

@@ -9,8 +9,10 @@
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
 // When max_connections (across workers) leaves no connection to use, a request waits in the
 // cluster's pending queue, up to max_pending_requests of them (across workers), as Envoy's
-// connection pools do: it is woken when this worker's connection to the cluster is released or
-// closed, and looks again every few milliseconds for what other workers freed.
+// connection pools do: the oldest request for an endpoint is woken when this worker releases a
+// connection to that endpoint, the oldest of the cluster when one closes (a connection may be
+// opened then), and each looks again every few milliseconds for what other workers freed. A
+// request whose client gives up leaves the queue at once (upstream_rq_cancelled).
 
 #include <chrono>
 #include <list>
@@ -111,6 +113,21 @@ boost::asio::awaitable<bool> ConnectUpstream(Transport& transport,
                                              const std::optional<config::TcpKeepalive>& keepalive,
                                              const config::TlsContext* tls, ClusterStats& stats);
 
+// A request's way out of the pending queue when its client gives up: the router calls Cancel()
+// from its downstream's OnAbandoned callback, and the request leaves the queue instead of
+// holding its place until a connection frees, as Envoy cancels a pool request.
+struct PendingCancellation {
+  // Watched for its client's close while the request waits (HTTP/1.1 notices it only then).
+  DownstreamStream* downstream = nullptr;
+  bool cancelled = false;
+  boost::asio::steady_timer* waiting = nullptr;  // the pool's, while the request waits
+
+  void Cancel() {
+    cancelled = true;
+    if (waiting != nullptr) waiting->cancel();
+  }
+};
+
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);
 
@@ -122,6 +139,8 @@ struct OpenedStream {
   StreamError error = StreamError::kNone;
   // max_connections was reached and the pending queue is full (upstream_rq_pending_overflow).
   bool overflow = false;
+  // The client gave up (PendingCancellation) before a connection was found.
+  bool cancelled = false;
 };
 
 class UpstreamPool {
@@ -132,17 +151,23 @@ class UpstreamPool {
   // an HTTP/2 connection connects in the background and its streams fail with
   // kConnectFailure if it cannot. Connecting takes until the cluster's connect_timeout or
   // `deadline`; a request in the pending queue waits until `deadline` (then kTimeout, without
-  // a stream).
+  // a stream) or until `cancellation` is cancelled (then `cancelled`, without a stream).
   boost::asio::awaitable<OpenedStream> Open(const UpstreamTarget& target, Protocol protocol,
-                                            Clock::time_point deadline);
+                                            Clock::time_point deadline,
+                                            PendingCancellation* cancellation = nullptr);
 
-  // An HTTP/1.1 connection of `cluster` whose exchange completed cleanly, for the next request
-  // on `idle` (the list it was opened for); a pending request may take it.
+  // An HTTP/1.1 connection of `cluster` to `peer` whose exchange completed cleanly, for the next
+  // request on `idle` (the list it was opened for); a pending request for `peer` may take it.
   void Release(IdleConnections& idle, std::string_view cluster,
+               const boost::asio::ip::tcp::endpoint& peer,
                std::unique_ptr<UpstreamConnection> connection,
                std::chrono::milliseconds idle_timeout);
-  // An HTTP/1.1 connection of `cluster` closed: a pending request may open one.
-  void ConnectionClosed(std::string_view cluster) { WakePending(cluster); }
+  // An HTTP/1.1 connection of `cluster` closed: a pending request (for any endpoint) may open one.
+  void ConnectionClosed(std::string_view cluster) { WakePending(cluster, nullptr); }
+  // The worker has no downstream connection left: idle HTTP/1.1 connections beyond
+  // kIdleKeptWhenQuiet per endpoint, the longest idle first, are closed, so that the
+  // connections of a burst do not keep its memory (see Worker::ConnectionClosed).
+  void CloseIdleAfterBurst();
 
  private:
   // By cluster and endpoint; looked up by a view of the cluster name, so a request copies no
@@ -166,7 +191,10 @@ class UpstreamPool {
     if (it == map.end()) it = map.emplace(Key{std::string(cluster), peer}, Value()).first;
     return *it;
   }
-  static constexpr size_t kMaxIdlePerEndpoint = 128;
+  // Idle connections kept per endpoint under load (Envoy keeps all, up to max_connections;
+  // nginx's keepalive cache is a number like this), and once the worker is quiet.
+  static constexpr size_t kMaxIdlePerEndpoint = 1024;
+  static constexpr size_t kIdleKeptWhenQuiet = 128;
 
   // Empty when max_connections leaves no connection to use.
   boost::asio::awaitable<std::optional<OpenedStream>> OpenHttp1(const UpstreamTarget& target,
@@ -178,8 +206,10 @@ class UpstreamPool {
   // A new HTTP/2 connection to `target`, on `transport` when connected already.
   std::shared_ptr<Http2Connection> NewHttp2(const UpstreamTarget& target,
                                             std::optional<Transport> transport);
-  boost::asio::awaitable<void> WaitPending(std::string_view cluster, Clock::time_point until);
-  void WakePending(std::string_view cluster);
+  boost::asio::awaitable<void> WaitPending(const UpstreamTarget& target, Clock::time_point until,
+                                           PendingCancellation* cancellation);
+  // Wakes the oldest pending request of `cluster` for `peer` (null: for any endpoint).
+  void WakePending(std::string_view cluster, const boost::asio::ip::tcp::endpoint* peer);
 
   boost::asio::io_context& io_;
   Map<IdleConnections> idle_;  // entries are never removed: streams hold on to theirs
@@ -191,9 +221,11 @@ class UpstreamPool {
   void ScheduleIdleSweep(Clock::time_point at);
   boost::asio::steady_timer idle_sweep_;
   std::optional<Clock::time_point> idle_sweep_at_;  // when the pending sweep runs
-  // Pending requests of this worker by cluster, oldest first: each waits on its timer.
+  // Pending requests of this worker by cluster, oldest first: each waits on its timer for a
+  // connection to its endpoint.
   struct PendingWaiter {
     boost::asio::steady_timer timer;
+    boost::asio::ip::tcp::endpoint peer;
     bool woken = false;
   };
   std::map<std::string, std::list<PendingWaiter*>, std::less<>> pending_;

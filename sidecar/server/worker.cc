@@ -258,8 +258,10 @@ void Worker::ConnectionClosed() {
   trim_timer_.expires_after(std::chrono::milliseconds(200));
   trim_timer_.async_wait([this](const boost::system::error_code& ec) {
     trim_pending_ = false;
+    if (ec || connections_ > 0) return;
+    pool_.CloseIdleAfterBurst();
 #ifdef __GLIBC__
-    if (!ec && connections_ == 0) malloc_trim(0);
+    malloc_trim(0);
 #endif
   });
 }
@@ -336,7 +338,7 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
     co_await RunHttpSession(*this, std::move(transport), info, owner_name, owner, *http);
   } else {
     co_await RunTcpProxy(*this, std::move(transport), info, config,
-                         std::get<config::TcpProxyChain>(chain->filter));
+                         std::get<config::TcpProxyChain>(chain->filter), owner.config->inbound);
   }
 }
 

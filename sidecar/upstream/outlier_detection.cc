@@ -25,15 +25,45 @@ struct HostVolume {
 
 }  // namespace
 
+struct OutlierDetector::IntervalDetectors {
+  std::atomic<uint64_t> OutlierState::*counts;
+  uint32_t config::OutlierDetection::*enforcing_success_rate;
+  uint32_t config::OutlierDetection::*enforcing_failure_percentage;
+  std::atomic<uint64_t> ClusterStats::*detected_success_rate;
+  std::atomic<uint64_t> ClusterStats::*enforced_success_rate;
+  std::atomic<uint64_t> ClusterStats::*detected_failure_percentage;
+  std::atomic<uint64_t> ClusterStats::*enforced_failure_percentage;
+};
+
+namespace {
+
+constexpr OutlierDetector::IntervalDetectors kExternal = {
+    &OutlierState::interval_counts,
+    &config::OutlierDetection::enforcing_success_rate,
+    &config::OutlierDetection::enforcing_failure_percentage,
+    &ClusterStats::outlier_detection_ejections_detected_success_rate,
+    &ClusterStats::outlier_detection_ejections_enforced_success_rate,
+    &ClusterStats::outlier_detection_ejections_detected_failure_percentage,
+    &ClusterStats::outlier_detection_ejections_enforced_failure_percentage,
+};
+constexpr OutlierDetector::IntervalDetectors kLocalOrigin = {
+    &OutlierState::local_interval_counts,
+    &config::OutlierDetection::enforcing_local_origin_success_rate,
+    &config::OutlierDetection::enforcing_failure_percentage_local_origin,
+    &ClusterStats::outlier_detection_ejections_detected_local_origin_success_rate,
+    &ClusterStats::outlier_detection_ejections_enforced_local_origin_success_rate,
+    &ClusterStats::outlier_detection_ejections_detected_local_origin_failure_percentage,
+    &ClusterStats::outlier_detection_ejections_enforced_local_origin_failure_percentage,
+};
+
+}  // namespace
+
 OutlierDetector::OutlierDetector(const config::OutlierDetection& config,
                                  std::vector<const Host*> hosts,
                                  std::shared_ptr<ClusterStats> stats)
     : config_(config), hosts_(std::move(hosts)), stats_(std::move(stats)) {}
 
-void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
-                             Clock::time_point now) const {
-  OutlierState& state = host.outlier;
-  state.interval_counts.fetch_add(kOneRequest | (status >= 500 ? 1 : 0), std::memory_order_relaxed);
+void OutlierDetector::AdvanceInterval(uint64_t random, Clock::time_point now) const {
   int64_t interval_end = interval_end_.load(std::memory_order_acquire);
   const int64_t next_end = Nanos(now + config_.interval);
   if (interval_end == 0) {
@@ -41,8 +71,70 @@ void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
   } else if (Nanos(now) >= interval_end &&
              interval_end_.compare_exchange_strong(interval_end, next_end,
                                                    std::memory_order_acq_rel)) {
-    EvaluateInterval(random, now);  // this thread ended the interval
+    // This thread ended the interval (or several, with no report in between).
+    DecayEjections(interval_end, now);
+    EvaluateInterval(kExternal, random, now);
+    if (config_.split_external_local_origin_errors) EvaluateInterval(kLocalOrigin, random >> 1, now);
   }
+}
+
+void OutlierDetector::DecayEjections(int64_t interval_end, Clock::time_point now) const {
+  const int64_t interval = std::max<int64_t>(Nanos(Clock::time_point(config_.interval)), 1);
+  // The intervals that ended: at interval_end, interval_end + interval, ... up to now.
+  const int64_t ended = 1 + (Nanos(now) - interval_end) / interval;
+  for (const Host* host : hosts_) {
+    if (Ejected(*host, now)) continue;
+    OutlierState& state = host->outlier;
+    // Those it was in for from start to end: the first one starts at or after in_since.
+    const int64_t first_start = interval_end - interval;
+    const int64_t in_since = state.in_since.load(std::memory_order_relaxed);
+    const int64_t skipped =
+        in_since <= first_start ? 0 : (in_since - first_start + interval - 1) / interval;
+    const int64_t healthy = ended - std::min(ended, skipped);
+    uint32_t times = state.times_ejected.load(std::memory_order_relaxed);
+    while (times > 0 && healthy > 0 &&
+           !state.times_ejected.compare_exchange_weak(
+               times, static_cast<uint32_t>(times - std::min<int64_t>(times, healthy)),
+               std::memory_order_relaxed)) {
+    }
+  }
+}
+
+void OutlierDetector::ReportLocalOrigin(const Host& host, bool timeout, uint64_t random,
+                                        Clock::time_point now) const {
+  if (!config_.split_external_local_origin_errors) {
+    Report(host, timeout ? 504 : 503, random, now);  // Envoy's mapping
+    return;
+  }
+  OutlierState& state = host.outlier;
+  state.local_interval_counts.fetch_add(kOneRequest | 1, std::memory_order_relaxed);
+  AdvanceInterval(random, now);
+  if (Ejected(host, now)) return;
+  if (state.consecutive_local_origin_failure.fetch_add(1, std::memory_order_relaxed) + 1 !=
+      config_.consecutive_local_origin_failure) {
+    return;
+  }
+  if (stats_ != nullptr) {
+    stats_->outlier_detection_ejections_detected_consecutive_local_origin_failure.fetch_add(
+        1, std::memory_order_relaxed);
+  }
+  if (TryEject(host, config_.enforcing_consecutive_local_origin_failure, random, now) &&
+      stats_ != nullptr) {
+    stats_->outlier_detection_ejections_enforced_consecutive_local_origin_failure.fetch_add(
+        1, std::memory_order_relaxed);
+  }
+}
+
+void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
+                             Clock::time_point now) const {
+  OutlierState& state = host.outlier;
+  if (config_.split_external_local_origin_errors) {
+    // An answer: as far as the host's connection goes, a success.
+    state.local_interval_counts.fetch_add(kOneRequest, std::memory_order_relaxed);
+    state.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
+  }
+  state.interval_counts.fetch_add(kOneRequest | (status >= 500 ? 1 : 0), std::memory_order_relaxed);
+  AdvanceInterval(random, now);
   if (status < 500) {
     state.consecutive_5xx.store(0, std::memory_order_relaxed);
     state.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
@@ -64,11 +156,12 @@ void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
   }
 }
 
-void OutlierDetector::EvaluateInterval(uint64_t random, Clock::time_point now) const {
+void OutlierDetector::EvaluateInterval(const IntervalDetectors& detectors, uint64_t random,
+                                       Clock::time_point now) const {
   std::vector<HostVolume> volumes;
   volumes.reserve(hosts_.size());
   for (const Host* host : hosts_) {
-    const uint64_t counts = host->outlier.interval_counts.exchange(0, std::memory_order_acq_rel);
+    const uint64_t counts = (host->outlier.*detectors.counts).exchange(0, std::memory_order_acq_rel);
     if (Ejected(*host, now)) continue;  // Envoy leaves ejected hosts out
     volumes.push_back({host, static_cast<double>(counts >> 32),
                        static_cast<double>(counts & 0xffffffff)});
@@ -96,13 +189,11 @@ void OutlierDetector::EvaluateInterval(uint64_t random, Clock::time_point now) c
     for (size_t i : sr_hosts) {
       if (rate(i) >= threshold) continue;
       if (stats_ != nullptr) {
-        stats_->outlier_detection_ejections_detected_success_rate.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.detected_success_rate).fetch_add(1, std::memory_order_relaxed);
       }
-      if (TryEject(*volumes[i].host, config_.enforcing_success_rate, draw(i), now) &&
+      if (TryEject(*volumes[i].host, config_.*detectors.enforcing_success_rate, draw(i), now) &&
           stats_ != nullptr) {
-        stats_->outlier_detection_ejections_enforced_success_rate.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.enforced_success_rate).fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -118,13 +209,12 @@ void OutlierDetector::EvaluateInterval(uint64_t random, Clock::time_point now) c
         continue;
       }
       if (stats_ != nullptr) {
-        stats_->outlier_detection_ejections_detected_failure_percentage.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.detected_failure_percentage).fetch_add(1, std::memory_order_relaxed);
       }
-      if (TryEject(*volumes[i].host, config_.enforcing_failure_percentage, draw(i) >> 16, now) &&
+      if (TryEject(*volumes[i].host, config_.*detectors.enforcing_failure_percentage,
+                   draw(i) >> 16, now) &&
           stats_ != nullptr) {
-        stats_->outlier_detection_ejections_enforced_failure_percentage.fetch_add(
-            1, std::memory_order_relaxed);
+        ((*stats_).*detectors.enforced_failure_percentage).fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -142,18 +232,21 @@ bool OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
     }
   } while (!ejected_.compare_exchange_weak(ejected, ejected + 1, std::memory_order_acq_rel));
   OutlierState& state = host.outlier;
-  const uint32_t times = state.times_ejected.load(std::memory_order_relaxed) + 1;
-  const auto duration = std::min(config_.base_ejection_time * times,
-                                 std::max(config_.max_ejection_time, config_.base_ejection_time));
+  // The multiplier grows while base_ejection_time times it is under max_ejection_time.
+  const auto longest = std::max(config_.max_ejection_time, config_.base_ejection_time);
+  const uint32_t before = state.times_ejected.load(std::memory_order_relaxed);
+  const uint32_t times = config_.base_ejection_time * before < longest ? before + 1 : before;
+  const auto duration = std::min(config_.base_ejection_time * times, longest);
   const int64_t until = Nanos(now + duration);
   int64_t expected = 0;
   if (!state.ejected_until.compare_exchange_strong(expected, until, std::memory_order_acq_rel)) {
     ejected_.fetch_sub(1, std::memory_order_relaxed);  // another thread ejected it first
     return false;
   }
-  state.times_ejected.fetch_add(1, std::memory_order_relaxed);
+  state.times_ejected.store(times, std::memory_order_relaxed);
   state.consecutive_5xx.store(0, std::memory_order_relaxed);
   state.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
+  state.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
   int64_t earliest = earliest_return_.load(std::memory_order_relaxed);
   while (until < earliest &&
          !earliest_return_.compare_exchange_weak(earliest, until, std::memory_order_acq_rel)) {
@@ -165,9 +258,11 @@ bool OutlierDetector::TryEject(const Host& host, uint32_t enforcing, uint64_t ra
   return true;
 }
 
-void OutlierDetector::Return(const Host& host) const {
+void OutlierDetector::Return(const Host& host, int64_t ejected_until) const {
+  host.outlier.in_since.store(ejected_until, std::memory_order_relaxed);
   host.outlier.consecutive_5xx.store(0, std::memory_order_relaxed);
   host.outlier.consecutive_gateway_failure.store(0, std::memory_order_relaxed);
+  host.outlier.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
   ejected_.fetch_sub(1, std::memory_order_acq_rel);
   if (stats_ != nullptr) {
     stats_->outlier_detection_ejections_active.fetch_sub(1, std::memory_order_relaxed);
@@ -180,7 +275,7 @@ bool OutlierDetector::Ejected(const Host& host, Clock::time_point now) const {
   if (Nanos(now) < until) return true;
   // Its time has passed: the thread that clears it does the bookkeeping.
   if (host.outlier.ejected_until.compare_exchange_strong(until, 0, std::memory_order_acq_rel)) {
-    Return(host);
+    Return(host, until);
   }
   return false;
 }

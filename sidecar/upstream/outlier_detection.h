@@ -3,9 +3,13 @@
 // Passive outlier detection as Envoy's: each request's result is reported for its host. The
 // consecutive_5xx and consecutive_gateway_failure detectors look at every result; the
 // success_rate and failure_percentage detectors at each host's requests and 5xx of the last
-// `interval` (hosts with enough requests, when enough hosts have them). A host they single out
-// is ejected (if the enforcing_* percentage draws it) for base_ejection_time times the number of
-// its ejections (capped at max_ejection_time), unless max_ejection_percent of the hosts are
+// `interval` (hosts with enough requests, when enough hosts have them). Locally originated
+// errors (connect failures, resets, timeouts) count as 503 and 504 responses, unless
+// split_external_local_origin_errors gives them detectors of their own: consecutive local
+// origin failures, and the two interval detectors over attempts and local-origin failures. A host they single out
+// is ejected (if the enforcing_* percentage draws it) for base_ejection_time times its
+// multiplier, the number of its ejections less the intervals it then stayed in for (capped at
+// max_ejection_time), unless max_ejection_percent of the hosts are
 // already out (one ejection is always allowed). Hosts return lazily, when a pick or report sees
 // their time has passed; the interval's evaluation is run by the first report after it ends
 // (Envoy's timer, driven by traffic: with no traffic there is nothing to evaluate). State
@@ -30,22 +34,30 @@ struct OutlierState {
   std::atomic<uint32_t> consecutive_gateway_failure{0};
   std::atomic<uint32_t> times_ejected{0};
   std::atomic<int64_t> ejected_until{0};  // steady_clock nanoseconds; 0: not ejected
+  std::atomic<int64_t> in_since{0};       // when its last ejection ended; 0: never ejected
   // This interval's requests (high 32 bits) and 5xx (low 32 bits), read and reset together.
   std::atomic<uint64_t> interval_counts{0};
+  // With split_external_local_origin_errors: the same for attempts and local-origin failures.
+  std::atomic<uint32_t> consecutive_local_origin_failure{0};
+  std::atomic<uint64_t> local_interval_counts{0};
 };
 
 class OutlierDetector {
  public:
   using Clock = std::chrono::steady_clock;
+  // Where the success-rate and failure-percentage detectors of one kind of result (external
+  // or local origin) find their counts, settings and stats.
+  struct IntervalDetectors;
 
   // `hosts` outlive the detector (the load balancer owns both); `stats` may be null.
   OutlierDetector(const config::OutlierDetection& config, std::vector<const Host*> hosts,
                   std::shared_ptr<ClusterStats> stats);
 
-  // One request's result at `host`: its response status, or 503 for a connect failure or a
-  // reset and 504 for a timeout (Envoy's mapping of local-origin errors). `random` decides the
-  // enforcing_* percentages.
+  // A response from `host` with `status`. `random` decides the enforcing_* percentages.
   void Report(const Host& host, unsigned status, uint64_t random, Clock::time_point now) const;
+  // A locally originated error at `host`: a connect failure or a reset, or a timeout.
+  void ReportLocalOrigin(const Host& host, bool timeout, uint64_t random,
+                         Clock::time_point now) const;
 
   // Whether `host` is ejected at `now`; a host whose time has passed returns here.
   bool Ejected(const Host& host, Clock::time_point now) const;
@@ -60,9 +72,16 @@ class OutlierDetector {
  private:
   // true if the host was ejected.
   bool TryEject(const Host& host, uint32_t enforcing, uint64_t random, Clock::time_point now) const;
+  // Ends the interval when `now` is past it, evaluating it.
+  void AdvanceInterval(uint64_t random, Clock::time_point now) const;
   // The success-rate and failure-percentage detectors over the interval that ended.
-  void EvaluateInterval(uint64_t random, Clock::time_point now) const;
-  void Return(const Host& host) const;
+  void EvaluateInterval(const IntervalDetectors& detectors, uint64_t random,
+                        Clock::time_point now) const;
+  // `host` is back in from `ejected_until` on.
+  void Return(const Host& host, int64_t ejected_until) const;
+  // At the end of each interval since `interval_end`, a host that was in for all of that
+  // interval has its ejection multiplier lowered by one (Envoy's decay).
+  void DecayEjections(int64_t interval_end, Clock::time_point now) const;
 
   const config::OutlierDetection config_;
   const std::vector<const Host*> hosts_;

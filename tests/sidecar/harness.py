@@ -239,7 +239,8 @@ class Backend:
                 for k, v in extra_headers:
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":  # a body after a HEAD answer breaks the connection
+                    self.wfile.write(body)
 
             def _info(self, **more):
                 headers = {}
@@ -631,6 +632,16 @@ def run(*argv):
 def http_json(url, timeout=5):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
+
+
+def admin_stat(name, admin_port=15000):
+    """The value of one counter or gauge in meshproxy's admin /stats, or None."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats", timeout=5).read().decode()
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return None
 
 
 def config_dump_has(*texts, admin_port=15000):

@@ -19,7 +19,7 @@ import unittest
 from harness import (Backend, Child, Children, SharedMeshTest, binary, free_port, pattern_bytes,
                      wait_until, write_resources)
 from integration_test import (FAULT, NODE_ID, T, WAIT_S, assignment, eds_cluster, http1_cluster,
-                              http_listener)
+                              http_listener, limited_cluster)
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ECHO = "/meshpilot.echo.v1.Echo/"
@@ -65,6 +65,7 @@ def routes(weights=(100, 0)):
     ]
     web_routes = [{"match": {"prefix": "/redirect"}, "redirect": {"https_redirect": True}},
                   {"match": {"prefix": "/with-trailers/"}, "route": {"cluster": "web-trailers"}},
+                  {"match": {"prefix": "/queued/"}, "route": {"cluster": "web-queued"}},
                   {"match": {"prefix": "/rewrite/"}, "route": {"cluster": "web",
                                                               "prefix_rewrite": "/rewritten/"}},
                   {"match": {"prefix": "/"}, "route": {"cluster": "web"},
@@ -176,7 +177,8 @@ class Http2Mesh:
         clusters += [h2_cluster("grpc-narrow", max_concurrent_streams=1), eds_cluster("web"),
                      h2_cluster("grpc-idle", idle_timeout="0.3s"),
                      h2_cluster("grpc-max-requests", max_requests_per_connection=3),
-                     http1_cluster("web-trailers", enable_trailers=True)]
+                     http1_cluster("web-trailers", enable_trailers=True),
+                     limited_cluster("web-queued", max_connections=1, max_pending_requests=1)]
         endpoints = [assignment("grpc-a", [b["grpc-a"].port]), assignment("grpc-b", [b["grpc-b"].port]),
                      assignment("grpc-flaky", [b["grpc-failing"].port, b["grpc-a"].port]),
                      assignment("grpc-empty", []), assignment("grpc-slow", [b["grpc-slow"].port]),
@@ -184,6 +186,7 @@ class Http2Mesh:
                      assignment("grpc-idle", [b["grpc-a"].port]),
                      assignment("grpc-max-requests", [b["grpc-a"].port]),
                      assignment("web-trailers", [self.web.port]),
+                     assignment("web-queued", [self.web.port]),
                      assignment("web", [self.web.port])]
         self.version += 1
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
@@ -233,12 +236,12 @@ class Http2Mesh:
                 return int(value)
         return 0
 
-    def istio_requests(self, *labels):
-        """The sum of istio_requests_total's samples whose labels include all of `labels`."""
+    def istio_requests(self, *labels, metric="istio_requests_total"):
+        """The sum of `metric`'s samples whose labels include all of `labels`."""
         out = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{self.admin_port}/stats/prometheus"],
                              capture_output=True, text=True, timeout=10).stdout
         return sum(int(line.rsplit(" ", 1)[1]) for line in out.splitlines()
-                   if line.startswith("istio_requests_total{") and all(l in line for l in labels))
+                   if line.startswith(metric + "{") and all(l in line for l in labels))
 
     def logs(self):
         return self.children.logs()
@@ -287,10 +290,15 @@ class Http2Test(SharedMeshTest):
     def test_istio_requests_total_counts_grpc_calls_with_their_status(self):
         ok = ('reporter="source"', 'destination_service="grpc-b"', 'request_protocol="grpc"',
               'response_code="200"', 'grpc_response_status="0"')
+        messages = ("istio_request_messages_total", "istio_response_messages_total")
         before = self.mesh.istio_requests(*ok)
+        before_messages = [self.mesh.istio_requests(*ok, metric=m) for m in messages]
         code, _, summary = self.mesh.echo("--count", "5", "--metadata", "x-backend=b")
         self.assertEqual(code, 0, summary)
         self.assertEqual(self.mesh.istio_requests(*ok) - before, 5)
+        # Unary calls: one message each way, counted from the gRPC frames as they go by.
+        for metric, count_before in zip(messages, before_messages):
+            self.assertEqual(self.mesh.istio_requests(*ok, metric=metric) - count_before, 5, metric)
         # A gRPC local reply: HTTP 200 with grpc-status UNAVAILABLE (14).
         unavailable = ('request_protocol="grpc"', 'response_code="200"', 'grpc_response_status="14"')
         before = self.mesh.istio_requests(*unavailable)
@@ -420,6 +428,28 @@ class Http2Test(SharedMeshTest):
         self.assertIn(b'"path": "/after-uploads"',
                       b"".join(p for k, _, st, p in frames if st == 41 and k == 0))
         self.assertEqual([st for k, _, st, _ in frames if k == 3], [])  # no RST_STREAM
+
+    def test_a_stream_reset_while_pending_leaves_the_queue(self):
+        # max_connections 1, max_pending_requests 1: stream 1 holds the connection for 4 s,
+        # stream 3 queues and is cancelled (RST_STREAM CANCEL): its place is free at once, so
+        # stream 5 queues too (instead of overflowing) and is served after stream 1.
+        stat = lambda name: self.mesh.stat(f"cluster.web-queued.{name}")
+        with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=WAIT_S) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                      h2_get(1, b"web.test", b"/queued/delay/4000"))
+            wait_until(lambda: stat("upstream_cx_active") == 1, WAIT_S, "the connection to be in use")
+            s.sendall(h2_get(3, b"web.test", b"/queued/gone"))
+            wait_until(lambda: stat("upstream_rq_pending_active") == 1, WAIT_S, "a pending request")
+            s.sendall(h2_frame(3, 0, 3, (8).to_bytes(4, "big")))  # RST_STREAM CANCEL
+            wait_until(lambda: stat("upstream_rq_cancelled") == 1, WAIT_S,
+                       "the request to leave the queue")
+            self.assertEqual(stat("upstream_rq_pending_active"), 0)
+            s.sendall(h2_get(5, b"web.test", b"/queued/next"))
+            frames = H2Client(s).read_until(lambda f: stream_ended(1)(f) and stream_ended(5)(f))
+        self.assertIn(b'"path": "/queued/next"', b"".join(p for k, _, st, p in frames if st == 5 and k == 0))
+        self.assertEqual([st for k, _, st, _ in frames if k == 1 and st == 3], [])  # no reply to 3
+        self.assertEqual(stat("upstream_rq_pending_overflow"), 0)
+        self.assertEqual(stat("upstream_cx_total"), 1)
 
     def test_rewrite_and_redirect_over_http2(self):
         done = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-H", "Host: web.test",

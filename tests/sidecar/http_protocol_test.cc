@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "sidecar/config/cluster.h"
+#include "sidecar/config/duration.h"
 #include "sidecar/config/listener.h"
 #include "sidecar/http/grpc.h"
 #include "sidecar/http/header_map.h"
@@ -129,7 +130,7 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
 }
 
 TEST_CASE("http1 headers: status line becomes :status and back") {
-  http::Http1Parser<false> response;
+  http::Http1Parser<false> response(/*keep_trailers=*/true);
   const std::string_view received =
       "HTTP/1.1 503 Service Unavailable\r\ngrpc-status: 14\r\nTransfer-Encoding: chunked\r\n\r\n";
   boost::system::error_code parse_error;
@@ -192,6 +193,31 @@ TEST_CASE("http1 trailers: written in the last chunk, pseudo-headers left out") 
   out.clear();
   http::AppendHttp1LastChunk(http::HeaderMap{{":status", "200"}}, out);
   CHECK(out == "0\r\n\r\n");
+}
+
+TEST_CASE("http1 trailers: the parser keeps a chunked body's trailers only when asked") {
+  const std::string_view sent =
+      "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\n0\r\nx-checksum: 900150983cd24fb0\r\nx-other: 1\r\n\r\n";
+  auto parse = [&](bool keep_trailers) {
+    http::Http1Parser<true> request(keep_trailers);
+    std::string body;
+    boost::system::error_code ec;
+    size_t used = request.put(boost::asio::buffer(sent.data(), sent.size()), ec);
+    REQUIRE_FALSE(ec);
+    while (!request.is_done()) {
+      request.BodyInto(body);
+      used += request.put(boost::asio::buffer(sent.substr(used)), ec);
+      REQUIRE_FALSE(ec);
+    }
+    CHECK(body == "abc");
+    return request.trailers();
+  };
+  const http::HeaderMap kept = parse(true);
+  CHECK(kept.GetOr("x-checksum", "") == "900150983cd24fb0");
+  CHECK(kept.GetOr("x-other", "") == "1");
+  // Without enable_trailers they are parsed past and dropped: nothing is collected.
+  CHECK(parse(false).empty());
 }
 
 config::ClusterConfig ClusterFrom(const std::string& json) {
@@ -319,6 +345,39 @@ TEST_CASE("listener codec: AUTO, HTTP1 and HTTP2 accepted, HTTP3 rejected with i
   REQUIRE_FALSE(http3.ok());
   CHECK(http3.status().message() ==
         "filter_chains[0].filters[0].typed_config.codec_type: HTTP/3 is not supported (AUTO, HTTP1, HTTP2 are)");
+}
+
+TEST_CASE("config durations: listener and cluster timeouts beyond steady_clock's range are capped") {
+  auto parsed = config::ParseListener(FromJson<envoy::config::listener::v3::Listener>(R"({"name": "l",
+    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}},
+    "listener_filters_timeout": "315576000000s",
+    "filter_chains": [
+      {"filter_chain_match": {"destination_port": 80}, "filters": [{"name": "hcm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "l", "common_http_protocol_options": {"idle_timeout": "315576000000s"},
+        "route_config": {"name": "r"},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]},
+      {"filters": [{"name": "tcp", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": "t", "cluster": "c", "idle_timeout": "315576000000s"}}]}]})"));
+  INFO(parsed.status().ToString());
+  REQUIRE(parsed.ok());
+  CHECK((*parsed)->listener_filters_timeout == config::kMaxDuration);
+  CHECK(std::get<config::HttpChain>((*parsed)->chains.at(0).filter).idle_timeout == config::kMaxDuration);
+  CHECK(std::get<config::TcpProxyChain>((*parsed)->chains.at(1).filter).idle_timeout ==
+        config::kMaxDuration);
+
+  const config::ClusterConfig cluster = ClusterFrom(
+      R"({"name": "c", "type": "STATIC", "connect_timeout": "315576000000s", )" + std::string(kOptions) +
+      R"("common_http_protocol_options": {"idle_timeout": "315576000000s"},
+         "explicit_http_config": {"http_protocol_options": {}}}},
+         "outlier_detection": {"base_ejection_time": "315576000000s"}})");
+  CHECK(cluster.connect_timeout == config::kMaxDuration);
+  CHECK(cluster.idle_timeout == config::kMaxDuration);
+  CHECK(cluster.outlier_detection->base_ejection_time == config::kMaxDuration);
+  const auto now = std::chrono::steady_clock::now();
+  CHECK(now + cluster.connect_timeout > now);
 }
 
 }  // namespace

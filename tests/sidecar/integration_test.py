@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -690,15 +691,24 @@ class HttpTest(SharedMeshTest):
         self.assertIn('envoy_cluster_outlier_detection_ejections_enforced_total'
                       f'{{envoy_cluster_name="{FLAKY}"}} 1', prom)
         # Istio's standard metric, reported by the source (an outbound listener).
-        labels = ('reporter="source",source_workload="client-1",source_workload_namespace="default",'
+        # Istio's standard metrics, reported by the source (an outbound listener); the backend
+        # is outside the mesh (no metadata exchange), so the destination workload is unknown.
+        labels = ('reporter="source",source_workload="client-1",'
+                  'source_canonical_service="client-1",source_canonical_revision="latest",'
+                  'source_workload_namespace="default",source_principal="unknown",'
+                  'source_app="unknown",source_version="unknown",source_cluster="Kubernetes",'
                   'destination_workload="unknown",destination_workload_namespace="unknown",'
+                  'destination_principal="unknown",destination_app="unknown",'
+                  'destination_version="unknown",'
                   'destination_service="flaky.default.svc.cluster.local",'
+                  'destination_canonical_service="unknown",destination_canonical_revision="latest",'
                   'destination_service_name="flaky",destination_service_namespace="default",'
-                  'request_protocol="http"')
-        self.assertIn(f'istio_requests_total{{{labels},response_code="200",grpc_response_status=""}} 17\n',
-                      prom)
-        self.assertIn(f'istio_requests_total{{{labels},response_code="503",grpc_response_status=""}} 3\n',
-                      prom)
+                  'destination_cluster="unknown",request_protocol="http"')
+        for code, count in (("200", 17), ("503", 3)):
+            series = f'{labels},response_code="{code}",grpc_response_status="",' \
+                     'response_flags="-",connection_security_policy="unknown"'
+            self.assertIn(f'istio_requests_total{{{series}}} {count}\n', prom)
+            self.assertIn(f'istio_request_duration_milliseconds_count{{{series}}} {count}\n', prom)
 
     def test_fault_injection(self):
         self.assertEqual(self.mesh.get("/fault-abort")[::2], (418, b"fault filter abort"))
@@ -953,6 +963,43 @@ class PendingQueueTest(SharedMeshTest):
         self.assertEqual(stat("upstream_rq_pending_overflow"), 1)
         self.assertEqual(stat("upstream_rq_pending_active"), 0)
         self.assertEqual(stat("upstream_cx_total"), 1)  # the second reused the first's connection
+
+
+class PendingCancelTest(SharedMeshTest):
+    """A queued request whose client gives up leaves the pending queue (upstream_rq_cancelled)."""
+
+    mesh_class = OneWorkerMesh
+
+    def test_a_client_that_closes_or_resets_leaves_the_pending_queue(self):
+        # max_connections 1, max_pending_requests 1: the first request holds the connection;
+        # each raw client below queues, then goes away, reset and then closed, and must give its
+        # place back at once instead of holding it until the connection frees.
+        stat = lambda name: self.mesh.stat(f"cluster.queued.{name}")
+        results = {}
+        def get(key, path):
+            results[key] = self.mesh.get(path)
+        first = threading.Thread(target=get, args=("first", "/queued/delay/4000"))
+        first.start()
+        wait_until(lambda: stat("upstream_cx_active") == 1, WAIT_S, "the connection to be in use")
+        for cancelled, reset in ((1, True), (2, False)):
+            s = socket.create_connection(("127.0.0.1", self.mesh.http_port), timeout=WAIT_S)
+            s.sendall(b"GET /queued/gone HTTP/1.1\r\nHost: web\r\n\r\n")
+            wait_until(lambda: stat("upstream_rq_pending_active") == 1, WAIT_S, "a pending request")
+            if reset:  # RST instead of FIN
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            wait_until(lambda: stat("upstream_rq_cancelled") == cancelled, WAIT_S,
+                       "the request to leave the queue")
+            self.assertEqual(stat("upstream_rq_pending_active"), 0)
+        # The first still holds the connection: the next request queues (and is served after
+        # it) instead of overflowing.
+        status, _, body = self.mesh.get("/queued/next")
+        self.assertEqual((status, json.loads(body)["path"]), (200, "/queued/next"))
+        first.join(timeout=10)
+        self.assertEqual(results["first"][0], 200)
+        self.assertEqual(stat("upstream_rq_pending_total"), 3)
+        self.assertEqual(stat("upstream_rq_pending_overflow"), 0)
+        self.assertEqual(stat("upstream_cx_total"), 1)  # the gone requests never went upstream
 
 
 class ConfigUpdateTest(unittest.TestCase):

@@ -27,9 +27,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (POD_IP, Backend, Children, HttpsBackend, SharedMeshTest,  # noqa: E402
-                     TcpEchoBackend, binary, capture_outbound, config_dump_has, free_port,
-                     http_json, main_in_network_namespace, reset_network, start_meshpilot,
-                     start_sidecar, tcp_exchange, make_pki, wait_until)
+                     TcpEchoBackend, admin_stat, binary, capture_outbound, config_dump_has,
+                     free_port, http_json, main_in_network_namespace, make_pki, reset_network,
+                     start_meshpilot, start_sidecar, tcp_exchange, wait_until)
 
 WAIT_S = 20
 WEB_IP, SHADOW_IP, FLAKY_IP, PATCHY_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
@@ -966,6 +966,24 @@ spec:
         statuses = [r.status for r in calls(12, headers={"x-retry": "no"})]
         self.assertEqual(statuses.count(503), 2, statuses)
         self.assertEqual(statuses[-6:], [200] * 6, statuses)
+
+        # splitExternalLocalOriginErrors: refused connections are no 5xx answers; they have
+        # their own threshold (consecutiveLocalOriginFailures), here above consecutive5xxErrors.
+        apply("cf-split", """
+    outlierDetection:
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 4
+      consecutive5xxErrors: 2
+      consecutiveGatewayErrors: 0
+      interval: 1s
+      baseEjectionTime: 60s
+      maxEjectionPercent: 100""")
+        statuses = [r.status for r in calls(12, headers={"x-retry": "no"})]
+        self.assertEqual(statuses.count(503), 4, statuses)
+        self.assertEqual(statuses[-4:], [200] * 4, statuses)
+        self.assertEqual(admin_stat(
+            "cluster.outbound|80||patchy.default.svc.cluster.local.outlier_detection."
+            "ejections_enforced_consecutive_local_origin_failure"), 1)
 
     def test_tcp_routes_and_connection_limit(self):
         """A tcp rule chosen by the client's labels; maxConnections on a TCP port closes the

@@ -171,6 +171,29 @@ TEST_CASE("outlier: the ejection time is capped by max_ejection_time") {
   }
 }
 
+TEST_CASE("outlier: each interval a host stays in lowers its ejection multiplier") {
+  Fixture f(2, Consecutive5xx(1));  // base_ejection_time 30 s, interval 10 s
+  const auto t0 = f.now;
+  f.Fail(0, 1);  // out until t0 + 30 s
+  f.now = t0 + 30s;
+  f.Fail(0, 1);  // back at once and out again: twice the time, until t0 + 90 s
+  CHECK(f.outlier().Ejected(f.host(0), t0 + 89s));
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), t0 + 90s));
+  SECTION("one whole interval in: one less") {
+    f.now = t0 + 100s;  // the interval from 90 to 100 ends with the next report
+    f.outlier().Report(f.host(1), 200, kEnforce, f.now);
+    f.Fail(0, 1);  // multiplier 2 - 1 + 1
+    CHECK(f.outlier().Ejected(f.host(0), f.now + 59s));
+    CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now + 60s));
+  }
+  SECTION("long enough in: back to base_ejection_time") {
+    f.now = t0 + 140s;
+    f.Fail(0, 1);
+    CHECK(f.outlier().Ejected(f.host(0), f.now + 29s));
+    CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now + 30s));
+  }
+}
+
 TEST_CASE("outlier: a pick returns a host whose time has passed") {
   Fixture f(2, Consecutive5xx(1));
   f.Fail(0, 1);
@@ -345,6 +368,67 @@ TEST_CASE("outlier: failure percentage ejects hosts at the threshold when enforc
   }
 }
 
+TEST_CASE("outlier: without split_external_local_origin_errors local-origin errors count as 503/504") {
+  config::OutlierDetection od = Consecutive5xx(3);
+  od.consecutive_gateway_failure = 3;
+  od.enforcing_consecutive_gateway_failure = 100;
+  Fixture f(2, od);
+  f.outlier().ReportLocalOrigin(f.host(0), false, kEnforce, f.now);  // connect failure: 503
+  f.outlier().ReportLocalOrigin(f.host(0), true, kEnforce, f.now);   // timeout: 504
+  CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+  f.Fail(0, 1, 502);
+  CHECK(f.outlier().Ejected(f.host(0), f.now));
+  CHECK(f.stats->outlier_detection_ejections_detected_consecutive_local_origin_failure == 0);
+}
+
+TEST_CASE("outlier: split_external_local_origin_errors counts local-origin errors apart") {
+  config::OutlierDetection od = Consecutive5xx(3);
+  od.split_external_local_origin_errors = true;
+  od.consecutive_local_origin_failure = 2;
+  SECTION("the upstream's 5xx and local-origin errors do not add up") {
+    Fixture f(2, od);
+    f.Fail(0, 2, 503);
+    f.outlier().ReportLocalOrigin(f.host(0), false, kEnforce, f.now);
+    CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+    // A response, even a 5xx, means the host could be reached: the local count starts again.
+    f.outlier().ReportLocalOrigin(f.host(1), true, kEnforce, f.now);
+    f.Fail(1, 1, 500);
+    f.outlier().ReportLocalOrigin(f.host(1), true, kEnforce, f.now);
+    CHECK_FALSE(f.outlier().Ejected(f.host(1), f.now));
+    // Two local-origin errors in a row eject.
+    f.outlier().ReportLocalOrigin(f.host(0), true, kEnforce, f.now);
+    CHECK(f.outlier().Ejected(f.host(0), f.now));
+    CHECK(f.stats->outlier_detection_ejections_detected_consecutive_local_origin_failure == 1);
+    CHECK(f.stats->outlier_detection_ejections_enforced_consecutive_local_origin_failure == 1);
+  }
+  SECTION("enforcing_consecutive_local_origin_failure 0 detects without ejecting") {
+    od.enforcing_consecutive_local_origin_failure = 0;
+    Fixture f(2, od);
+    for (int k = 0; k < 2; ++k) f.outlier().ReportLocalOrigin(f.host(0), false, kEnforce, f.now);
+    CHECK_FALSE(f.outlier().Ejected(f.host(0), f.now));
+    CHECK(f.stats->outlier_detection_ejections_detected_consecutive_local_origin_failure == 1);
+  }
+}
+
+TEST_CASE("outlier: with split errors the interval detectors see local origin on their own") {
+  config::OutlierDetection od = IntervalDetectors();
+  od.split_external_local_origin_errors = true;
+  od.consecutive_local_origin_failure = 1000000;
+  od.enforcing_consecutive_local_origin_failure = 0;
+  od.enforcing_success_rate = 100;
+  od.enforcing_local_origin_success_rate = 100;
+  Fixture f(5, od);
+  // Host 0 answers every request it gets, but half of its attempts fail to connect: its
+  // external success rate is 100%, its local-origin one 50%.
+  for (size_t i = 0; i < 5; ++i) Traffic(f, i, 100, 0, f.now);
+  for (int k = 0; k < 100; ++k) f.outlier().ReportLocalOrigin(f.host(0), false, kEnforce, f.now);
+  EndInterval(f, f.now + 10s);
+  CHECK(f.outlier().Ejected(f.host(0), f.now + 10s));
+  CHECK(f.stats->outlier_detection_ejections_detected_success_rate == 0);
+  CHECK(f.stats->outlier_detection_ejections_detected_local_origin_success_rate == 1);
+  CHECK(f.stats->outlier_detection_ejections_enforced_local_origin_success_rate == 1);
+}
+
 TEST_CASE("outlier: ParseOutlierDetection reads the interval detectors' fields") {
   auto proto = testing_proto::OutlierDetectionProto();
   auto od = config::ParseOutlierDetection(proto);
@@ -362,6 +446,23 @@ TEST_CASE("outlier: ParseOutlierDetection reads the interval detectors' fields")
   CHECK(config::ParseOutlierDetection(proto).status().message() ==
         "outlier_detection.failure_percentage_threshold: 101 is over 100");
   CHECK(config::ParseOutlierDetection({})->enforcing_success_rate == 100);  // Envoy's default
+
+  proto = testing_proto::OutlierDetectionProto();
+  proto.set_split_external_local_origin_errors(true);
+  proto.mutable_consecutive_local_origin_failure()->set_value(7);
+  proto.mutable_enforcing_consecutive_local_origin_failure()->set_value(50);
+  proto.mutable_enforcing_local_origin_success_rate()->set_value(0);
+  proto.mutable_enforcing_failure_percentage_local_origin()->set_value(30);
+  od = config::ParseOutlierDetection(proto);
+  REQUIRE(od.ok());
+  CHECK(od->split_external_local_origin_errors);
+  CHECK(od->consecutive_local_origin_failure == 7);
+  CHECK(od->enforcing_consecutive_local_origin_failure == 50);
+  CHECK(od->enforcing_local_origin_success_rate == 0);
+  CHECK(od->enforcing_failure_percentage_local_origin == 30);
+  proto.mutable_enforcing_local_origin_success_rate()->set_value(101);
+  CHECK(config::ParseOutlierDetection(proto).status().message() ==
+        "outlier_detection.enforcing_local_origin_success_rate: 101 is over 100");
 }
 
 }  // namespace

@@ -3,8 +3,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <limits>
 #include <map>
 
+#include "sidecar/config/duration.h"
 #include "sidecar/config/route.h"
 #include "sidecar/router/route_match.h"
 #include "tests/sidecar/proto_json.h"
@@ -301,6 +304,37 @@ TEST_CASE("route config: Envoy's default route timeout is 15s, 0s disables it") 
   CHECK(std::get<config::RouteAction>(routes[0].action).timeout == std::chrono::seconds(15));
   CHECK(std::get<config::RouteAction>(routes[1].action).timeout.count() == 0);
   CHECK(std::get<config::RouteAction>(routes[2].action).timeout == std::chrono::milliseconds(1500));
+}
+
+TEST_CASE("route config: a timeout beyond steady_clock's range is capped, so deadlines hold") {
+  // 10,000 years is protobuf's largest Duration; steady_clock's nanoseconds end at ~292 years.
+  auto table = Parse(R"({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+    {"match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "315576000000s",
+      "max_stream_duration": {"max_stream_duration": "315576000000s",
+                              "grpc_timeout_header_max": "9300000000s"},
+      "retry_policy": {"per_try_timeout": "315576000000s"}}}]}]})");
+  const auto& action = std::get<config::RouteAction>(table->virtual_hosts[0].routes[0].action);
+  CHECK(action.timeout == config::kMaxDuration);
+  CHECK(action.stream_timeouts.max_stream_duration == config::kMaxDuration);
+  CHECK(*action.stream_timeouts.grpc_timeout_header_max == config::kMaxDuration);
+  CHECK(action.retry->per_try_timeout == config::kMaxDuration);
+  const auto now = std::chrono::steady_clock::now();
+  CHECK(now + action.timeout > now);  // "effectively never", not a deadline in the past
+  // Below the cap, durations are exact to the millisecond.
+  envoy::config::route::v3::RouteConfiguration proto = FromJson<RC>(R"({"virtual_hosts": [
+    {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+      "route": {"cluster": "c", "timeout": "3153599999.25s"}}]}]})");
+  auto exact = config::ParseRouteConfiguration(proto);
+  REQUIRE(exact.ok());
+  CHECK(std::get<config::RouteAction>((*exact)->virtual_hosts[0].routes[0].action).timeout ==
+        std::chrono::milliseconds(3153599999250));
+  // On the wire a Duration is not validated: seconds near INT64_MAX are capped too.
+  proto.mutable_virtual_hosts(0)->mutable_routes(0)->mutable_route()->mutable_timeout()->set_seconds(
+      std::numeric_limits<int64_t>::max());
+  auto wire = config::ParseRouteConfiguration(proto);
+  REQUIRE(wire.ok());
+  CHECK(std::get<config::RouteAction>((*wire)->virtual_hosts[0].routes[0].action).timeout ==
+        config::kMaxDuration);
 }
 
 }  // namespace

@@ -289,6 +289,49 @@ TEST_CASE("ads: a change touching all four types arrives in the order CDS EDS LD
   CHECK(client.ExpectNothing());
 }
 
+TEST_CASE("ads: a removed cluster and its endpoints leave only after the routes that named it") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(3);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  Subscribe(client, kCds);
+  Subscribe(client, kEds, ClusterNames(3));
+  Subscribe(client, kLds);
+  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  REQUIRE(WaitForAck(server, rds));
+
+  // svc-1 is replaced by web in one change: web arrives at once, svc-1 stays with the client
+  // while the route configuration that names it is replaced (make before break).
+  mesh.services.erase("default/svc-1");
+  mesh.endpoints.erase("default/svc-1");
+  AddService(mesh, "web", 8080, model::Protocol::kHttp);
+  server.SetState(mesh);
+  DiscoveryResponse cds2 = ReadOf(client, kCds);
+  CHECK(NameSet(cds2).contains(ClusterName("web")));
+  CHECK(NameSet(cds2).contains(ClusterName("svc-1")));
+  DiscoveryResponse eds2 = ReadOf(client, kEds);
+  CHECK(NameSet(eds2) == std::set<std::string>{ClusterName("svc-0"), ClusterName("svc-1"),
+                                               ClusterName("svc-2")});
+  REQUIRE(client.Ack(cds2));
+  REQUIRE(client.Ack(eds2));
+  DiscoveryResponse rds2 = ReadOf(client, kRds);
+  CHECK(rds2.version_info() != rds.version_info());
+  CHECK(client.ExpectNothing());  // nothing is removed before the new routes are ACKed
+
+  REQUIRE(client.Ack(rds2));
+  DiscoveryResponse cds3 = ReadOf(client, kCds);
+  CHECK(NameSet(cds3).contains(ClusterName("web")));
+  CHECK_FALSE(NameSet(cds3).contains(ClusterName("svc-1")));
+  DiscoveryResponse eds3 = ReadOf(client, kEds);
+  CHECK(NameSet(eds3) == std::set<std::string>{ClusterName("svc-0"), ClusterName("svc-2")});
+  REQUIRE(client.Ack(cds3));
+  REQUIRE(client.Ack(eds3));
+  CHECK(client.ExpectNothing());
+  // The version of the final set is the state's own: a client connecting now sees the same.
+  AdsTestClient fresh(server.port());
+  CHECK(Subscribe(fresh, kCds).version_info() == cds3.version_info());
+}
+
 TEST_CASE("ads: later types wait while an earlier type awaits its ACK") {
   AdsTestServer server;
   model::MeshState mesh = MakeMesh(1);

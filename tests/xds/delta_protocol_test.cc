@@ -211,6 +211,32 @@ TEST_CASE("delta: a removed service is named in removed_resources") {
   CHECK(NameSet(ReadOf(client, kEds)) == std::set<std::string>{ClusterName("svc-1")});
 }
 
+TEST_CASE("delta: a removed cluster is named in removed_resources only after the routes that named it") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(3);
+  server.SetState(mesh);
+  DeltaTestClient client(server.port());
+  Subscribe(client, kCds);
+  Subscribe(client, kEds, ClusterNames(3));
+  Subscribe(client, kLds);
+  DeltaDiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  REQUIRE(WaitForAck(server, rds));
+
+  mesh.services.erase("default/svc-1");
+  mesh.endpoints.erase("default/svc-1");
+  server.SetState(mesh);
+  DeltaDiscoveryResponse rds2 = ReadOf(client, kRds);
+  CHECK(NameSet(rds2) == std::set<std::string>{"8080"});
+  CHECK(client.ExpectNothing());
+
+  REQUIRE(client.Ack(rds2));
+  DeltaDiscoveryResponse cds2 = ReadOf(client, kCds);
+  CHECK(cds2.resources_size() == 0);
+  CHECK(Removed(cds2) == std::set<std::string>{ClusterName("svc-1")});
+  DeltaDiscoveryResponse eds2 = ReadOf(client, kEds);
+  CHECK(Removed(eds2) == std::set<std::string>{ClusterName("svc-1")});
+}
+
 TEST_CASE("delta: named EDS and RDS follow subscribe and unsubscribe; missing names are sent when they appear") {
   AdsTestServer server;
   model::MeshState mesh = MakeMesh(2);

@@ -143,8 +143,11 @@ TEST_CASE("virtualInbound has a chain per inbound port of the proxy's own endpoi
   REQUIRE(hcm.route_config().virtual_hosts_size() == 1);
   const auto& route = hcm.route_config().virtual_hosts(0).routes(0);
   CHECK(route.route().cluster() == "inbound|8080||");
-  CHECK(hcm.http_filters_size() == 1);  // no policy: only the router
-  CHECK(hcm.http_filters(0).name() == "envoy.filters.http.router");
+  // No policy: Istio's metadata exchange (optional), then the router.
+  REQUIRE(hcm.http_filters_size() == 2);
+  CHECK(hcm.http_filters(0).name() == "istio.metadata_exchange");
+  CHECK(hcm.http_filters(0).is_optional());
+  CHECK(hcm.http_filters(1).name() == "envoy.filters.http.router");
 
   const auto* tcp = ChainForPort(listener, 5432);
   REQUIRE(tcp->filters_size() == 1);

@@ -1,0 +1,64 @@
+#include "sidecar/upstream/maglev.h"
+
+#include <algorithm>
+#include <string_view>
+
+#include "sidecar/upstream/load_balancer.h"
+
+namespace meshpilot::sidecar::upstream {
+namespace {
+
+// A second hash of the same key, independent of the first: splitmix64's finaliser over it.
+uint64_t Rehash(uint64_t h) {
+  h += 0x9e3779b97f4a7c15ULL;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
+
+}  // namespace
+
+std::vector<const Host*> BuildMaglevTable(const std::vector<MaglevHost>& hosts,
+                                          uint64_t table_size) {
+  double max_weight = 0;
+  for (const MaglevHost& host : hosts) max_weight = std::max(max_weight, host.weight);
+  if (table_size < 2 || max_weight <= 0) return {};
+
+  struct Builder {
+    const Host* host;
+    uint64_t offset;
+    uint64_t skip;
+    double weight;  // relative to the heaviest host: it takes a slot every turn
+    std::string_view key;
+    double target = 0;
+    uint64_t next = 0;  // position in its permutation
+  };
+  std::vector<Builder> builders;
+  for (const MaglevHost& host : hosts) {
+    if (host.weight <= 0) continue;
+    const uint64_t h = Hash64(host.key);
+    builders.push_back({host.host, h % table_size, Rehash(h) % (table_size - 1) + 1,
+                        host.weight / max_weight, host.key});
+  }
+  // Turns in key order: the same hosts give the same table whatever order EDS listed them in.
+  std::sort(builders.begin(), builders.end(),
+            [](const Builder& a, const Builder& b) { return a.key < b.key; });
+  std::vector<const Host*> table(table_size, nullptr);
+  uint64_t filled = 0;
+  for (uint64_t turn = 1; filled < table_size; ++turn) {
+    for (Builder& b : builders) {
+      if (filled == table_size) break;
+      // A host of weight w takes a slot on one turn in 1/w.
+      if (static_cast<double>(turn) * b.weight < b.target) continue;
+      b.target += 1;
+      uint64_t slot = (b.offset + b.skip * b.next) % table_size;
+      while (table[slot] != nullptr) slot = (b.offset + b.skip * ++b.next) % table_size;
+      table[slot] = b.host;
+      ++b.next;
+      ++filled;
+    }
+  }
+  return table;
+}
+
+}  // namespace meshpilot::sidecar::upstream
