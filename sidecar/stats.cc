@@ -23,9 +23,19 @@ struct Metric {
   int64_t value;
 };
 
+void AppendSslMetrics(const SslStats& s, std::vector<Metric>& metrics) {
+  auto v = [](const auto& a) { return static_cast<int64_t>(a.load(std::memory_order_relaxed)); };
+  metrics.insert(metrics.end(), {{"ssl.handshake", true, v(s.handshake)},
+                                 {"ssl.connection_error", true, v(s.connection_error)},
+                                 {"ssl.fail_verify_error", true, v(s.fail_verify_error)},
+                                 {"ssl.fail_verify_no_cert", true, v(s.fail_verify_no_cert)},
+                                 {"ssl.fail_verify_san", true, v(s.fail_verify_san)},
+                                 {"ssl.no_certificate", true, v(s.no_certificate)}});
+}
+
 std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
   auto v = [](const auto& a) { return static_cast<int64_t>(a.load(std::memory_order_relaxed)); };
-  return {
+  std::vector<Metric> metrics{
       {"upstream_rq_total", true, v(s.upstream_rq_total)},
       {"upstream_rq_retry", true, v(s.upstream_rq_retry)},
       {"upstream_rq_timeout", true, v(s.upstream_rq_timeout)},
@@ -72,11 +82,13 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
        v(s.outlier_detection_ejections_enforced_local_origin_failure_percentage)},
       {"istio_requests_untracked", true, static_cast<int64_t>(s.istio_requests.untracked())},
   };
+  AppendSslMetrics(s.ssl, metrics);
+  return metrics;
 }
 
 std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
   auto v = [](const auto& a) { return static_cast<int64_t>(a.load(std::memory_order_relaxed)); };
-  return {
+  std::vector<Metric> metrics{
       {"downstream_cx_total", true, v(s.downstream_cx_total)},
       {"downstream_cx_active", false, v(s.downstream_cx_active)},
       {"downstream_rq_total", true, v(s.downstream_rq_total)},
@@ -96,6 +108,8 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"http_inspector.http2_found", true, v(s.http2_found)},
       {"http_inspector.http_not_found", true, v(s.http_not_found)},
   };
+  AppendSslMetrics(s.ssl, metrics);
+  return metrics;
 }
 
 }  // namespace

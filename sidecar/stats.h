@@ -17,6 +17,16 @@
 
 namespace meshpilot::sidecar {
 
+// A TLS context's handshakes (Envoy's ssl.*), on the listener or cluster that uses it.
+struct SslStats {
+  std::atomic<uint64_t> handshake{0};
+  std::atomic<uint64_t> connection_error{0};
+  std::atomic<uint64_t> fail_verify_error{0};    // the peer's chain did not verify
+  std::atomic<uint64_t> fail_verify_no_cert{0};  // a required client certificate was absent
+  std::atomic<uint64_t> fail_verify_san{0};      // no SAN matched
+  std::atomic<uint64_t> no_certificate{0};       // handshakes without a peer certificate
+};
+
 struct ClusterStats {
   std::atomic<uint64_t> upstream_rq_total{0};
   std::array<std::atomic<uint64_t>, 6> upstream_rq_class{};  // [1] 1xx ... [5] 5xx
@@ -24,6 +34,7 @@ struct ClusterStats {
   std::atomic<uint64_t> upstream_rq_timeout{0};
   std::atomic<uint64_t> upstream_rq_per_try_timeout{0};
   std::atomic<uint64_t> upstream_cx_total{0};
+  SslStats ssl;
   std::atomic<int64_t> upstream_cx_active{0};
   std::atomic<uint64_t> upstream_cx_connect_fail{0};
   std::atomic<uint64_t> upstream_cx_destroy{0};
@@ -112,6 +123,7 @@ struct ListenerStats {
   std::atomic<uint64_t> http11_found{0};
   std::atomic<uint64_t> http2_found{0};
   std::atomic<uint64_t> http_not_found{0};
+  SslStats ssl;
   // Istio's metrics of requests that got no cluster (no route, an unknown cluster): the
   // store's one table, shared by all listeners.
   IstioRequestTable* istio_unrouted = nullptr;

@@ -63,10 +63,11 @@ void CheckPolicy(const model::DestinationRule& rule, const model::TrafficPolicy&
       errors.push_back(ErrorFor(
           rule, absl::StrCat(field, ".mode: ISTIO_MUTUAL needs the mesh's mTLS, which meshpilot "
                                     "does not serve yet; plaintext is used")));
-    } else if (tls && tls->mode != Mode::kDisable) {
+    } else if (tls && tls->mode != Mode::kDisable && !tls->credential_name.empty()) {
       errors.push_back(ErrorFor(
-          rule, absl::StrCat(field, ".mode: SIMPLE and MUTUAL origination are not supported "
-                                    "yet; plaintext is used")));
+          rule, absl::StrCat(field, ".credentialName: Kubernetes secrets need SDS, which "
+                                    "meshpilot does not serve; plaintext is used (give "
+                                    "clientCertificate, privateKey and caCertificates files)")));
     }
   };
   auto check_lb = [&](const std::optional<model::LoadBalancerSettings>& lb,

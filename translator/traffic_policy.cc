@@ -4,6 +4,7 @@
 
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
 #include "translator/duration.h"
+#include "translator/upstream_tls.h"
 
 namespace meshpilot::translator {
 namespace {
@@ -256,8 +257,7 @@ void ApplyTrafficPolicy(const ClusterTrafficPolicy& policy, const model::Service
     ApplyHttpProtocolOptions(policy.connection_pool, port, cluster);
   }
   if (policy.outlier_detection) ApplyOutlierDetection(*policy.outlier_detection, cluster);
-  // tls: DISABLE and ISTIO_MUTUAL are accepted; neither adds a transport socket until mTLS
-  // exists (CheckDestinationRules reports SIMPLE and MUTUAL).
+  if (policy.tls) ApplyUpstreamTls(*policy.tls, cluster);
 }
 
 std::vector<envoy::config::route::v3::RouteAction::HashPolicy> HashPolicies(

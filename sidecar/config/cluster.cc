@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <map>
 
+#include <openssl/ssl.h>
+
 #include "absl/strings/str_cat.h"
+#include "sidecar/config/tls.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
 #include "sidecar/config/duration.h"
 
@@ -153,8 +156,15 @@ absl::Status ParseUpstreamProtocol(const envoy::config::cluster::v3::Cluster& pr
         http2(options.use_downstream_protocol_config().http2_protocol_options());
         return absl::OkStatus();
       case envoy::extensions::upstreams::http::v3::HttpProtocolOptions::kAutoConfig:
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, ".auto_config: needs ALPN over TLS, and upstream TLS is not supported yet"));
+        if (options.auto_config().has_http3_protocol_options()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ".auto_config.http3_protocol_options: HTTP/3 is not supported"));
+        }
+        cluster.protocol = UpstreamProtocol::kAlpn;
+        cluster.http1.enable_trailers =
+            options.auto_config().http_protocol_options().enable_trailers();
+        http2(options.auto_config().http2_protocol_options());
+        return absl::OkStatus();
       default:
         break;  // only common options: the deprecated fields decide
     }
@@ -406,10 +416,18 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
       cluster->outlier_detection->healthy_panic_threshold = threshold;
     }
   }
-  if (proto.has_transport_socket()) {
-    return absl::InvalidArgumentError("transport_socket: TLS upstreams are not supported yet");
-  }
   if (auto status = ParseUpstreamProtocol(proto, *cluster); !status.ok()) return status;
+  if (proto.has_transport_socket()) {
+    auto tls = ParseUpstreamTransportSocket(proto.transport_socket(), "transport_socket");
+    if (!tls.ok()) return tls.status();
+    cluster->tls = *std::move(tls);
+  }
+  if (cluster->protocol == UpstreamProtocol::kAlpn && cluster->tls && cluster->tls->alpn.empty()) {
+    // As Envoy: auto_config offers both protocols when the TLS context names none.
+    static constexpr unsigned char kH2Http11[] = "\x02h2\x08http/1.1";
+    SSL_CTX_set_alpn_protos(cluster->tls->ssl->native_handle(), kH2Http11,
+                            sizeof(kH2Http11) - 1);
+  }
   if (proto.upstream_connection_options().has_tcp_keepalive()) {
     const envoy::config::core::v3::TcpKeepalive& keepalive =
         proto.upstream_connection_options().tcp_keepalive();

@@ -18,6 +18,8 @@
 
 namespace meshpilot::sidecar::config {
 
+struct TlsContext;  // config/tls.h
+
 // kRingHash and kMaglev are consistent hashing by the route's hash policy.
 enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kRingHash, kMaglev };
 enum class DiscoveryType { kStatic, kEds, kOriginalDst };
@@ -51,6 +53,7 @@ enum class UpstreamProtocol {
   kHttp1,
   kHttp2,       // h2c with prior knowledge
   kDownstream,  // whichever the downstream request came in (use_downstream_protocol_config)
+  kAlpn,        // auto_config: HTTP/2 when TLS's ALPN chose h2, else HTTP/1.1
 };
 
 struct Http1Options {
@@ -134,6 +137,8 @@ struct ClusterConfig {
   std::chrono::milliseconds max_connection_duration{0};
   std::optional<SlowStart> slow_start;  // ROUND_ROBIN and LEAST_REQUEST only
   std::optional<TcpKeepalive> tcp_keepalive;  // absent: no keepalive probes
+  // transport_socket envoy.transport_sockets.tls: connections originate TLS (null: plaintext).
+  std::shared_ptr<const TlsContext> tls;
   CircuitBreakers circuit_breakers;
   std::optional<OutlierDetection> outlier_detection;  // absent: no host is ever ejected
   std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment

@@ -5,6 +5,7 @@
 #include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "sidecar/config/tls.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb.h"
@@ -189,8 +190,10 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
     chain.match = *std::move(match);
   }
   if (proto.has_transport_socket()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".transport_socket: TLS is not supported yet"));
+    auto tls = ParseDownstreamTransportSocket(proto.transport_socket(),
+                                              absl::StrCat(field, ".transport_socket"));
+    if (!tls.ok()) return tls.status();
+    chain.tls = *std::move(tls);
   }
   if (proto.filters_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".filters: empty"));

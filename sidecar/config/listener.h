@@ -24,6 +24,8 @@
 
 namespace meshpilot::sidecar::config {
 
+struct TlsContext;  // config/tls.h
+
 struct HttpChain {
   // codec_type: AUTO tells HTTP/2 (the client preface "PRI * HTTP/2.0") from HTTP/1.1.
   enum class Codec { kAuto, kHttp1, kHttp2 };
@@ -93,6 +95,8 @@ struct FilterChain {
   // envoy.filters.network.rbac filters before the terminal filter: a connection must pass
   // each of them, or it is closed.
   std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
+  // transport_socket envoy.transport_sockets.tls: the chain terminates TLS (null: plaintext).
+  std::shared_ptr<const TlsContext> tls;
   std::variant<HttpChain, TcpProxyChain> filter;
 };
 

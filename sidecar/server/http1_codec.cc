@@ -34,7 +34,7 @@ namespace {
 
 class Http1DownstreamStream final : public DownstreamStream {
  public:
-  Http1DownstreamStream(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+  Http1DownstreamStream(Transport& stream, beast::flat_buffer& buffer,
                         http::Http1Parser<true>& parser, std::string& out,
                         bool keep_alive, bool enable_trailers)
       : stream_(stream),
@@ -140,8 +140,7 @@ class Http1DownstreamStream final : public DownstreamStream {
 
   void Reset() override {
     failed_ = true;
-    boost::system::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.ShutdownBoth();
   }
 
   void OnAbandoned(std::function<void()> callback) override { on_abandoned_ = std::move(callback); }
@@ -214,7 +213,7 @@ class Http1DownstreamStream final : public DownstreamStream {
     co_return !ec;
   }
 
-  beast::tcp_stream& stream_;
+  Transport& stream_;
   beast::flat_buffer& buffer_;
   http::Http1Parser<true>& parser_;
   std::string& out_;  // the connection's output buffer
@@ -238,7 +237,7 @@ class Http1DownstreamStream final : public DownstreamStream {
 // request being served) sleeps again for what is left.
 class IdleTimeout {
  public:
-  IdleTimeout(beast::tcp_stream& stream, std::chrono::milliseconds timeout,
+  IdleTimeout(Transport& stream, std::chrono::milliseconds timeout,
               std::shared_ptr<ListenerStats> stats)
       : state_(std::make_shared<State>(stream, timeout, std::move(stats))) {
     if (timeout.count() > 0) Arm(state_, Clock::now() + timeout);
@@ -255,9 +254,9 @@ class IdleTimeout {
 
  private:
   struct State {
-    State(beast::tcp_stream& s, std::chrono::milliseconds t, std::shared_ptr<ListenerStats> st)
+    State(Transport& s, std::chrono::milliseconds t, std::shared_ptr<ListenerStats> st)
         : stream(&s), timer(s.get_executor()), timeout(t), stats(std::move(st)) {}
-    beast::tcp_stream* stream;
+    Transport* stream;
     asio::steady_timer timer;
     const std::chrono::milliseconds timeout;
     const std::shared_ptr<ListenerStats> stats;
@@ -272,8 +271,7 @@ class IdleTimeout {
       if (state->waiting_since != Clock::time_point::max() &&
           now - state->waiting_since >= state->timeout) {
         state->stats->downstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
-        boost::system::error_code ignored;
-        state->stream->socket().close(ignored);  // the pending read fails
+        state->stream->Close();  // the pending read fails
         return;
       }
       Arm(state, std::min(state->waiting_since, now) + state->timeout);
@@ -285,13 +283,13 @@ class IdleTimeout {
 
 }  // namespace
 
-asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
+asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
                                  beast::flat_buffer& buffer, const ConnectionInfo& info,
                                  const std::string& listener_name, const ListenerEntry& listener,
                                  const config::HttpChain& chain) {
   RouterFilter router(worker, info, listener, chain);
   std::string out;  // response heads, reused from one request to the next
-  stream.expires_never();
+  stream.tcp().expires_never();
   IdleTimeout idle(stream, chain.idle_timeout, listener.stats);
   for (;;) {
     http::Http1Parser<true> parser(chain.enable_trailers);
@@ -320,8 +318,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, beast::tcp_stream& stream,
     co_await router.Serve(down);
     if (!down.reusable()) break;
   }
-  boost::system::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream.ShutdownSend();
 }
 
 }  // namespace meshpilot::sidecar::server

@@ -9,10 +9,10 @@
 #include <utility>
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include "sidecar/config/listener.h"
 #include "sidecar/proxy_config.h"
+#include "sidecar/server/transport.h"
 #include "sidecar/server/worker.h"
 
 namespace meshpilot::sidecar::server {
@@ -20,7 +20,7 @@ namespace meshpilot::sidecar::server {
 // Serves requests on `stream` until the connection closes; `buffer` holds bytes already read.
 // A listener that was removed or replaced drains: the request in flight is served, then the
 // connection closes.
-boost::asio::awaitable<void> ServeHttp1(Worker& worker, boost::beast::tcp_stream& stream,
+boost::asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
                                         boost::beast::flat_buffer& buffer,
                                         const ConnectionInfo& info,
                                         const std::string& listener_name,

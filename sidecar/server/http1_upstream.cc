@@ -67,9 +67,9 @@ Http1UpstreamStream::~Http1UpstreamStream() {
 
 void Http1UpstreamStream::ExpiresAt(Clock::time_point deadline) {
   if (deadline == Clock::time_point::max()) {
-    connection_->stream.expires_never();
+    connection_->stream.tcp().expires_never();
   } else {
-    connection_->stream.expires_at(deadline);
+    connection_->stream.tcp().expires_at(deadline);
   }
 }
 
@@ -99,7 +99,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::Header
   }
   http::EndHttp1Head(connection_->out);
   request_complete_ = end_stream;
-  connection_->stream.expires_never();
+  connection_->stream.tcp().expires_never();
   boost::system::error_code ec;
   co_await asio::async_write(connection_->stream, asio::buffer(connection_->out),
                              redirect_error(use_awaitable, ec));
@@ -164,8 +164,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, boo
 
 void Http1UpstreamStream::Reset() {
   reset_ = true;
-  boost::system::error_code ignored;
-  connection_->stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  connection_->stream.ShutdownBoth();
 }
 
 }  // namespace meshpilot::sidecar::server

@@ -138,13 +138,13 @@ asio::awaitable<void> ServeStream(std::shared_ptr<Http2ServerContext> context,
 
 }  // namespace
 
-asio::awaitable<void> ServeHttp2(Worker& worker, asio::ip::tcp::socket socket, std::string preface,
+asio::awaitable<void> ServeHttp2(Worker& worker, Transport transport, std::string preface,
                                  ConnectionInfo info, std::string listener_name,
                                  ListenerEntry listener, const config::HttpChain& chain) {
   auto context = std::make_shared<Http2ServerContext>(Http2ServerContext{
       worker, info, std::move(listener_name), std::move(listener), chain, {}});
   auto connection = std::make_shared<Http2Connection>(
-      worker.io(), std::move(socket), Http2Connection::Role::kServer,
+      worker.io(), std::move(transport), Http2Connection::Role::kServer,
       [context](std::shared_ptr<Http2Stream> stream) {
         // Not inside nghttp2's callback: the router starts on its own turn of the loop.
         asio::post(context->worker.io(), [context, stream = std::move(stream)]() mutable {

@@ -15,13 +15,14 @@
 #include "sidecar/proxy_config.h"
 #include "sidecar/server/http2_connection.h"
 #include "sidecar/server/stream.h"
+#include "sidecar/server/transport.h"
 #include "sidecar/server/worker.h"
 
 namespace meshpilot::sidecar::server {
 
 // Serves an h2c connection whose first bytes (the client preface) are in `preface`. A
 // listener that was removed or replaced drains with GOAWAY.
-boost::asio::awaitable<void> ServeHttp2(Worker& worker, boost::asio::ip::tcp::socket socket,
+boost::asio::awaitable<void> ServeHttp2(Worker& worker, Transport transport,
                                         std::string preface, ConnectionInfo info,
                                         std::string listener_name, ListenerEntry listener,
                                         const config::HttpChain& chain);

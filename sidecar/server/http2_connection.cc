@@ -162,10 +162,10 @@ void Http2Stream::Discard() {
 
 // ---- Http2Connection ----
 
-Http2Connection::Http2Connection(asio::io_context& io, tcp::socket socket, Role role,
+Http2Connection::Http2Connection(asio::io_context& io, Transport transport, Role role,
                                  RequestHandler on_request)
     : io_(io),
-      socket_(std::move(socket)),
+      transport_(std::move(transport)),
       role_(role),
       on_request_(std::move(on_request)),
       write_signal_(io),
@@ -212,18 +212,19 @@ asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_p
                                                std::shared_ptr<ClusterStats> stats,
                                                std::optional<config::TcpKeepalive> keepalive) {
   auto self = shared_from_this();
-  stats_ = std::move(stats);
-  boost::beast::tcp_stream stream(io_);
-  stream.expires_at(deadline);
-  boost::system::error_code ec;
-  co_await stream.async_connect(peer, redirect_error(use_awaitable, ec));
-  if (ec) {
-    stats_->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+  const bool connected =
+      co_await ConnectUpstream(transport_, peer, deadline, keepalive, tls_.get(), *stats);
+  if (!connected) {
     Terminate(/*connect_failed=*/true);
     co_return;
   }
-  socket_ = stream.release_socket();
-  ConfigureUpstreamSocket(socket_, keepalive);
+  transport_.tcp().expires_never();
+  co_await Start(std::move(stats));
+}
+
+asio::awaitable<void> Http2Connection::Start(std::shared_ptr<ClusterStats> stats) {
+  auto self = shared_from_this();
+  stats_ = std::move(stats);
   stats_->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats_->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_await Run("");
@@ -260,7 +261,7 @@ asio::awaitable<void> Http2Connection::ReadLoop(std::string preface) {
   std::vector<uint8_t> buffer(64 * 1024);
   while (!dead_ && (nghttp2_session_want_read(session_) || nghttp2_session_want_write(session_))) {
     boost::system::error_code ec;
-    size_t n = co_await socket_.async_read_some(asio::buffer(buffer),
+    size_t n = co_await transport_.async_read_some(asio::buffer(buffer),
                                                 redirect_error(use_awaitable, ec));
     if (ec) break;
     if (stats_) stats_->upstream_cx_rx_bytes_total.fetch_add(n, std::memory_order_relaxed);
@@ -290,7 +291,7 @@ asio::awaitable<void> Http2Connection::WriteLoop() {
     }
     if (!out.empty()) {
       boost::system::error_code ec;
-      co_await asio::async_write(socket_, asio::buffer(out), redirect_error(use_awaitable, ec));
+      co_await asio::async_write(transport_, asio::buffer(out), redirect_error(use_awaitable, ec));
       if (ec) {
         Terminate(false);
         co_return;
@@ -339,9 +340,8 @@ void Http2Connection::Terminate(bool connect_failed) {
   write_signal_.cancel();
   idle_timer_.cancel();
   max_duration_timer_.cancel();
-  boost::system::error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  transport_.ShutdownBoth();
+  transport_.Close();
 }
 
 bool Http2Connection::CanOpenStream(uint32_t local_limit) const {

@@ -33,6 +33,7 @@
 #include "sidecar/config/cluster.h"
 #include "sidecar/http/header_map.h"
 #include "sidecar/server/stream.h"
+#include "sidecar/server/transport.h"
 #include "sidecar/stats.h"
 
 namespace meshpilot::sidecar::server {
@@ -113,7 +114,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // A server calls this once a request's headers are complete.
   using RequestHandler = std::function<void(std::shared_ptr<Http2Stream>)>;
 
-  Http2Connection(boost::asio::io_context& io, boost::asio::ip::tcp::socket socket, Role role,
+  Http2Connection(boost::asio::io_context& io, Transport transport, Role role,
                   RequestHandler on_request = nullptr);
   ~Http2Connection();
   Http2Connection(const Http2Connection&) = delete;
@@ -127,6 +128,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
                                        Clock::time_point deadline,
                                        std::shared_ptr<ClusterStats> stats,
                                        std::optional<config::TcpKeepalive> keepalive);
+  // Client on a transport connected already (TLS whose ALPN chose h2): runs until the
+  // connection ends.
+  boost::asio::awaitable<void> Start(std::shared_ptr<ClusterStats> stats);
 
   // Client: whether another stream may go on this connection: no GOAWAY, stream ids left,
   // and below the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and `local_limit` if not 0).
@@ -141,6 +145,10 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
     max_duration_ = duration;
     max_durations_reached_ = counter;
   }
+  // Client, before Connect: the cluster's TLS context (null: plaintext), which Connect uses
+  // and the pool compares, so a cluster whose TLS changed opens new connections.
+  void SetTls(std::shared_ptr<const config::TlsContext> tls) { tls_ = std::move(tls); }
+  const std::shared_ptr<const config::TlsContext>& tls() const { return tls_; }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
   bool dead() const { return dead_; }
@@ -182,7 +190,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
                                 nghttp2_data_source*, void*);
 
   boost::asio::io_context& io_;
-  boost::asio::ip::tcp::socket socket_;
+  Transport transport_;
   Role role_;
   RequestHandler on_request_;
   nghttp2_session* session_ = nullptr;
@@ -201,6 +209,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
+  std::shared_ptr<const config::TlsContext> tls_;
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -1,6 +1,7 @@
-// The HTTP connection manager's codec choice: with codec_type AUTO (Envoy's default) a
-// connection that opens with the HTTP/2 client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-// h2c with prior knowledge) is HTTP/2, anything else HTTP/1.1.
+// The HTTP connection manager's codec choice: with codec_type AUTO (Envoy's default) a TLS
+// connection whose ALPN chose h2, or one that opens with the HTTP/2 client preface
+// ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", h2c with prior knowledge) is HTTP/2, anything else
+// HTTP/1.1.
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
@@ -29,9 +30,9 @@ constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr auto kPrefaceTimeout = std::chrono::seconds(300);
 
 // Reads until the first bytes tell the preface from anything else.
-asio::awaitable<bool> StartsWithHttp2Preface(beast::tcp_stream& stream,
+asio::awaitable<bool> StartsWithHttp2Preface(Transport& stream,
                                              beast::flat_buffer& buffer) {
-  stream.expires_after(kPrefaceTimeout);
+  stream.tcp().expires_after(kPrefaceTimeout);
   for (;;) {
     const std::string_view seen(static_cast<const char*>(buffer.data().data()), buffer.size());
     const size_t n = std::min(seen.size(), kHttp2Preface.size());
@@ -47,19 +48,20 @@ asio::awaitable<bool> StartsWithHttp2Preface(beast::tcp_stream& stream,
 
 }  // namespace
 
-asio::awaitable<void> RunHttpSession(Worker& worker, tcp::socket socket, ConnectionInfo info,
+asio::awaitable<void> RunHttpSession(Worker& worker, Transport stream, ConnectionInfo info,
                                      std::string listener_name, ListenerEntry listener,
                                      const config::HttpChain& chain) {
-  beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   bool http2 = chain.codec == config::HttpChain::Codec::kHttp2;
-  if (chain.codec == config::HttpChain::Codec::kAuto) {
+  if (chain.codec == config::HttpChain::Codec::kAuto && stream.alpn() == "h2") {
+    http2 = true;  // over TLS, ALPN decides, as Envoy's AUTO codec
+  } else if (chain.codec == config::HttpChain::Codec::kAuto) {
     http2 = co_await StartsWithHttp2Preface(stream, buffer);
   }
   if (http2) {
-    stream.expires_never();
+    stream.tcp().expires_never();
     std::string preface = beast::buffers_to_string(buffer.data());
-    co_await ServeHttp2(worker, stream.release_socket(), std::move(preface), info,
+    co_await ServeHttp2(worker, std::move(stream), std::move(preface), info,
                         std::move(listener_name), std::move(listener), chain);
   } else {
     co_await ServeHttp1(worker, stream, buffer, info, listener_name, listener, chain);

@@ -309,7 +309,9 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   if (!request.Has("x-request-id")) {
     request.Add("x-request-id", router::NewRequestId(worker_.rng()));
   }
-  if (!request.Has("x-forwarded-proto")) request.Add("x-forwarded-proto", "http");
+  if (!request.Has("x-forwarded-proto")) {
+    request.Add("x-forwarded-proto", info_.tls_terminated ? "https" : "http");
+  }
   router::ApplyHeaderMutations(route->request_headers, request, &header_context);
   if (weighted != nullptr) {
     router::ApplyHeaderMutations(weighted->request_headers, request, &header_context);

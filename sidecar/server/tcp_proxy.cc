@@ -12,7 +12,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include "sidecar/router/route_match.h"
 #include "sidecar/upstream/load_balancer.h"
@@ -31,7 +30,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // `bytes` and `istio_bytes` count what goes across (a cluster's stat and an Istio metric).
-asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint64_t>& bytes,
+asio::awaitable<void> Pump(Transport& from, Transport& to, std::atomic<uint64_t>& bytes,
                            std::atomic<uint64_t>& istio_bytes, Clock::time_point& last_activity) {
   std::array<char, 16384> buffer;
   for (;;) {
@@ -43,26 +42,27 @@ asio::awaitable<void> Pump(tcp::socket& from, tcp::socket& to, std::atomic<uint6
       co_await asio::async_write(to, asio::buffer(buffer.data(), n),
                                  redirect_error(use_awaitable, write_ec));
       if (write_ec) {
-        from.close(write_ec);
-        to.close(write_ec);
+        from.Close();
+        to.Close();
         co_return;
       }
       bytes.fetch_add(n, std::memory_order_relaxed);
       istio_bytes.fetch_add(n, std::memory_order_relaxed);
     }
-    if (ec == asio::error::eof) {
-      to.shutdown(tcp::socket::shutdown_send, ec);
+    // A TLS peer that shuts its TCP side without close_notify ends its stream too.
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+      to.ShutdownSend();
       co_return;
     }
     if (ec) {
-      from.close(ec);
-      to.close(ec);
+      from.Close();
+      to.Close();
       co_return;
     }
   }
 }
 
-asio::awaitable<void> PumpThenSignal(tcp::socket& from, tcp::socket& to,
+asio::awaitable<void> PumpThenSignal(Transport& from, Transport& to,
                                      std::atomic<uint64_t>& bytes,
                                      std::atomic<uint64_t>& istio_bytes,
                                      Clock::time_point& last_activity, bool& done,
@@ -74,7 +74,7 @@ asio::awaitable<void> PumpThenSignal(tcp::socket& from, tcp::socket& to,
 
 // Closes both sockets once no byte has moved either way for `idle` (the pumps then end);
 // returns when that happened or when `finished` is set and `timer` cancelled, then signals.
-asio::awaitable<void> IdleWatch(tcp::socket& a, tcp::socket& b, std::chrono::milliseconds idle,
+asio::awaitable<void> IdleWatch(Transport& a, Transport& b, std::chrono::milliseconds idle,
                                 const Clock::time_point& last_activity, const bool& finished,
                                 asio::steady_timer& timer, bool& done,
                                 asio::steady_timer& signal) {
@@ -85,8 +85,8 @@ asio::awaitable<void> IdleWatch(tcp::socket& a, tcp::socket& b, std::chrono::mil
     if (finished) break;
     const bool idle_now = Clock::now() >= last_activity + idle;
     if (idle_now) {
-      a.close(ec);
-      b.close(ec);
+      a.Close();
+      b.Close();
       break;
     }
   }
@@ -96,7 +96,7 @@ asio::awaitable<void> IdleWatch(tcp::socket& a, tcp::socket& b, std::chrono::mil
 
 }  // namespace
 
-asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, ConnectionInfo info,
+asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, ConnectionInfo info,
                                   std::shared_ptr<const ProxyConfig> config,
                                   const config::TcpProxyChain& chain, bool inbound) {
   const std::string& cluster_name =
@@ -135,18 +135,16 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, tcp::socket downstream, Connec
     failed(kUpstreamOverflow);
     co_return;
   }
-  boost::beast::tcp_stream connector(worker.io());
-  connector.expires_after(cluster->config->connect_timeout);
-  boost::system::error_code ec;
-  co_await connector.async_connect(peer, redirect_error(use_awaitable, ec));
-  if (ec) {
-    stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+  Transport upstream(worker.io());
+  const bool connected = co_await ConnectUpstream(
+      upstream, peer, Clock::now() + cluster->config->connect_timeout,
+      cluster->config->tcp_keepalive, cluster->config->tls.get(), stats);
+  if (!connected) {
     failed(kUpstreamConnectionFailure);
     co_return;
   }
-  connector.expires_never();
-  tcp::socket upstream = connector.release_socket();
-  ConfigureUpstreamSocket(upstream, cluster->config->tcp_keepalive);
+  upstream.tcp().expires_never();
+  boost::system::error_code ec;
   stats.upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   IstioTcpCounters& istio = stats.istio_tcp.For(inbound, 0);

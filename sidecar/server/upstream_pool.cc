@@ -161,6 +161,9 @@ void UpstreamPool::WakePending(std::string_view cluster, const tcp::endpoint* pe
 
 asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
                                                                      Clock::time_point deadline) {
+  if (target.alpn) {
+    if (auto reused = ReuseHttp2(target)) co_return reused;
+  }
   auto& entry = Entry(idle_, target.cluster, target.peer);
   IdleConnections& idle = entry.second;
   auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
@@ -175,7 +178,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
       CountIdleClose(*connection);
       continue;  // its sweep is late: closed here
     }
-    if (StillUsable(*connection)) {
+    if (connection->tls == target.tls && StillUsable(*connection)) {
       connection->reused = true;
       ++connection->requests;
       co_return stream(std::move(connection));
@@ -191,17 +194,21 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
     target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
   }
   auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
+  connection->tls = target.tls;
   ++*open;
-  boost::system::error_code ec;
-  connection->stream.expires_at(deadline);
-  co_await connection->stream.async_connect(target.peer,
-                                            asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    --*open;
-    target.stats->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-    co_return OpenedStream{nullptr, StreamError::kConnectFailure};
+  const bool connected = co_await ConnectUpstream(connection->stream, target.peer, deadline,
+                                                  target.tcp_keepalive, target.tls.get(),
+                                                  *target.stats);
+  --*open;
+  if (!connected) co_return OpenedStream{nullptr, StreamError::kConnectFailure};
+  if (target.alpn && connection->stream.alpn() == "h2") {
+    // auto_config: ALPN chose HTTP/2, so the connection joins the HTTP/2 ones.
+    connection->stream.tcp().expires_never();
+    auto http2 = NewHttp2(target, std::move(connection->stream));
+    http2->AssignStream();
+    co_return OpenedStream{NewHttp2UpstreamStream(std::move(http2))};
   }
-  ConfigureUpstreamSocket(connection->stream.socket(), target.tcp_keepalive);
+  ++*open;
   connection->connected = true;
   connection->requests = 1;
   connection->open_in_pool = open;
@@ -213,31 +220,46 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   co_return stream(std::move(connection));
 }
 
-std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target,
-                                                    Clock::time_point deadline) {
+std::optional<OpenedStream> UpstreamPool::ReuseHttp2(const UpstreamTarget& target) {
   auto& connections = Entry(http2_, target.cluster, target.peer).second;
   connections.erase(
       std::remove_if(connections.begin(), connections.end(),
                      [](const std::shared_ptr<Http2Connection>& c) { return c->dead(); }),
       connections.end());
   for (const auto& connection : connections) {
-    if (connection->CanOpenStream(target.max_concurrent_streams)) {
+    if (connection->tls() == target.tls &&
+        connection->CanOpenStream(target.max_concurrent_streams)) {
       connection->AssignStream();
       return OpenedStream{NewHttp2UpstreamStream(connection)};
     }
   }
-  if (AtConnectionLimit(target)) {
-    if (!connections.empty()) return std::nullopt;
-    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);  // one anyway
-  }
-  auto connection = std::make_shared<Http2Connection>(io_, tcp::socket(io_),
-                                                      Http2Connection::Role::kClient);
+  return std::nullopt;
+}
+
+std::shared_ptr<Http2Connection> UpstreamPool::NewHttp2(const UpstreamTarget& target,
+                                                        std::optional<Transport> transport) {
+  const bool connected = transport.has_value();
+  auto connection = std::make_shared<Http2Connection>(
+      io_, connected ? std::move(*transport) : Transport(io_), Http2Connection::Role::kClient);
+  connection->SetTls(target.tls);
   connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connection->SetMaxRequests(target.max_requests_per_connection);
   connection->SetMaxDuration(target.max_connection_duration,
                              &target.stats->upstream_cx_max_duration_reached);
+  Entry(http2_, target.cluster, target.peer).second.push_back(connection);
+  if (connected) asio::co_spawn(io_, connection->Start(target.stats), asio::detached);
+  return connection;
+}
+
+std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target,
+                                                    Clock::time_point deadline) {
+  if (auto reused = ReuseHttp2(target)) return reused;
+  if (AtConnectionLimit(target)) {
+    if (!Entry(http2_, target.cluster, target.peer).second.empty()) return std::nullopt;
+    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);  // one anyway
+  }
+  auto connection = NewHttp2(target, std::nullopt);
   connection->AssignStream();
-  connections.push_back(connection);
   asio::co_spawn(io_,
                  connection->Connect(target.peer, deadline, target.stats, target.tcp_keepalive),
                  asio::detached);
@@ -249,7 +271,7 @@ void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
                            std::unique_ptr<UpstreamConnection> connection,
                            std::chrono::milliseconds idle_timeout) {
   if (idle.size() < kMaxIdlePerEndpoint) {
-    connection->stream.expires_never();
+    connection->stream.tcp().expires_never();
     connection->released_at = Clock::now();
     connection->idle_until = connection->max_duration_at;  // the cluster may have changed
     if (idle_timeout.count() > 0) {
@@ -306,6 +328,9 @@ void UpstreamPool::CountIdleClose(const UpstreamConnection& connection) {
   counter.fetch_add(1, std::memory_order_relaxed);
 }
 
+namespace {
+
+// A connected upstream socket's options: TCP_NODELAY, and the cluster's tcp_keepalive.
 void ConfigureUpstreamSocket(tcp::socket& socket,
                              const std::optional<config::TcpKeepalive>& keepalive) {
   boost::system::error_code ec;  // best effort, as Envoy's socket options
@@ -323,6 +348,32 @@ void ConfigureUpstreamSocket(tcp::socket& socket,
   set(TCP_KEEPINTVL, keepalive->interval);
 }
 
+}  // namespace
+
+asio::awaitable<bool> ConnectUpstream(Transport& transport, const tcp::endpoint& peer,
+                                      Clock::time_point deadline,
+                                      const std::optional<config::TcpKeepalive>& keepalive,
+                                      const config::TlsContext* tls, ClusterStats& stats) {
+  boost::system::error_code ec;
+  transport.tcp().expires_at(deadline);
+  co_await transport.tcp().async_connect(peer, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    co_return false;
+  }
+  ConfigureUpstreamSocket(transport.socket(), keepalive);
+  if (tls != nullptr) {
+    const bool handshaken =
+        co_await transport.Handshake(*tls, Transport::Role::kClient, stats.ssl, deadline);
+    if (!handshaken) {
+      stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+      co_return false;
+    }
+    transport.tcp().expires_at(deadline);  // as the caller left it
+  }
+  co_return true;
+}
+
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream) {
   switch (cluster.protocol) {
     case config::UpstreamProtocol::kHttp2:
@@ -330,6 +381,7 @@ Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downs
     case config::UpstreamProtocol::kDownstream:
       return downstream;
     case config::UpstreamProtocol::kHttp1:
+    case config::UpstreamProtocol::kAlpn:  // HTTP/2 only once a connection's ALPN says so
       break;
   }
   return Protocol::kHttp1;

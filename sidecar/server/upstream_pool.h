@@ -31,10 +31,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include "sidecar/config/cluster.h"
 #include "sidecar/server/stream.h"
+#include "sidecar/server/transport.h"
 #include "sidecar/stats.h"
 
 namespace meshpilot::sidecar::server {
@@ -47,10 +47,13 @@ struct UpstreamConnection {
   UpstreamConnection(const UpstreamConnection&) = delete;
   UpstreamConnection& operator=(const UpstreamConnection&) = delete;
 
-  boost::beast::tcp_stream stream;
+  Transport stream;
   boost::beast::flat_buffer buffer;
   std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
+  // The TLS context it was made with (null: plaintext): a cluster whose TLS changed does not
+  // reuse it.
+  std::shared_ptr<const config::TlsContext> tls;
   // Once connected: the count of the pool's open connections to this cluster and host.
   std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;
@@ -77,6 +80,8 @@ struct UpstreamTarget {
   uint32_t max_requests_per_connection = 0;  // 0: no limit
   std::optional<config::TcpKeepalive> tcp_keepalive;
   std::chrono::milliseconds max_connection_duration{0};  // 0: none
+  std::shared_ptr<const config::TlsContext> tls;  // null: plaintext
+  bool alpn = false;  // auto_config: a new TLS connection is HTTP/2 if ALPN chose h2
 
   // The cluster's limits; `peer` is for the caller to set.
   static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,
@@ -94,11 +99,23 @@ struct UpstreamTarget {
                           config.http1.enable_trailers,
                           config.max_requests_per_connection,
                           config.tcp_keepalive,
-                          config.max_connection_duration};
+                          config.max_connection_duration,
+                          config.tls,
+                          config.protocol == config::UpstreamProtocol::kAlpn};
   }
   static UpstreamTarget Of(std::string&& cluster, const config::ClusterConfig& config,
                            std::shared_ptr<ClusterStats> stats, bool head_request) = delete;
 };
+
+// Connects `transport` to `peer` by `deadline` (left set on the stream), with the cluster's
+// socket options (TCP_NODELAY, tcp_keepalive), then the TLS handshake when `tls` is set;
+// counts upstream_cx_connect_fail when either fails (a handshake failure is a connect
+// failure, as in Envoy).
+boost::asio::awaitable<bool> ConnectUpstream(Transport& transport,
+                                             const boost::asio::ip::tcp::endpoint& peer,
+                                             Clock::time_point deadline,
+                                             const std::optional<config::TcpKeepalive>& keepalive,
+                                             const config::TlsContext* tls, ClusterStats& stats);
 
 // A request's way out of the pending queue when its client gives up: the router calls Cancel()
 // from its downstream's OnAbandoned callback, and the request leaves the queue instead of
@@ -114,10 +131,6 @@ struct PendingCancellation {
     if (waiting != nullptr) waiting->cancel();
   }
 };
-
-// A connected upstream socket's options: TCP_NODELAY, and the cluster's tcp_keepalive.
-void ConfigureUpstreamSocket(boost::asio::ip::tcp::socket& socket,
-                             const std::optional<config::TcpKeepalive>& keepalive);
 
 // The protocol a request goes upstream in: the cluster's, or the downstream's.
 Protocol UpstreamProtocolOf(const config::ClusterConfig& cluster, Protocol downstream);
@@ -192,6 +205,11 @@ class UpstreamPool {
                                                                 Clock::time_point connect_deadline);
   std::optional<OpenedStream> OpenHttp2(const UpstreamTarget& target,
                                         Clock::time_point connect_deadline);
+  // A stream on an HTTP/2 connection to `target` with room for one, if there is one.
+  std::optional<OpenedStream> ReuseHttp2(const UpstreamTarget& target);
+  // A new HTTP/2 connection to `target`, on `transport` when connected already.
+  std::shared_ptr<Http2Connection> NewHttp2(const UpstreamTarget& target,
+                                            std::optional<Transport> transport);
   boost::asio::awaitable<void> WaitPending(const UpstreamTarget& target, Clock::time_point until,
                                            PendingCancellation* cancellation);
   // Wakes the oldest pending request of `cluster` for `peer` (null: for any endpoint).

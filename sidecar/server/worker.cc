@@ -50,6 +50,10 @@ std::optional<tcp::endpoint> OriginalDestination(tcp::socket& socket) {
 
 namespace {
 
+// A downstream TLS handshake not done by then closes the connection (Envoy has no default
+// limit; a client that never finishes must not hold a connection forever).
+constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(15);
+
 // SO_RCVLOWAT: epoll reports the socket readable only with at least `bytes` to read (or at its
 // end, or on an error).
 void SetReceiveLowWatermark(int fd, size_t bytes) {
@@ -344,10 +348,18 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
     }
     owner.stats->rbac_allowed.fetch_add(1, std::memory_order_relaxed);
   }
+  Transport transport(std::move(socket));
+  if (chain->tls) {
+    const bool handshaken =
+        co_await transport.Handshake(*chain->tls, Transport::Role::kServer, owner.stats->ssl,
+                                     std::chrono::steady_clock::now() + kTlsHandshakeTimeout);
+    if (!handshaken) co_return;
+    info.tls_terminated = true;
+  }
   if (const auto* http = std::get_if<config::HttpChain>(&chain->filter)) {
-    co_await RunHttpSession(*this, std::move(socket), info, owner_name, owner, *http);
+    co_await RunHttpSession(*this, std::move(transport), info, owner_name, owner, *http);
   } else {
-    co_await RunTcpProxy(*this, std::move(socket), info, config,
+    co_await RunTcpProxy(*this, std::move(transport), info, config,
                          std::get<config::TcpProxyChain>(chain->filter), owner.config->inbound);
   }
 }

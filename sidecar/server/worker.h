@@ -34,6 +34,7 @@ struct ConnectionInfo {
   bool tls = false;
   std::string server_name;
   std::vector<std::string> application_protocols;
+  bool tls_terminated = false;  // the filter chain's DownstreamTlsContext did the handshake
 };
 
 class Worker {

@@ -430,6 +430,97 @@ def self_signed_cert(directory, hosts):
     return cert, key
 
 
+def make_pki(directory):
+    """A CA and certificates it signs, made by the openssl CLI in `directory` (P-256, one day):
+    returns paths by name: ca, server/server_key (SAN DNS:backend.test, DNS:proxy.test),
+    client/client_key (SAN URI spiffe://cluster.local/ns/default/sa/client), and
+    rogue/rogue_key, a client certificate of another CA."""
+    def sh(*argv):
+        subprocess.run(argv, check=True, capture_output=True, timeout=30, cwd=directory)
+
+    def key_and_csr(name, cn):
+        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+           "-subj", "/CN=" + cn, "-keyout", name + ".key", "-out", name + ".csr")
+
+    def sign(name, ca, extensions):
+        with open(os.path.join(directory, name + ".ext"), "w") as f:
+            f.write(extensions)
+        sh("openssl", "x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+           "-CAcreateserial", "-days", "1", "-extfile", name + ".ext", "-out", name + ".pem")
+
+    for ca in ("ca", "rogue-ca"):
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+           "-nodes", "-days", "1", "-subj", "/CN=" + ca, "-keyout", ca + ".key", "-out", ca + ".pem")
+    key_and_csr("server", "backend.test")
+    sign("server", "ca", "subjectAltName=DNS:backend.test,DNS:proxy.test\n"
+                         "extendedKeyUsage=serverAuth,clientAuth\n")
+    for name, ca in (("client", "ca"), ("rogue", "rogue-ca")):
+        key_and_csr(name, name)
+        sign(name, ca, "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/client\n"
+                       "extendedKeyUsage=clientAuth\n")
+    paths = {"ca": "ca.pem"}
+    for name in ("server", "client", "rogue"):
+        paths[name], paths[name + "_key"] = name + ".pem", name + ".key"
+    return {k: os.path.join(directory, v) for k, v in paths.items()}
+
+
+class HttpsBackend:
+    """An HTTPS/1.1 server (Python's ssl; ALPN http/1.1) that answers every GET with JSON
+    {backend, path, headers, sni, client_san}: the SNI its handshake received and the URI SANs
+    of the client certificate (with `client_ca`, one is required)."""
+
+    def __init__(self, name, cert, key, client_ca=None):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.set_alpn_protocols(["http/1.1"])
+        if client_ca:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+
+        def remember_sni(tls, server_name, _):
+            tls.received_sni = server_name
+        context.sni_callback = remember_sni
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                peer = self.connection.getpeercert() or {}
+                body = json.dumps({
+                    "backend": name, "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "sni": getattr(self.connection, "received_sni", None),
+                    "client_san": [v for k, v in peer.get("subjectAltName", ()) if k == "URI"],
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+            def get_request(self):
+                conn, address = self.socket.accept()
+                conn.settimeout(10)
+                return context.wrap_socket(conn, server_side=True), address
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class TlsBackend(ThreadedTcpServer):
     """A TLS server (Python's ssl, OpenSSL) that answers each connection's first line with
     NAME sni=SNI:LINE, SNI being the server name its handshake received: the TLS session ends

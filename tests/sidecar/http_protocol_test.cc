@@ -262,12 +262,15 @@ TEST_CASE("cluster protocol: HttpProtocolOptions and the deprecated fields") {
   CHECK(ClusterFrom(base + R"("protocol_selection": "USE_DOWNSTREAM_PROTOCOL"})").protocol ==
         UpstreamProtocol::kDownstream);
 
+  // auto_config: ALPN decides per connection (plaintext: HTTP/1.1); HTTP/3 is rejected.
+  CHECK(ClusterFrom(base + kOptions + R"("auto_config": {}}}})").protocol ==
+        UpstreamProtocol::kAlpn);
   auto rejected = config::ParseCluster(FromJson<envoy::config::cluster::v3::Cluster>(
-      base + kOptions + R"("auto_config": {}}}})"));
+      base + kOptions + R"("auto_config": {"http3_protocol_options": {}}}}})"));
   REQUIRE_FALSE(rejected.ok());
   CHECK(rejected.status().message() ==
         "typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]"
-        ".auto_config: needs ALPN over TLS, and upstream TLS is not supported yet");
+        ".auto_config.http3_protocol_options: HTTP/3 is not supported");
 }
 
 TEST_CASE("cluster: max_requests_per_connection and tcp_keepalive") {

@@ -26,14 +26,14 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (POD_IP, Backend, Children, SharedMeshTest, TcpEchoBackend, admin_stat,  # noqa: E402
-                     binary, capture_outbound, config_dump_has, free_port, http_json,
-                     main_in_network_namespace, reset_network, start_meshpilot, start_sidecar,
-                     tcp_exchange, wait_until)
+from harness import (POD_IP, Backend, Children, HttpsBackend, SharedMeshTest,  # noqa: E402
+                     TcpEchoBackend, admin_stat, binary, capture_outbound, config_dump_has,
+                     free_port, http_json, main_in_network_namespace, make_pki, reset_network,
+                     start_meshpilot, start_sidecar, tcp_exchange, wait_until)
 
 WAIT_S = 20
 WEB_IP, SHADOW_IP, FLAKY_IP, PATCHY_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
-DB_IP, ECHO_IP, RAMP_IP = "10.96.0.60", "10.96.0.70", "10.96.0.80"
+DB_IP, ECHO_IP, RAMP_IP, SECURE_IP = "10.96.0.60", "10.96.0.70", "10.96.0.80", "10.96.0.90"
 
 
 def endpoint_slice(service, name, ports, pod=None):
@@ -191,8 +191,17 @@ class Mesh:
         self.flaky_ok, self.flaky_bad = Backend("flaky-ok"), Backend("flaky-bad", status=503)
         self.patchy = Backend("patchy")  # beside a port nobody listens on
         self.db = {v: TcpEchoBackend(f"db-{v}") for v in ("v1", "v2")}
+        # TLS backends for DestinationRule tls: certificates meshproxy (its own uid) can read.
+        pki_dir = os.path.join(self.dir, "pki")
+        os.mkdir(pki_dir)
+        self.pki = make_pki(pki_dir)
+        for path in self.pki.values():
+            os.chmod(path, 0o644)
+        self.secure = HttpsBackend("secure", self.pki["server"], self.pki["server_key"])
+        self.secure_mtls = HttpsBackend("secure-mtls", self.pki["server"], self.pki["server_key"],
+                                        client_ca=self.pki["ca"])
         for b in (*self.web.values(), self.web_alt, self.shadow, self.flaky_ok, self.flaky_bad,
-                  self.patchy, *self.db.values()):
+                  self.patchy, *self.db.values(), self.secure, self.secure_mtls):
             case.addCleanup(b.stop)
         echo_ports = {}
         for name, extra in (("echo-a", []), ("echo-down", ["--fail_code", "14"]), ("echo-b", []),
@@ -228,6 +237,9 @@ class Mesh:
         for i, (v, b) in enumerate(self.db.items()):
             text += pod(f"db-{v}", f"{{app: db, version: {v}}}", f"10.1.3.{i + 1}")
             text += endpoint_slice("db", f"db-{v}", [("tcp-db", b.port)], pod=f"db-{v}")
+        text += service("secure", SECURE_IP, [("http", 80), ("http-mtls", 8443)])
+        text += endpoint_slice("secure", "secure", [("http", self.secure.port),
+                                                    ("http-mtls", self.secure_mtls.port)])
         text += service("echo", ECHO_IP, [("grpc", 7070)])
         tracks = {"echo-a": "main", "echo-down": "main", "echo-b": "canary", "echo-slow": "slow"}
         for i, (name, port) in enumerate(echo_ports.items()):
@@ -1072,6 +1084,52 @@ spec:
             held.shutdown(socket.SHUT_WR)
             self.assertEqual(held.recv(100), b"db-v2:held")
         wait_until(lambda: exchange() == b"db-v2:q", WAIT_S, "the connection limit to free up")
+
+    def test_destination_rule_tls_originates_simple_and_mutual(self):
+        """DestinationRule tls: SIMPLE on the service, MUTUAL by portLevelSettings on 8443
+        (a backend that requires a client certificate): plaintext requests from the app leave
+        meshproxy as TLS with the rule's SNI, verified against caCertificates and
+        subjectAltNames; a SAN the certificate lacks fails the connection (503)."""
+        pki = self.mesh.pki
+
+        def apply(marker, san):
+            self.mesh.apply(f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: secure, namespace: default}}
+spec:
+  host: secure.default.svc.cluster.local
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+      sni: backend.test
+      caCertificates: {pki["ca"]}
+      subjectAltNames: [{san}]
+    portLevelSettings:
+    - port: {{number: 8443}}
+      tls:
+        mode: MUTUAL
+        sni: backend.test
+        caCertificates: {pki["ca"]}
+        clientCertificate: {pki["client"]}
+        privateKey: {pki["client_key"]}
+""" + virtual_service("secure", "secure", f"""  - name: {marker}
+    route:
+    - destination: {{host: secure}}
+"""), marker)
+
+        apply("tls-simple", "backend.test")
+        reply = call("/simple", host="secure", ip=SECURE_IP)
+        self.assertEqual(reply.status, 200, reply)
+        self.assertEqual((reply.json()["backend"], reply.json()["sni"]), ("secure", "backend.test"))
+        reply = call("/mutual", host="secure", ip=SECURE_IP, port=8443)
+        self.assertEqual(reply.status, 200, reply)
+        self.assertEqual(reply.json()["backend"], "secure-mtls")
+        self.assertEqual(reply.json()["client_san"], ["spiffe://cluster.local/ns/default/sa/client"])
+        apply("tls-wrong-san", "other.test")
+        reply = call("/simple", host="secure", ip=SECURE_IP)
+        self.assertEqual(reply.status, 503, reply)
+        self.assertIn(b"upstream connect error", reply.body)
 
     def test_an_invalid_virtual_service_is_rejected_alone(self):
         """A header value Envoy could not parse rejects its VirtualService only (Envoy, and

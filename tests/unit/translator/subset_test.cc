@@ -95,7 +95,14 @@ TEST_CASE("unsupported DestinationRule settings are reported", "[subset]") {
   model::MeshState state = Mesh();
   model::DestinationRule& rule = AddDestinationRule(state, "default", "reviews", "reviews");
   using Mode = model::ClientTlsSettings::Mode;
-  rule.traffic_policy.emplace().tls = model::ClientTlsSettings{.mode = Mode::kSimple};
+  // SIMPLE with files is translated; with a credentialName (SDS) it is reported.
+  rule.traffic_policy.emplace().tls =
+      model::ClientTlsSettings{.mode = Mode::kSimple, .credential_name = "reviews-ca"};
+  rule.traffic_policy->port_level_settings.push_back(
+      {.port = 9080,
+       .tls = model::ClientTlsSettings{.mode = Mode::kMutual,
+                                       .client_certificate = "/etc/certs/cert.pem",
+                                       .private_key = "/etc/certs/key.pem"}});
   rule.traffic_policy->load_balancer.emplace().locality_lb_setting.emplace().failover_priority = {
       "topology.kubernetes.io/region"};
   // ISTIO_MUTUAL is accepted, with a warning that traffic stays plaintext.
@@ -106,7 +113,8 @@ TEST_CASE("unsupported DestinationRule settings are reported", "[subset]") {
                                                   .mode = Mode::kIstioMutual}}});
   auto errors = CheckDestinationRules(state);
   REQUIRE(errors.size() == 3);
-  CHECK(errors[0].message.rfind("spec.trafficPolicy.tls.mode: SIMPLE and MUTUAL", 0) == 0);
+  CHECK(errors[0].message.rfind("spec.trafficPolicy.tls.credentialName: Kubernetes secrets need SDS",
+                                0) == 0);
   CHECK(errors[1].message.rfind(
             "spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: ", 0) == 0);
   CHECK(errors[2].message.rfind("spec.subsets[0].trafficPolicy.tls.mode: ISTIO_MUTUAL needs", 0) ==

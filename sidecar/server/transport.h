@@ -1,0 +1,93 @@
+#pragma once
+
+// A connection's byte stream: a plaintext TCP stream, or TLS over it once a handshake made it
+// one. The codecs (HTTP/1.1, HTTP/2), the upstream pool and the TCP proxy read and write
+// through it; a plaintext connection pays one predictable branch per operation and nothing
+// else (no allocation, no extra system call). The TCP stream stays reachable for deadlines
+// (Beast's expires_*) and socket options.
+
+#include <chrono>
+#include <memory>
+#include <string_view>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include "sidecar/config/tls.h"
+#include "sidecar/stats.h"
+
+namespace meshpilot::sidecar::server {
+
+class Transport {
+ public:
+  using executor_type = boost::beast::tcp_stream::executor_type;
+  using TlsStream = boost::asio::ssl::stream<boost::beast::tcp_stream>;
+
+  explicit Transport(boost::asio::ip::tcp::socket socket) : plain_(std::move(socket)) {}
+  template <class ExecutionContext>
+  explicit Transport(ExecutionContext& context) : plain_(context) {}
+
+  executor_type get_executor() { return tcp().get_executor(); }
+  boost::beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : plain_; }
+  boost::asio::ip::tcp::socket& socket() { return tcp().socket(); }
+  // Makes the stream TLS with `context` and runs the handshake as server or client (with the
+  // context's SNI) until `deadline`, then checks the peer certificate's SANs. Counts the
+  // outcome in `stats` (Envoy's ssl.*); false: the connection is not to be used.
+  enum class Role { kServer, kClient };
+  boost::asio::awaitable<bool> Handshake(const config::TlsContext& context, Role role,
+                                         SslStats& stats,
+                                         std::chrono::steady_clock::time_point deadline);
+  // The protocol ALPN chose ("h2", "http/1.1"), empty without TLS or ALPN.
+  std::string_view alpn();
+
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, size_t)>(
+        [this](auto handler, const MutableBuffers& b) {
+          if (tls_) {
+            tls_->async_read_some(b, std::move(handler));
+          } else {
+            plain_.async_read_some(b, std::move(handler));
+          }
+        },
+        token, buffers);
+  }
+
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, size_t)>(
+        [this](auto handler, const ConstBuffers& b) {
+          if (tls_) {
+            tls_->async_write_some(b, std::move(handler));
+          } else {
+            plain_.async_write_some(b, std::move(handler));
+          }
+        },
+        token, buffers);
+  }
+
+  // Ends this side's sending (TLS: without close_notify, like a reset of the session).
+  void ShutdownSend() {
+    boost::system::error_code ignored;
+    socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+  }
+  void ShutdownBoth() {
+    boost::system::error_code ignored;
+    socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+  }
+  void Close() {
+    boost::system::error_code ignored;
+    socket().close(ignored);
+  }
+
+ private:
+  boost::beast::tcp_stream plain_;  // moved into tls_ by Handshake
+  std::unique_ptr<TlsStream> tls_;
+};
+
+}  // namespace meshpilot::sidecar::server

@@ -1,0 +1,322 @@
+"""meshproxy's TLS through real sockets: termination on listeners (curl, Python's ssl), and
+origination to TLS backends (Python's ssl servers, and meshproxy's own TLS listener for h2 by
+ALPN), with a CA and certificates the openssl CLI makes in a temporary directory.
+
+The test ADS server serves the resources; binaries come from MESHPROXY_BIN and ADS_SERVER_BIN.
+"""
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import unittest
+
+from harness import (Backend, Children, HttpsBackend, SharedMeshTest, TcpEchoBackend, TlsBackend,
+                     binary, free_port, tcp_exchange, make_pki, wait_until, write_resources)
+from integration_test import (NODE_ID, ROUTER, T, TCP_PROXY, WAIT_S, assignment, eds_cluster,
+                              http_listener, route)
+
+TLS = "envoy.transport_sockets.tls"
+DOWNSTREAM = T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM = T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+CLIENT_SPIFFE = "spiffe://cluster.local/ns/default/sa/client"
+
+
+def files(cert, key):
+    return {"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}
+
+
+def tls_cluster(name, sni="backend.test", ca=None, sans=(), client=None, alpn=(), auto=False,
+                http2=False):
+    """An EDS cluster originating TLS, as meshpilot writes a DestinationRule's tls."""
+    common = {}
+    if ca:
+        common["validation_context"] = {"trusted_ca": {"filename": ca},
+                                        "match_subject_alt_names": [{"exact": s} for s in sans]}
+    if client:
+        common["tls_certificates"] = [files(*client)]
+    if alpn:
+        common["alpn_protocols"] = list(alpn)
+    cluster = eds_cluster(name)
+    cluster["transport_socket"] = {"name": TLS, "typed_config": {
+        "@type": UPSTREAM, "sni": sni, "common_tls_context": common}}
+    if auto or http2:
+        config = {"auto_config": {}} if auto else {
+            "explicit_http_config": {"http2_protocol_options": {}}}
+        cluster["typed_extension_protocol_options"] = {HTTP_OPTIONS: {
+            "@type": T + HTTP_OPTIONS, **config}}
+    return cluster
+
+
+def terminating(listener, pki, alpn=("h2", "http/1.1"), client_ca=False):
+    """`listener` with a DownstreamTlsContext on its filter chain: the server certificate,
+    ALPN, and with `client_ca` mTLS (a client certificate from the CA, with the client's SAN)."""
+    common = {"tls_certificates": [files(pki["server"], pki["server_key"])],
+              "alpn_protocols": list(alpn)}
+    context = {"@type": DOWNSTREAM, "common_tls_context": common}
+    if client_ca:
+        common["validation_context"] = {
+            "trusted_ca": {"filename": pki["ca"]},
+            "match_typed_subject_alt_names": [{"san_type": "URI",
+                                               "matcher": {"exact": CLIENT_SPIFFE}}]}
+        context["require_client_certificate"] = True
+    listener["filter_chains"][0]["transport_socket"] = {"name": TLS, "typed_config": context}
+    return listener
+
+
+def tcp_proxy_listener(name, port, cluster):
+    return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": TCP_PROXY, "stat_prefix": name, "cluster": cluster}}]}]}
+
+
+class TlsMesh:
+    """The test ADS server, meshproxy, and plaintext and TLS backends."""
+
+    def __init__(self, test):
+        self.dir = tempfile.mkdtemp(prefix="meshproxy-tls-")
+        test.addCleanup(self.close)
+        self.pki = make_pki(self.dir)
+        pki = self.pki
+        self.web = Backend("web")
+        self.https = HttpsBackend("https", pki["server"], pki["server_key"])
+        self.mtls = HttpsBackend("mtls", pki["server"], pki["server_key"], client_ca=pki["ca"])
+        self.echo = TcpEchoBackend("echo")
+        self.tls_echo = TlsBackend("tls-echo", pki["server"], pki["server_key"])
+        self.dead_port = free_port()
+        ports = ("plain", "https", "mtls", "tls_tcp", "originate_tcp", "admin")
+        self.port = {name: free_port() for name in ports}
+        client = (pki["client"], pki["client_key"])
+        clusters = [
+            eds_cluster("web"),
+            tls_cluster("verified", ca=pki["ca"], sans=["backend.test"]),
+            tls_cluster("wrong-san", ca=pki["ca"], sans=["other.test"]),
+            tls_cluster("insecure", sni="anything.test"),
+            tls_cluster("mtls-without-cert", ca=pki["ca"]),
+            tls_cluster("mtls", ca=pki["ca"], client=client),
+            # auto_config: meshproxy's own TLS listener offers h2, the Python backend http/1.1.
+            tls_cluster("alpn-h2", sni="proxy.test", ca=pki["ca"], sans=["proxy.test"], auto=True),
+            tls_cluster("alpn-h1", ca=pki["ca"], auto=True),
+            # What meshpilot writes for a gRPC/HTTP2 port with DestinationRule tls SIMPLE.
+            tls_cluster("h2-tls", sni="proxy.test", ca=pki["ca"], alpn=["h2"], http2=True),
+            tls_cluster("tls-echo", ca=pki["ca"], sans=["backend.test"]),
+            tls_cluster("tls-dead", ca=pki["ca"]),
+            eds_cluster("echo"),
+        ]
+        endpoints = [assignment("web", [self.web.port]),
+                     assignment("verified", [self.https.port]),
+                     assignment("wrong-san", [self.https.port]),
+                     assignment("insecure", [self.https.port]),
+                     assignment("mtls-without-cert", [self.mtls.port]),
+                     assignment("mtls", [self.mtls.port]),
+                     assignment("alpn-h2", [self.port["https"]]),
+                     assignment("alpn-h1", [self.https.port]),
+                     assignment("h2-tls", [self.port["https"]]),
+                     assignment("tls-echo", [self.tls_echo.port]),
+                     assignment("tls-dead", [self.dead_port]),
+                     assignment("echo", [self.echo.port])]
+
+        def host(domain, cluster, **action):
+            return {"name": domain, "domains": [domain],
+                    "routes": [route("/", {"route": {"cluster": cluster, **action}})]}
+        routes = {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": "routes",
+                  "virtual_hosts": [
+                      host("web", "web"), host("verified", "verified"),
+                      host("wrong-san", "wrong-san"), host("insecure", "insecure"),
+                      host("mtls-without-cert", "mtls-without-cert"), host("mtls", "mtls"),
+                      host("alpn-h2", "alpn-h2", host_rewrite_literal="inner"),
+                      host("alpn-h1", "alpn-h1"), host("tls-dead", "tls-dead"),
+                      host("h2-tls", "h2-tls", host_rewrite_literal="inner"),
+                      # What arrives over the TLS listener: tells the protocol it came in.
+                      {"name": "inner", "domains": ["inner"], "routes": [route("/", {"route": {
+                          "cluster": "web"}}, request_headers_to_add=[{"header": {
+                              "key": "x-inner-protocol", "value": "%PROTOCOL%"}}])]}]}
+        listeners = [
+            http_listener("plain", self.port["plain"], "routes"),
+            terminating(http_listener("https", self.port["https"], "routes"), pki),
+            terminating(http_listener("mtls", self.port["mtls"], "routes"), pki, client_ca=True),
+            terminating(tcp_proxy_listener("tls-tcp", self.port["tls_tcp"], "echo"), pki, alpn=()),
+            tcp_proxy_listener("originate-tcp", self.port["originate_tcp"], "tls-echo"),
+        ]
+        write_resources(self.dir, {"cds": clusters, "eds": endpoints, "lds": listeners,
+                                   "rds": [routes]}, "v1")
+        self.children = Children()
+        ads = self.children.start("ads", [binary("ADS_SERVER_BIN",
+                                                 "build/release/tests/sidecar/sidecar_test_ads_server"),
+                                          "--resources", self.dir, "--port", "0"])
+        listening = wait_until(lambda: [l for l in ads.json_lines() if l.get("event") == "listening"],
+                               WAIT_S, "the ADS server to listen")
+        self.ads = ads
+        self.children.start("meshproxy", [
+            binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy"),
+            "--xds-address", f"127.0.0.1:{listening[0]['port']}", "--node-id", NODE_ID,
+            "--admin-port", str(self.port["admin"]), "--readiness-port", "0", "--concurrency", "2"])
+        wait_until(lambda: self.curl_status("http", "plain", "web") == 200, WAIT_S,
+                   "the plaintext listener to route")
+
+    def curl(self, scheme, listener, host, *extra, path="/"):
+        """curl to a listener of meshproxy: (exit code, HTTP version, status, body)."""
+        port = self.port[listener]
+        name = "proxy.test" if scheme == "https" else "127.0.0.1"
+        argv = ["curl", "-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_version} %{http_code}",
+                "-H", f"Host: {host}", "--resolve", f"proxy.test:{port}:127.0.0.1",
+                *extra, f"{scheme}://{name}:{port}{path}"]
+        if scheme == "https":
+            argv[1:1] = ["--cacert", self.pki["ca"]]
+        done = subprocess.run(argv, capture_output=True, timeout=20, text=True)
+        body, _, tail = done.stdout.rpartition("\n")
+        version, _, status = tail.partition(" ")
+        return done.returncode, version, int(status or 0), body
+
+    def curl_status(self, scheme, listener, host):
+        try:
+            return self.curl(scheme, listener, host)[2]
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return None
+
+    def stat(self, name):
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port['admin']}/stats", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                key, _, value = line.partition(": ")
+                if key == name:
+                    return int(value)
+        return None
+
+    def nacks(self):
+        return [l for l in self.ads.json_lines() if l.get("event") == "request" and "error" in l]
+
+    def logs(self):
+        return self.children.logs()
+
+    def close(self):
+        self.children.stop()
+        for backend in (self.web, self.https, self.mtls, self.echo, self.tls_echo):
+            backend.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TerminationTest(SharedMeshTest):
+    """Listeners whose filter chain has a DownstreamTlsContext."""
+
+    mesh_class = TlsMesh
+
+    def test_https_listener_serves_http1_with_the_verified_certificate(self):
+        before = self.mesh.stat("listener.https.ssl.handshake") or 0
+        code, version, status, body = self.mesh.curl("https", "https", "web", "--http1.1")
+        self.assertEqual((code, version, status), (0, "1.1", 200), body)
+        info = json.loads(body)
+        self.assertEqual(info["backend"], "web")
+        self.assertEqual(info["headers"]["x-forwarded-proto"], "https")
+        self.assertGreater(self.mesh.stat("listener.https.ssl.handshake"), before)
+        self.assertEqual(self.mesh.nacks(), [])
+
+    def test_alpn_h2_makes_an_http2_connection(self):
+        code, version, status, body = self.mesh.curl("https", "https", "web", "--http2")
+        self.assertEqual((code, version, status), (0, "2", 200), body)
+        self.assertEqual(json.loads(body)["backend"], "web")
+
+    def test_a_client_that_does_not_trust_the_ca_fails(self):
+        done = subprocess.run(["curl", "-s", "--max-time", "10", "--resolve",
+                               f"proxy.test:{self.mesh.port['https']}:127.0.0.1",
+                               f"https://proxy.test:{self.mesh.port['https']}/"],
+                              capture_output=True, timeout=20)
+        self.assertEqual(done.returncode, 60)  # curl: peer certificate cannot be authenticated
+
+    def test_mtls_requires_a_client_certificate_of_the_ca(self):
+        pki = self.mesh.pki
+        before = self.mesh.stat("listener.mtls.ssl.fail_verify_no_cert") or 0
+        code, _, status, _ = self.mesh.curl("https", "mtls", "web")
+        self.assertNotEqual(code, 0)
+        self.assertEqual(status, 0)
+        self.assertGreater(self.mesh.stat("listener.mtls.ssl.fail_verify_no_cert"), before)
+        code, _, status, _ = self.mesh.curl("https", "mtls", "web", "--cert", pki["rogue"],
+                                            "--key", pki["rogue_key"])
+        self.assertNotEqual(code, 0)
+        self.assertGreater(self.mesh.stat("listener.mtls.ssl.fail_verify_error"), 0)
+        code, version, status, body = self.mesh.curl("https", "mtls", "web", "--http2", "--cert",
+                                                     pki["client"], "--key", pki["client_key"])
+        self.assertEqual((code, version, status), (0, "2", 200), body)
+
+    def test_tcp_proxy_behind_tls_termination_sees_plaintext(self):
+        context = ssl.create_default_context(cafile=self.mesh.pki["ca"])
+        with socket.create_connection(("127.0.0.1", self.mesh.port["tls_tcp"]), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="proxy.test") as tls:
+                tls.sendall(b"over tls")
+                # The echo backend answers once the client half-closes: Python's ssl has no
+                # half-close of its own, so the TCP socket's write side ends (no close_notify).
+                with socket.fromfd(tls.fileno(), socket.AF_INET, socket.SOCK_STREAM) as same:
+                    same.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := tls.recv(4096):
+                    answer += chunk
+        self.assertEqual(answer, b"echo:over tls")
+
+
+class OriginationTest(SharedMeshTest):
+    """Clusters with an UpstreamTlsContext, reached through a plaintext listener."""
+
+    mesh_class = TlsMesh
+
+    def get(self, host):
+        return self.mesh.curl("http", "plain", host)
+
+    def test_verified_backend_gets_sni_and_the_request(self):
+        before = self.mesh.stat("cluster.verified.ssl.handshake") or 0
+        code, _, status, body = self.get("verified")
+        self.assertEqual((code, status), (0, 200), body)
+        info = json.loads(body)
+        self.assertEqual((info["backend"], info["sni"]), ("https", "backend.test"))
+        self.assertGreater(self.mesh.stat("cluster.verified.ssl.handshake"), before)
+
+    def test_a_san_mismatch_is_a_connect_failure(self):
+        code, _, status, body = self.get("wrong-san")
+        self.assertEqual(status, 503, body)
+        self.assertIn("upstream connect error or disconnect/reset before headers", body)
+        self.assertGreater(self.mesh.stat("cluster.wrong-san.ssl.fail_verify_san"), 0)
+        self.assertGreater(self.mesh.stat("cluster.wrong-san.upstream_cx_connect_fail"), 0)
+
+    def test_without_a_validation_context_nothing_is_verified(self):
+        code, _, status, body = self.get("insecure")
+        self.assertEqual((code, status), (0, 200), body)
+        self.assertEqual(json.loads(body)["sni"], "anything.test")
+
+    def test_mutual_tls_presents_the_client_certificate(self):
+        code, _, status, body = self.get("mtls-without-cert")
+        self.assertEqual(status, 503, body)
+        code, _, status, body = self.get("mtls")
+        self.assertEqual((code, status), (0, 200), body)
+        self.assertEqual(json.loads(body)["client_san"], [CLIENT_SPIFFE])
+
+    def test_auto_config_speaks_http2_when_alpn_chose_h2(self):
+        for _ in range(3):  # the HTTP/2 connection is reused
+            code, _, status, body = self.get("alpn-h2")
+            self.assertEqual((code, status), (0, 200), body)
+            self.assertEqual(json.loads(body)["headers"]["x-inner-protocol"], "HTTP/2")
+        code, _, status, body = self.get("alpn-h1")
+        self.assertEqual((code, status), (0, 200), body)
+        self.assertEqual(json.loads(body)["backend"], "https")
+
+    def test_an_http2_cluster_speaks_h2_over_tls(self):
+        code, _, status, body = self.get("h2-tls")
+        self.assertEqual((code, status), (0, 200), body)
+        self.assertEqual(json.loads(body)["headers"]["x-inner-protocol"], "HTTP/2")
+
+    def test_a_connect_failure_under_tls_is_envoys_503(self):
+        code, _, status, body = self.get("tls-dead")
+        self.assertEqual(status, 503, body)
+        self.assertIn("upstream connect error or disconnect/reset before headers", body)
+
+    def test_tcp_proxy_originates_tls(self):
+        answer = tcp_exchange(self.mesh.port["originate_tcp"], b"hello\n")
+        self.assertEqual(answer, b"tls-echo sni=backend.test:hello")
+        self.assertGreater(self.mesh.stat("cluster.tls-echo.ssl.handshake"), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
