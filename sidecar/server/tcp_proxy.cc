@@ -139,6 +139,15 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
   const bool connected = co_await ConnectUpstream(
       upstream, peer, Clock::now() + cluster->config->connect_timeout,
       cluster->config->tcp_keepalive, cluster->config->tls.get(), stats);
+  // Passive outlier detection sees whether the host could be reached.
+  if (host != nullptr && cluster->lb->outlier() != nullptr) {
+    const upstream::OutlierDetector& outlier = *cluster->lb->outlier();
+    if (connected) {
+      outlier.ReportConnected(*host, worker.rng()(), Clock::now());
+    } else {
+      outlier.ReportLocalOrigin(*host, false, worker.rng()(), Clock::now());
+    }
+  }
   if (!connected) {
     failed(kUpstreamConnectionFailure);
     co_return;

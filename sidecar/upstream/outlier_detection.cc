@@ -125,14 +125,26 @@ void OutlierDetector::ReportLocalOrigin(const Host& host, bool timeout, uint64_t
   }
 }
 
+void OutlierDetector::CountReached(OutlierState& state) const {
+  if (!config_.split_external_local_origin_errors) return;
+  state.local_interval_counts.fetch_add(kOneRequest, std::memory_order_relaxed);
+  state.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
+}
+
+void OutlierDetector::ReportConnected(const Host& host, uint64_t random,
+                                      Clock::time_point now) const {
+  if (!config_.split_external_local_origin_errors) {
+    Report(host, 200, random, now);
+    return;
+  }
+  CountReached(host.outlier);
+  AdvanceInterval(random, now);
+}
+
 void OutlierDetector::Report(const Host& host, unsigned status, uint64_t random,
                              Clock::time_point now) const {
   OutlierState& state = host.outlier;
-  if (config_.split_external_local_origin_errors) {
-    // An answer: as far as the host's connection goes, a success.
-    state.local_interval_counts.fetch_add(kOneRequest, std::memory_order_relaxed);
-    state.consecutive_local_origin_failure.store(0, std::memory_order_relaxed);
-  }
+  CountReached(state);  // an answer: as far as the host's connection goes, a success
   state.interval_counts.fetch_add(kOneRequest | (status >= 500 ? 1 : 0), std::memory_order_relaxed);
   AdvanceInterval(random, now);
   if (status < 500) {

@@ -58,6 +58,9 @@ class OutlierDetector {
   // A locally originated error at `host`: a connect failure or a reset, or a timeout.
   void ReportLocalOrigin(const Host& host, bool timeout, uint64_t random,
                          Clock::time_point now) const;
+  // A connection to `host` that will carry no answer to report (the TCP proxy's): a success
+  // of local origin (Envoy's LOCAL_ORIGIN_CONNECT_SUCCESS_FINAL; a 200 when not split).
+  void ReportConnected(const Host& host, uint64_t random, Clock::time_point now) const;
 
   // Whether `host` is ejected at `now`; a host whose time has passed returns here.
   bool Ejected(const Host& host, Clock::time_point now) const;
@@ -72,6 +75,8 @@ class OutlierDetector {
  private:
   // true if the host was ejected.
   bool TryEject(const Host& host, uint32_t enforcing, uint64_t random, Clock::time_point now) const;
+  // The host could be reached: with split errors, the local-origin success.
+  void CountReached(OutlierState& state) const;
   // Ends the interval when `now` is past it, evaluating it.
   void AdvanceInterval(uint64_t random, Clock::time_point now) const;
   // The success-rate and failure-percentage detectors over the interval that ended.

@@ -241,6 +241,7 @@ class Mesh:
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
         self.sticky_tcp_port = free_port()
+        self.patchy_tcp_port = free_port()
         self.idle_http_port = free_port()
         self.trailers_http_port = free_port()
         self.sni_port = free_port()
@@ -281,6 +282,8 @@ class Mesh:
                     keepalive_cluster("keepalive"),
                     eds_cluster("tcp-ring", "RING_HASH"), eds_cluster("mirror"),
                     outlier_cluster(FLAKY, consecutive_5xx=3, interval="1s",
+                                    base_ejection_time="300s", max_ejection_percent=50),
+                    outlier_cluster("tcp-patchy", consecutive_5xx=2, interval="1s",
                                     base_ejection_time="300s", max_ejection_percent=50)]
         endpoints = [assignment("web-v1", [self.v1.port]), assignment("web-v2", [self.v2.port]),
                      assignment("dead", [self.dead_port]), assignment("empty", []),
@@ -294,6 +297,7 @@ class Mesh:
                      assignment("sticky", [self.v1.port, self.v2.port]),
                      assignment("tcp-ring", [self.tcp_a.port, self.tcp_b.port]),
                      assignment(FLAKY, [self.v1.port, self.broken.port]),
+                     assignment("tcp-patchy", [self.tcp_a.port, self.dead_port]),
                      assignment("mirror", [self.mirror.port])]
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
@@ -306,6 +310,7 @@ class Mesh:
                                       weighted=[("tcp-a", 1), ("tcp-b", 1)]),
                          tcp_listener("tcp-sticky", self.sticky_tcp_port, cluster="tcp-ring",
                                       hash_policy=[{"source_ip": {}}], idle_timeout="0.5s"),
+                         tcp_listener("tcp-patchy", self.patchy_tcp_port, cluster="tcp-patchy"),
                          sni_listener("sni", self.sni_port)]
         return {"cds": clusters, "eds": endpoints, "lds": listeners,
                 "rds": [routes_override or routes("web-routes")]}
@@ -896,6 +901,22 @@ class HttpTest(SharedMeshTest):
             seen.add(tcp_exchange(self.mesh.split_tcp_port, b"x").split(b":")[0])
         self.assertEqual(seen, {b"tcp-a", b"tcp-b"})
 
+    def test_tcp_proxy_connect_failures_eject_the_host(self):
+        # Round robin over tcp-a and a port nobody listens on: the TCP proxy reports each
+        # connection's outcome to outlier detection, and the second refused connection in a row
+        # ejects the dead host (connect failures count as 503 when errors are not split).
+        def exchange():
+            try:
+                return tcp_exchange(self.mesh.patchy_tcp_port, b"x")
+            except OSError:  # meshproxy closed it before the client's half-close
+                return b""
+
+        answers = [exchange() for _ in range(12)]
+        self.assertEqual(answers.count(b""), 2, answers)  # refused: closed without an answer
+        self.assertEqual(answers[-6:], [b"tcp-a:x"] * 6, answers)
+        self.assertEqual(
+            self.mesh.stat("cluster.tcp-patchy.outlier_detection.ejections_enforced_total"), 1)
+
     def test_tls_inspector_routes_by_sni_and_passes_the_bytes_through(self):
         hello = client_hello("v1.web.example.com")
 
@@ -1058,7 +1079,7 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(sorted(eds["names"]),
                          ["dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
                           "max-requests",
-                          "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-ring",
+                          "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-patchy", "tcp-ring",
                           "trailers", "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
