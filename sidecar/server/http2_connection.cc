@@ -345,7 +345,10 @@ void Http2Connection::Terminate(bool connect_failed) {
 }
 
 bool Http2Connection::CanOpenStream(uint32_t local_limit) const {
-  if (dead_ || goaway_received_ || !nghttp2_session_check_request_allowed(session_)) return false;
+  // Draining (GOAWAY sent: max requests or duration reached, or replaced): no new stream.
+  if (dead_ || draining_ || goaway_received_ || !nghttp2_session_check_request_allowed(session_)) {
+    return false;
+  }
   if (max_requests_ != 0 && assigned_ >= max_requests_) return false;
   if (nghttp2_session_get_next_stream_id(session_) >= (1u << 31) - 2) return false;
   uint32_t limit =

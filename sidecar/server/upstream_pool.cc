@@ -15,6 +15,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "absl/cleanup/cleanup.h"
 #include "sidecar/server/http1_upstream.h"
 #include "sidecar/server/http2_codec.h"
 #include "sidecar/server/http2_connection.h"
@@ -102,6 +103,11 @@ asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, P
                                                  PendingCancellation* cancellation) {
   PendingRequest pending(*target.stats);
   for (;;) {
+    // A client that gave up while queued: its request goes nowhere.
+    if (cancellation != nullptr && cancellation->cancelled) {
+      pending.Cancelled();
+      co_return OpenedStream{nullptr, StreamError::kNone, false, true};
+    }
     const Clock::time_point connect_deadline =
         std::min(deadline, Clock::now() + target.connect_timeout);
     std::optional<OpenedStream> opened;
@@ -111,10 +117,6 @@ asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, P
       opened = co_await OpenHttp1(target, connect_deadline);
     }
     if (opened) co_return std::move(*opened);
-    if (cancellation != nullptr && cancellation->cancelled) {
-      pending.Cancelled();
-      co_return OpenedStream{nullptr, StreamError::kNone, false, true};
-    }
     if (!pending.queued() && !pending.Enqueue(target.max_pending_requests)) {
       co_return OpenedStream{nullptr, StreamError::kNone, true};
     }
@@ -133,6 +135,11 @@ asio::awaitable<void> UpstreamPool::WaitPending(const UpstreamTarget& target,
   }
   std::list<PendingWaiter*>& queue = it->second;
   auto position = queue.insert(queue.end(), &waiter);
+  // Out of the queue however the wait ends, also when the frame is destroyed at shutdown with
+  // the wait pending (a later WakePending would touch the destroyed waiter).
+  absl::Cleanup dequeue = [&queue, position, &waiter] {
+    if (!waiter.woken) queue.erase(position);
+  };
   if (cancellation != nullptr) {
     cancellation->waiting = &waiter.timer;
     if (cancellation->downstream != nullptr) cancellation->downstream->WatchAbandoned(true);
@@ -143,7 +150,6 @@ asio::awaitable<void> UpstreamPool::WaitPending(const UpstreamTarget& target,
     cancellation->waiting = nullptr;
     if (cancellation->downstream != nullptr) cancellation->downstream->WatchAbandoned(false);
   }
-  if (!waiter.woken) queue.erase(position);
 }
 
 void UpstreamPool::WakePending(std::string_view cluster, const tcp::endpoint* peer) {
@@ -189,8 +195,11 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   const std::shared_ptr<uint32_t> open = slot;  // connecting ones count too
   if (AtConnectionLimit(target)) {
     // As Envoy's pools: one with no connection to the host opens one anyway, so its pending
-    // requests are not stuck behind connections of other workers.
-    if (*open > 0) co_return std::nullopt;
+    // requests are not stuck behind connections of other workers. (Connections ALPN made
+    // HTTP/2 count as the worker's too.)
+    if (*open > 0 || (target.alpn && !Entry(http2_, target.cluster, target.peer).second.empty())) {
+      co_return std::nullopt;
+    }
     target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
   }
   auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
@@ -222,13 +231,19 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
 
 std::optional<OpenedStream> UpstreamPool::ReuseHttp2(const UpstreamTarget& target) {
   auto& connections = Entry(http2_, target.cluster, target.peer).second;
-  connections.erase(
-      std::remove_if(connections.begin(), connections.end(),
-                     [](const std::shared_ptr<Http2Connection>& c) { return c->dead(); }),
-      connections.end());
+  std::erase_if(connections, [&](const std::shared_ptr<Http2Connection>& c) {
+    if (c->dead()) return true;
+    if (c->tls() != target.tls) {
+      // Made under the cluster's previous config: it takes no new stream, drains (GOAWAY,
+      // closed once its streams are done) and leaves the pool, so it neither lingers until its
+      // idle timeout nor holds a slot of max_connections.
+      c->Drain();
+      return true;
+    }
+    return false;
+  });
   for (const auto& connection : connections) {
-    if (connection->tls() == target.tls &&
-        connection->CanOpenStream(target.max_concurrent_streams)) {
+    if (connection->CanOpenStream(target.max_concurrent_streams)) {
       connection->AssignStream();
       return OpenedStream{NewHttp2UpstreamStream(connection)};
     }

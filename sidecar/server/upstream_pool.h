@@ -101,7 +101,7 @@ struct UpstreamTarget {
                           config.tcp_keepalive,
                           config.max_connection_duration,
                           config.tls,
-                          config.protocol == config::UpstreamProtocol::kAlpn};
+                          config.protocol == config::UpstreamProtocol::kAlpn && config.tls};
   }
   static UpstreamTarget Of(std::string&& cluster, const config::ClusterConfig& config,
                            std::shared_ptr<ClusterStats> stats, bool head_request) = delete;

@@ -166,8 +166,9 @@ bool AdsClient::RunStream() {
       spdlog::warn("xds: NACK {} version {}: {}", kTypeNames[index], response.version_info(),
                    error);
     }
-    ok = SendRequest(*stream, type, state_.AckedVersion(type), response.nonce(), error);
-    // New clusters or listeners may need other endpoints or routes: say so right away.
+    // New clusters or listeners may need other endpoints or routes: say so right away, and
+    // before the ACK, as Envoy does, so that the server sees the new names before it learns
+    // the listeners are in (and may then remove clusters the old routes named).
     for (XdsType dependent : {XdsType::kEndpoint, XdsType::kRoute}) {
       const size_t d = static_cast<size_t>(dependent);
       if (!ok) break;
@@ -176,6 +177,7 @@ bool AdsClient::RunStream() {
         ok = SendRequest(*stream, dependent, state_.AckedVersion(dependent), last_nonce_[d], "");
       }
     }
+    if (ok) ok = SendRequest(*stream, type, state_.AckedVersion(type), response.nonce(), error);
   }
   grpc::Status status = stream->Finish();
   {
