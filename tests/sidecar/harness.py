@@ -634,6 +634,50 @@ def http_json(url, timeout=5):
         return json.loads(r.read())
 
 
+# Kubernetes objects as YAML, for meshpilot's file source.
+
+def endpoint_slice(service, name, ports, pod=None, address="127.0.0.1"):
+    """One endpoint at `address`; ports is [(port name, port)]; pod joins its labels."""
+    port_lines = "".join(f"- {{name: {n}, port: {p}, protocol: TCP}}\n" for n, p in ports)
+    target = f"\n  targetRef: {{kind: Pod, name: {pod}, namespace: default}}" if pod else ""
+    return f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}
+  namespace: default
+  labels: {{kubernetes.io/service-name: {service}}}
+addressType: IPv4
+ports:
+{port_lines}endpoints:
+- addresses: [{address}]{target}
+"""
+
+
+def pod(name, labels, ip):
+    """A Pod in namespace default; labels is a YAML flow mapping."""
+    return f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default, labels: {labels}}}
+status: {{podIP: {ip}}}
+"""
+
+
+def service(name, ip, ports):
+    """A Service in namespace default selecting app=name; ports is [(port name, port)]."""
+    port_lines = "".join(f"  - {{name: {n}, port: {p}, protocol: TCP}}\n" for n, p in ports)
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: {ip}
+  selector: {{app: {name}}}
+  ports:
+{port_lines}"""
+
+
 def admin_stat(name, admin_port=15000):
     """The value of one counter or gauge in meshproxy's admin /stats, or None."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats", timeout=5).read().decode()

@@ -27,8 +27,9 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (PROXY_UID, Children, SharedMeshTest, binary, main_in_network_namespace,  # noqa: E402
-                     run, start_meshpilot, start_sidecar, tcp_exchange, wait_until)
+from harness import (PROXY_UID, Children, SharedMeshTest, binary, endpoint_slice,  # noqa: E402
+                     main_in_network_namespace, pod, run, service, start_meshpilot,
+                     start_sidecar, tcp_exchange, wait_until)
 
 CLIENT_IP, SERVER_IP = "10.1.0.2", "10.1.0.3"
 WEB_IP, DB_IP = "10.96.0.50", "10.96.0.60"
@@ -47,44 +48,15 @@ time.sleep(3600)
 
 
 def mesh_yaml(web_port, db_port):
-    def service(name, ip, port_name, port):
-        return f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  clusterIP: {ip}
-  selector: {{app: {name}}}
-  ports:
-  - {{name: {port_name}, port: {port}, protocol: TCP}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports:
-- {{name: {port_name}, port: {web_port if name == "web" else db_port}, protocol: TCP}}
-endpoints:
-- addresses: [{SERVER_IP}]
-  targetRef: {{kind: Pod, name: web-v2-1, namespace: default}}
-"""
-    return f"""apiVersion: v1
+    return """apiVersion: v1
 kind: Namespace
-metadata: {{name: default}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: web-v2-1, namespace: default, labels: {{app: web, version: v2}}}}
-status: {{podIP: {SERVER_IP}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: client-v1-1, namespace: default, labels: {{app: client, version: v1}}}}
-status: {{podIP: {CLIENT_IP}}}
-""" + service("web", WEB_IP, "http", 80) + service("db", DB_IP, "tcp-db", 3306)
+metadata: {name: default}
+""" + pod("web-v2-1", "{app: web, version: v2}", SERVER_IP) + \
+        pod("client-v1-1", "{app: client, version: v1}", CLIENT_IP) + \
+        service("web", WEB_IP, [("http", 80)]) + \
+        endpoint_slice("web", "web-1", [("http", web_port)], "web-v2-1", SERVER_IP) + \
+        service("db", DB_IP, [("tcp-db", 3306)]) + \
+        endpoint_slice("db", "db-1", [("tcp-db", db_port)], "web-v2-1", SERVER_IP)
 
 
 class TwoPods:

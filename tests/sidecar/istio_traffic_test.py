@@ -28,52 +28,13 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (POD_IP, Backend, Children, HttpsBackend, SharedMeshTest,  # noqa: E402
                      TcpEchoBackend, admin_stat, binary, capture_outbound, config_dump_has,
-                     free_port, http_json, main_in_network_namespace, make_pki, reset_network,
-                     start_meshpilot, start_sidecar, tcp_exchange, wait_until)
+                     endpoint_slice, free_port, http_json, main_in_network_namespace, make_pki,
+                     pod, reset_network, service, start_meshpilot, start_sidecar, tcp_exchange,
+                     wait_until)
 
 WAIT_S = 20
 WEB_IP, SHADOW_IP, FLAKY_IP, PATCHY_IP = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
 DB_IP, ECHO_IP, RAMP_IP, SECURE_IP = "10.96.0.60", "10.96.0.70", "10.96.0.80", "10.96.0.90"
-
-
-def endpoint_slice(service, name, ports, pod=None):
-    """One endpoint on loopback; ports is [(port name, port)]; pod joins its labels."""
-    port_lines = "".join(f"- {{name: {n}, port: {p}, protocol: TCP}}\n" for n, p in ports)
-    target = f"\n  targetRef: {{kind: Pod, name: {pod}, namespace: default}}" if pod else ""
-    return f"""---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}
-  namespace: default
-  labels: {{kubernetes.io/service-name: {service}}}
-addressType: IPv4
-ports:
-{port_lines}endpoints:
-- addresses: [127.0.0.1]{target}
-"""
-
-
-def pod(name, labels, ip):
-    return f"""---
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: default, labels: {labels}}}
-status: {{podIP: {ip}}}
-"""
-
-
-def service(name, ip, ports):
-    port_lines = "".join(f"  - {{name: {n}, port: {p}, protocol: TCP}}\n" for n, p in ports)
-    return f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  clusterIP: {ip}
-  selector: {{app: {name}}}
-  ports:
-{port_lines}"""
 
 
 def web_subsets(traffic_policy="", **subset_policies):
