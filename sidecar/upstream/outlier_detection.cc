@@ -79,7 +79,7 @@ void OutlierDetector::AdvanceInterval(uint64_t random, Clock::time_point now) co
 }
 
 void OutlierDetector::DecayEjections(int64_t interval_end, Clock::time_point now) const {
-  const int64_t interval = std::max<int64_t>(Nanos(Clock::time_point(config_.interval)), 1);
+  const int64_t interval = std::max<int64_t>(std::chrono::nanoseconds(config_.interval).count(), 1);
   // The intervals that ended: at interval_end, interval_end + interval, ... up to now.
   const int64_t ended = 1 + (Nanos(now) - interval_end) / interval;
   for (const Host* host : hosts_) {
