@@ -1,6 +1,7 @@
 #include "sidecar/http/header_map.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -12,11 +13,12 @@ namespace {
 
 bool IsPseudo(std::string_view name) { return !name.empty() && name.front() == ':'; }
 
-// `lower` is a stored (lower-case) name; `name` may come in any case. No lower-case copy.
+// `lower` is a stored (lower-case) name; `name` may come in any case. No lower-case copy, and
+// the usual lower-case argument costs a memcmp.
 bool SameName(std::string_view lower, std::string_view name) {
   return lower.size() == name.size() &&
-         absl::EqualsIgnoreCase(absl::string_view(lower.data(), lower.size()),
-                                absl::string_view(name.data(), name.size()));
+         (lower == name || absl::EqualsIgnoreCase(absl::string_view(lower.data(), lower.size()),
+                                                  absl::string_view(name.data(), name.size())));
 }
 
 }  // namespace
@@ -33,15 +35,15 @@ std::optional<std::string_view> HeaderMap::Get(std::string_view name) const {
 }
 
 void HeaderMap::Add(std::string_view name, std::string_view value) {
-  Entry entry{std::string(name), std::string(value)};
-  absl::AsciiStrToLower(&entry.first);
-  if (IsPseudo(entry.first)) {
-    auto first_regular = std::find_if(entries_.begin(), entries_.end(),
-                                      [](const Entry& e) { return !IsPseudo(e.first); });
-    entries_.insert(first_regular, std::move(entry));
-  } else {
-    entries_.push_back(std::move(entry));
+  // Pseudo-headers stay first, in the order they came; the rest are appended.
+  auto at = entries_.end();
+  if (IsPseudo(name)) {
+    at = std::find_if(entries_.begin(), entries_.end(),
+                      [](const Entry& e) { return !IsPseudo(e.first); });
   }
+  Entry& entry = *entries_.emplace(at, std::piecewise_construct, std::forward_as_tuple(name),
+                                   std::forward_as_tuple(value));
+  for (char& c : entry.first) c = absl::ascii_tolower(static_cast<unsigned char>(c));
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {
@@ -58,9 +60,7 @@ void HeaderMap::Set(std::string_view name, std::string_view value) {
 }
 
 void HeaderMap::Remove(std::string_view name) {
-  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
-                                [&](const Entry& e) { return SameName(e.first, name); }),
-                 entries_.end());
+  RemoveIf([&](const Entry& e) { return SameName(e.first, name); });
 }
 
 unsigned HeaderMap::Status() const {

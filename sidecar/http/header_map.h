@@ -5,6 +5,7 @@
 // ":status") first as HTTP/2 sends them. The HTTP/1.1 and HTTP/2 codecs convert to and from it,
 // so routing, header mutations, retries and local replies are written once.
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +33,11 @@ class HeaderMap {
   // Replaces every value of `name` with one.
   void Set(std::string_view name, std::string_view value);
   void Remove(std::string_view name);
+  // Removes the entries `predicate(entry)` holds for, in one pass.
+  template <class Predicate>
+  void RemoveIf(Predicate predicate) {
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(), predicate), entries_.end());
+  }
 
   void Reserve(size_t entries) { entries_.reserve(entries); }
   const std::vector<Entry>& entries() const { return entries_; }

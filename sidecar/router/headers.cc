@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <string_view>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -114,7 +116,8 @@ void ApplyHeaderMutations(const config::HeaderMutations& mutations, http::Header
 }
 
 void StripHopByHop(http::HeaderMap& headers) {
-  std::vector<std::string> named;
+  // Names the Connection header lists go too (except its own close / keep-alive options).
+  absl::InlinedVector<std::string, 2> named;
   for (const auto& [name, value] : headers.entries()) {
     if (name != "connection") continue;
     for (absl::string_view token : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
@@ -122,15 +125,18 @@ void StripHopByHop(http::HeaderMap& headers) {
       if (lower != "close" && lower != "keep-alive") named.push_back(std::move(lower));
     }
   }
-  for (const std::string& name : named) headers.Remove(name);
-  for (const char* name : {"connection", "keep-alive", "proxy-connection", "upgrade",
-                           "transfer-encoding", "trailer"}) {
-    headers.Remove(name);
-  }
-  if (auto te = headers.Get("te")) {
-    const absl::string_view value(te->data(), te->size());
-    if (!absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(value), "trailers")) headers.Remove("te");
-  }
+  // Stored names are lower case.
+  headers.RemoveIf([&named](const http::HeaderMap::Entry& entry) {
+    const std::string& name = entry.first;
+    if (name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
+        name == "upgrade" || name == "transfer-encoding" || name == "trailer") {
+      return true;
+    }
+    if (name == "te") {
+      return !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(entry.second), "trailers");
+    }
+    return std::find(named.begin(), named.end(), name) != named.end();
+  });
 }
 
 std::string NewRequestId(std::mt19937_64& rng) {

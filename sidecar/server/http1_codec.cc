@@ -19,6 +19,7 @@
 
 #include "sidecar/http/http1_headers.h"
 #include "sidecar/http/http1_parser.h"
+#include "sidecar/server/http1_read.h"
 #include "sidecar/server/router_filter.h"
 
 namespace meshpilot::sidecar::server {
@@ -76,8 +77,8 @@ class Http1DownstreamStream final : public DownstreamStream {
     }
     const size_t before = out.size();
     parser_.BodyInto(out);
-    boost::system::error_code ec;
-    co_await bhttp::async_read(stream_, buffer_, parser_, redirect_error(use_awaitable, ec));
+    boost::system::error_code ec =
+        co_await ReadHttp1(stream_, buffer_, parser_, Http1ReadUntil::kMessage);
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) {
       out.resize(before);
@@ -193,24 +194,17 @@ class Http1DownstreamStream final : public DownstreamStream {
     const std::array<asio::const_buffer, 3> buffers{asio::buffer(out_),
                                                     asio::buffer(data.data(), data.size()),
                                                     asio::buffer(suffix.data(), suffix.size())};
-    if (asio::buffer_size(buffers) > 0) {
-      boost::system::error_code ec;
-      co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
-      if (ec) {
-        failed_ = true;
-        co_return false;
-      }
+    if (asio::buffer_size(buffers) > 0 && co_await stream_.Write(buffers)) {
+      failed_ = true;
+      co_return false;
     }
     response_done_ = end_stream;
     co_return true;
   }
 
   asio::awaitable<bool> Write(std::string_view bytes) {
-    boost::system::error_code ec;
-    co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()),
-                               redirect_error(use_awaitable, ec));
-    if (ec) failed_ = true;
-    co_return !ec;
+    if (co_await stream_.Write(asio::buffer(bytes.data(), bytes.size()))) failed_ = true;
+    co_return !failed_;
   }
 
   Transport& stream_;
@@ -295,8 +289,8 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
     http::Http1Parser<true> parser(chain.enable_trailers);
     parser.header_limit(64 * 1024);
     idle.Waiting();
-    boost::system::error_code ec;
-    co_await bhttp::async_read_header(stream, buffer, parser, redirect_error(use_awaitable, ec));
+    boost::system::error_code ec =
+        co_await ReadHttp1(stream, buffer, parser, Http1ReadUntil::kHeader);
     idle.Serving();
     if (ec) {
       if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&

@@ -4,20 +4,16 @@
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/error.hpp>
 
 #include "sidecar/http/http1_headers.h"
+#include "sidecar/server/http1_read.h"
 
 namespace meshpilot::sidecar::server {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
-using asio::redirect_error;
-using asio::use_awaitable;
 
 namespace {
 
@@ -65,14 +61,6 @@ Http1UpstreamStream::~Http1UpstreamStream() {
   pool_.ConnectionClosed(cluster_);
 }
 
-void Http1UpstreamStream::ExpiresAt(Clock::time_point deadline) {
-  if (deadline == Clock::time_point::max()) {
-    connection_->stream.tcp().expires_never();
-  } else {
-    connection_->stream.tcp().expires_at(deadline);
-  }
-}
-
 asio::awaitable<StreamError> Http1UpstreamStream::Send(std::string_view data, bool end_stream) {
   const std::string_view suffix =
       http::FrameHttp1Body(data.size(), chunked_request_, end_stream, connection_->out);
@@ -80,8 +68,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::Send(std::string_view data, bo
                                                   asio::buffer(data.data(), data.size()),
                                                   asio::buffer(suffix.data(), suffix.size())};
   if (asio::buffer_size(buffers) == 0) co_return StreamError::kNone;
-  boost::system::error_code ec;
-  co_await asio::async_write(connection_->stream, buffers, redirect_error(use_awaitable, ec));
+  const boost::system::error_code ec = co_await connection_->stream.Write(buffers);
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 
@@ -99,10 +86,9 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::Header
   }
   http::EndHttp1Head(connection_->out);
   request_complete_ = end_stream;
-  connection_->stream.tcp().expires_never();
-  boost::system::error_code ec;
-  co_await asio::async_write(connection_->stream, asio::buffer(connection_->out),
-                             redirect_error(use_awaitable, ec));
+  connection_->stream.tcp().expires_never();  // a TLS stream's last read may have set one
+  const boost::system::error_code ec =
+      co_await connection_->stream.Write(asio::buffer(connection_->out));
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 
@@ -126,13 +112,11 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendTrailers(const http::Heade
 asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& out,
                                                               bool& end_stream,
                                                               Clock::time_point deadline) {
-  ExpiresAt(deadline);
   for (;;) {
     parser_.emplace(trailers_enabled_);
     if (head_request_) parser_->skip(true);
-    boost::system::error_code ec;
-    co_await bhttp::async_read_header(connection_->stream, connection_->buffer, *parser_,
-                                      redirect_error(use_awaitable, ec));
+    const boost::system::error_code ec = co_await ReadHttp1(
+        connection_->stream, connection_->buffer, *parser_, Http1ReadUntil::kHeader, deadline);
     if (ec) co_return ErrorOf(ec);
     const unsigned status = parser_->status();
     // 100 Continue and other informational responses: the final one follows.
@@ -146,12 +130,10 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
 
 asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, bool& end,
                                                            Clock::time_point deadline) {
-  ExpiresAt(deadline);
   const size_t before = out.size();
   parser_->BodyInto(out);
-  boost::system::error_code ec;
-  co_await bhttp::async_read(connection_->stream, connection_->buffer, *parser_,
-                             redirect_error(use_awaitable, ec));
+  boost::system::error_code ec = co_await ReadHttp1(
+      connection_->stream, connection_->buffer, *parser_, Http1ReadUntil::kMessage, deadline);
   if (ec == bhttp::error::need_buffer) ec = {};
   if (ec) {
     out.resize(before);  // a piece cut short is not passed on

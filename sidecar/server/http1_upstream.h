@@ -40,7 +40,6 @@ class Http1UpstreamStream final : public UpstreamStream {
  private:
   // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
   boost::asio::awaitable<StreamError> Send(std::string_view data, bool end_stream);
-  void ExpiresAt(Clock::time_point deadline);
 
   UpstreamPool& pool_;
   IdleConnections& idle_;  // where the connection goes back

@@ -6,6 +6,11 @@
 // else (no allocation, no extra system call). The TCP stream stays reachable for deadlines
 // (Beast's expires_*) and socket options.
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <string_view>
@@ -15,7 +20,11 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include "sidecar/config/tls.h"
@@ -44,6 +53,45 @@ class Transport {
                                          std::chrono::steady_clock::time_point deadline);
   // The protocol ALPN chose ("h2", "http/1.1"), empty without TLS or ALPN.
   std::string_view alpn();
+
+  // Writes all of `buffers`. A plaintext stream sends at once, straight on the socket (one
+  // sendmsg), and waits for room only when the socket's buffer is full: a write that fits
+  // makes no trip through the scheduler. TLS goes through the engine.
+  template <class ConstBuffers>
+  boost::asio::awaitable<boost::system::error_code> Write(const ConstBuffers& buffers) {
+    boost::system::error_code ec;
+    size_t sent = 0;
+    if (!tls_) {
+      sent = SendNow(buffers, ec);
+      if (ec || sent == boost::asio::buffer_size(buffers)) co_return ec;
+    }
+    boost::beast::buffers_suffix<ConstBuffers> rest(buffers);
+    rest.consume(sent);
+    co_await boost::asio::async_write(
+        *this, rest, boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    co_return ec;
+  }
+
+  // Reads some bytes into `buffers`. With no deadline (max) a plaintext stream waits on the
+  // socket itself rather than through Beast's timed stream; with one, a read still pending at
+  // the deadline fails with beast::error::timeout. (Not a coroutine: the read starts when the
+  // result is awaited, which must be at once.)
+  template <class MutableBuffers>
+  boost::asio::awaitable<size_t> ReadSome(const MutableBuffers& buffers,
+                                          boost::system::error_code& ec,
+                                          std::chrono::steady_clock::time_point deadline) {
+    using boost::asio::redirect_error;
+    using boost::asio::use_awaitable;
+    if (!tls_ && deadline == std::chrono::steady_clock::time_point::max()) {
+      return plain_.socket().async_read_some(buffers, redirect_error(use_awaitable, ec));
+    }
+    if (deadline == std::chrono::steady_clock::time_point::max()) {
+      tcp().expires_never();
+    } else {
+      tcp().expires_at(deadline);
+    }
+    return async_read_some(buffers, redirect_error(use_awaitable, ec));
+  }
 
   template <class MutableBuffers, class Token>
   auto async_read_some(const MutableBuffers& buffers, Token&& token) {
@@ -86,6 +134,36 @@ class Transport {
   }
 
  private:
+  // Sends what the socket takes of `buffers` now (plaintext only), without waiting; a full
+  // socket buffer is not an error.
+  template <class ConstBuffers>
+  size_t SendNow(const ConstBuffers& buffers, boost::system::error_code& ec) {
+    std::array<iovec, 8> iov;
+    size_t count = 0;
+    size_t total = 0;
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it) {
+      const boost::asio::const_buffer piece(*it);
+      if (piece.size() == 0) continue;
+      if (count == iov.size()) break;  // the rest goes with async_write
+      iov[count++] = {const_cast<void*>(piece.data()), piece.size()};
+      total += piece.size();
+    }
+    if (total == 0) return 0;
+    msghdr message{};
+    message.msg_iov = iov.data();
+    message.msg_iovlen = count;
+    for (;;) {
+      const ssize_t n = ::sendmsg(socket().native_handle(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        ec.assign(errno, boost::asio::error::get_system_category());
+      }
+      return 0;
+    }
+  }
+
   boost::beast::tcp_stream plain_;  // moved into tls_ by Handshake
   std::unique_ptr<TlsStream> tls_;
 };

@@ -1,0 +1,42 @@
+#pragma once
+
+// Reading an HTTP/1.1 message with Beast's parser from a Transport: what the buffer already
+// holds is parsed first, and the socket is read only when the parser needs more. This is
+// Beast's http::async_read loop without its composed operations, so a message whose bytes
+// are already buffered (a body that came with its head, a pipelined request) completes
+// without a trip through the scheduler.
+
+#include <chrono>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/basic_parser.hpp>
+
+#include "sidecar/server/transport.h"
+
+namespace meshpilot::sidecar::server {
+
+enum class Http1ReadUntil {
+  kHeader,  // the header is done
+  kMessage, // the message is done, or (need_buffer) the parser's body piece is full
+};
+
+// Returns as Beast's http::async_read_header / async_read do: end_of_stream for a connection
+// closed before a message began, need_buffer when a body piece is full (not an error for
+// the callers here), beast::error::timeout once `deadline` passes.
+template <bool isRequest>
+boost::asio::awaitable<boost::system::error_code> ReadHttp1(
+    Transport& stream, boost::beast::flat_buffer& buffer,
+    boost::beast::http::basic_parser<isRequest>& parser, Http1ReadUntil until,
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
+
+extern template boost::asio::awaitable<boost::system::error_code> ReadHttp1<true>(
+    Transport&, boost::beast::flat_buffer&, boost::beast::http::basic_parser<true>&,
+    Http1ReadUntil, std::chrono::steady_clock::time_point);
+extern template boost::asio::awaitable<boost::system::error_code> ReadHttp1<false>(
+    Transport&, boost::beast::flat_buffer&, boost::beast::http::basic_parser<false>&,
+    Http1ReadUntil, std::chrono::steady_clock::time_point);
+
+}  // namespace meshpilot::sidecar::server
