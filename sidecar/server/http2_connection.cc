@@ -261,8 +261,7 @@ asio::awaitable<void> Http2Connection::ReadLoop(std::string preface) {
   std::vector<uint8_t> buffer(64 * 1024);
   while (!dead_ && (nghttp2_session_want_read(session_) || nghttp2_session_want_write(session_))) {
     boost::system::error_code ec;
-    size_t n = co_await transport_.async_read_some(asio::buffer(buffer),
-                                                redirect_error(use_awaitable, ec));
+    size_t n = co_await transport_.ReadSome(asio::buffer(buffer), ec, Clock::time_point::max());
     if (ec) break;
     if (stats_) stats_->upstream_cx_rx_bytes_total.fetch_add(n, std::memory_order_relaxed);
     ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
@@ -290,9 +289,7 @@ asio::awaitable<void> Http2Connection::WriteLoop() {
       out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     }
     if (!out.empty()) {
-      boost::system::error_code ec;
-      co_await asio::async_write(transport_, asio::buffer(out), redirect_error(use_awaitable, ec));
-      if (ec) {
+      if (co_await transport_.Write(asio::buffer(out))) {
         Terminate(false);
         co_return;
       }
