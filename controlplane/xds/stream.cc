@@ -82,6 +82,7 @@ Stream::Answer Stream::AnswerLocked(ResourceType type, const std::string& nonce,
   // newer one of: xDS says it is no ACK/NACK.
   if (nonce != status.sent_nonce) return Answer::kStale;
   state.awaiting_ack = false;
+  state.rejected = error != nullptr;
   if (error != nullptr) {
     status.nacked_version = status.sent_version;
     status.nack_error = error->message();
@@ -163,7 +164,9 @@ void StreamReactor<Request, Response>::PushLocked() {
 
   // Make before break (xDS: "Eventual consistency considerations"): clusters and endpoints
   // that left the state stay with the client until the listeners and routes that may name
-  // them have been replaced and ACKed; only then does it learn they are gone.
+  // them have been replaced and ACKed; only then does it learn they are gone. A client that
+  // rejected its new listeners or routes still runs the old ones, so they stay until it
+  // accepts newer ones.
   bool deferred = false;
   for (ResourceType type : cache::kPushOrder) {
     const cache::ResourceMap* available = &snapshot->Resources(type);
@@ -178,9 +181,8 @@ void StreamReactor<Request, Response>::PushLocked() {
     }
     if (!PushTypeLocked(type, *available)) return;
   }
-  if (!deferred || type_state(ResourceType::kListener).awaiting_ack ||
-      type_state(ResourceType::kRoute).awaiting_ack) {
-    return;
+  for (ResourceType type : {ResourceType::kListener, ResourceType::kRoute}) {
+    if (!deferred || type_state(type).awaiting_ack || type_state(type).rejected) return;
   }
   for (ResourceType type : {ResourceType::kCluster, ResourceType::kEndpoint}) {
     if (!PushTypeLocked(type, snapshot->Resources(type))) return;

@@ -36,6 +36,7 @@ class Stream {
   struct TypeState {
     TypeStatus status;
     bool awaiting_ack = false;
+    bool rejected = false;  // the last response was NACKed: the client kept what it had
     bool named = false;  // the client has named resources (even "*"): no legacy wildcard
     std::chrono::steady_clock::time_point sent_at;
   };

@@ -332,6 +332,40 @@ TEST_CASE("ads: a removed cluster and its endpoints leave only after the routes 
   CHECK(Subscribe(fresh, kCds).version_info() == cds3.version_info());
 }
 
+TEST_CASE("ads: a removed cluster stays while the client rejects the routes that replace it") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  Subscribe(client, kCds);
+  Subscribe(client, kEds, ClusterNames(2));
+  Subscribe(client, kLds);
+  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  REQUIRE(WaitForAck(server, rds));
+
+  mesh.services.erase("default/svc-1");
+  mesh.endpoints.erase("default/svc-1");
+  server.SetState(mesh);
+  // Clusters and endpoints keep svc-1 for now: the routes come first.
+  DiscoveryResponse rds2 = ReadOf(client, kRds);
+  // The client keeps serving its old routes, which name svc-1: svc-1 must stay with it.
+  REQUIRE(client.Nack(rds2, "route_config 8080: rejected for the test"));
+  CHECK(client.ExpectNothing());
+
+  // A later route configuration the client accepts lets the removal through.
+  AddService(mesh, "web", 8080, model::Protocol::kHttp);
+  server.SetState(mesh);
+  DiscoveryResponse cds3 = ReadOf(client, kCds);
+  CHECK(NameSet(cds3).contains(ClusterName("svc-1")));
+  REQUIRE(client.Ack(cds3));
+  REQUIRE(client.Ack(ReadOf(client, kEds)));
+  DiscoveryResponse rds3 = ReadOf(client, kRds);
+  REQUIRE(client.Ack(rds3));
+  DiscoveryResponse cds4 = ReadOf(client, kCds);
+  CHECK_FALSE(NameSet(cds4).contains(ClusterName("svc-1")));
+  CHECK(NameSet(cds4).contains(ClusterName("web")));
+}
+
 TEST_CASE("ads: later types wait while an earlier type awaits its ACK") {
   AdsTestServer server;
   model::MeshState mesh = MakeMesh(1);
