@@ -1,7 +1,12 @@
 #include "sidecar/server/http1_read.h"
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http/error.hpp>
+
+#include "sidecar/server/stream.h"
 
 namespace meshpilot::sidecar::server {
 
@@ -19,6 +24,7 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
     return until == Http1ReadUntil::kHeader ? parser.is_header_done() : parser.is_done();
   };
   boost::system::error_code ec;
+  bool yielded = false;
   while (!done()) {
     if (buffer.size() > 0) {
       buffer.consume(parser.put(buffer.data(), ec));
@@ -27,6 +33,15 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
         continue;
       }
       ec = {};
+    }
+    if (!yielded && ExchangeCount::in_flight() > 1) {
+      // Under load, let the handlers already queued run first: the bytes awaited here are
+      // often in by then, and Asio's speculative read gets them at once instead of failing
+      // and waiting on the reactor (a wasted recv per wait). Alone, there is nothing to
+      // let run, and a round through the scheduler would cost an epoll_wait.
+      yielded = true;
+      co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+      continue;
     }
     const size_t size = beast::read_size(buffer, 65536);
     if (size == 0) co_return bhttp::error::buffer_overflow;

@@ -112,6 +112,7 @@ asio::awaitable<void> PumpBody(DownstreamStream& down, UpstreamStream& up,
 }  // namespace
 
 asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
+  const ExchangeCount counted;
   const Clock::time_point received = Clock::now();
   std::shared_ptr<const ProxyConfig> config = worker_.store().Load();
   ListenerStats& listener_stats = *listener_.stats;

@@ -27,6 +27,21 @@ using Clock = std::chrono::steady_clock;
 
 enum class Protocol { kHttp1, kHttp2 };
 
+// The requests this thread's worker is serving (one event loop per worker thread, so the
+// count is the worker's): the router counts each exchange while it runs. A read about to wait
+// lets the others run first when there are several (ReadHttp1).
+class ExchangeCount {
+ public:
+  ExchangeCount() { ++in_flight_; }
+  ~ExchangeCount() { --in_flight_; }
+  ExchangeCount(const ExchangeCount&) = delete;
+  ExchangeCount& operator=(const ExchangeCount&) = delete;
+  static int in_flight() { return in_flight_; }
+
+ private:
+  static inline thread_local int in_flight_ = 0;
+};
+
 // Why an upstream exchange failed.
 enum class StreamError {
   kNone,
