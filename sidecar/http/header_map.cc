@@ -5,7 +5,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 
 namespace meshpilot::sidecar::http {
 
@@ -64,10 +63,12 @@ void HeaderMap::Remove(std::string_view name) {
 }
 
 unsigned HeaderMap::Status() const {
+  const std::optional<std::string_view> value = Get(":status");
+  if (!value || value->empty() || value->size() > 3) return 0;
   unsigned status = 0;
-  auto value = Get(":status");
-  if (!value || !absl::SimpleAtoi(absl::string_view(value->data(), value->size()), &status)) {
-    return 0;
+  for (char c : *value) {
+    if (c < '0' || c > '9') return 0;
+    status = status * 10 + static_cast<unsigned>(c - '0');
   }
   return status;
 }

@@ -125,17 +125,31 @@ void StripHopByHop(http::HeaderMap& headers) {
       if (lower != "close" && lower != "keep-alive") named.push_back(std::move(lower));
     }
   }
-  // Stored names are lower case.
+  // Stored names are lower case; most are none of these, which their length tells.
   headers.RemoveIf([&named](const http::HeaderMap::Entry& entry) {
-    const std::string& name = entry.first;
-    if (name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
-        name == "upgrade" || name == "transfer-encoding" || name == "trailer") {
-      return true;
+    const std::string_view name = entry.first;
+    switch (name.size()) {
+      case 2:
+        if (name == "te") {
+          return !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(entry.second), "trailers");
+        }
+        break;
+      case 7:
+        if (name == "upgrade" || name == "trailer") return true;
+        break;
+      case 10:
+        if (name == "connection" || name == "keep-alive") return true;
+        break;
+      case 16:
+        if (name == "proxy-connection") return true;
+        break;
+      case 17:
+        if (name == "transfer-encoding") return true;
+        break;
+      default:
+        break;
     }
-    if (name == "te") {
-      return !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(entry.second), "trailers");
-    }
-    return std::find(named.begin(), named.end(), name) != named.end();
+    return !named.empty() && std::find(named.begin(), named.end(), name) != named.end();
   });
 }
 
