@@ -5,6 +5,7 @@ ALPN), with a CA and certificates the openssl CLI makes in a temporary directory
 The test ADS server serves the resources; binaries come from MESHPROXY_BIN and ADS_SERVER_BIN.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,7 +16,8 @@ import tempfile
 import unittest
 
 from harness import (Backend, Children, HttpsBackend, SharedMeshTest, TcpEchoBackend, TlsBackend,
-                     binary, free_port, tcp_exchange, make_pki, wait_until, write_resources)
+                     ThreadedTcpServer, binary, free_port, tcp_exchange, make_pki, wait_until,
+                     write_resources)
 from integration_test import (NODE_ID, ROUTER, T, TCP_PROXY, WAIT_S, assignment, eds_cluster,
                               http_listener, route)
 
@@ -75,6 +77,66 @@ def tcp_proxy_listener(name, port, cluster):
                 "@type": TCP_PROXY, "stat_prefix": name, "cluster": cluster}}]}]}
 
 
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: many records, many writes
+
+
+class SpeakFirstBackend(ThreadedTcpServer):
+    """Plaintext: sends PAYLOAD, half-closes, then reads until the peer's FIN and keeps what it
+    read in `received`."""
+
+    def __init__(self):
+        self.received = []
+        super().__init__()
+
+    def _serve(self, conn):
+        with conn:
+            conn.settimeout(10)
+            try:
+                conn.sendall(PAYLOAD)
+                conn.shutdown(socket.SHUT_WR)
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                self.received.append(data)
+            except OSError as e:
+                self.received.append(e)
+
+
+class TlsSinkBackend(ThreadedTcpServer):
+    """TLS: reads until the client's close_notify (a FIN without one raises SSLEOFError, kept
+    in `outcomes`), answers with the length and a digest of it, and closes with its own."""
+
+    def __init__(self, cert, key):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.outcomes = []
+        super().__init__()
+
+    def _serve(self, conn):
+        conn.settimeout(10)
+        try:
+            with self.context.wrap_socket(conn, server_side=True,
+                                          suppress_ragged_eofs=False) as tls:
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+                self.outcomes.append(len(data))
+                tls.sendall(f"{len(data)} {hashlib.sha256(data).hexdigest()}".encode())
+                tls.unwrap()
+        except (OSError, ssl.SSLError) as e:
+            self.outcomes.append(e)
+            conn.close()
+
+
+def read_to_close_notify(tls):
+    """Everything `tls` (wrapped with suppress_ragged_eofs=False) receives until the peer's
+    close_notify; a FIN without one raises SSLEOFError."""
+    data = b""
+    while chunk := tls.recv(65536):
+        data += chunk
+    return data
+
+
 class TlsMesh:
     """The test ADS server, meshproxy, and plaintext and TLS backends."""
 
@@ -88,8 +150,11 @@ class TlsMesh:
         self.mtls = HttpsBackend("mtls", pki["server"], pki["server_key"], client_ca=pki["ca"])
         self.echo = TcpEchoBackend("echo")
         self.tls_echo = TlsBackend("tls-echo", pki["server"], pki["server_key"])
+        self.speak_first = SpeakFirstBackend()
+        self.tls_sink = TlsSinkBackend(pki["server"], pki["server_key"])
         self.dead_port = free_port()
-        ports = ("plain", "https", "mtls", "tls_tcp", "originate_tcp", "admin")
+        ports = ("plain", "https", "mtls", "tls_tcp", "originate_tcp", "tls_speak_first",
+                 "originate_sink", "admin")
         self.port = {name: free_port() for name in ports}
         client = (pki["client"], pki["client_key"])
         clusters = [
@@ -107,6 +172,8 @@ class TlsMesh:
             tls_cluster("tls-echo", ca=pki["ca"], sans=["backend.test"]),
             tls_cluster("tls-dead", ca=pki["ca"]),
             eds_cluster("echo"),
+            eds_cluster("speak-first"),
+            tls_cluster("tls-sink", ca=pki["ca"], sans=["backend.test"]),
         ]
         endpoints = [assignment("web", [self.web.port]),
                      assignment("verified", [self.https.port]),
@@ -119,7 +186,9 @@ class TlsMesh:
                      assignment("h2-tls", [self.port["https"]]),
                      assignment("tls-echo", [self.tls_echo.port]),
                      assignment("tls-dead", [self.dead_port]),
-                     assignment("echo", [self.echo.port])]
+                     assignment("echo", [self.echo.port]),
+                     assignment("speak-first", [self.speak_first.port]),
+                     assignment("tls-sink", [self.tls_sink.port])]
 
         def host(domain, cluster, **action):
             return {"name": domain, "domains": [domain],
@@ -142,6 +211,9 @@ class TlsMesh:
             terminating(http_listener("mtls", self.port["mtls"], "routes"), pki, client_ca=True),
             terminating(tcp_proxy_listener("tls-tcp", self.port["tls_tcp"], "echo"), pki, alpn=()),
             tcp_proxy_listener("originate-tcp", self.port["originate_tcp"], "tls-echo"),
+            terminating(tcp_proxy_listener("tls-speak-first", self.port["tls_speak_first"],
+                                           "speak-first"), pki, alpn=()),
+            tcp_proxy_listener("originate-sink", self.port["originate_sink"], "tls-sink"),
         ]
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "lds": listeners,
                                    "rds": [routes]}, "v1")
@@ -196,7 +268,8 @@ class TlsMesh:
 
     def close(self):
         self.children.stop()
-        for backend in (self.web, self.https, self.mtls, self.echo, self.tls_echo):
+        for backend in (self.web, self.https, self.mtls, self.echo, self.tls_echo,
+                        self.speak_first, self.tls_sink):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -258,6 +331,29 @@ class TerminationTest(SharedMeshTest):
         self.assertEqual(answer, b"echo:over tls")
 
 
+    def tls_client(self, port):
+        context = ssl.create_default_context(cafile=self.mesh.pki["ca"])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        return context.wrap_socket(raw, server_hostname="proxy.test", suppress_ragged_eofs=False)
+
+    def test_an_http1_connection_ends_with_close_notify(self):
+        with self.tls_client(self.mesh.port["https"]) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+            response = read_to_close_notify(tls)
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:100])
+        self.assertIn(b'"backend": "web"', response)
+
+    def test_tcp_proxy_half_closes_as_close_notify_and_back(self):
+        # The backend sends 1 MiB and half-closes: the client gets all of it and then
+        # close_notify, and still sends; its close_notify becomes the backend's FIN.
+        with self.tls_client(self.mesh.port["tls_speak_first"]) as tls:
+            self.assertEqual(read_to_close_notify(tls), PAYLOAD)
+            tls.sendall(b"after close_notify")
+            tls.unwrap()  # its own close_notify (the peer's came already: no wait)
+        wait_until(lambda: self.mesh.speak_first.received, WAIT_S, "the backend to read to EOF")
+        self.assertEqual(self.mesh.speak_first.received, [b"after close_notify"])
+
+
 class OriginationTest(SharedMeshTest):
     """Clusters with an UpstreamTlsContext, reached through a plaintext listener."""
 
@@ -316,6 +412,15 @@ class OriginationTest(SharedMeshTest):
         answer = tcp_exchange(self.mesh.port["originate_tcp"], b"hello\n")
         self.assertEqual(answer, b"tls-echo sni=backend.test:hello")
         self.assertGreater(self.mesh.stat("cluster.tls-echo.ssl.handshake"), 0)
+
+    def test_tcp_proxy_originating_tls_carries_a_half_close_as_close_notify(self):
+        # The client's FIN after 1 MiB becomes close_notify toward the TLS backend, which reads
+        # it all (a bare FIN would be a truncation to it) and answers; its close_notify becomes
+        # the client's FIN.
+        answer = tcp_exchange(self.mesh.port["originate_sink"], PAYLOAD, timeout_s=10)
+        self.assertEqual(answer.decode(),
+                         f"{len(PAYLOAD)} {hashlib.sha256(PAYLOAD).hexdigest()}")
+        self.assertEqual(self.mesh.tls_sink.outcomes, [len(PAYLOAD)])
 
 
 if __name__ == "__main__":
