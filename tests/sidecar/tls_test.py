@@ -11,15 +11,17 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
+import threading
 import unittest
 
 from harness import (Backend, Children, HttpsBackend, SharedMeshTest, TcpEchoBackend, TlsBackend,
                      ThreadedTcpServer, binary, free_port, tcp_exchange, make_pki, wait_until,
                      write_resources)
 from integration_test import (NODE_ID, ROUTER, T, TCP_PROXY, WAIT_S, assignment, eds_cluster,
-                              http_listener, route)
+                              http_listener, limited_cluster, route)
 
 TLS = "envoy.transport_sockets.tls"
 DOWNSTREAM = T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -173,6 +175,7 @@ class TlsMesh:
             tls_cluster("tls-dead", ca=pki["ca"]),
             eds_cluster("echo"),
             eds_cluster("speak-first"),
+            limited_cluster("queued", max_connections=1, max_pending_requests=1),
             tls_cluster("tls-sink", ca=pki["ca"], sans=["backend.test"]),
         ]
         endpoints = [assignment("web", [self.web.port]),
@@ -188,6 +191,7 @@ class TlsMesh:
                      assignment("tls-dead", [self.dead_port]),
                      assignment("echo", [self.echo.port]),
                      assignment("speak-first", [self.speak_first.port]),
+                     assignment("queued", [self.web.port]),
                      assignment("tls-sink", [self.tls_sink.port])]
 
         def host(domain, cluster, **action):
@@ -195,7 +199,7 @@ class TlsMesh:
                     "routes": [route("/", {"route": {"cluster": cluster, **action}})]}
         routes = {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": "routes",
                   "virtual_hosts": [
-                      host("web", "web"), host("verified", "verified"),
+                      host("web", "web"), host("queued", "queued"), host("verified", "verified"),
                       host("wrong-san", "wrong-san"), host("insecure", "insecure"),
                       host("mtls-without-cert", "mtls-without-cert"), host("mtls", "mtls"),
                       host("alpn-h2", "alpn-h2", host_rewrite_literal="inner"),
@@ -227,7 +231,10 @@ class TlsMesh:
         self.children.start("meshproxy", [
             binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy"),
             "--xds-address", f"127.0.0.1:{listening[0]['port']}", "--node-id", NODE_ID,
-            "--admin-port", str(self.port["admin"]), "--readiness-port", "0", "--concurrency", "2"])
+            "--admin-port", str(self.port["admin"]), "--readiness-port", "0",
+            # One worker: an HTTP/1.1 pool of another worker would open its own connection
+            # past max_connections (as Envoy's), and nothing would queue.
+            "--concurrency", "1"])
         wait_until(lambda: self.curl_status("http", "plain", "web") == 200, WAIT_S,
                    "the plaintext listener to route")
 
@@ -352,6 +359,35 @@ class TerminationTest(SharedMeshTest):
             tls.unwrap()  # its own close_notify (the peer's came already: no wait)
         wait_until(lambda: self.mesh.speak_first.received, WAIT_S, "the backend to read to EOF")
         self.assertEqual(self.mesh.speak_first.received, [b"after close_notify"])
+
+
+    def test_a_tls_client_that_leaves_the_pending_queue_is_noticed(self):
+        # max_connections 1, max_pending_requests 1: the first request holds the connection;
+        # each TLS client below queues, then goes away (close_notify alone, a FIN without it,
+        # a reset) and must give its place back at once: through TLS its close is a record to
+        # read, not the socket's EOF.
+        stat = lambda name: self.mesh.stat(f"cluster.queued.{name}") or 0
+        results = {}
+        first = threading.Thread(target=lambda: results.update(
+            first=self.mesh.curl("https", "https", "queued", "--http1.1", path="/delay/4000")))
+        first.start()
+        wait_until(lambda: stat("upstream_cx_active") == 1, WAIT_S, "the connection to be in use")
+        for cancelled, leave in ((1, "close_notify"), (2, "fin"), (3, "reset")):
+            tls = self.tls_client(self.mesh.port["https"])
+            tls.sendall(b"GET /gone HTTP/1.1\r\nHost: queued\r\n\r\n")
+            wait_until(lambda: stat("upstream_rq_pending_active") == 1, WAIT_S, "a pending request")
+            if leave == "close_notify":
+                tls.unwrap()  # returns with meshproxy's close_notify, once it let the request go
+            elif leave == "reset":
+                tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            tls.close()
+            wait_until(lambda: stat("upstream_rq_cancelled") == cancelled, WAIT_S,
+                       "the request to leave the queue")
+            self.assertEqual(stat("upstream_rq_pending_active"), 0)
+        first.join(timeout=10)
+        self.assertEqual(results["first"][2], 200)
+        self.assertEqual(stat("upstream_rq_pending_overflow"), 0)
+        self.assertEqual(stat("upstream_cx_total"), 1)  # the gone requests never went upstream
 
 
 class OriginationTest(SharedMeshTest):
