@@ -350,8 +350,9 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
   }
   Transport transport(std::move(socket));
   if (chain->tls) {
+    const std::shared_ptr<const config::TlsContext> context = chain->tls->Current();
     const bool handshaken =
-        co_await transport.Handshake(*chain->tls, Transport::Role::kServer, owner.stats->ssl,
+        co_await transport.Handshake(*context, Transport::Role::kServer, owner.stats->ssl,
                                      std::chrono::steady_clock::now() + kTlsHandshakeTimeout);
     if (!handshaken) co_return;
     info.tls_terminated = true;

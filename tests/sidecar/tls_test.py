@@ -8,6 +8,7 @@ The test ADS server serves the resources; binaries come from MESHPROXY_BIN and A
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -56,11 +57,15 @@ def tls_cluster(name, sni="backend.test", ca=None, sans=(), client=None, alpn=()
     return cluster
 
 
-def terminating(listener, pki, alpn=("h2", "http/1.1"), client_ca=False):
-    """`listener` with a DownstreamTlsContext on its filter chain: the server certificate,
-    ALPN, and with `client_ca` mTLS (a client certificate from the CA, with the client's SAN)."""
-    common = {"tls_certificates": [files(pki["server"], pki["server_key"])],
-              "alpn_protocols": list(alpn)}
+def terminating(listener, pki, alpn=("h2", "http/1.1"), client_ca=False, certificate_sds=None):
+    """`listener` with a DownstreamTlsContext on its filter chain: the server certificate (or
+    the SdsSecretConfig `certificate_sds`), ALPN, and with `client_ca` mTLS (a client
+    certificate from the CA, with the client's SAN)."""
+    common = {"alpn_protocols": list(alpn)}
+    if certificate_sds:
+        common["tls_certificate_sds_secret_configs"] = [certificate_sds]
+    else:
+        common["tls_certificates"] = [files(pki["server"], pki["server_key"])]
     context = {"@type": DOWNSTREAM, "common_tls_context": common}
     if client_ca:
         common["validation_context"] = {
@@ -70,6 +75,64 @@ def terminating(listener, pki, alpn=("h2", "http/1.1"), client_ca=False):
         context["require_client_certificate"] = True
     listener["filter_chains"][0]["transport_socket"] = {"name": TLS, "typed_config": context}
     return listener
+
+
+SECRET = T + "envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+def sds(name, path, watched_directory=None):
+    """An SdsSecretConfig read from a file (Envoy's path_config_source)."""
+    source = {"path": path}
+    if watched_directory:
+        source["watched_directory"] = {"path": watched_directory}
+    return {"name": name, "sds_config": {"path_config_source": source}}
+
+
+def write_secret_yaml(path, name, cert, key):
+    """A DiscoveryResponse in YAML with one tls_certificate Secret, replaced atomically."""
+    with open(path + ".tmp", "w") as f:
+        f.write(f"resources:\n- \"@type\": {SECRET}\n  name: {name}\n  tls_certificate:\n"
+                f"    certificate_chain: {{filename: {cert}}}\n"
+                f"    private_key: {{filename: '{key}'}}\n")
+    os.replace(path + ".tmp", path)
+
+
+def secret_json(name, cert, key):
+    """A DiscoveryResponse in JSON with one tls_certificate Secret, inline."""
+    def inline(path):
+        with open(path) as f:
+            return {"inline_string": f.read()}
+    return json.dumps({"resources": [{"@type": SECRET, "name": name, "tls_certificate": {
+        "certificate_chain": inline(cert), "private_key": inline(key)}}]})
+
+
+def rotate_like_kubernetes(directory, files):
+    """A Secret volume's update: the files in a new hidden folder, then the `..data` symlink
+    swapped to it by a rename (a move into `directory`); the names in `directory` point
+    through `..data`."""
+    version = str(len([n for n in os.listdir(directory) if n.startswith("..v")]))
+    os.makedirs(os.path.join(directory, "..v" + version))
+    for name, content in files.items():
+        with open(os.path.join(directory, "..v" + version, name), "w") as f:
+            f.write(content)
+        link = os.path.join(directory, name)
+        if not os.path.islink(link):
+            os.symlink(os.path.join("..data", name), link)
+    os.symlink("..v" + version, os.path.join(directory, "..data_tmp"))
+    os.replace(os.path.join(directory, "..data_tmp"), os.path.join(directory, "..data"))
+
+
+def sign_server(pki_dir, name, cn):
+    """Another server certificate of the CA (SAN DNS:proxy.test), with subject CN `cn`."""
+    def sh(*argv):
+        subprocess.run(argv, check=True, capture_output=True, timeout=30, cwd=pki_dir)
+    sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-subj", "/CN=" + cn, "-keyout", name + ".key", "-out", name + ".csr")
+    with open(os.path.join(pki_dir, name + ".ext"), "w") as f:
+        f.write("subjectAltName=DNS:proxy.test\nextendedKeyUsage=serverAuth\n")
+    sh("openssl", "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+       "-CAcreateserial", "-days", "1", "-extfile", name + ".ext", "-out", name + ".pem")
+    return os.path.join(pki_dir, name + ".pem"), os.path.join(pki_dir, name + ".key")
 
 
 def tcp_proxy_listener(name, port, cluster):
@@ -156,9 +219,30 @@ class TlsMesh:
         self.tls_sink = TlsSinkBackend(pki["server"], pki["server_key"])
         self.dead_port = free_port()
         ports = ("plain", "https", "mtls", "tls_tcp", "originate_tcp", "tls_speak_first",
-                 "originate_sink", "admin")
+                 "originate_sink", "sds_file", "sds_dir", "admin")
         self.port = {name: free_port() for name in ports}
         client = (pki["client"], pki["client_key"])
+        # SDS from files: a YAML DiscoveryResponse naming certificate files (watched with it),
+        # and a JSON one in a folder updated as Kubernetes updates a Secret volume.
+        self.rotated = sign_server(self.dir, "rotated", "rotated.test")
+        self.sds_file = os.path.join(self.dir, "sds", "server.yaml")
+        os.makedirs(os.path.dirname(self.sds_file))
+        for name, source in (("tls.crt", pki["server"]), ("tls.key", pki["server_key"])):
+            shutil.copy(source, os.path.join(self.dir, "sds", name))
+        write_secret_yaml(self.sds_file, "server", os.path.join(self.dir, "sds", "tls.crt"),
+                          os.path.join(self.dir, "sds", "tls.key"))
+        self.sds_dir = os.path.join(self.dir, "secret-volume")
+        os.makedirs(self.sds_dir)
+        rotate_like_kubernetes(self.sds_dir, {
+            "server.json": secret_json("server", pki["server"], pki["server_key"])})
+        with open(os.path.join(self.dir, "sds", "ca.json"), "w") as f:
+            f.write(json.dumps({"resources": [{"@type": SECRET, "name": "ROOTCA",
+                                               "validation_context": {"trusted_ca": {
+                                                   "filename": pki["ca"]}}}]}))
+        sds_verified = tls_cluster("sds-verified")
+        sds_verified["transport_socket"]["typed_config"]["common_tls_context"][
+            "validation_context_sds_secret_config"] = sds(
+                "ROOTCA", os.path.join(self.dir, "sds", "ca.json"))
         clusters = [
             eds_cluster("web"),
             tls_cluster("verified", ca=pki["ca"], sans=["backend.test"]),
@@ -176,6 +260,7 @@ class TlsMesh:
             eds_cluster("echo"),
             eds_cluster("speak-first"),
             limited_cluster("queued", max_connections=1, max_pending_requests=1),
+            sds_verified,
             tls_cluster("tls-sink", ca=pki["ca"], sans=["backend.test"]),
         ]
         endpoints = [assignment("web", [self.web.port]),
@@ -192,6 +277,7 @@ class TlsMesh:
                      assignment("echo", [self.echo.port]),
                      assignment("speak-first", [self.speak_first.port]),
                      assignment("queued", [self.web.port]),
+                     assignment("sds-verified", [self.https.port]),
                      assignment("tls-sink", [self.tls_sink.port])]
 
         def host(domain, cluster, **action):
@@ -200,6 +286,7 @@ class TlsMesh:
         routes = {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": "routes",
                   "virtual_hosts": [
                       host("web", "web"), host("queued", "queued"), host("verified", "verified"),
+                      host("sds-verified", "sds-verified"),
                       host("wrong-san", "wrong-san"), host("insecure", "insecure"),
                       host("mtls-without-cert", "mtls-without-cert"), host("mtls", "mtls"),
                       host("alpn-h2", "alpn-h2", host_rewrite_literal="inner"),
@@ -218,6 +305,11 @@ class TlsMesh:
             terminating(tcp_proxy_listener("tls-speak-first", self.port["tls_speak_first"],
                                            "speak-first"), pki, alpn=()),
             tcp_proxy_listener("originate-sink", self.port["originate_sink"], "tls-sink"),
+            terminating(http_listener("sds-file", self.port["sds_file"], "routes"), pki,
+                        certificate_sds=sds("server", self.sds_file)),
+            terminating(http_listener("sds-dir", self.port["sds_dir"], "routes"), pki,
+                        certificate_sds=sds("server", os.path.join(self.sds_dir, "server.json"),
+                                            watched_directory=self.sds_dir)),
         ]
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "lds": listeners,
                                    "rds": [routes]}, "v1")
@@ -388,6 +480,81 @@ class TerminationTest(SharedMeshTest):
         self.assertEqual(results["first"][2], 200)
         self.assertEqual(stat("upstream_rq_pending_overflow"), 0)
         self.assertEqual(stat("upstream_cx_total"), 1)  # the gone requests never went upstream
+
+
+class SdsTest(SharedMeshTest):
+    """Certificates from SDS files (path_config_source), rotated on disk."""
+
+    mesh_class = TlsMesh
+
+    def server_cn(self, listener):
+        """The subject CN of the certificate a new handshake with `listener` presents."""
+        context = ssl.create_default_context(cafile=self.mesh.pki["ca"])
+        with socket.create_connection(("127.0.0.1", self.mesh.port[listener]), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="proxy.test") as tls:
+                return dict(field[0] for field in tls.getpeercert()["subject"])["commonName"]
+
+    def get(self, tls):
+        """A keep-alive request on `tls`: the status line of its whole response."""
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += tls.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            body += tls.recv(65536)
+        return head.split(b"\r\n")[0]
+
+    def test_a_replaced_certificate_serves_new_handshakes_and_a_bad_file_keeps_it(self):
+        mesh = self.mesh
+        self.assertEqual(self.server_cn("sds_file"), "backend.test")
+        context = ssl.create_default_context(cafile=mesh.pki["ca"])
+        raw = socket.create_connection(("127.0.0.1", mesh.port["sds_file"]), timeout=10)
+        with context.wrap_socket(raw, server_hostname="proxy.test") as before:
+            self.assertEqual(self.get(before), b"HTTP/1.1 200 OK")
+            # The files the secret names, replaced (key first, as a rotation tool may: the
+            # moment between is a mismatch, logged, that the certificate's move then ends).
+            sds = os.path.dirname(mesh.sds_file)
+            for name, source in (("tls.key", mesh.rotated[1]), ("tls.crt", mesh.rotated[0])):
+                shutil.copy(source, os.path.join(sds, name + ".new"))
+                os.replace(os.path.join(sds, name + ".new"), os.path.join(sds, name))
+            wait_until(lambda: self.server_cn("sds_file") == "rotated.test", WAIT_S,
+                       "new handshakes to present the rotated certificate")
+            # The connection opened before keeps its session.
+            self.assertEqual(self.get(before), b"HTTP/1.1 200 OK")
+            self.assertEqual(before.getpeercert()["subject"][0][0][1], "backend.test")
+        # A file that is no DiscoveryResponse: logged with its path, the last good one serves.
+        with open(mesh.sds_file + ".tmp", "w") as f:
+            f.write("resources: {not: [a list]}\n")
+        os.replace(mesh.sds_file + ".tmp", mesh.sds_file)
+        wait_until(lambda: f"SDS {mesh.sds_file} (secret \"server\") not applied: "
+                           f"filter_chains[0].transport_socket.typed_config.common_tls_context."
+                           f"tls_certificate_sds_secret_configs[0]: {mesh.sds_file}: "
+                           f"not a DiscoveryResponse" in mesh.logs(),
+                   WAIT_S, "the bad file to be logged")
+        self.assertEqual(self.server_cn("sds_file"), "rotated.test")
+        # Fixed: back to the first certificate.
+        write_secret_yaml(mesh.sds_file, "server", mesh.pki["server"], mesh.pki["server_key"])
+        wait_until(lambda: self.server_cn("sds_file") == "backend.test", WAIT_S,
+                   "the fixed file to be served")
+
+    def test_a_watched_directory_rotates_as_a_kubernetes_secret_volume(self):
+        mesh = self.mesh
+        self.assertEqual(self.server_cn("sds_dir"), "backend.test")
+        rotate_like_kubernetes(mesh.sds_dir, {
+            "server.json": secret_json("server", *mesh.rotated)})
+        wait_until(lambda: self.server_cn("sds_dir") == "rotated.test", WAIT_S,
+                   "new handshakes to present the rotated certificate")
+        rotate_like_kubernetes(mesh.sds_dir, {"server.json": "{\"resources\": []}"})
+        wait_until(lambda: f"{os.path.join(mesh.sds_dir, 'server.json')}: no secret named "
+                           f"\"server\"" in mesh.logs(), WAIT_S, "the empty secret to be logged")
+        self.assertEqual(self.server_cn("sds_dir"), "rotated.test")
+
+    def test_an_upstream_validation_context_from_sds(self):
+        code, _, status, body = self.mesh.curl("http", "plain", "sds-verified")
+        self.assertEqual((code, status), (0, 200), body)
+        self.assertGreater(self.mesh.stat("cluster.sds-verified.ssl.handshake"), 0)
 
 
 class OriginationTest(SharedMeshTest):
