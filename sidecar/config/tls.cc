@@ -458,14 +458,17 @@ absl::StatusOr<bool> IsRawBuffer(const envoy::config::core::v3::TransportSocket&
 
 }  // namespace
 
-bool TlsContext::SanMatches(X509* cert) const {
-  if (san_matchers.empty()) return true;
-  if (cert == nullptr) return false;
+namespace {
+
+// Calls `visit(type, value)` for each DNS, URI, email and IP address SAN of `cert` until it
+// returns true; returns whether one did.
+template <typename Visit>
+bool AnySan(X509* cert, Visit visit) {
   auto* names = static_cast<GENERAL_NAMES*>(
       X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (names == nullptr) return false;
-  bool matched = false;
-  for (int i = 0; i < sk_GENERAL_NAME_num(names) && !matched; ++i) {
+  bool found = false;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names) && !found; ++i) {
     const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
     SanMatcher::Type type;
     std::string value;
@@ -497,26 +500,50 @@ bool TlsContext::SanMatches(X509* cert) const {
       default:
         continue;
     }
+    found = visit(type, value);
+  }
+  GENERAL_NAMES_free(names);
+  return found;
+}
+
+}  // namespace
+
+bool TlsContext::SanMatches(X509* cert) const {
+  if (san_matchers.empty()) return true;
+  if (cert == nullptr) return false;
+  return AnySan(cert, [this](SanMatcher::Type type, const std::string& value) {
     for (const SanMatcher& matcher : san_matchers) {
       if (matcher.type != SanMatcher::Type::kAny && matcher.type != type) continue;
-      bool hit = matcher.match.Matches(value);
+      if (matcher.match.Matches(value)) return true;
       // A wildcard DNS SAN ("*.example.com") stands for one label, as Envoy matches it
       // against an exact matcher.
-      if (!hit && type == SanMatcher::Type::kDns && value.starts_with("*.") &&
+      if (type == SanMatcher::Type::kDns && value.starts_with("*.") &&
           matcher.match.kind == StringMatch::Kind::kExact) {
         const std::string& want = matcher.match.value;
         const size_t dot = want.find('.');
-        hit = dot != std::string::npos && dot > 0 &&
-              std::string_view(want).substr(dot) == std::string_view(value).substr(1);
-      }
-      if (hit) {
-        matched = true;
-        break;
+        if (dot != std::string::npos && dot > 0 &&
+            std::string_view(want).substr(dot) == std::string_view(value).substr(1)) {
+          return true;
+        }
       }
     }
-  }
-  GENERAL_NAMES_free(names);
-  return matched;
+    return false;
+  });
+}
+
+PeerCertificate ReadPeerCertificate(X509* cert) {
+  PeerCertificate peer;
+  AnySan(cert, [&peer](SanMatcher::Type type, const std::string& value) {
+    if (type == SanMatcher::Type::kUri) peer.uri_sans.push_back(value);
+    if (type == SanMatcher::Type::kDns) peer.dns_sans.push_back(value);
+    return false;
+  });
+  BioPtr bio(BIO_new(BIO_s_mem()), &BIO_free);
+  X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(bio.get(), &data);
+  if (size > 0) peer.subject.assign(data, static_cast<size_t>(size));
+  return peer;
 }
 
 namespace {

@@ -30,6 +30,15 @@ struct SanMatcher {
   StringMatch match;
 };
 
+// A peer certificate as Envoy's RBAC `authenticated` principal reads it: the URI SANs, then
+// the DNS SANs, else the subject (RFC 2253, "CN=client,O=example").
+struct PeerCertificate {
+  std::vector<std::string> uri_sans;
+  std::vector<std::string> dns_sans;
+  std::string subject;
+};
+PeerCertificate ReadPeerCertificate(X509* cert);
+
 struct TlsContext {
   std::unique_ptr<boost::asio::ssl::context> ssl;
   std::string sni;  // upstream: the ClientHello's server name, empty: none

@@ -72,6 +72,13 @@ boost::asio::awaitable<void> Transport::ShutdownSend(
   socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
 }
 
+std::shared_ptr<const config::PeerCertificate> Transport::PeerCertificate() {
+  if (!tls_) return nullptr;
+  X509* peer = SSL_get0_peer_certificate(tls_->native_handle());
+  if (peer == nullptr) return nullptr;
+  return std::make_shared<const config::PeerCertificate>(config::ReadPeerCertificate(peer));
+}
+
 boost::asio::awaitable<bool> Transport::Handshake(const config::TlsContext& context, Role role,
                                                   SslStats& stats,
                                                   std::chrono::steady_clock::time_point deadline) {

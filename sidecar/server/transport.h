@@ -52,6 +52,8 @@ class Transport {
                                          std::chrono::steady_clock::time_point deadline);
   // The protocol ALPN chose ("h2", "http/1.1"), empty without TLS or ALPN.
   std::string_view alpn();
+  // The certificate the peer presented, read once; null without TLS or without one.
+  std::shared_ptr<const config::PeerCertificate> PeerCertificate();
   bool tls() const { return tls_ != nullptr; }
 
   // Reads what can be read without waiting (through TLS: whole records only): bytes, or 0 with

@@ -337,17 +337,6 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
     std::shared_ptr<ListenerStats> stats;
     ~ActiveGuard() { stats->downstream_cx_active.fetch_sub(1, std::memory_order_relaxed); }
   } guard{owner.stats};
-  if (!chain->rbac.empty()) {
-    filters::RbacRequest request{info.remote, info.destination, std::nullopt, {},
-                                 info.server_name};
-    for (const auto& rbac : chain->rbac) {
-      if (!rbac->Evaluate(request).allowed) {
-        owner.stats->rbac_denied.fetch_add(1, std::memory_order_relaxed);
-        co_return;  // Envoy's network RBAC closes the connection
-      }
-    }
-    owner.stats->rbac_allowed.fetch_add(1, std::memory_order_relaxed);
-  }
   Transport transport(std::move(socket));
   if (chain->tls) {
     const std::shared_ptr<const config::TlsContext> context = chain->tls->Current();
@@ -356,6 +345,20 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
                                      std::chrono::steady_clock::now() + kTlsHandshakeTimeout);
     if (!handshaken) co_return;
     info.tls_terminated = true;
+    info.peer_certificate = transport.PeerCertificate();
+  }
+  // After the handshake, as Envoy's network filters: `authenticated` principals need it.
+  if (!chain->rbac.empty()) {
+    filters::RbacRequest request{info.remote, info.destination, std::nullopt, {},
+                                 info.server_name, info.tls_terminated,
+                                 info.peer_certificate.get()};
+    for (const auto& rbac : chain->rbac) {
+      if (!rbac->Evaluate(request).allowed) {
+        owner.stats->rbac_denied.fetch_add(1, std::memory_order_relaxed);
+        co_return;  // Envoy's network RBAC closes the connection
+      }
+    }
+    owner.stats->rbac_allowed.fetch_add(1, std::memory_order_relaxed);
   }
   if (const auto* http = std::get_if<config::HttpChain>(&chain->filter)) {
     co_await RunHttpSession(*this, std::move(transport), info, owner_name, owner, *http);

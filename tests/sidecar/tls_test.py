@@ -122,17 +122,43 @@ def rotate_like_kubernetes(directory, files):
     os.replace(os.path.join(directory, "..data_tmp"), os.path.join(directory, "..data"))
 
 
-def sign_server(pki_dir, name, cn):
-    """Another server certificate of the CA (SAN DNS:proxy.test), with subject CN `cn`."""
+def sign_server(pki_dir, name, cn, extensions="subjectAltName=DNS:proxy.test\n"
+                                             "extendedKeyUsage=serverAuth\n"):
+    """Another certificate of the CA (by default a server's, SAN DNS:proxy.test), with subject
+    CN `cn`."""
     def sh(*argv):
         subprocess.run(argv, check=True, capture_output=True, timeout=30, cwd=pki_dir)
     sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
        "-subj", "/CN=" + cn, "-keyout", name + ".key", "-out", name + ".csr")
     with open(os.path.join(pki_dir, name + ".ext"), "w") as f:
-        f.write("subjectAltName=DNS:proxy.test\nextendedKeyUsage=serverAuth\n")
+        f.write(extensions)
     sh("openssl", "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
        "-CAcreateserial", "-days", "1", "-extfile", name + ".ext", "-out", name + ".pem")
     return os.path.join(pki_dir, name + ".pem"), os.path.join(pki_dir, name + ".key")
+
+
+RBAC_HTTP = T + "envoy.extensions.filters.http.rbac.v3.RBAC"
+RBAC_NETWORK = T + "envoy.extensions.filters.network.rbac.v3.RBAC"
+
+
+def authenticated_only(listener, *principal_names):
+    """`listener` (mTLS by the CA, any SAN) with an ALLOW RBAC filter, HTTP or network by its
+    chain's filter, admitting only peers whose certificate has one of `principal_names`."""
+    chain = listener["filter_chains"][0]
+    chain["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"].pop(
+        "match_typed_subject_alt_names")
+    rules = {"action": "ALLOW", "policies": {"named": {
+        "permissions": [{"any": True}],
+        "principals": [{"authenticated": {"principal_name": {"exact": name}}}
+                       for name in principal_names]}}}
+    first = chain["filters"][0]
+    if first["name"] == "envoy.filters.network.http_connection_manager":
+        first["typed_config"]["http_filters"].insert(0, {
+            "name": "envoy.filters.http.rbac", "typed_config": {"@type": RBAC_HTTP, "rules": rules}})
+    else:
+        chain["filters"].insert(0, {"name": "envoy.filters.network.rbac", "typed_config": {
+            "@type": RBAC_NETWORK, "stat_prefix": "rbac", "rules": rules}})
+    return listener
 
 
 def tcp_proxy_listener(name, port, cluster):
@@ -219,12 +245,19 @@ class TlsMesh:
         self.tls_sink = TlsSinkBackend(pki["server"], pki["server_key"])
         self.dead_port = free_port()
         ports = ("plain", "https", "mtls", "tls_tcp", "originate_tcp", "tls_speak_first",
-                 "originate_sink", "sds_file", "sds_dir", "admin")
+                 "originate_sink", "sds_file", "sds_dir", "rbac_http", "rbac_tcp", "admin")
         self.port = {name: free_port() for name in ports}
         client = (pki["client"], pki["client_key"])
         # SDS from files: a YAML DiscoveryResponse naming certificate files (watched with it),
         # and a JSON one in a folder updated as Kubernetes updates a Secret volume.
         self.rotated = sign_server(self.dir, "rotated", "rotated.test")
+        # Clients of the CA that RBAC tells apart: another SPIFFE identity, and one with no
+        # SANs (its principal is its subject).
+        self.other_client = sign_server(
+            self.dir, "other", "other",
+            "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/other\n"
+            "extendedKeyUsage=clientAuth\n")
+        self.ops_client = sign_server(self.dir, "ops", "ops", "extendedKeyUsage=clientAuth\n")
         self.sds_file = os.path.join(self.dir, "sds", "server.yaml")
         os.makedirs(os.path.dirname(self.sds_file))
         for name, source in (("tls.crt", pki["server"]), ("tls.key", pki["server_key"])):
@@ -305,6 +338,12 @@ class TlsMesh:
             terminating(tcp_proxy_listener("tls-speak-first", self.port["tls_speak_first"],
                                            "speak-first"), pki, alpn=()),
             tcp_proxy_listener("originate-sink", self.port["originate_sink"], "tls-sink"),
+            authenticated_only(terminating(http_listener("rbac-http", self.port["rbac_http"],
+                                                         "routes"), pki, client_ca=True),
+                               CLIENT_SPIFFE, "CN=ops"),
+            authenticated_only(terminating(tcp_proxy_listener("rbac-tcp", self.port["rbac_tcp"],
+                                                              "echo"), pki, alpn=(), client_ca=True),
+                               CLIENT_SPIFFE),
             terminating(http_listener("sds-file", self.port["sds_file"], "routes"), pki,
                         certificate_sds=sds("server", self.sds_file)),
             terminating(http_listener("sds-dir", self.port["sds_dir"], "routes"), pki,
@@ -480,6 +519,48 @@ class TerminationTest(SharedMeshTest):
         self.assertEqual(results["first"][2], 200)
         self.assertEqual(stat("upstream_rq_pending_overflow"), 0)
         self.assertEqual(stat("upstream_cx_total"), 1)  # the gone requests never went upstream
+
+
+class AuthenticatedPrincipalTest(SharedMeshTest):
+    """RBAC's `authenticated` principal from the client certificate of an mTLS listener."""
+
+    mesh_class = TlsMesh
+
+    def test_http_rbac_admits_the_named_uri_san_or_subject(self):
+        mesh = self.mesh
+        pki = mesh.pki
+        for (cert, key), want in (((pki["client"], pki["client_key"]), 200),  # URI SAN
+                                  (mesh.ops_client, 200),                        # subject CN=ops
+                                  (mesh.other_client, 403)):                     # another URI
+            code, _, status, body = mesh.curl("https", "rbac_http", "web", "--cert", cert,
+                                              "--key", key)
+            self.assertEqual((code, status), (0, want), body)
+        self.assertEqual(body, "RBAC: access denied")
+        self.assertEqual(mesh.stat("listener.rbac-http.rbac_denied"), 1)
+
+    def test_network_rbac_closes_a_connection_of_another_identity(self):
+        mesh = self.mesh
+
+        def exchange(cert, key):
+            context = ssl.create_default_context(cafile=mesh.pki["ca"])
+            context.load_cert_chain(cert, key)
+            with socket.create_connection(("127.0.0.1", mesh.port["rbac_tcp"]), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="proxy.test") as tls:
+                    try:
+                        tls.sendall(b"payload")
+                        with socket.fromfd(tls.fileno(), socket.AF_INET, socket.SOCK_STREAM) as same:
+                            same.shutdown(socket.SHUT_WR)
+                        answer = b""
+                        while chunk := tls.recv(4096):
+                            answer += chunk
+                        return answer
+                    except (OSError, ssl.SSLError):
+                        return b""
+
+        self.assertEqual(exchange(mesh.pki["client"], mesh.pki["client_key"]), b"echo:payload")
+        self.assertEqual(exchange(*mesh.other_client), b"")
+        self.assertEqual(mesh.stat("listener.rbac-tcp.rbac_denied"), 1)
+        self.assertEqual(mesh.stat("listener.rbac-tcp.rbac_allowed"), 1)
 
 
 class SdsTest(SharedMeshTest):
