@@ -219,6 +219,24 @@ class TlsSinkBackend(ThreadedTcpServer):
             conn.close()
 
 
+def half_closed_tls_exchange(port, cafile, payload, client=None):
+    """Sends `payload` over TLS (with `client`, a certificate and key) to 127.0.0.1:`port`,
+    ends the TCP side (Python's ssl cannot send close_notify and read on; an echo backend
+    answers once the client half-closes) and returns all it receives."""
+    context = ssl.create_default_context(cafile=cafile)
+    if client:
+        context.load_cert_chain(*client)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="proxy.test") as tls:
+            tls.sendall(payload)
+            with socket.fromfd(tls.fileno(), socket.AF_INET, socket.SOCK_STREAM) as same:
+                same.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := tls.recv(4096):
+                answer += chunk
+            return answer
+
+
 def read_to_close_notify(tls):
     """Everything `tls` (wrapped with suppress_ragged_eofs=False) receives until the peer's
     close_notify; a FIN without one raises SSLEOFError."""
@@ -455,17 +473,8 @@ class TerminationTest(SharedMeshTest):
         self.assertEqual((code, version, status), (0, "2", 200), body)
 
     def test_tcp_proxy_behind_tls_termination_sees_plaintext(self):
-        context = ssl.create_default_context(cafile=self.mesh.pki["ca"])
-        with socket.create_connection(("127.0.0.1", self.mesh.port["tls_tcp"]), timeout=10) as raw:
-            with context.wrap_socket(raw, server_hostname="proxy.test") as tls:
-                tls.sendall(b"over tls")
-                # The echo backend answers once the client half-closes: Python's ssl has no
-                # half-close of its own, so the TCP socket's write side ends (no close_notify).
-                with socket.fromfd(tls.fileno(), socket.AF_INET, socket.SOCK_STREAM) as same:
-                    same.shutdown(socket.SHUT_WR)
-                answer = b""
-                while chunk := tls.recv(4096):
-                    answer += chunk
+        answer = half_closed_tls_exchange(self.mesh.port["tls_tcp"], self.mesh.pki["ca"],
+                                          b"over tls")
         self.assertEqual(answer, b"echo:over tls")
 
 
@@ -542,20 +551,11 @@ class AuthenticatedPrincipalTest(SharedMeshTest):
         mesh = self.mesh
 
         def exchange(cert, key):
-            context = ssl.create_default_context(cafile=mesh.pki["ca"])
-            context.load_cert_chain(cert, key)
-            with socket.create_connection(("127.0.0.1", mesh.port["rbac_tcp"]), timeout=10) as raw:
-                with context.wrap_socket(raw, server_hostname="proxy.test") as tls:
-                    try:
-                        tls.sendall(b"payload")
-                        with socket.fromfd(tls.fileno(), socket.AF_INET, socket.SOCK_STREAM) as same:
-                            same.shutdown(socket.SHUT_WR)
-                        answer = b""
-                        while chunk := tls.recv(4096):
-                            answer += chunk
-                        return answer
-                    except (OSError, ssl.SSLError):
-                        return b""
+            try:
+                return half_closed_tls_exchange(mesh.port["rbac_tcp"], mesh.pki["ca"], b"payload",
+                                                client=(cert, key))
+            except (OSError, ssl.SSLError):
+                return b""
 
         self.assertEqual(exchange(mesh.pki["client"], mesh.pki["client_key"]), b"echo:payload")
         self.assertEqual(exchange(*mesh.other_client), b"")
