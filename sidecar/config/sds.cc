@@ -161,6 +161,11 @@ void SecretFileWatcher::Register(const SdsFile& file, const std::vector<std::str
   }
   std::erase_if(registrations_, [](const Registration& r) { return r.owner.expired(); });
   for (Registration& registration : added) {
+    const bool known = std::any_of(registrations_.begin(), registrations_.end(), [&](const auto& r) {
+      return r.directory == registration.directory && r.name == registration.name &&
+             !r.owner.owner_before(registration.owner) && !registration.owner.owner_before(r.owner);
+    });
+    if (known) continue;  // registered again after a reload
     if (absl::Status status = watch_.Add(registration.directory, kReplaced); !status.ok()) {
       spdlog::error("SDS {}: {}; it will not be reloaded", file.path, status.ToString());
       continue;

@@ -42,7 +42,8 @@ class SecretFileWatcher {
   ~SecretFileWatcher();
 
   // `reload` runs when `file` or, without a watched directory, a file its secret names
-  // (`secret_files`) is replaced (moved to or written and closed), while `owner` lives.
+  // (`secret_files`) is replaced (moved to or written and closed), while `owner` lives. What
+  // is registered again for the same owner is not added twice.
   void Register(const SdsFile& file, const std::vector<std::string>& secret_files,
                 std::weak_ptr<const void> owner, std::function<void()> reload);
 

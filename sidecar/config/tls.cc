@@ -604,6 +604,26 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> BuildUpstream(
   return std::shared_ptr<const TlsContext>(std::move(tls));
 }
 
+// Registers `socket` to be built again when `file`, or a file its secret names now, is
+// replaced; after each reload the files the new secret names are watched too.
+void WatchSdsFile(const SdsFile& file, const std::shared_ptr<TlsTransportSocket>& socket) {
+  auto secret = ReadSecret(file);
+  TlsTransportSocket* reloaded = socket.get();  // alive while the watcher calls (it locks it)
+  std::weak_ptr<TlsTransportSocket> weak = socket;
+  SecretFileWatcher::Get().Register(
+      file, secret.ok() ? FilesOf(*secret) : std::vector<std::string>(),
+      std::weak_ptr<const void>(socket), [reloaded, weak, file] {
+        if (absl::Status status = reloaded->Reload(); !status.ok()) {
+          spdlog::error("SDS {} (secret \"{}\") not applied: {}; the last good one keeps serving",
+                        file.path, file.secret_name, std::string(status.message()));
+          return;
+        }
+        spdlog::info("SDS {} (secret \"{}\"): new connections use it", file.path,
+                     file.secret_name);
+        if (auto socket = weak.lock()) WatchSdsFile(file, socket);
+      });
+}
+
 // The transport socket built once; with SDS files, registered to be built again when they
 // are replaced.
 absl::StatusOr<std::shared_ptr<const TlsTransportSocket>> MakeTransportSocket(
@@ -613,21 +633,7 @@ absl::StatusOr<std::shared_ptr<const TlsTransportSocket>> MakeTransportSocket(
   if (!files.ok()) return files.status();
   auto socket = std::make_shared<TlsTransportSocket>(std::move(build));
   if (auto status = socket->Reload(); !status.ok()) return status;
-  for (const SdsFile& file : *files) {
-    auto secret = ReadSecret(file);  // read just now by Reload
-    TlsTransportSocket* reloaded = socket.get();
-    SecretFileWatcher::Get().Register(
-        file, secret.ok() ? FilesOf(*secret) : std::vector<std::string>(),
-        std::weak_ptr<const void>(socket), [reloaded, file] {
-          if (absl::Status status = reloaded->Reload(); !status.ok()) {
-            spdlog::error("SDS {} (secret \"{}\") not applied: {}; the last good one keeps serving",
-                          file.path, file.secret_name, std::string(status.message()));
-          } else {
-            spdlog::info("SDS {} (secret \"{}\"): new connections use it", file.path,
-                         file.secret_name);
-          }
-        });
-  }
+  for (const SdsFile& file : *files) WatchSdsFile(file, socket);
   return std::shared_ptr<const TlsTransportSocket>(std::move(socket));
 }
 

@@ -615,10 +615,20 @@ class SdsTest(SharedMeshTest):
                            f"not a DiscoveryResponse" in mesh.logs(),
                    WAIT_S, "the bad file to be logged")
         self.assertEqual(self.server_cn("sds_file"), "rotated.test")
-        # Fixed: back to the first certificate.
-        write_secret_yaml(mesh.sds_file, "server", mesh.pki["server"], mesh.pki["server_key"])
+        # Fixed, naming other files: back to the first certificate; those files are watched
+        # from then on.
+        sds = os.path.dirname(mesh.sds_file)
+        v2 = (os.path.join(sds, "v2.crt"), os.path.join(sds, "v2.key"))
+        shutil.copy(mesh.pki["server"], v2[0])
+        shutil.copy(mesh.pki["server_key"], v2[1])
+        write_secret_yaml(mesh.sds_file, "server", *v2)
         wait_until(lambda: self.server_cn("sds_file") == "backend.test", WAIT_S,
                    "the fixed file to be served")
+        for path, source in zip(reversed(v2), reversed(mesh.rotated)):
+            shutil.copy(source, path + ".new")
+            os.replace(path + ".new", path)
+        wait_until(lambda: self.server_cn("sds_file") == "rotated.test", WAIT_S,
+                   "the newly named files to be watched")
 
     def test_a_watched_directory_rotates_as_a_kubernetes_secret_volume(self):
         mesh = self.mesh
