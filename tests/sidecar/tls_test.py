@@ -237,6 +237,34 @@ def half_closed_tls_exchange(port, cafile, payload, client=None):
             return answer
 
 
+class TlsHttpRecorder(ThreadedTcpServer):
+    """HTTPS/1.1 (Python's ssl): answers each request 200 "ok" on a keep-alive connection,
+    and records in `endings` how the connection ended: "close_notify", or the SSLEOFError of
+    a FIN without one."""
+
+    def __init__(self, cert, key):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.endings = []
+        super().__init__()
+
+    def _serve(self, conn):
+        conn.settimeout(10)
+        try:
+            with self.context.wrap_socket(conn, server_side=True,
+                                          suppress_ragged_eofs=False) as tls:
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+                    while b"\r\n\r\n" in data:
+                        _, _, data = data.partition(b"\r\n\r\n")
+                        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                self.endings.append("close_notify")
+        except (OSError, ssl.SSLError) as e:
+            self.endings.append(repr(e))
+            conn.close()
+
+
 def read_to_close_notify(tls):
     """Everything `tls` (wrapped with suppress_ragged_eofs=False) receives until the peer's
     close_notify; a FIN without one raises SSLEOFError."""
@@ -261,6 +289,7 @@ class TlsMesh:
         self.tls_echo = TlsBackend("tls-echo", pki["server"], pki["server_key"])
         self.speak_first = SpeakFirstBackend()
         self.tls_sink = TlsSinkBackend(pki["server"], pki["server_key"])
+        self.recorder = TlsHttpRecorder(pki["server"], pki["server_key"])
         self.dead_port = free_port()
         ports = ("plain", "https", "mtls", "tls_tcp", "originate_tcp", "tls_speak_first",
                  "originate_sink", "sds_file", "sds_dir", "rbac_http", "rbac_tcp", "admin")
@@ -312,6 +341,11 @@ class TlsMesh:
             eds_cluster("speak-first"),
             limited_cluster("queued", max_connections=1, max_pending_requests=1),
             sds_verified,
+            # Its idle pooled connections close after 0.3 s.
+            dict(tls_cluster("idle-tls"), typed_extension_protocol_options={HTTP_OPTIONS: {
+                "@type": T + HTTP_OPTIONS,
+                "common_http_protocol_options": {"idle_timeout": "0.3s"},
+                "explicit_http_config": {"http_protocol_options": {}}}}),
             tls_cluster("tls-sink", ca=pki["ca"], sans=["backend.test"]),
         ]
         endpoints = [assignment("web", [self.web.port]),
@@ -329,6 +363,7 @@ class TlsMesh:
                      assignment("speak-first", [self.speak_first.port]),
                      assignment("queued", [self.web.port]),
                      assignment("sds-verified", [self.https.port]),
+                     assignment("idle-tls", [self.recorder.port]),
                      assignment("tls-sink", [self.tls_sink.port])]
 
         def host(domain, cluster, **action):
@@ -337,7 +372,7 @@ class TlsMesh:
         routes = {"@type": T + "envoy.config.route.v3.RouteConfiguration", "name": "routes",
                   "virtual_hosts": [
                       host("web", "web"), host("queued", "queued"), host("verified", "verified"),
-                      host("sds-verified", "sds-verified"),
+                      host("sds-verified", "sds-verified"), host("idle-tls", "idle-tls"),
                       host("wrong-san", "wrong-san"), host("insecure", "insecure"),
                       host("mtls-without-cert", "mtls-without-cert"), host("mtls", "mtls"),
                       host("alpn-h2", "alpn-h2", host_rewrite_literal="inner"),
@@ -425,7 +460,7 @@ class TlsMesh:
     def close(self):
         self.children.stop()
         for backend in (self.web, self.https, self.mtls, self.echo, self.tls_echo,
-                        self.speak_first, self.tls_sink):
+                        self.speak_first, self.tls_sink, self.recorder):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -706,6 +741,13 @@ class OriginationTest(SharedMeshTest):
         answer = tcp_exchange(self.mesh.port["originate_tcp"], b"hello\n")
         self.assertEqual(answer, b"tls-echo sni=backend.test:hello")
         self.assertGreater(self.mesh.stat("cluster.tls-echo.ssl.handshake"), 0)
+
+    def test_an_idle_pooled_connection_closes_with_close_notify(self):
+        code, _, status, body = self.get("idle-tls")
+        self.assertEqual((code, status, body), (0, 200, "ok"))
+        wait_until(lambda: self.mesh.recorder.endings, WAIT_S, "the idle connection to close")
+        self.assertEqual(self.mesh.recorder.endings, ["close_notify"])
+        self.assertEqual(self.mesh.stat("cluster.idle-tls.upstream_cx_idle_timeout"), 1)
 
     def test_tcp_proxy_originating_tls_carries_a_half_close_as_close_notify(self):
         # The client's FIN after 1 MiB becomes close_notify toward the TLS backend, which reads
