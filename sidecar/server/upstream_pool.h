@@ -51,8 +51,8 @@ struct UpstreamConnection {
   boost::beast::flat_buffer buffer;
   std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
-  // The TLS context it was made with (null: plaintext): a cluster whose TLS changed does not
-  // reuse it.
+  // The TLS transport socket it was made with (null: plaintext): a cluster whose TLS config
+  // changed does not reuse it (an SDS rotation keeps the socket: it is reused).
   std::shared_ptr<const config::TlsTransportSocket> tls;
   // Once connected: the count of the pool's open connections to this cluster and host.
   std::shared_ptr<uint32_t> open_in_pool;
@@ -108,14 +108,16 @@ struct UpstreamTarget {
 };
 
 // Connects `transport` to `peer` by `deadline` (left set on the stream), with the cluster's
-// socket options (TCP_NODELAY, tcp_keepalive), then the TLS handshake when `tls` is set;
+// socket options (TCP_NODELAY, tcp_keepalive), then the TLS handshake with `tls`'s current
+// context when it is set;
 // counts upstream_cx_connect_fail when either fails (a handshake failure is a connect
 // failure, as in Envoy).
 boost::asio::awaitable<bool> ConnectUpstream(Transport& transport,
                                              const boost::asio::ip::tcp::endpoint& peer,
                                              Clock::time_point deadline,
                                              const std::optional<config::TcpKeepalive>& keepalive,
-                                             const config::TlsTransportSocket* tls, ClusterStats& stats);
+                                             const config::TlsTransportSocket* tls,
+                                             ClusterStats& stats);
 
 // A request's way out of the pending queue when its client gives up: the router calls Cancel()
 // from its downstream's OnAbandoned callback, and the request leaves the queue instead of
