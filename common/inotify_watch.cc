@@ -28,6 +28,7 @@ absl::Status InotifyWatch::Open() {
 absl::Status InotifyWatch::Add(const std::string& directory, uint32_t events) {
   const int wd = inotify_add_watch(inotify_fd_, directory.c_str(), events);
   if (wd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot watch ", directory));
+  std::lock_guard lock(mutex_);
   for (auto& [known, name] : directories_) {
     if (known == wd) return absl::OkStatus();  // the same folder again
   }
@@ -43,6 +44,7 @@ InotifyWatch::Wake InotifyWatch::Wait(int timeout_ms, std::vector<Event>* events
   if (fds[0].revents == 0) return Wake::kTimeout;
   alignas(inotify_event) char buffer[4096];
   ssize_t length;
+  std::lock_guard lock(mutex_);
   while ((length = read(inotify_fd_, buffer, sizeof(buffer))) > 0) {
     for (char* at = buffer; at < buffer + length;) {
       const auto* event = reinterpret_cast<const inotify_event*>(at);
@@ -70,6 +72,7 @@ void InotifyWatch::Close() {
     if (*fd >= 0) close(*fd);
     *fd = -1;
   }
+  std::lock_guard lock(mutex_);
   directories_.clear();
 }
 

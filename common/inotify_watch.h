@@ -4,6 +4,7 @@
 // meshpilot's file source and meshproxy's SDS files (path_config_source) share.
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,7 +21,7 @@ class InotifyWatch {
   ~InotifyWatch();
 
   absl::Status Open();
-  // Watches `directory` for `events` (IN_* flags).
+  // Watches `directory` for `events` (IN_* flags); also while another thread waits.
   absl::Status Add(const std::string& directory, uint32_t events);
 
   struct Event {
@@ -39,6 +40,7 @@ class InotifyWatch {
  private:
   int inotify_fd_ = -1;
   int stop_fd_ = -1;  // an eventfd
+  std::mutex mutex_;  // guards directories_: Add and Wait may run on two threads
   std::vector<std::pair<int, std::string>> directories_;  // by watch descriptor
 };
 
