@@ -193,9 +193,10 @@ class SpeakFirstBackend(ThreadedTcpServer):
                 self.received.append(e)
 
 
-class TlsSinkBackend(ThreadedTcpServer):
-    """TLS: reads until the client's close_notify (a FIN without one raises SSLEOFError, kept
-    in `outcomes`), answers with the length and a digest of it, and closes with its own."""
+class StrictTlsServer(ThreadedTcpServer):
+    """A TLS server (Python's ssl) that tells a close_notify from a bare FIN (which raises
+    SSLEOFError): each connection's `_session(tls)` result, or the error that ended it, goes
+    to `outcomes`."""
 
     def __init__(self, cert, key):
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -208,15 +209,35 @@ class TlsSinkBackend(ThreadedTcpServer):
         try:
             with self.context.wrap_socket(conn, server_side=True,
                                           suppress_ragged_eofs=False) as tls:
-                data = b""
-                while chunk := tls.recv(65536):
-                    data += chunk
-                self.outcomes.append(len(data))
-                tls.sendall(f"{len(data)} {hashlib.sha256(data).hexdigest()}".encode())
-                tls.unwrap()
+                self.outcomes.append(self._session(tls))
         except (OSError, ssl.SSLError) as e:
-            self.outcomes.append(e)
+            self.outcomes.append(repr(e))
             conn.close()
+
+
+class TlsSinkBackend(StrictTlsServer):
+    """Reads until the client's close_notify, answers with the length and a digest of what
+    it read (its length is the outcome), and closes with its own."""
+
+    def _session(self, tls):
+        data = read_to_close_notify(tls)
+        tls.sendall(f"{len(data)} {hashlib.sha256(data).hexdigest()}".encode())
+        tls.unwrap()
+        return len(data)
+
+
+class TlsHttpRecorder(StrictTlsServer):
+    """HTTPS/1.1: answers each request 200 "ok" on a keep-alive connection until the client's
+    close_notify (the outcome "close_notify")."""
+
+    def _session(self, tls):
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+            while b"\r\n\r\n" in data:
+                _, _, data = data.partition(b"\r\n\r\n")
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return "close_notify"
 
 
 def half_closed_tls_exchange(port, cafile, payload, client=None):
@@ -235,34 +256,6 @@ def half_closed_tls_exchange(port, cafile, payload, client=None):
             while chunk := tls.recv(4096):
                 answer += chunk
             return answer
-
-
-class TlsHttpRecorder(ThreadedTcpServer):
-    """HTTPS/1.1 (Python's ssl): answers each request 200 "ok" on a keep-alive connection,
-    and records in `endings` how the connection ended: "close_notify", or the SSLEOFError of
-    a FIN without one."""
-
-    def __init__(self, cert, key):
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
-        self.endings = []
-        super().__init__()
-
-    def _serve(self, conn):
-        conn.settimeout(10)
-        try:
-            with self.context.wrap_socket(conn, server_side=True,
-                                          suppress_ragged_eofs=False) as tls:
-                data = b""
-                while chunk := tls.recv(65536):
-                    data += chunk
-                    while b"\r\n\r\n" in data:
-                        _, _, data = data.partition(b"\r\n\r\n")
-                        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                self.endings.append("close_notify")
-        except (OSError, ssl.SSLError) as e:
-            self.endings.append(repr(e))
-            conn.close()
 
 
 def read_to_close_notify(tls):
@@ -745,8 +738,8 @@ class OriginationTest(SharedMeshTest):
     def test_an_idle_pooled_connection_closes_with_close_notify(self):
         code, _, status, body = self.get("idle-tls")
         self.assertEqual((code, status, body), (0, 200, "ok"))
-        wait_until(lambda: self.mesh.recorder.endings, WAIT_S, "the idle connection to close")
-        self.assertEqual(self.mesh.recorder.endings, ["close_notify"])
+        wait_until(lambda: self.mesh.recorder.outcomes, WAIT_S, "the idle connection to close")
+        self.assertEqual(self.mesh.recorder.outcomes, ["close_notify"])
         self.assertEqual(self.mesh.stat("cluster.idle-tls.upstream_cx_idle_timeout"), 1)
 
     def test_tcp_proxy_originating_tls_carries_a_half_close_as_close_notify(self):
