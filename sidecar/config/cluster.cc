@@ -418,15 +418,11 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
   }
   if (auto status = ParseUpstreamProtocol(proto, *cluster); !status.ok()) return status;
   if (proto.has_transport_socket()) {
-    auto tls = ParseUpstreamTransportSocket(proto.transport_socket(), "transport_socket");
+    // As Envoy: auto_config offers both protocols when the TLS context names none.
+    auto tls = ParseUpstreamTransportSocket(proto.transport_socket(), "transport_socket",
+                                            cluster->protocol == UpstreamProtocol::kAlpn);
     if (!tls.ok()) return tls.status();
     cluster->tls = *std::move(tls);
-  }
-  if (cluster->protocol == UpstreamProtocol::kAlpn && cluster->tls && cluster->tls->alpn.empty()) {
-    // As Envoy: auto_config offers both protocols when the TLS context names none.
-    static constexpr unsigned char kH2Http11[] = "\x02h2\x08http/1.1";
-    SSL_CTX_set_alpn_protos(cluster->tls->ssl->native_handle(), kH2Http11,
-                            sizeof(kH2Http11) - 1);
   }
   if (proto.upstream_connection_options().has_tcp_keepalive()) {
     const envoy::config::core::v3::TcpKeepalive& keepalive =

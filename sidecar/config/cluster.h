@@ -18,7 +18,7 @@
 
 namespace meshpilot::sidecar::config {
 
-struct TlsContext;  // config/tls.h
+class TlsTransportSocket;  // config/tls.h
 
 // kRingHash and kMaglev are consistent hashing by the route's hash policy.
 enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kRingHash, kMaglev };
@@ -138,7 +138,7 @@ struct ClusterConfig {
   std::optional<SlowStart> slow_start;  // ROUND_ROBIN and LEAST_REQUEST only
   std::optional<TcpKeepalive> tcp_keepalive;  // absent: no keepalive probes
   // transport_socket envoy.transport_sockets.tls: connections originate TLS (null: plaintext).
-  std::shared_ptr<const TlsContext> tls;
+  std::shared_ptr<const TlsTransportSocket> tls;
   CircuitBreakers circuit_breakers;
   std::optional<OutlierDetection> outlier_detection;  // absent: no host is ever ejected
   std::shared_ptr<const EndpointSet> static_endpoints;  // STATIC: from load_assignment

@@ -24,7 +24,7 @@
 
 namespace meshpilot::sidecar::config {
 
-struct TlsContext;  // config/tls.h
+class TlsTransportSocket;  // config/tls.h
 
 struct HttpChain {
   // codec_type: AUTO tells HTTP/2 (the client preface "PRI * HTTP/2.0") from HTTP/1.1.
@@ -96,7 +96,7 @@ struct FilterChain {
   // each of them, or it is closed.
   std::vector<std::shared_ptr<const filters::RbacFilter>> rbac;
   // transport_socket envoy.transport_sockets.tls: the chain terminates TLS (null: plaintext).
-  std::shared_ptr<const TlsContext> tls;
+  std::shared_ptr<const TlsTransportSocket> tls;
   std::variant<HttpChain, TcpProxyChain> filter;
 };
 

@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb.h"
+#include "sidecar/config/sds.h"
+#include "spdlog/spdlog.h"
 
 namespace meshpilot::sidecar::config {
 namespace {
@@ -263,6 +265,70 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* out_length, const
   return SSL_TLSEXT_ERR_OK;
 }
 
+// The secret an SdsSecretConfig names, which must be of `type` (a tls_certificate, a
+// validation_context).
+absl::StatusOr<tls_v3::Secret> ReadSdsSecret(const tls_v3::SdsSecretConfig& proto,
+                                             const std::string& field,
+                                             tls_v3::Secret::TypeCase type) {
+  auto file = ParseSdsSecretConfig(proto, field);
+  if (!file.ok()) return file.status();
+  auto secret = ReadSecret(*file);
+  if (!secret.ok()) return Invalid(field, std::string(secret.status().message()));
+  if (secret->type_case() != type) {
+    return Invalid(field, absl::StrCat(file->path, ": secret \"", file->secret_name, "\" has no ",
+                                       type == tls_v3::Secret::kTlsCertificate
+                                           ? "tls_certificate"
+                                           : "validation_context"));
+  }
+  return secret;
+}
+
+// Every SDS file of `proto` (none: its context never changes).
+absl::StatusOr<std::vector<SdsFile>> SdsFilesOf(const tls_v3::CommonTlsContext& proto,
+                                                const std::string& field) {
+  std::vector<SdsFile> files;
+  auto add = [&](const tls_v3::SdsSecretConfig& config, const std::string& f) -> absl::Status {
+    auto file = ParseSdsSecretConfig(config, f);
+    if (!file.ok()) return file.status();
+    files.push_back(*std::move(file));
+    return absl::OkStatus();
+  };
+  for (int i = 0; i < proto.tls_certificate_sds_secret_configs_size(); ++i) {
+    if (auto status = add(proto.tls_certificate_sds_secret_configs(i),
+                          absl::StrCat(field, ".tls_certificate_sds_secret_configs[", i, "]"));
+        !status.ok()) {
+      return status;
+    }
+  }
+  if (proto.has_validation_context_sds_secret_config()) {
+    if (auto status = add(proto.validation_context_sds_secret_config(),
+                          absl::StrCat(field, ".validation_context_sds_secret_config"));
+        !status.ok()) {
+      return status;
+    }
+  }
+  if (proto.combined_validation_context().has_validation_context_sds_secret_config()) {
+    if (auto status = add(proto.combined_validation_context().validation_context_sds_secret_config(),
+                          absl::StrCat(field, ".combined_validation_context"
+                                              ".validation_context_sds_secret_config"));
+        !status.ok()) {
+      return status;
+    }
+  }
+  return files;
+}
+
+// The files a secret's DataSources name: reloaded when they are replaced, as Envoy.
+std::vector<std::string> FilesOf(const tls_v3::Secret& secret) {
+  std::vector<std::string> files;
+  for (const DataSource* source :
+       {&secret.tls_certificate().certificate_chain(), &secret.tls_certificate().private_key(),
+        &secret.validation_context().trusted_ca(), &secret.validation_context().crl()}) {
+    if (source->has_filename()) files.push_back(source->filename());
+  }
+  return files;
+}
+
 // What both directions share: parameters, certificates, validation, ALPN.
 absl::Status ApplyCommon(const tls_v3::CommonTlsContext& proto, const std::string& field,
                          bool server, TlsContext& tls) {
@@ -272,17 +338,18 @@ absl::Status ApplyCommon(const tls_v3::CommonTlsContext& proto, const std::strin
       !status.ok()) {
     return status;
   }
-  if (proto.tls_certificate_sds_secret_configs_size() > 0) {
-    return Invalid(absl::StrCat(field, ".tls_certificate_sds_secret_configs"),
-                   "SDS is not available; give tls_certificates from files or inline");
-  }
   if (proto.has_tls_certificate_provider_instance() ||
       proto.has_tls_certificate_certificate_provider() ||
       proto.has_tls_certificate_certificate_provider_instance()) {
     return Invalid(absl::StrCat(field, ".tls_certificate_provider_instance"), "not supported");
   }
-  if (proto.tls_certificates_size() > 1) {
-    return Invalid(absl::StrCat(field, ".tls_certificates"), "only one certificate is supported");
+  const int certificates =
+      proto.tls_certificates_size() + proto.tls_certificate_sds_secret_configs_size();
+  if (certificates > 1) {
+    return Invalid(absl::StrCat(field, proto.tls_certificates_size() > 1
+                                           ? ".tls_certificates"
+                                           : ".tls_certificate_sds_secret_configs"),
+                   "only one certificate is supported");
   }
   for (int i = 0; i < proto.tls_certificates_size(); ++i) {
     if (auto status = AddCertificate(ctx, proto.tls_certificates(i),
@@ -291,7 +358,19 @@ absl::Status ApplyCommon(const tls_v3::CommonTlsContext& proto, const std::strin
       return status;
     }
   }
-  if (server && proto.tls_certificates_size() == 0) {
+  for (int i = 0; i < proto.tls_certificate_sds_secret_configs_size(); ++i) {
+    const std::string f = absl::StrCat(field, ".tls_certificate_sds_secret_configs[", i, "]");
+    auto secret = ReadSdsSecret(proto.tls_certificate_sds_secret_configs(i), f,
+                                tls_v3::Secret::kTlsCertificate);
+    if (!secret.ok()) return secret.status();
+    if (auto status = AddCertificate(ctx, secret->tls_certificate(),
+                                     absl::StrCat(f, " secret \"", secret->name(),
+                                                  "\": tls_certificate"));
+        !status.ok()) {
+      return status;
+    }
+  }
+  if (server && certificates == 0) {
     return Invalid(absl::StrCat(field, ".tls_certificates"),
                    "a server context needs a certificate");
   }
@@ -307,25 +386,41 @@ absl::Status ApplyCommon(const tls_v3::CommonTlsContext& proto, const std::strin
     case Common::kCombinedValidationContext: {
       const std::string f = absl::StrCat(field, ".combined_validation_context");
       const auto& combined = proto.combined_validation_context();
-      if (combined.has_validation_context_sds_secret_config()) {
-        return Invalid(absl::StrCat(f, ".validation_context_sds_secret_config"),
-                       "SDS is not available; give default_validation_context.trusted_ca");
-      }
       if (combined.has_validation_context_certificate_provider() ||
           combined.has_validation_context_certificate_provider_instance()) {
         return Invalid(absl::StrCat(f, ".validation_context_certificate_provider"),
                        "not supported");
       }
-      if (auto status = ApplyValidation(ctx, combined.default_validation_context(),
-                                        absl::StrCat(f, ".default_validation_context"), tls);
+      // As Envoy: the secret's fields merged over the default ones.
+      tls_v3::CertificateValidationContext merged = combined.default_validation_context();
+      std::string merged_field = absl::StrCat(f, ".default_validation_context");
+      if (combined.has_validation_context_sds_secret_config()) {
+        merged_field = absl::StrCat(f, ".validation_context_sds_secret_config");
+        auto secret = ReadSdsSecret(combined.validation_context_sds_secret_config(), merged_field,
+                                    tls_v3::Secret::kValidationContext);
+        if (!secret.ok()) return secret.status();
+        merged.MergeFrom(secret->validation_context());
+        absl::StrAppend(&merged_field, " secret \"", secret->name(),
+                        "\" merged over default_validation_context");
+      }
+      if (auto status = ApplyValidation(ctx, merged, merged_field, tls); !status.ok()) {
+        return status;
+      }
+      break;
+    }
+    case Common::kValidationContextSdsSecretConfig: {
+      const std::string f = absl::StrCat(field, ".validation_context_sds_secret_config");
+      auto secret = ReadSdsSecret(proto.validation_context_sds_secret_config(), f,
+                                  tls_v3::Secret::kValidationContext);
+      if (!secret.ok()) return secret.status();
+      if (auto status = ApplyValidation(
+              ctx, secret->validation_context(),
+              absl::StrCat(f, " secret \"", secret->name(), "\": validation_context"), tls);
           !status.ok()) {
         return status;
       }
       break;
     }
-    case Common::kValidationContextSdsSecretConfig:
-      return Invalid(absl::StrCat(field, ".validation_context_sds_secret_config"),
-                     "SDS is not available; give validation_context.trusted_ca");
     case Common::kValidationContextCertificateProvider:
     case Common::kValidationContextCertificateProviderInstance:
       return Invalid(absl::StrCat(field, ".validation_context_certificate_provider"),
@@ -363,14 +458,17 @@ absl::StatusOr<bool> IsRawBuffer(const envoy::config::core::v3::TransportSocket&
 
 }  // namespace
 
-bool TlsContext::SanMatches(X509* cert) const {
-  if (san_matchers.empty()) return true;
-  if (cert == nullptr) return false;
+namespace {
+
+// Calls `visit(type, value)` for each DNS, URI, email and IP address SAN of `cert` until it
+// returns true; returns whether one did.
+template <typename Visit>
+bool AnySan(X509* cert, Visit visit) {
   auto* names = static_cast<GENERAL_NAMES*>(
       X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (names == nullptr) return false;
-  bool matched = false;
-  for (int i = 0; i < sk_GENERAL_NAME_num(names) && !matched; ++i) {
+  bool found = false;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names) && !found; ++i) {
     const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
     SanMatcher::Type type;
     std::string value;
@@ -402,40 +500,56 @@ bool TlsContext::SanMatches(X509* cert) const {
       default:
         continue;
     }
+    found = visit(type, value);
+  }
+  GENERAL_NAMES_free(names);
+  return found;
+}
+
+}  // namespace
+
+bool TlsContext::SanMatches(X509* cert) const {
+  if (san_matchers.empty()) return true;
+  if (cert == nullptr) return false;
+  return AnySan(cert, [this](SanMatcher::Type type, const std::string& value) {
     for (const SanMatcher& matcher : san_matchers) {
       if (matcher.type != SanMatcher::Type::kAny && matcher.type != type) continue;
-      bool hit = matcher.match.Matches(value);
+      if (matcher.match.Matches(value)) return true;
       // A wildcard DNS SAN ("*.example.com") stands for one label, as Envoy matches it
       // against an exact matcher.
-      if (!hit && type == SanMatcher::Type::kDns && value.starts_with("*.") &&
+      if (type == SanMatcher::Type::kDns && value.starts_with("*.") &&
           matcher.match.kind == StringMatch::Kind::kExact) {
         const std::string& want = matcher.match.value;
         const size_t dot = want.find('.');
-        hit = dot != std::string::npos && dot > 0 &&
-              std::string_view(want).substr(dot) == std::string_view(value).substr(1);
-      }
-      if (hit) {
-        matched = true;
-        break;
+        if (dot != std::string::npos && dot > 0 &&
+            std::string_view(want).substr(dot) == std::string_view(value).substr(1)) {
+          return true;
+        }
       }
     }
-  }
-  GENERAL_NAMES_free(names);
-  return matched;
+    return false;
+  });
 }
 
-absl::StatusOr<std::shared_ptr<const TlsContext>> ParseDownstreamTransportSocket(
-    const envoy::config::core::v3::TransportSocket& proto, const std::string& field) {
-  auto raw = IsRawBuffer(proto, tls_v3::DownstreamTlsContext::descriptor()->full_name(), field);
-  if (!raw.ok()) return raw.status();
-  if (*raw) return nullptr;
-  tls_v3::DownstreamTlsContext context;
-  const std::string f = absl::StrCat(field, ".typed_config");
-  if (!proto.typed_config().UnpackTo(&context)) return Invalid(f, "cannot unpack");
-  if (context.has_session_ticket_keys_sds_secret_config()) {
-    return Invalid(absl::StrCat(f, ".session_ticket_keys_sds_secret_config"),
-                   "SDS is not available");
-  }
+PeerCertificate ReadPeerCertificate(X509* cert) {
+  PeerCertificate peer;
+  AnySan(cert, [&peer](SanMatcher::Type type, const std::string& value) {
+    if (type == SanMatcher::Type::kUri) peer.uri_sans.push_back(value);
+    if (type == SanMatcher::Type::kDns) peer.dns_sans.push_back(value);
+    return false;
+  });
+  BioPtr bio(BIO_new(BIO_s_mem()), &BIO_free);
+  X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(bio.get(), &data);
+  if (size > 0) peer.subject.assign(data, static_cast<size_t>(size));
+  return peer;
+}
+
+namespace {
+
+absl::StatusOr<std::shared_ptr<const TlsContext>> BuildDownstream(
+    const tls_v3::DownstreamTlsContext& context, const std::string& f) {
   auto tls = std::make_shared<TlsContext>();
   tls->ssl = std::make_unique<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server);
   if (auto status = ApplyCommon(context.common_tls_context(),
@@ -468,14 +582,8 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> ParseDownstreamTransportSocket
   return std::shared_ptr<const TlsContext>(std::move(tls));
 }
 
-absl::StatusOr<std::shared_ptr<const TlsContext>> ParseUpstreamTransportSocket(
-    const envoy::config::core::v3::TransportSocket& proto, const std::string& field) {
-  auto raw = IsRawBuffer(proto, tls_v3::UpstreamTlsContext::descriptor()->full_name(), field);
-  if (!raw.ok()) return raw.status();
-  if (*raw) return nullptr;
-  tls_v3::UpstreamTlsContext context;
-  const std::string f = absl::StrCat(field, ".typed_config");
-  if (!proto.typed_config().UnpackTo(&context)) return Invalid(f, "cannot unpack");
+absl::StatusOr<std::shared_ptr<const TlsContext>> BuildUpstream(
+    const tls_v3::UpstreamTlsContext& context, const std::string& f, bool offer_h2_and_http11) {
   auto tls = std::make_shared<TlsContext>();
   tls->ssl = std::make_unique<boost::asio::ssl::context>(boost::asio::ssl::context::tls_client);
   if (auto status = ApplyCommon(context.common_tls_context(),
@@ -487,12 +595,84 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> ParseUpstreamTransportSocket(
   SSL_CTX* ctx = tls->ssl->native_handle();
   // Without a trusted CA the server's certificate is not verified, as Envoy.
   SSL_CTX_set_verify(ctx, tls->verify_peer ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  if (tls->alpn.empty() && offer_h2_and_http11) tls->alpn = {"h2", "http/1.1"};
   if (!tls->alpn.empty()) {
     const std::string wire = AlpnWire(tls->alpn);
     SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
                             static_cast<unsigned>(wire.size()));
   }
   return std::shared_ptr<const TlsContext>(std::move(tls));
+}
+
+// Registers `socket` to be built again when `file`, or a file its secret names now, is
+// replaced; after each reload the files the new secret names are watched too.
+void WatchSdsFile(const SdsFile& file, const std::shared_ptr<TlsTransportSocket>& socket) {
+  auto secret = ReadSecret(file);
+  TlsTransportSocket* reloaded = socket.get();  // alive while the watcher calls (it locks it)
+  std::weak_ptr<TlsTransportSocket> weak = socket;
+  SecretFileWatcher::Get().Register(
+      file, secret.ok() ? FilesOf(*secret) : std::vector<std::string>(),
+      std::weak_ptr<const void>(socket), [reloaded, weak, file] {
+        if (absl::Status status = reloaded->Reload(); !status.ok()) {
+          spdlog::error("SDS {} (secret \"{}\") not applied: {}; the last good one keeps serving",
+                        file.path, file.secret_name, std::string(status.message()));
+          return;
+        }
+        spdlog::info("SDS {} (secret \"{}\"): new connections use it", file.path,
+                     file.secret_name);
+        if (auto socket = weak.lock()) WatchSdsFile(file, socket);
+      });
+}
+
+// The transport socket built once; with SDS files, registered to be built again when they
+// are replaced.
+absl::StatusOr<std::shared_ptr<const TlsTransportSocket>> MakeTransportSocket(
+    const tls_v3::CommonTlsContext& common, const std::string& field,
+    TlsTransportSocket::Build build) {
+  auto files = SdsFilesOf(common, absl::StrCat(field, ".common_tls_context"));
+  if (!files.ok()) return files.status();
+  auto socket = std::make_shared<TlsTransportSocket>(std::move(build));
+  if (auto status = socket->Reload(); !status.ok()) return status;
+  for (const SdsFile& file : *files) WatchSdsFile(file, socket);
+  return std::shared_ptr<const TlsTransportSocket>(std::move(socket));
+}
+
+}  // namespace
+
+absl::Status TlsTransportSocket::Reload() {
+  auto built = build_();
+  if (!built.ok()) return built.status();
+  current_.store(*std::move(built), std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const TlsTransportSocket>> ParseDownstreamTransportSocket(
+    const envoy::config::core::v3::TransportSocket& proto, const std::string& field) {
+  auto raw = IsRawBuffer(proto, tls_v3::DownstreamTlsContext::descriptor()->full_name(), field);
+  if (!raw.ok()) return raw.status();
+  if (*raw) return nullptr;
+  tls_v3::DownstreamTlsContext context;
+  const std::string f = absl::StrCat(field, ".typed_config");
+  if (!proto.typed_config().UnpackTo(&context)) return Invalid(f, "cannot unpack");
+  if (context.has_session_ticket_keys_sds_secret_config()) {
+    return Invalid(absl::StrCat(f, ".session_ticket_keys_sds_secret_config"), "not supported");
+  }
+  return MakeTransportSocket(context.common_tls_context(), f,
+                             [context, f] { return BuildDownstream(context, f); });
+}
+
+absl::StatusOr<std::shared_ptr<const TlsTransportSocket>> ParseUpstreamTransportSocket(
+    const envoy::config::core::v3::TransportSocket& proto, const std::string& field,
+    bool offer_h2_and_http11) {
+  auto raw = IsRawBuffer(proto, tls_v3::UpstreamTlsContext::descriptor()->full_name(), field);
+  if (!raw.ok()) return raw.status();
+  if (*raw) return nullptr;
+  tls_v3::UpstreamTlsContext context;
+  const std::string f = absl::StrCat(field, ".typed_config");
+  if (!proto.typed_config().UnpackTo(&context)) return Invalid(f, "cannot unpack");
+  return MakeTransportSocket(
+      context.common_tls_context(), f,
+      [context, f, offer_h2_and_http11] { return BuildUpstream(context, f, offer_h2_and_http11); });
 }
 
 }  // namespace meshpilot::sidecar::config

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "envoy/extensions/filters/http/rbac/v3/rbac.pb.h"
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb.h"
+#include "sidecar/config/tls.h"
 
 namespace meshpilot::sidecar::filters {
 namespace {
@@ -228,8 +229,21 @@ bool Matches(const RbacMatcher& m, const RbacRequest& request) {
     }
     case Kind::kServerName:
       return m.string->Matches(request.server_name);
-    case Kind::kAuthenticated:
-      return false;  // no TLS, no authenticated peer
+    case Kind::kAuthenticated: {
+      // As Envoy: any TLS session is authenticated; without a certificate the principal is
+      // an empty subject.
+      if (!request.tls_terminated) return false;
+      if (!m.string) return true;
+      const config::PeerCertificate* peer = request.peer_certificate;
+      if (peer == nullptr) return m.string->Matches("");
+      for (const std::string& uri : peer->uri_sans) {
+        if (m.string->Matches(uri)) return true;
+      }
+      for (const std::string& dns : peer->dns_sans) {
+        if (m.string->Matches(dns)) return true;
+      }
+      return m.string->Matches(peer->subject);
+    }
     case Kind::kDirectRemoteIp:
     case Kind::kRemoteIp:
       return m.cidr.Contains(request.remote.address());

@@ -5,9 +5,10 @@
 // ALLOW set admits a request only if some policy matches, a DENY set only if none does, a LOG
 // set admits everything. Shadow rules only feed Envoy's stats and are not evaluated.
 //
-// Without TLS a connection has no authenticated peer, so `authenticated` principals never
-// match (as in Envoy), and there is no dynamic metadata (no JWT filter), so `metadata`
-// matchers see an absent value.
+// `authenticated` principals match connections whose TLS meshproxy terminated, by the peer
+// certificate's URI SANs, then DNS SANs, then subject (as Envoy); plaintext and passed-through
+// TLS never match. There is no dynamic metadata (no JWT filter), so `metadata` matchers see
+// an absent value.
 
 #include <array>
 #include <cstdint>
@@ -27,6 +28,10 @@
 #include "sidecar/config/route.h"
 #include "sidecar/config/string_match.h"
 #include "sidecar/router/route_match.h"
+
+namespace meshpilot::sidecar::config {
+struct PeerCertificate;  // config/tls.h
+}  // namespace meshpilot::sidecar::config
 
 namespace meshpilot::sidecar::filters {
 
@@ -65,6 +70,8 @@ struct RbacRequest {
   std::optional<router::HeaderGetter> headers;
   std::string_view path;  // :path without its query
   std::string_view server_name;  // the tls_inspector's SNI; empty without
+  bool tls_terminated = false;    // a TLS session with the downstream: it is authenticated
+  const config::PeerCertificate* peer_certificate = nullptr;  // the client's, if it sent one
 };
 
 struct RbacPolicy {

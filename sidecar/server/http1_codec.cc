@@ -1,16 +1,14 @@
 #include "sidecar/server/http1_codec.h"
 
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <functional>
 #include <memory>
 #include <optional>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -147,8 +145,9 @@ class Http1DownstreamStream final : public DownstreamStream {
   void OnAbandoned(std::function<void()> callback) override { on_abandoned_ = std::move(callback); }
 
   // Nothing reads the socket meanwhile: readable means the client closed or reset it, or sent
-  // more bytes (the rest of a body, a pipelined request), which are left for the next read,
-  // and then its close cannot be seen before them.
+  // more bytes (the rest of a body, a pipelined request), which are read into the connection's
+  // buffer for the parser, and then its close cannot be seen before them. Through TLS the close
+  // is a close_notify record, seen only by reading; it may already wait in OpenSSL's buffers.
   void WatchAbandoned(bool on) override {
     if (!on) {
       if (watch_ == nullptr) return;
@@ -159,7 +158,14 @@ class Http1DownstreamStream final : public DownstreamStream {
       return;
     }
     watch_ = std::make_shared<Watch>(Watch{this});
-    AwaitReadable();
+    if (stream_.tls()) {
+      // Not from here: the router starts its wait after this call.
+      asio::post(stream_.get_executor(), [watch = watch_] {
+        if (watch->stream != nullptr) watch->stream->Readable();
+      });
+    } else {
+      AwaitReadable();
+    }
   }
 
  private:
@@ -175,16 +181,21 @@ class Http1DownstreamStream final : public DownstreamStream {
   }
 
   void Readable() {
-    char byte;
-    const ssize_t n =
-        ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    constexpr size_t kRead = 4096;
+    boost::system::error_code ec;
+    size_t n = 0;
+    if (buffer_.max_size() - buffer_.size() >= kRead) {
+      n = stream_.ReadNow(buffer_.prepare(kRead), ec);
+      buffer_.commit(n);
+    }
+    if (ec == asio::error::would_block || ec == asio::error::try_again ||
+        ec == asio::error::interrupted) {
       AwaitReadable();
       return;
     }
     watch_.reset();
-    if (n > 0) return;  // bytes to read first
-    failed_ = true;     // EOF or reset: the client is gone
+    if (n > 0 || !ec) return;  // bytes to read first
+    failed_ = true;            // EOF, close_notify or reset: the client is gone
     if (on_abandoned_) std::exchange(on_abandoned_, nullptr)();
   }
 
@@ -312,7 +323,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
     co_await router.Serve(down);
     if (!down.reusable()) break;
   }
-  stream.ShutdownSend();
+  co_await stream.ShutdownSend(Clock::now() + kCloseNotifyTimeout);
 }
 
 }  // namespace meshpilot::sidecar::server

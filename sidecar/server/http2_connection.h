@@ -145,10 +145,11 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
     max_duration_ = duration;
     max_durations_reached_ = counter;
   }
-  // Client, before Connect: the cluster's TLS context (null: plaintext), which Connect uses
-  // and the pool compares, so a cluster whose TLS changed opens new connections.
-  void SetTls(std::shared_ptr<const config::TlsContext> tls) { tls_ = std::move(tls); }
-  const std::shared_ptr<const config::TlsContext>& tls() const { return tls_; }
+  // Client, before Connect: the cluster's TLS transport socket (null: plaintext), which Connect
+  // uses and the pool compares, so a cluster whose TLS config changed opens new connections
+  // (a certificate rotated by SDS does not: the socket is the same).
+  void SetTls(std::shared_ptr<const config::TlsTransportSocket> tls) { tls_ = std::move(tls); }
+  const std::shared_ptr<const config::TlsTransportSocket>& tls() const { return tls_; }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
   bool dead() const { return dead_; }
@@ -209,7 +210,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
-  std::shared_ptr<const config::TlsContext> tls_;
+  std::shared_ptr<const config::TlsTransportSocket> tls_;
 };
 
 }  // namespace meshpilot::sidecar::server

@@ -205,8 +205,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   auto headers = [&](std::string_view name) { return request.Get(name); };
   if (!chain_.rbac.empty()) {
     // The RBAC filters run before the router (and so before route selection).
-    filters::RbacRequest rbac_request{info_.remote, info_.destination, headers,
-                                      router::PathOnly(path)};
+    filters::RbacRequest rbac_request{info_.remote,        info_.destination,
+                                      headers,             router::PathOnly(path),
+                                      info_.server_name,   info_.tls_terminated,
+                                      info_.peer_certificate.get()};
     for (const auto& rbac : chain_.rbac) {
       if (!rbac->Evaluate(rbac_request).allowed) {
         listener_stats.rbac_denied.fetch_add(1, std::memory_order_relaxed);

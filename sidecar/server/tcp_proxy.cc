@@ -1,6 +1,7 @@
 // The TCP proxy filter: one upstream connection per downstream connection, bytes both ways,
-// half-close carried across (a FIN from one side becomes a shutdown(SHUT_WR) on the other and
-// the other direction keeps flowing), a reset or error on either side closes both.
+// half-close carried across (a FIN or TLS close_notify from one side becomes the other's end of
+// sending: a close_notify then a FIN toward a TLS side, a shutdown(SHUT_WR) toward a plaintext
+// one; the other direction keeps flowing), a reset or error on either side closes both.
 
 #include <array>
 
@@ -49,9 +50,10 @@ asio::awaitable<void> Pump(Transport& from, Transport& to, std::atomic<uint64_t>
       bytes.fetch_add(n, std::memory_order_relaxed);
       istio_bytes.fetch_add(n, std::memory_order_relaxed);
     }
-    // A TLS peer that shuts its TCP side without close_notify ends its stream too.
+    // A TLS peer that shuts its TCP side without close_notify ends its stream too. Waiting
+    // for the close_notify to leave is bounded by the idle timeout, as any write.
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
-      to.ShutdownSend();
+      co_await to.ShutdownSend();
       co_return;
     }
     if (ec) {

@@ -1,10 +1,13 @@
 #include "sidecar/server/transport.h"
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
+#include <sys/socket.h>
 
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 namespace meshpilot::sidecar::server {
 
@@ -14,6 +17,66 @@ std::string_view Transport::alpn() {
   unsigned length = 0;
   SSL_get0_alpn_selected(tls_->native_handle(), &data, &length);
   return {reinterpret_cast<const char*>(data), length};
+}
+
+size_t Transport::ReadNow(boost::asio::mutable_buffer buffer, boost::system::error_code& ec) {
+  boost::asio::ip::tcp::socket& s = socket();
+  s.non_blocking(true, ec);
+  if (ec) return 0;
+  const size_t n = tls_ ? tls_->read_some(buffer, ec) : s.read_some(buffer, ec);
+  boost::system::error_code ignored;
+  s.non_blocking(false, ignored);
+  return n;
+}
+
+std::string Transport::TakeCloseNotify() {
+  if (!tls_) return {};
+  SSL* ssl = tls_->native_handle();
+  if (!SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN) != 0) return {};
+  // Asio's engine writes through a BIO pair whose other end it keeps to itself: the alert
+  // goes to a memory BIO instead, and out by hand.
+  BIO* out = BIO_new(BIO_s_mem());
+  if (out == nullptr) return {};
+  SSL_set0_wbio(ssl, out);
+  SSL_shutdown(ssl);  // writes the alert; never reads on this first call
+  ERR_clear_error();
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(out, &data);
+  return size > 0 ? std::string(data, static_cast<size_t>(size)) : std::string();
+}
+
+void Transport::SendCloseNotifyNow() {
+  if (!tls_ || !socket().is_open()) return;
+  const std::string alert = TakeCloseNotify();
+  if (alert.empty()) return;
+  [[maybe_unused]] const ssize_t sent = ::send(socket().native_handle(), alert.data(),
+                                               alert.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+boost::asio::awaitable<void> Transport::ShutdownSend(
+    std::chrono::steady_clock::time_point deadline) {
+  const std::string alert = TakeCloseNotify();
+  if (!alert.empty()) {
+    boost::system::error_code ec;
+    auto token = boost::asio::redirect_error(boost::asio::use_awaitable, ec);
+    // The deadline is the write's alone: a read of the other direction may start meanwhile.
+    co_await boost::asio::async_initiate<decltype(token), void(boost::system::error_code, size_t)>(
+        [this, deadline](auto handler, boost::asio::const_buffer bytes) {
+          tcp().expires_at(deadline);
+          boost::asio::async_write(tcp(), bytes, std::move(handler));
+          tcp().expires_never();  // the write in progress keeps `deadline`
+        },
+        token, boost::asio::buffer(alert));
+  }
+  boost::system::error_code ignored;
+  socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+}
+
+std::shared_ptr<const config::PeerCertificate> Transport::PeerCertificate() {
+  if (!tls_) return nullptr;
+  X509* peer = SSL_get0_peer_certificate(tls_->native_handle());
+  if (peer == nullptr) return nullptr;
+  return std::make_shared<const config::PeerCertificate>(config::ReadPeerCertificate(peer));
 }
 
 boost::asio::awaitable<bool> Transport::Handshake(const config::TlsContext& context, Role role,

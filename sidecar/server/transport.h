@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <memory>
+#include <string>
 #include <string_view>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
@@ -32,6 +33,10 @@
 
 namespace meshpilot::sidecar::server {
 
+// How long a closing connection waits for its close_notify to leave (Envoy's
+// delayed_close_timeout default).
+inline constexpr auto kCloseNotifyTimeout = std::chrono::seconds(1);
+
 class Transport {
  public:
   using executor_type = boost::beast::tcp_stream::executor_type;
@@ -40,6 +45,9 @@ class Transport {
   explicit Transport(boost::asio::ip::tcp::socket socket) : plain_(std::move(socket)) {}
   template <class ExecutionContext>
   explicit Transport(ExecutionContext& context) : plain_(context) {}
+  Transport(Transport&&) = default;
+  // A TLS connection still open gets its close_notify, as from Close().
+  ~Transport() { SendCloseNotifyNow(); }
 
   executor_type get_executor() { return tcp().get_executor(); }
   boost::beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : plain_; }
@@ -53,6 +61,13 @@ class Transport {
                                          std::chrono::steady_clock::time_point deadline);
   // The protocol ALPN chose ("h2", "http/1.1"), empty without TLS or ALPN.
   std::string_view alpn();
+  // The certificate the peer presented, read once; null without TLS or without one.
+  std::shared_ptr<const config::PeerCertificate> PeerCertificate();
+  bool tls() const { return tls_ != nullptr; }
+
+  // Reads what can be read without waiting (through TLS: whole records only): bytes, or 0 with
+  // `ec` would_block, eof (FIN, or TLS close_notify), or another error.
+  size_t ReadNow(boost::asio::mutable_buffer buffer, boost::system::error_code& ec);
 
   // Writes all of `buffers`. A plaintext stream sends at once, straight on the socket (one
   // sendmsg), and waits for room only when the socket's buffer is full: a write that fits
@@ -119,16 +134,20 @@ class Transport {
         token, buffers);
   }
 
-  // Ends this side's sending (TLS: without close_notify, like a reset of the session).
-  void ShutdownSend() {
-    boost::system::error_code ignored;
-    socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
-  }
+  // Ends this side's sending once what was written is sent: TLS's close_notify, then a FIN.
+  // The peer may go on sending (TLS 1.3 half-close; OpenSSL reads TLS 1.2 on as well). Past
+  // `deadline` (a peer that reads nothing) the socket is closed instead.
+  boost::asio::awaitable<void> ShutdownSend(
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
+  // Abrupt ends: a TLS connection's close_notify goes out only if the socket takes it at once
+  // (as Envoy's closeSocket), without waiting.
   void ShutdownBoth() {
+    SendCloseNotifyNow();
     boost::system::error_code ignored;
     socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
   }
   void Close() {
+    SendCloseNotifyNow();
     boost::system::error_code ignored;
     socket().close(ignored);
   }
@@ -163,6 +182,12 @@ class Transport {
       return 0;
     }
   }
+
+  // The close_notify alert, taken from OpenSSL past Asio's engine (whose shutdown waits for the
+  // peer's); empty if the handshake is not done or it was sent already. Nothing is written
+  // through TLS afterwards.
+  std::string TakeCloseNotify();
+  void SendCloseNotifyNow();
 
   boost::beast::tcp_stream plain_;  // moved into tls_ by Handshake
   std::unique_ptr<TlsStream> tls_;

@@ -368,7 +368,7 @@ void ConfigureUpstreamSocket(tcp::socket& socket,
 asio::awaitable<bool> ConnectUpstream(Transport& transport, const tcp::endpoint& peer,
                                       Clock::time_point deadline,
                                       const std::optional<config::TcpKeepalive>& keepalive,
-                                      const config::TlsContext* tls, ClusterStats& stats) {
+                                      const config::TlsTransportSocket* tls, ClusterStats& stats) {
   boost::system::error_code ec;
   transport.tcp().expires_at(deadline);
   co_await transport.tcp().async_connect(peer, asio::redirect_error(asio::use_awaitable, ec));
@@ -378,8 +378,9 @@ asio::awaitable<bool> ConnectUpstream(Transport& transport, const tcp::endpoint&
   }
   ConfigureUpstreamSocket(transport.socket(), keepalive);
   if (tls != nullptr) {
+    const std::shared_ptr<const config::TlsContext> context = tls->Current();
     const bool handshaken =
-        co_await transport.Handshake(*tls, Transport::Role::kClient, stats.ssl, deadline);
+        co_await transport.Handshake(*context, Transport::Role::kClient, stats.ssl, deadline);
     if (!handshaken) {
       stats.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
       co_return false;

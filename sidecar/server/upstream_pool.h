@@ -51,9 +51,9 @@ struct UpstreamConnection {
   boost::beast::flat_buffer buffer;
   std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
-  // The TLS context it was made with (null: plaintext): a cluster whose TLS changed does not
-  // reuse it.
-  std::shared_ptr<const config::TlsContext> tls;
+  // The TLS transport socket it was made with (null: plaintext): a cluster whose TLS config
+  // changed does not reuse it (an SDS rotation keeps the socket: it is reused).
+  std::shared_ptr<const config::TlsTransportSocket> tls;
   // Once connected: the count of the pool's open connections to this cluster and host.
   std::shared_ptr<uint32_t> open_in_pool;
   bool connected = false;
@@ -80,7 +80,7 @@ struct UpstreamTarget {
   uint32_t max_requests_per_connection = 0;  // 0: no limit
   std::optional<config::TcpKeepalive> tcp_keepalive;
   std::chrono::milliseconds max_connection_duration{0};  // 0: none
-  std::shared_ptr<const config::TlsContext> tls;  // null: plaintext
+  std::shared_ptr<const config::TlsTransportSocket> tls;  // null: plaintext
   bool alpn = false;  // auto_config: a new TLS connection is HTTP/2 if ALPN chose h2
 
   // The cluster's limits; `peer` is for the caller to set.
@@ -108,14 +108,16 @@ struct UpstreamTarget {
 };
 
 // Connects `transport` to `peer` by `deadline` (left set on the stream), with the cluster's
-// socket options (TCP_NODELAY, tcp_keepalive), then the TLS handshake when `tls` is set;
+// socket options (TCP_NODELAY, tcp_keepalive), then the TLS handshake with `tls`'s current
+// context when it is set;
 // counts upstream_cx_connect_fail when either fails (a handshake failure is a connect
 // failure, as in Envoy).
 boost::asio::awaitable<bool> ConnectUpstream(Transport& transport,
                                              const boost::asio::ip::tcp::endpoint& peer,
                                              Clock::time_point deadline,
                                              const std::optional<config::TcpKeepalive>& keepalive,
-                                             const config::TlsContext* tls, ClusterStats& stats);
+                                             const config::TlsTransportSocket* tls,
+                                             ClusterStats& stats);
 
 // A request's way out of the pending queue when its client gives up: the router calls Cancel()
 // from its downstream's OnAbandoned callback, and the request leaves the queue instead of

@@ -337,9 +337,21 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
     std::shared_ptr<ListenerStats> stats;
     ~ActiveGuard() { stats->downstream_cx_active.fetch_sub(1, std::memory_order_relaxed); }
   } guard{owner.stats};
+  Transport transport(std::move(socket));
+  if (chain->tls) {
+    const std::shared_ptr<const config::TlsContext> context = chain->tls->Current();
+    const bool handshaken =
+        co_await transport.Handshake(*context, Transport::Role::kServer, owner.stats->ssl,
+                                     std::chrono::steady_clock::now() + kTlsHandshakeTimeout);
+    if (!handshaken) co_return;
+    info.tls_terminated = true;
+    info.peer_certificate = transport.PeerCertificate();
+  }
+  // After the handshake, as Envoy's network filters: `authenticated` principals need it.
   if (!chain->rbac.empty()) {
     filters::RbacRequest request{info.remote, info.destination, std::nullopt, {},
-                                 info.server_name};
+                                 info.server_name, info.tls_terminated,
+                                 info.peer_certificate.get()};
     for (const auto& rbac : chain->rbac) {
       if (!rbac->Evaluate(request).allowed) {
         owner.stats->rbac_denied.fetch_add(1, std::memory_order_relaxed);
@@ -347,14 +359,6 @@ asio::awaitable<void> Worker::HandleConnection(tcp::socket socket, std::string n
       }
     }
     owner.stats->rbac_allowed.fetch_add(1, std::memory_order_relaxed);
-  }
-  Transport transport(std::move(socket));
-  if (chain->tls) {
-    const bool handshaken =
-        co_await transport.Handshake(*chain->tls, Transport::Role::kServer, owner.stats->ssl,
-                                     std::chrono::steady_clock::now() + kTlsHandshakeTimeout);
-    if (!handshaken) co_return;
-    info.tls_terminated = true;
   }
   if (const auto* http = std::get_if<config::HttpChain>(&chain->filter)) {
     co_await RunHttpSession(*this, std::move(transport), info, owner_name, owner, *http);

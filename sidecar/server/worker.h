@@ -35,6 +35,8 @@ struct ConnectionInfo {
   std::string server_name;
   std::vector<std::string> application_protocols;
   bool tls_terminated = false;  // the filter chain's DownstreamTlsContext did the handshake
+  // The client's certificate (mTLS), for RBAC's `authenticated` principals.
+  std::shared_ptr<const config::PeerCertificate> peer_certificate;
 };
 
 class Worker {

@@ -540,6 +540,9 @@ class TlsBackend(ThreadedTcpServer):
 
     def _serve(self, conn):
         conn.settimeout(10)
+        # The answer leaves at once: closing with the client's close_notify unread resets the
+        # connection, which would drop an answer Nagle still held.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             with self.context.wrap_socket(conn, server_side=True) as tls:
                 line = tls.recv(4096).split(b"\n")[0]

@@ -7,6 +7,7 @@
 
 #include "envoy/extensions/filters/http/rbac/v3/rbac.pb.h"
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb.h"
+#include "sidecar/config/tls.h"
 #include "sidecar/filters/rbac.h"
 #include "tests/sidecar/proto_json.h"
 
@@ -42,6 +43,8 @@ struct Request {
   std::map<std::string, std::string> headers = {{":method", "GET"}, {":authority", "web"}};
   std::string path = "/public/a";
   bool http = true;
+  bool tls = false;
+  std::optional<config::PeerCertificate> peer;  // with `tls`: the client's certificate
 
   RbacFilter::Decision Run(const RbacFilter& filter) const {
     auto lookup = [this](std::string_view name) -> std::optional<std::string_view> {
@@ -53,6 +56,8 @@ struct Request {
                         ip::tcp::endpoint(ip::make_address(destination), port), std::nullopt,
                         path};
     if (http) request.headers.emplace(lookup);
+    request.tls_terminated = tls;
+    if (peer) request.peer_certificate = &*peer;
     return filter.Evaluate(request);
   }
 };
@@ -110,6 +115,32 @@ TEST_CASE("rbac: a filter without rules admits everything; an empty ALLOW admits
   CHECK(Request{}.Run(*Http("{}")).allowed);
   CHECK_FALSE(Request{}.Run(*Http(R"({"rules": {"action": "ALLOW"}})")).allowed);
   CHECK(Request{}.Run(*Http(R"({"rules": {"action": "DENY"}})")).allowed);
+}
+
+TEST_CASE("rbac: authenticated principals read URI SANs, then DNS SANs, then the subject") {
+  auto filter = Http(R"({"rules": {"action": "ALLOW", "policies": {
+    "ns": {"permissions": [{"any": true}],
+           "principals": [{"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/default/.*"}}}},
+                          {"authenticated": {"principal_name": {"exact": "db.internal"}}},
+                          {"authenticated": {"principal_name": {"exact": "CN=ops,O=example"}}}]}}}})");
+  Request request;
+  request.tls = true;
+  request.peer = config::PeerCertificate{{"spiffe://cluster.local/ns/default/sa/web"}, {}, "CN=web"};
+  CHECK(request.Run(*filter).allowed);
+  request.peer = config::PeerCertificate{{"spiffe://cluster.local/ns/other/sa/web"}, {}, "CN=web"};
+  CHECK_FALSE(request.Run(*filter).allowed);
+  request.peer = config::PeerCertificate{{}, {"db.internal"}, "CN=db"};
+  CHECK(request.Run(*filter).allowed);
+  request.peer = config::PeerCertificate{{}, {}, "CN=ops,O=example"};
+  CHECK(request.Run(*filter).allowed);
+  request.peer.reset();  // TLS without a client certificate: an empty subject
+  CHECK_FALSE(request.Run(*filter).allowed);
+  // Without principal_name any TLS session is authenticated, as Envoy's.
+  auto any = Http(R"({"rules": {"action": "ALLOW", "policies": {
+    "tls": {"permissions": [{"any": true}], "principals": [{"authenticated": {}}]}}}})");
+  CHECK(request.Run(*any).allowed);
+  request.tls = false;
+  CHECK_FALSE(request.Run(*any).allowed);
 }
 
 TEST_CASE("rbac: without TLS no peer is authenticated and there is no JWT metadata") {

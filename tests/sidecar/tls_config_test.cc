@@ -88,8 +88,8 @@ TEST_CASE("tls config: a downstream context with certificate, client CA and ALPN
       "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "cipher_suites": ["ECDHE-ECDSA-AES128-GCM-SHA256"]}},
     "require_client_certificate": true)");
   REQUIRE(listener.ok());
-  const auto& tls = (*listener)->chains[0].tls;
-  REQUIRE(tls != nullptr);
+  REQUIRE((*listener)->chains[0].tls != nullptr);
+  const auto tls = (*listener)->chains[0].tls->Current();
   CHECK(tls->require_client_certificate);
   CHECK(tls->verify_peer);
   CHECK(tls->alpn == std::vector<std::string>{"h2", "http/1.1"});
@@ -111,12 +111,13 @@ TEST_CASE("tls config: an upstream context with SNI and inline CA; none verifies
         "match_subject_alt_names": [{"exact": "backend.test"}]}})");
   REQUIRE(cluster.ok());
   REQUIRE((*cluster)->tls != nullptr);
-  CHECK((*cluster)->tls->sni == "backend.test");
-  CHECK((*cluster)->tls->verify_peer);
+  CHECK((*cluster)->tls->Current()->sni == "backend.test");
+  CHECK((*cluster)->tls->Current()->verify_peer);
   auto insecure = Cluster(R"("sni": "backend.test")");
   REQUIRE(insecure.ok());
-  CHECK_FALSE((*insecure)->tls->verify_peer);
-  CHECK(SSL_CTX_get_verify_mode((*insecure)->tls->ssl->native_handle()) == SSL_VERIFY_NONE);
+  CHECK_FALSE((*insecure)->tls->Current()->verify_peer);
+  CHECK(SSL_CTX_get_verify_mode((*insecure)->tls->Current()->ssl->native_handle()) ==
+        SSL_VERIFY_NONE);
   // raw_buffer is plaintext.
   auto plain = config::ParseCluster(FromJson<envoy::config::cluster::v3::Cluster>(
       R"({"name": "c", "type": "STATIC", "transport_socket": {"name": "envoy.transport_sockets.raw_buffer"}})"));
@@ -124,13 +125,25 @@ TEST_CASE("tls config: an upstream context with SNI and inline CA; none verifies
   CHECK((*plain)->tls == nullptr);
 }
 
-TEST_CASE("tls config: SDS, missing files and unsafe settings are NACKed with their field") {
+TEST_CASE("tls config: SDS but from files, missing files and unsafe settings are NACKed with their field") {
   const std::string chain = "filter_chains[0].transport_socket.typed_config.common_tls_context";
-  auto sds = Listener(R"("common_tls_context": {"tls_certificate_sds_secret_configs": [{"name": "default"}]})");
+  auto sds = Listener(R"("common_tls_context": {"tls_certificate_sds_secret_configs": [{"name": "default",
+      "sds_config": {"ads": {}, "resource_api_version": "V3"}}]})");
   REQUIRE_FALSE(sds.ok());
   CHECK(sds.status().message() ==
-        chain + ".tls_certificate_sds_secret_configs: SDS is not available; give "
-                "tls_certificates from files or inline");
+        chain + ".tls_certificate_sds_secret_configs[0].sds_config.ads: SDS over xDS is not "
+                "available; give path_config_source");
+  auto static_secret = Listener(
+      R"("common_tls_context": {"tls_certificate_sds_secret_configs": [{"name": "default"}]})");
+  REQUIRE_FALSE(static_secret.ok());
+  CHECK(static_secret.status().message() ==
+        chain + ".tls_certificate_sds_secret_configs[0].sds_config: missing (static secrets are "
+                "not available; give path_config_source)");
+  auto no_file = Listener(R"("common_tls_context": {"tls_certificate_sds_secret_configs": [{"name": "default",
+      "sds_config": {"path_config_source": {"path": "/nonexistent/sds.yaml"}}}]})");
+  REQUIRE_FALSE(no_file.ok());
+  CHECK(no_file.status().message() ==
+        chain + ".tls_certificate_sds_secret_configs[0]: /nonexistent/sds.yaml: cannot read");
   auto no_cert = Listener(R"("common_tls_context": {})");
   REQUIRE_FALSE(no_cert.ok());
   CHECK(no_cert.status().message() == chain + ".tls_certificates: a server context needs a certificate");
@@ -148,11 +161,12 @@ TEST_CASE("tls config: SDS, missing files and unsafe settings are NACKed with th
 
   const std::string upstream = "transport_socket.typed_config.common_tls_context";
   auto root_sds = Cluster(R"("common_tls_context": {"combined_validation_context": {
-      "default_validation_context": {}, "validation_context_sds_secret_config": {"name": "ROOTCA"}}})");
+      "default_validation_context": {}, "validation_context_sds_secret_config": {"name": "ROOTCA",
+      "sds_config": {"api_config_source": {"api_type": "GRPC"}}}}})");
   REQUIRE_FALSE(root_sds.ok());
   CHECK(root_sds.status().message() ==
-        upstream + ".combined_validation_context.validation_context_sds_secret_config: SDS is not "
-                   "available; give default_validation_context.trusted_ca");
+        upstream + ".combined_validation_context.validation_context_sds_secret_config.sds_config"
+                   ".api_config_source: SDS over xDS is not available; give path_config_source");
   auto san_alone = Cluster(R"("common_tls_context": {"validation_context": {
       "match_subject_alt_names": [{"exact": "backend.test"}]}})");
   REQUIRE_FALSE(san_alone.ok());
@@ -176,6 +190,79 @@ TEST_CASE("tls config: SDS, missing files and unsafe settings are NACKed with th
         "(envoy.transport_sockets.tls with UpstreamTlsContext, or raw_buffer)");
 }
 
+void WriteFile(const std::filesystem::path& path, const std::string& content) {
+  std::ofstream(path.string() + ".tmp") << content;
+  std::filesystem::rename(path.string() + ".tmp", path);  // as a rotation does it
+}
+
+std::string SecretResponse(const std::string& name, const std::string& secret) {
+  return R"({"resources": [{"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+      "name": ")" + name + R"(", )" + secret + "}]}";
+}
+
+// A YAML DiscoveryResponse with the Secret "server" holding `body` (indented YAML).
+std::string SecretYaml(const std::string& body) {
+  return R"(resources:
+- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
+  name: server
+)" + body;
+}
+
+std::string CertificateYaml() {
+  // Plain and quoted scalars alike, as Envoy's YAML loader reads them.
+  return "  tls_certificate:\n    certificate_chain: {filename: " + Certs().path("server.pem") +
+         "}\n    private_key: {filename: '" + Certs().path("server.key") + "'}\n";
+}
+
+TEST_CASE("tls config: SDS from a file builds the context, and a reload keeps the last good one") {
+  const std::filesystem::path file = Certs().dir / "sds.yaml";
+  WriteFile(file, SecretYaml(CertificateYaml()));
+  auto listener = Listener(R"("common_tls_context": {"tls_certificate_sds_secret_configs": [{
+      "name": "server", "sds_config": {"path_config_source": {"path": ")" + file.string() +
+                           R"("}}}]})");
+  REQUIRE(listener.ok());
+  const config::TlsTransportSocket& socket = *(*listener)->chains[0].tls;
+  const auto first = socket.Current();
+  REQUIRE(first != nullptr);
+  CHECK(SSL_CTX_get0_certificate(first->ssl->native_handle()) != nullptr);
+
+  const std::string json = (file.parent_path() / "sds.json").string();
+  WriteFile(json, SecretResponse("other", R"("tls_certificate": {})"));
+  auto wrong_name = Listener(R"("common_tls_context": {"tls_certificate_sds_secret_configs": [{
+      "name": "server", "sds_config": {"path_config_source": {"path": ")" + json + R"("}}}]})");
+  REQUIRE_FALSE(wrong_name.ok());
+  CHECK(wrong_name.status().message() ==
+        "filter_chains[0].transport_socket.typed_config.common_tls_context."
+        "tls_certificate_sds_secret_configs[0]: " + json + ": no secret named \"server\"");
+
+  // Not YAML, then a validation context where a certificate is expected: the first stays.
+  auto& reloadable = const_cast<config::TlsTransportSocket&>(socket);
+  WriteFile(file, "resources: [unclosed");
+  CHECK_FALSE(reloadable.Reload().ok());
+  CHECK(socket.Current() == first);
+  WriteFile(file, SecretYaml("  validation_context: {trusted_ca: {filename: " +
+                             Certs().path("ca.pem") + "}}\n"));
+  const absl::Status wrong_type = reloadable.Reload();
+  CHECK(std::string(wrong_type.message()).ends_with(": secret \"server\" has no tls_certificate"));
+  CHECK(socket.Current() == first);
+  // The certificate again: a new context.
+  WriteFile(file, SecretYaml(CertificateYaml()));
+  REQUIRE(reloadable.Reload().ok());
+  CHECK(socket.Current() != first);
+
+  // An upstream's CA from a secret, merged over the default validation context's SANs.
+  const std::string ca = (file.parent_path() / "ca.json").string();
+  WriteFile(ca, SecretResponse("ROOTCA", R"("validation_context": {"trusted_ca": {"filename": ")" +
+                                             Certs().path("ca.pem") + R"("}})"));
+  auto cluster = Cluster(R"("common_tls_context": {"combined_validation_context": {
+      "default_validation_context": {"match_subject_alt_names": [{"exact": "backend.test"}]},
+      "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": {
+        "path_config_source": {"path": ")" + ca + R"("}}}}})");
+  REQUIRE(cluster.ok());
+  CHECK((*cluster)->tls->Current()->verify_peer);
+  CHECK((*cluster)->tls->Current()->san_matchers.size() == 1);
+}
+
 TEST_CASE("tls config: auto_config over TLS offers h2 and http/1.1 when ALPN is not given") {
   auto cluster = Cluster("", R"("typed_extension_protocol_options": {
       "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -184,6 +271,7 @@ TEST_CASE("tls config: auto_config over TLS offers h2 and http/1.1 when ALPN is 
   REQUIRE(cluster.ok());
   CHECK((*cluster)->protocol == config::UpstreamProtocol::kAlpn);
   REQUIRE((*cluster)->tls != nullptr);
+  CHECK((*cluster)->tls->Current()->alpn == std::vector<std::string>{"h2", "http/1.1"});
 }
 
 }  // namespace

@@ -1,13 +1,8 @@
 #include "controlplane/source/file/file_source.h"
 
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/inotify.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -34,34 +29,6 @@ std::optional<std::string> ReadFile(const std::filesystem::path& path) {
   return std::move(content).str();
 }
 
-enum class Wake { kChange, kTimeout, kStop };
-
-// Waits up to `timeout_ms` (-1: forever) for a change in the folder or a request to stop.
-Wake WaitForEvent(int inotify_fd, int stop_fd, int timeout_ms) {
-  pollfd fds[] = {{inotify_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
-  int ready = poll(fds, 2, timeout_ms);
-  if (ready < 0 && errno == EINTR) return Wake::kTimeout;
-  if (ready < 0) {
-    spdlog::error("config: stopped watching the folder: poll: {}", strerror(errno));
-    return Wake::kStop;
-  }
-  if (fds[1].revents != 0) return Wake::kStop;
-  if (fds[0].revents == 0) return Wake::kTimeout;
-  // Which names changed does not matter: the whole folder is re-read and compared.
-  alignas(inotify_event) char buffer[4096];
-  ssize_t length;
-  while ((length = read(inotify_fd, buffer, sizeof(buffer))) > 0) {
-    for (char* at = buffer; at < buffer + length;) {
-      const auto* event = reinterpret_cast<const inotify_event*>(at);
-      if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
-        spdlog::error("config: the folder was removed or moved; serving its last content");
-      }
-      at += sizeof(inotify_event) + event->len;
-    }
-  }
-  return Wake::kChange;
-}
-
 }  // namespace
 
 bool IsConfigFile(const std::filesystem::path& path) {
@@ -80,20 +47,13 @@ FileSource::FileSource(std::filesystem::path directory, Subscriber subscriber,
 FileSource::~FileSource() { Stop(); }
 
 absl::Status FileSource::Start() {
-  if (inotify_fd_ >= 0) return absl::FailedPreconditionError("the file source is already started");
-  inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (inotify_fd_ < 0 || stop_fd_ < 0) {
-    absl::Status status = absl::ErrnoToStatus(errno, "cannot set up inotify");
-    Stop();
-    return status;
-  }
+  if (watcher_.joinable()) return absl::FailedPreconditionError("the file source is already started");
+  absl::Status status = watch_.Open();
   // Watch before the first read, so that no change slips in between.
-  if (inotify_add_watch(inotify_fd_, directory_.c_str(), kWatchedEvents) < 0) {
-    absl::Status status = absl::ErrnoToStatus(
-        errno, absl::StrCat("cannot watch config folder ", directory_.string()));
-    Stop();
-    return status;
+  if (status.ok()) status = watch_.Add(directory_.string(), kWatchedEvents);
+  if (!status.ok()) {
+    watch_.Close();
+    return absl::Status(status.code(), absl::StrCat("config folder: ", status.message()));
   }
   Rescan();
   Publish();
@@ -103,28 +63,36 @@ absl::Status FileSource::Start() {
 
 void FileSource::Stop() {
   if (watcher_.joinable()) {
-    uint64_t one = 1;
-    if (write(stop_fd_, &one, sizeof(one)) != sizeof(one)) {
-      spdlog::error("config: cannot wake the folder watcher: {}", strerror(errno));
-    }
+    watch_.Stop();
     watcher_.join();
   }
-  for (int* fd : {&inotify_fd_, &stop_fd_}) {
-    if (*fd >= 0) close(*fd);
-    *fd = -1;
+  watch_.Close();
+}
+
+// Waits for a change in the folder; which names changed does not matter: the whole folder is
+// re-read and compared.
+InotifyWatch::Wake FileSource::WaitForChange(int timeout_ms) {
+  std::vector<InotifyWatch::Event> events;
+  const InotifyWatch::Wake wake = watch_.Wait(timeout_ms, &events);
+  for (const InotifyWatch::Event& event : events) {
+    if (event.mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+      spdlog::error("config: the folder was removed or moved; serving its last content");
+    }
   }
+  return wake;
 }
 
 void FileSource::Watch() {
+  using Wake = InotifyWatch::Wake;
   const int quiet_ms = static_cast<int>(quiet_period_.count());
   while (true) {
-    Wake wake = WaitForEvent(inotify_fd_, stop_fd_, /*timeout_ms=*/-1);
+    Wake wake = WaitForChange(/*timeout_ms=*/-1);
     if (wake == Wake::kStop) return;
     if (wake == Wake::kTimeout) continue;
     // Let the burst settle, but not forever: steady writes must still get published.
     auto deadline = std::chrono::steady_clock::now() + 10 * quiet_period_;
     while (std::chrono::steady_clock::now() < deadline) {
-      wake = WaitForEvent(inotify_fd_, stop_fd_, quiet_ms);
+      wake = WaitForChange(quiet_ms);
       if (wake == Wake::kStop) return;
       if (wake == Wake::kTimeout) break;
     }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/inotify_watch.h"
 #include "controlplane/convert/object.h"
 #include "controlplane/model/mesh_state.h"
 
@@ -60,6 +61,7 @@ class FileSource {
   FileState Load(const std::string& origin, std::string content, const FileState* previous);
   void Publish();
   void Watch();
+  InotifyWatch::Wake WaitForChange(int timeout_ms);
 
   const std::filesystem::path directory_;
   const Subscriber subscriber_;
@@ -69,8 +71,7 @@ class FileSource {
   std::map<std::string, FileState> files_;
   uint64_t version_ = 0;
 
-  int inotify_fd_ = -1;
-  int stop_fd_ = -1;  // an eventfd that wakes the watcher to stop
+  InotifyWatch watch_;
   std::thread watcher_;
 };
 
