@@ -147,7 +147,12 @@ std::optional<DeltaStream::Response> DeltaStream::DiffLocked(ResourceType type,
   for (const std::string& name : sub.resend) {
     if (InScopeLocked(type, name)) consider(name);
   }
-  if (changed.empty() && removed.empty() && !sub.answer) return std::nullopt;
+  if (changed.empty() && removed.empty() && !sub.answer) {
+    // The client holds the current state: whatever it rejected before is moot (the rejected
+    // change was reverted or unsubscribed), so removals need not wait for it.
+    type_state(type).rejected = false;
+    return std::nullopt;
+  }
 
   // The version is a hash of everything the client will hold once it applies the response,
   // like SotW's: equal holdings, equal versions.

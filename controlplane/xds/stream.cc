@@ -81,6 +81,9 @@ Stream::Answer Stream::AnswerLocked(ResourceType type, const std::string& nonce,
   // A request carrying an old nonce answers a response the client has since been sent a
   // newer one of: xDS says it is no ACK/NACK.
   if (nonce != status.sent_nonce) return Answer::kStale;
+  // A request after the answer repeats its nonce: Envoy asks for new names that way, with the
+  // version it holds, which after a NACK is not the one sent. It is neither an ACK nor a NACK.
+  if (!state.awaiting_ack) return Answer::kNone;
   state.awaiting_ack = false;
   state.rejected = error != nullptr;
   if (error != nullptr) {

@@ -82,8 +82,15 @@ class Transport {
     }
     boost::beast::buffers_suffix<ConstBuffers> rest(buffers);
     rest.consume(sent);
-    co_await boost::asio::async_write(
-        *this, rest, boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    using boost::asio::redirect_error;
+    using boost::asio::use_awaitable;
+    if (tls_) {
+      co_await boost::asio::async_write(*this, rest, redirect_error(use_awaitable, ec));
+    } else {
+      // On the socket itself, like SendNow: writes carry no deadline, and one a timed read left
+      // on the TCP stream must not cut this one off.
+      co_await boost::asio::async_write(plain_.socket(), rest, redirect_error(use_awaitable, ec));
+    }
     co_return ec;
   }
 

@@ -351,6 +351,10 @@ TEST_CASE("ads: a removed cluster stays while the client rejects the routes that
   // The client keeps serving its old routes, which name svc-1: svc-1 must stay with it.
   REQUIRE(client.Nack(rds2, "route_config 8080: rejected for the test"));
   CHECK(client.ExpectNothing());
+  // Envoy asks again with the rejected response's nonce and the version it still holds (as
+  // when a listener update adds a watch): that is no ACK of the rejected routes.
+  REQUIRE(client.Send(kRds, {"8080"}, rds.version_info(), rds2.nonce()));
+  CHECK(client.ExpectNothing());
 
   // A later route configuration the client accepts lets the removal through.
   AddService(mesh, "web", 8080, model::Protocol::kHttp);
