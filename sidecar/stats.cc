@@ -95,6 +95,8 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"no_route", true, v(s.no_route)},
       {"downstream_rq_max_duration_reached", true, v(s.downstream_rq_max_duration_reached)},
       {"downstream_cx_idle_timeout", true, v(s.downstream_cx_idle_timeout)},
+      {"downstream_cx_max_duration_reached", true, v(s.downstream_cx_max_duration_reached)},
+      {"downstream_cx_max_requests_reached", true, v(s.downstream_cx_max_requests_reached)},
       {"rbac_allowed", true, v(s.rbac_allowed)},
       {"rbac_denied", true, v(s.rbac_denied)},
       {"bind_errors", true, v(s.bind_errors)},

@@ -109,6 +109,8 @@ struct ListenerStats {
   std::atomic<uint64_t> no_route{0};
   std::atomic<uint64_t> downstream_rq_max_duration_reached{0};
   std::atomic<uint64_t> downstream_cx_idle_timeout{0};
+  std::atomic<uint64_t> downstream_cx_max_duration_reached{0};
+  std::atomic<uint64_t> downstream_cx_max_requests_reached{0};  // each request at or past it
   std::atomic<uint64_t> rbac_allowed{0};  // connections and requests the RBAC filters passed
   std::atomic<uint64_t> rbac_denied{0};
   std::atomic<uint64_t> bind_errors{0};

@@ -170,7 +170,8 @@ Http2Connection::Http2Connection(asio::io_context& io, Transport transport, Role
       on_request_(std::move(on_request)),
       write_signal_(io),
       idle_timer_(io),
-      max_duration_timer_(io) {
+      max_duration_timer_(io),
+      drain_timer_(io) {
   InitSession();
 }
 
@@ -243,7 +244,7 @@ asio::awaitable<void> Http2Connection::Run(std::string preface) {
       if (self->max_durations_reached_ != nullptr) {
         self->max_durations_reached_->fetch_add(1, std::memory_order_relaxed);
       }
-      self->Drain();
+      self->DrainGracefully();
     });
   }
   co_await ReadLoop(std::move(preface));
@@ -340,6 +341,7 @@ void Http2Connection::Terminate(bool connect_failed) {
   write_signal_.cancel();
   idle_timer_.cancel();
   max_duration_timer_.cancel();
+  drain_timer_.cancel();
   transport_.ShutdownBoth();
   transport_.Close();
 }
@@ -390,6 +392,21 @@ void Http2Connection::Drain() {
                         nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
                         nullptr, 0);
   Flush();
+}
+
+void Http2Connection::DrainGracefully() {
+  if (dead_ || draining_ || shutdown_notice_sent_) return;
+  if (role_ == Role::kClient || drain_timeout_.count() == 0) {
+    Drain();
+    return;
+  }
+  shutdown_notice_sent_ = true;
+  nghttp2_submit_shutdown_notice(session_);
+  Flush();
+  drain_timer_.expires_after(drain_timeout_);
+  drain_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->Drain();
+  });
 }
 
 Http2Stream* Http2Connection::StreamOf(int32_t stream_id) {

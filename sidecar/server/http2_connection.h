@@ -139,8 +139,8 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Client, before Connect: after this many streams (0: no limit), the connection takes no
   // more and drains once they are done.
   void SetMaxRequests(uint32_t max_requests) { max_requests_ = max_requests; }
-  // Before Serve/Connect: `duration` after it starts (0: never), the connection drains (GOAWAY,
-  // closed once its streams are done), counting in `counter` (Envoy's max_connection_duration).
+  // Before Serve/Connect: `duration` after it starts (0: never), the connection drains
+  // (DrainGracefully), counting in `counter` (Envoy's max_connection_duration).
   void SetMaxDuration(std::chrono::milliseconds duration, std::atomic<uint64_t>* counter) {
     max_duration_ = duration;
     max_durations_reached_ = counter;
@@ -158,6 +158,12 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // GOAWAY naming the last stream taken; the connection closes once the streams in flight are
   // done (a server's, or a client's at max_requests_per_connection).
   void Drain();
+  // A server's drain as Envoy's connection manager does it (max_connection_duration,
+  // max_requests_per_connection): GOAWAY with the highest stream id first, a notice while
+  // streams racing it still come, then Drain after the drain timeout. A client: Drain.
+  void DrainGracefully();
+  // Server, before Serve: the time between DrainGracefully's notice and the final GOAWAY.
+  void SetDrainTimeout(std::chrono::milliseconds timeout) { drain_timeout_ = timeout; }
   // Before Serve/Connect: with no stream open for `timeout`, the connection sends GOAWAY and
   // closes, counting in `counter` (Envoy's idle_timeout; 0: never).
   void SetIdleTimeout(std::chrono::milliseconds timeout, std::atomic<uint64_t>* counter) {
@@ -202,8 +208,11 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   std::chrono::milliseconds max_duration_{0};
   std::atomic<uint64_t>* max_durations_reached_ = nullptr;
   boost::asio::steady_timer max_duration_timer_;
+  std::chrono::milliseconds drain_timeout_{0};
+  boost::asio::steady_timer drain_timer_;  // from the shutdown notice to the final GOAWAY
   bool goaway_received_ = false;
-  bool draining_ = false;
+  bool shutdown_notice_sent_ = false;
+  bool draining_ = false;  // the final GOAWAY is sent
   uint32_t max_requests_ = 0;  // client: max_requests_per_connection
   uint32_t assigned_ = 0;      // client: streams the pool put on it
   uint32_t opened_ = 0;        // client: streams opened
