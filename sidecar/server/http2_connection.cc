@@ -338,6 +338,7 @@ void Http2Connection::Terminate(bool connect_failed) {
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, stream] : streams) stream->Close(NGHTTP2_INTERNAL_ERROR, connect_failed);
+  if (on_capacity_) std::exchange(on_capacity_, nullptr)(/*closed=*/true);
   write_signal_.cancel();
   idle_timer_.cancel();
   max_duration_timer_.cancel();
@@ -472,6 +473,10 @@ int Http2Connection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame, v
     case NGHTTP2_GOAWAY:
       self->goaway_received_ = true;
       break;
+    case NGHTTP2_SETTINGS:
+      // The peer's SETTINGS_MAX_CONCURRENT_STREAMS may leave room for streams now.
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && self->on_capacity_) self->on_capacity_(false);
+      break;
     default:
       break;
   }
@@ -508,6 +513,7 @@ int Http2Connection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t
     }
   }
   stream->Close(error_code, /*connect_failed=*/false);
+  if (self->on_capacity_) self->on_capacity_(false);
   return 0;
 }
 

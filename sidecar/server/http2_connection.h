@@ -151,6 +151,10 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   const std::shared_ptr<const config::TlsContext>& tls() const { return tls_; }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
+  // Client: called when the connection may take a stream it could not before (one of its
+  // streams closed, the peer's SETTINGS arrived) with false, and once it closed with true:
+  // the pool wakes the requests waiting for room.
+  void OnCapacity(std::function<void(bool closed)> callback) { on_capacity_ = std::move(callback); }
   bool dead() const { return dead_; }
   // Client: a new stream with `headers`; the body follows unless `end_stream`.
   std::shared_ptr<Http2Stream> OpenStream(const http::HeaderMap& headers, bool end_stream);
@@ -218,6 +222,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
+  std::function<void(bool closed)> on_capacity_;
   std::shared_ptr<const config::TlsContext> tls_;
 };
 

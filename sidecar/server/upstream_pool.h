@@ -9,10 +9,14 @@
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
 // When max_connections (across workers) leaves no connection to use, a request waits in the
 // cluster's pending queue, up to max_pending_requests of them (across workers), as Envoy's
-// connection pools do: the oldest request for an endpoint is woken when this worker releases a
-// connection to that endpoint, the oldest of the cluster when one closes (a connection may be
-// opened then), and each looks again every few milliseconds for what other workers freed. A
-// request whose client gives up leaves the queue at once (upstream_rq_cancelled).
+// connection pools do. Waiting is event-driven, on this worker's own connections (a worker
+// with none to the endpoint opens one anyway, so there always is one to wait for): the
+// oldest request for an endpoint is woken when this worker releases an HTTP/1.1 connection
+// to it or one of its HTTP/2 connections there has room (a stream closed, the peer's
+// SETTINGS came); the oldest of the cluster when a connection closes or fails to connect (a
+// connection may be opened then). A woken request that leaves the queue wakes the next, and
+// one woken in vain goes back to its head. A request whose client gives up leaves the queue
+// at once (upstream_rq_cancelled); one whose deadline passes, then.
 
 #include <chrono>
 #include <list>
@@ -210,8 +214,10 @@ class UpstreamPool {
   // A new HTTP/2 connection to `target`, on `transport` when connected already.
   std::shared_ptr<Http2Connection> NewHttp2(const UpstreamTarget& target,
                                             std::optional<Transport> transport);
-  boost::asio::awaitable<void> WaitPending(const UpstreamTarget& target, Clock::time_point until,
-                                           PendingCancellation* cancellation);
+  // Waits in the queue (at its head if `first`) until woken, `until`, or cancelled; whether
+  // it was woken.
+  boost::asio::awaitable<bool> WaitPending(const UpstreamTarget& target, Clock::time_point until,
+                                           PendingCancellation* cancellation, bool first);
   // Wakes the oldest pending request of `cluster` for `peer` (null: for any endpoint).
   void WakePending(std::string_view cluster, const boost::asio::ip::tcp::endpoint* peer);
 
