@@ -362,7 +362,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   uint32_t retries_left = retry ? retry->num_retries : 0;
   uint32_t retry_number = 0;
   // The route timeout, and the stream's (max_stream_duration, grpc-timeout) from its start.
-  const router::RequestTimeouts timeouts = router::TimeoutsFor(action, grpc, grpc_timeout, chain_.max_stream_duration);
+  const router::RequestTimeouts timeouts =
+      router::TimeoutsFor(action, grpc, grpc_timeout, chain_.max_stream_duration);
   const std::optional<Clock::time_point> stream_deadline =
       timeouts.stream ? std::optional(received + *timeouts.stream) : std::nullopt;
   std::optional<Clock::time_point> deadline =

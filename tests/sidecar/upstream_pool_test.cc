@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,10 +31,11 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-// Answers every request on every connection with an empty 200.
-class Origin {
+// Accepts connections on a loopback port and hands each to `serve`.
+class LoopbackAcceptor {
  public:
-  explicit Origin(asio::io_context& io) : acceptor_(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
+  LoopbackAcceptor(asio::io_context& io, std::function<void(tcp::socket)> serve)
+      : acceptor_(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0)), serve_(std::move(serve)) {
     asio::co_spawn(io, Accept(), asio::detached);
   }
   tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
@@ -44,9 +46,24 @@ class Origin {
       boost::system::error_code ec;
       tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;
-      asio::co_spawn(acceptor_.get_executor(), Serve(std::move(socket)), asio::detached);
+      serve_(std::move(socket));
     }
   }
+
+  tcp::acceptor acceptor_;
+  std::function<void(tcp::socket)> serve_;
+};
+
+// Answers every request on every connection with an empty 200.
+class Origin {
+ public:
+  explicit Origin(asio::io_context& io)
+      : acceptor_(io, [&io](tcp::socket socket) {
+          asio::co_spawn(io, Serve(std::move(socket)), asio::detached);
+        }) {}
+  tcp::endpoint endpoint() const { return acceptor_.endpoint(); }
+
+ private:
   static asio::awaitable<void> Serve(tcp::socket socket) {
     std::string in;
     for (;;) {
@@ -62,43 +79,32 @@ class Origin {
     }
   }
 
-  tcp::acceptor acceptor_;
+  LoopbackAcceptor acceptor_;
 };
 
 // An HTTP/2 origin (meshproxy's own server side) answering every stream with an empty 200
-// after `delay`, advertising `max_concurrent_streams`.
+// after `delay`.
 class Http2Origin {
  public:
   Http2Origin(asio::io_context& io, std::chrono::milliseconds delay)
-      : io_(io), acceptor_(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0)), delay_(delay) {
-    asio::co_spawn(io, Accept(), asio::detached);
-  }
-  tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
+      : acceptor_(io, [this, &io, delay](tcp::socket socket) {
+          auto connection = std::make_shared<Http2Connection>(
+              io, Transport(std::move(socket)), Http2Connection::Role::kServer,
+              [&io, delay](std::shared_ptr<Http2Stream> stream) {
+                auto timer = std::make_shared<asio::steady_timer>(io, delay);
+                timer->async_wait([timer, stream](const boost::system::error_code&) {
+                  stream->SubmitResponse(http::HeaderMap{{":status", "200"}}, true);
+                });
+              });
+          asio::co_spawn(io, connection->Serve(""), asio::detached);
+          connections_.push_back(std::move(connection));  // Serve holds no reference of its own
+        }) {}
+  tcp::endpoint endpoint() const { return acceptor_.endpoint(); }
   size_t connections() const { return connections_.size(); }
 
  private:
-  asio::awaitable<void> Accept() {
-    for (;;) {
-      boost::system::error_code ec;
-      tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return;
-      auto connection = std::make_shared<Http2Connection>(
-          io_, Transport(std::move(socket)), Http2Connection::Role::kServer,
-          [this](std::shared_ptr<Http2Stream> stream) {
-            auto timer = std::make_shared<asio::steady_timer>(io_, delay_);
-            timer->async_wait([timer, stream](const boost::system::error_code&) {
-              stream->SubmitResponse(http::HeaderMap{{":status", "200"}}, true);
-            });
-          });
-      asio::co_spawn(io_, connection->Serve(""), asio::detached);
-      connections_.push_back(std::move(connection));  // Serve holds no reference of its own
-    }
-  }
-
-  asio::io_context& io_;
   std::vector<std::shared_ptr<Http2Connection>> connections_;
-  tcp::acceptor acceptor_;
-  std::chrono::milliseconds delay_;
+  LoopbackAcceptor acceptor_;  // after what it serves into
 };
 
 // A request through the pool: Open, and once told to, one exchange and the stream's end.
@@ -189,6 +195,18 @@ asio::awaitable<void> OpenAndExchange(UpstreamPool& pool, UpstreamTarget target,
   if (request.opened->stream != nullptr) co_await Exchange(request);
 }
 
+// Cluster "c" at `origin`, with room for one connection and 100 pending requests.
+UpstreamTarget OneConnectionTo(const Http2Origin& origin) {
+  UpstreamTarget target;
+  target.cluster = "c";
+  target.peer = origin.endpoint();
+  target.stats = std::make_shared<ClusterStats>();
+  target.max_connections = 1;
+  target.max_pending_requests = 100;
+  target.connect_timeout = std::chrono::seconds(5);
+  return target;
+}
+
 TEST_CASE("upstream pool: HTTP/2 requests waiting for a stream slot are woken as slots free") {
   // One connection (max_connections 1) with room for one stream at a time, either by
   // max_concurrent_streams or because each connection takes one request: eight requests queue
@@ -197,14 +215,7 @@ TEST_CASE("upstream pool: HTTP/2 requests waiting for a stream slot are woken as
   asio::io_context io;
   Http2Origin origin(io, std::chrono::milliseconds(5));
   UpstreamPool pool(io);
-  const std::string cluster = "c";
-  UpstreamTarget target;
-  target.cluster = cluster;
-  target.peer = origin.endpoint();
-  target.stats = std::make_shared<ClusterStats>();
-  target.max_connections = 1;
-  target.max_pending_requests = 100;
-  target.connect_timeout = std::chrono::seconds(5);
+  UpstreamTarget target = OneConnectionTo(origin);
   bool one_request_per_connection = false;
   SECTION("max_concurrent_streams 1") { target.max_concurrent_streams = 1; }
   SECTION("max_requests_per_connection 1") {
@@ -235,14 +246,7 @@ TEST_CASE("upstream pool: an HTTP/2 waiter that gives up passes its wake on") {
   asio::io_context io;
   Http2Origin origin(io, std::chrono::milliseconds(50));
   UpstreamPool pool(io);
-  const std::string cluster = "c";
-  UpstreamTarget target;
-  target.cluster = cluster;
-  target.peer = origin.endpoint();
-  target.stats = std::make_shared<ClusterStats>();
-  target.max_connections = 1;
-  target.max_pending_requests = 100;
-  target.connect_timeout = std::chrono::seconds(5);
+  UpstreamTarget target = OneConnectionTo(origin);
   target.max_concurrent_streams = 1;
   Request first;
   asio::co_spawn(io, OpenAndExchange(pool, target, first), asio::detached);
