@@ -93,10 +93,6 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"downstream_cx_active", false, v(s.downstream_cx_active)},
       {"downstream_rq_total", true, v(s.downstream_rq_total)},
       {"no_route", true, v(s.no_route)},
-      {"downstream_rq_max_duration_reached", true, v(s.downstream_rq_max_duration_reached)},
-      {"downstream_cx_idle_timeout", true, v(s.downstream_cx_idle_timeout)},
-      {"downstream_cx_max_duration_reached", true, v(s.downstream_cx_max_duration_reached)},
-      {"downstream_cx_max_requests_reached", true, v(s.downstream_cx_max_requests_reached)},
       {"rbac_allowed", true, v(s.rbac_allowed)},
       {"rbac_denied", true, v(s.rbac_denied)},
       {"bind_errors", true, v(s.bind_errors)},
@@ -112,6 +108,16 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
   };
   AppendSslMetrics(s.ssl, metrics);
   return metrics;
+}
+
+std::vector<Metric> HttpMetrics(const HttpConnectionManagerStats& s) {
+  auto v = [](const auto& a) { return static_cast<int64_t>(a.load(std::memory_order_relaxed)); };
+  return {
+      {"downstream_cx_idle_timeout", true, v(s.downstream_cx_idle_timeout)},
+      {"downstream_cx_max_duration_reached", true, v(s.downstream_cx_max_duration_reached)},
+      {"downstream_cx_max_requests_reached", true, v(s.downstream_cx_max_requests_reached)},
+      {"downstream_rq_max_duration_reached", true, v(s.downstream_rq_max_duration_reached)},
+  };
 }
 
 }  // namespace
@@ -130,6 +136,13 @@ std::shared_ptr<ListenerStats> StatsStore::Listener(const std::string& name) {
     stats = std::make_shared<ListenerStats>();
     stats->istio_unrouted = &unrouted_;
   }
+  return stats;
+}
+
+std::shared_ptr<HttpConnectionManagerStats> StatsStore::Http(const std::string& stat_prefix) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stats = http_[stat_prefix];
+  if (!stats) stats = std::make_shared<HttpConnectionManagerStats>();
   return stats;
 }
 
@@ -160,6 +173,11 @@ std::string StatsStore::RenderText() const {
     for (int c = 1; c <= 5; ++c) {
       absl::StrAppend(&out, "listener.", name, ".downstream_rq_", c, "xx: ",
                       stats->downstream_rq_class[c].load(std::memory_order_relaxed), "\n");
+    }
+  }
+  for (const auto& [prefix, stats] : http_) {
+    for (const Metric& m : HttpMetrics(*stats)) {
+      absl::StrAppend(&out, "http.", prefix, ".", m.name, ": ", m.value, "\n");
     }
   }
   RenderIstioText(IstioScrapes(), peers_->local(), *peers_, out);
@@ -203,6 +221,17 @@ std::string StatsStore::RenderPrometheus() const {
       for (const auto& [name, stats] : listeners_) {
         absl::StrAppend(&out, metric, "{envoy_listener_address=\"", Label(name), "\"} ",
                         ListenerMetrics(*stats)[i].value, "\n");
+      }
+    }
+  }
+  if (!http_.empty()) {
+    std::vector<Metric> names = HttpMetrics(*http_.begin()->second);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const std::string metric = PrometheusName("envoy_http_", names[i].name);
+      family(metric, names[i].counter);
+      for (const auto& [prefix, stats] : http_) {
+        absl::StrAppend(&out, metric, "{envoy_http_conn_manager_prefix=\"", Label(prefix), "\"} ",
+                        HttpMetrics(*stats)[i].value, "\n");
       }
     }
   }

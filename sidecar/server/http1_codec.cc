@@ -244,7 +244,7 @@ class Http1DownstreamStream final : public DownstreamStream {
 class ConnectionTimers {
  public:
   ConnectionTimers(Transport& stream, const config::HttpChain& chain,
-                   std::shared_ptr<ListenerStats> stats)
+                   std::shared_ptr<HttpConnectionManagerStats> stats)
       : state_(std::make_shared<State>(stream, chain.idle_timeout, std::move(stats))) {
     if (chain.idle_timeout.count() > 0) ArmIdle(state_, Clock::now() + chain.idle_timeout);
     if (chain.max_connection_duration.count() > 0) {
@@ -272,7 +272,7 @@ class ConnectionTimers {
 
  private:
   struct State {
-    State(Transport& s, std::chrono::milliseconds t, std::shared_ptr<ListenerStats> st)
+    State(Transport& s, std::chrono::milliseconds t, std::shared_ptr<HttpConnectionManagerStats> st)
         : stream(&s),
           idle_timer(s.get_executor()),
           duration_timer(s.get_executor()),
@@ -282,7 +282,7 @@ class ConnectionTimers {
     asio::steady_timer idle_timer;
     asio::steady_timer duration_timer;
     const std::chrono::milliseconds idle_timeout;
-    const std::shared_ptr<ListenerStats> stats;
+    const std::shared_ptr<HttpConnectionManagerStats> stats;
     Clock::time_point waiting_since = Clock::time_point::max();  // max: serving a request
     bool duration_reached = false;
   };
@@ -314,7 +314,8 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
   RouterFilter router(worker, info, listener, chain);
   std::string out;  // response heads, reused from one request to the next
   stream.tcp().expires_never();
-  ConnectionTimers timers(stream, chain, listener.stats);
+  const std::shared_ptr<HttpConnectionManagerStats>& stats = listener.HttpStats(chain);
+  ConnectionTimers timers(stream, chain, stats);
   for (uint32_t requests = 1;; ++requests) {
     http::Http1Parser<true> parser(chain.enable_trailers);
     parser.header_limit(64 * 1024);
@@ -339,7 +340,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
     bool keep_alive =
         current != nullptr && current->config == listener.config && !worker.draining();
     if (chain.max_requests_per_connection != 0 && requests >= chain.max_requests_per_connection) {
-      listener.stats->downstream_cx_max_requests_reached.fetch_add(1, std::memory_order_relaxed);
+      stats->downstream_cx_max_requests_reached.fetch_add(1, std::memory_order_relaxed);
       keep_alive = false;
     }
     Http1DownstreamStream down(stream, buffer, parser, out, keep_alive, timers.duration_reached(),

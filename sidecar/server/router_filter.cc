@@ -410,7 +410,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   auto timeout_reply = [&]() -> asio::awaitable<void> {
     if (stream_deadline && Clock::now() + std::chrono::milliseconds(1) >= *stream_deadline) {
       // Envoy's HTTP connection manager ends the stream, whatever the upstream was doing.
-      listener_stats.downstream_rq_max_duration_reached.fetch_add(1, std::memory_order_relaxed);
+      listener_.HttpStats(chain_)->downstream_rq_max_duration_reached.fetch_add(
+          1, std::memory_order_relaxed);
       istio.response_flags |= kDurationTimeout;
       co_return co_await local_reply(
           408, "downstream duration timeout", response_mutations, "",

@@ -199,11 +199,12 @@ class Http2Mesh:
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
                                    "lds": [http_listener("http", self.port, "routes"),
                                            http_listener("h2-duration", self.duration_port, "routes",
-                                                         drain_timeout="0.5s",
+                                                         stat_prefix="h2_limits", drain_timeout="0.5s",
                                                          common_http_protocol_options={
                                                              "max_connection_duration": "1s"}),
                                            http_listener("h2-max-requests", self.max_requests_port,
-                                                         "routes", drain_timeout="0.3s",
+                                                         "routes", stat_prefix="h2_limits",
+                                                         drain_timeout="0.3s",
                                                          common_http_protocol_options={
                                                              "max_requests_per_connection": 3})]},
                         f"v{self.version}")
@@ -431,7 +432,7 @@ class Http2Test(SharedMeshTest):
         # max_connection_duration 1 s, drain_timeout 0.5 s: at 1 s a GOAWAY notice (highest
         # stream id) while streams are still taken, at 1.5 s the final GOAWAY naming the last
         # stream taken; the streams in flight finish, then the connection closes.
-        stat = lambda: self.mesh.stat("listener.h2-duration.downstream_cx_max_duration_reached")
+        stat = lambda: self.mesh.stat("http.h2_limits.downstream_cx_max_duration_reached")
         before = stat()
         goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
         start = time.monotonic()
@@ -457,7 +458,7 @@ class Http2Test(SharedMeshTest):
     def test_downstream_connection_drains_after_max_requests_per_connection(self):
         # max_requests_per_connection 3, drain_timeout 0.3 s: the third stream brings the GOAWAY
         # notice, the final one names the last stream taken.
-        stat = lambda: self.mesh.stat("listener.h2-max-requests.downstream_cx_max_requests_reached")
+        stat = lambda: self.mesh.stat("http.h2_limits.downstream_cx_max_requests_reached")
         before = stat()
         with socket.create_connection(("127.0.0.1", self.mesh.max_requests_port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
@@ -475,6 +476,11 @@ class Http2Test(SharedMeshTest):
         self.assertEqual(done.stdout.count(":status: 200"), 4, done.stdout + done.stderr)
         self.assertIn("last_stream_id=2147483647", done.stdout)
         self.assertEqual(stat(), before + 3)  # the third and the fourth
+        # In the HTTP connection manager's stat_prefix, as Envoy's http.PREFIX.* (the two
+        # listeners share theirs).
+        self.assertEqual(self.mesh.istio_requests('envoy_http_conn_manager_prefix="h2_limits"',
+                                                  metric="envoy_http_downstream_cx_max_requests_reached"),
+                         before + 3)
 
     def test_http1_backend_trailers_reach_an_http2_client(self):
         # The cluster's enable_trailers reads the chunked response's trailers; HTTP/2 carries

@@ -510,7 +510,7 @@ class HttpTest(SharedMeshTest):
         status, headers, _ = self.mesh.get("/grpc-capped/delay/3000",
                                            headers={"grpc-timeout": "20S", **grpc})
         self.assertEqual((status, headers.get("grpc-status")), (200, "4"))
-        self.assertGreaterEqual(self.mesh.stat("listener.http.downstream_rq_max_duration_reached"), 3)
+        self.assertGreaterEqual(self.mesh.stat("http.http.downstream_rq_max_duration_reached"), 3)
 
     def test_idle_downstream_http1_connection_is_closed(self):
         # The HTTP connection manager's idle_timeout (0.3 s): a keep-alive connection without a
@@ -524,7 +524,7 @@ class HttpTest(SharedMeshTest):
                 data += chunk
             self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
             self.assertEqual(s.recv(1), b"")  # closed by meshproxy, not by this client
-        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+        self.assertGreaterEqual(self.mesh.stat("http.idle-http.downstream_cx_idle_timeout"), 1)
 
     def test_idle_downstream_http2_connection_gets_goaway(self):
         with socket.create_connection(("127.0.0.1", self.mesh.idle_http_port), timeout=WAIT_S) as s:
@@ -542,12 +542,12 @@ class HttpTest(SharedMeshTest):
         goaways = [payload for kind, payload in frames if kind == 7]
         self.assertEqual(len(goaways), 1, frames)
         self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR
-        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+        self.assertGreaterEqual(self.mesh.stat("http.idle-http.downstream_cx_idle_timeout"), 1)
 
     def test_downstream_http1_connection_closes_at_max_connection_duration(self):
         # max_connection_duration 1 s: a connection waiting for its next request is closed then;
         # one serving a request answers it with Connection: close, then closes.
-        stat = lambda: self.mesh.stat("listener.duration-http.downstream_cx_max_duration_reached")
+        stat = lambda: self.mesh.stat("http.duration-http.downstream_cx_max_duration_reached")
         before = stat()
         idle = http.client.HTTPConnection("127.0.0.1", self.mesh.duration_http_port, timeout=WAIT_S)
         busy = http.client.HTTPConnection("127.0.0.1", self.mesh.duration_http_port, timeout=WAIT_S)
@@ -576,7 +576,7 @@ class HttpTest(SharedMeshTest):
         # third answer on each says Connection: close.
         if not shutil.which("curl"):
             self.skipTest("needs curl")
-        stat = lambda: self.mesh.stat("listener.max-requests-http.downstream_cx_max_requests_reached")
+        stat = lambda: self.mesh.stat("http.max-requests-http.downstream_cx_max_requests_reached")
         before = stat()
         url = f"http://127.0.0.1:{self.mesh.max_requests_http_port}/n"
         done = subprocess.run(["curl", "-sS", "-H", "Host: web",
@@ -607,7 +607,7 @@ class HttpTest(SharedMeshTest):
         conn.close()
         self.assertLess(time.monotonic() - start, 2.5)
         self.assertGreaterEqual(
-            self.mesh.stat("listener.max-requests-http.downstream_rq_max_duration_reached"), 1)
+            self.mesh.stat("http.max-requests-http.downstream_rq_max_duration_reached"), 1)
 
     def test_idle_upstream_http1_connection_is_closed(self):
         # The cluster's idle_timeout (0.3 s): a pooled connection idle that long is closed, and
