@@ -120,6 +120,24 @@ std::vector<Metric> HttpMetrics(const HttpConnectionManagerStats& s) {
   };
 }
 
+// A Prometheus family per metric of the stats in `tree`, a sample per entry, labelled `label`
+// with its name.
+template <class Stats>
+void AppendFamilies(const std::map<std::string, std::shared_ptr<Stats>>& tree, const char* prefix,
+                    const char* label, std::vector<Metric> (*metrics_of)(const Stats&),
+                    std::string& out) {
+  if (tree.empty()) return;
+  const std::vector<Metric> names = metrics_of(*tree.begin()->second);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string metric = PrometheusName(prefix, names[i].name);
+    absl::StrAppend(&out, "# TYPE ", metric, names[i].counter ? " counter\n" : " gauge\n");
+    for (const auto& [name, stats] : tree) {
+      absl::StrAppend(&out, metric, "{", label, "=\"", Label(name), "\"} ",
+                      metrics_of(*stats)[i].value, "\n");
+    }
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<ClusterStats> StatsStore::Cluster(const std::string& name) {
@@ -194,15 +212,7 @@ std::string StatsStore::RenderPrometheus() const {
     absl::StrAppend(&out, "# TYPE ", metric, counter ? " counter\n" : " gauge\n");
   };
   if (!clusters_.empty()) {
-    std::vector<Metric> names = ClusterMetrics(*clusters_.begin()->second);
-    for (size_t i = 0; i < names.size(); ++i) {
-      const std::string metric = PrometheusName("envoy_cluster_", names[i].name);
-      family(metric, names[i].counter);
-      for (const auto& [name, stats] : clusters_) {
-        absl::StrAppend(&out, metric, "{envoy_cluster_name=\"", Label(name), "\"} ",
-                        ClusterMetrics(*stats)[i].value, "\n");
-      }
-    }
+    AppendFamilies(clusters_, "envoy_cluster_", "envoy_cluster_name", ClusterMetrics, out);
     family("envoy_cluster_upstream_rq", true);
     for (const auto& [name, stats] : clusters_) {
       for (int c = 1; c <= 5; ++c) {
@@ -213,28 +223,8 @@ std::string StatsStore::RenderPrometheus() const {
     }
   }
   RenderIstioPrometheus(IstioScrapes(), peers_->local(), *peers_, out);
-  if (!listeners_.empty()) {
-    std::vector<Metric> names = ListenerMetrics(*listeners_.begin()->second);
-    for (size_t i = 0; i < names.size(); ++i) {
-      const std::string metric = PrometheusName("envoy_listener_", names[i].name);
-      family(metric, names[i].counter);
-      for (const auto& [name, stats] : listeners_) {
-        absl::StrAppend(&out, metric, "{envoy_listener_address=\"", Label(name), "\"} ",
-                        ListenerMetrics(*stats)[i].value, "\n");
-      }
-    }
-  }
-  if (!http_.empty()) {
-    std::vector<Metric> names = HttpMetrics(*http_.begin()->second);
-    for (size_t i = 0; i < names.size(); ++i) {
-      const std::string metric = PrometheusName("envoy_http_", names[i].name);
-      family(metric, names[i].counter);
-      for (const auto& [prefix, stats] : http_) {
-        absl::StrAppend(&out, metric, "{envoy_http_conn_manager_prefix=\"", Label(prefix), "\"} ",
-                        HttpMetrics(*stats)[i].value, "\n");
-      }
-    }
-  }
+  AppendFamilies(listeners_, "envoy_listener_", "envoy_listener_address", ListenerMetrics, out);
+  AppendFamilies(http_, "envoy_http_", "envoy_http_conn_manager_prefix", HttpMetrics, out);
   family("envoy_control_plane_xds_ack", true);
   absl::StrAppend(&out, "envoy_control_plane_xds_ack ", xds_ack.load(), "\n");
   family("envoy_control_plane_xds_nack", true);
