@@ -62,7 +62,7 @@ Http1UpstreamStream::~Http1UpstreamStream() {
         .fetch_add(1, std::memory_order_relaxed);
   }
   connection_.reset();
-  pool_.ConnectionClosed(cluster_);
+  pool_.ConnectionClosed(cluster_, peer_);
 }
 
 void Http1UpstreamStream::ExpiresAt(Clock::time_point deadline) {

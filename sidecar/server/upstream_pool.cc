@@ -223,7 +223,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
                                                   *target.stats);
   --*open;
   if (!connected) {
-    WakePending(target.cluster, nullptr);  // its place under max_connections is free again
+    ConnectionClosed(target.cluster, target.peer);  // its place is free again
     co_return OpenedStream{nullptr, StreamError::kConnectFailure};
   }
   if (target.alpn && connection->stream.alpn() == "h2") {
@@ -281,7 +281,11 @@ std::shared_ptr<Http2Connection> UpstreamPool::NewHttp2(const UpstreamTarget& ta
   // A stream slot freed (or a connection closed, freeing a place under max_connections) wakes
   // a request waiting for one. The entry's key outlives the connection.
   connection->OnCapacity([this, &key = entry.first](bool closed) {
-    WakePending(key.first, closed ? nullptr : &key.second);
+    if (closed) {
+      ConnectionClosed(key.first, key.second);
+    } else {
+      WakePending(key.first, &key.second);
+    }
   });
   entry.second.push_back(connection);
   if (connected) asio::co_spawn(io_, connection->Start(target.stats), asio::detached);

@@ -141,7 +141,7 @@ void RunUntil(asio::io_context& io, Done done) {
   REQUIRE(done());
 }
 
-TEST_CASE("upstream pool: a released connection wakes the pending request for its endpoint") {
+TEST_CASE("upstream pool: pending requests are woken for their endpoint") {
   asio::io_context io;
   Origin a(io), b(io);
   UpstreamPool pool(io);
@@ -162,29 +162,44 @@ TEST_CASE("upstream pool: a released connection wakes the pending request for it
   asio::co_spawn(io, OpenStream(pool, to_b, first_b), asio::detached);
   RunUntil(io, [&] { return first_a.opened && first_b.opened; });
   REQUIRE(first_b.opened->stream != nullptr);
-  // Two requests queue, the one for endpoint a first.
   Request waits_for_a, waits_for_b;
-  asio::co_spawn(io, OpenStream(pool, to_a, waits_for_a), asio::detached);
-  RunUntil(io, [&] { return target.stats->upstream_rq_pending_active == 1; });
-  asio::co_spawn(io, OpenStream(pool, to_b, waits_for_b), asio::detached);
-  RunUntil(io, [&] { return target.stats->upstream_rq_pending_active == 2; });
+  auto queue = [&](const UpstreamTarget& to, Request& request) {
+    const int64_t waiting = target.stats->upstream_rq_pending_active;
+    asio::co_spawn(io, OpenStream(pool, to, request), asio::detached);
+    RunUntil(io, [&] { return target.stats->upstream_rq_pending_active == waiting + 1; });
+  };
 
-  // b's connection goes back to the pool: the request for b takes it at once, in the handlers
-  // that are ready now (poll), woken rather than by its deadline; a's keeps waiting.
-  asio::co_spawn(io, Exchange(first_b), asio::detached);
-  RunUntil(io, [&] { return first_b.exchanged; });
-  io.poll();
-  REQUIRE(waits_for_b.opened);
-  CHECK(waits_for_b.opened->stream != nullptr);
-  CHECK_FALSE(waits_for_a.opened);
-  CHECK(target.stats->upstream_rq_pending_active == 1);
-  CHECK(target.stats->upstream_cx_total == 2);  // b's request reused the connection
+  SECTION("a released connection goes to the request for its endpoint") {
+    queue(to_a, waits_for_a);  // the oldest
+    queue(to_b, waits_for_b);
+    // b's connection goes back to the pool: the request for b takes it at once, in the
+    // handlers that are ready now (poll), woken rather than by its deadline; a's keeps waiting.
+    asio::co_spawn(io, Exchange(first_b), asio::detached);
+    RunUntil(io, [&] { return first_b.exchanged; });
+    io.poll();
+    REQUIRE(waits_for_b.opened);
+    CHECK(waits_for_b.opened->stream != nullptr);
+    CHECK_FALSE(waits_for_a.opened);
+    CHECK(target.stats->upstream_rq_pending_active == 1);
+    CHECK(target.stats->upstream_cx_total == 2);  // b's request reused the connection
 
-  // a's connection closes instead (not reused): the request for a may open one now.
-  first_a.opened->stream->Reset();
-  first_a.opened->stream.reset();
-  RunUntil(io, [&] { return waits_for_a.opened.has_value(); });
-  CHECK(waits_for_a.opened->stream != nullptr);
+    // a's connection closes instead (not reused): the request for a may open one now.
+    first_a.opened->stream->Reset();
+    first_a.opened->stream.reset();
+    RunUntil(io, [&] { return waits_for_a.opened.has_value(); });
+    CHECK(waits_for_a.opened->stream != nullptr);
+  }
+  SECTION("a closed connection wakes the request for its endpoint, not only the oldest") {
+    queue(to_b, waits_for_b);  // the oldest
+    queue(to_a, waits_for_a);
+    // a's connection closes: the request for a, left without a connection to a, opens one;
+    // the oldest (b's) may open one under max_connections. Nothing else would wake a's.
+    first_a.opened->stream->Reset();
+    first_a.opened->stream.reset();
+    RunUntil(io, [&] { return waits_for_a.opened && waits_for_b.opened; });
+    CHECK(waits_for_a.opened->stream != nullptr);
+    CHECK(waits_for_b.opened->stream != nullptr);
+  }
   CHECK(target.stats->upstream_rq_pending_active == 0);
   CHECK(target.stats->upstream_rq_pending_total == 2);
 }
