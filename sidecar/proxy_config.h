@@ -41,9 +41,18 @@ struct ClusterEntry {
   std::shared_ptr<ClusterStats> stats;
 };
 
+// Its HTTP connection managers' stats by stat_prefix.
+using HttpStatsByPrefix = std::map<std::string, std::shared_ptr<HttpConnectionManagerStats>>;
+
 struct ListenerEntry {
   std::shared_ptr<const config::ListenerConfig> config;
   std::shared_ptr<ListenerStats> stats;
+  std::shared_ptr<const HttpStatsByPrefix> http_stats;  // shared: an entry is copied per connection
+
+  // The stats of `chain`, one of this listener's.
+  const std::shared_ptr<HttpConnectionManagerStats>& HttpStats(const config::HttpChain& chain) const {
+    return http_stats->at(chain.stat_prefix);
+  }
 };
 
 // What /config_dump shows of one applied resource.

@@ -93,8 +93,6 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
       {"downstream_cx_active", false, v(s.downstream_cx_active)},
       {"downstream_rq_total", true, v(s.downstream_rq_total)},
       {"no_route", true, v(s.no_route)},
-      {"downstream_rq_max_duration_reached", true, v(s.downstream_rq_max_duration_reached)},
-      {"downstream_cx_idle_timeout", true, v(s.downstream_cx_idle_timeout)},
       {"rbac_allowed", true, v(s.rbac_allowed)},
       {"rbac_denied", true, v(s.rbac_denied)},
       {"bind_errors", true, v(s.bind_errors)},
@@ -110,6 +108,34 @@ std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
   };
   AppendSslMetrics(s.ssl, metrics);
   return metrics;
+}
+
+std::vector<Metric> HttpMetrics(const HttpConnectionManagerStats& s) {
+  auto v = [](const auto& a) { return static_cast<int64_t>(a.load(std::memory_order_relaxed)); };
+  return {
+      {"downstream_cx_idle_timeout", true, v(s.downstream_cx_idle_timeout)},
+      {"downstream_cx_max_duration_reached", true, v(s.downstream_cx_max_duration_reached)},
+      {"downstream_cx_max_requests_reached", true, v(s.downstream_cx_max_requests_reached)},
+      {"downstream_rq_max_duration_reached", true, v(s.downstream_rq_max_duration_reached)},
+  };
+}
+
+// A Prometheus family per metric of the stats in `tree`, a sample per entry, labelled `label`
+// with its name.
+template <class Stats>
+void AppendFamilies(const std::map<std::string, std::shared_ptr<Stats>>& tree, const char* prefix,
+                    const char* label, std::vector<Metric> (*metrics_of)(const Stats&),
+                    std::string& out) {
+  if (tree.empty()) return;
+  const std::vector<Metric> names = metrics_of(*tree.begin()->second);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string metric = PrometheusName(prefix, names[i].name);
+    absl::StrAppend(&out, "# TYPE ", metric, names[i].counter ? " counter\n" : " gauge\n");
+    for (const auto& [name, stats] : tree) {
+      absl::StrAppend(&out, metric, "{", label, "=\"", Label(name), "\"} ",
+                      metrics_of(*stats)[i].value, "\n");
+    }
+  }
 }
 
 }  // namespace
@@ -128,6 +154,13 @@ std::shared_ptr<ListenerStats> StatsStore::Listener(const std::string& name) {
     stats = std::make_shared<ListenerStats>();
     stats->istio_unrouted = &unrouted_;
   }
+  return stats;
+}
+
+std::shared_ptr<HttpConnectionManagerStats> StatsStore::Http(const std::string& stat_prefix) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stats = http_[stat_prefix];
+  if (!stats) stats = std::make_shared<HttpConnectionManagerStats>();
   return stats;
 }
 
@@ -160,6 +193,11 @@ std::string StatsStore::RenderText() const {
                       stats->downstream_rq_class[c].load(std::memory_order_relaxed), "\n");
     }
   }
+  for (const auto& [prefix, stats] : http_) {
+    for (const Metric& m : HttpMetrics(*stats)) {
+      absl::StrAppend(&out, "http.", prefix, ".", m.name, ": ", m.value, "\n");
+    }
+  }
   RenderIstioText(IstioScrapes(), peers_->local(), *peers_, out);
   absl::StrAppend(&out, "control_plane.xds_ack: ", xds_ack.load(), "\n");
   absl::StrAppend(&out, "control_plane.xds_nack: ", xds_nack.load(), "\n");
@@ -174,15 +212,7 @@ std::string StatsStore::RenderPrometheus() const {
     absl::StrAppend(&out, "# TYPE ", metric, counter ? " counter\n" : " gauge\n");
   };
   if (!clusters_.empty()) {
-    std::vector<Metric> names = ClusterMetrics(*clusters_.begin()->second);
-    for (size_t i = 0; i < names.size(); ++i) {
-      const std::string metric = PrometheusName("envoy_cluster_", names[i].name);
-      family(metric, names[i].counter);
-      for (const auto& [name, stats] : clusters_) {
-        absl::StrAppend(&out, metric, "{envoy_cluster_name=\"", Label(name), "\"} ",
-                        ClusterMetrics(*stats)[i].value, "\n");
-      }
-    }
+    AppendFamilies(clusters_, "envoy_cluster_", "envoy_cluster_name", ClusterMetrics, out);
     family("envoy_cluster_upstream_rq", true);
     for (const auto& [name, stats] : clusters_) {
       for (int c = 1; c <= 5; ++c) {
@@ -193,17 +223,8 @@ std::string StatsStore::RenderPrometheus() const {
     }
   }
   RenderIstioPrometheus(IstioScrapes(), peers_->local(), *peers_, out);
-  if (!listeners_.empty()) {
-    std::vector<Metric> names = ListenerMetrics(*listeners_.begin()->second);
-    for (size_t i = 0; i < names.size(); ++i) {
-      const std::string metric = PrometheusName("envoy_listener_", names[i].name);
-      family(metric, names[i].counter);
-      for (const auto& [name, stats] : listeners_) {
-        absl::StrAppend(&out, metric, "{envoy_listener_address=\"", Label(name), "\"} ",
-                        ListenerMetrics(*stats)[i].value, "\n");
-      }
-    }
-  }
+  AppendFamilies(listeners_, "envoy_listener_", "envoy_listener_address", ListenerMetrics, out);
+  AppendFamilies(http_, "envoy_http_", "envoy_http_conn_manager_prefix", HttpMetrics, out);
   family("envoy_control_plane_xds_ack", true);
   absl::StrAppend(&out, "envoy_control_plane_xds_ack ", xds_ack.load(), "\n");
   family("envoy_control_plane_xds_nack", true);

@@ -107,8 +107,6 @@ struct ListenerStats {
   std::atomic<uint64_t> downstream_rq_total{0};
   std::array<std::atomic<uint64_t>, 6> downstream_rq_class{};
   std::atomic<uint64_t> no_route{0};
-  std::atomic<uint64_t> downstream_rq_max_duration_reached{0};
-  std::atomic<uint64_t> downstream_cx_idle_timeout{0};
   std::atomic<uint64_t> rbac_allowed{0};  // connections and requests the RBAC filters passed
   std::atomic<uint64_t> rbac_denied{0};
   std::atomic<uint64_t> bind_errors{0};
@@ -129,10 +127,20 @@ struct ListenerStats {
   IstioRequestTable* istio_unrouted = nullptr;
 };
 
+// The HTTP connection manager's limits (Envoy's http.STAT_PREFIX.*), shared by the connection
+// managers with the same stat_prefix.
+struct HttpConnectionManagerStats {
+  std::atomic<uint64_t> downstream_cx_idle_timeout{0};
+  std::atomic<uint64_t> downstream_cx_max_duration_reached{0};
+  std::atomic<uint64_t> downstream_cx_max_requests_reached{0};  // each request at or past it
+  std::atomic<uint64_t> downstream_rq_max_duration_reached{0};
+};
+
 class StatsStore {
  public:
   std::shared_ptr<ClusterStats> Cluster(const std::string& name);
   std::shared_ptr<ListenerStats> Listener(const std::string& name);
+  std::shared_ptr<HttpConnectionManagerStats> Http(const std::string& stat_prefix);
 
   // Envoy's /stats text (`cluster.NAME.upstream_rq_total: 3`), sorted.
   std::string RenderText() const;
@@ -154,6 +162,7 @@ class StatsStore {
   IstioRequestTable unrouted_;
   std::map<std::string, std::shared_ptr<ClusterStats>> clusters_;
   std::map<std::string, std::shared_ptr<ListenerStats>> listeners_;
+  std::map<std::string, std::shared_ptr<HttpConnectionManagerStats>> http_;
 };
 
 }  // namespace meshpilot::sidecar

@@ -103,8 +103,8 @@ std::string AdminHandler::Clusters() const {
     const upstream::OutlierDetector* outlier = cluster.lb->outlier();
     const auto now = upstream::OutlierDetector::Clock::now();
     for (const upstream::Host* host : cluster.lb->Hosts()) {
-      const std::string prefix = absl::StrCat(name, "::", host->address.address().to_string(), ":",
-                                              host->address.port(), "::");
+      const std::string prefix =
+          absl::StrCat(name, "::", upstream::AddressString(host->address), "::");
       absl::StrAppend(&out, prefix, "rq_active::", host->active_requests.load(), "\n");
       absl::StrAppend(&out, prefix, "rq_total::", host->total_requests.load(), "\n");
       const bool ejected = outlier != nullptr && outlier->Ejected(*host, now);

@@ -6,6 +6,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace meshpilot::sidecar::config {
 
@@ -23,6 +27,14 @@ inline std::chrono::milliseconds ToMillis(const google::protobuf::Duration& d) {
   if (d.seconds() >= kMaxSeconds) return kMaxDuration;
   if (d.seconds() <= -kMaxSeconds) return -kMaxDuration;
   return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+}
+
+// Config durations are waits: a negative one is rejected with its field path.
+inline absl::Status CheckDuration(const google::protobuf::Duration& d, const std::string& field) {
+  if (d.seconds() < 0 || d.nanos() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must not be negative"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace meshpilot::sidecar::config

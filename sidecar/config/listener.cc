@@ -180,6 +180,47 @@ absl::StatusOr<FilterChainMatch> ParseMatch(const listener_v3::FilterChainMatch&
   return match;
 }
 
+// The connection manager's limits on a downstream connection and its streams.
+absl::Status ParseConnectionLimits(const hcm_v3::HttpConnectionManager& hcm,
+                                   const std::string& field, HttpChain& http) {
+  const auto& options = hcm.common_http_protocol_options();
+  const std::string of = absl::StrCat(field, ".common_http_protocol_options");
+  auto duration = [&](const google::protobuf::Duration& d, const char* name,
+                      const std::string& parent, auto& out) -> absl::Status {
+    if (auto s = CheckDuration(d, absl::StrCat(parent, ".", name)); !s.ok()) return s;
+    out = ToMillis(d);
+    return absl::OkStatus();
+  };
+  absl::Status status;
+  if (options.has_idle_timeout()) {
+    status.Update(duration(options.idle_timeout(), "idle_timeout", of, http.idle_timeout));
+  }
+  if (options.has_max_connection_duration()) {
+    status.Update(duration(options.max_connection_duration(), "max_connection_duration", of,
+                           http.max_connection_duration));
+  }
+  if (options.has_max_stream_duration()) {
+    status.Update(duration(options.max_stream_duration(), "max_stream_duration", of,
+                           http.max_stream_duration));
+  }
+  if (options.has_max_requests_per_connection()) {
+    http.max_requests_per_connection = options.max_requests_per_connection().value();
+  }
+  if (options.has_max_headers_count()) {
+    status.Update(absl::InvalidArgumentError(
+        absl::StrCat(of, ".max_headers_count: not supported")));
+  }
+  if (options.headers_with_underscores_action() !=
+      envoy::config::core::v3::HttpProtocolOptions::ALLOW) {
+    status.Update(absl::InvalidArgumentError(
+        absl::StrCat(of, ".headers_with_underscores_action: only ALLOW is supported")));
+  }
+  if (hcm.has_drain_timeout()) {
+    status.Update(duration(hcm.drain_timeout(), "drain_timeout", field, http.drain_timeout));
+  }
+  return status;
+}
+
 absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
                                        const std::string& field) {
   FilterChain chain;
@@ -239,9 +280,7 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
     }
     http.stat_prefix = hcm.stat_prefix();
     http.enable_trailers = hcm.http_protocol_options().enable_trailers();
-    if (hcm.common_http_protocol_options().has_idle_timeout()) {
-      http.idle_timeout = ToMillis(hcm.common_http_protocol_options().idle_timeout());
-    }
+    if (auto status = ParseConnectionLimits(hcm, hf, http); !status.ok()) return status;
     switch (hcm.route_specifier_case()) {
       case hcm_v3::HttpConnectionManager::kRds:
         if (!hcm.rds().config_source().has_ads()) {

@@ -41,6 +41,18 @@ struct HttpChain {
   // common_http_protocol_options.idle_timeout: a connection without requests this long is
   // closed, HTTP/2 with GOAWAY (Envoy's default 1 h; 0: never).
   std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};
+  // common_http_protocol_options.max_connection_duration (0: none) and
+  // max_requests_per_connection (0: no limit): past either, an HTTP/1.1 connection closes
+  // after its response (at once if idle), an HTTP/2 one drains (see drain_timeout).
+  std::chrono::milliseconds max_connection_duration{0};
+  uint32_t max_requests_per_connection = 0;
+  // common_http_protocol_options.max_stream_duration: a request's limit when its route sets
+  // none (RouteAction.max_stream_duration).
+  std::optional<std::chrono::milliseconds> max_stream_duration;
+  // drain_timeout: an HTTP/2 connection that drains sends GOAWAY with the highest stream id
+  // (a notice: streams still come), and this long after, the final GOAWAY; it closes once its
+  // streams are done (Envoy's default 5 s).
+  std::chrono::milliseconds drain_timeout{5000};
   // http_protocol_options.enable_trailers: HTTP/1.1 responses carry trailers (chunked).
   bool enable_trailers = false;
   // istio.metadata_exchange (io.istio.http.peer_metadata.Config in a TypedStruct): which of

@@ -17,13 +17,6 @@ namespace {
 namespace route_v3 = envoy::config::route::v3;
 using google::protobuf::Duration;
 
-absl::Status CheckDuration(const Duration& d, const std::string& field) {
-  if (d.seconds() < 0 || d.nanos() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": must not be negative"));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<RouteMatch> ParseMatch(const route_v3::RouteMatch& proto, const std::string& field) {
   RouteMatch match;
   match.case_sensitive = !proto.has_case_sensitive() || proto.case_sensitive().value();
@@ -169,7 +162,7 @@ absl::StatusOr<RouteAction> ParseAction(const route_v3::RouteAction& proto,
     const auto& msd = proto.max_stream_duration();
     if (msd.has_max_stream_duration()) {
       auto s = duration(msd.max_stream_duration(), "max_stream_duration.max_stream_duration",
-                        timeouts.max_stream_duration);
+                        timeouts.max_stream_duration.emplace());
       if (!s.ok()) return s;
     }
     if (msd.has_grpc_timeout_header_max()) {

@@ -143,7 +143,8 @@ struct MirrorPolicy {
 // or, without it, the deprecated max_grpc_timeout / grpc_timeout_offset (which replace the
 // route timeout of gRPC requests).
 struct StreamTimeouts {
-  std::chrono::milliseconds max_stream_duration{0};  // 0: none
+  // Unset: the connection manager's max_stream_duration; 0: none.
+  std::optional<std::chrono::milliseconds> max_stream_duration;
   // Set: a request's grpc-timeout header is honoured, capped at this (0: uncapped).
   std::optional<std::chrono::milliseconds> grpc_timeout_header_max;
   std::chrono::milliseconds grpc_timeout_header_offset{0};

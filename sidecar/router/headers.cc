@@ -13,16 +13,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "sidecar/upstream/load_balancer.h"
 
 namespace meshpilot::sidecar::router {
 
 namespace {
-
-std::string WithPort(const boost::asio::ip::tcp::endpoint& endpoint) {
-  const std::string address = endpoint.address().to_string();
-  return endpoint.address().is_v6() ? absl::StrCat("[", address, "]:", endpoint.port())
-                                    : absl::StrCat(address, ":", endpoint.port());
-}
 
 const std::string& Hostname() {
   static const std::string* const kHostname = [] {
@@ -44,7 +39,7 @@ std::string FormatHeaderValue(const std::vector<config::HeaderValuePart>& format
         out += part.text;
         break;
       case Kind::kDownstreamRemoteAddress:
-        out += WithPort(context.downstream_remote);
+        out += upstream::AddressString(context.downstream_remote);
         break;
       case Kind::kDownstreamRemoteAddressWithoutPort:
         out += context.downstream_remote.address().to_string();
@@ -53,7 +48,7 @@ std::string FormatHeaderValue(const std::vector<config::HeaderValuePart>& format
         absl::StrAppend(&out, context.downstream_remote.port());
         break;
       case Kind::kDownstreamLocalAddress:
-        out += WithPort(context.downstream_local);
+        out += upstream::AddressString(context.downstream_local);
         break;
       case Kind::kDownstreamLocalAddressWithoutPort:
         out += context.downstream_local.address().to_string();

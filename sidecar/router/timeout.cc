@@ -5,21 +5,12 @@ namespace meshpilot::sidecar::router {
 using std::chrono::milliseconds;
 
 RequestTimeouts TimeoutsFor(const config::RouteAction& action, bool grpc,
-                            std::optional<milliseconds> grpc_timeout) {
+                            std::optional<milliseconds> grpc_timeout,
+                            std::optional<milliseconds> connection_manager_max) {
   RequestTimeouts out{action.timeout, std::nullopt};
   const config::StreamTimeouts& t = action.stream_timeouts;
-  if (t.legacy) {
-    // Envoy's FilterUtility::finalTimeout.
-    if (!grpc) return out;
-    milliseconds timeout = grpc_timeout.value_or(milliseconds(0));
-    if (t.grpc_timeout_header_offset < timeout) timeout -= t.grpc_timeout_header_offset;
-    const milliseconds max = *t.grpc_timeout_header_max;
-    if (max.count() != 0 && (timeout.count() == 0 || timeout > max)) timeout = max;
-    out.route = timeout;
-    return out;
-  }
   // Envoy's ConnectionManagerImpl::ActiveStream::refreshDurationTimeout.
-  if (grpc_timeout && t.grpc_timeout_header_max) {
+  if (!t.legacy && grpc_timeout && t.grpc_timeout_header_max) {
     milliseconds timeout = *grpc_timeout;
     const milliseconds max = *t.grpc_timeout_header_max;
     if (max.count() != 0 && timeout > max) timeout = max;
@@ -28,8 +19,18 @@ RequestTimeouts TimeoutsFor(const config::RouteAction& action, bool grpc,
                                                        : milliseconds(0);
     }
     out.stream = timeout;
-  } else if (t.max_stream_duration.count() != 0) {
-    out.stream = t.max_stream_duration;
+  } else if (const milliseconds max = t.max_stream_duration.value_or(
+                 connection_manager_max.value_or(milliseconds(0)));
+             max.count() != 0) {
+    out.stream = max;
+  }
+  if (t.legacy && grpc) {
+    // Envoy's FilterUtility::finalTimeout.
+    milliseconds timeout = grpc_timeout.value_or(milliseconds(0));
+    if (t.grpc_timeout_header_offset < timeout) timeout -= t.grpc_timeout_header_offset;
+    const milliseconds max = *t.grpc_timeout_header_max;
+    if (max.count() != 0 && (timeout.count() == 0 || timeout > max)) timeout = max;
+    out.route = timeout;
   }
   return out;
 }

@@ -35,13 +35,14 @@ class Http1DownstreamStream final : public DownstreamStream {
  public:
   Http1DownstreamStream(Transport& stream, beast::flat_buffer& buffer,
                         http::Http1Parser<true>& parser, std::string& out,
-                        bool keep_alive, bool enable_trailers)
+                        bool keep_alive, const bool* connection_expired, bool enable_trailers)
       : stream_(stream),
         buffer_(buffer),
         parser_(parser),
         out_(out),
         version_(parser.version()),
         keep_alive_(keep_alive && parser.keep_alive()),
+        connection_expired_(connection_expired),
         enable_trailers_(enable_trailers),
         headers_(std::move(parser.headers())) {
     if (auto expect = headers_.Get("expect");
@@ -110,8 +111,9 @@ class Http1DownstreamStream final : public DownstreamStream {
         keep_alive_ = false;  // HTTP/1.0 has no chunks: the end of the body is the close
       }
     }
-    // A response that leaves the request body unread must close the connection.
-    keep_alive_ = keep_alive_ && parser_.is_done();
+    // A response that leaves the request body unread must close the connection, and so must
+    // one past the connection's max_connection_duration.
+    keep_alive_ = keep_alive_ && parser_.is_done() && !*connection_expired_;
     if (version_ >= 11 && !keep_alive_) {
       http::AppendHttp1Field("Connection", "close", out_);
     } else if (version_ < 11 && keep_alive_) {
@@ -224,6 +226,7 @@ class Http1DownstreamStream final : public DownstreamStream {
   std::string& out_;  // the connection's output buffer
   const unsigned version_;
   bool keep_alive_;
+  const bool* connection_expired_;  // the connection's max_connection_duration has passed
   const bool enable_trailers_;
   http::HeaderMap headers_;
   http::HeaderMap request_trailers_;
@@ -235,51 +238,72 @@ class Http1DownstreamStream final : public DownstreamStream {
   std::shared_ptr<Watch> watch_;        // while the router waits in the pending queue
 };
 
-// The HTTP connection manager's idle_timeout: closes a keep-alive connection that waits longer
-// for its next request (counted in downstream_cx_idle_timeout); zero means none. The timer is
-// armed once per connection, not per request (each re-arm can cost a timerfd_settime syscall):
-// a request only records when the wait began, and an expiry that finds a later wait (or a
-// request being served) sleeps again for what is left.
-class IdleTimeout {
+// The HTTP connection manager's timers on one connection, each armed once per connection, not
+// per request (each re-arm can cost a timerfd_settime syscall):
+// - idle_timeout closes a keep-alive connection that waits longer for its next request
+//   (downstream_cx_idle_timeout). A request only records when the wait began, and an expiry
+//   that finds a later wait (or a request being served) sleeps again for what is left.
+// - max_connection_duration (downstream_cx_max_duration_reached) closes a connection waiting
+//   for its next request at once; one serving a request closes after the response, which says
+//   Connection: close.
+class ConnectionTimers {
  public:
-  IdleTimeout(Transport& stream, std::chrono::milliseconds timeout,
-              std::shared_ptr<ListenerStats> stats)
-      : state_(std::make_shared<State>(stream, timeout, std::move(stats))) {
-    if (timeout.count() > 0) Arm(state_, Clock::now() + timeout);
+  ConnectionTimers(Transport& stream, const config::HttpChain& chain,
+                   std::shared_ptr<HttpConnectionManagerStats> stats)
+      : state_(std::make_shared<State>(stream, chain.idle_timeout, std::move(stats))) {
+    if (chain.idle_timeout.count() > 0) ArmIdle(state_, Clock::now() + chain.idle_timeout);
+    if (chain.max_connection_duration.count() > 0) {
+      state_->duration_timer.expires_after(chain.max_connection_duration);
+      state_->duration_timer.async_wait([state = state_](const boost::system::error_code& ec) {
+        if (ec || state->stream == nullptr) return;
+        state->stats->downstream_cx_max_duration_reached.fetch_add(1, std::memory_order_relaxed);
+        state->duration_reached = true;
+        if (state->waiting_since != Clock::time_point::max()) state->stream->Close();
+      });
+    }
   }
-  ~IdleTimeout() {
+  ~ConnectionTimers() {
     state_->stream = nullptr;  // a completion already queued finds no stream
-    state_->timer.cancel();
+    state_->idle_timer.cancel();
+    state_->duration_timer.cancel();
   }
-  IdleTimeout(const IdleTimeout&) = delete;
-  IdleTimeout& operator=(const IdleTimeout&) = delete;
+  ConnectionTimers(const ConnectionTimers&) = delete;
+  ConnectionTimers& operator=(const ConnectionTimers&) = delete;
 
   void Waiting() { state_->waiting_since = Clock::now(); }
   void Serving() { state_->waiting_since = Clock::time_point::max(); }
+  // Set once max_connection_duration has passed: the response in flight ends the connection.
+  const bool* duration_reached() const { return &state_->duration_reached; }
 
  private:
   struct State {
-    State(Transport& s, std::chrono::milliseconds t, std::shared_ptr<ListenerStats> st)
-        : stream(&s), timer(s.get_executor()), timeout(t), stats(std::move(st)) {}
+    State(Transport& s, std::chrono::milliseconds t, std::shared_ptr<HttpConnectionManagerStats> st)
+        : stream(&s),
+          idle_timer(s.get_executor()),
+          duration_timer(s.get_executor()),
+          idle_timeout(t),
+          stats(std::move(st)) {}
     Transport* stream;
-    asio::steady_timer timer;
-    const std::chrono::milliseconds timeout;
-    const std::shared_ptr<ListenerStats> stats;
+    asio::steady_timer idle_timer;
+    asio::steady_timer duration_timer;
+    const std::chrono::milliseconds idle_timeout;
+    const std::shared_ptr<HttpConnectionManagerStats> stats;
     Clock::time_point waiting_since = Clock::time_point::max();  // max: serving a request
+    bool duration_reached = false;
   };
 
-  static void Arm(const std::shared_ptr<State>& state, Clock::time_point at) {
-    state->timer.expires_at(at);
-    state->timer.async_wait([state](const boost::system::error_code& ec) {
+  static void ArmIdle(const std::shared_ptr<State>& state, Clock::time_point at) {
+    state->idle_timer.expires_at(at);
+    state->idle_timer.async_wait([state](const boost::system::error_code& ec) {
       if (ec || state->stream == nullptr) return;
       const Clock::time_point now = Clock::now();
       if (state->waiting_since != Clock::time_point::max() &&
-          now - state->waiting_since >= state->timeout) {
+          now - state->waiting_since >= state->idle_timeout) {
         state->stats->downstream_cx_idle_timeout.fetch_add(1, std::memory_order_relaxed);
         state->stream->Close();  // the pending read fails
         return;
       }
-      Arm(state, std::min(state->waiting_since, now) + state->timeout);
+      ArmIdle(state, std::min(state->waiting_since, now) + state->idle_timeout);
     });
   }
 
@@ -295,14 +319,15 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
   RouterFilter router(worker, info, listener, chain);
   std::string out;  // response heads, reused from one request to the next
   stream.tcp().expires_never();
-  IdleTimeout idle(stream, chain.idle_timeout, listener.stats);
-  for (;;) {
+  const std::shared_ptr<HttpConnectionManagerStats>& stats = listener.HttpStats(chain);
+  ConnectionTimers timers(stream, chain, stats);
+  for (uint32_t requests = 1;; ++requests) {
     http::Http1Parser<true> parser(chain.enable_trailers);
     parser.header_limit(64 * 1024);
-    idle.Waiting();
+    timers.Waiting();
     boost::system::error_code ec =
         co_await ReadHttp1(stream, buffer, parser, Http1ReadUntil::kHeader);
-    idle.Serving();
+    timers.Serving();
     if (ec) {
       if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
           ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
@@ -317,11 +342,16 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
     }
     std::shared_ptr<const ProxyConfig> config = worker.store().Load();
     const ListenerEntry* current = config->FindListener(listener_name);
-    const bool keep_alive =
+    bool keep_alive =
         current != nullptr && current->config == listener.config && !worker.draining();
-    Http1DownstreamStream down(stream, buffer, parser, out, keep_alive, chain.enable_trailers);
+    if (chain.max_requests_per_connection != 0 && requests >= chain.max_requests_per_connection) {
+      stats->downstream_cx_max_requests_reached.fetch_add(1, std::memory_order_relaxed);
+      keep_alive = false;
+    }
+    Http1DownstreamStream down(stream, buffer, parser, out, keep_alive, timers.duration_reached(),
+                               chain.enable_trailers);
     co_await router.Serve(down);
-    if (!down.reusable()) break;
+    if (!down.reusable() || *timers.duration_reached()) break;
   }
   co_await stream.ShutdownSend(Clock::now() + kCloseNotifyTimeout);
 }

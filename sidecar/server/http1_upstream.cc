@@ -58,7 +58,7 @@ Http1UpstreamStream::~Http1UpstreamStream() {
         .fetch_add(1, std::memory_order_relaxed);
   }
   connection_.reset();
-  pool_.ConnectionClosed(cluster_);
+  pool_.ConnectionClosed(cluster_, peer_);
 }
 
 asio::awaitable<StreamError> Http1UpstreamStream::Send(std::string_view data, bool end_stream) {

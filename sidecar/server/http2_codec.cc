@@ -117,6 +117,8 @@ struct Http2ServerContext {
   ListenerEntry listener;  // keeps `chain` alive
   const config::HttpChain& chain;
   std::weak_ptr<Http2Connection> connection;
+  std::shared_ptr<HttpConnectionManagerStats> stats;
+  uint32_t requests = 0;  // streams the connection took
 };
 
 asio::awaitable<void> ServeStream(std::shared_ptr<Http2ServerContext> context,
@@ -142,19 +144,28 @@ asio::awaitable<void> ServeHttp2(Worker& worker, Transport transport, std::strin
                                  ConnectionInfo info, std::string listener_name,
                                  ListenerEntry listener, const config::HttpChain& chain) {
   auto context = std::make_shared<Http2ServerContext>(Http2ServerContext{
-      worker, info, std::move(listener_name), std::move(listener), chain, {}});
+      worker, info, std::move(listener_name), std::move(listener), chain, {}, {}});
+  context->stats = context->listener.HttpStats(chain);
   auto connection = std::make_shared<Http2Connection>(
       worker.io(), std::move(transport), Http2Connection::Role::kServer,
       [context](std::shared_ptr<Http2Stream> stream) {
         // Not inside nghttp2's callback: the router starts on its own turn of the loop.
         asio::post(context->worker.io(), [context, stream = std::move(stream)]() mutable {
+          const uint32_t max_requests = context->chain.max_requests_per_connection;
+          if (max_requests != 0 && ++context->requests >= max_requests) {
+            context->stats->downstream_cx_max_requests_reached.fetch_add(
+                1, std::memory_order_relaxed);
+            if (auto connection = context->connection.lock()) connection->DrainGracefully();
+          }
           asio::co_spawn(context->worker.io(), ServeStream(context, std::move(stream)),
                          asio::detached);
         });
       });
   context->connection = connection;
-  connection->SetIdleTimeout(chain.idle_timeout,
-                             &context->listener.stats->downstream_cx_idle_timeout);
+  connection->SetIdleTimeout(chain.idle_timeout, &context->stats->downstream_cx_idle_timeout);
+  connection->SetMaxDuration(chain.max_connection_duration,
+                             &context->stats->downstream_cx_max_duration_reached);
+  connection->SetDrainTimeout(chain.drain_timeout);
   co_await connection->Serve(std::move(preface));
 }
 

@@ -170,7 +170,8 @@ Http2Connection::Http2Connection(asio::io_context& io, Transport transport, Role
       on_request_(std::move(on_request)),
       write_signal_(io),
       idle_timer_(io),
-      max_duration_timer_(io) {
+      max_duration_timer_(io),
+      drain_timer_(io) {
   InitSession();
 }
 
@@ -243,7 +244,7 @@ asio::awaitable<void> Http2Connection::Run(std::string preface) {
       if (self->max_durations_reached_ != nullptr) {
         self->max_durations_reached_->fetch_add(1, std::memory_order_relaxed);
       }
-      self->Drain();
+      self->DrainGracefully();
     });
   }
   co_await ReadLoop(std::move(preface));
@@ -334,9 +335,11 @@ void Http2Connection::Terminate(bool connect_failed) {
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, stream] : streams) stream->Close(NGHTTP2_INTERNAL_ERROR, connect_failed);
+  if (on_capacity_) std::exchange(on_capacity_, nullptr)(/*closed=*/true);
   write_signal_.cancel();
   idle_timer_.cancel();
   max_duration_timer_.cancel();
+  drain_timer_.cancel();
   transport_.ShutdownBoth();
   transport_.Close();
 }
@@ -387,6 +390,21 @@ void Http2Connection::Drain() {
                         nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
                         nullptr, 0);
   Flush();
+}
+
+void Http2Connection::DrainGracefully() {
+  if (dead_ || draining_ || shutdown_notice_sent_) return;
+  if (role_ == Role::kClient || drain_timeout_.count() == 0) {
+    Drain();
+    return;
+  }
+  shutdown_notice_sent_ = true;
+  nghttp2_submit_shutdown_notice(session_);
+  Flush();
+  drain_timer_.expires_after(drain_timeout_);
+  drain_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->Drain();
+  });
 }
 
 Http2Stream* Http2Connection::StreamOf(int32_t stream_id) {
@@ -452,6 +470,10 @@ int Http2Connection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame, v
     case NGHTTP2_GOAWAY:
       self->goaway_received_ = true;
       break;
+    case NGHTTP2_SETTINGS:
+      // The peer's SETTINGS_MAX_CONCURRENT_STREAMS may leave room for streams now.
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && self->on_capacity_) self->on_capacity_(false);
+      break;
     default:
       break;
   }
@@ -488,6 +510,7 @@ int Http2Connection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t
     }
   }
   stream->Close(error_code, /*connect_failed=*/false);
+  if (self->on_capacity_) self->on_capacity_(false);
   return 0;
 }
 

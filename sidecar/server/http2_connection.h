@@ -139,8 +139,8 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Client, before Connect: after this many streams (0: no limit), the connection takes no
   // more and drains once they are done.
   void SetMaxRequests(uint32_t max_requests) { max_requests_ = max_requests; }
-  // Before Serve/Connect: `duration` after it starts (0: never), the connection drains (GOAWAY,
-  // closed once its streams are done), counting in `counter` (Envoy's max_connection_duration).
+  // Before Serve/Connect: `duration` after it starts (0: never), the connection drains
+  // (DrainGracefully), counting in `counter` (Envoy's max_connection_duration).
   void SetMaxDuration(std::chrono::milliseconds duration, std::atomic<uint64_t>* counter) {
     max_duration_ = duration;
     max_durations_reached_ = counter;
@@ -152,6 +152,10 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   const std::shared_ptr<const config::TlsTransportSocket>& tls() const { return tls_; }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
+  // Client: called when the connection may take a stream it could not before (one of its
+  // streams closed, the peer's SETTINGS arrived) with false, and once it closed with true:
+  // the pool wakes the requests waiting for room.
+  void OnCapacity(std::function<void(bool closed)> callback) { on_capacity_ = std::move(callback); }
   bool dead() const { return dead_; }
   // Client: a new stream with `headers`; the body follows unless `end_stream`.
   std::shared_ptr<Http2Stream> OpenStream(const http::HeaderMap& headers, bool end_stream);
@@ -159,6 +163,12 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // GOAWAY naming the last stream taken; the connection closes once the streams in flight are
   // done (a server's, or a client's at max_requests_per_connection).
   void Drain();
+  // A server's drain as Envoy's connection manager does it (max_connection_duration,
+  // max_requests_per_connection): GOAWAY with the highest stream id first, a notice while
+  // streams racing it still come, then Drain after the drain timeout. A client: Drain.
+  void DrainGracefully();
+  // Server, before Serve: the time between DrainGracefully's notice and the final GOAWAY.
+  void SetDrainTimeout(std::chrono::milliseconds timeout) { drain_timeout_ = timeout; }
   // Before Serve/Connect: with no stream open for `timeout`, the connection sends GOAWAY and
   // closes, counting in `counter` (Envoy's idle_timeout; 0: never).
   void SetIdleTimeout(std::chrono::milliseconds timeout, std::atomic<uint64_t>* counter) {
@@ -203,13 +213,17 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   std::chrono::milliseconds max_duration_{0};
   std::atomic<uint64_t>* max_durations_reached_ = nullptr;
   boost::asio::steady_timer max_duration_timer_;
+  std::chrono::milliseconds drain_timeout_{0};
+  boost::asio::steady_timer drain_timer_;  // from the shutdown notice to the final GOAWAY
   bool goaway_received_ = false;
-  bool draining_ = false;
+  bool shutdown_notice_sent_ = false;
+  bool draining_ = false;  // the final GOAWAY is sent
   uint32_t max_requests_ = 0;  // client: max_requests_per_connection
   uint32_t assigned_ = 0;      // client: streams the pool put on it
   uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
+  std::function<void(bool closed)> on_capacity_;
   std::shared_ptr<const config::TlsTransportSocket> tls_;
 };
 

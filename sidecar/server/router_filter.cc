@@ -365,7 +365,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   uint32_t retries_left = retry ? retry->num_retries : 0;
   uint32_t retry_number = 0;
   // The route timeout, and the stream's (max_stream_duration, grpc-timeout) from its start.
-  const router::RequestTimeouts timeouts = router::TimeoutsFor(action, grpc, grpc_timeout);
+  const router::RequestTimeouts timeouts =
+      router::TimeoutsFor(action, grpc, grpc_timeout, chain_.max_stream_duration);
   const std::optional<Clock::time_point> stream_deadline =
       timeouts.stream ? std::optional(received + *timeouts.stream) : std::nullopt;
   std::optional<Clock::time_point> deadline =
@@ -412,7 +413,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   auto timeout_reply = [&]() -> asio::awaitable<void> {
     if (stream_deadline && Clock::now() + std::chrono::milliseconds(1) >= *stream_deadline) {
       // Envoy's HTTP connection manager ends the stream, whatever the upstream was doing.
-      listener_stats.downstream_rq_max_duration_reached.fetch_add(1, std::memory_order_relaxed);
+      listener_.HttpStats(chain_)->downstream_rq_max_duration_reached.fetch_add(
+          1, std::memory_order_relaxed);
       istio.response_flags |= kDurationTimeout;
       co_return co_await local_reply(
           408, "downstream duration timeout", response_mutations, "",

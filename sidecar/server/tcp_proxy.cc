@@ -131,8 +131,12 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
     peer = host->address;
   }
   ClusterStats& stats = *cluster->stats;
-  if (stats.upstream_cx_active.load(std::memory_order_relaxed) >=
+  // The max_connections place is taken before connecting, in one step with the check, so two
+  // connections that come together (on two workers) cannot both pass it; a failed connect
+  // gives it back.
+  if (stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed) >=
       static_cast<int64_t>(cluster->config->circuit_breakers.max_connections)) {
+    stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
     stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
     failed(kUpstreamOverflow);
     co_return;
@@ -151,13 +155,13 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
     }
   }
   if (!connected) {
+    stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
     failed(kUpstreamConnectionFailure);
     co_return;
   }
   upstream.tcp().expires_never();
   boost::system::error_code ec;
   stats.upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
-  stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   IstioTcpCounters& istio = stats.istio_tcp.For(inbound, 0);
   istio.opened.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) {

@@ -60,9 +60,6 @@ bool AtConnectionLimit(const UpstreamTarget& target) {
          static_cast<int64_t>(target.max_connections);
 }
 
-// How often a pending request looks for connections other workers freed.
-constexpr auto kPendingRecheck = std::chrono::milliseconds(10);
-
 // A request in its cluster's pending queue, counted in upstream_rq_pending_active (across
 // workers) while it waits.
 class PendingRequest {
@@ -102,10 +99,18 @@ asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, P
                                                  Clock::time_point deadline,
                                                  PendingCancellation* cancellation) {
   PendingRequest pending(*target.stats);
+  // Woken from the queue for room that may have come: a request that leaves the queue, with a
+  // stream (there may be room for more) or without one (its client gave up, its deadline
+  // passed), wakes the next, so that no wake is lost.
+  bool woken = false;
+  auto pass_wake_on = [&] {
+    if (woken) WakePending(target.cluster, &target.peer);
+  };
   for (;;) {
     // A client that gave up while queued: its request goes nowhere.
     if (cancellation != nullptr && cancellation->cancelled) {
       pending.Cancelled();
+      pass_wake_on();
       co_return OpenedStream{nullptr, StreamError::kNone, false, true};
     }
     const Clock::time_point connect_deadline =
@@ -116,25 +121,32 @@ asio::awaitable<OpenedStream> UpstreamPool::Open(const UpstreamTarget& target, P
     } else {
       opened = co_await OpenHttp1(target, connect_deadline);
     }
-    if (opened) co_return std::move(*opened);
+    if (opened) {
+      pass_wake_on();
+      co_return std::move(*opened);
+    }
     if (!pending.queued() && !pending.Enqueue(target.max_pending_requests)) {
       co_return OpenedStream{nullptr, StreamError::kNone, true};
     }
-    if (Clock::now() >= deadline) co_return OpenedStream{nullptr, StreamError::kTimeout};
-    co_await WaitPending(target, std::min(deadline, Clock::now() + kPendingRecheck), cancellation);
+    if (Clock::now() >= deadline) {
+      pass_wake_on();
+      co_return OpenedStream{nullptr, StreamError::kTimeout};
+    }
+    // Woken in vain (another request took the room): back at the head of the queue.
+    woken = co_await WaitPending(target, deadline, cancellation, /*first=*/woken);
   }
 }
 
-asio::awaitable<void> UpstreamPool::WaitPending(const UpstreamTarget& target,
+asio::awaitable<bool> UpstreamPool::WaitPending(const UpstreamTarget& target,
                                                 Clock::time_point until,
-                                                PendingCancellation* cancellation) {
+                                                PendingCancellation* cancellation, bool first) {
   PendingWaiter waiter{asio::steady_timer(io_, until), target.peer};
   auto it = pending_.find(target.cluster);
   if (it == pending_.end()) {
     it = pending_.emplace(std::string(target.cluster), std::list<PendingWaiter*>()).first;
   }
   std::list<PendingWaiter*>& queue = it->second;
-  auto position = queue.insert(queue.end(), &waiter);
+  auto position = queue.insert(first ? queue.begin() : queue.end(), &waiter);
   // Out of the queue however the wait ends, also when the frame is destroyed at shutdown with
   // the wait pending (a later WakePending would touch the destroyed waiter).
   absl::Cleanup dequeue = [&queue, position, &waiter] {
@@ -150,6 +162,7 @@ asio::awaitable<void> UpstreamPool::WaitPending(const UpstreamTarget& target,
     cancellation->waiting = nullptr;
     if (cancellation->downstream != nullptr) cancellation->downstream->WatchAbandoned(false);
   }
+  co_return waiter.woken;
 }
 
 void UpstreamPool::WakePending(std::string_view cluster, const tcp::endpoint* peer) {
@@ -209,7 +222,10 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
                                                   target.tcp_keepalive, target.tls.get(),
                                                   *target.stats);
   --*open;
-  if (!connected) co_return OpenedStream{nullptr, StreamError::kConnectFailure};
+  if (!connected) {
+    ConnectionClosed(target.cluster, target.peer);  // its place is free again
+    co_return OpenedStream{nullptr, StreamError::kConnectFailure};
+  }
   if (target.alpn && connection->stream.alpn() == "h2") {
     // auto_config: ALPN chose HTTP/2, so the connection joins the HTTP/2 ones.
     connection->stream.tcp().expires_never();
@@ -261,7 +277,17 @@ std::shared_ptr<Http2Connection> UpstreamPool::NewHttp2(const UpstreamTarget& ta
   connection->SetMaxRequests(target.max_requests_per_connection);
   connection->SetMaxDuration(target.max_connection_duration,
                              &target.stats->upstream_cx_max_duration_reached);
-  Entry(http2_, target.cluster, target.peer).second.push_back(connection);
+  auto& entry = Entry(http2_, target.cluster, target.peer);
+  // A stream slot freed (or a connection closed, freeing a place under max_connections) wakes
+  // a request waiting for one. The entry's key outlives the connection.
+  connection->OnCapacity([this, &key = entry.first](bool closed) {
+    if (closed) {
+      ConnectionClosed(key.first, key.second);
+    } else {
+      WakePending(key.first, &key.second);
+    }
+  });
+  entry.second.push_back(connection);
   if (connected) asio::co_spawn(io_, connection->Start(target.stats), asio::detached);
   return connection;
 }

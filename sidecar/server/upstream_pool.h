@@ -9,10 +9,15 @@
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
 // When max_connections (across workers) leaves no connection to use, a request waits in the
 // cluster's pending queue, up to max_pending_requests of them (across workers), as Envoy's
-// connection pools do: the oldest request for an endpoint is woken when this worker releases a
-// connection to that endpoint, the oldest of the cluster when one closes (a connection may be
-// opened then), and each looks again every few milliseconds for what other workers freed. A
-// request whose client gives up leaves the queue at once (upstream_rq_cancelled).
+// connection pools do. Waiting is event-driven, on this worker's own connections (a worker
+// with none to the endpoint opens one anyway, so there always is one to wait for): the
+// oldest request for an endpoint is woken when this worker releases an HTTP/1.1 connection
+// to it or one of its HTTP/2 connections there has room (a stream closed, the peer's
+// SETTINGS came); when a connection closes or fails to connect, the oldest for its endpoint
+// (which may be left with none, and opens one) and the oldest of the cluster (a place under
+// max_connections is free). A woken request that leaves the queue wakes the next, and one
+// woken in vain goes back to its head. A request whose client gives up leaves the queue
+// at once (upstream_rq_cancelled); one whose deadline passes, then.
 
 #include <chrono>
 #include <list>
@@ -168,8 +173,13 @@ class UpstreamPool {
                const boost::asio::ip::tcp::endpoint& peer,
                std::unique_ptr<UpstreamConnection> connection,
                std::chrono::milliseconds idle_timeout);
-  // An HTTP/1.1 connection of `cluster` closed: a pending request (for any endpoint) may open one.
-  void ConnectionClosed(std::string_view cluster) { WakePending(cluster, nullptr); }
+  // A connection of `cluster` to `peer` closed (or failed to connect): the oldest pending
+  // request for `peer` (which may have no connection there left, and then opens one) and the
+  // oldest of the cluster (which may open one under max_connections) are woken.
+  void ConnectionClosed(std::string_view cluster, const boost::asio::ip::tcp::endpoint& peer) {
+    WakePending(cluster, &peer);
+    WakePending(cluster, nullptr);
+  }
   // The worker has no downstream connection left: idle HTTP/1.1 connections beyond
   // kIdleKeptWhenQuiet per endpoint, the longest idle first, are closed, so that the
   // connections of a burst do not keep its memory (see Worker::ConnectionClosed).
@@ -212,8 +222,10 @@ class UpstreamPool {
   // A new HTTP/2 connection to `target`, on `transport` when connected already.
   std::shared_ptr<Http2Connection> NewHttp2(const UpstreamTarget& target,
                                             std::optional<Transport> transport);
-  boost::asio::awaitable<void> WaitPending(const UpstreamTarget& target, Clock::time_point until,
-                                           PendingCancellation* cancellation);
+  // Waits in the queue (at its head if `first`) until woken, `until`, or cancelled; whether
+  // it was woken.
+  boost::asio::awaitable<bool> WaitPending(const UpstreamTarget& target, Clock::time_point until,
+                                           PendingCancellation* cancellation, bool first);
   // Wakes the oldest pending request of `cluster` for `peer` (null: for any endpoint).
   void WakePending(std::string_view cluster, const boost::asio::ip::tcp::endpoint* peer);
 

@@ -42,19 +42,32 @@ std::vector<uint32_t> SmoothWeightedOrder(std::vector<uint64_t> weights, size_t 
   return order;
 }
 
+namespace {
+
+uint64_t SplitMixFinalise(uint64_t h) {
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
+
+}  // namespace
+
+std::string AddressString(const boost::asio::ip::tcp::endpoint& endpoint) {
+  const std::string address = endpoint.address().to_string();
+  return endpoint.address().is_v6() ? absl::StrCat("[", address, "]:", endpoint.port())
+                                    : absl::StrCat(address, ":", endpoint.port());
+}
+
 uint64_t Hash64(std::string_view data) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (unsigned char c : data) {
     h ^= c;
     h *= 0x100000001b3ULL;
   }
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ULL;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebULL;
-  h ^= h >> 31;
-  return h;
+  return SplitMixFinalise(h);
 }
+
+uint64_t Mix64(uint64_t h) { return SplitMixFinalise(h + kGoldenGamma); }
 
 double SlowStartWeight(uint32_t weight, const config::SlowStart& slow_start,
                        Clock::time_point joined, Clock::time_point now) {
@@ -96,9 +109,7 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
       previous_locality = steady_.locality_cumulative[l];
       const double host_total = static_cast<double>(steady_.cumulative[l].back());
       for (const auto& host : localities_[l]->hosts) {
-        shares.push_back({host.get(),
-                          host->address.address().to_string() + ":" +
-                              std::to_string(host->address.port()),
+        shares.push_back({host.get(), AddressString(host->address),
                           locality_share * host->weight / host_total});
       }
     }
@@ -242,7 +253,7 @@ const Host* LoadBalancer::PickInLocality(const Schedule& schedule, size_t locali
       // A ramp's step: the n-th point of the golden-ratio (Weyl) sequence over the weights, as
       // evenly spread as a wheel's turns, with no wheel to build.
       const std::vector<uint64_t>& cumulative = schedule.cumulative[locality];
-      const uint64_t fraction = n * 0x9e3779b97f4a7c15ULL;  // n / golden ratio, mod 1
+      const uint64_t fraction = n * kGoldenGamma;  // n / golden ratio, mod 1
       const auto point = static_cast<uint64_t>(
           (static_cast<unsigned __int128>(fraction) * cumulative.back()) >> 64);
       auto it = std::upper_bound(cumulative.begin(), cumulative.end(), point);

@@ -149,7 +149,14 @@ class LoadBalancer {
 // would make it longer than `max_length`.
 std::vector<uint32_t> SmoothWeightedOrder(std::vector<uint64_t> weights, size_t max_length = 4096);
 
+// An address as Envoy writes one (Address::asString): "IP:PORT", "[IPv6]:PORT".
+std::string AddressString(const boost::asio::ip::tcp::endpoint& endpoint);
+
 // A 64-bit hash with good mixing (FNV-1a then a splitmix64 finaliser), stable across runs.
 uint64_t Hash64(std::string_view data);
+// splitmix64's step: Mix64(seed + n * kGoldenGamma) for n = 0, 1, 2, ... are independent
+// well-mixed numbers (a second hash of a hash, one draw per decision from one random seed).
+inline constexpr uint64_t kGoldenGamma = 0x9e3779b97f4a7c15ULL;
+uint64_t Mix64(uint64_t h);
 
 }  // namespace meshpilot::sidecar::upstream

@@ -6,17 +6,6 @@
 #include "sidecar/upstream/load_balancer.h"
 
 namespace meshpilot::sidecar::upstream {
-namespace {
-
-// A second hash of the same key, independent of the first: splitmix64's finaliser over it.
-uint64_t Rehash(uint64_t h) {
-  h += 0x9e3779b97f4a7c15ULL;
-  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
-  return h ^ (h >> 31);
-}
-
-}  // namespace
 
 std::vector<const Host*> BuildMaglevTable(const std::vector<MaglevHost>& hosts,
                                           uint64_t table_size) {
@@ -37,7 +26,7 @@ std::vector<const Host*> BuildMaglevTable(const std::vector<MaglevHost>& hosts,
   for (const MaglevHost& host : hosts) {
     if (host.weight <= 0) continue;
     const uint64_t h = Hash64(host.key);
-    builders.push_back({host.host, h % table_size, Rehash(h) % (table_size - 1) + 1,
+    builders.push_back({host.host, h % table_size, Mix64(h) % (table_size - 1) + 1,
                         host.weight / max_weight, host.key});
   }
   // Turns in key order: the same hosts give the same table whatever order EDS listed them in.

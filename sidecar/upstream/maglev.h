@@ -17,7 +17,7 @@ struct Host;
 
 struct MaglevHost {
   const Host* host;
-  std::string key;  // what places it: its address, "IP:PORT"
+  std::string key;  // what places it: its address, "IP:PORT" or "[IPv6]:PORT" (AddressString)
   double weight;    // > 0; only the ratios matter
 };
 

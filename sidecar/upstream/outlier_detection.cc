@@ -74,7 +74,9 @@ void OutlierDetector::AdvanceInterval(uint64_t random, Clock::time_point now) co
     // This thread ended the interval (or several, with no report in between).
     DecayEjections(interval_end, now);
     EvaluateInterval(kExternal, random, now);
-    if (config_.split_external_local_origin_errors) EvaluateInterval(kLocalOrigin, random >> 1, now);
+    if (config_.split_external_local_origin_errors) {
+      EvaluateInterval(kLocalOrigin, Mix64(random), now);  // draws apart from the external ones
+    }
   }
 }
 
@@ -178,8 +180,10 @@ void OutlierDetector::EvaluateInterval(const IntervalDetectors& detectors, uint6
     volumes.push_back({host, static_cast<double>(counts >> 32),
                        static_cast<double>(counts & 0xffffffff)});
   }
-  // Each host draws its own enforcing_* chance.
-  auto draw = [random](size_t i) { return (random >> 8) + i * 37; };
+  // Each enforcing_* decision draws its own chance, as Envoy's (a fresh random number each):
+  // the success rate's of host i is draw 2i of a splitmix64 sequence seeded by `random`, the
+  // failure percentage's draw 2i + 1.
+  auto draw = [random](uint64_t n) { return Mix64(random + n * kGoldenGamma); };
 
   // Success rate: below the mean by more than success_rate_stdev_factor / 1000 deviations.
   std::vector<size_t> sr_hosts;
@@ -203,7 +207,8 @@ void OutlierDetector::EvaluateInterval(const IntervalDetectors& detectors, uint6
       if (stats_ != nullptr) {
         ((*stats_).*detectors.detected_success_rate).fetch_add(1, std::memory_order_relaxed);
       }
-      if (TryEject(*volumes[i].host, config_.*detectors.enforcing_success_rate, draw(i), now) &&
+      if (TryEject(*volumes[i].host, config_.*detectors.enforcing_success_rate, draw(2 * i),
+                   now) &&
           stats_ != nullptr) {
         ((*stats_).*detectors.enforced_success_rate).fetch_add(1, std::memory_order_relaxed);
       }
@@ -224,7 +229,7 @@ void OutlierDetector::EvaluateInterval(const IntervalDetectors& detectors, uint6
         ((*stats_).*detectors.detected_failure_percentage).fetch_add(1, std::memory_order_relaxed);
       }
       if (TryEject(*volumes[i].host, config_.*detectors.enforcing_failure_percentage,
-                   draw(i) >> 16, now) &&
+                   draw(2 * i + 1), now) &&
           stats_ != nullptr) {
         ((*stats_).*detectors.enforced_failure_percentage).fetch_add(1, std::memory_order_relaxed);
       }

@@ -310,7 +310,16 @@ std::shared_ptr<const ProxyConfig> XdsState::Build(SteadyTime now) {
   balancers_ = std::move(balancers);
   joined_ = std::move(joined);
   for (const auto& [name, listener] : active_listeners_) {
-    config->listeners.emplace(name, ListenerEntry{listener.parsed, stats_.Listener(name)});
+    auto http_stats = std::make_shared<HttpStatsByPrefix>();
+    auto add_http_stats = [&](const config::FilterChain& chain) {
+      if (const auto* http = std::get_if<config::HttpChain>(&chain.filter)) {
+        (*http_stats)[http->stat_prefix] = stats_.Http(http->stat_prefix);
+      }
+    };
+    for (const config::FilterChain& chain : listener.parsed->chains) add_http_stats(chain);
+    if (listener.parsed->default_chain) add_http_stats(*listener.parsed->default_chain);
+    config->listeners.emplace(
+        name, ListenerEntry{listener.parsed, stats_.Listener(name), std::move(http_stats)});
     if (!listener.parsed->use_original_dst) {
       config->by_destination.emplace(listener.parsed->address, name);
     }

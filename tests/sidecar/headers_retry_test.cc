@@ -276,10 +276,10 @@ TEST_CASE("timeout: Istio's grpc_timeout_header_max 0s honours the header uncapp
   // What meshpilot (and Istio) write for a route without a VirtualService timeout.
   const auto action = ActionOf(R"({"cluster": "c", "timeout": "0s",
       "max_stream_duration": {"grpc_timeout_header_max": "0s"}})");
-  auto none = router::TimeoutsFor(action, true, std::nullopt);
+  auto none = router::TimeoutsFor(action, true, std::nullopt, std::nullopt);
   CHECK(none.route == milliseconds(0));
   CHECK_FALSE(none.stream);
-  auto header = router::TimeoutsFor(action, true, milliseconds(300000));
+  auto header = router::TimeoutsFor(action, true, milliseconds(300000), std::nullopt);
   CHECK(header.route == milliseconds(0));
   CHECK(header.stream == milliseconds(300000));
 }
@@ -288,27 +288,50 @@ TEST_CASE("timeout: grpc_timeout_header_max caps the header, the offset comes of
   const auto action = ActionOf(R"({"cluster": "c", "timeout": "10s",
       "max_stream_duration": {"grpc_timeout_header_max": "2s", "grpc_timeout_header_offset": "0.1s",
                               "max_stream_duration": "30s"}})");
-  CHECK(router::TimeoutsFor(action, true, milliseconds(5000)).stream == milliseconds(1900));
-  CHECK(router::TimeoutsFor(action, true, milliseconds(500)).stream == milliseconds(400));
-  CHECK(router::TimeoutsFor(action, true, milliseconds(50)).stream == milliseconds(0));
+  CHECK(router::TimeoutsFor(action, true, milliseconds(5000), std::nullopt).stream == milliseconds(1900));
+  CHECK(router::TimeoutsFor(action, true, milliseconds(500), std::nullopt).stream == milliseconds(400));
+  CHECK(router::TimeoutsFor(action, true, milliseconds(50), std::nullopt).stream == milliseconds(0));
   // No header: max_stream_duration; the route timeout stays apart.
-  auto none = router::TimeoutsFor(action, true, std::nullopt);
+  auto none = router::TimeoutsFor(action, true, std::nullopt, std::nullopt);
   CHECK(none.stream == milliseconds(30000));
   CHECK(none.route == milliseconds(10000));
   // Without grpc_timeout_header_max the header is not read.
   const auto plain = ActionOf(R"({"cluster": "c", "max_stream_duration": {"max_stream_duration": "0s"}})");
-  CHECK_FALSE(router::TimeoutsFor(plain, true, milliseconds(100)).stream);
-  CHECK(router::TimeoutsFor(plain, true, milliseconds(100)).route == milliseconds(15000));
+  CHECK_FALSE(router::TimeoutsFor(plain, true, milliseconds(100), std::nullopt).stream);
+  // An explicit 0 on the route is no limit, even under a connection manager's.
+  CHECK_FALSE(router::TimeoutsFor(plain, false, std::nullopt, milliseconds(700)).stream);
+  CHECK(router::TimeoutsFor(plain, true, milliseconds(100), std::nullopt).route == milliseconds(15000));
 }
 
 TEST_CASE("timeout: the deprecated max_grpc_timeout replaces a gRPC request's route timeout") {
   const auto action = ActionOf(R"({"cluster": "c", "timeout": "10s", "max_grpc_timeout": "3s",
                                    "grpc_timeout_offset": "0.5s"})");
-  CHECK(router::TimeoutsFor(action, true, milliseconds(2000)).route == milliseconds(1500));
-  CHECK(router::TimeoutsFor(action, true, milliseconds(9000)).route == milliseconds(3000));
-  CHECK(router::TimeoutsFor(action, true, std::nullopt).route == milliseconds(3000));
-  CHECK(router::TimeoutsFor(action, false, milliseconds(2000)).route == milliseconds(10000));
-  CHECK_FALSE(router::TimeoutsFor(action, true, milliseconds(2000)).stream);
+  CHECK(router::TimeoutsFor(action, true, milliseconds(2000), std::nullopt).route == milliseconds(1500));
+  CHECK(router::TimeoutsFor(action, true, milliseconds(9000), std::nullopt).route == milliseconds(3000));
+  CHECK(router::TimeoutsFor(action, true, std::nullopt, std::nullopt).route == milliseconds(3000));
+  CHECK(router::TimeoutsFor(action, false, milliseconds(2000), std::nullopt).route == milliseconds(10000));
+  CHECK_FALSE(router::TimeoutsFor(action, true, milliseconds(2000), std::nullopt).stream);
+  // The connection manager's max_stream_duration still bounds the stream.
+  CHECK(router::TimeoutsFor(action, true, milliseconds(2000), milliseconds(700)).stream ==
+        milliseconds(700));
+}
+
+TEST_CASE("timeout: the connection manager's max_stream_duration when the route sets none") {
+  const auto bare = ActionOf(R"({"cluster": "c"})");
+  CHECK(router::TimeoutsFor(bare, false, std::nullopt, milliseconds(700)).stream ==
+        milliseconds(700));
+  CHECK_FALSE(router::TimeoutsFor(bare, false, std::nullopt, milliseconds(0)).stream);
+  CHECK_FALSE(router::TimeoutsFor(bare, false, std::nullopt, std::nullopt).stream);
+  // The route's own wins.
+  const auto own = ActionOf(R"({"cluster": "c", "max_stream_duration": {"max_stream_duration": "2s"}})");
+  CHECK(router::TimeoutsFor(own, false, std::nullopt, milliseconds(700)).stream ==
+        milliseconds(2000));
+  // A gRPC request's header wins where grpc_timeout_header_max asks for it.
+  const auto header = ActionOf(R"({"cluster": "c", "max_stream_duration": {"grpc_timeout_header_max": "0s"}})");
+  CHECK(router::TimeoutsFor(header, true, milliseconds(300), milliseconds(700)).stream ==
+        milliseconds(300));
+  CHECK(router::TimeoutsFor(header, true, std::nullopt, milliseconds(700)).stream ==
+        milliseconds(700));
 }
 
 TEST_CASE("timeout: a negative grpc_timeout_header_max is rejected with its field") {

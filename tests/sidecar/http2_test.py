@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import (Backend, Child, Children, SharedMeshTest, binary, free_port, pattern_bytes,
@@ -159,6 +160,7 @@ class Http2Mesh:
             "grpc-slow": ("--delay_ms", "2000")}.items()}
         self.children += [b.child for b in self.backends.values()]
         self.port, self.admin_port = free_port(), free_port()
+        self.duration_port, self.max_requests_port = free_port(), free_port()
         self.version = 0
         self.write(routes())
         ads = self.children.start("ads", [
@@ -195,7 +197,16 @@ class Http2Mesh:
                      assignment("web", [self.web.port])]
         self.version += 1
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
-                                   "lds": [http_listener("http", self.port, "routes")]},
+                                   "lds": [http_listener("http", self.port, "routes"),
+                                           http_listener("h2-duration", self.duration_port, "routes",
+                                                         stat_prefix="h2_limits", drain_timeout="0.5s",
+                                                         common_http_protocol_options={
+                                                             "max_connection_duration": "1s"}),
+                                           http_listener("h2-max-requests", self.max_requests_port,
+                                                         "routes", stat_prefix="h2_limits",
+                                                         drain_timeout="0.3s",
+                                                         common_http_protocol_options={
+                                                             "max_requests_per_connection": 3})]},
                         f"v{self.version}")
         return f"v{self.version}"
 
@@ -416,6 +427,60 @@ class Http2Test(SharedMeshTest):
         self.assertIn("x-mesh: h2", done.stdout)
         self.assertIn('"backend": "web"', done.stdout)
         self.assertEqual(self.mesh.curl("/", host="nothing.test", http2=True), (404, "2"))
+
+    def test_downstream_connection_drains_at_max_connection_duration(self):
+        # max_connection_duration 1 s, drain_timeout 0.5 s: at 1 s a GOAWAY notice (highest
+        # stream id) while streams are still taken, at 1.5 s the final GOAWAY naming the last
+        # stream taken; the streams in flight finish, then the connection closes.
+        stat = lambda: self.mesh.stat("http.h2_limits.downstream_cx_max_duration_reached")
+        before = stat()
+        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", self.mesh.duration_port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                      h2_get(1, b"web.test", b"/delay/2500"))
+            client = H2Client(s)
+            client.read_until(lambda frames: goaway(frames))
+            self.assertGreater(time.monotonic() - start, 0.9)
+            s.sendall(h2_get(3, b"web.test", b"/in-grace"))
+            frames = client.read_until(lambda frames: False)  # to the close
+        self.assertGreater(time.monotonic() - start, 2.4)
+        self.assertEqual(goaway(frames), [2**31 - 1, 3])
+        final_goaway = [i for i, (k, _, _, _) in enumerate(frames) if k == 7][1]
+        stream1_end = next(i for i, (k, f, st, _) in enumerate(frames)
+                           if st == 1 and f & 0x1 and k in (0, 1))
+        self.assertGreater(stream1_end, final_goaway)  # in flight, it still finished
+        body = lambda stream: b"".join(p for k, _, st, p in frames if st == stream and k == 0)
+        self.assertIn(b'"path": "/delay/2500"', body(1))
+        self.assertIn(b'"path": "/in-grace"', body(3))
+        self.assertEqual(stat(), before + 1)
+
+    def test_downstream_connection_drains_after_max_requests_per_connection(self):
+        # max_requests_per_connection 3, drain_timeout 0.3 s: the third stream brings the GOAWAY
+        # notice, the final one names the last stream taken.
+        stat = lambda: self.mesh.stat("http.h2_limits.downstream_cx_max_requests_reached")
+        before = stat()
+        with socket.create_connection(("127.0.0.1", self.mesh.max_requests_port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                      b"".join(h2_get(i, b"web.test", b"/r%d" % i) for i in (1, 3, 5)))
+            frames = H2Client(s).read_until(lambda frames: False)  # to the close
+        self.assertEqual([int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7],
+                         [2**31 - 1, 5])
+        for i in (1, 3, 5):
+            self.assertTrue(stream_ended(i)(frames), i)
+        self.assertEqual(stat(), before + 1)
+        # nghttp's four streams on one connection: all answered, the notice seen.
+        done = subprocess.run(["nghttp", "-v", "-H", ":authority: web.test",
+                               *[f"http://127.0.0.1:{self.mesh.max_requests_port}/{p}" for p in "abcd"]],
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(done.stdout.count(":status: 200"), 4, done.stdout + done.stderr)
+        self.assertIn("last_stream_id=2147483647", done.stdout)
+        self.assertEqual(stat(), before + 3)  # the third and the fourth
+        # In the HTTP connection manager's stat_prefix, as Envoy's http.PREFIX.* (the two
+        # listeners share theirs).
+        self.assertEqual(self.mesh.istio_requests('envoy_http_conn_manager_prefix="h2_limits"',
+                                                  metric="envoy_http_downstream_cx_max_requests_reached"),
+                         before + 3)
 
     def test_http1_backend_trailers_reach_an_http2_client(self):
         # The cluster's enable_trailers reads the chunked response's trailers; HTTP/2 carries

@@ -347,6 +347,48 @@ TEST_CASE("listener codec: AUTO, HTTP1 and HTTP2 accepted, HTTP3 rejected with i
         "filter_chains[0].filters[0].typed_config.codec_type: HTTP/3 is not supported (AUTO, HTTP1, HTTP2 are)");
 }
 
+TEST_CASE("listener connection limits: parsed with Envoy's defaults, unsupported ones rejected") {
+  auto parse = [](const std::string& hcm_fields) {
+    return config::ParseListener(FromJson<envoy::config::listener::v3::Listener>(R"({"name": "l",
+      "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}},
+      "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "l", "route_config": {"name": "r"}, )" + hcm_fields + R"(
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]})"));
+  };
+  auto chain = [](const auto& parsed) {
+    return std::get<config::HttpChain>(parsed->chains.at(0).filter);
+  };
+  auto defaults = parse("");
+  REQUIRE(defaults.ok());
+  CHECK(chain(*defaults).max_connection_duration == std::chrono::milliseconds(0));
+  CHECK(chain(*defaults).max_requests_per_connection == 0u);
+  CHECK_FALSE(chain(*defaults).max_stream_duration);
+  CHECK(chain(*defaults).drain_timeout == std::chrono::milliseconds(5000));
+  auto set = parse(R"("drain_timeout": "0.25s", "common_http_protocol_options": {
+      "max_connection_duration": "60s", "max_requests_per_connection": 100,
+      "max_stream_duration": "0s", "headers_with_underscores_action": "ALLOW"},)");
+  INFO(set.status().ToString());
+  REQUIRE(set.ok());
+  CHECK(chain(*set).max_connection_duration == std::chrono::seconds(60));
+  CHECK(chain(*set).max_requests_per_connection == 100u);
+  CHECK(chain(*set).max_stream_duration == std::chrono::milliseconds(0));
+  CHECK(chain(*set).drain_timeout == std::chrono::milliseconds(250));
+  const std::string prefix = "filter_chains[0].filters[0].typed_config.";
+  auto error = [&](const std::string& fields) {
+    auto parsed = parse(fields);
+    return parsed.ok() ? std::string("accepted") : std::string(parsed.status().message());
+  };
+  CHECK(error(R"("drain_timeout": "-1s",)") == prefix + "drain_timeout: must not be negative");
+  CHECK(error(R"("common_http_protocol_options": {"max_connection_duration": "-1s"},)") ==
+        prefix + "common_http_protocol_options.max_connection_duration: must not be negative");
+  CHECK(error(R"("common_http_protocol_options": {"max_headers_count": 50},)") ==
+        prefix + "common_http_protocol_options.max_headers_count: not supported");
+  CHECK(error(R"("common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},)") ==
+        prefix + "common_http_protocol_options.headers_with_underscores_action: only ALLOW is supported");
+}
+
 TEST_CASE("config durations: listener and cluster timeouts beyond steady_clock's range are capped") {
   auto parsed = config::ParseListener(FromJson<envoy::config::listener::v3::Listener>(R"({"name": "l",
     "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}},

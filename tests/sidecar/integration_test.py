@@ -243,6 +243,7 @@ class Mesh:
         self.sticky_tcp_port = free_port()
         self.patchy_tcp_port = free_port()
         self.idle_http_port = free_port()
+        self.duration_http_port, self.max_requests_http_port = free_port(), free_port()
         self.trailers_http_port = free_port()
         self.sni_port = free_port()
         self.admin_port = free_port()
@@ -303,6 +304,13 @@ class Mesh:
             listeners = [http_listener("http", self.http_port, "web-routes"),
                          http_listener("idle-http", self.idle_http_port, "web-routes",
                                        common_http_protocol_options={"idle_timeout": "0.3s"}),
+                         http_listener("duration-http", self.duration_http_port, "web-routes",
+                                       common_http_protocol_options={
+                                           "max_connection_duration": "1s"}),
+                         http_listener("max-requests-http", self.max_requests_http_port,
+                                       "web-routes", common_http_protocol_options={
+                                           "max_requests_per_connection": 3,
+                                           "max_stream_duration": "0.5s"}),
                          http_listener("trailers-http", self.trailers_http_port, "web-routes",
                                        http_protocol_options={"enable_trailers": True}),
                          tcp_listener("tcp", self.tcp_port, cluster="tcp-a"),
@@ -502,7 +510,7 @@ class HttpTest(SharedMeshTest):
         status, headers, _ = self.mesh.get("/grpc-capped/delay/3000",
                                            headers={"grpc-timeout": "20S", **grpc})
         self.assertEqual((status, headers.get("grpc-status")), (200, "4"))
-        self.assertGreaterEqual(self.mesh.stat("listener.http.downstream_rq_max_duration_reached"), 3)
+        self.assertGreaterEqual(self.mesh.stat("http.http.downstream_rq_max_duration_reached"), 3)
 
     def test_idle_downstream_http1_connection_is_closed(self):
         # The HTTP connection manager's idle_timeout (0.3 s): a keep-alive connection without a
@@ -516,7 +524,7 @@ class HttpTest(SharedMeshTest):
                 data += chunk
             self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
             self.assertEqual(s.recv(1), b"")  # closed by meshproxy, not by this client
-        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+        self.assertGreaterEqual(self.mesh.stat("http.idle-http.downstream_cx_idle_timeout"), 1)
 
     def test_idle_downstream_http2_connection_gets_goaway(self):
         with socket.create_connection(("127.0.0.1", self.mesh.idle_http_port), timeout=WAIT_S) as s:
@@ -534,7 +542,72 @@ class HttpTest(SharedMeshTest):
         goaways = [payload for kind, payload in frames if kind == 7]
         self.assertEqual(len(goaways), 1, frames)
         self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR
-        self.assertGreaterEqual(self.mesh.stat("listener.idle-http.downstream_cx_idle_timeout"), 1)
+        self.assertGreaterEqual(self.mesh.stat("http.idle-http.downstream_cx_idle_timeout"), 1)
+
+    def test_downstream_http1_connection_closes_at_max_connection_duration(self):
+        # max_connection_duration 1 s: a connection waiting for its next request is closed then;
+        # one serving a request answers it with Connection: close, then closes.
+        stat = lambda: self.mesh.stat("http.duration-http.downstream_cx_max_duration_reached")
+        before = stat()
+        idle = http.client.HTTPConnection("127.0.0.1", self.mesh.duration_http_port, timeout=WAIT_S)
+        busy = http.client.HTTPConnection("127.0.0.1", self.mesh.duration_http_port, timeout=WAIT_S)
+        try:
+            start = time.monotonic()
+            for conn, path in ((idle, "/a"), (busy, "/b")):
+                conn.request("GET", path, headers={"Host": "web"})
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual((r.status, r.getheader("Connection")), (200, None))
+            # Past the duration while the backend takes 1.5 s: the answer still comes, closing.
+            busy.request("GET", "/delay/1500", headers={"Host": "web"})
+            r = busy.getresponse()
+            r.read()
+            self.assertEqual((r.status, r.getheader("Connection")), (200, "close"))
+            self.assertGreater(time.monotonic() - start, 1.4)
+            # The idle one was closed by meshproxy at 1 s, without a response.
+            self.assertEqual(idle.sock.recv(1), b"")
+        finally:
+            idle.close()
+            busy.close()
+        self.assertEqual(stat(), before + 2)
+
+    def test_downstream_http1_connection_closes_after_max_requests_per_connection(self):
+        # max_requests_per_connection 3: curl's seven requests need three connections, the
+        # third answer on each says Connection: close.
+        if not shutil.which("curl"):
+            self.skipTest("needs curl")
+        stat = lambda: self.mesh.stat("http.max-requests-http.downstream_cx_max_requests_reached")
+        before = stat()
+        url = f"http://127.0.0.1:{self.mesh.max_requests_http_port}/n"
+        done = subprocess.run(["curl", "-sS", "-H", "Host: web",
+                               "-w", "%{http_code} %{num_connects}\n",
+                               *["-o", "/dev/null", url] * 7],
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(done.stdout.split("\n")[:7],
+                         ["200 1", "200 0", "200 0", "200 1", "200 0", "200 0", "200 1"], done.stderr)
+        self.assertEqual(stat(), before + 2)
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.max_requests_http_port, timeout=10)
+        closes = []
+        for _ in range(3):
+            conn.request("GET", "/n", headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            closes.append(r.getheader("Connection"))
+        self.assertEqual(closes, [None, None, "close"])
+        conn.close()
+
+    def test_connection_manager_max_stream_duration(self):
+        # max_stream_duration 0.5 s on the connection manager, none on the route: a 3 s answer
+        # is cut with 408.
+        start = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.mesh.max_requests_http_port, timeout=10)
+        conn.request("GET", "/delay/3000", headers={"Host": "web"})
+        r = conn.getresponse()
+        self.assertEqual((r.status, r.read()), (408, b"downstream duration timeout"))
+        conn.close()
+        self.assertLess(time.monotonic() - start, 2.5)
+        self.assertGreaterEqual(
+            self.mesh.stat("http.max-requests-http.downstream_rq_max_duration_reached"), 1)
 
     def test_idle_upstream_http1_connection_is_closed(self):
         # The cluster's idle_timeout (0.3 s): a pooled connection idle that long is closed, and

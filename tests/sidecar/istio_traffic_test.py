@@ -1033,15 +1033,24 @@ spec:
                 return tcp_exchange(3306, b"q", host=DB_IP)
             except OSError:
                 return b""
+        def active():
+            return admin_stat("cluster.outbound|3306|v2|db.default.svc.cluster.local."
+                              "upstream_cx_active")
         apply("tcp-rules")
         wait_until(lambda: exchange() == b"db-v2:q", WAIT_S, "the tcp rule for app=client")
         self.assertEqual({exchange() for _ in range(10)}, {b"db-v2:q"})
-        # (Connections one after another may overlap by a moment in the proxy, so the limit
-        # is tested with a connection held open.)
         apply("tcp-limit", "\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 1}}")
+        # The limit is tested with a connection held open, the one allowed. Whichever
+        # connection meshproxy counts first takes the place: a client sees its exchange end a
+        # moment before meshproxy has closed its side, and a connection is counted only once
+        # meshproxy has connected it upstream. So none is left when the held one opens, and
+        # it is counted before the others come (else a probe could take the place, the held
+        # one be refused, and every later probe pass).
+        wait_until(lambda: active() == 0, WAIT_S, "the earlier connections to close in meshproxy")
         with socket.create_connection((DB_IP, 3306), timeout=5) as held:
-            held.sendall(b"held")  # open upstream, no half-close: the one connection allowed
-            wait_until(lambda: exchange() == b"", WAIT_S, "a second connection to be refused")
+            held.sendall(b"held")  # open upstream, no half-close
+            wait_until(lambda: active() == 1, WAIT_S, "the held connection upstream")
+            self.assertEqual(exchange(), b"")  # the second connection is refused
             held.shutdown(socket.SHUT_WR)
             self.assertEqual(held.recv(100), b"db-v2:held")
         wait_until(lambda: exchange() == b"db-v2:q", WAIT_S, "the connection limit to free up")

@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "envoy/config/cluster/v3/cluster.pb.h"
 #include "sidecar/config/cluster.h"
 #include "sidecar/upstream/load_balancer.h"
@@ -110,6 +112,32 @@ TEST_CASE("maglev: MAGLEV clusters take a prime table_size, 65537 by default") {
   CHECK((*parse(R"(, "maglev_lb_config": {"table_size": 5000011})"))->ring_size == 131071);
   CHECK(parse(R"(, "maglev_lb_config": {"table_size": 1000})").status().message() ==
         "maglev_lb_config.table_size: 1000 is not a prime number up to 5000011");
+}
+
+TEST_CASE("maglev: hosts are placed by Envoy's address string, IPv6 in brackets") {
+  namespace ip = boost::asio::ip;
+  CHECK(upstream::AddressString(ip::tcp::endpoint(ip::make_address("10.0.0.1"), 80)) ==
+        "10.0.0.1:80");
+  CHECK(upstream::AddressString(ip::tcp::endpoint(ip::make_address("2001:db8::1"), 80)) ==
+        "[2001:db8::1]:80");
+  // A MAGLEV balancer over IPv6 endpoints picks as the table built from those keys.
+  std::vector<config::Endpoint> endpoints;
+  for (const char* address : {"2001:db8::1", "2001:db8::2", "2001:db8::3"}) {
+    endpoints.push_back({ip::tcp::endpoint(ip::make_address(address), 8080), 1});
+  }
+  upstream::LoadBalancer lb(config::LbPolicy::kMaglev, 2, {{"z", 0, endpoints}}, 251);
+  std::vector<MaglevHost> keyed;
+  for (const Host* host : lb.Hosts()) {
+    keyed.push_back(
+        {host, absl::StrCat("[", host->address.address().to_string(), "]:8080"), 1.0});
+  }
+  const std::vector<const Host*> table = BuildMaglevTable(keyed, 251);
+  REQUIRE(table.size() == 251);
+  std::mt19937_64 rng(1);
+  for (uint64_t hash = 0; hash < 251; ++hash) {
+    INFO("hash " << hash);
+    CHECK(lb.Pick(rng, nullptr, hash) == table[hash]);
+  }
 }
 
 }  // namespace

@@ -368,6 +368,24 @@ TEST_CASE("outlier: failure percentage ejects hosts at the threshold when enforc
   }
 }
 
+TEST_CASE("outlier: each host's enforcing_failure_percentage is its own draw") {
+  // 19 hosts fail every request, enforcing 50%: each is ejected or not by its own chance, so
+  // an interval ejects some and spares some (one draw for all would eject all or none).
+  config::OutlierDetection od = IntervalDetectors();
+  od.enforcing_success_rate = 0;
+  od.enforcing_failure_percentage = 50;
+  od.failure_percentage_minimum_hosts = 5;
+  for (uint64_t seed : {uint64_t{1}, uint64_t{2}, uint64_t{1000}, ~uint64_t{0}}) {
+    Fixture f(20, od);
+    for (size_t i = 0; i < 19; ++i) Traffic(f, i, 50, 50, f.now);
+    f.outlier().Report(f.host(19), 200, seed, f.now + 10s);  // ends the interval
+    INFO("seed " << seed);
+    CHECK(f.stats->outlier_detection_ejections_detected_failure_percentage == 19);
+    CHECK(f.outlier().ejected_count() > 0);
+    CHECK(f.outlier().ejected_count() < 19);
+  }
+}
+
 TEST_CASE("outlier: without split_external_local_origin_errors local-origin errors count as 503/504") {
   config::OutlierDetection od = Consecutive5xx(3);
   od.consecutive_gateway_failure = 3;
