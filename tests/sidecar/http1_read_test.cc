@@ -1,0 +1,135 @@
+// ReadHttp1 and Transport::Write over a real loopback connection: what is buffered is parsed
+// before the socket is read, pipelined requests, a close in the middle of a head, body pieces
+// (need_buffer), the deadline, and writes larger than the socket buffer.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include "sidecar/http/http1_parser.h"
+#include "sidecar/server/http1_read.h"
+#include "sidecar/server/transport.h"
+
+namespace meshpilot::sidecar::server {
+namespace {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+// A connected pair on loopback: `transport` is the side under test, `peer` a plain socket.
+struct Connection {
+  asio::io_context io;
+  std::optional<Transport> transport;
+  tcp::socket peer{io};
+
+  Connection() {
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    peer.connect(acceptor.local_endpoint());
+    transport.emplace(acceptor.accept());
+  }
+
+  void Send(std::string_view bytes) { asio::write(peer, asio::buffer(bytes.data(), bytes.size())); }
+
+  // Runs `task` on the io_context to its end.
+  template <typename T>
+  T Run(asio::awaitable<T> task) {
+    std::future<T> result = asio::co_spawn(io, std::move(task), asio::use_future);
+    io.run();
+    io.restart();
+    return result.get();
+  }
+};
+
+TEST_CASE("ReadHttp1: pipelined requests come out of the buffer one by one") {
+  Connection c;
+  c.Send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: y\r\n\r\n");
+  boost::beast::flat_buffer buffer;
+  std::vector<std::string> paths;
+  for (int i = 0; i < 2; ++i) {
+    http::Http1Parser<true> parser;
+    CHECK_FALSE(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)));
+    CHECK(parser.is_done());
+    paths.emplace_back(parser.headers().GetOr(":path", ""));
+  }
+  CHECK(paths == std::vector<std::string>{"/a", "/b"});
+  CHECK(buffer.size() == 0);
+  // The peer closes between messages: the end of the stream, not an error in a message.
+  c.peer.close();
+  http::Http1Parser<true> parser;
+  CHECK(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)) ==
+        bhttp::error::end_of_stream);
+}
+
+TEST_CASE("ReadHttp1: a close in the middle of a head is a partial message") {
+  Connection c;
+  c.Send("GET / HTTP/1.1\r\nHost: x\r\n");
+  c.peer.shutdown(tcp::socket::shutdown_send);
+  boost::beast::flat_buffer buffer;
+  http::Http1Parser<true> parser;
+  CHECK(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)) ==
+        bhttp::error::partial_message);
+}
+
+TEST_CASE("ReadHttp1: a body arrives a piece at a time, with need_buffer between pieces") {
+  Connection c;
+  const std::string body(3 * http::kBodyPiece / 2, 'b');
+  c.Send("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  boost::beast::flat_buffer buffer;
+  http::Http1Parser<false> parser;
+  REQUIRE_FALSE(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)));
+  std::string got;
+  int pieces = 0;
+  while (!parser.is_done() && pieces < 10) {
+    parser.BodyInto(got);
+    const boost::system::error_code ec =
+        c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kMessage));
+    CHECK((!ec || ec == bhttp::error::need_buffer));
+    ++pieces;
+  }
+  CHECK(got == body);
+  CHECK(pieces == 2);
+}
+
+TEST_CASE("ReadHttp1: a read still waiting at the deadline fails with timeout") {
+  Connection c;
+  boost::beast::flat_buffer buffer;
+  http::Http1Parser<false> parser;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+  CHECK(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader, deadline)) ==
+        boost::beast::error::timeout);
+}
+
+TEST_CASE("Transport::Write: more than the socket buffer takes, in many pieces, arrives whole") {
+  Connection c;
+  // 12 pieces (more than one sendmsg carries) of 1 MiB: the socket fills up, and the rest waits
+  // for the reader.
+  std::vector<std::string> pieces;
+  std::vector<asio::const_buffer> buffers;
+  for (char letter = 'a'; letter < 'a' + 12; ++letter) pieces.emplace_back(1 << 20, letter);
+  for (const std::string& piece : pieces) buffers.push_back(asio::buffer(piece));
+  std::string received(12 << 20, '\0');
+  std::future<size_t> read = asio::async_read(c.peer, asio::buffer(received), asio::use_future);
+  CHECK_FALSE(c.Run(c.transport->Write(buffers)));
+  CHECK(read.get() == received.size());
+  std::string expected;
+  for (const std::string& piece : pieces) expected += piece;
+  CHECK(received == expected);
+}
+
+}  // namespace
+}  // namespace meshpilot::sidecar::server
