@@ -23,6 +23,8 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
   const auto done = [&] {
     return until == Http1ReadUntil::kHeader ? parser.is_header_done() : parser.is_done();
   };
+  // As Beast's read_header and read: a head alone, or as much of the body as one put takes.
+  parser.eager(until == Http1ReadUntil::kMessage);
   boost::system::error_code ec;
   bool yielded = false;
   while (!done()) {
