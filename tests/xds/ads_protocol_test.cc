@@ -65,6 +65,17 @@ bool WaitForAck(const AdsTestServer& server, const DiscoveryResponse& response,
       node_id);
 }
 
+// Subscribes to every type in push order (EDS to the first `services` clusters, RDS to port
+// 8080's routes) and waits for the server to have the routes' ACK; returns the routes.
+DiscoveryResponse SubscribeAll(AdsTestServer& server, AdsTestClient& client, int services) {
+  Subscribe(client, kCds);
+  Subscribe(client, kEds, ClusterNames(services));
+  Subscribe(client, kLds);
+  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
+  REQUIRE(WaitForAck(server, rds));
+  return rds;
+}
+
 }  // namespace
 
 TEST_CASE("ads: nothing is sent before the first state and pending requests are answered after it") {
@@ -190,11 +201,7 @@ TEST_CASE("ads: pushing an unchanged state sends nothing") {
   AdsTestServer server;
   server.SetState(MakeMesh(2));
   AdsTestClient client(server.port());
-  Subscribe(client, kCds);
-  Subscribe(client, kEds, ClusterNames(2));
-  Subscribe(client, kLds);
-  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
-  REQUIRE(WaitForAck(server, rds));
+  DiscoveryResponse rds = SubscribeAll(server, client, 2);
 
   server.SetState(MakeMesh(2));  // a new state version with the same content
   CHECK(client.ExpectNothing());
@@ -266,11 +273,7 @@ TEST_CASE("ads: a change touching all four types arrives in the order CDS EDS LD
   model::MeshState mesh = MakeMesh(2);
   server.SetState(mesh);
   AdsTestClient client(server.port());
-  Subscribe(client, kCds);
-  Subscribe(client, kEds, ClusterNames(2));
-  Subscribe(client, kLds);
-  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
-  REQUIRE(WaitForAck(server, rds));
+  DiscoveryResponse rds = SubscribeAll(server, client, 2);
 
   // New HTTP service (CDS + route "8080"), a new TCP listener (LDS), svc-0's endpoints (EDS).
   AddService(mesh, "web", 8080, model::Protocol::kHttp);
@@ -294,11 +297,7 @@ TEST_CASE("ads: a removed cluster and its endpoints leave only after the routes 
   model::MeshState mesh = MakeMesh(3);
   server.SetState(mesh);
   AdsTestClient client(server.port());
-  Subscribe(client, kCds);
-  Subscribe(client, kEds, ClusterNames(3));
-  Subscribe(client, kLds);
-  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
-  REQUIRE(WaitForAck(server, rds));
+  DiscoveryResponse rds = SubscribeAll(server, client, 3);
 
   // svc-1 is replaced by web in one change: web arrives at once, svc-1 stays with the client
   // while the route configuration that names it is replaced (make before break).
@@ -337,11 +336,7 @@ TEST_CASE("ads: a removed cluster stays while the client rejects the routes that
   model::MeshState mesh = MakeMesh(2);
   server.SetState(mesh);
   AdsTestClient client(server.port());
-  Subscribe(client, kCds);
-  Subscribe(client, kEds, ClusterNames(2));
-  Subscribe(client, kLds);
-  DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
-  REQUIRE(WaitForAck(server, rds));
+  DiscoveryResponse rds = SubscribeAll(server, client, 2);
 
   mesh.services.erase("default/svc-1");
   mesh.endpoints.erase("default/svc-1");
