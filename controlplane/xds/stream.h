@@ -98,8 +98,9 @@ class StreamReactor : public Stream, public grpc::ServerBidiReactor<Request, Res
   // A request from a known proxy. Ends with PushLocked() when something may have changed.
   virtual void HandleRequestLocked(const Request& request) = 0;
   // The response for `type` when `available` is what the client should hold, or nullopt
-  // when there is nothing new to send. Must not change state: the push walk may drop it
-  // (barrier).
+  // when there is nothing new to send. Must not change what is sent or held: the push walk may
+  // drop the response (barrier). It may clear `rejected` when the client already holds
+  // `available` (delta: the rejected change was reverted or unsubscribed).
   virtual std::optional<Response> DiffLocked(cache::ResourceType type,
                                              const cache::ResourceMap& available) = 0;
   // `response` is on its way: protocol bookkeeping (what is in flight, EDS after CDS).

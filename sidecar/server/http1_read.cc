@@ -48,6 +48,9 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
     const size_t size = beast::read_size(buffer, 65536);
     if (size == 0) co_return bhttp::error::buffer_overflow;
     const size_t n = co_await stream.ReadSome(buffer.prepare(size), ec, deadline);
+    // The deadline was this read's: a write after it (a streamed request body over TLS, which
+    // goes through Beast's timed stream) must not inherit it.
+    if (deadline != std::chrono::steady_clock::time_point::max()) stream.tcp().expires_never();
     buffer.commit(n);
     if (ec == asio::error::eof) {
       if (!parser.got_some()) co_return bhttp::error::end_of_stream;

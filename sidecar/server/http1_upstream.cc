@@ -86,7 +86,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::Header
   }
   http::EndHttp1Head(connection_->out);
   request_complete_ = end_stream;
-  connection_->stream.tcp().expires_never();  // a timed read may have left a deadline
+  connection_->stream.tcp().expires_never();  // a new TLS connection keeps its connect deadline
   const boost::system::error_code ec =
       co_await connection_->stream.Write(asio::buffer(connection_->out));
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
