@@ -1,7 +1,7 @@
 #include "sidecar/http/header_map.h"
 
 #include <algorithm>
-#include <tuple>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -22,8 +22,99 @@ bool SameName(std::string_view lower, std::string_view name) {
 
 }  // namespace
 
-HeaderMap::HeaderMap(std::initializer_list<std::pair<std::string_view, std::string_view>> entries) {
+// The arena's blocks: a header, then the bytes.
+struct HeaderMap::Block {
+  Block* previous;
+};
+
+namespace {
+constexpr size_t kFirstBlock = 512;  // a usual request head with Istio's headers fits
+}  // namespace
+
+HeaderMap::HeaderMap(std::initializer_list<Entry> entries) {
   for (const auto& [name, value] : entries) Add(name, value);
+}
+
+HeaderMap::HeaderMap(const HeaderMap& other) { *this = other; }
+
+HeaderMap& HeaderMap::operator=(const HeaderMap& other) {
+  if (this == &other) return *this;
+  Free();
+  entries_.clear();
+  size_t bytes = 0;
+  for (const auto& [name, value] : other.entries_) bytes += name.size() + value.size();
+  Reserve(other.entries_.size(), bytes);
+  for (const auto& [name, value] : other.entries_) {
+    entries_.emplace_back(Store(name, false), Store(value, false));
+  }
+  return *this;
+}
+
+HeaderMap::HeaderMap(HeaderMap&& other) noexcept
+    : entries_(std::move(other.entries_)),
+      block_(std::exchange(other.block_, nullptr)),
+      cursor_(std::exchange(other.cursor_, nullptr)),
+      end_(std::exchange(other.end_, nullptr)) {
+  other.entries_.clear();
+}
+
+HeaderMap& HeaderMap::operator=(HeaderMap&& other) noexcept {
+  if (this == &other) return *this;
+  Free();
+  entries_ = std::move(other.entries_);
+  other.entries_.clear();
+  block_ = std::exchange(other.block_, nullptr);
+  cursor_ = std::exchange(other.cursor_, nullptr);
+  end_ = std::exchange(other.end_, nullptr);
+  return *this;
+}
+
+HeaderMap::~HeaderMap() { Free(); }
+
+void HeaderMap::Free() {
+  while (block_ != nullptr) {
+    Block* previous = block_->previous;
+    ::operator delete(block_);
+    block_ = previous;
+  }
+  cursor_ = end_ = nullptr;
+}
+
+void HeaderMap::Reserve(size_t entries, size_t bytes) {
+  entries_.reserve(entries);
+  if (bytes > static_cast<size_t>(end_ - cursor_)) {
+    Allocate(bytes);
+    cursor_ -= bytes;  // Allocate took the bytes; give them back
+  }
+}
+
+char* HeaderMap::Allocate(size_t size) {
+  if (size > static_cast<size_t>(end_ - cursor_)) {
+    // A new block, at least twice the last one; the old stays, so views into it stay valid.
+    const size_t last = block_ == nullptr ? 0 : static_cast<size_t>(end_ - reinterpret_cast<char*>(block_ + 1));
+    const size_t capacity = std::max({size, kFirstBlock, 2 * last});
+    auto* block = static_cast<Block*>(::operator new(sizeof(Block) + capacity));
+    block->previous = block_;
+    block_ = block;
+    cursor_ = reinterpret_cast<char*>(block + 1);
+    end_ = cursor_ + capacity;
+  }
+  char* at = cursor_;
+  cursor_ += size;
+  return at;
+}
+
+std::string_view HeaderMap::Store(std::string_view text, bool lower) {
+  if (text.empty()) return {};
+  char* at = Allocate(text.size());
+  if (lower) {
+    for (size_t i = 0; i < text.size(); ++i) {
+      at[i] = absl::ascii_tolower(static_cast<unsigned char>(text[i]));
+    }
+  } else {
+    std::memcpy(at, text.data(), text.size());
+  }
+  return {at, text.size()};
 }
 
 std::optional<std::string_view> HeaderMap::Get(std::string_view name) const {
@@ -40,9 +131,7 @@ void HeaderMap::Add(std::string_view name, std::string_view value) {
     at = std::find_if(entries_.begin(), entries_.end(),
                       [](const Entry& e) { return !IsPseudo(e.first); });
   }
-  Entry& entry = *entries_.emplace(at, std::piecewise_construct, std::forward_as_tuple(name),
-                                   std::forward_as_tuple(value));
-  for (char& c : entry.first) c = absl::ascii_tolower(static_cast<unsigned char>(c));
+  entries_.emplace(at, Store(name, true), Store(value, false));
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {
@@ -52,7 +141,7 @@ void HeaderMap::Set(std::string_view name, std::string_view value) {
     Add(name, value);
     return;
   }
-  it->second.assign(value);
+  it->second = Store(value, false);
   entries_.erase(std::remove_if(std::next(it), entries_.end(),
                                 [&](const Entry& e) { return SameName(e.first, name); }),
                  entries_.end());

@@ -4,10 +4,16 @@
 // lower-case names, in order, the pseudo-headers (":method", ":scheme", ":authority", ":path",
 // ":status") first as HTTP/2 sends them. The HTTP/1.1 and HTTP/2 codecs convert to and from it,
 // so routing, header mutations, retries and local replies are written once.
+//
+// Names and values live in the map's own arena: blocks that only grow and never move, freed
+// with the map. A message head costs one or two allocations instead of one per long string,
+// and a view that Get or entries() handed out stays valid, whatever is added or set later,
+// for as long as the map lives (a value that Set replaces keeps its old bytes).
 
 #include <algorithm>
+#include <cstddef>
+#include <initializer_list>
 #include <optional>
-#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -16,10 +22,15 @@ namespace meshpilot::sidecar::http {
 
 class HeaderMap {
  public:
-  using Entry = std::pair<std::string, std::string>;
+  using Entry = std::pair<std::string_view, std::string_view>;
 
   HeaderMap() = default;
-  HeaderMap(std::initializer_list<std::pair<std::string_view, std::string_view>> entries);
+  HeaderMap(std::initializer_list<Entry> entries);
+  HeaderMap(const HeaderMap& other);
+  HeaderMap& operator=(const HeaderMap& other);
+  HeaderMap(HeaderMap&& other) noexcept;
+  HeaderMap& operator=(HeaderMap&& other) noexcept;
+  ~HeaderMap();
 
   // The first value of `name` (lower case).
   std::optional<std::string_view> Get(std::string_view name) const;
@@ -39,7 +50,8 @@ class HeaderMap {
     entries_.erase(std::remove_if(entries_.begin(), entries_.end(), predicate), entries_.end());
   }
 
-  void Reserve(size_t entries) { entries_.reserve(entries); }
+  // Room for `entries` entries and `bytes` of names and values, in one allocation each.
+  void Reserve(size_t entries, size_t bytes = 0);
   const std::vector<Entry>& entries() const { return entries_; }
   bool empty() const { return entries_.empty(); }
 
@@ -47,7 +59,16 @@ class HeaderMap {
   unsigned Status() const;
 
  private:
+  struct Block;
+  // A copy of `text` in the arena (lower-cased when `lower`).
+  std::string_view Store(std::string_view text, bool lower);
+  char* Allocate(size_t size);
+  void Free();
+
   std::vector<Entry> entries_;
+  Block* block_ = nullptr;  // the newest block; each links to the one before
+  char* cursor_ = nullptr;  // free space in block_: [cursor_, end_)
+  char* end_ = nullptr;
 };
 
 }  // namespace meshpilot::sidecar::http

@@ -115,7 +115,8 @@ void StripHopByHop(http::HeaderMap& headers) {
   absl::InlinedVector<std::string, 2> named;
   for (const auto& [name, value] : headers.entries()) {
     if (name != "connection") continue;
-    for (absl::string_view token : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+    for (absl::string_view token :
+         absl::StrSplit(absl::string_view(value.data(), value.size()), ',', absl::SkipWhitespace())) {
       std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(token));
       if (lower != "close" && lower != "keep-alive") named.push_back(std::move(lower));
     }
@@ -126,7 +127,8 @@ void StripHopByHop(http::HeaderMap& headers) {
     switch (name.size()) {
       case 2:
         if (name == "te") {
-          return !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(entry.second), "trailers");
+          const absl::string_view value(entry.second.data(), entry.second.size());
+          return !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(value), "trailers");
         }
         break;
       case 7:
@@ -148,7 +150,7 @@ void StripHopByHop(http::HeaderMap& headers) {
   });
 }
 
-std::string NewRequestId(std::mt19937_64& rng) {
+RequestId NewRequestId(std::mt19937_64& rng) {
   uint64_t hi = rng();
   uint64_t lo = rng();
   hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
@@ -156,12 +158,22 @@ std::string NewRequestId(std::mt19937_64& rng) {
   // hi's 16 hex digits then lo's, as 8-4-4-4-12, written directly: this runs for every
   // request.
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(36, '-');
-  for (size_t digit = 0, i = 0; digit < 32; ++digit, ++i) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) ++i;
-    const uint64_t word = digit < 16 ? hi : lo;
-    id[i] = kHex[(word >> (60 - 4 * (digit % 16))) & 0xf];
-  }
+  RequestId id;
+  char* out = id.text.data();
+  auto digits = [&out](uint64_t word, int first, int count) {
+    for (int digit = first; digit < first + count; ++digit) {
+      *out++ = kHex[(word >> (60 - 4 * digit)) & 0xf];
+    }
+  };
+  digits(hi, 0, 8);
+  *out++ = '-';
+  digits(hi, 8, 4);
+  *out++ = '-';
+  digits(hi, 12, 4);
+  *out++ = '-';
+  digits(lo, 0, 4);
+  *out++ = '-';
+  digits(lo, 4, 12);
   return id;
 }
 

@@ -3,6 +3,7 @@
 // Header work on requests and responses of either protocol: Envoy's request/response header
 // mutations, hop-by-hop header removal, and request ids.
 
+#include <array>
 #include <chrono>
 #include <random>
 #include <string>
@@ -43,7 +44,11 @@ void StripHopByHop(http::HeaderMap& headers);
 // "host:port" -> "host-shadow:port".
 std::string ShadowHost(std::string_view host);
 
-// A random version-4 UUID, as Envoy's x-request-id.
-std::string NewRequestId(std::mt19937_64& rng);
+// A random version-4 UUID, as Envoy's x-request-id: 36 characters, no allocation.
+struct RequestId {
+  std::array<char, 36> text;
+  std::string_view view() const { return {text.data(), text.size()}; }
+};
+RequestId NewRequestId(std::mt19937_64& rng);
 
 }  // namespace meshpilot::sidecar::router

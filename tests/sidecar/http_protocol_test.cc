@@ -82,6 +82,36 @@ TEST_CASE("header map: lower-case names, pseudo-headers first, set replaces ever
   CHECK(http::HeaderMap{{":status", "abc"}}.Status() == 0);
 }
 
+TEST_CASE("header map: views stay valid as the arena grows; copies and moves own their bytes") {
+  http::HeaderMap headers;
+  headers.Add("X-Long", std::string(300, 'v'));
+  const std::string_view first = *headers.Get("x-long");
+  const std::string_view name = headers.entries().front().first;
+  // Far more than the first block: new blocks, the old ones stay.
+  for (int i = 0; i < 200; ++i) headers.Add("x-" + std::to_string(i), std::string(100, 'a' + i % 26));
+  headers.Set("x-long", "short");
+  CHECK(first == std::string(300, 'v'));  // Set kept the old bytes
+  CHECK(name == "x-long");
+  CHECK(headers.GetOr("x-long", "") == "short");
+  CHECK(headers.GetOr("x-199", "") == std::string(100, 'a' + 199 % 26));
+
+  http::HeaderMap copy = headers;
+  headers.Set("x-0", "changed");
+  CHECK(copy.GetOr("x-0", "") == std::string(100, 'a'));
+  CHECK(copy.entries().size() == headers.entries().size());
+  // A copy's views point into its own arena.
+  CHECK(copy.Get("x-long")->data() != headers.Get("x-long")->data());
+
+  const std::string_view before_move = *copy.Get("x-5");
+  http::HeaderMap moved = std::move(copy);
+  CHECK(moved.Get("x-5")->data() == before_move.data());
+  CHECK(copy.empty());  // NOLINT(bugprone-use-after-move): a moved-from map is empty
+  copy.Add("x-after", "move");
+  CHECK(copy.GetOr("x-after", "") == "move");
+  moved = http::HeaderMap{{"x-b", "2"}};
+  CHECK(moved.entries().size() == 1);
+}
+
 TEST_CASE("http1 headers: request line and Host become pseudo-headers and back") {
   http::Http1Parser<true> request;
   const std::string_view sent =
