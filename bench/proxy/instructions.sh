@@ -9,6 +9,8 @@
 #
 #   bash bench/proxy/instructions.sh                        # build/release
 #   BASE=/tmp/old bash bench/proxy/instructions.sh          # also /tmp/old/{controlplane,sidecar}
+#   KEEP=/tmp/cg bash bench/proxy/instructions.sh           # keep the callgrind dumps:
+#       callgrind_annotate --inclusive=yes /tmp/cg/build/callgrind/out.PID.1   (h1; .2 is h2c)
 #
 # meshproxy runs under valgrind (some 50 times slower), so RATE stays low (200 requests/s);
 # the counters are zeroed after the warm-up and dumped after DURATION seconds, so start-up and
@@ -21,7 +23,7 @@ RATE=${RATE:-200}
 DURATION=${DURATION:-5}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 OUT=$(mktemp -d /tmp/meshproxy-instructions.XXXXXX)
-trap 'rm -rf "$OUT"' EXIT
+trap 'if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp -r "$OUT"/. "$KEEP"/; fi; rm -rf "$OUT"' EXIT
 
 # count NAME BUILD_DIR: one run.sh pass with meshproxy under callgrind.
 count() {

@@ -43,6 +43,11 @@ SATURATION=${SATURATION:-1}         # 0: fixed rates only
 # pid), PROBE_OUT (a path prefix for its output, kept with KEEP) and PROBE_SECONDS (DURATION)
 # in its environment: bench/proxy/per_request.sh attaches strace and perf this way.
 PROBE=${PROBE:-}
+# 1: nginx and haproxy add the request headers meshproxy adds as an Istio sidecar
+# (x-request-id, x-forwarded-proto, x-envoy-peer-metadata-id, x-envoy-peer-metadata; the
+# metadata value is the one meshproxy sends, read back through the origin's /peer), so that
+# the origin parses request heads of the same size from every proxy.
+LIKE_ISTIO=${LIKE_ISTIO:-0}
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 # Every process of the benchmark runs at this niceness: on a machine shared with compiles, the
@@ -129,8 +134,17 @@ sum_procs() {
     awk '{ total += $1 } END { print total + 0 }'
 }
 rss_kib() { sum_procs "$1" status '$1 == "VmRSS:" { print $2 }'; }
-cpu_ticks() { sum_procs "$1" stat '{ print $14 + $15 }'; }  # user + system, every thread
-HZ=$(getconf CLK_TCK)
+# cpu_ns PID: nanoseconds on a CPU, every thread of PID and its children, as the scheduler
+# counts them (/proc/P/task/T/schedstat). /proc/P/stat's user and system times are tick
+# samples, which charge a whole tick to whatever runs when it fires: a proxy that sleeps and
+# wakes thousands of times a second came out near a whole core while perf found its CPU idle
+# 17 % of the time.
+cpu_ns() {
+  local pid
+  for pid in $(pgrep -d' ' -P "$1" 2>/dev/null) "$1"; do
+    cat /proc/"$pid"/task/*/schedstat 2>/dev/null
+  done | awk '{ total += $1 } END { printf "%.0f\n", total }'
+}
 
 # nginx_conf FILE WORKERS HTTP_BLOCK: an nginx config (foreground, no access log, keep-alive
 # connections that stay open for the whole run) with HTTP_BLOCK inside its http block.
@@ -160,6 +174,7 @@ nginx_conf "$WORK/origin.conf" 1 "
     listen 127.0.0.1:$ORIGIN_H1;
     listen 127.0.0.1:$ORIGIN_H2 http2;
     location / { default_type text/plain; return 200 \"$BODY\\n\"; }
+    location = /peer { default_type text/plain; return 200 \"\$http_x_envoy_peer_metadata\"; }
   }"
 mkdir -p "$WORK/tmp"
 start "$WORK/origin.log" "$LOAD_CPUS" nginx -e stderr -c "$WORK/origin.conf"
@@ -205,6 +220,29 @@ if [[ " $TARGETS " == *" meshproxy "* ]]; then
   wait_for 30 curl -fsS "${URL[meshproxy:h1]}" || { cat "$WORK/meshproxy.log" >&2; exit 1; }
 fi
 
+# ----- the request headers of an Istio sidecar for nginx and haproxy (LIKE_ISTIO=1)
+NGINX_ISTIO_HEADERS=
+HAPROXY_ISTIO_HEADERS=
+if [[ $LIKE_ISTIO == 1 ]]; then
+  PEER_ID="sidecar~127.0.0.2~bench-client.default~default.svc.cluster.local"
+  if [[ " $TARGETS " == *" meshproxy "* ]]; then
+    PEER_METADATA=$(curl -fsS "http://$CLUSTER_IP/peer")
+  else
+    PEER_METADATA=$(head -c 234 /dev/zero | tr '\0' A | base64 -w0)  # the same length
+  fi
+  NGINX_ISTIO_HEADERS="
+      proxy_set_header x-request-id \$request_id;
+      proxy_set_header x-forwarded-proto \$scheme;
+      proxy_set_header x-envoy-peer-metadata-id \"$PEER_ID\";
+      proxy_set_header x-envoy-peer-metadata \"$PEER_METADATA\";"
+  HAPROXY_ISTIO_HEADERS="
+  unique-id-format %[uuid()]
+  http-request set-header x-request-id %[unique-id]
+  http-request set-header x-forwarded-proto http
+  http-request set-header x-envoy-peer-metadata-id $PEER_ID
+  http-request set-header x-envoy-peer-metadata $PEER_METADATA"
+fi
+
 # ----- nginx as a reverse proxy
 nginx_conf "$WORK/nginx.conf" "$WORKERS" "
   upstream origin {
@@ -219,6 +257,7 @@ nginx_conf "$WORK/nginx.conf" "$WORKERS" "
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection \"\";
+$NGINX_ISTIO_HEADERS
     }
   }"
 if [[ " $TARGETS " == *" nginx "* ]]; then
@@ -241,7 +280,7 @@ defaults
 frontend bench
   bind 127.0.0.1:$HAPROXY_H1
   bind 127.0.0.1:$HAPROXY_H2 proto h2
-  default_backend origin
+  default_backend origin$HAPROXY_ISTIO_HEADERS
 backend origin
   http-reuse always
   server origin 127.0.0.1:$ORIGIN_H1
@@ -255,15 +294,15 @@ fi
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 
-# record TARGET PROTO LOAD JSON CPU_TICKS_PROXY CPU_TICKS_ORIGIN: one result line.
+# record TARGET PROTO LOAD JSON PROXY_CPU_NS ORIGIN_CPU_NS SECONDS RSS_KIB: one result line.
 record() {
   python3 - "$@" >>"$RESULTS" <<'PY'
 import json, sys
-target, proto, load, result, proxy_ticks, origin_ticks, hz, seconds, rss = sys.argv[1:]
+target, proto, load, result, proxy_ns, origin_ns, seconds, rss = sys.argv[1:]
 line = json.loads(result)
 line.update(target=target, proto=proto, load=load, rss_kib=int(rss),
-            proxy_cpu=round(int(proxy_ticks) / int(hz) / float(seconds), 2),
-            origin_cpu=round(int(origin_ticks) / int(hz) / float(seconds), 2))
+            proxy_cpu=round(int(proxy_ns) / 1e9 / float(seconds), 3),
+            origin_cpu=round(int(origin_ns) / 1e9 / float(seconds), 3))
 print(json.dumps(line))
 PY
 }
@@ -273,7 +312,7 @@ measure() {
   local target=$1 proto=$2 load=$3 url=${URL[$1:$2]} pid=${PID_OF[$1]} out result
   local p0 o0 p1 o1
   out=$WORK/$target-$proto-$load
-  p0=$(cpu_ticks "$pid"); o0=$(cpu_ticks "$ORIGIN_PID")
+  p0=$(cpu_ns "$pid"); o0=$(cpu_ns "$ORIGIN_PID")
   local probe=
   if [[ $target == meshproxy && -n $PROBE ]]; then
     PROBE_PID=$pid PROBE_OUT=$out PROBE_SECONDS=$DURATION WARMUP=$WARMUP bash -c "$PROBE" &
@@ -299,9 +338,9 @@ measure() {
     [[ -n ${KEEP:-} ]] || rm -f "$out.log"
   fi
   if [[ -n $probe ]]; then wait "$probe" || true; fi
-  p1=$(cpu_ticks "$pid"); o1=$(cpu_ticks "$ORIGIN_PID")
+  p1=$(cpu_ns "$pid"); o1=$(cpu_ns "$ORIGIN_PID")
   if [[ $target == direct ]]; then p1=$p0; fi
-  record "$target" "$proto" "$load" "$result" $((p1 - p0)) $((o1 - o0)) "$HZ" \
+  record "$target" "$proto" "$load" "$result" $((p1 - p0)) $((o1 - o0)) \
     "$((WARMUP + DURATION))" "$(rss_kib "$pid")"
   echo "  $target $proto $load: $(tail -n1 "$RESULTS" | cut -c1-160)" >&2
 }
@@ -321,7 +360,7 @@ for target in $TARGETS; do
   else
     echo "  $target does not answer h2c (prior knowledge): h2 rows marked not supported" >&2
     for load in $LOADS; do
-      record "$target" h2 "$load" '{"error": "not supported"}' 0 0 "$HZ" 1 \
+      record "$target" h2 "$load" '{"error": "not supported"}' 0 0 1 \
         "$(rss_kib "${PID_OF[$target]}")"
     done
   fi
