@@ -732,7 +732,35 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
     }
     table->virtual_hosts.push_back(std::move(vhost));
   }
+  table->domains = VirtualHostIndex(table->virtual_hosts);
   return std::shared_ptr<const RouteTable>(std::move(table));
+}
+
+VirtualHostIndex::VirtualHostIndex(const std::vector<VirtualHost>& virtual_hosts) {
+  // Patterns of one length share a table: (length, table), sorted longest first below.
+  auto add = [](std::vector<std::pair<size_t, ByPattern>>& by_length, std::string pattern,
+                size_t vhost) {
+    auto it = std::find_if(by_length.begin(), by_length.end(),
+                           [&](const auto& entry) { return entry.first == pattern.size(); });
+    if (it == by_length.end()) it = by_length.insert(by_length.end(), {pattern.size(), {}});
+    it->second.try_emplace(std::move(pattern), vhost);
+  };
+  for (size_t v = 0; v < virtual_hosts.size(); ++v) {
+    for (const std::string& domain : virtual_hosts[v].domains) {
+      if (domain == "*") {
+        if (!any) any = v;
+      } else if (domain.front() == '*') {
+        add(suffixes, domain.substr(1), v);
+      } else if (domain.back() == '*') {
+        add(prefixes, domain.substr(0, domain.size() - 1), v);
+      } else {
+        exact.try_emplace(domain, v);
+      }
+    }
+  }
+  auto longest_first = [](const auto& a, const auto& b) { return a.first > b.first; };
+  std::sort(suffixes.begin(), suffixes.end(), longest_first);
+  std::sort(prefixes.begin(), prefixes.end(), longest_first);
 }
 
 }  // namespace meshpilot::sidecar::config

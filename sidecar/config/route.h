@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "envoy/config/core/v3/base.pb.h"
 #include "envoy/config/route/v3/route.pb.h"
@@ -225,9 +226,26 @@ struct VirtualHost {
   std::optional<RetryPolicy> retry;
 };
 
+// Where a host name finds its virtual host, built once per route table (as Envoy's
+// RouteMatcher): exact domains in a hash table, then wildcard patterns grouped by length,
+// longest first, so a request costs a few lookups however many virtual hosts a mesh has.
+// Values are indexes into RouteTable::virtual_hosts; the first virtual host keeps a domain
+// that is listed twice.
+struct VirtualHostIndex {
+  using ByPattern = absl::flat_hash_map<std::string, size_t>;
+  ByPattern exact;
+  std::vector<std::pair<size_t, ByPattern>> suffixes;  // "*.example.com" under ".example.com"
+  std::vector<std::pair<size_t, ByPattern>> prefixes;  // "api.*" under "api."
+  std::optional<size_t> any;                           // "*"
+
+  explicit VirtualHostIndex(const std::vector<VirtualHost>& virtual_hosts);
+  VirtualHostIndex() = default;
+};
+
 struct RouteTable {
   std::string name;
   std::vector<VirtualHost> virtual_hosts;
+  VirtualHostIndex domains;  // of virtual_hosts
   HeaderMutations request_headers;
   HeaderMutations response_headers;
 };

@@ -3,6 +3,7 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/status.hpp>
 
+#include <cstring>
 #include <iterator>
 #include <ostream>
 #include <string_view>
@@ -24,10 +25,18 @@ void AppendRegularFields(const HeaderMap& headers, std::string& out) {
 }  // namespace
 
 void AppendHttp1Field(std::string_view name, std::string_view value, std::string& out) {
-  out.append(name);
-  out.append(": ");
-  out.append(value);
-  out.append("\r\n");
+  // One resize and plain copies: four appends each checked the capacity.
+  const size_t at = out.size();
+  out.resize(at + name.size() + value.size() + 4);
+  char* p = out.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  *p++ = ' ';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
 }
 
 void AppendHttp1RequestHead(const HeaderMap& headers, std::string& out) {

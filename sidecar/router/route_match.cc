@@ -12,28 +12,37 @@ namespace {
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-// Higher is better: 4 exact, 3 suffix, 2 prefix, 1 "*"; then longer patterns win.
-struct DomainScore {
+// How well a host matched: 4 exact, 3 suffix, 2 prefix, 1 "*", 0 none; then longer patterns
+// win, then the virtual host listed first.
+struct DomainMatch {
   int tier = 0;
   size_t length = 0;
-  bool operator>(const DomainScore& o) const {
-    return tier != o.tier ? tier > o.tier : length > o.length;
+  size_t vhost = 0;
+  bool operator>(const DomainMatch& o) const {
+    if (tier != o.tier) return tier > o.tier;
+    if (length != o.length) return length > o.length;
+    return vhost < o.vhost;
   }
 };
 
-DomainScore Score(const std::string& domain, std::string_view host) {
-  if (domain == "*") return {1, 0};
-  if (domain.front() == '*') {
-    std::string_view suffix = std::string_view(domain).substr(1);
-    if (host.size() > suffix.size() && host.ends_with(suffix)) return {3, suffix.size()};
-    return {};
+DomainMatch BestMatch(const config::VirtualHostIndex& index, std::string_view host) {
+  if (auto it = index.exact.find(AV(host)); it != index.exact.end()) {
+    return {4, host.size(), it->second};
   }
-  if (domain.back() == '*') {
-    std::string_view prefix = std::string_view(domain).substr(0, domain.size() - 1);
-    if (host.size() > prefix.size() && host.starts_with(prefix)) return {2, prefix.size()};
-    return {};
+  // A wildcard never matches the empty string: the pattern must be shorter than the host.
+  for (const auto& [length, patterns] : index.suffixes) {
+    if (length >= host.size()) continue;
+    if (auto it = patterns.find(AV(host.substr(host.size() - length))); it != patterns.end()) {
+      return {3, length, it->second};
+    }
   }
-  if (domain == host) return {4, domain.size()};
+  for (const auto& [length, patterns] : index.prefixes) {
+    if (length >= host.size()) continue;
+    if (auto it = patterns.find(AV(host.substr(0, length))); it != patterns.end()) {
+      return {2, length, it->second};
+    }
+  }
+  if (index.any) return {1, 0, *index.any};
   return {};
 }
 
@@ -106,24 +115,20 @@ bool HeaderMatches(const config::HeaderMatch& match, HeaderGetter headers) {
 
 const config::VirtualHost* SelectVirtualHost(const config::RouteTable& table,
                                              std::string_view host_in) {
-  std::string host = absl::AsciiStrToLower(AV(host_in));
-  std::string_view stripped = StripPort(host);
-  const config::VirtualHost* best = nullptr;
-  DomainScore best_score;
-  for (const config::VirtualHost& vhost : table.virtual_hosts) {
-    for (const std::string& domain : vhost.domains) {
-      DomainScore score = Score(domain, host);
-      if (stripped.size() != host.size()) {
-        DomainScore without_port = Score(domain, stripped);
-        if (without_port > score) score = without_port;
-      }
-      if (score > best_score) {
-        best_score = score;
-        best = &vhost;
-      }
+  std::string lowered;
+  std::string_view host = host_in;
+  if (std::any_of(host.begin(), host.end(), absl::ascii_isupper)) {
+    lowered = absl::AsciiStrToLower(AV(host_in));
+    host = lowered;
+  }
+  // A Host with a port matches a domain with that port or one without a port.
+  DomainMatch best = BestMatch(table.domains, host);
+  if (std::string_view stripped = StripPort(host); stripped.size() != host.size()) {
+    if (DomainMatch without_port = BestMatch(table.domains, stripped); without_port > best) {
+      best = without_port;
     }
   }
-  return best;
+  return best.tier == 0 ? nullptr : &table.virtual_hosts[best.vhost];
 }
 
 const config::Route* SelectRoute(const config::VirtualHost& vhost, std::string_view path_and_query,

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <google/protobuf/util/json_util.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -78,6 +79,14 @@ TEST_CASE("header map: lower-case names, pseudo-headers first, set replaces ever
   CHECK(headers.GetOr("x-a", "") == "3");
   headers.Remove("x-a");
   CHECK_FALSE(headers.Has("x-a"));
+  // Names are lower-cased eight bytes at a time: every byte value, and a tail.
+  std::string every_byte;
+  for (int c = 0; c < 256; ++c) every_byte.push_back(static_cast<char>(c));
+  every_byte += "XyZ";
+  std::string expected = every_byte;
+  for (char& c : expected) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  headers.Add(every_byte, "v");
+  CHECK(headers.entries().back().first == expected);
   CHECK(http::HeaderMap{{":status", "204"}}.Status() == 204);
   CHECK(http::HeaderMap{{":status", "abc"}}.Status() == 0);
 }

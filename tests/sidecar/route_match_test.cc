@@ -71,6 +71,34 @@ TEST_CASE("vhost: Host with a port matches a domain with that port or without a 
   CHECK(VhostFor(Domains(), "ratings.shop:81") == "any");
 }
 
+TEST_CASE("vhost: among equally good matches the virtual host listed first wins") {
+  // "*.io" matches "x.io" without the port, "*:80" matches "x.io:80": both suffixes of 3.
+  auto table = Parse(R"({"virtual_hosts": [
+    {"name": "first", "domains": ["*.io", "dup.com"]},
+    {"name": "second", "domains": ["*:80", "dup.com"]}]})");
+  CHECK(VhostFor(*table, "x.io:80") == "first");
+  CHECK(VhostFor(*table, "y:80") == "second");
+  CHECK(VhostFor(*table, "dup.com") == "first");
+}
+
+TEST_CASE("vhost: a mesh's worth of virtual hosts, each found by its own domains") {
+  std::string json = R"({"virtual_hosts": [)";
+  for (int i = 0; i < 2000; ++i) {
+    const std::string svc = "svc-" + std::to_string(i);
+    json += (i ? "," : "") + std::string(R"({"name": ")") + svc + R"(", "domains": [")" + svc +
+            R"(.ns.svc.cluster.local", ")" + svc + R"(.ns.svc.cluster.local:80", ")" + svc +
+            R"(.ns", ")" + svc + R"(.ns:80", "10.0.)" + std::to_string(i / 256) + "." +
+            std::to_string(i % 256) + R"("]})";
+  }
+  json += R"(, {"name": "allow_any", "domains": ["*"]}]})";
+  auto table = Parse(json);
+  CHECK(VhostFor(*table, "svc-1234.ns.svc.cluster.local") == "svc-1234");
+  CHECK(VhostFor(*table, "SVC-7.ns:80") == "svc-7");
+  CHECK(VhostFor(*table, "svc-1999.ns:8080") == "svc-1999");  // the port-less domain
+  CHECK(VhostFor(*table, "10.0.3.1:80") == "svc-769");
+  CHECK(VhostFor(*table, "svc-2000.ns") == "allow_any");
+}
+
 TEST_CASE("vhost: no match without a catch-all") {
   auto table = Parse(R"({"virtual_hosts": [{"name": "a", "domains": ["a.com"]}]})");
   CHECK(router::SelectVirtualHost(*table, "b.com") == nullptr);
