@@ -509,6 +509,18 @@ TEST_CASE("ads: pushes while the client rejects its routes hold only what its ro
     CHECK(HeldRemovals(server, "cds") == 1);
   }
   CHECK(client.ExpectNothing());
+
+  // svc-1 comes back as it was: it is an ordinary cluster again, nothing is held.
+  model::MeshState original = MakeMesh(2);
+  mesh.services["default/svc-1"] = original.services["default/svc-1"];
+  mesh.endpoints["default/svc-1"] = original.endpoints["default/svc-1"];
+  server.SetState(mesh);
+  DiscoveryResponse rds = ReadOf(client, kRds);
+  REQUIRE(WaitForHeld(server, {}, {}));
+  CHECK(HeldRemovals(server, "cds") == 0);
+  CHECK(HeldRemovals(server, "eds") == 0);
+  REQUIRE(client.Ack(rds));
+  CHECK(client.ExpectNothing());
 }
 
 TEST_CASE("ads: a proxy that reconnects after rejecting its routes keeps what they name") {
