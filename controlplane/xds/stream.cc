@@ -209,9 +209,10 @@ void StreamReactor<Request, Response>::PushLocked() {
   // accepts newer ones.
   //
   // No time limit: holding costs the client a few idle clusters, dropping one its live
-  // routes name costs requests, and Envoy and istiod never drop a cluster a client's routes
-  // name at all. What is held is bounded instead: only what the routes the client runs, or
-  // was last sent, name (RemovedLocked), so churn while it rejects routes does not pile up.
+  // routes name costs requests (istiod does not hold removals at all; holding is the safe
+  // side of its behaviour). What is held is bounded instead: only what the routes the client
+  // runs, or was last sent, name (RemovedLocked), so churn while it rejects routes does not
+  // pile up.
   std::array<cache::ResourceMap, cache::kResourceTypeCount> removed;
   bool deferred = false;
   for (ResourceType type : kHeldTypes) {
