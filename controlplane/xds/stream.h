@@ -37,7 +37,9 @@ class Stream {
   struct TypeState {
     TypeStatus status;
     bool awaiting_ack = false;
-    bool rejected = false;  // the last response was NACKed: the client kept what it had
+    // The last response was NACKed: the client kept what it had. A new stream starts so for
+    // LDS/RDS when the node's previous stream ended that way (RejectionMemory).
+    bool rejected = false;
     bool named = false;  // the client has named resources (even "*"): no legacy wildcard
     std::chrono::steady_clock::time_point sent_at;
     // LDS/RDS: the snapshots of the last response sent and of the last one ACKed. The
