@@ -38,7 +38,8 @@ json TypeJson(const xds::TypeStatus& status) {
               {"resource_names", names},     {"sent_version", status.sent_version},
               {"sent_nonce", status.sent_nonce}, {"acked_version", status.acked_version},
               {"nacked_version", status.nacked_version}, {"nack_error", status.nack_error},
-              {"pushes", status.pushes},     {"rejects", status.rejects}};
+              {"pushes", status.pushes},     {"rejects", status.rejects},
+              {"rejected", status.rejected}, {"held", status.held}};
 }
 
 json ProxyJson(const translator::ProxyInfo& proxy) {
@@ -99,13 +100,22 @@ json DebugHandler::SyncZ() const {
     static constexpr std::array<const char*, 4> kIstioNames = {"cluster", "endpoint",
                                                                "listener", "route"};
     json types = json::object();
+    // Make before break at a glance: the types whose last response the proxy rejected (it
+    // runs older ones), and the clusters and endpoints it keeps because those may name them.
+    json rejected = json::array();
+    json held = json::object();
     for (ResourceType type : cache::kPushOrder) {
       const xds::TypeStatus& status = stream.types[static_cast<size_t>(type)];
       std::string prefix = kIstioNames[static_cast<size_t>(type)];
+      std::string name(cache::ShortName(type));
       entry[prefix + "_sent"] = status.sent_nonce;
       entry[prefix + "_acked"] = status.acked_version;
-      types[std::string(cache::ShortName(type))] = TypeJson(status);
+      types[name] = TypeJson(status);
+      if (status.rejected) rejected.push_back(name);
+      if (!status.held.empty()) held[name] = status.held;
     }
+    entry["rejected"] = rejected;
+    entry["held"] = held;
     entry["types"] = types;
     result.push_back(entry);
   }

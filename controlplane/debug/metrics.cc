@@ -32,6 +32,18 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
     rejects_[i] = &rejects.Add({{"type", name}});
     push_time_[i] = &push_time.Add({{"type", name}}, kLatencyBuckets);
   }
+  // Make before break (xds/stream.h): removals a proxy does not get yet because listeners or
+  // routes it runs (or may run: un-ACKed, rejected) still name them.
+  auto& held = prometheus::BuildGauge()
+                   .Name("meshpilot_xds_held_removals")
+                   .Help("Clusters (cds) and endpoints (eds) removed from the config that "
+                         "connected proxies keep because their current listeners or routes may "
+                         "still name them.")
+                   .Register(*registry_);
+  for (cache::ResourceType type : {cache::ResourceType::kCluster, cache::ResourceType::kEndpoint}) {
+    held_removals_[static_cast<size_t>(type)] =
+        &held.Add({{"type", std::string(cache::ShortName(type))}});
+  }
   convergence_ = &prometheus::BuildHistogram()
                       .Name("pilot_proxy_convergence_time")
                       .Help("Delay in seconds between config change and a proxy receiving all "
@@ -62,6 +74,10 @@ void Metrics::RecordPush(cache::ResourceType type, double seconds_to_build) {
 
 void Metrics::RecordReject(cache::ResourceType type) {
   rejects_[static_cast<size_t>(type)]->Increment();
+}
+
+void Metrics::AddHeldRemovals(cache::ResourceType type, double delta) {
+  if (prometheus::Gauge* gauge = held_removals_[static_cast<size_t>(type)]) gauge->Increment(delta);
 }
 
 void Metrics::RecordConvergence(double seconds) { convergence_->Observe(seconds); }

@@ -14,7 +14,8 @@ namespace meshpilot::debug {
 
 // The control plane's metrics, under Istio's names so that existing dashboards and alerts
 // carry over: pilot_xds_pushes{type}, pilot_total_xds_rejects{type}, pilot_xds (connected
-// proxies), pilot_xds_push_time{type}, pilot_proxy_convergence_time, ...
+// proxies), pilot_xds_push_time{type}, pilot_proxy_convergence_time, ...; meshpilot_* for
+// what Istio has no metric for.
 class Metrics {
  public:
   Metrics();
@@ -22,6 +23,8 @@ class Metrics {
   void RecordPush(cache::ResourceType type, double seconds_to_build);
   void RecordReject(cache::ResourceType type);
   void RecordConvergence(double seconds);
+  // Clusters (cds) or endpoints (eds) a stream now holds back from removal, or no longer.
+  void AddHeldRemovals(cache::ResourceType type, double delta);
   void SetConnectedProxies(int count);
   void RecordConfigErrors(int count);
   void RecordStatePushed();
@@ -34,6 +37,7 @@ class Metrics {
   std::array<prometheus::Counter*, cache::kResourceTypeCount> pushes_{};
   std::array<prometheus::Counter*, cache::kResourceTypeCount> rejects_{};
   std::array<prometheus::Histogram*, cache::kResourceTypeCount> push_time_{};
+  std::array<prometheus::Gauge*, cache::kResourceTypeCount> held_removals_{};  // cds, eds
   prometheus::Histogram* convergence_ = nullptr;
   prometheus::Gauge* connected_ = nullptr;
   prometheus::Gauge* config_errors_ = nullptr;

@@ -8,6 +8,7 @@
 
 #include "controlplane/cache/snapshot_cache.h"
 #include "controlplane/debug/metrics.h"
+#include "controlplane/xds/rejection_memory.h"
 #include "controlplane/xds/stream_status.h"
 #include "envoy/service/discovery/v3/ads.grpc.pb.h"
 
@@ -39,6 +40,7 @@ class AdsServer final
   // For the streams.
   cache::SnapshotCache& cache() { return cache_; }
   debug::Metrics& metrics() { return metrics_; }
+  RejectionMemory& rejections() { return rejections_; }
   std::string NextConnectionId(const std::string& node_id);
   void Register(Stream* stream);
   void Unregister(Stream* stream);
@@ -47,6 +49,7 @@ class AdsServer final
   cache::SnapshotCache& cache_;
   debug::Metrics& metrics_;
   std::atomic<uint64_t> connection_counter_{0};
+  RejectionMemory rejections_;
 
   mutable std::mutex mu_;
   std::set<Stream*> streams_;

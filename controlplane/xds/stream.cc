@@ -1,5 +1,8 @@
 #include "controlplane/xds/stream.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "controlplane/xds/server.h"
 #include "spdlog/spdlog.h"
@@ -27,6 +30,14 @@ const std::string& VersionOf(const DeltaDiscoveryResponse& response) {
   return response.system_version_info();
 }
 
+bool IsRouteType(ResourceType type) {
+  return type == ResourceType::kListener || type == ResourceType::kRoute;
+}
+
+// The types whose removals wait for the listeners and routes, in push order.
+constexpr std::array<ResourceType, 2> kHeldTypes = {ResourceType::kCluster,
+                                                    ResourceType::kEndpoint};
+
 }  // namespace
 
 // --- Stream ----------------------------------------------------------------------------
@@ -46,7 +57,10 @@ bool Stream::HasProxy() const {
 StreamStatus Stream::Status() const {
   std::lock_guard lock(mu_);
   StreamStatus status = status_;
-  for (size_t i = 0; i < types_.size(); ++i) status.types[i] = types_[i].status;
+  for (size_t i = 0; i < types_.size(); ++i) {
+    status.types[i] = types_[i].status;
+    status.types[i].rejected = types_[i].rejected;
+  }
   return status;
 }
 
@@ -61,6 +75,22 @@ absl::Status Stream::IdentifyLocked(const envoy::config::core::v3::Node& node) {
   has_proxy_ = true;
   spdlog::info("ads: new {} connection {} from {}", ProtocolName(status_.protocol),
                status_.connection_id, status_.peer);
+  // A proxy that rejected its new listeners or routes on its previous stream still runs the
+  // old ones and will reject the same new ones again: until it accepts some on this stream,
+  // it keeps what they name.
+  std::optional<RejectedRoutes> previous = server_.rejections().Adopt(
+      status_.proxy.id, status_.connection_id, std::chrono::steady_clock::now());
+  if (previous) {
+    for (size_t i = 0; i < types_.size(); ++i) {
+      if (!previous->rejected[i]) continue;
+      types_[i].rejected = true;
+      types_[i].status.nack_error = previous->nack_error[i];
+      spdlog::info("ads: {} rejected {} version {} on its previous stream: {}",
+                   status_.connection_id, cache::ShortName(static_cast<ResourceType>(i)),
+                   previous->nacked_version[i], previous->nack_error[i]);
+    }
+    inherited_ = std::move(previous->held);
+  }
   return absl::OkStatus();
 }
 
@@ -97,6 +127,12 @@ Stream::Answer Stream::AnswerLocked(ResourceType type, const std::string& nonce,
   }
   status.acked_version = acked_version;
   status.nack_error.clear();
+  state.acked_basis = state.sent_basis;
+  // A client that fetches no routes once it accepted its listeners runs none: a rejection of
+  // routes carried over from its previous stream is moot.
+  if (type == ResourceType::kListener && !type_state(ResourceType::kRoute).status.subscribed) {
+    type_state(ResourceType::kRoute).rejected = false;
+  }
   server_.metrics().RecordConvergence(Since(state.sent_at).count());
   return Answer::kAck;
 }
@@ -121,6 +157,7 @@ std::string Stream::RecordSendLocked(ResourceType type, const std::string& versi
   ++state.status.pushes;
   state.awaiting_ack = true;
   state.sent_at = std::chrono::steady_clock::now();
+  if (IsRouteType(type)) state.sent_basis = snapshot_;
   return nonce;
 }
 
@@ -170,25 +207,92 @@ void StreamReactor<Request, Response>::PushLocked() {
   // them have been replaced and ACKed; only then does it learn they are gone. A client that
   // rejected its new listeners or routes still runs the old ones, so they stay until it
   // accepts newer ones.
+  //
+  // No time limit: holding costs the client a few idle clusters, dropping one its live
+  // routes name costs requests (istiod does not hold removals at all; holding is the safe
+  // side of its behaviour). What is held is bounded instead: only what the routes the client
+  // runs, or was last sent, name (RemovedLocked), so churn while it rejects routes does not
+  // pile up.
+  std::array<cache::ResourceMap, cache::kResourceTypeCount> removed;
   bool deferred = false;
+  for (ResourceType type : kHeldTypes) {
+    removed[static_cast<size_t>(type)] = RemovedLocked(type);
+    deferred = deferred || !removed[static_cast<size_t>(type)].empty();
+  }
+  bool walked = true;
   for (ResourceType type : cache::kPushOrder) {
     const cache::ResourceMap* available = &snapshot->Resources(type);
     cache::ResourceMap with_removed;
-    if (HeldOf(type) != nullptr) {
-      with_removed = RemovedLocked(type);
-      if (!with_removed.empty()) {
-        deferred = true;
-        with_removed.insert(available->begin(), available->end());
-        available = &with_removed;
+    if (const cache::ResourceMap& held = removed[static_cast<size_t>(type)]; !held.empty()) {
+      with_removed = held;
+      with_removed.insert(available->begin(), available->end());
+      available = &with_removed;
+    }
+    if (!PushTypeLocked(type, *available)) {
+      walked = false;
+      break;
+    }
+  }
+  if (walked && RoutesSettledLocked()) {
+    // The client runs the current listeners and routes: they are what it stands on now.
+    for (ResourceType type : {ResourceType::kListener, ResourceType::kRoute}) {
+      TypeState& state = type_state(type);
+      if (state.sent_basis != nullptr) state.sent_basis = state.acked_basis = snapshot_;
+    }
+    for (cache::ResourceMap& inherited : inherited_) inherited.clear();
+    for (ResourceType type : kHeldTypes) {
+      if (!deferred || !PushTypeLocked(type, snapshot->Resources(type))) break;
+      removed[static_cast<size_t>(type)].clear();
+    }
+  }
+  ReportLocked(removed);
+}
+
+template <typename Request, typename Response>
+bool StreamReactor<Request, Response>::RoutesSettledLocked() {
+  for (ResourceType type : {ResourceType::kListener, ResourceType::kRoute}) {
+    if (type_state(type).awaiting_ack || type_state(type).rejected) return false;
+  }
+  return true;
+}
+
+template <typename Request, typename Response>
+void StreamReactor<Request, Response>::ReportLocked(
+    const std::array<cache::ResourceMap, cache::kResourceTypeCount>& removed) {
+  for (ResourceType type : kHeldTypes) {
+    TypeStatus& status = type_state(type).status;
+    std::vector<std::string> held;
+    if (status.subscribed) {
+      for (const auto& [name, resource] : removed[static_cast<size_t>(type)]) {
+        if (status.wildcard || status.names.contains(name)) held.push_back(name);
       }
     }
-    if (!PushTypeLocked(type, *available)) return;
+    if (held.size() != status.held.size()) {
+      server_.metrics().AddHeldRemovals(
+          type, static_cast<double>(held.size()) - static_cast<double>(status.held.size()));
+    }
+    status.held = std::move(held);
   }
+
+  std::optional<RejectedRoutes> routes;
   for (ResourceType type : {ResourceType::kListener, ResourceType::kRoute}) {
-    if (!deferred || type_state(type).awaiting_ack || type_state(type).rejected) return;
+    const TypeState& state = type_state(type);
+    if (!state.rejected) continue;
+    if (!routes) {
+      routes.emplace();
+      for (ResourceType held : kHeldTypes) {
+        routes->held[static_cast<size_t>(held)] = removed[static_cast<size_t>(held)];
+      }
+    }
+    size_t i = static_cast<size_t>(type);
+    routes->rejected[i] = true;
+    routes->nacked_version[i] = state.status.nacked_version;
+    routes->nack_error[i] = state.status.nack_error;
   }
-  for (ResourceType type : {ResourceType::kCluster, ResourceType::kEndpoint}) {
-    if (!PushTypeLocked(type, snapshot->Resources(type))) return;
+  if (!routes_reported_ || routes != reported_routes_) {
+    server_.rejections().Update(status_.proxy.id, status_.connection_id, routes);
+    reported_routes_ = std::move(routes);
+    routes_reported_ = true;
   }
 }
 
@@ -237,15 +341,43 @@ template <typename Request, typename Response>
 cache::ResourceMap StreamReactor<Request, Response>::RemovedLocked(ResourceType type) {
   cache::ResourceMap removed;
   const Held& held = *HeldOf(type);
-  if (held.basis == nullptr || (held.basis == snapshot_ && held.kept.empty())) return removed;
+  const cache::ResourceMap& inherited = inherited_[static_cast<size_t>(type)];
+  // What the listeners and routes the client runs or may run can name: the resources of the
+  // snapshots they came from, and what its previous stream's routes named.
+  std::vector<const cache::ResourceMap*> named;
+  for (ResourceType route_type : {ResourceType::kListener, ResourceType::kRoute}) {
+    for (const cache::SnapshotPtr& basis :
+         {type_state(route_type).acked_basis, type_state(route_type).sent_basis}) {
+      if (basis == nullptr) continue;
+      const cache::ResourceMap* resources = &basis->Resources(type);
+      if (std::find(named.begin(), named.end(), resources) == named.end()) {
+        named.push_back(resources);
+      }
+    }
+  }
+  if (!inherited.empty()) named.push_back(&inherited);
+  if (named.empty()) return removed;
+  if (held.basis == snapshot_ && held.kept.empty()) return removed;
   const cache::ResourceMap& current = snapshot_->Resources(type);
   auto collect = [&](const cache::ResourceMap& from) {
     for (const auto& [name, resource] : from) {
-      if (!current.contains(name)) removed.emplace(name, resource);
+      if (current.contains(name) || removed.contains(name)) continue;
+      for (const cache::ResourceMap* resources : named) {
+        if (resources->contains(name)) {
+          removed.emplace(name, resource);
+          break;
+        }
+      }
     }
   };
+  // What the client holds: what it was last sent of the type, or, before that on this
+  // stream, what the routes it runs name (their snapshots are consistent).
   collect(held.kept);
-  collect(held.basis->Resources(type));
+  if (held.basis != nullptr) {
+    collect(held.basis->Resources(type));
+  } else {
+    for (const cache::ResourceMap* resources : named) collect(*resources);
+  }
   return removed;
 }
 
@@ -295,7 +427,16 @@ void StreamReactor<Request, Response>::FinishLocked(const grpc::Status& status) 
 
 template <typename Request, typename Response>
 void StreamReactor<Request, Response>::OnDone() {
-  if (has_proxy_) spdlog::info("ads: connection {} closed", status_.connection_id);
+  if (has_proxy_) {
+    spdlog::info("ads: connection {} closed", status_.connection_id);
+    std::lock_guard lock(mu_);
+    for (ResourceType type : kHeldTypes) {
+      server_.metrics().AddHeldRemovals(
+          type, -static_cast<double>(type_state(type).status.held.size()));
+    }
+    server_.rejections().Release(status_.proxy.id, status_.connection_id,
+                                 std::chrono::steady_clock::now());
+  }
   server_.Unregister(this);
   delete this;
 }

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "controlplane/cache/snapshot.h"
+#include "controlplane/xds/rejection_memory.h"
 #include "controlplane/xds/stream_status.h"
 #include "envoy/service/discovery/v3/ads.grpc.pb.h"
 
@@ -36,9 +37,17 @@ class Stream {
   struct TypeState {
     TypeStatus status;
     bool awaiting_ack = false;
-    bool rejected = false;  // the last response was NACKed: the client kept what it had
+    // The last response was NACKed: the client kept what it had. A new stream starts so for
+    // LDS/RDS when the node's previous stream ended that way (RejectionMemory).
+    bool rejected = false;
     bool named = false;  // the client has named resources (even "*"): no legacy wildcard
     std::chrono::steady_clock::time_point sent_at;
+    // LDS/RDS: the snapshots of the last response sent and of the last one ACKed. The
+    // listeners and routes the client runs come from them (a NACKed response may have been
+    // applied in part, as Envoy and gRPC apply the valid resources of a response they NACK),
+    // and a snapshot is consistent: they name only its clusters and endpoints.
+    cache::SnapshotPtr sent_basis;
+    cache::SnapshotPtr acked_basis;
   };
   // What a request's response_nonce and error_detail say about the response in flight.
   enum class Answer { kNone, kStale, kAck, kNack };
@@ -66,6 +75,9 @@ class Stream {
   bool has_proxy_ = false;
   bool finished_ = false;
   cache::SnapshotPtr snapshot_;  // the last good snapshot for this proxy
+  // Per CDS/EDS: what the routes the proxy ran on its previous stream name, gone from the
+  // state, while it rejected newer ones (RejectionMemory). Empty once it runs current routes.
+  std::array<cache::ResourceMap, cache::kResourceTypeCount> inherited_;
 
  private:
   std::array<TypeState, cache::kResourceTypeCount> types_;
@@ -76,8 +88,10 @@ class Stream {
 // LDS, RDS) with its barrier, and the write queue. At most one response per type is
 // un-ACKed at a time; newer state waits behind it and goes out, coalesced, when the client
 // answers. Removed clusters and endpoints stay with the client until its listeners and
-// routes have been replaced (make before break). Writes are queued, so a slow client only
-// ever slows itself. A protocol supplies what a request means and what a response holds.
+// routes have been replaced (make before break): only those its listeners and routes may
+// name, so what is held is bounded by two snapshots per route type however long a client
+// rejects. Writes are queued, so a slow client only ever slows itself. A protocol supplies
+// what a request means and what a response holds.
 template <typename Request, typename Response>
 class StreamReactor : public Stream, public grpc::ServerBidiReactor<Request, Response> {
  public:
@@ -124,11 +138,19 @@ class StreamReactor : public Stream, public grpc::ServerBidiReactor<Request, Res
   // Where the client's holdings of `type` are tracked, or nullptr when its removals need not
   // wait.
   Held* HeldOf(cache::ResourceType type);
-  // The resources the client holds of `type` that the current state no longer has.
+  // The resources the client holds of `type` that the current state no longer has and that
+  // listeners or routes it runs, or may run, name.
   cache::ResourceMap RemovedLocked(cache::ResourceType type);
+  // Neither LDS nor RDS is un-ACKed or rejected: the client runs the current ones.
+  bool RoutesSettledLocked();
+  // Publishes what is held (`removed`, per type) and rejected: the stream's status, the
+  // gauge, and the node's entry in the server's RejectionMemory.
+  void ReportLocked(const std::array<cache::ResourceMap, cache::kResourceTypeCount>& removed);
   void SendLocked(cache::ResourceType type, Response response);
 
   std::array<Held, 2> held_;  // kCluster, kEndpoint
+  std::optional<RejectedRoutes> reported_routes_;  // last given to RejectionMemory
+  bool routes_reported_ = false;
   Request request_;
   std::deque<Response> outbox_;
   bool writing_ = false;

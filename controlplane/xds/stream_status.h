@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "controlplane/cache/resource.h"
 #include "translator/proxy.h"
@@ -27,6 +28,12 @@ struct TypeStatus {
   std::string nack_error;      // the client's error_detail for nacked_version
   uint64_t pushes = 0;
   uint64_t rejects = 0;
+  // LDS/RDS: the client's last answer was a NACK (or, on a new stream, was one on the node's
+  // previous stream and it has not answered since): it runs older listeners or routes.
+  bool rejected = false;
+  // CDS/EDS: what the client keeps, though the state removed it, because listeners or routes
+  // it runs or may run still name it (make before break).
+  std::vector<std::string> held;
 };
 
 // The two variants of ADS: StreamAggregatedResources and DeltaAggregatedResources.

@@ -206,6 +206,9 @@ class MeshpilotTest(LogsOnFailure):
         for name, t in stream["types"].items():
             self.assertEqual(t["nacked_version"], "", f"{name}: {t['nack_error']}")
             self.assertEqual(t["rejects"], 0, name)
+        # A proxy that accepts everything runs current routes: nothing rejected, nothing held.
+        self.assertEqual(stream["rejected"], [])
+        self.assertEqual(stream["held"], {})
         dump = http_json("http://127.0.0.1:15000/config_dump")
         listeners = {l["name"] for c in dump["configs"] for l in c.get("dynamic_listeners", [])}
         self.assertIn("virtualOutbound", listeners)

@@ -12,7 +12,9 @@
 #include "envoy/config/endpoint/v3/endpoint.pb.h"
 #include "envoy/config/listener/v3/listener.pb.h"
 #include "envoy/config/route/v3/route.pb.h"
+#include "controlplane/debug/debug_handler.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
+#include "nlohmann/json.hpp"
 #include "tests/xds/ads_test_client.h"
 
 namespace meshpilot::testing {
@@ -20,6 +22,7 @@ namespace {
 
 using cache::ResourceType;
 using envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+using nlohmann::json;
 
 const xds::TypeStatus& TypeOf(const xds::StreamStatus& stream, ResourceType type) {
   return stream.types[static_cast<size_t>(type)];
@@ -74,6 +77,54 @@ DiscoveryResponse SubscribeAll(AdsTestServer& server, AdsTestClient& client, int
   DiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
   REQUIRE(WaitForAck(server, rds));
   return rds;
+}
+
+// The /debug/syncz entry of `node_id`'s stream, as the debug endpoint answers it.
+json SyncZOf(AdsTestServer& server, const std::string& node_id = kSidecarNodeId) {
+  debug::DebugHandler handler(server.ads(), server.cache(), server.metrics(), [] { return true; });
+  debug::DebugResponse response = handler.Handle("/debug/syncz", {});
+  REQUIRE(response.status == 200);
+  for (const json& entry : json::parse(response.body)) {
+    if (entry["proxy"] == node_id) return entry;
+  }
+  FAIL("no syncz entry for " << node_id);
+  return {};
+}
+
+// The value of meshpilot_xds_held_removals{type=`type`} in /metrics.
+double HeldRemovals(AdsTestServer& server, const std::string& type) {
+  std::string metrics = server.metrics().Render();
+  std::string prefix = "meshpilot_xds_held_removals{type=\"" + type + "\"} ";
+  size_t at = metrics.find(prefix);
+  REQUIRE(at != std::string::npos);
+  return std::stod(metrics.substr(at + prefix.size()));
+}
+
+// Waits until what `node_id`'s stream holds back of CDS and EDS is exactly `cds` and `eds`.
+bool WaitForHeld(const AdsTestServer& server, const std::vector<std::string>& cds,
+                 const std::vector<std::string>& eds, const std::string& node_id = kSidecarNodeId) {
+  return server.WaitForStream(
+      [&](const xds::StreamStatus& stream) {
+        return TypeOf(stream, ResourceType::kCluster).held == cds &&
+               TypeOf(stream, ResourceType::kEndpoint).held == eds;
+      },
+      node_id);
+}
+
+bool WaitForRejected(const AdsTestServer& server, ResourceType type,
+                     const std::string& node_id = kSidecarNodeId) {
+  return server.WaitForStream(
+      [&](const xds::StreamStatus& stream) { return TypeOf(stream, type).rejected; }, node_id);
+}
+
+// Waits until the server has no stream of `node_id` left.
+bool WaitForNoStream(const AdsTestServer& server, const std::string& node_id = kSidecarNodeId) {
+  auto deadline = std::chrono::steady_clock::now() + kReadTimeout;
+  while (server.StreamOf(node_id)) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
 }
 
 }  // namespace
@@ -363,6 +414,201 @@ TEST_CASE("ads: a removed cluster stays while the client rejects the routes that
   DiscoveryResponse cds4 = ReadOf(client, kCds);
   CHECK_FALSE(NameSet(cds4).contains(ClusterName("svc-1")));
   CHECK(NameSet(cds4).contains(ClusterName("web")));
+}
+
+TEST_CASE("ads: held removals and rejected routes show in /debug/syncz and a gauge") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  SubscribeAll(server, client, 2);
+  CHECK(SyncZOf(server)["held"] == json::object());
+  CHECK(HeldRemovals(server, "cds") == 0);
+
+  mesh.services.erase("default/svc-1");
+  mesh.endpoints.erase("default/svc-1");
+  server.SetState(mesh);
+  DiscoveryResponse rds2 = ReadOf(client, kRds);
+  // Held while the routes that stop naming svc-1 are on their way...
+  const std::string svc1 = ClusterName("svc-1");
+  REQUIRE(WaitForHeld(server, {svc1}, {svc1}));
+  json sync = SyncZOf(server);
+  CHECK(sync["held"] == json{{"cds", {svc1}}, {"eds", {svc1}}});
+  CHECK(sync["rejected"] == json::array());
+  CHECK(HeldRemovals(server, "cds") == 1);
+  CHECK(HeldRemovals(server, "eds") == 1);
+
+  // ...and while the client rejects them.
+  REQUIRE(client.Nack(rds2, "route_config 8080: rejected for the test"));
+  REQUIRE(WaitForRejected(server, ResourceType::kRoute));
+  sync = SyncZOf(server);
+  CHECK(sync["rejected"] == json{"rds"});
+  CHECK(sync["types"]["rds"]["rejected"] == true);
+  CHECK(sync["types"]["lds"]["rejected"] == false);
+  CHECK(sync["types"]["rds"]["nack_error"] == "route_config 8080: rejected for the test");
+  CHECK(sync["types"]["cds"]["held"] == json{svc1});
+  CHECK(HeldRemovals(server, "cds") == 1);
+
+  // Routes it accepts release svc-1, and the view says so.
+  AddService(mesh, "web", 8080, model::Protocol::kHttp);
+  server.SetState(mesh);
+  REQUIRE(client.Ack(ReadOf(client, kCds)));
+  REQUIRE(client.Ack(ReadOf(client, kEds)));
+  REQUIRE(client.Ack(ReadOf(client, kRds)));
+  DiscoveryResponse cds4 = ReadOf(client, kCds);
+  CHECK_FALSE(NameSet(cds4).contains(svc1));
+  REQUIRE(client.Ack(cds4));
+  REQUIRE(client.Ack(ReadOf(client, kEds)));
+  REQUIRE(WaitForHeld(server, {}, {}));
+  sync = SyncZOf(server);
+  CHECK(sync["held"] == json::object());
+  CHECK(sync["rejected"] == json::array());
+  CHECK(HeldRemovals(server, "cds") == 0);
+  CHECK(HeldRemovals(server, "eds") == 0);
+}
+
+TEST_CASE("ads: pushes while the client rejects its routes hold only what its routes may name") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  AdsTestClient client(server.port());
+  SubscribeAll(server, client, 2);
+  mesh.services.erase("default/svc-1");
+  mesh.endpoints.erase("default/svc-1");
+  server.SetState(mesh);
+  REQUIRE(client.Nack(ReadOf(client, kRds), "route_config 8080: rejected for the test"));
+  REQUIRE(WaitForRejected(server, ResourceType::kRoute));
+
+  // Services come and go while the client keeps rejecting its routes (say, one broken
+  // VirtualService nobody fixes): none of them piles up in what it holds.
+  const std::string svc1 = ClusterName("svc-1");
+  for (int round = 0; round < 3; ++round) {
+    std::string name = "churn-" + std::to_string(round);
+    INFO(name);
+    AddService(mesh, name, 8080, model::Protocol::kHttp);
+    server.SetState(mesh);
+    DiscoveryResponse cds = ReadOf(client, kCds);
+    CHECK(NameSet(cds).contains(ClusterName(name)));
+    CHECK(NameSet(cds).contains(svc1));
+    REQUIRE(client.Ack(cds));
+    REQUIRE(client.Ack(ReadOf(client, kEds)));
+    REQUIRE(client.Nack(ReadOf(client, kRds), "route_config 8080: rejected for the test"));
+
+    mesh.services.erase("default/" + name);
+    mesh.endpoints.erase("default/" + name);
+    server.SetState(mesh);
+    // The routes it was last sent name the service (a client may apply part of a response it
+    // rejects): it goes once the client has answered routes that do not.
+    REQUIRE(client.Nack(ReadOf(client, kRds), "route_config 8080: rejected for the test"));
+    cds = ReadOf(client, kCds);
+    CHECK_FALSE(NameSet(cds).contains(ClusterName(name)));
+    CHECK(NameSet(cds).contains(svc1));  // its last good routes still name svc-1
+    REQUIRE(client.Ack(cds));
+    REQUIRE(client.Ack(ReadOf(client, kEds)));
+    REQUIRE(WaitForHeld(server, {svc1}, {svc1}));
+    CHECK(HeldRemovals(server, "cds") == 1);
+  }
+  CHECK(client.ExpectNothing());
+
+  // svc-1 comes back as it was: it is an ordinary cluster again, nothing is held.
+  model::MeshState original = MakeMesh(2);
+  mesh.services["default/svc-1"] = original.services["default/svc-1"];
+  mesh.endpoints["default/svc-1"] = original.endpoints["default/svc-1"];
+  server.SetState(mesh);
+  DiscoveryResponse rds = ReadOf(client, kRds);
+  REQUIRE(WaitForHeld(server, {}, {}));
+  CHECK(HeldRemovals(server, "cds") == 0);
+  CHECK(HeldRemovals(server, "eds") == 0);
+  REQUIRE(client.Ack(rds));
+  CHECK(client.ExpectNothing());
+}
+
+TEST_CASE("ads: a proxy that reconnects after rejecting its routes keeps what they name") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  DiscoveryResponse cds, eds, lds, rds, rejected;
+  {
+    AdsTestClient first(server.port());
+    cds = Subscribe(first, kCds);
+    eds = Subscribe(first, kEds, ClusterNames(2));
+    lds = Subscribe(first, kLds);
+    rds = Subscribe(first, kRds, {"8080"});
+    REQUIRE(WaitForAck(server, rds));
+    mesh.services.erase("default/svc-1");
+    mesh.endpoints.erase("default/svc-1");
+    server.SetState(mesh);
+    rejected = ReadOf(first, kRds);
+    REQUIRE(first.Nack(rejected, "route_config 8080: rejected for the test"));
+    REQUIRE(WaitForRejected(server, ResourceType::kRoute));
+  }
+  REQUIRE(WaitForNoStream(server));
+  const std::string svc1 = ClusterName("svc-1");
+
+  SECTION("it rejects the same routes again: svc-1 stays") {
+    // Envoy reconnects asking for every type it has, with the versions it runs.
+    AdsTestClient second(server.port());
+    REQUIRE(second.Send(kCds, {}, cds.version_info()));
+    REQUIRE(second.Send(kEds, ClusterNames(2), eds.version_info()));
+    REQUIRE(second.Send(kLds, {}, lds.version_info()));
+    REQUIRE(second.Send(kRds, {"8080"}, rds.version_info()));
+    DiscoveryResponse cds2 = ReadOf(second, kCds);
+    CHECK(NameSet(cds2).contains(svc1));
+    DiscoveryResponse eds2 = ReadOf(second, kEds);
+    CHECK(NameSet(eds2).contains(svc1));
+    DiscoveryResponse lds2 = ReadOf(second, kLds);
+    DiscoveryResponse rds2 = ReadOf(second, kRds);
+    CHECK(rds2.version_info() == rejected.version_info());
+    REQUIRE(second.Ack(cds2));
+    REQUIRE(second.Ack(eds2));
+    REQUIRE(second.Ack(lds2));
+    REQUIRE(second.Nack(rds2, "route_config 8080: rejected for the test"));
+    REQUIRE(server.WaitForStream([](const xds::StreamStatus& stream) {
+      return TypeOf(stream, ResourceType::kRoute).rejects == 1;
+    }));
+    CHECK(second.ExpectNothing());
+    CHECK(SyncZOf(server)["held"] == json{{"cds", {svc1}}, {"eds", {svc1}}});
+
+    // Routes it accepts on the new stream let the removal through.
+    AddService(mesh, "web", 8080, model::Protocol::kHttp);
+    server.SetState(mesh);
+    DiscoveryResponse cds3 = ReadOf(second, kCds);
+    CHECK(NameSet(cds3).contains(svc1));
+    REQUIRE(second.Ack(cds3));
+    REQUIRE(second.Ack(ReadOf(second, kEds)));
+    REQUIRE(second.Ack(ReadOf(second, kRds)));
+    DiscoveryResponse cds4 = ReadOf(second, kCds);
+    CHECK_FALSE(NameSet(cds4).contains(svc1));
+    CHECK(NameSet(cds4).contains(ClusterName("web")));
+  }
+
+  SECTION("the state changed meanwhile and it accepts the new routes: svc-1 goes") {
+    AddService(mesh, "web", 8080, model::Protocol::kHttp);
+    server.SetState(mesh);
+    AdsTestClient second(server.port());
+    REQUIRE(second.Send(kCds, {}, cds.version_info()));
+    REQUIRE(second.Send(kEds, ClusterNames(2), eds.version_info()));
+    REQUIRE(second.Send(kLds, {}, lds.version_info()));
+    REQUIRE(second.Send(kRds, {"8080"}, rds.version_info()));
+    DiscoveryResponse cds2 = ReadOf(second, kCds);
+    CHECK(NameSet(cds2).contains(svc1));  // its old routes run until it accepts new ones
+    REQUIRE(second.Ack(cds2));
+    REQUIRE(second.Ack(ReadOf(second, kEds)));
+    REQUIRE(second.Ack(ReadOf(second, kLds)));
+    DiscoveryResponse rds2 = ReadOf(second, kRds);
+    CHECK(rds2.version_info() != rejected.version_info());
+    REQUIRE(second.Ack(rds2));
+    DiscoveryResponse cds3 = ReadOf(second, kCds);
+    CHECK_FALSE(NameSet(cds3).contains(svc1));
+    REQUIRE(second.Ack(cds3));
+    REQUIRE(second.Ack(ReadOf(second, kEds)));
+    REQUIRE(WaitForHeld(server, {}, {}));
+  }
+
+  // Another proxy was never concerned.
+  AdsTestClient other(server.port(),
+                      {.node = MakeNode("sidecar~10.0.0.2~app-2.default~default.svc.cluster.local")});
+  CHECK_FALSE(NameSet(Subscribe(other, kCds)).contains(svc1));
 }
 
 TEST_CASE("ads: later types wait while an earlier type awaits its ACK") {

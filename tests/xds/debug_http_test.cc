@@ -163,6 +163,44 @@ TEST_CASE("debug: /debug/syncz lists a connected proxy with sent and acked versi
   CHECK(proxy["route_acked"] == "");
 }
 
+TEST_CASE("debug: /debug/syncz and /metrics show what a proxy rejecting its routes holds") {
+  DebugServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.ads.SetState(mesh);
+  AdsTestClient client(server.ads.port());
+  ConnectAndAck(server, client);
+  REQUIRE(client.Send(kRds, {"8080"}));
+  std::optional<DiscoveryResponse> rds = client.Read();
+  REQUIRE(rds);
+  REQUIRE(client.Ack(*rds));
+  REQUIRE(server.ads.WaitForStream([&](const xds::StreamStatus& stream) {
+    return stream.types[static_cast<size_t>(cache::ResourceType::kRoute)].acked_version ==
+           rds->version_info();
+  }));
+
+  mesh.services.erase("default/svc-1");
+  mesh.endpoints.erase("default/svc-1");
+  server.ads.SetState(mesh);
+  std::optional<DiscoveryResponse> rds2 = client.Read();
+  REQUIRE(rds2);
+  REQUIRE(rds2->type_url() == kRds);
+  REQUIRE(client.Nack(*rds2, "route_config 8080: rejected for the test"));
+  REQUIRE(server.ads.WaitForStream([](const xds::StreamStatus& stream) {
+    return stream.types[static_cast<size_t>(cache::ResourceType::kRoute)].rejected;
+  }));
+
+  HttpResult syncz = server.Get("/debug/syncz");
+  REQUIRE(syncz.status == 200);
+  json proxy = syncz.Json()[0];
+  CHECK(proxy["rejected"] == json{"rds"});
+  CHECK(proxy["held"] == json{{"cds", {ClusterName("svc-1")}}});
+  CHECK(proxy["types"]["rds"]["rejected"] == true);
+  CHECK(proxy["types"]["rds"]["nack_error"] == "route_config 8080: rejected for the test");
+  HttpResult metrics = server.Get("/metrics");
+  CHECK_THAT(metrics.body, Catch::Contains("meshpilot_xds_held_removals{type=\"cds\"} 1\n"));
+  CHECK_THAT(metrics.body, Catch::Contains("meshpilot_xds_held_removals{type=\"eds\"} 0\n"));
+}
+
 TEST_CASE("debug: /debug/config_dump answers for the full node id and for POD.NAMESPACE") {
   DebugServer server;
   server.ads.SetState(MakeMesh(2));

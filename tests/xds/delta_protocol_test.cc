@@ -3,7 +3,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <set>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -235,6 +237,66 @@ TEST_CASE("delta: a removed cluster is named in removed_resources only after the
   CHECK(Removed(cds2) == std::set<std::string>{ClusterName("svc-1")});
   DeltaDiscoveryResponse eds2 = ReadOf(client, kEds);
   CHECK(Removed(eds2) == std::set<std::string>{ClusterName("svc-1")});
+}
+
+TEST_CASE("delta: a proxy that reconnects after rejecting its routes keeps what they name") {
+  AdsTestServer server;
+  model::MeshState mesh = MakeMesh(2);
+  server.SetState(mesh);
+  std::map<std::string, DeltaTestClient::Versions> held;
+  {
+    DeltaTestClient first(server.port());
+    Subscribe(first, kCds);
+    Subscribe(first, kEds, ClusterNames(2));
+    Subscribe(first, kLds);
+    DeltaDiscoveryResponse rds = Subscribe(first, kRds, {"8080"});
+    REQUIRE(WaitForAck(server, rds));
+    mesh.services.erase("default/svc-1");
+    mesh.endpoints.erase("default/svc-1");
+    server.SetState(mesh);
+    REQUIRE(first.Nack(ReadOf(first, kRds), "route_config 8080: rejected for the test"));
+    REQUIRE(server.WaitForStream([](const xds::StreamStatus& stream) {
+      return TypeOf(stream, ResourceType::kRoute).rejected;
+    }));
+    for (const std::string& type : {kCds, kEds, kLds, kRds}) held[type] = first.Held(type);
+  }
+  REQUIRE(held[kCds].contains(ClusterName("svc-1")));
+  auto deadline = std::chrono::steady_clock::now() + kReadTimeout;
+  while (server.StreamOf() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  REQUIRE_FALSE(server.StreamOf());
+
+  // It comes back saying what it holds; its old routes name svc-1, which it must keep.
+  DeltaTestClient second(server.port());
+  REQUIRE(second.Subscribe(kCds, {}, held[kCds]));
+  REQUIRE(second.Subscribe(kEds, ClusterNames(2), held[kEds]));
+  REQUIRE(second.Subscribe(kLds, {}, held[kLds]));
+  REQUIRE(second.Subscribe(kRds, {"8080"}, held[kRds]));
+  DeltaDiscoveryResponse cds = ReadOf(second, kCds);
+  CHECK(Removed(cds).empty());
+  REQUIRE(second.Ack(cds));
+  REQUIRE(second.Ack(ReadOf(second, kLds)));
+  REQUIRE(second.Nack(ReadOf(second, kRds), "route_config 8080: rejected for the test"));
+  CHECK(second.ExpectNothing());
+  REQUIRE(server.WaitForStream([](const xds::StreamStatus& stream) {
+    return TypeOf(stream, ResourceType::kRoute).rejects == 1 &&
+           TypeOf(stream, ResourceType::kCluster).held ==
+               std::vector<std::string>{ClusterName("svc-1")};
+  }));
+
+  // Routes it accepts let the removal through.
+  AddService(mesh, "web", 8080, model::Protocol::kHttp);
+  server.SetState(mesh);
+  DeltaDiscoveryResponse cds2 = ReadOf(second, kCds);
+  CHECK(NameSet(cds2) == std::set<std::string>{ClusterName("web")});
+  REQUIRE(second.Ack(cds2));
+  REQUIRE(second.Ack(ReadOf(second, kRds)));
+  DeltaDiscoveryResponse cds3 = ReadOf(second, kCds);
+  CHECK(Removed(cds3) == std::set<std::string>{ClusterName("svc-1")});
+  REQUIRE(second.Ack(cds3));
+  DeltaDiscoveryResponse eds3 = ReadOf(second, kEds);
+  CHECK(Removed(eds3) == std::set<std::string>{ClusterName("svc-1")});
 }
 
 TEST_CASE("delta: named EDS and RDS follow subscribe and unsubscribe; missing names are sent when they appear") {
