@@ -117,8 +117,11 @@ void StripHopByHop(http::HeaderMap& headers) {
     if (name != "connection") continue;
     for (absl::string_view token :
          absl::StrSplit(absl::string_view(value.data(), value.size()), ',', absl::SkipWhitespace())) {
-      std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(token));
-      if (lower != "close" && lower != "keep-alive") named.push_back(std::move(lower));
+      token = absl::StripAsciiWhitespace(token);
+      if (absl::EqualsIgnoreCase(token, "close") || absl::EqualsIgnoreCase(token, "keep-alive")) {
+        continue;
+      }
+      named.push_back(absl::AsciiStrToLower(token));
     }
   }
   // Stored names are lower case; most are none of these, which their length tells.
