@@ -1,9 +1,12 @@
 """Prints the proxy benchmark's table and meshproxy's ratios against nginx and haproxy.
 
-    report.py RESULTS.jsonl
+    report.py RESULTS.jsonl [FLOOR.json]
 
 One JSON line per measurement (run.sh): target, proto (h1, h2), load (a rate or "max"),
 rps, p50_us/p99_us/p999_us, failed, proxy_cpu/origin_cpu (cores busy), rss_kib; or error.
+FLOOR.json (run.sh, wakeup.c): latency percentiles of the four wake-ups across CPUs that a
+proxy on its own CPU adds to every request ("across") and of the two on one CPU of a direct
+request ("within"), at 1,000 requests/s.
 "req/s per core" divides requests/s by the cores the proxy (for direct: the origin) kept busy:
 the figure that other load on the machine disturbs least.
 """
@@ -21,7 +24,8 @@ def per_core(r):
     return f'{r["rps"] / cores:,.0f}' if cores > 0 else "-"
 
 
-def main(path):
+def main(path, floor_path=None):
+    floor = json.load(open(floor_path)) if floor_path else None
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by_key = {(r["target"], r["proto"], r["load"]): r for r in rows}
     print("| target | proto | load | req/s | p50 ms | p99 ms | p99.9 ms | failed | proxy CPU | origin CPU | req/s per core | RSS MiB |")
@@ -87,10 +91,16 @@ def main(path):
         print(f"target: added p99 at {int(low):,} rps under 0.2 ms: {added:.3f} ms "
               f"-> {'met' if added < 0.2 else 'NOT met'}"
               + (f" (same run: {', '.join(others)} ms)" if others else ""))
+    if floor:
+        across, within = floor["across"], floor["within"]
+        print(f"floor of this machine: 4 wake-ups across CPUs p50 {ms(across['p50_us'])} p99 "
+              f"{ms(across['p99_us'])} ms, 2 on one CPU p50 {ms(within['p50_us'])} p99 "
+              f"{ms(within['p99_us'])} ms: a proxy on its own CPU adds about "
+              f"{ms(across['p99_us'] - within['p99_us'])} ms of p99 before it does any work")
     rss = max((r["rss_kib"] for r in rows if r["target"] == "meshproxy"), default=None)
     if rss:
         print(f"meshproxy RSS after load: {rss / 1024:.1f} MiB (target with the demo config: < 20 MB)")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -366,7 +366,19 @@ for target in $TARGETS; do
   fi
 done
 
+# ----- the machine's floor: the wake-ups a proxy on its own CPU adds to each request
+# (wakeup.c), at the pace of 1,000 requests/s, against the two a direct request has on one CPU.
+FLOOR=$WORK/floor.json
+if [[ -n $RATES && $RATES != " " ]]; then
+  cc -O2 -o "$WORK/wakeup" "$ROOT/bench/proxy/wakeup.c"
+  samples=$((DURATION * 1000))
+  across=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "${PROXY_CPUS%%,*}" "$samples" 1000 4)
+  within=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "$LOAD_CPUS" "$samples" 1000 2)
+  echo "{\"across\": $across, \"within\": $within}" >"$FLOOR"
+  echo "== floor: 4 wake-ups across CPUs $across; 2 on one CPU $within" >&2
+fi
+
 echo >&2
 echo "load generator and origin on CPU $LOAD_CPUS, proxies on CPU $PROXY_CPUS, nice $NICE; $WORKERS worker(s) each;" \
      "${DURATION}s per measurement after ${WARMUP}s warm-up; $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 "$ROOT/bench/proxy/report.py" "$RESULTS"
+python3 "$ROOT/bench/proxy/report.py" "$RESULTS" $([[ -f $FLOOR ]] && echo "$FLOOR")
