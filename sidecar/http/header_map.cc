@@ -31,22 +31,29 @@ namespace {
 
 constexpr size_t kFirstBlock = 1024;  // a usual request head with Istio's headers (~600 bytes) fits
 
-// Lower-cases ASCII letters in place, eight bytes at a time; other bytes stay as they are.
-void LowerAscii(char* text, size_t size) {
+// Lower-cases the ASCII letters of the eight bytes at `at`; other bytes stay as they are.
+void LowerAscii8(char* at) {
   constexpr uint64_t kOnes = 0x0101010101010101ULL;
-  size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t word;
-    std::memcpy(&word, text + i, 8);
-    // Per byte b < 0x80: the top bit of (b + 0x80 - 'A') says b >= 'A', of (b + 0x80 - 'Z' - 1)
-    // that b > 'Z'; bytes >= 0x80 are left out by ~word.
-    const uint64_t seven = word & (0x7f * kOnes);
-    const uint64_t upper =
-        ((seven + (0x80 - 'A') * kOnes) ^ (seven + (0x80 - 'Z' - 1) * kOnes)) & ~word & (0x80 * kOnes);
-    word |= upper >> 2;  // 0x80 >> 2 is 0x20, the case bit
-    std::memcpy(text + i, &word, 8);
+  uint64_t word;
+  std::memcpy(&word, at, 8);
+  // Per byte b < 0x80: the top bit of (b + 0x80 - 'A') says b >= 'A', of (b + 0x80 - 'Z' - 1)
+  // that b > 'Z'; bytes >= 0x80 are left out by ~word.
+  const uint64_t seven = word & (0x7f * kOnes);
+  const uint64_t upper =
+      ((seven + (0x80 - 'A') * kOnes) ^ (seven + (0x80 - 'Z' - 1) * kOnes)) & ~word & (0x80 * kOnes);
+  word |= upper >> 2;  // 0x80 >> 2 is 0x20, the case bit
+  std::memcpy(at, &word, 8);
+}
+
+// Lower-cases ASCII letters in place, eight bytes at a time.
+void LowerAscii(char* text, size_t size) {
+  if (size < 8) {
+    for (size_t i = 0; i < size; ++i) text[i] = absl::ascii_tolower(static_cast<unsigned char>(text[i]));
+    return;
   }
-  for (; i < size; ++i) text[i] = absl::ascii_tolower(static_cast<unsigned char>(text[i]));
+  for (size_t i = 0; i + 8 <= size; i += 8) LowerAscii8(text + i);
+  // The last eight bytes again, overlapping: lower-casing twice changes nothing.
+  if (size % 8 != 0) LowerAscii8(text + size - 8);
 }
 
 }  // namespace
