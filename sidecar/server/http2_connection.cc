@@ -226,11 +226,7 @@ asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_p
 asio::awaitable<void> Http2Connection::Start(std::shared_ptr<ClusterStats> stats) {
   auto self = shared_from_this();
   stats_ = std::move(stats);
-  stats_->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
-  stats_->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_await Run("");
-  stats_->upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
-  stats_->upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
 }
 
 asio::awaitable<void> Http2Connection::Run(std::string preface) {
@@ -335,6 +331,7 @@ void Http2Connection::Terminate(bool connect_failed) {
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, stream] : streams) stream->Close(NGHTTP2_INTERNAL_ERROR, connect_failed);
+  slot_.Release();  // before the pool wakes a request that may take the place
   if (on_capacity_) std::exchange(on_capacity_, nullptr)(/*closed=*/true);
   write_signal_.cancel();
   idle_timer_.cancel();

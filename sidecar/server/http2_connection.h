@@ -32,6 +32,7 @@
 
 #include "sidecar/config/cluster.h"
 #include "sidecar/http/header_map.h"
+#include "sidecar/server/connection_slot.h"
 #include "sidecar/server/stream.h"
 #include "sidecar/server/transport.h"
 #include "sidecar/stats.h"
@@ -149,6 +150,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // uses and the pool compares, so a cluster whose TLS config changed opens new connections
   // (a certificate rotated by SDS does not: the socket is the same).
   void SetTls(std::shared_ptr<const config::TlsTransportSocket> tls) { tls_ = std::move(tls); }
+  // Client, before Connect/Start: its place under the cluster's max_connections, given back
+  // when the connection ends (or fails to connect).
+  void SetSlot(ConnectionSlot slot) { slot_ = std::move(slot); }
   const std::shared_ptr<const config::TlsTransportSocket>& tls() const { return tls_; }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
@@ -223,6 +227,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
+  ConnectionSlot slot_;                  // client
   std::function<void(bool closed)> on_capacity_;
   std::shared_ptr<const config::TlsTransportSocket> tls_;
 };

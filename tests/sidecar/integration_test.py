@@ -22,7 +22,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import (Backend, Children, SharedMeshTest, TcpEchoBackend, binary, free_port,
+from harness import (Backend, Children, CountingBackend, SharedMeshTest, TcpEchoBackend, binary, free_port,
                      pattern_bytes, tcp_exchange, wait_until, write_resources)
 
 T = "type.googleapis.com/"
@@ -179,6 +179,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                                                           "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
                     route("/queued/", {"route": {"cluster": "queued"}}),
+                    route("/burst/", {"route": {"cluster": "burst"}}),
                     route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
                     route("/with-trailers/", {"route": {"cluster": "trailers"}}),
                     route("/max-requests/", {"route": {"cluster": "max-requests"}}),
@@ -237,6 +238,7 @@ class Mesh:
         self.v1, self.v2 = Backend("web-v1"), Backend("web-v2")
         self.broken = Backend("broken", status=503)
         self.mirror = Backend("mirror")
+        self.burst = CountingBackend()
         self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
@@ -276,6 +278,8 @@ class Mesh:
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
+                    dict(limited_cluster("burst", max_connections=3, max_pending_requests=15),
+                         connect_timeout="10s"),
                     http1_cluster("idle-upstream", idle_timeout="0.3s"),
                     http1_cluster("trailers", enable_trailers=True),
                     http1_cluster("max-requests", max_requests_per_connection=3),
@@ -290,6 +294,7 @@ class Mesh:
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
+                     assignment("burst", [self.burst.port]),
                      assignment("idle-upstream", [self.v1.port]),
                      assignment("trailers", [self.v1.port]),
                      assignment("max-requests", [self.v1.port]),
@@ -368,7 +373,8 @@ class Mesh:
 
     def close(self):
         self.children.stop()
-        for backend in (self.v1, self.v2, self.broken, self.mirror, self.tcp_a, self.tcp_b):
+        for backend in (self.v1, self.v2, self.broken, self.mirror, self.tcp_a, self.tcp_b,
+                        self.burst):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -1087,6 +1093,39 @@ class PendingQueueTest(SharedMeshTest):
         self.assertEqual(stat("upstream_rq_pending_overflow"), 1)
         self.assertEqual(stat("upstream_rq_pending_active"), 0)
         self.assertEqual(stat("upstream_cx_total"), 1)  # the second reused the first's connection
+
+
+    def test_connecting_connections_count_against_max_connections(self):
+        # max_connections 3, max_pending_requests 15, and an origin that accepts nothing for now:
+        # a burst of 20 requests opens 3 connections, still connecting (counted in
+        # upstream_cx_active from the start, as Envoy counts them), queues 15 and overflows 2.
+        # Once the origin accepts, the 15 are served over the 3 connections.
+        stat = lambda name: self.mesh.stat(f"cluster.burst.{name}")
+        origin = self.mesh.burst
+        origin.pause()
+        results = []
+        def get(i):
+            results.append(self.mesh.get(f"/burst/{i}", timeout=30))
+        threads = [threading.Thread(target=get, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: stat("upstream_rq_pending_overflow") == 2, WAIT_S, "two overflows")
+        wait_until(lambda: stat("upstream_rq_pending_active") == 15, WAIT_S, "15 pending requests")
+        self.assertEqual(stat("upstream_cx_active"), 3)
+        self.assertEqual(stat("upstream_cx_total"), 3)
+        origin.resume()
+        for t in threads:
+            t.join(timeout=30)
+        statuses = sorted(status for status, _, _ in results)
+        self.assertEqual(statuses, [200] * 18 + [503, 503])
+        self.assertTrue(all(headers.get("x-envoy-overloaded") == "true"
+                            for status, headers, _ in results if status == 503))
+        self.assertEqual(origin.peak, 3)
+        self.assertEqual(origin.accepted, 3)
+        self.assertEqual(stat("upstream_cx_total"), 3)
+        self.assertEqual(stat("upstream_rq_pending_total"), 15)
+        self.assertGreaterEqual(stat("upstream_cx_overflow"), 17)  # each refused a connection
+        self.assertLessEqual(stat("upstream_cx_active"), 3)
 
 
 class PendingCancelTest(SharedMeshTest):
