@@ -340,10 +340,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
       }
       break;
     }
-    std::shared_ptr<const ProxyConfig> config = worker.store().Load();
-    const ListenerEntry* current = config->FindListener(listener_name);
-    bool keep_alive =
-        current != nullptr && current->config == listener.config && !worker.draining();
+    bool keep_alive = !worker.ListenerDrained(listener_name, listener.config.get());
     if (chain.max_requests_per_connection != 0 && requests >= chain.max_requests_per_connection) {
       stats->downstream_cx_max_requests_reached.fetch_add(1, std::memory_order_relaxed);
       keep_alive = false;

@@ -315,10 +315,17 @@ asio::awaitable<void> Http2Connection::IdleLoop() {
     co_await idle_timer_.async_wait(redirect_error(use_awaitable, ec));
     if (dead_) co_return;
     if (ec || !streams_.empty()) continue;
+    if (draining_ || shutdown_notice_sent_) co_return;  // draining already
     if (idle_timeouts_ != nullptr) idle_timeouts_->fetch_add(1, std::memory_order_relaxed);
-    // GOAWAY, then the writer closes the connection once it is sent.
-    nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
-    Flush();
+    if (role_ == Role::kServer) {
+      // As Envoy's connection manager: the drain sequence (a stream racing the notice is
+      // still served), closed once the final GOAWAY is sent with no stream left.
+      DrainGracefully();
+    } else {
+      // GOAWAY, then the writer closes the connection once it is sent.
+      nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+      Flush();
+    }
     co_return;
   }
 }

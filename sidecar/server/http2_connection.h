@@ -167,14 +167,15 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // GOAWAY naming the last stream taken; the connection closes once the streams in flight are
   // done (a server's, or a client's at max_requests_per_connection).
   void Drain();
-  // A server's drain as Envoy's connection manager does it (max_connection_duration,
-  // max_requests_per_connection): GOAWAY with the highest stream id first, a notice while
-  // streams racing it still come, then Drain after the drain timeout. A client: Drain.
+  // A server's drain as Envoy's connection manager does it (idle_timeout,
+  // max_connection_duration, max_requests_per_connection, its listener drained): GOAWAY with
+  // the highest stream id first, a notice while streams racing it still come, then Drain after
+  // the drain timeout. A client: Drain.
   void DrainGracefully();
   // Server, before Serve: the time between DrainGracefully's notice and the final GOAWAY.
   void SetDrainTimeout(std::chrono::milliseconds timeout) { drain_timeout_ = timeout; }
-  // Before Serve/Connect: with no stream open for `timeout`, the connection sends GOAWAY and
-  // closes, counting in `counter` (Envoy's idle_timeout; 0: never).
+  // Before Serve/Connect: with no stream open for `timeout` (Envoy's idle_timeout; 0: never),
+  // counting in `counter`, a server drains (DrainGracefully), a client sends GOAWAY and closes.
   void SetIdleTimeout(std::chrono::milliseconds timeout, std::atomic<uint64_t>* counter) {
     idle_timeout_ = timeout;
     idle_timeouts_ = counter;
