@@ -481,6 +481,30 @@ class HttpTest(SharedMeshTest):
         self.assertTrue(head.startswith(b"HTTP/1.0 200"), head)
         self.assertEqual(body, b"chunk-0;chunk-1;chunk-2;")  # de-chunked, ended by the close
 
+    def test_expect_100_continue(self):
+        def exchange(host, body_after_continue):
+            with socket.create_connection(("127.0.0.1", self.mesh.http_port), timeout=5) as s:
+                s.sendall(f"POST /upload HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                          "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                if body_after_continue:
+                    while not data.endswith(b"\r\n\r\n"):
+                        data += s.recv(1)
+                    s.sendall(b"5\r\nhello\r\n0\r\n\r\n")
+                while chunk := s.recv(65536):
+                    data += chunk
+            return data
+        # Streamed to the backend: the interim response comes first, the body follows it.
+        data = exchange("web", True)
+        self.assertTrue(data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), data)
+        self.assertEqual(data.count(b"100 Continue"), 1)
+        self.assertIn(b'"body_size": 5', data)
+        # Answered before the body is read (no route): the final response alone, and no
+        # 100 Continue after it.
+        data = exchange("unknown.example", False)
+        self.assertTrue(data.startswith(b"HTTP/1.1 404"), data)
+        self.assertNotIn(b"100 Continue", data)
+
     def test_local_replies(self):
         status, headers, body = self.mesh.get("/", host="unknown.example")
         self.assertEqual(status, 404)
@@ -1189,7 +1213,7 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
+                         ["burst", "dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
                           "max-requests",
                           "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-patchy", "tcp-ring",
                           "trailers", "web-v1", "web-v2"])
