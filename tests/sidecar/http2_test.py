@@ -161,7 +161,7 @@ class Http2Mesh:
         self.children += [b.child for b in self.backends.values()]
         self.port, self.admin_port = free_port(), free_port()
         self.duration_port, self.max_requests_port = free_port(), free_port()
-        self.idle_port = free_port()
+        self.idle_port, self.drain_port = free_port(), free_port()
         self.version = 0
         self.write(routes())
         ads = self.children.start("ads", [
@@ -176,7 +176,7 @@ class Http2Mesh:
             "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2"])
         wait_until(lambda: self.curl("/", http2=True)[0] == 200, WAIT_S, "meshproxy to route")
 
-    def write(self, route_config):
+    def write(self, route_config, without_listener=None):
         b = self.backends
         clusters = [h2_cluster(n) for n in ("grpc-a", "grpc-b", "grpc-flaky", "grpc-empty",
                                             "grpc-slow")]
@@ -198,7 +198,7 @@ class Http2Mesh:
                      assignment("web", [self.web.port])]
         self.version += 1
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
-                                   "lds": [http_listener("http", self.port, "routes"),
+                                   "lds": [l for l in [http_listener("http", self.port, "routes"),
                                            http_listener("h2-duration", self.duration_port, "routes",
                                                          stat_prefix="h2_limits", drain_timeout="0.5s",
                                                          common_http_protocol_options={
@@ -211,7 +211,11 @@ class Http2Mesh:
                                            http_listener("h2-idle", self.idle_port, "routes",
                                                          stat_prefix="h2_idle", drain_timeout="0.5s",
                                                          common_http_protocol_options={
-                                                             "idle_timeout": "0.5s"})]},
+                                                             "idle_timeout": "0.5s"}),
+                                           http_listener("h2-drain", self.drain_port, "routes",
+                                                         stat_prefix="h2_drain",
+                                                         drain_timeout="0.5s")]
+                                           if l["name"] != without_listener]},
                         f"v{self.version}")
         return f"v{self.version}"
 
@@ -681,3 +685,20 @@ class Http2DrainTest(unittest.TestCase):
         stream1_end = next(i for i, (k, f, st, _) in enumerate(frames)
                            if st == 1 and f & 0x1 and k in (0, 1))
         self.assertGreater(stream1_end, final_goaway)  # in flight, it still finished
+
+    def test_a_listener_removed_by_lds_drains_its_idle_connection(self):
+        # The connection is idle (its one stream done) when LDS removes its listener: the
+        # notice comes at once, not at its next stream; the final GOAWAY (naming stream 1)
+        # drain_timeout (0.5 s) later, then the close.
+        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
+        with socket.create_connection(("127.0.0.1", self.mesh.drain_port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                      h2_get(1, b"web.test", b"/before"))
+            client = H2Client(s)
+            client.read_until(stream_ended(1))
+            self.mesh.wait_acked("lds", self.mesh.write(routes(), without_listener="h2-drain"))
+            client.read_until(lambda frames: goaway(frames))
+            notice_at = time.monotonic()
+            frames = client.read_until(lambda frames: False)  # to the close
+        self.assertGreater(time.monotonic() - notice_at, 0.4)
+        self.assertEqual(goaway(frames), [2**31 - 1, 1])
