@@ -232,13 +232,13 @@ class Http1DownstreamStream final : public DownstreamStream {
       co_await write_done_->async_wait(redirect_error(use_awaitable, ec));
       --write_waiters_;
     }
-    if (failed_) co_return false;
     if (interim && response_started_) co_return true;
     writing_ = true;
-    if (co_await stream_.Write(buffers)) failed_ = true;
+    const boost::system::error_code ec = co_await stream_.Write(buffers);
     writing_ = false;
     if (write_waiters_ > 0) write_done_->cancel();
-    co_return !failed_;
+    if (ec) failed_ = true;
+    co_return !ec;
   }
 
   Transport& stream_;
