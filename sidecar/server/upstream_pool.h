@@ -7,9 +7,10 @@
 // - HTTP/2: connections shared by streams; a stream goes on the first connection that has
 //   room under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
-// When max_connections (across workers) leaves no connection to use, a request waits in the
-// cluster's pending queue, up to max_pending_requests of them (across workers), as Envoy's
-// connection pools do. Waiting is event-driven, on this worker's own connections (a worker
+// A connection takes its place under max_connections (ConnectionSlot) when it is created, so
+// connecting ones count. When max_connections (across workers) leaves no connection to use, a
+// request waits in the cluster's pending queue, up to max_pending_requests of them (across
+// workers), as Envoy's connection pools do. Waiting is event-driven, on this worker's own connections (a worker
 // with none to the endpoint opens one anyway, so there always is one to wait for): the
 // oldest request for an endpoint is woken when this worker releases an HTTP/1.1 connection
 // to it or one of its HTTP/2 connections there has room (a stream closed, the peer's
