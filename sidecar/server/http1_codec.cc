@@ -72,7 +72,10 @@ class Http1DownstreamStream final : public DownstreamStream {
     if (continue_pending_) {
       continue_pending_ = false;
       static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-      if (!co_await Write({kContinue, sizeof(kContinue) - 1})) co_return false;
+      if (!co_await WriteInOrder(asio::buffer(kContinue, sizeof(kContinue) - 1),
+                                 /*interim=*/true)) {
+        co_return false;
+      }
     }
     const size_t before = out.size();
     parser_.BodyInto(out);
@@ -96,6 +99,7 @@ class Http1DownstreamStream final : public DownstreamStream {
 
   asio::awaitable<bool> WriteResponse(http::HeaderMap headers, std::string_view body,
                                       bool end_stream) override {
+    response_started_ = true;  // no 100 Continue from here on
     const unsigned status = headers.Status();
     out_.clear();
     http::AppendHttp1ResponseHead(headers, version_, out_);
@@ -207,17 +211,34 @@ class Http1DownstreamStream final : public DownstreamStream {
     const std::array<asio::const_buffer, 3> buffers{asio::buffer(out_),
                                                     asio::buffer(data.data(), data.size()),
                                                     asio::buffer(suffix.data(), suffix.size())};
-    if (asio::buffer_size(buffers) > 0 && co_await stream_.Write(buffers)) {
-      failed_ = true;
+    if (asio::buffer_size(buffers) > 0 && !co_await WriteInOrder(buffers, /*interim=*/false)) {
       co_return false;
     }
     response_done_ = end_stream;
     co_return true;
   }
 
-  asio::awaitable<bool> Write(std::string_view bytes) {
-    if (co_await stream_.Write(asio::buffer(bytes.data(), bytes.size()))) failed_ = true;
-    co_return !failed_;
+  // The connection's one way out. The router writes the response while the body pump may
+  // write the 100 Continue, and Transport::Write sends what fits at once: a write started
+  // while another waits for room in the socket would cut into it. So a write waits for the one
+  // in progress, and an `interim` response is dropped once the final one has started (it may
+  // be the one in progress), as Envoy never sends 100 Continue after the response headers.
+  template <class Buffers>
+  asio::awaitable<bool> WriteInOrder(const Buffers& buffers, bool interim) {
+    while (writing_) {
+      if (!write_done_) write_done_.emplace(stream_.get_executor(), Clock::time_point::max());
+      ++write_waiters_;
+      boost::system::error_code ec;
+      co_await write_done_->async_wait(redirect_error(use_awaitable, ec));
+      --write_waiters_;
+    }
+    if (interim && response_started_) co_return true;
+    writing_ = true;
+    const boost::system::error_code ec = co_await stream_.Write(buffers);
+    writing_ = false;
+    if (write_waiters_ > 0) write_done_->cancel();
+    if (ec) failed_ = true;
+    co_return !ec;
   }
 
   Transport& stream_;
@@ -231,6 +252,10 @@ class Http1DownstreamStream final : public DownstreamStream {
   http::HeaderMap headers_;
   http::HeaderMap request_trailers_;
   bool continue_pending_ = false;
+  bool response_started_ = false;
+  bool writing_ = false;  // a write is in progress (WriteInOrder)
+  int write_waiters_ = 0;
+  std::optional<asio::steady_timer> write_done_;  // wakes them; made only when one waits
   bool chunked_ = false;
   bool response_done_ = false;
   bool failed_ = false;
@@ -340,10 +365,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
       }
       break;
     }
-    std::shared_ptr<const ProxyConfig> config = worker.store().Load();
-    const ListenerEntry* current = config->FindListener(listener_name);
-    bool keep_alive =
-        current != nullptr && current->config == listener.config && !worker.draining();
+    bool keep_alive = !worker.ListenerDrained(listener_name, listener.config.get());
     if (chain.max_requests_per_connection != 0 && requests >= chain.max_requests_per_connection) {
       stats->downstream_cx_max_requests_reached.fetch_add(1, std::memory_order_relaxed);
       keep_alive = false;

@@ -123,14 +123,6 @@ struct Http2ServerContext {
 
 asio::awaitable<void> ServeStream(std::shared_ptr<Http2ServerContext> context,
                                   std::shared_ptr<Http2Stream> stream) {
-  // A listener that was removed or replaced drains, as HTTP/1.1 keep-alive does: this stream is
-  // served, and GOAWAY tells the client to open no more on this connection.
-  std::shared_ptr<const ProxyConfig> config = context->worker.store().Load();
-  const ListenerEntry* current = config->FindListener(context->listener_name);
-  if (current == nullptr || current->config != context->listener.config ||
-      context->worker.draining()) {
-    if (auto connection = context->connection.lock()) connection->Drain();
-  }
   Http2DownstreamStream down(stream);
   RouterFilter router(context->worker, context->info, context->listener, context->chain);
   co_await router.Serve(down);
@@ -166,6 +158,17 @@ asio::awaitable<void> ServeHttp2(Worker& worker, Transport transport, std::strin
   connection->SetMaxDuration(chain.max_connection_duration,
                              &context->stats->downstream_cx_max_duration_reached);
   connection->SetDrainTimeout(chain.drain_timeout);
+  // A listener that was removed or replaced, or /drain_listeners, drains the connection at
+  // once (idle or not), as Envoy's: the notice, the final GOAWAY drain_timeout later.
+  const Worker::DrainWatch drain_watch(
+      worker, context->listener_name, context->listener.config,
+      [weak = std::weak_ptr<Http2Connection>(connection)] {
+        if (auto drained = weak.lock()) drained->DrainGracefully();
+      });
+  // Drained before the watch began (accepted just as its listener went).
+  if (worker.ListenerDrained(context->listener_name, context->listener.config.get())) {
+    connection->DrainGracefully();
+  }
   co_await connection->Serve(std::move(preface));
 }
 

@@ -20,8 +20,10 @@
 
 namespace meshpilot::sidecar::server {
 
-// Serves an h2c connection whose first bytes (the client preface) are in `preface`. A
-// listener that was removed or replaced drains with GOAWAY.
+// Serves an h2c connection whose first bytes (the client preface) are in `preface`. When its
+// listener is removed or replaced (or /drain_listeners), and at its idle_timeout, it drains as
+// Envoy's: a GOAWAY notice, the final GOAWAY drain_timeout later, closed once its streams are
+// done.
 boost::asio::awaitable<void> ServeHttp2(Worker& worker, Transport transport,
                                         std::string preface, ConnectionInfo info,
                                         std::string listener_name, ListenerEntry listener,

@@ -226,11 +226,7 @@ asio::awaitable<void> Http2Connection::Connect(tcp::endpoint peer, Clock::time_p
 asio::awaitable<void> Http2Connection::Start(std::shared_ptr<ClusterStats> stats) {
   auto self = shared_from_this();
   stats_ = std::move(stats);
-  stats_->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
-  stats_->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_await Run("");
-  stats_->upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
-  stats_->upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
 }
 
 asio::awaitable<void> Http2Connection::Run(std::string preface) {
@@ -319,10 +315,17 @@ asio::awaitable<void> Http2Connection::IdleLoop() {
     co_await idle_timer_.async_wait(redirect_error(use_awaitable, ec));
     if (dead_) co_return;
     if (ec || !streams_.empty()) continue;
+    if (draining_ || shutdown_notice_sent_) co_return;  // draining already
     if (idle_timeouts_ != nullptr) idle_timeouts_->fetch_add(1, std::memory_order_relaxed);
-    // GOAWAY, then the writer closes the connection once it is sent.
-    nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
-    Flush();
+    if (role_ == Role::kServer) {
+      // As Envoy's connection manager: the drain sequence (a stream racing the notice is
+      // still served), closed once the final GOAWAY is sent with no stream left.
+      DrainGracefully();
+    } else {
+      // GOAWAY, then the writer closes the connection once it is sent.
+      nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+      Flush();
+    }
     co_return;
   }
 }
@@ -335,6 +338,7 @@ void Http2Connection::Terminate(bool connect_failed) {
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, stream] : streams) stream->Close(NGHTTP2_INTERNAL_ERROR, connect_failed);
+  slot_.Release();  // before the pool wakes a request that may take the place
   if (on_capacity_) std::exchange(on_capacity_, nullptr)(/*closed=*/true);
   write_signal_.cancel();
   idle_timer_.cancel();

@@ -32,6 +32,7 @@
 
 #include "sidecar/config/cluster.h"
 #include "sidecar/http/header_map.h"
+#include "sidecar/server/connection_slot.h"
 #include "sidecar/server/stream.h"
 #include "sidecar/server/transport.h"
 #include "sidecar/stats.h"
@@ -149,6 +150,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // uses and the pool compares, so a cluster whose TLS config changed opens new connections
   // (a certificate rotated by SDS does not: the socket is the same).
   void SetTls(std::shared_ptr<const config::TlsTransportSocket> tls) { tls_ = std::move(tls); }
+  // Client, before Connect/Start: its place under the cluster's max_connections, given back
+  // when the connection ends (or fails to connect).
+  void SetSlot(ConnectionSlot slot) { slot_ = std::move(slot); }
   const std::shared_ptr<const config::TlsTransportSocket>& tls() const { return tls_; }
   // Client: the pool put a stream on this connection.
   void AssignStream() { ++assigned_; }
@@ -163,14 +167,15 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // GOAWAY naming the last stream taken; the connection closes once the streams in flight are
   // done (a server's, or a client's at max_requests_per_connection).
   void Drain();
-  // A server's drain as Envoy's connection manager does it (max_connection_duration,
-  // max_requests_per_connection): GOAWAY with the highest stream id first, a notice while
-  // streams racing it still come, then Drain after the drain timeout. A client: Drain.
+  // A server's drain as Envoy's connection manager does it (idle_timeout,
+  // max_connection_duration, max_requests_per_connection, its listener drained): GOAWAY with
+  // the highest stream id first, a notice while streams racing it still come, then Drain after
+  // the drain timeout. A client: Drain.
   void DrainGracefully();
   // Server, before Serve: the time between DrainGracefully's notice and the final GOAWAY.
   void SetDrainTimeout(std::chrono::milliseconds timeout) { drain_timeout_ = timeout; }
-  // Before Serve/Connect: with no stream open for `timeout`, the connection sends GOAWAY and
-  // closes, counting in `counter` (Envoy's idle_timeout; 0: never).
+  // Before Serve/Connect: with no stream open for `timeout` (Envoy's idle_timeout; 0: never),
+  // counting in `counter`, a server drains (DrainGracefully), a client sends GOAWAY and closes.
   void SetIdleTimeout(std::chrono::milliseconds timeout, std::atomic<uint64_t>* counter) {
     idle_timeout_ = timeout;
     idle_timeouts_ = counter;
@@ -223,6 +228,7 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   uint32_t opened_ = 0;        // client: streams opened
   bool dead_ = false;
   std::shared_ptr<ClusterStats> stats_;  // client: upstream_cx_* of its cluster
+  ConnectionSlot slot_;                  // client
   std::function<void(bool closed)> on_capacity_;
   std::shared_ptr<const config::TlsTransportSocket> tls_;
 };

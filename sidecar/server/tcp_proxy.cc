@@ -131,12 +131,10 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
     peer = host->address;
   }
   ClusterStats& stats = *cluster->stats;
-  // The max_connections place is taken before connecting, in one step with the check, so two
-  // connections that come together (on two workers) cannot both pass it; a failed connect
-  // gives it back.
-  if (stats.upstream_cx_active.fetch_add(1, std::memory_order_relaxed) >=
-      static_cast<int64_t>(cluster->config->circuit_breakers.max_connections)) {
-    stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
+  // The max_connections place is taken before connecting; a failed connect gives it back.
+  ConnectionSlot slot =
+      ConnectionSlot::Claim(cluster->stats, cluster->config->circuit_breakers.max_connections);
+  if (!slot) {
     stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
     failed(kUpstreamOverflow);
     co_return;
@@ -155,13 +153,11 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
     }
   }
   if (!connected) {
-    stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
     failed(kUpstreamConnectionFailure);
     co_return;
   }
   upstream.tcp().expires_never();
   boost::system::error_code ec;
-  stats.upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
   IstioTcpCounters& istio = stats.istio_tcp.For(inbound, 0);
   istio.opened.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) {
@@ -193,8 +189,7 @@ asio::awaitable<void> RunTcpProxy(Worker& worker, Transport downstream, Connecti
   finished = true;
   idle_timer.cancel();
   if (!watch_done) co_await watch_signal.async_wait(redirect_error(use_awaitable, ec));
-  stats.upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
-  stats.upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
+  slot.Release();
   istio.closed.fetch_add(1, std::memory_order_relaxed);
   if (host != nullptr) host->active_requests.fetch_sub(1, std::memory_order_relaxed);
 }

@@ -25,16 +25,13 @@ namespace meshpilot::sidecar::server {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-UpstreamConnection::UpstreamConnection(asio::io_context& io, std::shared_ptr<ClusterStats> s)
-    : stream(io), stats(std::move(s)) {}
-
-UpstreamConnection::~UpstreamConnection() {
-  if (connected) {
-    --*open_in_pool;
-    stats->upstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
-    stats->upstream_cx_destroy.fetch_add(1, std::memory_order_relaxed);
-  }
+UpstreamConnection::UpstreamConnection(asio::io_context& io, std::shared_ptr<ClusterStats> s,
+                                       ConnectionSlot place, std::shared_ptr<uint32_t> open)
+    : stream(io), stats(std::move(s)), slot(std::move(place)), open_in_pool(std::move(open)) {
+  ++*open_in_pool;
 }
+
+UpstreamConnection::~UpstreamConnection() { --*open_in_pool; }
 
 namespace {
 
@@ -53,11 +50,6 @@ bool StillUsable(UpstreamConnection& connection) {
   ssize_t n = ::recv(connection.stream.socket().native_handle(), &byte, 1,
                      MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
-bool AtConnectionLimit(const UpstreamTarget& target) {
-  return target.stats->upstream_cx_active.load(std::memory_order_relaxed) >=
-         static_cast<int64_t>(target.max_connections);
 }
 
 // A request in its cluster's pending queue, counted in upstream_rq_pending_active (across
@@ -203,45 +195,40 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
       co_return stream(std::move(connection));
     }
   }
-  std::shared_ptr<uint32_t>& slot = Entry(http1_open_, target.cluster, target.peer).second;
-  if (slot == nullptr) slot = std::make_shared<uint32_t>(0);
-  const std::shared_ptr<uint32_t> open = slot;  // connecting ones count too
-  if (AtConnectionLimit(target)) {
-    // As Envoy's pools: one with no connection to the host opens one anyway, so its pending
-    // requests are not stuck behind connections of other workers. (Connections ALPN made
-    // HTTP/2 count as the worker's too.)
+  std::shared_ptr<uint32_t>& open = Entry(http1_open_, target.cluster, target.peer).second;
+  if (open == nullptr) open = std::make_shared<uint32_t>(0);
+  ConnectionSlot slot = ConnectionSlot::Claim(target.stats, target.max_connections);
+  if (!slot) {
+    // As Envoy's pools: one with no connection to the host (connecting ones count) opens one
+    // anyway, so its pending requests are not stuck behind connections of other workers.
+    // (Connections ALPN made HTTP/2 count as the worker's too.)
     if (*open > 0 || (target.alpn && !Entry(http2_, target.cluster, target.peer).second.empty())) {
       co_return std::nullopt;
     }
-    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+    slot = ConnectionSlot::Force(target.stats);
   }
-  auto connection = std::make_unique<UpstreamConnection>(io_, target.stats);
+  auto connection =
+      std::make_unique<UpstreamConnection>(io_, target.stats, std::move(slot), open);
   connection->tls = target.tls;
-  ++*open;
   const bool connected = co_await ConnectUpstream(connection->stream, target.peer, deadline,
                                                   target.tcp_keepalive, target.tls.get(),
                                                   *target.stats);
-  --*open;
   if (!connected) {
+    connection.reset();
     ConnectionClosed(target.cluster, target.peer);  // its place is free again
     co_return OpenedStream{nullptr, StreamError::kConnectFailure};
   }
   if (target.alpn && connection->stream.alpn() == "h2") {
-    // auto_config: ALPN chose HTTP/2, so the connection joins the HTTP/2 ones.
+    // auto_config: ALPN chose HTTP/2, so the connection (and its place) joins the HTTP/2 ones.
     connection->stream.tcp().expires_never();
-    auto http2 = NewHttp2(target, std::move(connection->stream));
+    auto http2 = NewHttp2(target, std::move(connection->slot), std::move(connection->stream));
     http2->AssignStream();
     co_return OpenedStream{NewHttp2UpstreamStream(std::move(http2))};
   }
-  ++*open;
-  connection->connected = true;
   connection->requests = 1;
-  connection->open_in_pool = open;
   if (target.max_connection_duration.count() > 0) {
     connection->max_duration_at = Clock::now() + target.max_connection_duration;
   }
-  target.stats->upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
-  target.stats->upstream_cx_active.fetch_add(1, std::memory_order_relaxed);
   co_return stream(std::move(connection));
 }
 
@@ -268,10 +255,12 @@ std::optional<OpenedStream> UpstreamPool::ReuseHttp2(const UpstreamTarget& targe
 }
 
 std::shared_ptr<Http2Connection> UpstreamPool::NewHttp2(const UpstreamTarget& target,
+                                                        ConnectionSlot slot,
                                                         std::optional<Transport> transport) {
   const bool connected = transport.has_value();
   auto connection = std::make_shared<Http2Connection>(
       io_, connected ? std::move(*transport) : Transport(io_), Http2Connection::Role::kClient);
+  connection->SetSlot(std::move(slot));
   connection->SetTls(target.tls);
   connection->SetIdleTimeout(target.idle_timeout, &target.stats->upstream_cx_idle_timeout);
   connection->SetMaxRequests(target.max_requests_per_connection);
@@ -295,11 +284,12 @@ std::shared_ptr<Http2Connection> UpstreamPool::NewHttp2(const UpstreamTarget& ta
 std::optional<OpenedStream> UpstreamPool::OpenHttp2(const UpstreamTarget& target,
                                                     Clock::time_point deadline) {
   if (auto reused = ReuseHttp2(target)) return reused;
-  if (AtConnectionLimit(target)) {
+  ConnectionSlot slot = ConnectionSlot::Claim(target.stats, target.max_connections);
+  if (!slot) {
     if (!Entry(http2_, target.cluster, target.peer).second.empty()) return std::nullopt;
-    target.stats->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);  // one anyway
+    slot = ConnectionSlot::Force(target.stats);  // none to the host: one anyway
   }
-  auto connection = NewHttp2(target, std::nullopt);
+  auto connection = NewHttp2(target, std::move(slot), std::nullopt);
   connection->AssignStream();
   asio::co_spawn(io_,
                  connection->Connect(target.peer, deadline, target.stats, target.tcp_keepalive),

@@ -7,9 +7,10 @@
 // - HTTP/2: connections shared by streams; a stream goes on the first connection that has
 //   room under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
 //   max_concurrent_streams) and has not received GOAWAY, else on a new connection.
-// When max_connections (across workers) leaves no connection to use, a request waits in the
-// cluster's pending queue, up to max_pending_requests of them (across workers), as Envoy's
-// connection pools do. Waiting is event-driven, on this worker's own connections (a worker
+// A connection takes its place under max_connections (ConnectionSlot) when it is created, so
+// connecting ones count. When max_connections (across workers) leaves no connection to use, a
+// request waits in the cluster's pending queue, up to max_pending_requests of them (across
+// workers), as Envoy's connection pools do. Waiting is event-driven, on this worker's own connections (a worker
 // with none to the endpoint opens one anyway, so there always is one to wait for): the
 // oldest request for an endpoint is woken when this worker releases an HTTP/1.1 connection
 // to it or one of its HTTP/2 connections there has room (a stream closed, the peer's
@@ -38,6 +39,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include "sidecar/config/cluster.h"
+#include "sidecar/server/connection_slot.h"
 #include "sidecar/server/stream.h"
 #include "sidecar/server/transport.h"
 #include "sidecar/stats.h"
@@ -47,7 +49,10 @@ namespace meshpilot::sidecar::server {
 class Http2Connection;
 
 struct UpstreamConnection {
-  UpstreamConnection(boost::asio::io_context& io, std::shared_ptr<ClusterStats> stats);
+  // Counted in `open_in_pool` (the pool's connections to its cluster and host, connecting
+  // ones too) until destroyed.
+  UpstreamConnection(boost::asio::io_context& io, std::shared_ptr<ClusterStats> stats,
+                     ConnectionSlot slot, std::shared_ptr<uint32_t> open_in_pool);
   ~UpstreamConnection();
   UpstreamConnection(const UpstreamConnection&) = delete;
   UpstreamConnection& operator=(const UpstreamConnection&) = delete;
@@ -56,12 +61,13 @@ struct UpstreamConnection {
   boost::beast::flat_buffer buffer;
   std::string out;  // request heads, reused from one request to the next
   std::shared_ptr<ClusterStats> stats;
+  // Its place under max_connections, taken before it connects; an HTTP/2 connection made from
+  // it (ALPN chose h2) takes it over.
+  ConnectionSlot slot;
   // The TLS transport socket it was made with (null: plaintext): a cluster whose TLS config
   // changed does not reuse it (an SDS rotation keeps the socket: it is reused).
   std::shared_ptr<const config::TlsTransportSocket> tls;
-  // Once connected: the count of the pool's open connections to this cluster and host.
   std::shared_ptr<uint32_t> open_in_pool;
-  bool connected = false;
   bool reused = false;
   uint32_t requests = 0;  // exchanges started on it, for max_requests_per_connection
   Clock::time_point released_at;  // when it last went idle
@@ -219,8 +225,8 @@ class UpstreamPool {
                                         Clock::time_point connect_deadline);
   // A stream on an HTTP/2 connection to `target` with room for one, if there is one.
   std::optional<OpenedStream> ReuseHttp2(const UpstreamTarget& target);
-  // A new HTTP/2 connection to `target`, on `transport` when connected already.
-  std::shared_ptr<Http2Connection> NewHttp2(const UpstreamTarget& target,
+  // A new HTTP/2 connection to `target` holding `slot`, on `transport` when connected already.
+  std::shared_ptr<Http2Connection> NewHttp2(const UpstreamTarget& target, ConnectionSlot slot,
                                             std::optional<Transport> transport);
   // Waits in the queue (at its head if `first`) until woken, `until`, or cancelled; whether
   // it was woken.

@@ -201,11 +201,46 @@ void Worker::Drain() {
     draining_ = true;
     for (auto& [name, bound] : bound_) bound.acceptor->close();
     bound_.clear();
+    DrainConnections(nullptr);
   });
+}
+
+bool Worker::ListenerDrained(const std::string& name, const config::ListenerConfig* config) {
+  if (draining_) return true;
+  const std::shared_ptr<const ProxyConfig> current = store_.Load();
+  const ListenerEntry* listener = current->FindListener(name);
+  return listener == nullptr || listener->config.get() != config;
+}
+
+Worker::DrainWatch::DrainWatch(Worker& worker, std::string listener,
+                               std::shared_ptr<const config::ListenerConfig> config,
+                               std::function<void()> drain)
+    : worker_(worker),
+      listener_(std::move(listener)),
+      config_(std::move(config)),
+      drain_(std::move(drain)) {
+  worker_.drain_watches_.insert(this);
+}
+
+Worker::DrainWatch::~DrainWatch() { worker_.drain_watches_.erase(this); }
+
+void Worker::DrainConnections(const ProxyConfig* config) {
+  std::vector<DrainWatch*> draining;
+  for (DrainWatch* watch : drain_watches_) {
+    const ListenerEntry* current =
+        config == nullptr ? nullptr : config->FindListener(watch->listener_);
+    if (current == nullptr || current->config != watch->config_) draining.push_back(watch);
+  }
+  for (DrainWatch* watch : draining) {
+    // Told once: out of the set before its callback runs (which may end the connection).
+    drain_watches_.erase(watch);
+    if (watch->drain_) std::exchange(watch->drain_, nullptr)();
+  }
 }
 
 void Worker::Reconcile(const ProxyConfig& config) {
   if (draining_) return;
+  DrainConnections(&config);
   for (auto it = bound_.begin(); it != bound_.end();) {
     const ListenerEntry* listener = config.FindListener(it->first);
     if (listener == nullptr || !listener->config->bind_to_port ||

@@ -4,9 +4,11 @@
 // that binds, its own upstream connection pool and random generator. Workers share nothing
 // but the immutable ProxyConfig and atomic stats, so the data path takes no locks.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,8 +56,29 @@ class Worker {
   void ApplyListeners(std::shared_ptr<const ProxyConfig> config);
   // Stops accepting for good (/drain_listeners); connections in flight finish.
   void Drain();
-  // On the worker's thread: keep-alive connections close after their current request.
-  bool draining() const { return draining_; }
+  // On the worker's thread: whether a connection accepted with `config` for the listener
+  // `name` drains (the listener was removed or replaced, or the worker drains).
+  bool ListenerDrained(const std::string& name, const config::ListenerConfig* config);
+
+  // On the worker's thread: `drain` is called once, when the listener `name` that a
+  // connection was accepted with (`config`) is removed or replaced, or the worker drains, as
+  // Envoy's drain manager tells its connections (an HTTP/2 one starts its drain sequence
+  // then, not only at its next stream); until the watch is destroyed.
+  class DrainWatch {
+   public:
+    DrainWatch(Worker& worker, std::string listener,
+               std::shared_ptr<const config::ListenerConfig> config, std::function<void()> drain);
+    ~DrainWatch();
+    DrainWatch(const DrainWatch&) = delete;
+    DrainWatch& operator=(const DrainWatch&) = delete;
+
+   private:
+    friend class Worker;
+    Worker& worker_;
+    std::string listener_;
+    std::shared_ptr<const config::ListenerConfig> config_;
+    std::function<void()> drain_;
+  };
 
   boost::asio::io_context& io() { return io_; }
   ConfigStore& store() { return store_; }
@@ -69,6 +92,9 @@ class Worker {
     std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor;
   };
   void Reconcile(const ProxyConfig& config);
+  // Tells the watched connections whose listener `config` no longer has (all of them when
+  // null: the worker drains).
+  void DrainConnections(const ProxyConfig* config);
   boost::asio::awaitable<void> AcceptLoop(std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
                                           std::string listener);
   boost::asio::awaitable<void> HandleConnection(boost::asio::ip::tcp::socket socket,
@@ -97,6 +123,7 @@ class Worker {
   std::map<std::string, Bound> bound_;
   bool bind_retry_pending_ = false;
   bool draining_ = false;
+  std::set<DrainWatch*> drain_watches_;
   int connections_ = 0;
   boost::asio::steady_timer trim_timer_{io_};
   bool trim_pending_ = false;

@@ -420,6 +420,69 @@ class TcpEchoBackend(ThreadedTcpServer):
                 pass
 
 
+class CountingBackend:
+    """An HTTP/1.1 origin (keep-alive) that counts the connections open to it: `peak` is the
+    most at once, `accepted` all of them. Each answer (200 "ok") comes `delay_s` late. While
+    paused it accepts nothing, and its accept queue holds one connection: a client connecting
+    beyond that waits in SYN retries, still connecting."""
+
+    def __init__(self, delay_s=0.2):
+        self.delay_s = delay_s
+        self.lock = threading.Lock()
+        self.open = self.peak = self.accepted = 0
+        self.accepting = threading.Event()
+        self.accepting.set()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def pause(self):
+        self.accepting.clear()
+
+    def resume(self):
+        self.accepting.set()
+
+    def _accept(self):
+        while True:
+            self.accepting.wait()
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open += 1
+                self.accepted += 1
+                self.peak = max(self.peak, self.open)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        data = b""
+        try:
+            with conn:
+                conn.settimeout(30)
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    data = data.split(b"\r\n\r\n", 1)[1]  # GETs: no body
+                    time.sleep(self.delay_s)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.open -= 1
+
+    def stop(self):
+        self.accepting.set()
+        self.sock.close()
+
+
 def self_signed_cert(directory, hosts):
     """A self-signed certificate (P-256) for `hosts`, made by the openssl CLI: (cert, key)."""
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")

@@ -161,6 +161,7 @@ class Http2Mesh:
         self.children += [b.child for b in self.backends.values()]
         self.port, self.admin_port = free_port(), free_port()
         self.duration_port, self.max_requests_port = free_port(), free_port()
+        self.idle_port, self.drain_port = free_port(), free_port()
         self.version = 0
         self.write(routes())
         ads = self.children.start("ads", [
@@ -175,7 +176,7 @@ class Http2Mesh:
             "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", "2"])
         wait_until(lambda: self.curl("/", http2=True)[0] == 200, WAIT_S, "meshproxy to route")
 
-    def write(self, route_config):
+    def write(self, route_config, without_listener=None):
         b = self.backends
         clusters = [h2_cluster(n) for n in ("grpc-a", "grpc-b", "grpc-flaky", "grpc-empty",
                                             "grpc-slow")]
@@ -197,7 +198,7 @@ class Http2Mesh:
                      assignment("web", [self.web.port])]
         self.version += 1
         write_resources(self.dir, {"cds": clusters, "eds": endpoints, "rds": [route_config],
-                                   "lds": [http_listener("http", self.port, "routes"),
+                                   "lds": [l for l in [http_listener("http", self.port, "routes"),
                                            http_listener("h2-duration", self.duration_port, "routes",
                                                          stat_prefix="h2_limits", drain_timeout="0.5s",
                                                          common_http_protocol_options={
@@ -206,7 +207,15 @@ class Http2Mesh:
                                                          "routes", stat_prefix="h2_limits",
                                                          drain_timeout="0.3s",
                                                          common_http_protocol_options={
-                                                             "max_requests_per_connection": 3})]},
+                                                             "max_requests_per_connection": 3}),
+                                           http_listener("h2-idle", self.idle_port, "routes",
+                                                         stat_prefix="h2_idle", drain_timeout="0.5s",
+                                                         common_http_protocol_options={
+                                                             "idle_timeout": "0.5s"}),
+                                           http_listener("h2-drain", self.drain_port, "routes",
+                                                         stat_prefix="h2_drain",
+                                                         drain_timeout="0.5s")]
+                                           if l["name"] != without_listener]},
                         f"v{self.version}")
         return f"v{self.version}"
 
@@ -482,6 +491,30 @@ class Http2Test(SharedMeshTest):
                                                   metric="envoy_http_downstream_cx_max_requests_reached"),
                          before + 3)
 
+    def test_idle_downstream_connection_drains_in_two_steps(self):
+        # idle_timeout 0.5 s, drain_timeout 0.5 s: idle, the connection gets the GOAWAY notice
+        # (highest stream id); a stream that races it is served, the final GOAWAY 0.5 s later
+        # names it, and the connection closes once it is done.
+        stat = lambda: self.mesh.stat("http.h2_idle.downstream_cx_idle_timeout")
+        before = stat()
+        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", self.mesh.idle_port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0))
+            client = H2Client(s)
+            client.read_until(lambda frames: goaway(frames))
+            self.assertGreater(time.monotonic() - start, 0.4)
+            s.sendall(h2_get(1, b"web.test", b"/delay/1000"))
+            frames = client.read_until(lambda frames: False)  # to the close
+        self.assertGreater(time.monotonic() - start, 1.4)
+        self.assertEqual(goaway(frames), [2**31 - 1, 1])
+        final_goaway = [i for i, (k, _, _, _) in enumerate(frames) if k == 7][1]
+        stream1_end = next(i for i, (k, f, st, _) in enumerate(frames)
+                           if st == 1 and f & 0x1 and k in (0, 1))
+        self.assertGreater(stream1_end, final_goaway)  # in flight, it still finished
+        self.assertIn(b'"path": "/delay/1000"', b"".join(p for k, _, st, p in frames if st == 1 and k == 0))
+        self.assertEqual(stat(), before + 1)
+
     def test_http1_backend_trailers_reach_an_http2_client(self):
         # The cluster's enable_trailers reads the chunked response's trailers; HTTP/2 carries
         # them in a HEADERS frame that ends the stream.
@@ -623,21 +656,49 @@ class Http2DrainTest(unittest.TestCase):
     def setUp(self):
         self.mesh = Http2Mesh(self)
 
-    def test_drain_sends_goaway_after_serving_the_stream(self):
-        with socket.create_connection(("127.0.0.1", self.mesh.port), timeout=10) as s:
+    def test_drain_sends_the_notice_then_the_final_goaway(self):
+        # /drain_listeners with drain_timeout 0.5 s: at once the GOAWAY notice (highest stream
+        # id) to a connection with a stream in flight; a stream that races it is served; 0.5 s
+        # later the final GOAWAY names the last stream taken; the stream in flight finishes,
+        # then the connection closes.
+        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
+        with socket.create_connection(("127.0.0.1", self.mesh.idle_port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
-                      h2_get(1, b"web.test", b"/before"))
+                      h2_get(1, b"web.test", b"/delay/1500"))
             client = H2Client(s)
-            frames = client.read_until(stream_ended(1))
-            self.assertIn(b'"path": "/before"', b"".join(p for k, _, st, p in frames if st == 1))
+            time.sleep(0.2)  # stream 1 is in flight
+            drained_at = time.monotonic()
             drained = subprocess.run(["curl", "-sS", "-X", "POST", "-o", "/dev/null", "-w", "%{http_code}",
                                       f"http://127.0.0.1:{self.mesh.admin_port}/drain_listeners"],
                                      capture_output=True, text=True, timeout=10)
             self.assertEqual(drained.stdout, "200")
+            client.read_until(lambda frames: goaway(frames))
+            self.assertLess(time.monotonic() - drained_at, 0.4)  # the notice, at once
             s.sendall(h2_get(3, b"web.test", b"/after"))
             frames = client.read_until(lambda frames: False)  # to the close
-        self.assertIn(b'"path": "/after"', b"".join(p for k, _, st, p in frames if st == 3 and k == 0))
-        goaways = [p for k, _, _, p in frames if k == 7]
-        self.assertEqual(len(goaways), 1)
-        self.assertEqual(int.from_bytes(goaways[0][:4], "big"), 3)  # the last stream it took
-        self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR
+        self.assertEqual(goaway(frames), [2**31 - 1, 3])
+        self.assertEqual([int.from_bytes(p[4:8], "big") for k, _, _, p in frames if k == 7], [0, 0])
+        body = lambda stream: b"".join(p for k, _, st, p in frames if st == stream and k == 0)
+        self.assertIn(b'"path": "/after"', body(3))
+        self.assertIn(b'"path": "/delay/1500"', body(1))
+        final_goaway = [i for i, (k, _, _, _) in enumerate(frames) if k == 7][1]
+        stream1_end = next(i for i, (k, f, st, _) in enumerate(frames)
+                           if st == 1 and f & 0x1 and k in (0, 1))
+        self.assertGreater(stream1_end, final_goaway)  # in flight, it still finished
+
+    def test_a_listener_removed_by_lds_drains_its_idle_connection(self):
+        # The connection is idle (its one stream done) when LDS removes its listener: the
+        # notice comes at once, not at its next stream; the final GOAWAY (naming stream 1)
+        # drain_timeout (0.5 s) later, then the close.
+        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
+        with socket.create_connection(("127.0.0.1", self.mesh.drain_port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                      h2_get(1, b"web.test", b"/before"))
+            client = H2Client(s)
+            client.read_until(stream_ended(1))
+            self.mesh.wait_acked("lds", self.mesh.write(routes(), without_listener="h2-drain"))
+            client.read_until(lambda frames: goaway(frames))
+            notice_at = time.monotonic()
+            frames = client.read_until(lambda frames: False)  # to the close
+        self.assertGreater(time.monotonic() - notice_at, 0.4)
+        self.assertEqual(goaway(frames), [2**31 - 1, 1])

@@ -22,7 +22,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import (Backend, Children, SharedMeshTest, TcpEchoBackend, binary, free_port,
+from harness import (Backend, Children, CountingBackend, SharedMeshTest, TcpEchoBackend, binary, free_port,
                      pattern_bytes, tcp_exchange, wait_until, write_resources)
 
 T = "type.googleapis.com/"
@@ -179,6 +179,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                                                           "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
                     route("/queued/", {"route": {"cluster": "queued"}}),
+                    route("/burst/", {"route": {"cluster": "burst"}}),
                     route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
                     route("/with-trailers/", {"route": {"cluster": "trailers"}}),
                     route("/max-requests/", {"route": {"cluster": "max-requests"}}),
@@ -237,6 +238,7 @@ class Mesh:
         self.v1, self.v2 = Backend("web-v1"), Backend("web-v2")
         self.broken = Backend("broken", status=503)
         self.mirror = Backend("mirror")
+        self.burst = CountingBackend()
         self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
@@ -276,6 +278,8 @@ class Mesh:
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
+                    dict(limited_cluster("burst", max_connections=3, max_pending_requests=15),
+                         connect_timeout="10s"),
                     http1_cluster("idle-upstream", idle_timeout="0.3s"),
                     http1_cluster("trailers", enable_trailers=True),
                     http1_cluster("max-requests", max_requests_per_connection=3),
@@ -290,6 +294,7 @@ class Mesh:
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
+                     assignment("burst", [self.burst.port]),
                      assignment("idle-upstream", [self.v1.port]),
                      assignment("trailers", [self.v1.port]),
                      assignment("max-requests", [self.v1.port]),
@@ -303,6 +308,7 @@ class Mesh:
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
                          http_listener("idle-http", self.idle_http_port, "web-routes",
+                                       drain_timeout="0.3s",
                                        common_http_protocol_options={"idle_timeout": "0.3s"}),
                          http_listener("duration-http", self.duration_http_port, "web-routes",
                                        common_http_protocol_options={
@@ -368,7 +374,8 @@ class Mesh:
 
     def close(self):
         self.children.stop()
-        for backend in (self.v1, self.v2, self.broken, self.mirror, self.tcp_a, self.tcp_b):
+        for backend in (self.v1, self.v2, self.broken, self.mirror, self.tcp_a, self.tcp_b,
+                        self.burst):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -475,6 +482,30 @@ class HttpTest(SharedMeshTest):
         self.assertTrue(head.startswith(b"HTTP/1.0 200"), head)
         self.assertEqual(body, b"chunk-0;chunk-1;chunk-2;")  # de-chunked, ended by the close
 
+    def test_expect_100_continue(self):
+        def exchange(host, body_after_continue):
+            with socket.create_connection(("127.0.0.1", self.mesh.http_port), timeout=5) as s:
+                s.sendall(f"POST /upload HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                          "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                if body_after_continue:
+                    while not data.endswith(b"\r\n\r\n"):
+                        data += s.recv(1)
+                    s.sendall(b"5\r\nhello\r\n0\r\n\r\n")
+                while chunk := s.recv(65536):
+                    data += chunk
+            return data
+        # Streamed to the backend: the interim response comes first, the body follows it.
+        data = exchange("web", True)
+        self.assertTrue(data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), data)
+        self.assertEqual(data.count(b"100 Continue"), 1)
+        self.assertIn(b'"body_size": 5', data)
+        # Answered before the body is read (no route): the final response alone, and no
+        # 100 Continue after it.
+        data = exchange("unknown.example", False)
+        self.assertTrue(data.startswith(b"HTTP/1.1 404"), data)
+        self.assertNotIn(b"100 Continue", data)
+
     def test_local_replies(self):
         status, headers, body = self.mesh.get("/", host="unknown.example")
         self.assertEqual(status, 404)
@@ -526,7 +557,9 @@ class HttpTest(SharedMeshTest):
             self.assertEqual(s.recv(1), b"")  # closed by meshproxy, not by this client
         self.assertGreaterEqual(self.mesh.stat("http.idle-http.downstream_cx_idle_timeout"), 1)
 
-    def test_idle_downstream_http2_connection_gets_goaway(self):
+    def test_idle_downstream_http2_connection_drains(self):
+        # The drain sequence: the GOAWAY notice (highest stream id), drain_timeout later the
+        # final GOAWAY (no stream taken), then the close.
         with socket.create_connection(("127.0.0.1", self.mesh.idle_http_port), timeout=WAIT_S) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             frames, data = [], b""
@@ -540,8 +573,8 @@ class HttpTest(SharedMeshTest):
                     frames.append((data[3], data[9:9 + length]))
                     data = data[9 + length:]
         goaways = [payload for kind, payload in frames if kind == 7]
-        self.assertEqual(len(goaways), 1, frames)
-        self.assertEqual(int.from_bytes(goaways[0][4:8], "big"), 0)  # NO_ERROR
+        self.assertEqual([int.from_bytes(g[:4], "big") for g in goaways], [2**31 - 1, 0], frames)
+        self.assertEqual([int.from_bytes(g[4:8], "big") for g in goaways], [0, 0])  # NO_ERROR
         self.assertGreaterEqual(self.mesh.stat("http.idle-http.downstream_cx_idle_timeout"), 1)
 
     def test_downstream_http1_connection_closes_at_max_connection_duration(self):
@@ -1089,6 +1122,39 @@ class PendingQueueTest(SharedMeshTest):
         self.assertEqual(stat("upstream_cx_total"), 1)  # the second reused the first's connection
 
 
+    def test_connecting_connections_count_against_max_connections(self):
+        # max_connections 3, max_pending_requests 15, and an origin that accepts nothing for now:
+        # a burst of 20 requests opens 3 connections, still connecting (counted in
+        # upstream_cx_active from the start, as Envoy counts them), queues 15 and overflows 2.
+        # Once the origin accepts, the 15 are served over the 3 connections.
+        stat = lambda name: self.mesh.stat(f"cluster.burst.{name}")
+        origin = self.mesh.burst
+        origin.pause()
+        results = []
+        def get(i):
+            results.append(self.mesh.get(f"/burst/{i}", timeout=30))
+        threads = [threading.Thread(target=get, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: stat("upstream_rq_pending_overflow") == 2, WAIT_S, "two overflows")
+        wait_until(lambda: stat("upstream_rq_pending_active") == 15, WAIT_S, "15 pending requests")
+        self.assertEqual(stat("upstream_cx_active"), 3)
+        self.assertEqual(stat("upstream_cx_total"), 3)
+        origin.resume()
+        for t in threads:
+            t.join(timeout=30)
+        statuses = sorted(status for status, _, _ in results)
+        self.assertEqual(statuses, [200] * 18 + [503, 503])
+        self.assertTrue(all(headers.get("x-envoy-overloaded") == "true"
+                            for status, headers, _ in results if status == 503))
+        self.assertEqual(origin.peak, 3)
+        self.assertEqual(origin.accepted, 3)
+        self.assertEqual(stat("upstream_cx_total"), 3)
+        self.assertEqual(stat("upstream_rq_pending_total"), 15)
+        self.assertGreaterEqual(stat("upstream_cx_overflow"), 17)  # each refused a connection
+        self.assertLessEqual(stat("upstream_cx_active"), 3)
+
+
 class PendingCancelTest(SharedMeshTest):
     """A queued request whose client gives up leaves the pending queue (upstream_rq_cancelled)."""
 
@@ -1150,7 +1216,7 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(rds["names"], ["web-routes"])
         eds = self.mesh.requests("eds")[-1]
         self.assertEqual(sorted(eds["names"]),
-                         ["dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
+                         ["burst", "dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
                           "max-requests",
                           "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-patchy", "tcp-ring",
                           "trailers", "web-v1", "web-v2"])

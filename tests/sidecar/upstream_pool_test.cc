@@ -193,12 +193,20 @@ TEST_CASE("upstream pool: pending requests are woken for their endpoint") {
     queue(to_b, waits_for_b);  // the oldest
     queue(to_a, waits_for_a);
     // a's connection closes: the request for a, left without a connection to a, opens one;
-    // the oldest (b's) may open one under max_connections. Nothing else would wake a's.
+    // the oldest (b's) is woken too, but a's new connection, connecting, takes the place under
+    // max_connections: b's waits on (at the head) until b's connection comes back. Nothing
+    // else would wake a's.
     first_a.opened->stream->Reset();
     first_a.opened->stream.reset();
-    RunUntil(io, [&] { return waits_for_a.opened && waits_for_b.opened; });
+    RunUntil(io, [&] { return waits_for_a.opened.has_value(); });
     CHECK(waits_for_a.opened->stream != nullptr);
+    io.poll();
+    CHECK_FALSE(waits_for_b.opened);
+    CHECK(target.stats->upstream_cx_active == 2);
+    asio::co_spawn(io, Exchange(first_b), asio::detached);
+    RunUntil(io, [&] { return waits_for_b.opened.has_value(); });
     CHECK(waits_for_b.opened->stream != nullptr);
+    CHECK(target.stats->upstream_cx_total == 3);
   }
   CHECK(target.stats->upstream_rq_pending_active == 0);
   CHECK(target.stats->upstream_rq_pending_total == 2);
@@ -237,15 +245,15 @@ TEST_CASE("upstream pool: HTTP/2 requests waiting for a stream slot are woken as
     target.max_requests_per_connection = 1;
     one_request_per_connection = true;
   }
-  // The first connection is up before the others come (a connecting one does not count in
-  // upstream_cx_active, so a burst would open more).
+  // All at once: the first connection counts in upstream_cx_active from its creation, while
+  // it connects, so the others queue instead of opening more.
   std::vector<Request> requests(8);
   const auto start = Clock::now();
-  asio::co_spawn(io, OpenAndExchange(pool, target, requests[0]), asio::detached);
-  RunUntil(io, [&] { return target.stats->upstream_cx_active == 1; });
-  for (size_t i = 1; i < requests.size(); ++i) {
-    asio::co_spawn(io, OpenAndExchange(pool, target, requests[i]), asio::detached);
+  for (Request& request : requests) {
+    asio::co_spawn(io, OpenAndExchange(pool, target, request), asio::detached);
   }
+  RunUntil(io, [&] { return target.stats->upstream_rq_pending_active == 7; });
+  CHECK(target.stats->upstream_cx_active == 1);
   RunUntil(io, [&] {
     return std::all_of(requests.begin(), requests.end(), [](const Request& r) { return r.exchanged; });
   });
