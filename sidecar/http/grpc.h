@@ -71,8 +71,6 @@ class GrpcMessageReader {
   // RESOURCE_EXHAUSTED if it is larger than the limit, INTERNAL if it is compressed (no
   // grpc-encoding was asked for).
   absl::StatusOr<std::optional<std::string_view>> Next();
-  // Bytes of an unfinished message are left over (a stream that ends there is truncated).
-  bool partial() const { return buffer_.size() > offset_; }
 
  private:
   size_t max_message_bytes_;

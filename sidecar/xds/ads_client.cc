@@ -66,11 +66,6 @@ absl::StatusOr<tcp::endpoint> Resolve(asio::io_context& io, const std::string& a
 
 // How the stream ended, as gRPC reports it: grpc-status and grpc-message of the trailers (or
 // of a trailers-only response), else UNAVAILABLE for what the connection did.
-struct GrpcEnd {
-  uint32_t code = static_cast<uint32_t>(http::GrpcStatus::kUnknown);
-  std::string message;
-};
-
 GrpcEnd EndOf(const Http2Stream& stream, std::string transport_reason) {
   const http::HeaderMap& status_headers =
       stream.ended_with_headers() ? stream.headers() : stream.trailers();
@@ -230,6 +225,50 @@ asio::awaitable<absl::Status> AdsClient::OnResponse(Http2Stream& stream,
   co_return absl::OkStatus();
 }
 
+asio::awaitable<std::optional<GrpcEnd>> AdsClient::ReceiveResponses(Http2Stream& stream,
+                                                                     bool& progressed) {
+  const StreamError headers_error = co_await stream.WaitHeaders(Clock::time_point::max());
+  if (headers_error != StreamError::kNone || stream.ended_with_headers() ||
+      stream.headers().Status() != 200) {
+    co_return std::nullopt;  // the status is the stream's (EndOf)
+  }
+  if (!http::IsGrpc(stream.headers())) {
+    co_return GrpcEnd{static_cast<uint32_t>(http::GrpcStatus::kUnknown),
+                      absl::StrCat("content-type \"",
+                                   std::string(stream.headers().GetOr("content-type", "")),
+                                   "\" is not gRPC's")};
+  }
+  http::GrpcMessageReader reader(options_.max_response_bytes);
+  bool end = false;
+  while (!end) {
+    const StreamError error =
+        co_await stream.ReadBody(reader.buffer(), end, Clock::time_point::max());
+    if (error != StreamError::kNone) end = true;
+    for (;;) {
+      absl::StatusOr<std::optional<std::string_view>> message = reader.Next();
+      absl::Status handled = message.status();
+      if (handled.ok() && !*message) break;
+      if (handled.ok()) {
+        if (!progressed) {
+          progressed = true;
+          connected_ = true;
+          stats_.xds_connect.fetch_add(1, std::memory_order_relaxed);
+          spdlog::info("xds: connected to {}", options_.server_address);
+        }
+        handled = co_await OnResponse(stream, **message);
+      }
+      if (absl::IsUnavailable(handled)) co_return std::nullopt;  // a write found it gone
+      if (!handled.ok()) {
+        // A message too large is not buffered, nor is anything after it read: the stream ends
+        // here, as gRPC's own limit ends it.
+        spdlog::error("xds: {}", std::string(handled.message()));
+        co_return GrpcEnd{static_cast<uint32_t>(handled.code()), std::string(handled.message())};
+      }
+    }
+  }
+  co_return std::nullopt;
+}
+
 asio::awaitable<bool> AdsClient::RunStream() {
   node_sent_ = false;
   last_nonce_ = {};
@@ -271,48 +310,8 @@ asio::awaitable<bool> AdsClient::RunStream() {
   }
 
   bool progressed = false;
-  std::optional<GrpcEnd> local_end;  // this side ended the stream, for this reason
-  StreamError headers_error = StreamError::kReset;
-  if (ok) headers_error = co_await stream->WaitHeaders(Clock::time_point::max());
-  if (headers_error == StreamError::kNone && !stream->ended_with_headers() &&
-      stream->headers().Status() == 200 && !http::IsGrpc(stream->headers())) {
-    local_end = GrpcEnd{static_cast<uint32_t>(http::GrpcStatus::kUnknown),
-                        absl::StrCat("content-type \"",
-                                     std::string(stream->headers().GetOr("content-type", "")),
-                                     "\" is not gRPC's")};
-  }
-  bool end = headers_error != StreamError::kNone || local_end || stream->ended_with_headers() ||
-             stream->headers().Status() != 200;
-  http::GrpcMessageReader reader(options_.max_response_bytes);
-  while (!end) {
-    const StreamError error =
-        co_await stream->ReadBody(reader.buffer(), end, Clock::time_point::max());
-    if (error != StreamError::kNone) end = true;
-    for (;;) {
-      absl::StatusOr<std::optional<std::string_view>> message = reader.Next();
-      absl::Status handled = message.status();
-      if (handled.ok() && !*message) break;
-      if (handled.ok()) {
-        if (!progressed) {
-          progressed = true;
-          connected_ = true;
-          stats_.xds_connect.fetch_add(1, std::memory_order_relaxed);
-          spdlog::info("xds: connected to {}", options_.server_address);
-        }
-        handled = co_await OnResponse(*stream, **message);
-      }
-      if (!handled.ok()) {
-        // A message too large is not buffered, nor is anything after it read: the stream ends
-        // here, as gRPC's own limit ends it. A write that failed: the stream is gone already.
-        if (!absl::IsUnavailable(handled)) {
-          spdlog::error("xds: {}", std::string(handled.message()));
-          local_end = GrpcEnd{static_cast<uint32_t>(handled.code()), std::string(handled.message())};
-        }
-        end = true;
-        break;
-      }
-    }
-  }
+  std::optional<GrpcEnd> local_end;
+  if (ok) local_end = co_await ReceiveResponses(*stream, progressed);
   connection->Close();
   connection_.reset();
   if (stopping_) {

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,6 +53,12 @@ struct AdsClientOptions {
   std::function<void(std::shared_ptr<const ProxyConfig>)> on_update;
 };
 
+// How a gRPC stream ended: its grpc-status (google.rpc.Code) and grpc-message.
+struct GrpcEnd {
+  uint32_t code = 2;  // UNKNOWN
+  std::string message;
+};
+
 class AdsClient {
  public:
   AdsClient(AdsClientOptions options, StatsStore& stats, ConfigStore& store);
@@ -68,6 +75,10 @@ class AdsClient {
   boost::asio::awaitable<void> Run();
   // One stream until it ends; true if it received at least one response.
   boost::asio::awaitable<bool> RunStream();
+  // Reads and handles responses until the stream ends; a status if this side ended it, none
+  // if the stream's own (trailers, or the connection) says why.
+  boost::asio::awaitable<std::optional<GrpcEnd>> ReceiveResponses(server::Http2Stream& stream,
+                                                                  bool& progressed);
   // Handles one DiscoveryResponse: apply, publish, then ACK/NACK (and new EDS/RDS names).
   // Not OK: the stream must end (UNAVAILABLE: it is gone already).
   boost::asio::awaitable<absl::Status> OnResponse(server::Http2Stream& stream,
