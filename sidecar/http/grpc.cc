@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 namespace meshpilot::sidecar::http {
 
@@ -87,6 +88,60 @@ std::string PercentEncodeGrpcMessage(std::string_view message) {
     }
   }
   return out;
+}
+
+std::string PercentDecodeGrpcMessage(std::string_view message) {
+  auto hex = [](char c) { return absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10; };
+  std::string out;
+  out.reserve(message.size());
+  for (size_t i = 0; i < message.size(); ++i) {
+    if (message[i] == '%' && i + 2 < message.size() && absl::ascii_isxdigit(message[i + 1]) &&
+        absl::ascii_isxdigit(message[i + 2])) {
+      out.push_back(static_cast<char>(hex(message[i + 1]) * 16 + hex(message[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(message[i]);
+    }
+  }
+  return out;
+}
+
+std::string GrpcFrame(std::string_view message) {
+  const auto size = static_cast<uint32_t>(message.size());
+  std::string frame;
+  frame.reserve(5 + message.size());
+  frame.push_back('\0');
+  for (int shift : {24, 16, 8, 0}) frame.push_back(static_cast<char>((size >> shift) & 0xff));
+  frame.append(message);
+  return frame;
+}
+
+absl::StatusOr<std::optional<std::string_view>> GrpcMessageReader::Next() {
+  const size_t available = buffer_.size() - offset_;
+  size_t size = 0;
+  if (available >= 5) {
+    const auto* prefix = reinterpret_cast<const unsigned char*>(buffer_.data() + offset_);
+    size = (size_t{prefix[1]} << 24) | (size_t{prefix[2]} << 16) | (size_t{prefix[3]} << 8) |
+           size_t{prefix[4]};
+    if (prefix[0] != 0) {
+      return absl::InternalError("compressed gRPC message, but no grpc-encoding was asked for");
+    }
+    if (size > max_message_bytes_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "gRPC message of ", size, " bytes, larger than the limit of ", max_message_bytes_));
+    }
+    if (available >= 5 + size) {
+      std::string_view message(buffer_.data() + offset_ + 5, size);
+      offset_ += 5 + size;
+      return message;
+    }
+  }
+  // More must come: what was handed out is done with, so the buffer restarts at the next
+  // message, with room for all of it once its length is known (one allocation, not many).
+  buffer_.erase(0, offset_);
+  offset_ = 0;
+  if (size > 0) buffer_.reserve(5 + size);
+  return std::nullopt;
 }
 
 HeaderMap GrpcLocalReplyHeaders(unsigned http_status, std::string_view message,

@@ -3,12 +3,15 @@
 // What the data path needs to know about gRPC: recognising a gRPC request, its status in
 // response headers or trailers, and Envoy's local replies to it (HTTP 200,
 // content-type application/grpc, grpc-status and grpc-message in a trailers-only response).
+// And what the ADS client needs to speak it: length-prefixed messages.
 
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "absl/status/statusor.h"
 
 #include "sidecar/http/header_map.h"
 
@@ -19,6 +22,7 @@ enum class GrpcStatus : uint32_t {
   kOk = 0,
   kCancelled = 1,
   kUnknown = 2,
+  kInvalidArgument = 3,
   kDeadlineExceeded = 4,
   kPermissionDenied = 7,
   kResourceExhausted = 8,
@@ -49,5 +53,29 @@ HeaderMap GrpcLocalReplyHeaders(unsigned http_status, std::string_view message,
 std::optional<std::chrono::milliseconds> GrpcTimeout(const HeaderMap& headers);
 
 std::string PercentEncodeGrpcMessage(std::string_view message);
+// grpc-message as received: %XX sequences decoded, anything malformed kept as it is.
+std::string PercentDecodeGrpcMessage(std::string_view message);
+
+// One uncompressed gRPC message on the wire: flag 0, its length (4 bytes, big-endian), itself.
+std::string GrpcFrame(std::string_view message);
+
+// Cuts received bytes into gRPC messages. A message's length is checked from its prefix,
+// before any of it is buffered beyond what arrived.
+class GrpcMessageReader {
+ public:
+  explicit GrpcMessageReader(size_t max_message_bytes) : max_message_bytes_(max_message_bytes) {}
+
+  // Received bytes go here (after Next() returned none).
+  std::string& buffer() { return buffer_; }
+  // The next whole message, valid until the next call; none until more bytes arrive.
+  // RESOURCE_EXHAUSTED if it is larger than the limit, INTERNAL if it is compressed (no
+  // grpc-encoding was asked for).
+  absl::StatusOr<std::optional<std::string_view>> Next();
+
+ private:
+  size_t max_message_bytes_;
+  std::string buffer_;
+  size_t offset_ = 0;  // where the next message starts
+};
 
 }  // namespace meshpilot::sidecar::http

@@ -167,6 +167,8 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // GOAWAY naming the last stream taken; the connection closes once the streams in flight are
   // done (a server's, or a client's at max_requests_per_connection).
   void Drain();
+  // Closes the connection now (a pending connect too): every open stream ends with a reset.
+  void Close() { Terminate(/*connect_failed=*/false); }
   // A server's drain as Envoy's connection manager does it (idle_timeout,
   // max_connection_duration, max_requests_per_connection, its listener drained): GOAWAY with
   // the highest stream id first, a notice while streams racing it still come, then Drain after

@@ -68,6 +68,46 @@ TEST_CASE("grpc: requests are told by content-type, status read from headers or 
   CHECK_FALSE(http::GrpcStatusOf(http::HeaderMap{}).has_value());
 }
 
+TEST_CASE("grpc: messages framed with a length prefix and cut back out, across reads") {
+  using meshpilot::sidecar::http::GrpcFrame;
+  using meshpilot::sidecar::http::GrpcMessageReader;
+  REQUIRE(GrpcFrame("abc") == std::string("\0\0\0\0\3abc", 8));
+  const std::string wire = GrpcFrame("first") + GrpcFrame("") + GrpcFrame(std::string(300, 'x'));
+  GrpcMessageReader reader(1024);
+  std::vector<std::string> messages;
+  for (char c : wire) {  // a byte at a time: every split of prefix and message
+    reader.buffer().push_back(c);
+    for (;;) {
+      auto message = reader.Next();
+      REQUIRE(message.ok());
+      if (!*message) break;
+      messages.emplace_back(**message);
+    }
+  }
+  REQUIRE(messages == std::vector<std::string>{"first", "", std::string(300, 'x')});
+}
+
+TEST_CASE("grpc: a message over the limit or compressed is refused from its prefix") {
+  using meshpilot::sidecar::http::GrpcMessageReader;
+  GrpcMessageReader reader(1000);
+  reader.buffer() = std::string("\0\0\0\x03\xe9", 5);  // 1001 bytes announced, none sent
+  auto too_large = reader.Next();
+  REQUIRE(too_large.status().code() == absl::StatusCode::kResourceExhausted);
+  REQUIRE(std::string(too_large.status().message()) ==
+          "gRPC message of 1001 bytes, larger than the limit of 1000");
+  GrpcMessageReader compressed(1000);
+  compressed.buffer() = std::string("\1\0\0\0\1z", 6);
+  REQUIRE(compressed.Next().status().code() == absl::StatusCode::kInternal);
+}
+
+TEST_CASE("grpc: grpc-message percent-decoding leaves malformed escapes as they are") {
+  using meshpilot::sidecar::http::PercentDecodeGrpcMessage;
+  using meshpilot::sidecar::http::PercentEncodeGrpcMessage;
+  REQUIRE(PercentDecodeGrpcMessage("100%25 sure%0A") == "100% sure\n");
+  REQUIRE(PercentDecodeGrpcMessage("50% %zz %4") == "50% %zz %4");
+  REQUIRE(PercentDecodeGrpcMessage(PercentEncodeGrpcMessage("é%\x01")) == "é%\x01");
+}
+
 TEST_CASE("header map: lower-case names, pseudo-headers first, set replaces every value") {
   http::HeaderMap headers{{"X-A", "1"}, {":path", "/p"}, {"x-a", "2"}, {":method", "GET"}};
   REQUIRE(headers.entries().size() == 4);

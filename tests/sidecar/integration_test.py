@@ -1393,5 +1393,105 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(self.mesh.get("/")[0], 200)
 
 
+class AdsClientTest(unittest.TestCase):
+    """meshproxy's gRPC client (over its own HTTP/2) against a grpc++ server: large responses,
+    the response size limit, gRPC statuses that end the stream, a server that is killed."""
+
+    def setUp(self):
+        self.mesh = Mesh(self)
+
+    def run(self, result=None):
+        failures = len(result.failures) + len(result.errors) if result else 0
+        outcome = super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > failures:
+            print(self.mesh.logs())
+        return outcome
+
+    def proxy_log(self, text, start=0):
+        return wait_until(lambda: [l for l in self.mesh.proxy.lines()[start:] if text in l],
+                          WAIT_S, f"meshproxy to log {text!r}")[0]
+
+    def restart_ads(self):
+        """A new stream: the server reads fail.json as a stream starts."""
+        port = self.mesh.ads_port
+        self.mesh.ads.stop()
+        self.mesh.start_ads(port)
+
+    def test_response_over_4_mib_applies_through_flow_control(self):
+        # 5 MiB in one EDS response: twenty times the stream window (so it arrives only as
+        # meshproxy hands back window), and over grpc++'s default 4 MiB receive limit.
+        big = assignment("big", [self.mesh.v1.port])
+        big["endpoints"][0]["lb_endpoints"][0]["metadata"] = {
+            "filter_metadata": {"test": {"padding": "x" * (5 << 20)}}}
+        resources = self.mesh.resources(routes_override=routes("web-routes", extra_routes=[
+            route("/big", {"route": {"cluster": "big"}})]))
+        resources["cds"].append(eds_cluster("big"))
+        resources["eds"].append(big)
+        version = self.mesh.write(resources)
+        sent = wait_until(lambda: [l for l in self.mesh.ads.json_lines()
+                                   if l.get("event") == "response" and l["type"] == "eds"
+                                   and "big" in l["names"]], WAIT_S, "the EDS response with big")[0]
+        self.assertGreater(sent["bytes"], 5 << 20)
+        wait_until(lambda: [r for r in self.mesh.requests("eds")
+                            if r["nonce"] == sent["nonce"] and "error" not in r],
+                   WAIT_S, "meshproxy to ACK it")
+        self.mesh.wait_acked("rds", version)
+        status, _, body = self.mesh.get("/big")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["backend"], "web-v1")
+        self.assertEqual(self.mesh.stat("control_plane.xds_nack"), 0)
+
+    def test_response_over_the_limit_ends_the_stream_and_the_last_config_keeps_serving(self):
+        self.mesh.wait_acked("eds", f"v{self.mesh.version}")
+        with open(os.path.join(self.mesh.dir, "pad.json"), "w") as f:
+            json.dump({"eds": (64 << 20) + 1}, f)
+        start = len(self.mesh.proxy.lines())
+        self.mesh.write(self.mesh.resources())
+        line = self.proxy_log("failed: 8 gRPC message of", start)
+        self.assertIn("larger than the limit of 67108864", line)
+        self.assertEqual(self.mesh.get("/")[0], 200)
+        os.remove(os.path.join(self.mesh.dir, "pad.json"))
+        version = self.mesh.write(self.mesh.resources())  # served on the new stream
+        self.mesh.wait_acked("eds", version)
+        self.assertEqual(self.mesh.get("/")[0], 200)
+
+    def test_non_ok_grpc_status_ends_the_stream_and_it_reconnects(self):
+        self.mesh.wait_acked("lds", f"v{self.mesh.version}")
+        connects = self.mesh.stat("control_plane.connected_state_changes")
+        fail = os.path.join(self.mesh.dir, "fail.json")
+        # In trailers after responses (grpc-message percent-encoded by the server).
+        with open(fail, "w") as f:
+            json.dump({"code": 8, "message": "too busy: 100% sure", "when": "ack"}, f)
+        start = len(self.mesh.proxy.lines())
+        self.restart_ads()
+        self.proxy_log("failed: 8 too busy: 100% sure", start)
+        self.assertEqual(self.mesh.get("/")[0], 200)
+        # In a trailers-only response.
+        with open(fail, "w") as f:
+            json.dump({"code": 14, "message": "not yet", "when": "open"}, f)
+        start = len(self.mesh.proxy.lines())
+        self.proxy_log("failed: 14 not yet", start)
+        self.assertEqual(self.mesh.get("/")[0], 200)
+        os.remove(fail)
+        version = self.mesh.write(self.mesh.resources())
+        self.mesh.wait_acked("lds", version)
+        self.assertGreater(self.mesh.stat("control_plane.connected_state_changes"), connects)
+
+    def test_reconnects_after_the_server_is_killed(self):
+        port = self.mesh.ads_port
+        self.mesh.wait_acked("rds", f"v{self.mesh.version}")
+        start = len(self.mesh.proxy.lines())
+        self.mesh.ads.proc.kill()
+        self.mesh.ads.wait(5)
+        self.proxy_log("failed: 14 connection lost", start)
+        self.assertEqual(self.mesh.get("/")[0], 200)
+        self.mesh.start_ads(port)
+        version = self.mesh.write(self.mesh.resources(routes_override=routes("web-routes", extra_routes=[
+            route("/after", {"direct_response": {"status": 203}})])))
+        self.mesh.wait_acked("rds", version)
+        self.assertEqual(self.mesh.requests("cds")[0]["node"], NODE_ID)
+        self.assertEqual(self.mesh.get("/after")[0], 203)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -5,6 +5,10 @@
 // so tests can wait for ACKs and NACKs and read their error_detail. DIR/hold.json, a JSON array
 // of types ("rds", ...), holds back responses of those types until a version without them
 // (a control plane slow to send them, for warming tests).
+// DIR/fail.json, {"code": N, "message": "...", "when": "open" | "ack"}, read as each stream
+// starts, ends that stream with that gRPC status: at once (a trailers-only response), or on
+// its first ACK (trailers after responses). DIR/pad.json, {"eds": BYTES, ...}, adds to each
+// response of those types a resource of that many bytes (a response over a client's limit).
 //
 //   sidecar_test_ads_server --resources DIR [--port 0]   (prints {"event":"listening","port":N})
 
@@ -20,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -60,6 +65,12 @@ struct Resources {
   // type url -> (resource name, Any)
   std::map<std::string, std::vector<std::pair<std::string, google::protobuf::Any>>> by_type;
 };
+
+json ReadJson(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) return nullptr;
+  return json::parse(in, nullptr, false);
+}
 
 std::string NameOf(const json& resource) {
   if (resource.contains("name")) return resource["name"].get<std::string>();
@@ -127,6 +138,16 @@ class AdsService final
   }
 
   grpc::Status StreamAggregatedResources(grpc::ServerContext* context, Stream* stream) override {
+    const json fail = ReadJson(dir_ / "fail.json");
+    std::optional<grpc::Status> fail_status;
+    if (fail.is_object()) {
+      fail_status = grpc::Status(static_cast<grpc::StatusCode>(fail.value("code", 2)),
+                                 fail.value("message", ""));
+      if (fail.value("when", "open") == "open") {
+        Log({{"event", "failed"}, {"code", fail_status->error_code()}});
+        return *fail_status;
+      }
+    }
     auto connection = std::make_shared<Connection>();
     connection->stream = stream;
     {
@@ -159,13 +180,22 @@ class AdsService final
         connection->subscribed.insert(request.type_url());
       }
       if (send) Send(*connection, request.type_url(), false);
+      if (fail_status && !request.response_nonce().empty()) {
+        Log({{"event", "failed"}, {"stream", connection->id}, {"code", fail_status->error_code()}});
+        break;
+      }
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
       connections_.erase(connection);
     }
+    {
+      // A push from Reload may still hold it: the stream must outlive that write.
+      std::lock_guard<std::mutex> lock(connection->mu);
+      connection->stream = nullptr;
+    }
     Log({{"event", "disconnected"}, {"stream", connection->id}});
-    return grpc::Status::OK;
+    return fail_status.value_or(grpc::Status::OK);
   }
 
  private:
@@ -190,6 +220,7 @@ class AdsService final
       return;
     }
     std::lock_guard<std::mutex> lock(connection.mu);
+    if (connection.stream == nullptr) return;
     if (only_if_subscribed && !connection.subscribed.contains(type)) return;
     const std::set<std::string>& names = connection.names[type];
     DiscoveryResponse response;
@@ -204,13 +235,20 @@ class AdsService final
         sent.push_back(name);
       }
     }
+    const json pad = ReadJson(dir_ / "pad.json");
+    if (pad.is_object() && pad.contains(ShortType(type))) {
+      google::protobuf::Any* padding = response.add_resources();
+      padding->set_type_url("type.googleapis.com/google.protobuf.BytesValue");
+      padding->set_value(std::string(pad[ShortType(type)].get<size_t>(), 'x'));
+    }
     connection.stream->Write(response);
     Log({{"event", "response"},
          {"stream", connection.id},
          {"type", ShortType(type)},
          {"version", resources->version},
          {"nonce", response.nonce()},
-         {"names", sent}});
+         {"names", sent},
+         {"bytes", response.ByteSizeLong()}});
   }
 
   std::filesystem::path dir_;
