@@ -95,8 +95,8 @@ def main(path, floor_path=None):
         across, within = floor["across"], floor["within"]
         print(f"floor of this machine: 4 wake-ups across CPUs p50 {ms(across['p50_us'])} p99 "
               f"{ms(across['p99_us'])} ms, 2 on one CPU p50 {ms(within['p50_us'])} p99 "
-              f"{ms(within['p99_us'])} ms: a proxy on its own CPU adds about "
-              f"{ms(across['p99_us'] - within['p99_us'])} ms of p99 before it does any work")
+              f"{ms(within['p99_us'])} ms (p99 difference {ms(across['p99_us'] - within['p99_us'])} ms: "
+              f"what a proxy on its own CPU adds before it does any work)")
     rss = max((r["rss_kib"] for r in rows if r["target"] == "meshproxy"), default=None)
     if rss:
         print(f"meshproxy RSS after load: {rss / 1024:.1f} MiB (target with the demo config: < 20 MB)")

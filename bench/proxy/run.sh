@@ -142,7 +142,7 @@ rss_kib() { sum_procs "$1" status '$1 == "VmRSS:" { print $2 }'; }
 cpu_ns() {
   local pid
   for pid in $(pgrep -d' ' -P "$1" 2>/dev/null) "$1"; do
-    cat /proc/"$pid"/task/*/schedstat 2>/dev/null
+    cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true  # a thread may exit meanwhile
   done | awk '{ total += $1 } END { printf "%.0f\n", total }'
 }
 
@@ -227,6 +227,7 @@ if [[ $LIKE_ISTIO == 1 ]]; then
   PEER_ID="sidecar~127.0.0.2~bench-client.default~default.svc.cluster.local"
   if [[ " $TARGETS " == *" meshproxy "* ]]; then
     PEER_METADATA=$(curl -fsS "http://$CLUSTER_IP/peer")
+    [[ -n $PEER_METADATA ]] || { echo "meshproxy sent no x-envoy-peer-metadata" >&2; exit 1; }
   else
     PEER_METADATA=$(head -c 234 /dev/zero | tr '\0' A | base64 -w0)  # the same length
   fi
@@ -369,13 +370,18 @@ done
 # ----- the machine's floor: the wake-ups a proxy on its own CPU adds to each request
 # (wakeup.c), at the pace of 1,000 requests/s, against the two a direct request has on one CPU.
 FLOOR=$WORK/floor.json
-if [[ -n $RATES && $RATES != " " ]]; then
-  cc -O2 -o "$WORK/wakeup" "$ROOT/bench/proxy/wakeup.c"
+# Not with a PROBE (instructions.sh, per_request.sh), and never fatal: the proxies' results
+# are what this run is for.
+if [[ -n ${RATES// } && -z $PROBE ]]; then
   samples=$((DURATION * 1000))
-  across=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "${PROXY_CPUS%%,*}" "$samples" 1000 4)
-  within=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "$LOAD_CPUS" "$samples" 1000 2)
-  echo "{\"across\": $across, \"within\": $within}" >"$FLOOR"
-  echo "== floor: 4 wake-ups across CPUs $across; 2 on one CPU $within" >&2
+  if cc -O2 -o "$WORK/wakeup" "$ROOT/bench/proxy/wakeup.c" &&
+     across=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "${PROXY_CPUS%%,*}" "$samples" 1000 4) &&
+     within=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "$LOAD_CPUS" "$samples" 1000 2); then
+    echo "{\"across\": $across, \"within\": $within}" >"$FLOOR"
+    echo "== floor: 4 wake-ups across CPUs $across; 2 on one CPU $within" >&2
+  else
+    echo "== floor: wakeup.c did not run; no floor line" >&2
+  fi
 fi
 
 echo >&2

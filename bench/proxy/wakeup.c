@@ -47,16 +47,23 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int cpu_a = atoi(argv[1]), cpu_b = atoi(argv[2]), samples = atoi(argv[3]);
-  const int pause_us = atoi(argv[4]), round_trips = atoi(argv[5]) / 2;
-  if (samples <= 0 || round_trips <= 0) return 2;
+  const int pause_us = atoi(argv[4]), hops = atoi(argv[5]), round_trips = hops / 2;
+  if (samples <= 0 || hops <= 0 || hops % 2 != 0) {
+    fprintf(stderr, "wakeup: SAMPLES must be positive and HOPS positive and even\n");
+    return 2;
+  }
   int there[2], back[2];
   if (pipe(there) != 0 || pipe(back) != 0) return 1;
   char byte = 'x';
-  if (fork() == 0) {  // B: echoes every byte
+  if (fork() == 0) {  // B: echoes every byte; A's end closing (A failed) ends it too
+    close(there[1]);
+    close(back[0]);
     pin(cpu_b);
     for (long i = 0; i < (long)samples * round_trips; ++i) pass(there[0], back[1], &byte);
     return 0;
   }
+  close(there[0]);
+  close(back[1]);
   pin(cpu_a);
   double* latency = malloc(samples * sizeof(double));
   for (int i = 0; i < samples; ++i) {

@@ -245,7 +245,7 @@ struct VirtualHostIndex {
 struct RouteTable {
   std::string name;
   std::vector<VirtualHost> virtual_hosts;
-  VirtualHostIndex domains;  // of virtual_hosts
+  VirtualHostIndex domains;  // of virtual_hosts, built by ParseRouteConfiguration
   HeaderMutations request_headers;
   HeaderMutations response_headers;
 };

@@ -29,7 +29,8 @@ struct HeaderMap::Block {
 
 namespace {
 
-constexpr size_t kFirstBlock = 1024;  // a usual request head with Istio's headers (~600 bytes) fits
+constexpr size_t kFirstBlock = 512;     // a usual head; Istio's peer metadata goes to a second
+constexpr size_t kMaxBlock = 16 * 1024;
 
 // Lower-cases the ASCII letters of the eight bytes at `at`; other bytes stay as they are.
 void LowerAscii8(char* at) {
@@ -81,7 +82,8 @@ HeaderMap::HeaderMap(HeaderMap&& other) noexcept
     : entries_(std::move(other.entries_)),
       block_(std::exchange(other.block_, nullptr)),
       cursor_(std::exchange(other.cursor_, nullptr)),
-      end_(std::exchange(other.end_, nullptr)) {
+      end_(std::exchange(other.end_, nullptr)),
+      capacity_(std::exchange(other.capacity_, 0)) {
   other.entries_.clear();
 }
 
@@ -93,6 +95,7 @@ HeaderMap& HeaderMap::operator=(HeaderMap&& other) noexcept {
   block_ = std::exchange(other.block_, nullptr);
   cursor_ = std::exchange(other.cursor_, nullptr);
   end_ = std::exchange(other.end_, nullptr);
+  capacity_ = std::exchange(other.capacity_, 0);
   return *this;
 }
 
@@ -105,26 +108,37 @@ void HeaderMap::Free() {
     block_ = previous;
   }
   cursor_ = end_ = nullptr;
+  capacity_ = 0;
 }
 
-void HeaderMap::Reserve(size_t entries, size_t bytes) {
+void HeaderMap::Reserve(size_t entries, size_t more_bytes) {
   entries_.reserve(entries);
-  if (bytes > static_cast<size_t>(end_ - cursor_)) {
-    Allocate(bytes);
-    cursor_ -= bytes;  // Allocate took the bytes; give them back
-  }
+  if (more_bytes > static_cast<size_t>(end_ - cursor_)) NewBlock(more_bytes);
+}
+
+HeaderMap::Block* HeaderMap::NewBlock(size_t capacity) {
+  auto* block = static_cast<Block*>(::operator new(sizeof(Block) + capacity));
+  block->previous = block_;
+  block_ = block;
+  cursor_ = reinterpret_cast<char*>(block + 1);
+  end_ = cursor_ + capacity;
+  capacity_ = capacity;
+  return block;
 }
 
 char* HeaderMap::Allocate(size_t size) {
   if (size > static_cast<size_t>(end_ - cursor_)) {
-    // A new block, at least twice the last one; the old stays, so views into it stay valid.
-    const size_t last = block_ == nullptr ? 0 : static_cast<size_t>(end_ - reinterpret_cast<char*>(block_ + 1));
-    const size_t capacity = std::max({size, kFirstBlock, 2 * last});
-    auto* block = static_cast<Block*>(::operator new(sizeof(Block) + capacity));
-    block->previous = block_;
-    block_ = block;
-    cursor_ = reinterpret_cast<char*>(block + 1);
-    end_ = cursor_ + capacity;
+    // A new block; the old ones stay, so views into them stay valid. Blocks double, up to
+    // kMaxBlock; a value larger than half the next one gets a block of its own, kept behind
+    // the current block, whose room stays for what comes next.
+    const size_t next = block_ == nullptr ? kFirstBlock : std::min(2 * capacity_, kMaxBlock);
+    if (block_ != nullptr && size > next / 2) {
+      auto* own = static_cast<Block*>(::operator new(sizeof(Block) + size));
+      own->previous = block_->previous;
+      block_->previous = own;
+      return reinterpret_cast<char*>(own + 1);
+    }
+    NewBlock(std::max(size, next));
   }
   char* at = cursor_;
   cursor_ += size;
@@ -132,7 +146,9 @@ char* HeaderMap::Allocate(size_t size) {
 }
 
 std::string_view HeaderMap::Store(std::string_view text, bool lower) {
-  if (text.empty()) return {};
+  // Not a null data(): values go to memcpy and to nghttp2.
+  static constexpr char kEmpty[] = "";
+  if (text.empty()) return {kEmpty, 0};
   char* at = Allocate(text.size());
   std::memcpy(at, text.data(), text.size());
   if (lower) LowerAscii(at, text.size());

@@ -8,7 +8,9 @@
 // Names and values live in the map's own arena: blocks that only grow and never move, freed
 // with the map. A message head costs one or two allocations instead of one per long string,
 // and a view that Get or entries() handed out stays valid, whatever is added or set later,
-// for as long as the map lives (a value that Set replaces keeps its old bytes).
+// until the map is destroyed or assigned to (a value that Set replaces keeps its old bytes).
+// So a map lives for one message: one Set per request on a long-lived map would grow it
+// without end.
 
 #include <algorithm>
 #include <cstddef>
@@ -50,8 +52,9 @@ class HeaderMap {
     entries_.erase(std::remove_if(entries_.begin(), entries_.end(), predicate), entries_.end());
   }
 
-  // Room for `entries` entries and `bytes` of names and values, in one allocation each.
-  void Reserve(size_t entries, size_t bytes = 0);
+  // Room for `entries` entries in all (as vector::reserve) and for `more_bytes` more of names
+  // and values, in one allocation each.
+  void Reserve(size_t entries, size_t more_bytes = 0);
   const std::vector<Entry>& entries() const { return entries_; }
   bool empty() const { return entries_.empty(); }
 
@@ -63,12 +66,15 @@ class HeaderMap {
   // A copy of `text` in the arena (lower-cased when `lower`).
   std::string_view Store(std::string_view text, bool lower);
   char* Allocate(size_t size);
+  // Makes a block of `capacity` bytes the current one.
+  Block* NewBlock(size_t capacity);
   void Free();
 
   std::vector<Entry> entries_;
   Block* block_ = nullptr;  // the newest block; each links to the one before
   char* cursor_ = nullptr;  // free space in block_: [cursor_, end_)
   char* end_ = nullptr;
+  size_t capacity_ = 0;  // of block_
 };
 
 }  // namespace meshpilot::sidecar::http

@@ -25,7 +25,8 @@ void AppendRegularFields(const HeaderMap& headers, std::string& out) {
 }  // namespace
 
 void AppendHttp1Field(std::string_view name, std::string_view value, std::string& out) {
-  // One resize and plain copies: four appends each checked the capacity.
+  // One resize and plain copies: four appends each checked the capacity. (So, unlike append,
+  // name and value must not point into `out`.)
   const size_t at = out.size();
   out.resize(at + name.size() + value.size() + 4);
   char* p = out.data() + at;

@@ -123,7 +123,7 @@ const config::VirtualHost* SelectVirtualHost(const config::RouteTable& table,
   }
   // A Host with a port matches a domain with that port or one without a port.
   DomainMatch best = BestMatch(table.domains, host);
-  if (std::string_view stripped = StripPort(host); stripped.size() != host.size()) {
+  if (std::string_view stripped = StripPort(host); best.tier < 4 && stripped.size() != host.size()) {
     if (DomainMatch without_port = BestMatch(table.domains, stripped); without_port > best) {
       best = without_port;
     }

@@ -138,6 +138,14 @@ TEST_CASE("header map: views stay valid as the arena grows; copies and moves own
   const std::string_view name = headers.entries().front().first;
   // Far more than the first block: new blocks, the old ones stay.
   for (int i = 0; i < 200; ++i) headers.Add("x-" + std::to_string(i), std::string(100, 'a' + i % 26));
+  // A value larger than a block gets its own; what follows still fits where it did.
+  headers.Add("cookie", std::string(60000, 'c'));
+  headers.Add("x-after-cookie", "1");
+  CHECK(headers.GetOr("cookie", "") == std::string(60000, 'c'));
+  CHECK(headers.GetOr("x-after-cookie", "") == "1");
+  // An empty value is empty, never a null pointer (values go to memcpy and nghttp2).
+  headers.Add("x-empty", "");
+  CHECK(headers.Get("x-empty")->data() != nullptr);
   headers.Set("x-long", "short");
   CHECK(first == std::string(300, 'v'));  // Set kept the old bytes
   CHECK(name == "x-long");
