@@ -139,6 +139,18 @@ def stream_ended(stream):
     return lambda frames: any(s == stream and f & 0x1 and k in (0, 1) for k, f, s, _ in frames)
 
 
+def goaway(frames):
+    """The last-stream-ids of the GOAWAY frames among `frames`, in order."""
+    return [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
+
+
+def ended_after_final_goaway(frames, stream):
+    """Whether `stream` ended after the second (final) GOAWAY: in flight, it still finished."""
+    final = [i for i, (k, _, _, _) in enumerate(frames) if k == 7][1]
+    end = next(i for i, (k, f, st, _) in enumerate(frames) if st == stream and f & 0x1 and k in (0, 1))
+    return end > final
+
+
 class EchoServer:
     def __init__(self, name, *flags, port=None):
         self.port = port or free_port()
@@ -443,7 +455,6 @@ class Http2Test(SharedMeshTest):
         # stream taken; the streams in flight finish, then the connection closes.
         stat = lambda: self.mesh.stat("http.h2_limits.downstream_cx_max_duration_reached")
         before = stat()
-        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
         start = time.monotonic()
         with socket.create_connection(("127.0.0.1", self.mesh.duration_port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
@@ -455,10 +466,7 @@ class Http2Test(SharedMeshTest):
             frames = client.read_until(lambda frames: False)  # to the close
         self.assertGreater(time.monotonic() - start, 2.4)
         self.assertEqual(goaway(frames), [2**31 - 1, 3])
-        final_goaway = [i for i, (k, _, _, _) in enumerate(frames) if k == 7][1]
-        stream1_end = next(i for i, (k, f, st, _) in enumerate(frames)
-                           if st == 1 and f & 0x1 and k in (0, 1))
-        self.assertGreater(stream1_end, final_goaway)  # in flight, it still finished
+        self.assertTrue(ended_after_final_goaway(frames, 1))
         body = lambda stream: b"".join(p for k, _, st, p in frames if st == stream and k == 0)
         self.assertIn(b'"path": "/delay/2500"', body(1))
         self.assertIn(b'"path": "/in-grace"', body(3))
@@ -473,8 +481,7 @@ class Http2Test(SharedMeshTest):
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
                       b"".join(h2_get(i, b"web.test", b"/r%d" % i) for i in (1, 3, 5)))
             frames = H2Client(s).read_until(lambda frames: False)  # to the close
-        self.assertEqual([int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7],
-                         [2**31 - 1, 5])
+        self.assertEqual(goaway(frames), [2**31 - 1, 5])
         for i in (1, 3, 5):
             self.assertTrue(stream_ended(i)(frames), i)
         self.assertEqual(stat(), before + 1)
@@ -497,7 +504,6 @@ class Http2Test(SharedMeshTest):
         # names it, and the connection closes once it is done.
         stat = lambda: self.mesh.stat("http.h2_idle.downstream_cx_idle_timeout")
         before = stat()
-        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
         start = time.monotonic()
         with socket.create_connection(("127.0.0.1", self.mesh.idle_port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0))
@@ -508,10 +514,7 @@ class Http2Test(SharedMeshTest):
             frames = client.read_until(lambda frames: False)  # to the close
         self.assertGreater(time.monotonic() - start, 1.4)
         self.assertEqual(goaway(frames), [2**31 - 1, 1])
-        final_goaway = [i for i, (k, _, _, _) in enumerate(frames) if k == 7][1]
-        stream1_end = next(i for i, (k, f, st, _) in enumerate(frames)
-                           if st == 1 and f & 0x1 and k in (0, 1))
-        self.assertGreater(stream1_end, final_goaway)  # in flight, it still finished
+        self.assertTrue(ended_after_final_goaway(frames, 1))
         self.assertIn(b'"path": "/delay/1000"', b"".join(p for k, _, st, p in frames if st == 1 and k == 0))
         self.assertEqual(stat(), before + 1)
 
@@ -661,7 +664,6 @@ class Http2DrainTest(unittest.TestCase):
         # id) to a connection with a stream in flight; a stream that races it is served; 0.5 s
         # later the final GOAWAY names the last stream taken; the stream in flight finishes,
         # then the connection closes.
-        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
         with socket.create_connection(("127.0.0.1", self.mesh.idle_port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
                       h2_get(1, b"web.test", b"/delay/1500"))
@@ -681,16 +683,12 @@ class Http2DrainTest(unittest.TestCase):
         body = lambda stream: b"".join(p for k, _, st, p in frames if st == stream and k == 0)
         self.assertIn(b'"path": "/after"', body(3))
         self.assertIn(b'"path": "/delay/1500"', body(1))
-        final_goaway = [i for i, (k, _, _, _) in enumerate(frames) if k == 7][1]
-        stream1_end = next(i for i, (k, f, st, _) in enumerate(frames)
-                           if st == 1 and f & 0x1 and k in (0, 1))
-        self.assertGreater(stream1_end, final_goaway)  # in flight, it still finished
+        self.assertTrue(ended_after_final_goaway(frames, 1))
 
     def test_a_listener_removed_by_lds_drains_its_idle_connection(self):
         # The connection is idle (its one stream done) when LDS removes its listener: the
         # notice comes at once, not at its next stream; the final GOAWAY (naming stream 1)
         # drain_timeout (0.5 s) later, then the close.
-        goaway = lambda frames: [int.from_bytes(p[:4], "big") for k, _, _, p in frames if k == 7]
         with socket.create_connection(("127.0.0.1", self.mesh.drain_port), timeout=10) as s:
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
                       h2_get(1, b"web.test", b"/before"))

@@ -1192,8 +1192,8 @@ class PendingCancelTest(SharedMeshTest):
         self.assertEqual(stat("upstream_cx_total"), 1)  # the gone requests never went upstream
 
 
-class ConfigUpdateTest(unittest.TestCase):
-    """ACK/NACK, last good config, listener changes and reconnects."""
+class OwnMeshTest(unittest.TestCase):
+    """A test with a Mesh of its own, whose logs are printed when the test fails."""
 
     def setUp(self):
         self.mesh = Mesh(self)
@@ -1204,6 +1204,10 @@ class ConfigUpdateTest(unittest.TestCase):
         if result is not None and len(result.failures) + len(result.errors) > failures:
             print(self.mesh.logs())
         return outcome
+
+
+class ConfigUpdateTest(OwnMeshTest):
+    """ACK/NACK, last good config, listener changes and reconnects."""
 
     def test_acks_every_type_with_version_and_nonce(self):
         version = f"v{self.mesh.version}"
@@ -1393,19 +1397,9 @@ class ConfigUpdateTest(unittest.TestCase):
         self.assertEqual(self.mesh.get("/")[0], 200)
 
 
-class AdsClientTest(unittest.TestCase):
+class AdsClientTest(OwnMeshTest):
     """meshproxy's gRPC client (over its own HTTP/2) against a grpc++ server: large responses,
     the response size limit, gRPC statuses that end the stream, a server that is killed."""
-
-    def setUp(self):
-        self.mesh = Mesh(self)
-
-    def run(self, result=None):
-        failures = len(result.failures) + len(result.errors) if result else 0
-        outcome = super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > failures:
-            print(self.mesh.logs())
-        return outcome
 
     def proxy_log(self, text, start=0):
         return wait_until(lambda: [l for l in self.mesh.proxy.lines()[start:] if text in l],
