@@ -75,18 +75,34 @@ asio::awaitable<void> MirrorCopy::Send(Worker& worker, std::shared_ptr<const Pro
   UpstreamTarget target = UpstreamTarget::Of(cluster_name, *cluster->config, cluster->stats,
                                              headers.GetOr(":method", "") == "HEAD");
   target.peer = host->address;
-  OpenedStream opened = co_await worker.pool().Open(
-      target, UpstreamProtocolOf(*cluster->config, downstream), deadline);
-  if (opened.overflow) co_return;
-  StreamError error = opened.error;
+  // A copy's body is not kept to be sent again: a pooled connection is checked before it is
+  // reused, however recently it was released. Between that check and the request the server
+  // may still close it: a copy without a body then goes once more, on a fresh connection, as
+  // the router's requests do.
+  target.check_idle = true;
   const bool headers_only = body->ended_ && body->pending_.empty();
-  if (error == StreamError::kNone) error = co_await opened.stream->SendHeaders(headers, headers_only);
-  if (error == StreamError::kNone && !headers_only) {
-    error = co_await SendBody(*opened.stream, *body);
-  }
+  OpenedStream opened;
+  StreamError error = StreamError::kNone;
   http::HeaderMap response;
   bool ended = false;
-  if (error == StreamError::kNone) error = co_await opened.stream->ReadHeaders(response, ended, deadline);
+  for (bool stale_retried = false;; stale_retried = true) {
+    opened = co_await worker.pool().Open(target, UpstreamProtocolOf(*cluster->config, downstream),
+                                         deadline);
+    if (opened.overflow) co_return;
+    error = opened.error;
+    if (error == StreamError::kNone) error = co_await opened.stream->SendHeaders(headers, headers_only);
+    if (error == StreamError::kNone && !headers_only) {
+      error = co_await SendBody(*opened.stream, *body);
+    }
+    if (error == StreamError::kNone) {
+      error = co_await opened.stream->ReadHeaders(response, ended, deadline);
+    }
+    const bool stale = error != StreamError::kNone && error != StreamError::kTimeout &&
+                       opened.stream != nullptr && opened.stream->reused_idle_connection() &&
+                       !response.Has(":status");
+    if (!stale || !headers_only || stale_retried) break;
+    opened.stream->Reset();
+  }
   std::string discarded;
   while (error == StreamError::kNone && !ended) {
     discarded.clear();

@@ -43,9 +43,9 @@ constexpr auto kTrustedIdle = std::chrono::seconds(1);
 
 // An idle HTTP/1.1 connection has nothing to read: EOF means the peer closed it, data means
 // it broke protocol. Either way it must not carry the next request.
-bool StillUsable(UpstreamConnection& connection) {
+bool StillUsable(UpstreamConnection& connection, bool check) {
   if (!connection.stream.socket().is_open() || connection.buffer.size() > 0) return false;
-  if (Clock::now() - connection.released_at < kTrustedIdle) return true;
+  if (!check && Clock::now() - connection.released_at < kTrustedIdle) return true;
   char byte;
   ssize_t n = ::recv(connection.stream.socket().native_handle(), &byte, 1,
                      MSG_PEEK | MSG_DONTWAIT);
@@ -189,7 +189,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
       CountIdleClose(*connection);
       continue;  // its sweep is late: closed here
     }
-    if (connection->tls == target.tls && StillUsable(*connection)) {
+    if (connection->tls == target.tls && StillUsable(*connection, target.check_idle)) {
       connection->reused = true;
       ++connection->requests;
       co_return stream(std::move(connection));

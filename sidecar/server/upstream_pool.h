@@ -93,6 +93,9 @@ struct UpstreamTarget {
   std::chrono::milliseconds max_connection_duration{0};  // 0: none
   std::shared_ptr<const config::TlsTransportSocket> tls;  // null: plaintext
   bool alpn = false;  // auto_config: a new TLS connection is HTTP/2 if ALPN chose h2
+  // HTTP/1.1: ask the kernel whether any idle connection is still open before reusing it,
+  // however recently it was released (a request whose body cannot be sent again: a mirror).
+  bool check_idle = false;
 
   // The cluster's limits; `peer` is for the caller to set.
   static UpstreamTarget Of(const std::string& cluster, const config::ClusterConfig& config,

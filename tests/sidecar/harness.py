@@ -212,15 +212,18 @@ class Backend:
     OPTIONS anything        as GET
     else                    200 with JSON {backend, path, method, headers}
     Every JSON answer's request is kept in `received` (its info, as answered, with the port of
-    the connection it came on as `client_port`).
+    the connection it came on as `client_port`). With `close_after_reply`, it closes each
+    connection after its answer without saying so (no `Connection: close`), as a server whose
+    keep-alive timeout has just passed: the proxy's next request on it meets a closed socket.
     """
 
     failures = {}
     failures_lock = threading.Lock()
 
-    def __init__(self, name, status=None, host="127.0.0.1"):
+    def __init__(self, name, status=None, host="127.0.0.1", close_after_reply=False):
         self.name = name
         self.status = status
+        self.close_after_reply = close_after_reply
         self.received = []
         backend = self
 
@@ -241,6 +244,8 @@ class Backend:
                 self.end_headers()
                 if self.command != "HEAD":  # a body after a HEAD answer breaks the connection
                     self.wfile.write(body)
+                if backend.close_after_reply:
+                    self.close_connection = True
 
             def _info(self, **more):
                 headers = {}

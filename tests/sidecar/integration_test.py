@@ -237,7 +237,9 @@ class Mesh:
         self.dir = tempfile.mkdtemp(prefix="meshproxy-it-")
         self.v1, self.v2 = Backend("web-v1"), Backend("web-v2")
         self.broken = Backend("broken", status=503)
-        self.mirror = Backend("mirror")
+        # Closes every connection after its answer: each copy but the first on a connection
+        # finds it closed, and is sent again on a fresh one.
+        self.mirror = Backend("mirror", close_after_reply=True)
         self.burst = CountingBackend()
         self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
         self.dead_port = free_port()  # nothing listens there
