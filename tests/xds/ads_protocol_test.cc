@@ -352,8 +352,7 @@ TEST_CASE("ads: a removed cluster and its endpoints leave only after the routes 
 
   // svc-1 is replaced by web in one change: web arrives at once, svc-1 stays with the client
   // while the route configuration that names it is replaced (make before break).
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   AddService(mesh, "web", 8080, model::Protocol::kHttp);
   server.SetState(mesh);
   DiscoveryResponse cds2 = ReadOf(client, kCds);
@@ -389,8 +388,7 @@ TEST_CASE("ads: a removed cluster stays while the client rejects the routes that
   AdsTestClient client(server.port());
   DiscoveryResponse rds = SubscribeAll(server, client, 2);
 
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   server.SetState(mesh);
   // Clusters and endpoints keep svc-1 for now: the routes come first.
   DiscoveryResponse rds2 = ReadOf(client, kRds);
@@ -425,8 +423,7 @@ TEST_CASE("ads: held removals and rejected routes show in /debug/syncz and a gau
   CHECK(SyncZOf(server)["held"] == json::object());
   CHECK(HeldRemovals(server, "cds") == 0);
 
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   server.SetState(mesh);
   DiscoveryResponse rds2 = ReadOf(client, kRds);
   // Held while the routes that stop naming svc-1 are on their way...
@@ -473,8 +470,7 @@ TEST_CASE("ads: pushes while the client rejects its routes hold only what its ro
   server.SetState(mesh);
   AdsTestClient client(server.port());
   SubscribeAll(server, client, 2);
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   server.SetState(mesh);
   REQUIRE(client.Nack(ReadOf(client, kRds), "route_config 8080: rejected for the test"));
   REQUIRE(WaitForRejected(server, ResourceType::kRoute));
@@ -494,8 +490,7 @@ TEST_CASE("ads: pushes while the client rejects its routes hold only what its ro
     REQUIRE(client.Ack(ReadOf(client, kEds)));
     REQUIRE(client.Nack(ReadOf(client, kRds), "route_config 8080: rejected for the test"));
 
-    mesh.services.erase("default/" + name);
-    mesh.endpoints.erase("default/" + name);
+    RemoveService(mesh, name);
     server.SetState(mesh);
     // The routes it was last sent name the service (a client may apply part of a response it
     // rejects): it goes once the client has answered routes that do not.
@@ -535,8 +530,7 @@ TEST_CASE("ads: a proxy that reconnects after rejecting its routes keeps what th
     lds = Subscribe(first, kLds);
     rds = Subscribe(first, kRds, {"8080"});
     REQUIRE(WaitForAck(server, rds));
-    mesh.services.erase("default/svc-1");
-    mesh.endpoints.erase("default/svc-1");
+    RemoveService(mesh, "svc-1");
     server.SetState(mesh);
     rejected = ReadOf(first, kRds);
     REQUIRE(first.Nack(rejected, "route_config 8080: rejected for the test"));

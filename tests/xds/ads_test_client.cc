@@ -108,6 +108,11 @@ void AddService(model::MeshState& mesh, const std::string& name, uint32_t port,
          200 * 256 + std::hash<std::string>{}(name) % 256);
 }
 
+void RemoveService(model::MeshState& mesh, const std::string& name) {
+  mesh.services.erase("default/" + name);
+  mesh.endpoints.erase("default/" + name);
+}
+
 std::string ClusterName(const std::string& service, uint32_t port) {
   return absl::StrCat("outbound|", port, "||", service, ".default.svc.cluster.local");
 }

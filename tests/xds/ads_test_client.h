@@ -57,6 +57,8 @@ model::MeshState MakeMesh(int services, int endpoints_per_service = 2);
 void AddService(model::MeshState& mesh, const std::string& name, uint32_t port,
                 model::Protocol protocol = model::Protocol::kHttp, int endpoints = 2,
                 const std::string& cluster_ip = "");
+// Removes a service and its endpoints.
+void RemoveService(model::MeshState& mesh, const std::string& name);
 // outbound|PORT||NAME.default.svc.cluster.local
 std::string ClusterName(const std::string& service, uint32_t port = 8080);
 

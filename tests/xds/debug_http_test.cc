@@ -178,8 +178,7 @@ TEST_CASE("debug: /debug/syncz and /metrics show what a proxy rejecting its rout
            rds->version_info();
   }));
 
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   server.ads.SetState(mesh);
   std::optional<DiscoveryResponse> rds2 = client.Read();
   REQUIRE(rds2);

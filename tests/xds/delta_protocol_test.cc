@@ -187,8 +187,7 @@ TEST_CASE("delta: a removed service is named in removed_resources") {
   CHECK(eds.resources_size() == 3);
   REQUIRE(WaitForAck(server, eds));
 
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   server.SetState(mesh);
   DeltaDiscoveryResponse cds = ReadOf(client, kCds);
   CHECK(cds.resources_size() == 0);
@@ -224,8 +223,7 @@ TEST_CASE("delta: a removed cluster is named in removed_resources only after the
   DeltaDiscoveryResponse rds = Subscribe(client, kRds, {"8080"});
   REQUIRE(WaitForAck(server, rds));
 
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   server.SetState(mesh);
   DeltaDiscoveryResponse rds2 = ReadOf(client, kRds);
   CHECK(NameSet(rds2) == std::set<std::string>{"8080"});
@@ -251,8 +249,7 @@ TEST_CASE("delta: a proxy that reconnects after rejecting its routes keeps what 
     Subscribe(first, kLds);
     DeltaDiscoveryResponse rds = Subscribe(first, kRds, {"8080"});
     REQUIRE(WaitForAck(server, rds));
-    mesh.services.erase("default/svc-1");
-    mesh.endpoints.erase("default/svc-1");
+    RemoveService(mesh, "svc-1");
     server.SetState(mesh);
     REQUIRE(first.Nack(ReadOf(first, kRds), "route_config 8080: rejected for the test"));
     REQUIRE(server.WaitForStream([](const xds::StreamStatus& stream) {
@@ -371,8 +368,7 @@ TEST_CASE("delta: initial_resource_versions on reconnect suppress resends of wha
   REQUIRE(held_eds.size() == 3);
 
   // While it was away: svc-1 removed, web added, svc-2's endpoints changed.
-  mesh.services.erase("default/svc-1");
-  mesh.endpoints.erase("default/svc-1");
+  RemoveService(mesh, "svc-1");
   AddService(mesh, "web", 8080, model::Protocol::kHttp);
   mesh.endpoints["default/svc-2"].pop_back();
   server.SetState(mesh);
