@@ -93,10 +93,10 @@ def main(path, floor_path=None):
               + (f" (same run: {', '.join(others)} ms)" if others else ""))
     if floor:
         across, within = floor["across"], floor["within"]
-        print(f"floor of this machine: 4 wake-ups across CPUs p50 {ms(across['p50_us'])} p99 "
+        print(f"floor of this machine: 4 wake-ups between the load's CPU and the proxy's p50 {ms(across['p50_us'])} p99 "
               f"{ms(across['p99_us'])} ms, 2 on one CPU p50 {ms(within['p50_us'])} p99 "
               f"{ms(within['p99_us'])} ms (p99 difference {ms(across['p99_us'] - within['p99_us'])} ms: "
-              f"what a proxy on its own CPU adds before it does any work)")
+              f"what a proxy there adds before it does any work)")
     rss = max((r["rss_kib"] for r in rows if r["target"] == "meshproxy"), default=None)
     if rss:
         print(f"meshproxy RSS after load: {rss / 1024:.1f} MiB (target with the demo config: < 20 MB)")

@@ -378,7 +378,7 @@ if [[ -n ${RATES// } && -z $PROBE ]]; then
      across=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "${PROXY_CPUS%%,*}" "$samples" 1000 4) &&
      within=$(nice -n "$NICE" "$WORK/wakeup" "$LOAD_CPUS" "$LOAD_CPUS" "$samples" 1000 2); then
     echo "{\"across\": $across, \"within\": $within}" >"$FLOOR"
-    echo "== floor: 4 wake-ups across CPUs $across; 2 on one CPU $within" >&2
+    echo "== floor: 4 wake-ups between CPU $LOAD_CPUS and CPU ${PROXY_CPUS%%,*} $across; 2 on one CPU $within" >&2
   else
     echo "== floor: wakeup.c did not run; no floor line" >&2
   fi
