@@ -39,7 +39,7 @@ SAT_CLIENTS=${SAT_CLIENTS:-64}      # connections for saturation runs
 H2_STREAMS=${H2_STREAMS:-10}        # h2load -m at saturation
 TARGETS=${TARGETS:-"direct meshproxy nginx haproxy"}
 SATURATION=${SATURATION:-1}         # 0: fixed rates only
-# A command run in the background during each of meshproxy's measurements, with PROBE_PID (its
+# A command run in the background during each proxy's measurements, with PROBE_PID (its
 # pid), PROBE_OUT (a path prefix for its output, kept with KEEP) and PROBE_SECONDS (DURATION)
 # in its environment: bench/proxy/per_request.sh attaches strace and perf this way.
 PROBE=${PROBE:-}
@@ -315,7 +315,7 @@ measure() {
   out=$WORK/$target-$proto-$load
   p0=$(cpu_ns "$pid"); o0=$(cpu_ns "$ORIGIN_PID")
   local probe=
-  if [[ $target == meshproxy && -n $PROBE ]]; then
+  if [[ -n $PROBE ]]; then
     PROBE_PID=$pid PROBE_OUT=$out PROBE_SECONDS=$DURATION WARMUP=$WARMUP bash -c "$PROBE" &
     probe=$!
   fi

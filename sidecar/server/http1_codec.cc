@@ -72,7 +72,8 @@ class Http1DownstreamStream final : public DownstreamStream {
     if (continue_pending_) {
       continue_pending_ = false;
       static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-      if (!co_await WriteInOrder(asio::buffer(kContinue, sizeof(kContinue) - 1),
+      size_t sent = 0;
+      if (!co_await WriteInOrder(asio::buffer(kContinue, sizeof(kContinue) - 1), sent,
                                  /*interim=*/true)) {
         co_return false;
       }
@@ -124,12 +125,16 @@ class Http1DownstreamStream final : public DownstreamStream {
       http::AppendHttp1Field("Connection", "keep-alive", out_);
     }
     http::EndHttp1Head(out_);
-    co_return co_await Send(body, end_stream);
+    Output output = Frame(body, end_stream);
+    if (std::optional<bool> written = SendNow(output)) co_return *written;
+    co_return co_await Send(output);
   }
 
   asio::awaitable<bool> WriteBody(std::string_view data, bool end_stream) override {
     out_.clear();
-    co_return co_await Send(data, end_stream);
+    Output output = Frame(data, end_stream);
+    if (std::optional<bool> written = SendNow(output)) co_return *written;
+    co_return co_await Send(output);
   }
 
   // Envoy drops trailers towards HTTP/1.1 clients unless enable_trailers asks to encode them
@@ -138,9 +143,10 @@ class Http1DownstreamStream final : public DownstreamStream {
     if (!enable_trailers_ || !chunked_) co_return co_await WriteBody({}, true);
     out_.clear();
     http::AppendHttp1LastChunk(trailers, out_);
-    const bool written = co_await Send({}, /*end_stream=*/false);  // out_ is the whole chunk
-    response_done_ = written;
-    co_return written;
+    Output output = Frame({}, /*end_stream=*/false);  // out_ is the whole chunk
+    output.completes = true;
+    if (std::optional<bool> written = SendNow(output)) co_return *written;
+    co_return co_await Send(output);
   }
 
   void Reset() override {
@@ -205,26 +211,51 @@ class Http1DownstreamStream final : public DownstreamStream {
     if (on_abandoned_) std::exchange(on_abandoned_, nullptr)();
   }
 
-  // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
-  asio::awaitable<bool> Send(std::string_view data, bool end_stream) {
+  // One write: what `out_` holds (a head, a last chunk, or nothing) and a piece of the body,
+  // framed.
+  struct Output {
+    std::array<asio::const_buffer, 3> buffers;
+    size_t sent = 0;
+    bool completes;  // the response is done once it is written
+  };
+  Output Frame(std::string_view data, bool end_stream) {
     const std::string_view suffix = http::FrameHttp1Body(data.size(), chunked_, end_stream, out_);
-    const std::array<asio::const_buffer, 3> buffers{asio::buffer(out_),
-                                                    asio::buffer(data.data(), data.size()),
-                                                    asio::buffer(suffix.data(), suffix.size())};
-    if (asio::buffer_size(buffers) > 0 && !co_await WriteInOrder(buffers, /*interim=*/false)) {
-      co_return false;
+    return Output{{asio::buffer(out_), asio::buffer(data.data(), data.size()),
+                   asio::buffer(suffix.data(), suffix.size())},
+                  0,
+                  end_stream};
+  }
+
+  // Writes `output` at once if no other write is in progress and the socket takes all of it
+  // (the usual case, which costs no coroutine): whether the connection took it; nullopt
+  // leaves the rest to Send.
+  std::optional<bool> SendNow(Output& output) {
+    if (writing_) return std::nullopt;
+    boost::system::error_code ec;
+    if (!stream_.WriteNow(output.buffers, output.sent, ec)) return std::nullopt;
+    return Written(output, !ec);
+  }
+  asio::awaitable<bool> Send(Output& output) {
+    co_return Written(output,
+                      co_await WriteInOrder(output.buffers, output.sent, /*interim=*/false));
+  }
+  bool Written(const Output& output, bool ok) {
+    if (!ok) {
+      failed_ = true;
+    } else if (output.completes) {
+      response_done_ = true;
     }
-    response_done_ = end_stream;
-    co_return true;
+    return ok;
   }
 
   // The connection's one way out. The router writes the response while the body pump may
-  // write the 100 Continue, and Transport::Write sends what fits at once: a write started
-  // while another waits for room in the socket would cut into it. So a write waits for the one
-  // in progress, and an `interim` response is dropped once the final one has started (it may
-  // be the one in progress), as Envoy never sends 100 Continue after the response headers.
+  // write the 100 Continue, and a write sends what fits at once: a write started while another
+  // waits for room in the socket would cut into it. So a write waits for the one in progress,
+  // and an `interim` response is dropped once the final one has started (it may be the one in
+  // progress), as Envoy never sends 100 Continue after the response headers. `sent`: what
+  // SendNow wrote of `buffers` already (then no other write was in progress).
   template <class Buffers>
-  asio::awaitable<bool> WriteInOrder(const Buffers& buffers, bool interim) {
+  asio::awaitable<bool> WriteInOrder(const Buffers& buffers, size_t sent, bool interim) {
     while (writing_) {
       if (!write_done_) write_done_.emplace(stream_.get_executor(), Clock::time_point::max());
       ++write_waiters_;
@@ -234,7 +265,7 @@ class Http1DownstreamStream final : public DownstreamStream {
     }
     if (interim && response_started_) co_return true;
     writing_ = true;
-    const boost::system::error_code ec = co_await stream_.Write(buffers);
+    const boost::system::error_code ec = co_await stream_.Write(buffers, sent);
     writing_ = false;
     if (write_waiters_ > 0) write_done_->cancel();
     if (ec) failed_ = true;

@@ -67,8 +67,11 @@ asio::awaitable<StreamError> Http1UpstreamStream::Send(std::string_view data, bo
   const std::array<asio::const_buffer, 3> buffers{asio::buffer(connection_->out),
                                                   asio::buffer(data.data(), data.size()),
                                                   asio::buffer(suffix.data(), suffix.size())};
-  if (asio::buffer_size(buffers) == 0) co_return StreamError::kNone;
-  const boost::system::error_code ec = co_await connection_->stream.Write(buffers);
+  size_t sent = 0;
+  boost::system::error_code ec;
+  if (!connection_->stream.WriteNow(buffers, sent, ec)) {
+    ec = co_await connection_->stream.Write(buffers, sent);
+  }
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 
@@ -87,8 +90,12 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::Header
   http::EndHttp1Head(connection_->out);
   request_complete_ = end_stream;
   connection_->stream.tcp().expires_never();  // a new TLS connection keeps its connect deadline
-  const boost::system::error_code ec =
-      co_await connection_->stream.Write(asio::buffer(connection_->out));
+  const auto head = asio::buffer(connection_->out);
+  size_t sent = 0;
+  boost::system::error_code ec;
+  if (!connection_->stream.WriteNow(head, sent, ec)) {
+    ec = co_await connection_->stream.Write(head, sent);
+  }
   co_return ec ? ErrorOf(ec) : StreamError::kNone;
 }
 

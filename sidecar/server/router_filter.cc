@@ -425,20 +425,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     istio.response_flags |= kUpstreamRequestTimeout;
     co_await local_reply(504, "upstream request timeout", response_mutations);
   };
-  auto join_pump = [&]() -> asio::awaitable<void> {
-    if (pump == nullptr) co_return;
-    if (!pump->done) {
-      up->Reset();
-      down.Reset();
-    }
-    while (!pump->done) {
-      pump->finished.expires_at(Clock::time_point::max());
-      boost::system::error_code ec;
-      co_await pump->finished.async_wait(redirect_error(use_awaitable, ec));
-    }
-  };
 
-  // Every exit from the attempts joins the pump, which uses `up` and `down`.
+  // The attempts, until one answers the client; every exit from them joins the pump (below).
   auto attempts = [&]() -> asio::awaitable<void> {
     for (;;) {
       if (pump != nullptr) {
@@ -487,8 +475,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
       }
       // max_connections reached and the pending queue full: Envoy's overflow.
-      OpenedStream opened =
-          co_await worker_.pool().Open(target, protocol, attempt_deadline, &abandoned);
+      OpenedStream opened = worker_.pool().Reuse(target, protocol);
+      if (opened.stream == nullptr) {
+        opened = co_await worker_.pool().Open(target, protocol, attempt_deadline, &abandoned);
+      }
       if (opened.overflow) co_return co_await overloaded(response_mutations);
       if (opened.cancelled) co_return;  // the client is gone: no one to reply to
       up = std::move(opened.stream);
@@ -673,7 +663,17 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     }
   };
   co_await attempts();
-  co_await join_pump();
+  // Every exit from the attempts ends here, where the pump, which uses `up` and `down`, is
+  // joined.
+  if (pump != nullptr && !pump->done) {
+    up->Reset();
+    down.Reset();
+    while (!pump->done) {
+      pump->finished.expires_at(Clock::time_point::max());
+      boost::system::error_code ec;
+      co_await pump->finished.async_wait(redirect_error(use_awaitable, ec));
+    }
+  }
   // The request's body as it came: streamed by the pump, else held (a retry holds the pump's
   // copy of a streamed one).
   if (pump != nullptr) {

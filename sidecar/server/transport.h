@@ -69,17 +69,33 @@ class Transport {
   // `ec` would_block, eof (FIN, or TLS close_notify), or another error.
   size_t ReadNow(boost::asio::mutable_buffer buffer, boost::system::error_code& ec);
 
-  // Writes all of `buffers`. A plaintext stream sends at once, straight on the socket (one
-  // sendmsg), and waits for room only when the socket's buffer is full: a write that fits
-  // makes no trip through the scheduler. TLS goes through the engine.
+  // Writes what the socket takes of `buffers` now, without waiting, from byte `sent` on, and
+  // advances `sent`: true once all of them are written or the write failed (`ec`). A
+  // plaintext stream sends straight on the socket (one sendmsg); TLS writes nothing here
+  // (false, unless there is nothing to write). The data path tries this first, so that a
+  // write that fits costs no coroutine.
   template <class ConstBuffers>
-  boost::asio::awaitable<boost::system::error_code> Write(const ConstBuffers& buffers) {
-    boost::system::error_code ec;
-    size_t sent = 0;
-    if (!tls_) {
+  bool WriteNow(const ConstBuffers& buffers, size_t& sent, boost::system::error_code& ec) {
+    const size_t total = boost::asio::buffer_size(buffers);
+    if (sent == total) return true;
+    if (tls_) return false;
+    if (sent == 0) {
       sent = SendNow(buffers, ec);
-      if (ec || sent == boost::asio::buffer_size(buffers)) co_return ec;
+    } else if (sent < total) {
+      boost::beast::buffers_suffix<ConstBuffers> rest(buffers);
+      rest.consume(sent);
+      sent += SendNow(rest, ec);
     }
+    return ec || sent == total;
+  }
+
+  // Writes all of `buffers` from byte `sent` on (what WriteNow left), waiting for room in the
+  // socket's buffer as needed; TLS goes through the engine.
+  template <class ConstBuffers>
+  boost::asio::awaitable<boost::system::error_code> Write(const ConstBuffers& buffers,
+                                                          size_t sent = 0) {
+    boost::system::error_code ec;
+    if (WriteNow(buffers, sent, ec)) co_return ec;
     boost::beast::buffers_suffix<ConstBuffers> rest(buffers);
     rest.consume(sent);
     using boost::asio::redirect_error;

@@ -170,18 +170,23 @@ void UpstreamPool::WakePending(std::string_view cluster, const tcp::endpoint* pe
   queue.erase(waiter);
 }
 
-asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
-                                                                     Clock::time_point deadline) {
-  if (target.alpn) {
-    if (auto reused = ReuseHttp2(target)) co_return reused;
-  }
-  auto& entry = Entry(idle_, target.cluster, target.peer);
-  IdleConnections& idle = entry.second;
-  auto stream = [&](std::unique_ptr<UpstreamConnection> connection) {
-    // The stream outlives `target`: it names its cluster with the pool's own key.
-    return OpenedStream{std::make_unique<Http1UpstreamStream>(
-        *this, idle, entry.first.first, entry.first.second, target, std::move(connection))};
-  };
+OpenedStream UpstreamPool::Reuse(const UpstreamTarget& target, Protocol protocol) {
+  std::optional<OpenedStream> reused;
+  if (protocol == Protocol::kHttp2 || target.alpn) reused = ReuseHttp2(target);
+  if (!reused && protocol != Protocol::kHttp2) reused = ReuseHttp1(target);
+  return reused ? std::move(*reused) : OpenedStream{};
+}
+
+OpenedStream UpstreamPool::Http1Stream(const UpstreamTarget& target,
+                                       std::unique_ptr<UpstreamConnection> connection) {
+  auto& [key, idle] = Entry(idle_, target.cluster, target.peer);
+  // The stream outlives `target`: it names its cluster with the pool's own key.
+  return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, idle, key.first, key.second,
+                                                            target, std::move(connection))};
+}
+
+std::optional<OpenedStream> UpstreamPool::ReuseHttp1(const UpstreamTarget& target) {
+  IdleConnections& idle = Entry(idle_, target.cluster, target.peer).second;
   while (!idle.empty()) {
     std::unique_ptr<UpstreamConnection> connection = std::move(idle.back());
     idle.pop_back();
@@ -192,9 +197,18 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
     if (connection->tls == target.tls && StillUsable(*connection, target.check_idle)) {
       connection->reused = true;
       ++connection->requests;
-      co_return stream(std::move(connection));
+      return Http1Stream(target, std::move(connection));
     }
   }
+  return std::nullopt;
+}
+
+asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const UpstreamTarget& target,
+                                                                     Clock::time_point deadline) {
+  if (target.alpn) {
+    if (auto reused = ReuseHttp2(target)) co_return reused;
+  }
+  if (auto reused = ReuseHttp1(target)) co_return reused;
   std::shared_ptr<uint32_t>& open = Entry(http1_open_, target.cluster, target.peer).second;
   if (open == nullptr) open = std::make_shared<uint32_t>(0);
   ConnectionSlot slot = ConnectionSlot::Claim(target.stats, target.max_connections);
@@ -229,7 +243,7 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   if (target.max_connection_duration.count() > 0) {
     connection->max_duration_at = Clock::now() + target.max_connection_duration;
   }
-  co_return stream(std::move(connection));
+  co_return Http1Stream(target, std::move(connection));
 }
 
 std::optional<OpenedStream> UpstreamPool::ReuseHttp2(const UpstreamTarget& target) {

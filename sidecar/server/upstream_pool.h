@@ -176,6 +176,11 @@ class UpstreamPool {
                                             Clock::time_point deadline,
                                             PendingCancellation* cancellation = nullptr);
 
+  // A stream on a connection the pool holds already, without waiting: an idle HTTP/1.1 one, or
+  // an HTTP/2 one with room for a stream. Without a stream if there is none (Open then opens
+  // one or queues). The data path asks here first, which costs no coroutine.
+  OpenedStream Reuse(const UpstreamTarget& target, Protocol protocol);
+
   // An HTTP/1.1 connection of `cluster` to `peer` whose exchange completed cleanly, for the next
   // request on `idle` (the list it was opened for); a pending request for `peer` may take it.
   void Release(IdleConnections& idle, std::string_view cluster,
@@ -224,6 +229,12 @@ class UpstreamPool {
   // Empty when max_connections leaves no connection to use.
   boost::asio::awaitable<std::optional<OpenedStream>> OpenHttp1(const UpstreamTarget& target,
                                                                 Clock::time_point connect_deadline);
+  // A stream on an idle HTTP/1.1 connection to `target` that is still usable, if there is one.
+  std::optional<OpenedStream> ReuseHttp1(const UpstreamTarget& target);
+  // The stream of an HTTP/1.1 exchange on `connection`, which returns to the idle list of
+  // `target`'s cluster and endpoint when it completes cleanly.
+  OpenedStream Http1Stream(const UpstreamTarget& target,
+                           std::unique_ptr<UpstreamConnection> connection);
   std::optional<OpenedStream> OpenHttp2(const UpstreamTarget& target,
                                         Clock::time_point connect_deadline);
   // A stream on an HTTP/2 connection to `target` with room for one, if there is one.

@@ -1,12 +1,15 @@
 // ReadHttp1 and Transport::Write over a real loopback connection: what is buffered is parsed
 // before the socket is read, pipelined requests, a close in the middle of a head, body pieces
-// (need_buffer), the deadline, and writes larger than the socket buffer.
+// (need_buffer), the deadline, writes larger than the socket buffer, and WriteNow's partial
+// writes.
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <chrono>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
@@ -129,6 +132,57 @@ TEST_CASE("Transport::Write: more than the socket buffer takes, in many pieces, 
   std::string expected;
   for (const std::string& piece : pieces) expected += piece;
   CHECK(received == expected);
+}
+
+TEST_CASE("Transport::WriteNow: sends what the socket takes at once, and Write goes on from there") {
+  Connection c;
+  // Nothing reads yet: the socket takes a part of 16 MiB, and WriteNow does not wait.
+  const std::string a(4 << 20, 'a');
+  const std::string b(12 << 20, 'b');
+  const std::array<asio::const_buffer, 2> buffers{asio::buffer(a), asio::buffer(b)};
+  size_t sent = 0;
+  boost::system::error_code ec;
+  CHECK_FALSE(c.transport->WriteNow(buffers, sent, ec));
+  CHECK_FALSE(ec);
+  CHECK(sent > 0);
+  CHECK(sent < a.size() + b.size());
+  // A second try sends nothing more while the reader is away, and reports no error.
+  const size_t first = sent;
+  CHECK_FALSE(c.transport->WriteNow(buffers, sent, ec));
+  CHECK_FALSE(ec);
+  CHECK(sent == first);
+  // Write sends the rest, each byte once.
+  std::string received(a.size() + b.size(), '\0');
+  std::future<size_t> read = asio::async_read(c.peer, asio::buffer(received), asio::use_future);
+  CHECK_FALSE(c.Run(c.transport->Write(buffers, sent)));
+  CHECK(read.get() == received.size());
+  CHECK(received == a + b);
+  // A write that fits is done at once; nothing to write is done too.
+  sent = 0;
+  CHECK(c.transport->WriteNow(asio::buffer(a.data(), 100), sent, ec));
+  CHECK(sent == 100);
+  size_t none = 0;
+  CHECK(c.transport->WriteNow(asio::const_buffer(), none, ec));
+  CHECK_FALSE(ec);
+  std::string small(100, '\0');
+  asio::read(c.peer, asio::buffer(small));
+  CHECK(small == a.substr(0, 100));
+}
+
+TEST_CASE("Transport::WriteNow: a peer that reset the connection is an error, not a wait") {
+  Connection c;
+  c.peer.set_option(asio::socket_base::linger(true, 0));
+  c.peer.close();  // RST
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const std::string bytes(1000, 'x');
+  size_t sent = 0;
+  boost::system::error_code ec;
+  // The first send may still be taken; one after the reset fails.
+  for (int i = 0; i < 3 && !ec; ++i) {
+    sent = 0;
+    CHECK(c.transport->WriteNow(asio::buffer(bytes), sent, ec));
+  }
+  CHECK(ec);
 }
 
 }  // namespace
