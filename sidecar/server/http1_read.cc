@@ -15,27 +15,31 @@ namespace beast = boost::beast;
 namespace bhttp = beast::http;
 
 template <bool isRequest>
+bool ParseBuffered(beast::flat_buffer& buffer, bhttp::basic_parser<isRequest>& parser,
+                   Http1ReadUntil until, boost::system::error_code& ec) {
+  // As Beast's read_header and read: a head alone, or as much of the body as one put takes.
+  parser.eager(until == Http1ReadUntil::kMessage);
+  while (until == Http1ReadUntil::kHeader ? !parser.is_header_done() : !parser.is_done()) {
+    if (buffer.size() == 0) return false;
+    buffer.consume(parser.put(buffer.data(), ec));
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      return false;
+    }
+    if (ec) return true;  // need_buffer included
+  }
+  return true;
+}
+
+template <bool isRequest>
 asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
                                                      beast::flat_buffer& buffer,
                                                      bhttp::basic_parser<isRequest>& parser,
                                                      Http1ReadUntil until,
                                                      std::chrono::steady_clock::time_point deadline) {
-  const auto done = [&] {
-    return until == Http1ReadUntil::kHeader ? parser.is_header_done() : parser.is_done();
-  };
-  // As Beast's read_header and read: a head alone, or as much of the body as one put takes.
-  parser.eager(until == Http1ReadUntil::kMessage);
   boost::system::error_code ec;
   bool yielded = false;
-  while (!done()) {
-    if (buffer.size() > 0) {
-      buffer.consume(parser.put(buffer.data(), ec));
-      if (ec != bhttp::error::need_more) {
-        if (ec) co_return ec;  // need_buffer included
-        continue;
-      }
-      ec = {};
-    }
+  while (!ParseBuffered(buffer, parser, until, ec)) {
     if (!yielded && ExchangeCount::in_flight() > 1) {
       // Under load, let the handlers already queued run first: the bytes awaited here are
       // often in by then, and Asio's speculative read gets them at once instead of failing
@@ -63,6 +67,10 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
   co_return ec;
 }
 
+template bool ParseBuffered<true>(beast::flat_buffer&, bhttp::basic_parser<true>&, Http1ReadUntil,
+                                  boost::system::error_code&);
+template bool ParseBuffered<false>(beast::flat_buffer&, bhttp::basic_parser<false>&,
+                                   Http1ReadUntil, boost::system::error_code&);
 template asio::awaitable<boost::system::error_code> ReadHttp1<true>(
     Transport&, beast::flat_buffer&, bhttp::basic_parser<true>&, Http1ReadUntil,
     std::chrono::steady_clock::time_point);

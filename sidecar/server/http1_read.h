@@ -23,6 +23,13 @@ enum class Http1ReadUntil {
   kMessage, // the message is done, or (need_buffer) the parser's body piece is full
 };
 
+// Parses what `buffer` holds, without reading: true once `until` is reached or parsing failed
+// (`ec`, need_buffer included), false when the parser needs more bytes than are buffered.
+template <bool isRequest>
+bool ParseBuffered(boost::beast::flat_buffer& buffer,
+                   boost::beast::http::basic_parser<isRequest>& parser, Http1ReadUntil until,
+                   boost::system::error_code& ec);
+
 // Returns as Beast's http::async_read_header / async_read do: end_of_stream for a connection
 // closed before a message began, need_buffer when a body piece is full (not an error for
 // the callers here), beast::error::timeout once `deadline` passes.
@@ -32,6 +39,12 @@ boost::asio::awaitable<boost::system::error_code> ReadHttp1(
     boost::beast::http::basic_parser<isRequest>& parser, Http1ReadUntil until,
     std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
 
+extern template bool ParseBuffered<true>(boost::beast::flat_buffer&,
+                                         boost::beast::http::basic_parser<true>&, Http1ReadUntil,
+                                         boost::system::error_code&);
+extern template bool ParseBuffered<false>(boost::beast::flat_buffer&,
+                                          boost::beast::http::basic_parser<false>&,
+                                          Http1ReadUntil, boost::system::error_code&);
 extern template boost::asio::awaitable<boost::system::error_code> ReadHttp1<true>(
     Transport&, boost::beast::flat_buffer&, boost::beast::http::basic_parser<true>&,
     Http1ReadUntil, std::chrono::steady_clock::time_point);

@@ -139,16 +139,30 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadBody(std::string& out, boo
                                                            Clock::time_point deadline) {
   const size_t before = out.size();
   parser_->BodyInto(out);
-  boost::system::error_code ec = co_await ReadHttp1(
+  const boost::system::error_code ec = co_await ReadHttp1(
       connection_->stream, connection_->buffer, *parser_, Http1ReadUntil::kMessage, deadline);
+  co_return BodyRead(out, before, ec, end);
+}
+
+StreamError Http1UpstreamStream::ReadBufferedBody(std::string& out, bool& end) {
+  if (connection_->buffer.size() == 0) return StreamError::kNone;
+  const size_t before = out.size();
+  parser_->BodyInto(out);
+  boost::system::error_code ec;
+  ParseBuffered(connection_->buffer, *parser_, Http1ReadUntil::kMessage, ec);
+  return BodyRead(out, before, ec, end);
+}
+
+StreamError Http1UpstreamStream::BodyRead(std::string& out, size_t before,
+                                          boost::system::error_code ec, bool& end) {
   if (ec == bhttp::error::need_buffer) ec = {};
   if (ec) {
-    out.resize(before);  // a piece cut short is not passed on
-    co_return ErrorOf(ec);
+    out.resize(before);
+    return ErrorOf(ec);
   }
   end = parser_->is_done();
   if (end) trailers_ = std::move(parser_->trailers());  // kept with enable_trailers
-  co_return StreamError::kNone;
+  return StreamError::kNone;
 }
 
 void Http1UpstreamStream::Reset() {

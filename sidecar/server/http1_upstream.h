@@ -35,11 +35,14 @@ class Http1UpstreamStream final : public UpstreamStream {
   const http::HeaderMap& trailers() const override { return trailers_; }
   void Reset() override;
   bool reused_idle_connection() const override { return connection_->reused; }
-  bool has_buffered_body() const override { return connection_->buffer.size() > 0; }
+  StreamError ReadBufferedBody(std::string& out, bool& end) override;
 
  private:
   // What `out_` holds (a head, or nothing) and a piece of the body, framed, in one write.
   boost::asio::awaitable<StreamError> Send(std::string_view data, bool end_stream);
+  // After a read of the body into `out` (from `before` on) that ended with `ec`: a piece cut
+  // short is not passed on, and the trailers are kept once the body is done.
+  StreamError BodyRead(std::string& out, size_t before, boost::system::error_code ec, bool& end);
 
   UpstreamPool& pool_;
   IdleConnections& idle_;  // where the connection goes back

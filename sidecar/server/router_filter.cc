@@ -571,9 +571,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       // Body that came with the headers goes downstream with them (one write on HTTP/1.1); if it
       // breaks off, the headers still go and the body loop below meets the error.
       StreamError early_body_error = StreamError::kNone;
-      if (error == StreamError::kNone && held_response.empty() && !response_ended &&
-          up->has_buffered_body()) {
-        early_body_error = co_await up->ReadBody(held_response, response_ended, body_deadline);
+      if (error == StreamError::kNone && held_response.empty() && !response_ended) {
+        early_body_error = up->ReadBufferedBody(held_response, response_ended);
       }
       if (error != StreamError::kNone) {
         // The response broke off before its end, and none of it was sent on.

@@ -114,9 +114,10 @@ class UpstreamStream {
   // The request went out on a pooled HTTP/1.1 connection that was idle: if it fails before
   // any response, the server most likely closed it meanwhile, and one retry is safe.
   virtual bool reused_idle_connection() const { return false; }
-  // Some of the response body has already arrived after the headers, so it can go downstream
-  // together with them.
-  virtual bool has_buffered_body() const { return false; }
+  // Appends to `out` the part of the response body that has already arrived after the headers,
+  // without waiting, so that it can go downstream together with them (`end` once that is all
+  // of it). An error is ReadBody's: it is reported when the body is read on.
+  virtual StreamError ReadBufferedBody(std::string& out, bool& end) { return StreamError::kNone; }
 };
 
 }  // namespace meshpilot::sidecar::server

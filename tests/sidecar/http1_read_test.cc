@@ -1,4 +1,4 @@
-// ReadHttp1 and Transport::Write over a real loopback connection: what is buffered is parsed
+// ParseBuffered on its own; ReadHttp1 and Transport::Write over a real loopback connection: what is buffered is parsed
 // before the socket is read, pipelined requests, a close in the middle of a head, body pieces
 // (need_buffer), the deadline, writes larger than the socket buffer, and WriteNow's partial
 // writes.
@@ -106,6 +106,41 @@ TEST_CASE("ReadHttp1: a body arrives a piece at a time, with need_buffer between
   }
   CHECK(got == body);
   CHECK(pieces == 2);
+}
+
+TEST_CASE("ParseBuffered: parses only what is buffered, and says when it needs more") {
+  boost::beast::flat_buffer buffer;
+  auto put = [&](std::string_view bytes) {
+    buffer.commit(asio::buffer_copy(buffer.prepare(bytes.size()),
+                                    asio::buffer(bytes.data(), bytes.size())));
+  };
+  http::Http1Parser<false> parser;
+  boost::system::error_code ec;
+  put("HTTP/1.1 200 OK\r\nContent-Len");
+  CHECK_FALSE(ParseBuffered(buffer, parser, Http1ReadUntil::kHeader, ec));
+  CHECK_FALSE(ec);
+  put("gth: 10\r\n\r\n0123");
+  REQUIRE(ParseBuffered(buffer, parser, Http1ReadUntil::kHeader, ec));
+  CHECK_FALSE(ec);
+  CHECK(parser.status() == 200);
+  std::string body;
+  parser.BodyInto(body);
+  CHECK_FALSE(ParseBuffered(buffer, parser, Http1ReadUntil::kMessage, ec));  // 4 of 10 bytes
+  CHECK_FALSE(ec);
+  CHECK(body == "0123");
+  CHECK(buffer.size() == 0);
+  put("456789");
+  CHECK(ParseBuffered(buffer, parser, Http1ReadUntil::kMessage, ec));
+  CHECK_FALSE(ec);
+  CHECK(parser.is_done());
+  CHECK(body == "0123456789");
+  // A malformed chunk size is an error, at once.
+  http::Http1Parser<false> chunked;
+  put("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+  REQUIRE(ParseBuffered(buffer, chunked, Http1ReadUntil::kHeader, ec));
+  chunked.BodyInto(body);
+  CHECK(ParseBuffered(buffer, chunked, Http1ReadUntil::kMessage, ec));
+  CHECK(ec);
 }
 
 TEST_CASE("ReadHttp1: a read still waiting at the deadline fails with timeout") {
