@@ -1,7 +1,7 @@
-// ParseBuffered on its own; ReadHttp1 and Transport::Write over a real loopback connection: what is buffered is parsed
-// before the socket is read, pipelined requests, a close in the middle of a head, body pieces
-// (need_buffer), the deadline, writes larger than the socket buffer, and WriteNow's partial
-// writes.
+// ParseBuffered on its own; ReadHttp1 and Transport::Write over a real loopback connection:
+// what is buffered is parsed before the socket is read, pipelined requests, a close in the
+// middle of a head, body pieces (need_buffer), the deadline, writes larger than the socket
+// buffer, and WriteNow's partial writes.
 
 #include <catch2/catch.hpp>
 
