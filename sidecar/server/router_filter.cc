@@ -199,9 +199,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     co_await timer.async_wait(redirect_error(use_awaitable, ec));
   };
 
-  const std::string host(request.GetOr(":authority", ""));
-  const std::string path(request.GetOr(":path", "/"));
-  const std::string method(request.GetOr(":method", "GET"));
+  // Views into the request's map, which keeps them valid whatever is set later.
+  const std::string_view host = request.GetOr(":authority", "");
+  const std::string_view path = request.GetOr(":path", "/");
+  const std::string_view method = request.GetOr(":method", "GET");
   auto headers = [&](std::string_view name) { return request.Get(name); };
   if (!chain_.rbac.empty()) {
     // The RBAC filters run before the router (and so before route selection).
@@ -275,13 +276,13 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     co_return co_await local_reply(direct->status, direct->body, response_mutations);
   }
   const auto& action = std::get<config::RouteAction>(route->action);
-  const config::WeightedCluster* weighted = nullptr;
-  std::string cluster_name = action.cluster;
-  if (!action.weighted.empty()) {
-    weighted = &router::PickWeighted(action.weighted, action.total_weight, worker_.rng()());
-    cluster_name = weighted->name;
-    response_mutations.levels[1] = &weighted->response_headers;
-  }
+  const config::WeightedCluster* weighted =
+      action.weighted.empty()
+          ? nullptr
+          : &router::PickWeighted(action.weighted, action.total_weight, worker_.rng()());
+  // The config (held for the request) owns the name.
+  const std::string& cluster_name = weighted ? weighted->name : action.cluster;
+  if (weighted != nullptr) response_mutations.levels[1] = &weighted->response_headers;
   header_context.upstream_cluster = cluster_name;
   const ClusterEntry* cluster = config->FindCluster(cluster_name);
   if (cluster == nullptr) {
