@@ -116,7 +116,9 @@ class Worker {
   };
 
   bool stopped_ = false;  // before io_: connections still end while their handlers are destroyed
-  IoContext io_{1};
+  // One thread runs it, and other threads only post to it: the reactor need not lock a socket
+  // for each operation (Asio's UNSAFE_IO hint; the scheduler and timers still lock).
+  IoContext io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   UpstreamPool pool_;
   std::mt19937_64 rng_;
