@@ -163,13 +163,19 @@ std::optional<std::string_view> HeaderMap::Get(std::string_view name) const {
 }
 
 void HeaderMap::Add(std::string_view name, std::string_view value) {
+  Insert(Store(name, true), value);
+}
+
+void HeaderMap::AddStatic(std::string_view name, std::string_view value) { Insert(name, value); }
+
+void HeaderMap::Insert(std::string_view name, std::string_view value) {
   // Pseudo-headers stay first, in the order they came; the rest are appended.
   auto at = entries_.end();
   if (IsPseudo(name)) {
     at = std::find_if(entries_.begin(), entries_.end(),
                       [](const Entry& e) { return !IsPseudo(e.first); });
   }
-  entries_.emplace(at, Store(name, true), Store(value, false));
+  entries_.emplace(at, name, Store(value, false));
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {

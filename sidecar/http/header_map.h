@@ -6,7 +6,7 @@
 // so routing, header mutations, retries and local replies are written once.
 //
 // Names and values live in the map's own arena: blocks that only grow and never move, freed
-// with the map. A message head costs one or two allocations instead of one per long string,
+// with the map (a name given to AddStatic, a literal or a table's, is kept as a view instead). A message head costs one or two allocations instead of one per long string,
 // and a view that Get or entries() handed out stays valid, whatever is added or set later,
 // until the map is destroyed or assigned to (a value that Set replaces keeps its old bytes).
 // So a map lives for one message: one Set per request on a long-lived map would grow it
@@ -43,6 +43,9 @@ class HeaderMap {
 
   // Appends another value; a pseudo-header goes after the other pseudo-headers.
   void Add(std::string_view name, std::string_view value);
+  // As Add, for a `name` in lower case whose bytes outlive the map (a string literal, a table
+  // of known names): the map keeps a view of it rather than a lower-cased copy.
+  void AddStatic(std::string_view name, std::string_view value);
   // Replaces every value of `name` with one.
   void Set(std::string_view name, std::string_view value);
   void Remove(std::string_view name);
@@ -69,6 +72,8 @@ class HeaderMap {
   // Makes a block of `capacity` bytes the current one.
   Block* NewBlock(size_t capacity);
   void Free();
+  // Inserts the entry of a stored (or static) name, in Add's place.
+  void Insert(std::string_view name, std::string_view value);
 
   std::vector<Entry> entries_;
   Block* block_ = nullptr;  // the newest block; each links to the one before

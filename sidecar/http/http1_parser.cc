@@ -1,7 +1,11 @@
 #include "sidecar/http/http1_parser.h"
 
 #include <algorithm>
+#include <string>
 #include <string_view>
+#include <vector>
+
+#include "absl/strings/ascii.h"
 
 namespace meshpilot::sidecar::http {
 
@@ -10,6 +14,23 @@ namespace beast_http = boost::beast::http;
 namespace {
 
 std::string_view SV(boost::beast::string_view s) { return {s.data(), s.size()}; }
+
+// The names of the fields Beast knows, lower-cased once: the map keeps a view of one instead
+// of a lower-cased copy of the name that came.
+std::string_view LowerName(beast_http::field name) {
+  // Never freed: a map may be destroyed after static destructors have run.
+  static const std::vector<std::string>* const kNames = [] {
+    constexpr auto kLast = static_cast<unsigned>(beast_http::field::xref);
+    auto* names = new std::vector<std::string>(kLast + 1);
+    for (unsigned i = 1; i <= kLast; ++i) {
+      std::string& lower = (*names)[i];
+      lower = SV(beast_http::to_string(static_cast<beast_http::field>(i)));
+      absl::AsciiStrToLower(&lower);
+    }
+    return names;
+  }();
+  return (*kNames)[static_cast<unsigned>(name)];
+}
 
 }  // namespace
 
@@ -24,16 +45,16 @@ void Http1Parser<isRequest>::on_request_impl(beast_http::verb method, string_vie
                                              string_view target, int version, error_code&) {
   method_ = method;
   version_ = static_cast<unsigned>(version);
-  headers_.Add(":method", SV(method_str));
-  headers_.Add(":scheme", "http");
-  headers_.Add(":path", SV(target));
+  headers_.AddStatic(":method", SV(method_str));
+  headers_.AddStatic(":scheme", "http");
+  headers_.AddStatic(":path", SV(target));
 }
 
 template <bool isRequest>
 void Http1Parser<isRequest>::on_response_impl(int code, string_view, int version, error_code&) {
   status_ = static_cast<unsigned>(code);
   version_ = static_cast<unsigned>(version);
-  headers_.Add(":status", std::to_string(code));
+  headers_.AddStatic(":status", std::to_string(code));
 }
 
 template <bool isRequest>
@@ -45,10 +66,14 @@ void Http1Parser<isRequest>::on_field_impl(beast_http::field name, string_view n
   }
   if (isRequest && name == beast_http::field::host) {
     // The first Host is the authority.
-    if (!headers_.Has(":authority")) headers_.Add(":authority", SV(value));
+    if (!headers_.Has(":authority")) headers_.AddStatic(":authority", SV(value));
     return;
   }
-  headers_.Add(SV(name_string), SV(value));
+  if (name == beast_http::field::unknown) {
+    headers_.Add(SV(name_string), SV(value));
+  } else {
+    headers_.AddStatic(LowerName(name), SV(value));
+  }
 }
 
 template <bool isRequest>

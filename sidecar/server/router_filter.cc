@@ -311,10 +311,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   // The request as it goes upstream.
   router::StripHopByHop(request);
   if (!request.Has("x-request-id")) {
-    request.Add("x-request-id", router::NewRequestId(worker_.rng()).view());
+    request.AddStatic("x-request-id", router::NewRequestId(worker_.rng()).view());
   }
   if (!request.Has("x-forwarded-proto")) {
-    request.Add("x-forwarded-proto", info_.tls_terminated ? "https" : "http");
+    request.AddStatic("x-forwarded-proto", info_.tls_terminated ? "https" : "http");
   }
   router::ApplyHeaderMutations(route->request_headers, request, &header_context);
   if (weighted != nullptr) {

@@ -131,6 +131,28 @@ TEST_CASE("header map: lower-case names, pseudo-headers first, set replaces ever
   CHECK(http::HeaderMap{{":status", "abc"}}.Status() == 0);
 }
 
+TEST_CASE("header map: AddStatic keeps a view of the name; the rest of the map treats it as any") {
+  static constexpr std::string_view kName = "x-request-id";
+  http::HeaderMap headers{{"x-a", "1"}};
+  headers.AddStatic(kName, "id");
+  headers.AddStatic(":authority", "host");
+  REQUIRE(headers.entries().size() == 3);
+  CHECK(headers.entries()[0].first == ":authority");  // pseudo-headers first, as with Add
+  CHECK(headers.entries()[2].first.data() == kName.data());
+  CHECK(headers.GetOr("X-Request-Id", "") == "");  // Get takes lower case, as with Add
+  CHECK(headers.GetOr(kName, "") == "id");
+  headers.Set("x-request-id", "other");
+  CHECK(headers.GetOr(kName, "") == "other");
+  // A copy owns its names too; a move keeps the view.
+  http::HeaderMap copy = headers;
+  CHECK(copy.entries()[2].first == kName);
+  CHECK(copy.entries()[2].first.data() != kName.data());
+  http::HeaderMap moved = std::move(headers);
+  CHECK(moved.entries()[2].first.data() == kName.data());
+  moved.Remove("x-request-id");
+  CHECK_FALSE(moved.Has(kName));
+}
+
 TEST_CASE("header map: views stay valid as the arena grows; copies and moves own their bytes") {
   http::HeaderMap headers;
   headers.Add("X-Long", std::string(300, 'v'));
@@ -173,7 +195,7 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
   http::Http1Parser<true> request;
   const std::string_view sent =
       "POST /echo.v1.Echo/Echo?x=1 HTTP/1.1\r\nHost: echo.default:8080\r\nX-Trace: abc\r\n"
-      "Host: second\r\nContent-Length: 5\r\n\r\nhello";
+      "Host: second\r\nCONTENT-type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
   boost::system::error_code parse_error;
   const size_t used = request.put(boost::asio::buffer(sent.data(), sent.size()), parse_error);
   REQUIRE_FALSE(parse_error);
@@ -189,6 +211,8 @@ TEST_CASE("http1 headers: request line and Host become pseudo-headers and back")
   CHECK_FALSE(headers.Has("host"));
   CHECK(headers.GetOr("x-trace", "") == "abc");
   CHECK(headers.GetOr("content-length", "") == "5");
+  // Names Beast knows (Content-Type) and names it does not (X-Trace) come out in lower case.
+  CHECK(headers.GetOr("content-type", "") == "text/plain");
   // The body lands in the string given, and the message is done.
   std::string body;
   request.BodyInto(body);
