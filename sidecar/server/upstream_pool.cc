@@ -177,16 +177,18 @@ OpenedStream UpstreamPool::Reuse(const UpstreamTarget& target, Protocol protocol
   return reused ? std::move(*reused) : OpenedStream{};
 }
 
-OpenedStream UpstreamPool::Http1Stream(const UpstreamTarget& target,
+OpenedStream UpstreamPool::Http1Stream(Map<IdleConnections>::value_type& entry,
+                                       const UpstreamTarget& target,
                                        std::unique_ptr<UpstreamConnection> connection) {
-  auto& [key, idle] = Entry(idle_, target.cluster, target.peer);
+  auto& [key, idle] = entry;
   // The stream outlives `target`: it names its cluster with the pool's own key.
   return OpenedStream{std::make_unique<Http1UpstreamStream>(*this, idle, key.first, key.second,
                                                             target, std::move(connection))};
 }
 
 std::optional<OpenedStream> UpstreamPool::ReuseHttp1(const UpstreamTarget& target) {
-  IdleConnections& idle = Entry(idle_, target.cluster, target.peer).second;
+  auto& entry = Entry(idle_, target.cluster, target.peer);
+  IdleConnections& idle = entry.second;
   while (!idle.empty()) {
     std::unique_ptr<UpstreamConnection> connection = std::move(idle.back());
     idle.pop_back();
@@ -197,7 +199,7 @@ std::optional<OpenedStream> UpstreamPool::ReuseHttp1(const UpstreamTarget& targe
     if (connection->tls == target.tls && StillUsable(*connection, target.check_idle)) {
       connection->reused = true;
       ++connection->requests;
-      return Http1Stream(target, std::move(connection));
+      return Http1Stream(entry, target, std::move(connection));
     }
   }
   return std::nullopt;
@@ -243,7 +245,8 @@ asio::awaitable<std::optional<OpenedStream>> UpstreamPool::OpenHttp1(const Upstr
   if (target.max_connection_duration.count() > 0) {
     connection->max_duration_at = Clock::now() + target.max_connection_duration;
   }
-  co_return Http1Stream(target, std::move(connection));
+  co_return Http1Stream(Entry(idle_, target.cluster, target.peer), target,
+                        std::move(connection));
 }
 
 std::optional<OpenedStream> UpstreamPool::ReuseHttp2(const UpstreamTarget& target) {

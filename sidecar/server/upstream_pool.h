@@ -231,9 +231,9 @@ class UpstreamPool {
                                                                 Clock::time_point connect_deadline);
   // A stream on an idle HTTP/1.1 connection to `target` that is still usable, if there is one.
   std::optional<OpenedStream> ReuseHttp1(const UpstreamTarget& target);
-  // The stream of an HTTP/1.1 exchange on `connection`, which returns to the idle list of
-  // `target`'s cluster and endpoint when it completes cleanly.
-  OpenedStream Http1Stream(const UpstreamTarget& target,
+  // The stream of an HTTP/1.1 exchange on `connection`, which returns to `entry`'s idle list
+  // (`target`'s cluster and endpoint) when it completes cleanly.
+  OpenedStream Http1Stream(Map<IdleConnections>::value_type& entry, const UpstreamTarget& target,
                            std::unique_ptr<UpstreamConnection> connection);
   std::optional<OpenedStream> OpenHttp2(const UpstreamTarget& target,
                                         Clock::time_point connect_deadline);
