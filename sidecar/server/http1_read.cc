@@ -40,21 +40,25 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
   boost::system::error_code ec;
   bool yielded = false;
   while (!ParseBuffered(buffer, parser, until, ec)) {
+    const size_t size = beast::read_size(buffer, 65536);
+    if (size == 0) co_return bhttp::error::buffer_overflow;
+    size_t n = 0;
     if (!yielded && ExchangeCount::in_flight() > 1) {
       // Under load, let the handlers already queued run first: the bytes awaited here are
-      // often in by then, and Asio's speculative read gets them at once instead of failing
-      // and waiting on the reactor (a wasted recv per wait). Alone, there is nothing to
+      // often in by then, and one recv takes them, with no read through Asio (its operation,
+      // a post of the completion, a round through the scheduler). Alone, there is nothing to
       // let run, and a round through the scheduler would cost an epoll_wait.
       yielded = true;
       co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
-      continue;
+      if (!stream.tls()) n = stream.ReadNow(buffer.prepare(size), ec);
+      if (ec == asio::error::would_block) ec = {};
     }
-    const size_t size = beast::read_size(buffer, 65536);
-    if (size == 0) co_return bhttp::error::buffer_overflow;
-    const size_t n = co_await stream.ReadSome(buffer.prepare(size), ec, deadline);
-    // The deadline was this read's: a write after it (a streamed request body over TLS, which
-    // goes through Beast's timed stream) must not inherit it.
-    if (deadline != std::chrono::steady_clock::time_point::max()) stream.tcp().expires_never();
+    if (n == 0 && !ec) {
+      n = co_await stream.ReadSome(buffer.prepare(size), ec, deadline);
+      // The deadline was this read's: a write after it (a streamed request body over TLS,
+      // which goes through Beast's timed stream) must not inherit it.
+      if (deadline != std::chrono::steady_clock::time_point::max()) stream.tcp().expires_never();
+    }
     buffer.commit(n);
     if (ec == asio::error::eof) {
       if (!parser.got_some()) co_return bhttp::error::end_of_stream;

@@ -5,6 +5,8 @@
 #include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -20,6 +22,20 @@ std::string_view Transport::alpn() {
 }
 
 size_t Transport::ReadNow(boost::asio::mutable_buffer buffer, boost::system::error_code& ec) {
+  if (!tls_) {
+    // One recv, past Asio: no mode to switch back and forth.
+    for (;;) {
+      const ssize_t n = ::recv(socket().native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+      if (n > 0) return static_cast<size_t>(n);
+      if (n == 0) {
+        ec = buffer.size() == 0 ? boost::system::error_code() : boost::asio::error::eof;
+        return 0;
+      }
+      if (errno == EINTR) continue;
+      ec.assign(errno, boost::asio::error::get_system_category());
+      return 0;
+    }
+  }
   boost::asio::ip::tcp::socket& s = socket();
   s.non_blocking(true, ec);
   if (ec) return 0;

@@ -1,7 +1,7 @@
 // ParseBuffered on its own; ReadHttp1 and Transport::Write over a real loopback connection:
 // what is buffered is parsed before the socket is read, pipelined requests, a close in the
 // middle of a head, body pieces (need_buffer), the deadline, writes larger than the socket
-// buffer, and WriteNow's partial writes.
+// buffer, WriteNow's partial writes, and ReadNow with ReadHttp1's reads under load.
 
 #include <catch2/catch.hpp>
 
@@ -25,6 +25,7 @@
 
 #include "sidecar/http/http1_parser.h"
 #include "sidecar/server/http1_read.h"
+#include "sidecar/server/stream.h"
 #include "sidecar/server/transport.h"
 
 namespace meshpilot::sidecar::server {
@@ -150,6 +151,59 @@ TEST_CASE("ReadHttp1: a read still waiting at the deadline fails with timeout") 
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
   CHECK(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader, deadline)) ==
         boost::beast::error::timeout);
+}
+
+TEST_CASE("Transport::ReadNow: bytes waiting, none yet, and the peer's close") {
+  Connection c;
+  std::array<char, 64> bytes{};
+  boost::system::error_code ec;
+  CHECK(c.transport->ReadNow(asio::buffer(bytes), ec) == 0);
+  CHECK(ec == asio::error::would_block);
+  c.Send("hello");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ec = {};
+  REQUIRE(c.transport->ReadNow(asio::buffer(bytes), ec) == 5);
+  CHECK_FALSE(ec);
+  CHECK(std::string_view(bytes.data(), 5) == "hello");
+  c.peer.shutdown(tcp::socket::shutdown_send);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(c.transport->ReadNow(asio::buffer(bytes), ec) == 0);
+  CHECK(ec == asio::error::eof);
+}
+
+// Under load (more than one exchange in flight on the thread) ReadHttp1 yields, then reads
+// with ReadNow, and with Asio only if nothing came meanwhile.
+TEST_CASE("ReadHttp1 under load: bytes already in, bytes that come later, and a close") {
+  Connection c;
+  const ExchangeCount one, two;
+  REQUIRE(ExchangeCount::in_flight() > 1);
+  boost::beast::flat_buffer buffer;
+  {
+    c.Send("GET /in HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    http::Http1Parser<true> parser;
+    CHECK_FALSE(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)));
+    CHECK(parser.headers().GetOr(":path", "") == "/in");
+  }
+  {
+    // Nothing is in when ReadNow tries: the read waits on the reactor for the bytes.
+    std::thread later([&c] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      c.Send("GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+    });
+    http::Http1Parser<true> parser;
+    CHECK_FALSE(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)));
+    later.join();
+    CHECK(parser.headers().GetOr(":path", "") == "/later");
+  }
+  {
+    c.Send("GET /cut HTTP/1.1\r\nHo");
+    c.peer.shutdown(tcp::socket::shutdown_send);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    http::Http1Parser<true> parser;
+    CHECK(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)) ==
+          bhttp::error::partial_message);
+  }
 }
 
 TEST_CASE("Transport::Write: more than the socket buffer takes, in many pieces, arrives whole") {
