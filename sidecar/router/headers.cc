@@ -115,8 +115,12 @@ void StripHopByHop(http::HeaderMap& headers) {
   absl::InlinedVector<std::string, 2> named;
   for (const auto& [name, value] : headers.entries()) {
     if (name != "connection") continue;
-    for (absl::string_view token :
-         absl::StrSplit(absl::string_view(value.data(), value.size()), ',', absl::SkipWhitespace())) {
+    const absl::string_view options(value.data(), value.size());
+    // The usual value names no header: nothing to split.
+    if (absl::EqualsIgnoreCase(options, "keep-alive") || absl::EqualsIgnoreCase(options, "close")) {
+      continue;
+    }
+    for (absl::string_view token : absl::StrSplit(options, ',', absl::SkipWhitespace())) {
       token = absl::StripAsciiWhitespace(token);
       if (absl::EqualsIgnoreCase(token, "close") || absl::EqualsIgnoreCase(token, "keep-alive")) {
         continue;

@@ -139,6 +139,18 @@ TEST_CASE("headers: hop-by-hop headers and those Connection names are removed") 
   CHECK(fields.Has("x-b3-traceid"));
 }
 
+TEST_CASE("headers: Connection with only keep-alive or close names no other header") {
+  for (const char* options : {"Keep-Alive", "close"}) {
+    http::HeaderMap fields{{"connection", options}, {"close", "1"}, {"keep-alive", "timeout=5"},
+                           {"x-a", "1"}};
+    router::StripHopByHop(fields);
+    CHECK_FALSE(fields.Has("connection"));
+    CHECK_FALSE(fields.Has("keep-alive"));  // hop-by-hop by name
+    CHECK(fields.GetOr("close", "") == "1");
+    CHECK(fields.GetOr("x-a", "") == "1");
+  }
+}
+
 TEST_CASE("headers: te: trailers is end to end, as gRPC needs") {
   http::HeaderMap fields{{"te", "trailers"}, {"content-type", "application/grpc"}};
   router::StripHopByHop(fields);
