@@ -427,244 +427,255 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     co_await local_reply(504, "upstream request timeout", response_mutations);
   };
 
-  // The attempts, until one answers the client; every exit from them joins the pump (below).
-  auto attempts = [&]() -> asio::awaitable<void> {
-    for (;;) {
-      if (pump != nullptr) {
-        held = std::move(pump->copy);  // may_retry checked it is the whole body
-        pump.reset();
+  // The attempts, until one answers the client; every way out of them is a break to the
+  // pump's join below (not a co_return).
+  for (;;) {
+    if (pump != nullptr) {
+      held = std::move(pump->copy);  // may_retry checked it is the whole body
+      pump.reset();
+    }
+    up.reset();
+    UpstreamTarget target =
+        UpstreamTarget::Of(cluster_name, *cluster->config, cluster->stats, method == "HEAD");
+    const upstream::Host* host = nullptr;
+    if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
+      if (!info_.redirected) {
+        istio.response_flags |= kNoHealthyUpstream;
+        co_await local_reply(503, "no healthy upstream", response_mutations);
+        break;
       }
-      up.reset();
-      UpstreamTarget target =
-          UpstreamTarget::Of(cluster_name, *cluster->config, cluster->stats, method == "HEAD");
-      const upstream::Host* host = nullptr;
-      if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
-        if (!info_.redirected) {
-          istio.response_flags |= kNoHealthyUpstream;
-          co_return co_await local_reply(503, "no healthy upstream", response_mutations);
-        }
-        target.peer = info_.destination;
-      } else {
-        host = lb->Pick(worker_.rng(),
-                        retry != nullptr && retry->avoid_previous_hosts ? previous : nullptr,
-                        request_hash);
-        if (host == nullptr) {
-          stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
-          istio.response_flags |= kNoHealthyUpstream;
-          co_return co_await local_reply(503, "no healthy upstream", response_mutations);
-        }
-        target.peer = host->address;
+      target.peer = info_.destination;
+    } else {
+      host = lb->Pick(worker_.rng(),
+                      retry != nullptr && retry->avoid_previous_hosts ? previous : nullptr,
+                      request_hash);
+      if (host == nullptr) {
+        stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+        istio.response_flags |= kNoHealthyUpstream;
+        co_await local_reply(503, "no healthy upstream", response_mutations);
+        break;
       }
-      previous = host;
-      const upstream::HostRequest active(host);
-      // Passive outlier detection sees every attempt's result: a response, or a locally
-      // originated error (connect failure or reset, or a timeout).
-      auto report = [&](unsigned status) {
-        if (host != nullptr && lb->outlier() != nullptr) {
-          lb->outlier()->Report(*host, status, worker_.rng()(), Clock::now());
-        }
-      };
-      auto report_local_origin = [&](bool timeout) {
-        if (host != nullptr && lb->outlier() != nullptr) {
-          lb->outlier()->ReportLocalOrigin(*host, timeout, worker_.rng()(), Clock::now());
-        }
-      };
+      target.peer = host->address;
+    }
+    previous = host;
+    const upstream::HostRequest active(host);
+    // Passive outlier detection sees every attempt's result: a response, or a locally
+    // originated error (connect failure or reset, or a timeout).
+    auto report = [&](unsigned status) {
+      if (host != nullptr && lb->outlier() != nullptr) {
+        lb->outlier()->Report(*host, status, worker_.rng()(), Clock::now());
+      }
+    };
+    auto report_local_origin = [&](bool timeout) {
+      if (host != nullptr && lb->outlier() != nullptr) {
+        lb->outlier()->ReportLocalOrigin(*host, timeout, worker_.rng()(), Clock::now());
+      }
+    };
 
-      const Clock::time_point now = Clock::now();
-      Clock::time_point attempt_deadline = deadline.value_or(Clock::time_point::max());
-      if (retry != nullptr && retry->per_try_timeout.count() > 0) {
-        attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
-      }
-      // max_connections reached and the pending queue full: Envoy's overflow.
-      OpenedStream opened = worker_.pool().Reuse(target, protocol);
-      if (opened.stream == nullptr) {
-        opened = co_await worker_.pool().Open(target, protocol, attempt_deadline, &abandoned);
-      }
-      if (opened.overflow) co_return co_await overloaded(response_mutations);
-      if (opened.cancelled) co_return;  // the client is gone: no one to reply to
-      up = std::move(opened.stream);
-      StreamError error = opened.error;
-      if (error == StreamError::kNone) {
-        const http::HeaderMap& request_trailers = down.request_trailers();
-        const bool headers_only = held && held->empty() && request_trailers.empty();
-        error = co_await up->SendHeaders(request, headers_only);
-        if (error == StreamError::kNone && held && !headers_only) {
-          error = co_await up->SendBody(*held, request_trailers.empty());
-          if (error == StreamError::kNone && !request_trailers.empty()) {
-            error = co_await up->SendTrailers(request_trailers);
-          }
-        } else if (error == StreamError::kNone && !held) {
-          pump = std::make_shared<BodyPump>(worker_.io());
-          // Only the first pass of the body feeds the copies.
-          asio::co_spawn(worker_.io(), PumpBody(down, *up, pump, std::exchange(mirrors, {})),
-                         asio::detached);
+    const Clock::time_point now = Clock::now();
+    Clock::time_point attempt_deadline = deadline.value_or(Clock::time_point::max());
+    if (retry != nullptr && retry->per_try_timeout.count() > 0) {
+      attempt_deadline = std::min(attempt_deadline, now + retry->per_try_timeout);
+    }
+    // max_connections reached and the pending queue full: Envoy's overflow.
+    OpenedStream opened = worker_.pool().Reuse(target, protocol);
+    if (opened.stream == nullptr) {
+      opened = co_await worker_.pool().Open(target, protocol, attempt_deadline, &abandoned);
+    }
+    if (opened.overflow) {
+      co_await overloaded(response_mutations);
+      break;
+    }
+    if (opened.cancelled) break;  // the client is gone: no one to reply to
+    up = std::move(opened.stream);
+    StreamError error = opened.error;
+    if (error == StreamError::kNone) {
+      const http::HeaderMap& request_trailers = down.request_trailers();
+      const bool headers_only = held && held->empty() && request_trailers.empty();
+      error = co_await up->SendHeaders(request, headers_only);
+      if (error == StreamError::kNone && held && !headers_only) {
+        error = co_await up->SendBody(*held, request_trailers.empty());
+        if (error == StreamError::kNone && !request_trailers.empty()) {
+          error = co_await up->SendTrailers(request_trailers);
         }
+      } else if (error == StreamError::kNone && !held) {
+        pump = std::make_shared<BodyPump>(worker_.io());
+        // Only the first pass of the body feeds the copies.
+        asio::co_spawn(worker_.io(), PumpBody(down, *up, pump, std::exchange(mirrors, {})),
+                       asio::detached);
       }
-      http::HeaderMap response;
-      bool response_ended = false;
-      if (error == StreamError::kNone) {
-        error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
+    }
+    http::HeaderMap response;
+    bool response_ended = false;
+    if (error == StreamError::kNone) {
+      error = co_await up->ReadHeaders(response, response_ended, attempt_deadline);
+    }
+    if (error == StreamError::kConnectFailure) {
+      report_local_origin(false);
+      if (deadline && Clock::now() >= *deadline) {
+        co_await timeout_reply();
+        break;
       }
-      if (error == StreamError::kConnectFailure) {
-        report_local_origin(false);
-        if (deadline && Clock::now() >= *deadline) co_return co_await timeout_reply();
-        // Nothing was sent yet: even a streamed request can try again.
-        if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
-          co_await backoff();
-          continue;
-        }
-        stats.CountResponse(503);
-        istio.response_flags |= kUpstreamConnectionFailure;
-        co_return co_await local_reply(503, kConnectFailure, response_mutations);
-      }
-      if (error == StreamError::kTimeout) {
-        if (up != nullptr) {  // else it timed out in the pending queue, before any host
-          report_local_origin(true);
-          up->Reset();
-        }
-        if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
-          co_return co_await timeout_reply();
-        }
-        stats.upstream_rq_per_try_timeout.fetch_add(1, std::memory_order_relaxed);
-        if (may_retry(router::AttemptOutcome::kPerTryTimeout, 0)) {
-          co_await backoff();
-          continue;
-        }
-        co_return co_await timeout_reply();
-      }
-      if (error != StreamError::kNone) {
-        spdlog::debug("upstream {}:{} of {}: reset", target.peer.address().to_string(),
-                      target.peer.port(), cluster_name);
-        // A pooled connection the server closed as we reused it: once, a fresh one.
-        if (held && up->reused_idle_connection() && !stale_retried) {
-          stale_retried = true;
-          continue;
-        }
-        report_local_origin(false);
-        const bool refused = error == StreamError::kRefused;
-        if (may_retry(refused ? router::AttemptOutcome::kRefusedStream
-                              : router::AttemptOutcome::kReset,
-                      0)) {
-          co_await backoff();
-          continue;
-        }
-        stats.CountResponse(503);
-        istio.response_flags |= kUpstreamConnectionTermination;
-        co_return co_await local_reply(503, refused ? kRemoteRefusedStream : kConnectionTermination,
-                                       response_mutations);
-      }
-      const unsigned status = response.Status();
-      const bool ended_with_headers = response_ended;
-      // grpc-status is in the headers of a trailers-only response, else in the trailers: when a
-      // gRPC condition could retry, hold a small response until its trailers to decide.
-      std::optional<uint32_t> grpc_status =
-          response_ended ? http::GrpcStatusOf(response) : std::nullopt;
-      std::string held_response;
-      if (!response_ended && grpc && retry != nullptr && retry->any_grpc() && retries_left > 0 &&
-          (pump == nullptr || pump->can_replay())) {
-        while (!response_ended && held_response.size() <= kRetryBufferLimit) {
-          error = co_await up->ReadBody(held_response, response_ended, attempt_deadline);
-          if (error != StreamError::kNone) break;
-        }
-        if (response_ended) grpc_status = http::GrpcStatusOf(up->trailers());
-      }
-      const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
-      // Body that came with the headers goes downstream with them (one write on HTTP/1.1); if it
-      // breaks off, the headers still go and the body loop below meets the error.
-      StreamError early_body_error = StreamError::kNone;
-      if (error == StreamError::kNone && held_response.empty() && !response_ended) {
-        early_body_error = up->ReadBufferedBody(held_response, response_ended);
-      }
-      if (error != StreamError::kNone) {
-        // The response broke off before its end, and none of it was sent on.
-        report_local_origin(error == StreamError::kTimeout);
-        up->Reset();
-        if (error == StreamError::kTimeout && deadline &&
-            Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
-          co_return co_await timeout_reply();
-        }
-        if (may_retry(error == StreamError::kTimeout ? router::AttemptOutcome::kPerTryTimeout
-                                                     : router::AttemptOutcome::kReset,
-                      0)) {
-          co_await backoff();
-          continue;
-        }
-        stats.CountResponse(503);
-        istio.response_flags |= kUpstreamConnectionTermination;
-        co_return co_await local_reply(503, kConnectionTermination, response_mutations);
-      }
-      stats.CountResponse(status);
-      report(status);
-      if (may_retry(router::AttemptOutcome::kResponse, status, grpc_status)) {
-        up->Reset();
+      // Nothing was sent yet: even a streamed request can try again.
+      if (may_retry(router::AttemptOutcome::kConnectFailure, 0)) {
         co_await backoff();
         continue;
       }
-      router::StripHopByHop(response);
-      if (exchange.from_response) {
-        // The server side's answer to the exchange.
-        if (std::optional<std::string_view> peer = response.Get(kPeerMetadataHeader)) {
-          istio.peer = peers.Find(*peer);
-          response.Remove(kPeerMetadataHeader);
-        }
-        response.Remove(kPeerMetadataIdHeader);
-      }
-      add_peer_headers(response);
-      for (const std::string& cookie : set_cookies) response.Add("set-cookie", cookie);
-      response_mutations.ApplyTo(response);
-      count_downstream(status);
-      if (grpc && ended_with_headers) response_grpc_status = http::GrpcStatusOf(response);
-      const bool ends_with_held =
-          response_ended && !held_response.empty() && up->trailers().empty();
-      istio.response_bytes += held_response.size();
-      if (grpc) response_messages.Feed(held_response);
-      const bool headers_written = co_await down.WriteResponse(
-          std::move(response), held_response, ended_with_headers || ends_with_held);
-      if (!headers_written) {
-        istio.response_flags |= kDownstreamConnectionTermination;
-        up->Reset();
-        co_return;
-      }
-      std::string chunk;
-      for (bool done = ended_with_headers || ends_with_held; !done; done = response_ended) {
-        if (chunk.empty() && !response_ended) {
-          error = std::exchange(early_body_error, StreamError::kNone);
-          if (error == StreamError::kNone) {
-            error = co_await up->ReadBody(chunk, response_ended, body_deadline);
-          }
-          if (error != StreamError::kNone) {
-            spdlog::debug("upstream {}:{} of {}: response body broke off ({})",
-                          target.peer.address().to_string(), target.peer.port(), cluster_name,
-                          static_cast<int>(error));
-            // Mid-body: nothing to reply with.
-            down.Reset();
-            break;
-          }
-        }
-        const bool with_trailers = response_ended && !up->trailers().empty();
-        if (!chunk.empty() || (response_ended && !with_trailers)) {
-          istio.response_bytes += chunk.size();
-          if (grpc) response_messages.Feed(chunk);
-          const bool written = co_await down.WriteBody(chunk, response_ended && !with_trailers);
-          if (!written) {
-            istio.response_flags |= kDownstreamConnectionTermination;
-            up->Reset();
-            break;
-          }
-        }
-        chunk.clear();
-        if (with_trailers) {
-          if (grpc) response_grpc_status = http::GrpcStatusOf(up->trailers());
-          const bool written = co_await down.WriteTrailers(up->trailers());
-          if (!written) up->Reset();
-        }
-      }
-      co_return;
+      stats.CountResponse(503);
+      istio.response_flags |= kUpstreamConnectionFailure;
+      co_await local_reply(503, kConnectFailure, response_mutations);
+      break;
     }
-  };
-  co_await attempts();
-  // Every exit from the attempts ends here, where the pump, which uses `up` and `down`, is
-  // joined.
+    if (error == StreamError::kTimeout) {
+      if (up != nullptr) {  // else it timed out in the pending queue, before any host
+        report_local_origin(true);
+        up->Reset();
+      }
+      if (deadline && Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+        co_await timeout_reply();
+        break;
+      }
+      stats.upstream_rq_per_try_timeout.fetch_add(1, std::memory_order_relaxed);
+      if (may_retry(router::AttemptOutcome::kPerTryTimeout, 0)) {
+        co_await backoff();
+        continue;
+      }
+      co_await timeout_reply();
+      break;
+    }
+    if (error != StreamError::kNone) {
+      spdlog::debug("upstream {}:{} of {}: reset", target.peer.address().to_string(),
+                    target.peer.port(), cluster_name);
+      // A pooled connection the server closed as we reused it: once, a fresh one.
+      if (held && up->reused_idle_connection() && !stale_retried) {
+        stale_retried = true;
+        continue;
+      }
+      report_local_origin(false);
+      const bool refused = error == StreamError::kRefused;
+      if (may_retry(refused ? router::AttemptOutcome::kRefusedStream
+                            : router::AttemptOutcome::kReset,
+                    0)) {
+        co_await backoff();
+        continue;
+      }
+      stats.CountResponse(503);
+      istio.response_flags |= kUpstreamConnectionTermination;
+      co_await local_reply(503, refused ? kRemoteRefusedStream : kConnectionTermination,
+                                     response_mutations);
+      break;
+    }
+    const unsigned status = response.Status();
+    const bool ended_with_headers = response_ended;
+    // grpc-status is in the headers of a trailers-only response, else in the trailers: when a
+    // gRPC condition could retry, hold a small response until its trailers to decide.
+    std::optional<uint32_t> grpc_status =
+        response_ended ? http::GrpcStatusOf(response) : std::nullopt;
+    std::string held_response;
+    if (!response_ended && grpc && retry != nullptr && retry->any_grpc() && retries_left > 0 &&
+        (pump == nullptr || pump->can_replay())) {
+      while (!response_ended && held_response.size() <= kRetryBufferLimit) {
+        error = co_await up->ReadBody(held_response, response_ended, attempt_deadline);
+        if (error != StreamError::kNone) break;
+      }
+      if (response_ended) grpc_status = http::GrpcStatusOf(up->trailers());
+    }
+    const Clock::time_point body_deadline = deadline.value_or(Clock::time_point::max());
+    // Body that came with the headers goes downstream with them (one write on HTTP/1.1); if it
+    // breaks off, the headers still go and the body loop below meets the error.
+    StreamError early_body_error = StreamError::kNone;
+    if (error == StreamError::kNone && held_response.empty() && !response_ended) {
+      early_body_error = up->ReadBufferedBody(held_response, response_ended);
+    }
+    if (error != StreamError::kNone) {
+      // The response broke off before its end, and none of it was sent on.
+      report_local_origin(error == StreamError::kTimeout);
+      up->Reset();
+      if (error == StreamError::kTimeout && deadline &&
+          Clock::now() + std::chrono::milliseconds(1) >= *deadline) {
+        co_await timeout_reply();
+        break;
+      }
+      if (may_retry(error == StreamError::kTimeout ? router::AttemptOutcome::kPerTryTimeout
+                                                   : router::AttemptOutcome::kReset,
+                    0)) {
+        co_await backoff();
+        continue;
+      }
+      stats.CountResponse(503);
+      istio.response_flags |= kUpstreamConnectionTermination;
+      co_await local_reply(503, kConnectionTermination, response_mutations);
+      break;
+    }
+    stats.CountResponse(status);
+    report(status);
+    if (may_retry(router::AttemptOutcome::kResponse, status, grpc_status)) {
+      up->Reset();
+      co_await backoff();
+      continue;
+    }
+    router::StripHopByHop(response);
+    if (exchange.from_response) {
+      // The server side's answer to the exchange.
+      if (std::optional<std::string_view> peer = response.Get(kPeerMetadataHeader)) {
+        istio.peer = peers.Find(*peer);
+        response.Remove(kPeerMetadataHeader);
+      }
+      response.Remove(kPeerMetadataIdHeader);
+    }
+    add_peer_headers(response);
+    for (const std::string& cookie : set_cookies) response.Add("set-cookie", cookie);
+    response_mutations.ApplyTo(response);
+    count_downstream(status);
+    if (grpc && ended_with_headers) response_grpc_status = http::GrpcStatusOf(response);
+    const bool ends_with_held =
+        response_ended && !held_response.empty() && up->trailers().empty();
+    istio.response_bytes += held_response.size();
+    if (grpc) response_messages.Feed(held_response);
+    const bool headers_written = co_await down.WriteResponse(
+        std::move(response), held_response, ended_with_headers || ends_with_held);
+    if (!headers_written) {
+      istio.response_flags |= kDownstreamConnectionTermination;
+      up->Reset();
+      break;
+    }
+    std::string chunk;
+    for (bool done = ended_with_headers || ends_with_held; !done; done = response_ended) {
+      if (chunk.empty() && !response_ended) {
+        error = std::exchange(early_body_error, StreamError::kNone);
+        if (error == StreamError::kNone) {
+          error = co_await up->ReadBody(chunk, response_ended, body_deadline);
+        }
+        if (error != StreamError::kNone) {
+          spdlog::debug("upstream {}:{} of {}: response body broke off ({})",
+                        target.peer.address().to_string(), target.peer.port(), cluster_name,
+                        static_cast<int>(error));
+          // Mid-body: nothing to reply with.
+          down.Reset();
+          break;
+        }
+      }
+      const bool with_trailers = response_ended && !up->trailers().empty();
+      if (!chunk.empty() || (response_ended && !with_trailers)) {
+        istio.response_bytes += chunk.size();
+        if (grpc) response_messages.Feed(chunk);
+        const bool written = co_await down.WriteBody(chunk, response_ended && !with_trailers);
+        if (!written) {
+          istio.response_flags |= kDownstreamConnectionTermination;
+          up->Reset();
+          break;
+        }
+      }
+      chunk.clear();
+      if (with_trailers) {
+        if (grpc) response_grpc_status = http::GrpcStatusOf(up->trailers());
+        const bool written = co_await down.WriteTrailers(up->trailers());
+        if (!written) up->Reset();
+      }
+    }
+    break;
+  }
+  // The pump, which uses `up` and `down`, is joined.
   if (pump != nullptr && !pump->done) {
     up->Reset();
     down.Reset();
