@@ -5,9 +5,12 @@
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <catch2/catch.hpp>
+
+#include <algorithm>
 #include <google/protobuf/util/json_util.h>
 
 #include <cctype>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -191,6 +194,34 @@ TEST_CASE("header map: views stay valid as the arena grows; copies and moves own
   CHECK(moved.entries().size() == 1);
 }
 
+TEST_CASE("header map: the entries grow in the arena, aligned, pseudo-headers still first") {
+  http::HeaderMap headers;
+  headers.Reserve(2);
+  headers.Add("x-a", "odd");  // 3 + 3 bytes: the arena's cursor is no longer aligned
+  headers.Add("x-b", "1");
+  for (int i = 0; i < 40; ++i) {
+    headers.Add("x-" + std::to_string(i), "v");  // the entries move, twice from a misaligned cursor
+    REQUIRE(reinterpret_cast<uintptr_t>(headers.entries().data()) %
+                alignof(http::HeaderMap::Entry) == 0);
+  }
+  headers.Add(":path", "/p");
+  headers.Add(":method", "GET");
+  REQUIRE(headers.entries().size() == 44);
+  CHECK(headers.entries()[0].first == ":path");
+  CHECK(headers.entries()[1].first == ":method");
+  CHECK(headers.entries()[2] == http::HeaderMap::Entry{"x-a", "odd"});
+  CHECK(headers.entries().back() == http::HeaderMap::Entry{"x-39", "v"});
+  headers.Set("x-b", "2");
+  headers.Remove("x-a");
+  CHECK(headers.entries().size() == 43);
+  CHECK(headers.GetOr("x-b", "") == "2");
+  // A copy reserves its entries and bytes at once, and keeps their order.
+  const http::HeaderMap copy = headers;
+  CHECK(std::ranges::equal(copy.entries(), headers.entries()));
+  const http::HeaderMap empty_copy = http::HeaderMap();
+  CHECK(empty_copy.empty());
+}
+
 TEST_CASE("http1 headers: request line and Host become pseudo-headers and back") {
   http::Http1Parser<true> request;
   const std::string_view sent =
@@ -263,7 +294,7 @@ TEST_CASE("http1 headers: status line becomes :status and back") {
   }
   CHECK(body == std::string(0x4000, 'a') + "bbbbb");
   CHECK_FALSE(response.headers().Has("x-t"));
-  CHECK(response.trailers().entries() == http::HeaderMap{{"x-t", "1"}}.entries());
+  CHECK(std::ranges::equal(response.trailers().entries(), http::HeaderMap{{"x-t", "1"}}.entries()));
   std::string wire;
   http::AppendHttp1ResponseHead(http::HeaderMap{{":status", "200"}, {"content-type", "text/plain"}},
                                 10, wire);
