@@ -6,15 +6,22 @@
 #include <boost/beast/http/parser.hpp>
 #include <catch2/catch.hpp>
 
-#include <algorithm>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
 
 #include "sidecar/config/cluster.h"
 #include "sidecar/config/duration.h"
@@ -220,6 +227,64 @@ TEST_CASE("header map: the entries grow in the arena, aligned, pseudo-headers st
   CHECK(std::ranges::equal(copy.entries(), headers.entries()));
   const http::HeaderMap empty_copy = http::HeaderMap();
   CHECK(empty_copy.empty());
+}
+
+TEST_CASE("header map: random Add, Set and Remove agree with a plain list (fixed seed)") {
+  // The list as HeaderMap documents it: lower-case names, pseudo-headers first in the order
+  // they came, Set replaces the first value and drops the others.
+  using List = std::vector<std::pair<std::string, std::string>>;
+  auto is_pseudo = [](const auto& entry) { return entry.first.front() == ':'; };
+  auto insert = [&](List& list, const std::string& name, const std::string& value) {
+    auto at = name.front() == ':' ? std::find_if_not(list.begin(), list.end(), is_pseudo)
+                                  : list.end();
+    list.insert(at, {name, value});
+  };
+  const std::array<std::string, 7> names{":path", ":authority", "x-a", "X-B", "te", "cookie",
+                                         "x-a-longer-name"};
+  std::mt19937 rng(7);
+  for (int round = 0; round < 300; ++round) {
+    http::HeaderMap headers;
+    if (rng() % 2 == 0) headers.Reserve(rng() % 20, rng() % 600);
+    List list;
+    std::vector<std::pair<std::string_view, std::string>> seen;  // views Get gave, and their bytes
+    for (int step = rng() % 60; step > 0; --step) {
+      const std::string& name = names[rng() % names.size()];
+      std::string lower = name;
+      absl::AsciiStrToLower(&lower);
+      const std::string value(rng() % 8 == 0 ? rng() % 3000 : rng() % 40, 'a' + rng() % 26);
+      auto same = [&](const auto& entry) { return entry.first == lower; };
+      switch (rng() % 5) {
+        case 0:
+        case 1:
+          headers.Add(name, value);
+          insert(list, lower, value);
+          break;
+        case 2:
+          headers.Set(name, value);
+          if (auto it = std::find_if(list.begin(), list.end(), same); it == list.end()) {
+            insert(list, lower, value);
+          } else {
+            it->second = value;
+            list.erase(std::remove_if(it + 1, list.end(), same), list.end());
+          }
+          break;
+        case 3:
+          headers.Remove(name);
+          list.erase(std::remove_if(list.begin(), list.end(), same), list.end());
+          break;
+        default:
+          if (auto got = headers.Get(lower)) seen.emplace_back(*got, std::string(*got));
+      }
+      REQUIRE(headers.entries().size() == list.size());
+      for (size_t i = 0; i < list.size(); ++i) {
+        REQUIRE(headers.entries()[i].first == list[i].first);
+        REQUIRE(headers.entries()[i].second == list[i].second);
+      }
+    }
+    for (const auto& [view, bytes] : seen) CHECK(view == bytes);
+    const http::HeaderMap copy = headers;
+    CHECK(std::ranges::equal(copy.entries(), headers.entries()));
+  }
 }
 
 TEST_CASE("http1 headers: request line and Host become pseudo-headers and back") {
