@@ -377,6 +377,11 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
   stream.tcp().expires_never();
   const std::shared_ptr<HttpConnectionManagerStats>& stats = listener.HttpStats(chain);
   ConnectionTimers timers(stream, chain, stats);
+  // A listener removed or replaced, or /drain_listeners: the next response closes the
+  // connection. Told by the worker once, rather than asked at every request.
+  bool drained = worker.ListenerDrained(listener_name, listener.config.get());
+  const Worker::DrainWatch drain_watch(worker, listener_name, listener.config,
+                                       [&drained] { drained = true; });
   for (uint32_t requests = 1;; ++requests) {
     http::Http1Parser<true> parser(chain.enable_trailers);
     parser.header_limit(64 * 1024);
@@ -396,7 +401,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
       }
       break;
     }
-    bool keep_alive = !worker.ListenerDrained(listener_name, listener.config.get());
+    bool keep_alive = !drained;
     if (chain.max_requests_per_connection != 0 && requests >= chain.max_requests_per_connection) {
       stats->downstream_cx_max_requests_reached.fetch_add(1, std::memory_order_relaxed);
       keep_alive = false;

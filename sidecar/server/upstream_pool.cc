@@ -43,9 +43,9 @@ constexpr auto kTrustedIdle = std::chrono::seconds(1);
 
 // An idle HTTP/1.1 connection has nothing to read: EOF means the peer closed it, data means
 // it broke protocol. Either way it must not carry the next request.
-bool StillUsable(UpstreamConnection& connection, bool check) {
+bool StillUsable(UpstreamConnection& connection, bool check, Clock::time_point now) {
   if (!connection.stream.socket().is_open() || connection.buffer.size() > 0) return false;
-  if (!check && Clock::now() - connection.released_at < kTrustedIdle) return true;
+  if (!check && now - connection.released_at < kTrustedIdle) return true;
   char byte;
   ssize_t n = ::recv(connection.stream.socket().native_handle(), &byte, 1,
                      MSG_PEEK | MSG_DONTWAIT);
@@ -189,14 +189,15 @@ OpenedStream UpstreamPool::Http1Stream(Map<IdleConnections>::value_type& entry,
 std::optional<OpenedStream> UpstreamPool::ReuseHttp1(const UpstreamTarget& target) {
   auto& entry = Entry(idle_, target.cluster, target.peer);
   IdleConnections& idle = entry.second;
+  const Clock::time_point now = Clock::now();
   while (!idle.empty()) {
     std::unique_ptr<UpstreamConnection> connection = std::move(idle.back());
     idle.pop_back();
-    if (connection->idle_until <= Clock::now()) {
+    if (connection->idle_until <= now) {
       CountIdleClose(*connection);
       continue;  // its sweep is late: closed here
     }
-    if (connection->tls == target.tls && StillUsable(*connection, target.check_idle)) {
+    if (connection->tls == target.tls && StillUsable(*connection, target.check_idle, now)) {
       connection->reused = true;
       ++connection->requests;
       return Http1Stream(entry, target, std::move(connection));

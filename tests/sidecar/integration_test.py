@@ -1379,6 +1379,26 @@ class ConfigUpdateTest(OwnMeshTest):
         self.assertEqual(r.getheader("Connection"), "close")
         conn.close()
 
+    def test_replaced_http_listener_closes_its_keep_alive_connection(self):
+        # As Envoy's drain: a connection the old version of a listener accepted answers its
+        # next request with Connection: close; new connections get the new version, kept alive.
+        def get(conn):
+            conn.request("GET", "/", headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            return r.status, r.getheader("Connection")
+        old = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        self.assertEqual(get(old), (200, None))
+        listeners = [http_listener("http", self.mesh.http_port, "web-routes",
+                                   common_http_protocol_options={"idle_timeout": "301s"})]
+        self.mesh.wait_acked("lds", self.mesh.write(self.mesh.resources(listeners=listeners)))
+        self.assertEqual(get(old), (200, "close"))
+        old.close()
+        new = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+        self.assertEqual(get(new), (200, None))
+        self.assertEqual(get(new), (200, None))
+        new.close()
+
     def test_quitquitquit_exits_cleanly(self):
         self.assertEqual(self.mesh.admin("/quitquitquit", method="POST")[0], 200)
         self.assertEqual(self.mesh.proxy.proc.wait(timeout=10), 0)
