@@ -76,7 +76,7 @@ HeaderMap& HeaderMap::operator=(const HeaderMap& other) {
   for (const auto& [name, value] : other.entries()) bytes += name.size() + value.size();
   Reserve(other.size_, bytes);
   for (const auto& [name, value] : other.entries()) {
-    entries_[size_++] = Entry(Store(name, false), Store(value, false));
+    std::construct_at(entries_ + size_++, Store(name, false), Store(value, false));
   }
   return *this;
 }
@@ -137,10 +137,10 @@ void HeaderMap::GrowEntries(size_t capacity) {
   } else {
     cursor_ += pad;
   }
-  Entry* room = std::uninitialized_value_construct_n(reinterpret_cast<Entry*>(cursor_), capacity) -
-                capacity;
+  // Entries are constructed as they are added (Insert), not here.
+  auto* room = reinterpret_cast<Entry*>(cursor_);
   cursor_ += bytes;
-  std::copy(entries_, entries_ + size_, room);
+  std::uninitialized_copy(entries_, entries_ + size_, room);
   entries_ = room;
   entry_capacity_ = capacity;
 }
@@ -205,6 +205,7 @@ void HeaderMap::Insert(std::string_view name, std::string_view value) {
   if (IsPseudo(name)) {
     at = std::find_if(entries_, end, [](const Entry& e) { return !IsPseudo(e.first); });
   }
+  std::construct_at(end);
   std::move_backward(at, end, end + 1);
   *at = Entry(name, Store(value, false));
   ++size_;
