@@ -426,6 +426,12 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     istio.response_flags |= kUpstreamRequestTimeout;
     co_await local_reply(504, "upstream request timeout", response_mutations);
   };
+  // An attempt that failed with no response to pass on, and no retry left: Envoy's 503.
+  auto upstream_failed = [&](ResponseFlag flag, const char* detail) -> asio::awaitable<void> {
+    stats.CountResponse(503);
+    istio.response_flags |= flag;
+    co_await local_reply(503, detail, response_mutations);
+  };
 
   // The attempts, until one answers the client; every way out of them is a break to the
   // pump's join below (not a co_return).
@@ -521,9 +527,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         co_await backoff();
         continue;
       }
-      stats.CountResponse(503);
-      istio.response_flags |= kUpstreamConnectionFailure;
-      co_await local_reply(503, kConnectFailure, response_mutations);
+      co_await upstream_failed(kUpstreamConnectionFailure, kConnectFailure);
       break;
     }
     if (error == StreamError::kTimeout) {
@@ -559,10 +563,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         co_await backoff();
         continue;
       }
-      stats.CountResponse(503);
-      istio.response_flags |= kUpstreamConnectionTermination;
-      co_await local_reply(503, refused ? kRemoteRefusedStream : kConnectionTermination,
-                                     response_mutations);
+      co_await upstream_failed(kUpstreamConnectionTermination,
+                               refused ? kRemoteRefusedStream : kConnectionTermination);
       break;
     }
     const unsigned status = response.Status();
@@ -602,9 +604,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
         co_await backoff();
         continue;
       }
-      stats.CountResponse(503);
-      istio.response_flags |= kUpstreamConnectionTermination;
-      co_await local_reply(503, kConnectionTermination, response_mutations);
+      co_await upstream_failed(kUpstreamConnectionTermination, kConnectionTermination);
       break;
     }
     stats.CountResponse(status);
