@@ -573,7 +573,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     // gRPC condition could retry, hold a small response until its trailers to decide.
     std::optional<uint32_t> grpc_status =
         response_ended ? http::GrpcStatusOf(response) : std::nullopt;
-    std::string held_response;
+    std::string& held_response = response_body_;
+    held_response.clear();
     if (!response_ended && grpc && retry != nullptr && retry->any_grpc() && retries_left > 0 &&
         (pump == nullptr || pump->can_replay())) {
       while (!response_ended && held_response.size() <= kRetryBufferLimit) {
@@ -699,6 +700,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     }
   }
   down.OnAbandoned(nullptr);
+  // An idle keep-alive connection does not keep a large body's room.
+  if (response_body_.capacity() > kRetryBufferLimit) std::string().swap(response_body_);
 }
 
 }  // namespace meshpilot::sidecar::server

@@ -11,6 +11,8 @@
 #include <utility>
 #include <boost/asio/awaitable.hpp>
 
+#include <string>
+
 #include "sidecar/config/listener.h"
 #include "sidecar/proxy_config.h"
 #include "sidecar/server/stream.h"
@@ -32,6 +34,10 @@ class RouterFilter {
   const ConnectionInfo& info_;
   const ListenerEntry& listener_;
   const config::HttpChain& chain_;
+  // The response body held in one piece (what came with the head, or a small gRPC response
+  // held for its status): kept from one request of a connection to the next, so that its
+  // room is allocated once.
+  std::string response_body_;
 };
 
 }  // namespace meshpilot::sidecar::server

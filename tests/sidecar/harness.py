@@ -241,9 +241,13 @@ class Backend:
                 self.send_header("X-Backend", backend.name)
                 for k, v in extra_headers:
                     self.send_header(k, v)
-                self.end_headers()
-                if self.command != "HEAD":  # a body after a HEAD answer breaks the connection
-                    self.wfile.write(body)
+                # The head and the body in one write, as nginx and most servers send a small
+                # response: the proxy finds the body in the buffer with the head.
+                self._headers_buffer.append(b"\r\n")
+                head = b"".join(self._headers_buffer)
+                self._headers_buffer = []
+                # A body after a HEAD answer breaks the connection.
+                self.wfile.write(head if self.command == "HEAD" else head + body)
                 if backend.close_after_reply:
                     self.close_connection = True
 
