@@ -1,9 +1,11 @@
 #include "sidecar/stats.h"
 
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "sidecar/heap.h"
 
 namespace meshpilot::sidecar {
 namespace {
@@ -84,6 +86,15 @@ std::vector<Metric> ClusterMetrics(const ClusterStats& s) {
   };
   AppendSslMetrics(s.ssl, metrics);
   return metrics;
+}
+
+// The process's own (Envoy's server.*): the heap, when the allocator reports it.
+std::vector<Metric> ServerMetrics() {
+  const std::optional<HeapStats> heap = ReadHeapStats();
+  if (!heap) return {};
+  return {{"memory_allocated", false, static_cast<int64_t>(heap->allocated)},
+          {"memory_heap_size", false, static_cast<int64_t>(heap->heap_size)},
+          {"memory_physical_size", false, static_cast<int64_t>(heap->physical_size)}};
 }
 
 std::vector<Metric> ListenerMetrics(const ListenerStats& s) {
@@ -202,6 +213,7 @@ std::string StatsStore::RenderText() const {
   absl::StrAppend(&out, "control_plane.xds_ack: ", xds_ack.load(), "\n");
   absl::StrAppend(&out, "control_plane.xds_nack: ", xds_nack.load(), "\n");
   absl::StrAppend(&out, "control_plane.connected_state_changes: ", xds_connect.load(), "\n");
+  for (const Metric& m : ServerMetrics()) absl::StrAppend(&out, "server.", m.name, ": ", m.value, "\n");
   return out;
 }
 
@@ -229,6 +241,10 @@ std::string StatsStore::RenderPrometheus() const {
   absl::StrAppend(&out, "envoy_control_plane_xds_ack ", xds_ack.load(), "\n");
   family("envoy_control_plane_xds_nack", true);
   absl::StrAppend(&out, "envoy_control_plane_xds_nack ", xds_nack.load(), "\n");
+  for (const Metric& m : ServerMetrics()) {
+    family(absl::StrCat("envoy_server_", m.name), m.counter);
+    absl::StrAppend(&out, "envoy_server_", m.name, " ", m.value, "\n");
+  }
   return out;
 }
 

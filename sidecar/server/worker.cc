@@ -1,7 +1,6 @@
 #include "sidecar/server/worker.h"
 
 #include <linux/netfilter_ipv4.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -16,6 +15,7 @@
 
 #include "sidecar/filters/http_inspector.h"
 #include "sidecar/filters/tls_inspector.h"
+#include "sidecar/heap.h"
 #include "sidecar/server/connection.h"
 #include "spdlog/spdlog.h"
 
@@ -319,9 +319,7 @@ void Worker::ConnectionClosed() {
     trim_pending_ = false;
     if (ec || connections_ > 0) return;
     pool_.CloseIdleAfterBurst();
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
+    ReleaseFreeMemory();
   });
 }
 

@@ -429,6 +429,20 @@ class HttpTest(SharedMeshTest):
         finally:
             conn.close()
 
+    def test_stats_report_the_heap(self):
+        # Envoy's server.memory_* gauges, from jemalloc's figures.
+        self.assertEqual(self.mesh.get("/heap")[0], 200)
+        allocated = self.mesh.stat("server.memory_allocated")
+        heap = self.mesh.stat("server.memory_heap_size")
+        physical = self.mesh.stat("server.memory_physical_size")
+        self.assertGreater(allocated, 0)
+        self.assertGreater(physical, 0)
+        self.assertGreaterEqual(heap, allocated)
+        self.assertGreaterEqual(heap, physical)
+        prom = self.mesh.admin("/stats/prometheus")[1]
+        self.assertIn("# TYPE envoy_server_memory_allocated gauge\n", prom)
+        self.assertRegex(prom, r"\nenvoy_server_memory_heap_size [1-9][0-9]*\n")
+
     def test_weighted_split(self):
         counts = {"web-v1": 0, "web-v2": 0}
         conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
