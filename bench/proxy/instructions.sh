@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# meshproxy's user-space instructions per proxied request, counted by callgrind in
+# meshproxy's user-space instructions and allocations per proxied request, counted by callgrind in
 # bench/proxy/run.sh's setup (iptables capture, nginx origin, HTTP/1.1 and h2c at a low fixed
 # rate), for this tree's build and, with BASE, another build in the same run, with their ratio.
 # Unlike requests/s on a shared 2-core machine, the count does not move with the machine's
 # load (two runs of one build agree within 0.5 %), so it tells whether a change to the data
-# path made it cheaper. It counts no kernel time: system calls are per_request.sh's. Run by
-# hand, as root:
+# path made it cheaper. Allocations are the calls into the allocator (malloc, operator new, ...)
+# from outside it. It counts no kernel time: system calls are per_request.sh's. Run by hand, as
+# root:
 #
 #   bash bench/proxy/instructions.sh                        # build/release
 #   BASE=/tmp/old bash bench/proxy/instructions.sh          # also /tmp/old/{controlplane,sidecar}
@@ -49,8 +50,34 @@ python3 - "$OUT" "$DURATION" <<'PY'
 import json, pathlib, sys
 out, seconds = pathlib.Path(sys.argv[1]), float(sys.argv[2])
 
+# The allocator's entry points (jemalloc's operator new does not go through malloc).
+ALLOCATORS = {"malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign",
+              "operator new(unsigned long)", "operator new[](unsigned long)",
+              "operator new(unsigned long, std::align_val_t)"}
+
+def counts(dump):
+    """(instructions, allocations) in one callgrind dump: calls into the allocator from outside
+    it (glibc's operator new calls malloc: one allocation)."""
+    names, caller, target, instructions, allocations = {}, None, None, 0, 0
+    allocator = lambda name: name is not None and name.split(" [")[0] in ALLOCATORS
+    for line in dump.read_text(errors="ignore").splitlines():
+        if line.startswith("summary:"):
+            instructions = int(line.split()[1])
+        elif line.startswith(("fn=(", "cfn=(")):
+            ref, _, name = line.partition("=")[2].partition(" ")
+            if name:
+                names[ref] = name
+            if line.startswith("fn="):
+                caller = names.get(ref)
+            else:
+                target = names.get(ref)
+        elif line.startswith("calls=") and allocator(target) and not allocator(caller):
+            allocations += int(line[6:].split()[0])
+    return instructions, allocations
+
 def per_request(name):
-    """proto -> instructions per request; dumps come in the order of the measurements."""
+    """proto -> (instructions, allocations) per request; dumps come in the order of the
+    measurements."""
     d = out / name
     if not d.exists():
         return {}
@@ -59,14 +86,14 @@ def per_request(name):
     dumps = sorted((d / "callgrind").glob("out.*.*"), key=lambda p: p.stat().st_mtime)
     result = {}
     for r, dump in zip(runs, dumps):
-        total = next(int(l.split()[1]) for l in dump.read_text(errors="ignore").splitlines()
-                     if l.startswith("summary:"))
-        result[r["proto"]] = total / (r["rps"] * seconds)
+        requests = r["rps"] * seconds
+        result[r["proto"]] = tuple(n / requests for n in counts(dump))
     return result
 
 build, base = per_request("build"), per_request("base")
-print(f"{'proto':5} {'instructions/rq':>15} {'base':>10} {'ratio':>6}")
-for proto, n in build.items():
-    b = base.get(proto)
-    print(f"{proto:5} {n:15,.0f} " + (f"{b:10,.0f} {n / b:6.2f}" if b else f"{'-':>10} {'-':>6}"))
+print(f"{'proto':5} {'instructions/rq':>15} {'base':>10} {'ratio':>6} {'allocations/rq':>15} {'base':>6}")
+for proto, (n, a) in build.items():
+    b, ba = base.get(proto, (None, None))
+    print(f"{proto:5} {n:15,.0f} " + (f"{b:10,.0f} {n / b:6.2f}" if b else f"{'-':>10} {'-':>6}") +
+          f" {a:15.1f} " + (f"{ba:6.1f}" if ba is not None else f"{'-':>6}"))
 PY
