@@ -16,20 +16,14 @@ namespace {
 
 std::string_view SV(boost::beast::string_view s) { return {s.data(), s.size()}; }
 
-void AppendRegularFields(const HeaderMap& headers, std::string& out) {
-  for (const auto& [name, value] : headers.entries()) {
-    if (!name.empty() && name.front() != ':') AppendHttp1Field(name, value, out);
-  }
+bool IsRegular(std::string_view name) { return !name.empty() && name.front() != ':'; }
+
+size_t FieldSize(std::string_view name, std::string_view value) {
+  return name.size() + value.size() + 4;
 }
 
-}  // namespace
-
-void AppendHttp1Field(std::string_view name, std::string_view value, std::string& out) {
-  // One resize and plain copies: four appends each checked the capacity. (So, unlike append,
-  // name and value must not point into `out`.)
-  const size_t at = out.size();
-  out.resize(at + name.size() + value.size() + 4);
-  char* p = out.data() + at;
+// "name: value\r\n" at `p`, which has room for it; returns the end.
+char* WriteField(char* p, std::string_view name, std::string_view value) {
   std::memcpy(p, name.data(), name.size());
   p += name.size();
   *p++ = ':';
@@ -37,7 +31,31 @@ void AppendHttp1Field(std::string_view name, std::string_view value, std::string
   std::memcpy(p, value.data(), value.size());
   p += value.size();
   *p++ = '\r';
-  *p = '\n';
+  *p++ = '\n';
+  return p;
+}
+
+// One resize for all the fields, then plain copies: appends each check the capacity.
+void AppendRegularFields(const HeaderMap& headers, std::string& out) {
+  size_t size = 0;
+  for (const auto& [name, value] : headers.entries()) {
+    if (IsRegular(name)) size += FieldSize(name, value);
+  }
+  const size_t at = out.size();
+  out.resize(at + size);
+  char* p = out.data() + at;
+  for (const auto& [name, value] : headers.entries()) {
+    if (IsRegular(name)) p = WriteField(p, name, value);
+  }
+}
+
+}  // namespace
+
+void AppendHttp1Field(std::string_view name, std::string_view value, std::string& out) {
+  // (So, unlike append, name and value must not point into `out`.)
+  const size_t at = out.size();
+  out.resize(at + FieldSize(name, value));
+  WriteField(out.data() + at, name, value);
 }
 
 void AppendHttp1RequestHead(const HeaderMap& headers, std::string& out) {
@@ -77,10 +95,7 @@ std::string_view FrameHttp1Body(size_t size, bool chunked, bool end, std::string
 
 void AppendHttp1LastChunk(const HeaderMap& trailers, std::string& out) {
   out.append("0\r\n");
-  for (const auto& [name, value] : trailers.entries()) {
-    if (name.empty() || name.front() == ':') continue;
-    AppendHttp1Field(name, value, out);
-  }
+  AppendRegularFields(trailers, out);
   out.append("\r\n");
 }
 

@@ -443,25 +443,24 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     up.reset();
     UpstreamTarget target =
         UpstreamTarget::Of(cluster_name, *cluster->config, cluster->stats, method == "HEAD");
+    // The host: the connection's original destination, or the load balancer's pick.
     const upstream::Host* host = nullptr;
+    bool picked = true;
     if (cluster->config->type == config::DiscoveryType::kOriginalDst) {
-      if (!info_.redirected) {
-        istio.response_flags |= kNoHealthyUpstream;
-        co_await local_reply(503, "no healthy upstream", response_mutations);
-        break;
-      }
-      target.peer = info_.destination;
+      picked = info_.redirected;
+      if (picked) target.peer = info_.destination;
     } else {
       host = lb->Pick(worker_.rng(),
                       retry != nullptr && retry->avoid_previous_hosts ? previous : nullptr,
                       request_hash);
-      if (host == nullptr) {
-        stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
-        istio.response_flags |= kNoHealthyUpstream;
-        co_await local_reply(503, "no healthy upstream", response_mutations);
-        break;
-      }
-      target.peer = host->address;
+      picked = host != nullptr;
+      if (picked) target.peer = host->address;
+    }
+    if (!picked) {
+      stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+      istio.response_flags |= kNoHealthyUpstream;
+      co_await local_reply(503, "no healthy upstream", response_mutations);
+      break;
     }
     previous = host;
     const upstream::HostRequest active(host);
