@@ -410,6 +410,7 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
                                chain.enable_trailers);
     co_await router.Serve(down);
     if (!down.reusable() || *timers.duration_reached()) break;
+    ShrinkHttp1Buffer(buffer);
   }
   co_await stream.ShutdownSend(Clock::now() + kCloseNotifyTimeout);
 }

@@ -1,5 +1,7 @@
 #include "sidecar/server/http1_read.h"
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -39,9 +41,15 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
                                                      std::chrono::steady_clock::time_point deadline) {
   boost::system::error_code ec;
   bool yielded = false;
+  // Beast's hint is the buffer's free room, at least 512 bytes: a buffer the parser keeps
+  // draining never grows, and a large body would come 512 bytes per recv. A read that fills
+  // its room asks for twice as much next time (up to kMaxRead), so the buffer grows to what
+  // the peer sends.
+  size_t want = 0;
   while (!ParseBuffered(buffer, parser, until, ec)) {
-    const size_t size = beast::read_size(buffer, 65536);
-    if (size == 0) co_return bhttp::error::buffer_overflow;
+    const size_t limit = buffer.max_size() - buffer.size();
+    if (limit == 0) co_return bhttp::error::buffer_overflow;
+    const size_t size = std::min(std::max(beast::read_size(buffer, kMaxRead), want), limit);
     size_t n = 0;
     if (!yielded && ExchangeCount::in_flight() > 1) {
       // Under load, let the handlers already queued run first: the bytes awaited here are
@@ -60,6 +68,7 @@ asio::awaitable<boost::system::error_code> ReadHttp1(Transport& stream,
       if (deadline != std::chrono::steady_clock::time_point::max()) stream.tcp().expires_never();
     }
     buffer.commit(n);
+    if (n == size) want = std::min(2 * size, kMaxRead);
     if (ec == asio::error::eof) {
       if (!parser.got_some()) co_return bhttp::error::end_of_stream;
       ec = {};

@@ -18,6 +18,17 @@
 
 namespace meshpilot::sidecar::server {
 
+// The most one read takes from the socket. A connection's buffer grows only while the peer
+// keeps filling the reads, as with a large body (whose pieces, http::kBodyPiece, bound it in
+// practice); ShrinkHttp1Buffer gives the room back once the exchange is over.
+inline constexpr size_t kMaxRead = 65536;
+
+// Frees the room of an empty buffer grown past what a usual message head needs (4 KiB), so
+// that a connection left idle after a large body does not keep it.
+inline void ShrinkHttp1Buffer(boost::beast::flat_buffer& buffer) {
+  if (buffer.size() == 0 && buffer.capacity() > 4096) buffer.shrink_to_fit();
+}
+
 enum class Http1ReadUntil {
   kHeader,  // the header is done
   kMessage, // the message is done, or (need_buffer) the parser's body piece is full

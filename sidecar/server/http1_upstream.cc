@@ -49,6 +49,7 @@ Http1UpstreamStream::~Http1UpstreamStream() {
   const bool at_max_duration = connection_->max_duration_at != Clock::time_point::max() &&
                                connection_->max_duration_at <= Clock::now();
   if (reusable && !at_max_requests && !at_max_duration) {
+    ShrinkHttp1Buffer(connection_->buffer);
     pool_.Release(idle_, cluster_, peer_, std::move(connection_), idle_timeout_);
     return;
   }

@@ -109,6 +109,36 @@ TEST_CASE("ReadHttp1: a body arrives a piece at a time, with need_buffer between
   CHECK(pieces == 2);
 }
 
+TEST_CASE("ReadHttp1: reads grow while a large body keeps filling them, and shrink when idle") {
+  Connection c;
+  // 1 MiB in the socket at once (a writer thread: more than the socket buffers hold).
+  const std::string body(1 << 20, 'b');
+  std::thread writer([&] {
+    c.Send("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+           body);
+  });
+  boost::beast::flat_buffer buffer;
+  http::Http1Parser<false> parser;
+  REQUIRE_FALSE(c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kHeader)));
+  CHECK(buffer.capacity() <= 1024);  // a head needs Beast's 512-byte first read, no more
+  std::string got;
+  size_t largest = 0;
+  while (!parser.is_done() && got.size() <= body.size()) {
+    parser.BodyInto(got);
+    const boost::system::error_code ec =
+        c.Run(ReadHttp1(*c.transport, buffer, parser, Http1ReadUntil::kMessage));
+    REQUIRE((!ec || ec == bhttp::error::need_buffer));
+    largest = std::max(largest, buffer.capacity());
+  }
+  writer.join();
+  CHECK(got == body);
+  // Beast's hint alone stays at 512 bytes while the parser drains the buffer.
+  CHECK(largest >= http::kBodyPiece);
+  CHECK(largest <= 2 * kMaxRead);
+  ShrinkHttp1Buffer(buffer);
+  CHECK(buffer.capacity() == 0);
+}
+
 TEST_CASE("ParseBuffered: parses only what is buffered, and says when it needs more") {
   boost::beast::flat_buffer buffer;
   auto put = [&](std::string_view bytes) {
