@@ -32,7 +32,7 @@ struct HeaderMap::Block {
 namespace {
 
 // A usual head's names and values (Istio's peer metadata goes to a second block); with 16
-// entries, the first block is 1 KiB, which glibc keeps in its per-thread cache.
+// entries, the first block is 1 KiB, one of the small sizes the allocator's per-thread cache keeps.
 constexpr size_t kFirstBlock = 496;
 constexpr size_t kMaxBlock = 16 * 1024;
 
