@@ -12,6 +12,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <string_view>
 
 #include "sidecar/server/connection.h"
@@ -29,9 +30,13 @@ namespace {
 constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr auto kPrefaceTimeout = std::chrono::seconds(300);
 
-// Reads until the first bytes tell the preface from anything else.
-asio::awaitable<bool> StartsWithHttp2Preface(Transport& stream,
-                                             beast::flat_buffer& buffer) {
+// Reads until the first bytes tell the preface from anything else: whether the connection is
+// HTTP/2, or nullopt if it closed, failed or timed out first. Nothing may read it after that:
+// a read that met the end leaves Asio to wait for another readiness event, which never comes,
+// so a second read would wait forever (a client that connects and closes at once, as TCP
+// health checks do, would stay in CLOSE-WAIT).
+asio::awaitable<std::optional<bool>> StartsWithHttp2Preface(Transport& stream,
+                                                            beast::flat_buffer& buffer) {
   stream.tcp().expires_after(kPrefaceTimeout);
   for (;;) {
     const std::string_view seen(static_cast<const char*>(buffer.data().data()), buffer.size());
@@ -42,7 +47,7 @@ asio::awaitable<bool> StartsWithHttp2Preface(Transport& stream,
     size_t read = co_await stream.async_read_some(buffer.prepare(4096),
                                                   asio::redirect_error(asio::use_awaitable, ec));
     buffer.commit(read);
-    if (ec) co_return false;
+    if (ec) co_return std::nullopt;
   }
 }
 
@@ -56,7 +61,9 @@ asio::awaitable<void> RunHttpSession(Worker& worker, Transport stream, Connectio
   if (chain.codec == config::HttpChain::Codec::kAuto && stream.alpn() == "h2") {
     http2 = true;  // over TLS, ALPN decides, as Envoy's AUTO codec
   } else if (chain.codec == config::HttpChain::Codec::kAuto) {
-    http2 = co_await StartsWithHttp2Preface(stream, buffer);
+    const std::optional<bool> preface = co_await StartsWithHttp2Preface(stream, buffer);
+    if (!preface) co_return;  // gone before its first request: nothing to answer
+    http2 = *preface;
   }
   if (http2) {
     stream.tcp().expires_never();

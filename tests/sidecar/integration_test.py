@@ -429,6 +429,19 @@ class HttpTest(SharedMeshTest):
         finally:
             conn.close()
 
+    def test_connections_closed_before_a_request_end(self):
+        # TCP health checks and port scanners connect and close at once; other clients close
+        # part way through the HTTP/2 preface or an HTTP/1.1 head. meshproxy must close each of
+        # these connections too, and not leave it open (CLOSE-WAIT) with a read waiting forever.
+        active = "listener.http.downstream_cx_active"
+        before = self.mesh.stat(active) or 0
+        for sent in [b""] * 200 + [b"PRI * HTTP/2.0\r\n"] * 20 + [b"GET / HTTP/1.1\r\nHo"] * 20:
+            with socket.create_connection(("127.0.0.1", self.mesh.http_port), timeout=5) as s:
+                s.sendall(sent)
+        wait_until(lambda: (self.mesh.stat(active) or 0) <= before, WAIT_S,
+                   "meshproxy closed every connection its client closed")
+        self.assertEqual(self.mesh.get("/")[0], 200)  # and goes on serving
+
     def test_stats_report_the_heap(self):
         # Envoy's server.memory_* gauges, from jemalloc's figures.
         self.assertEqual(self.mesh.get("/heap")[0], 200)
