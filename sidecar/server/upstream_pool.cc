@@ -335,10 +335,14 @@ void UpstreamPool::Release(IdleConnections& idle, std::string_view cluster,
   WakePending(cluster, &peer);
 }
 
-void UpstreamPool::CloseIdleAfterBurst() {
+void UpstreamPool::TrimIdleAfterBurst() {
   for (auto& [key, idle] : idle_) {
     if (idle.size() > kIdleKeptWhenQuiet) {
       idle.erase(idle.begin(), idle.end() - kIdleKeptWhenQuiet);  // the front waited longest
+    }
+    for (const auto& connection : idle) {
+      if (connection->buffer.size() == 0) connection->buffer.shrink_to_fit();  // frees it
+      std::string().swap(connection->out);
     }
   }
 }

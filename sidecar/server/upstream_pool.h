@@ -195,9 +195,19 @@ class UpstreamPool {
     WakePending(cluster, nullptr);
   }
   // The worker has no downstream connection left: idle HTTP/1.1 connections beyond
-  // kIdleKeptWhenQuiet per endpoint, the longest idle first, are closed, so that the
-  // connections of a burst do not keep its memory (see Worker::ConnectionClosed).
-  void CloseIdleAfterBurst();
+  // kIdleKeptWhenQuiet per endpoint, the longest idle first, are closed, and those kept give
+  // back their read buffer and head, so that the connections of a burst do not keep its memory
+  // (see Worker::ConnectionClosed). Those blocks, allocated among the burst's own, would
+  // otherwise keep the allocator from returning the pages around them.
+  void TrimIdleAfterBurst();
+  static constexpr size_t kIdleKeptWhenQuiet = 128;
+
+  // The idle HTTP/1.1 connections of `cluster` to `peer`, if any were ever released there.
+  const IdleConnections* Idle(std::string_view cluster,
+                              const boost::asio::ip::tcp::endpoint& peer) const {
+    auto it = idle_.find(KeyView{cluster, peer});
+    return it == idle_.end() ? nullptr : &it->second;
+  }
 
  private:
   // By cluster and endpoint; looked up by a view of the cluster name, so a request copies no
@@ -222,9 +232,8 @@ class UpstreamPool {
     return *it;
   }
   // Idle connections kept per endpoint under load (Envoy keeps all, up to max_connections;
-  // nginx's keepalive cache is a number like this), and once the worker is quiet.
+  // nginx's keepalive cache is a number like this); kIdleKeptWhenQuiet once the worker is quiet.
   static constexpr size_t kMaxIdlePerEndpoint = 1024;
-  static constexpr size_t kIdleKeptWhenQuiet = 128;
 
   // Empty when max_connections leaves no connection to use.
   boost::asio::awaitable<std::optional<OpenedStream>> OpenHttp1(const UpstreamTarget& target,

@@ -318,7 +318,7 @@ void Worker::ConnectionClosed() {
   trim_timer_.async_wait([this](const boost::system::error_code& ec) {
     trim_pending_ = false;
     if (ec || connections_ > 0) return;
-    pool_.CloseIdleAfterBurst();
+    pool_.TrimIdleAfterBurst();
     ReleaseFreeMemory();
   });
 }

@@ -212,6 +212,56 @@ TEST_CASE("upstream pool: pending requests are woken for their endpoint") {
   CHECK(target.stats->upstream_rq_pending_total == 2);
 }
 
+TEST_CASE("upstream pool: a quiet worker keeps a few idle connections, without their buffers") {
+  asio::io_context io;
+  Origin origin(io);
+  UpstreamPool pool(io);
+  const std::string cluster = "c";
+  UpstreamTarget target;
+  target.cluster = cluster;
+  target.peer = origin.endpoint();
+  target.stats = std::make_shared<ClusterStats>();
+  target.max_connections = 1024;
+  target.connect_timeout = std::chrono::seconds(5);
+
+  // A burst: 200 exchanges at once, each on its own connection, all back in the pool after.
+  constexpr size_t kBurst = 200;
+  std::vector<Request> requests(kBurst);
+  for (Request& request : requests) asio::co_spawn(io, OpenStream(pool, target, request), asio::detached);
+  RunUntil(io, [&] {
+    return std::all_of(requests.begin(), requests.end(), [](const Request& r) { return r.opened.has_value(); });
+  });
+  for (Request& request : requests) {
+    REQUIRE(request.opened->stream != nullptr);
+    asio::co_spawn(io, Exchange(request), asio::detached);
+  }
+  RunUntil(io, [&] {
+    return std::all_of(requests.begin(), requests.end(), [](const Request& r) { return r.exchanged; });
+  });
+  const IdleConnections* idle = pool.Idle(cluster, target.peer);
+  REQUIRE(idle != nullptr);
+  REQUIRE(idle->size() == kBurst);
+  CHECK(idle->front()->buffer.capacity() > 0);  // what the response was read into
+  CHECK(idle->front()->out.capacity() > 0);     // the request head
+
+  pool.TrimIdleAfterBurst();
+  REQUIRE(idle->size() == UpstreamPool::kIdleKeptWhenQuiet);
+  CHECK(target.stats->upstream_cx_active == static_cast<int64_t>(UpstreamPool::kIdleKeptWhenQuiet));
+  for (const auto& connection : *idle) {
+    CHECK(connection->buffer.capacity() == 0);
+    CHECK(connection->out.capacity() <= std::string().capacity());
+  }
+
+  // A kept connection still serves: the next request reuses it.
+  Request next;
+  asio::co_spawn(io, OpenStream(pool, target, next), asio::detached);
+  RunUntil(io, [&] { return next.opened.has_value(); });
+  REQUIRE(next.opened->stream != nullptr);
+  asio::co_spawn(io, Exchange(next), asio::detached);
+  RunUntil(io, [&] { return next.exchanged; });
+  CHECK(target.stats->upstream_cx_total == kBurst);
+}
+
 // Opens a stream and makes one exchange on it, as the router does.
 asio::awaitable<void> OpenAndExchange(UpstreamPool& pool, UpstreamTarget target, Request& request) {
   co_await OpenStream(pool, target, request, Protocol::kHttp2);
