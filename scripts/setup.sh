@@ -12,6 +12,7 @@ DEBIAN_PACKAGES=(
   libjemalloc-dev
   libbenchmark-dev nodejs npm
   openssl python3-yaml iproute2 util-linux iptables
+  clang-14 libbpf-dev bpftool
 )
 
 missing=()
