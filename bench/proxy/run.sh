@@ -17,7 +17,8 @@
 # port 80 `http`), and istio-iptables' capture (nat OUTPUT REDIRECT to 15001) sends the load
 # generator's connections to 127.0.0.80:80 into virtualOutbound, which hands them to the
 # 0.0.0.0_80 listener and routes them by Host to outbound|80||origin.default.svc.cluster.local.
-# nginx and haproxy listen on plain ports. Every proxy speaks HTTP/1.1 with keep-alive to the
+# (CAPTURE=ebpf: meshproxy-capture's programs do it instead, without NAT.) nginx and haproxy
+# listen on plain ports. Every proxy speaks HTTP/1.1 with keep-alive to the
 # origin, whichever protocol the client speaks.
 #
 # Per target and protocol (wrk and h2load --h1 for HTTP/1.1, h2load for h2c prior knowledge):
@@ -37,6 +38,10 @@ RATES=${RATES:-"1000 10000"}        # fixed request rates, requests/s
 RATE_PER_CLIENT=${RATE_PER_CLIENT:-1000}
 SAT_CLIENTS=${SAT_CLIENTS:-64}      # connections for saturation runs
 H2_STREAMS=${H2_STREAMS:-10}        # h2load -m at saturation
+# Rounds over TARGETS: with more than one, the targets take turns (meshproxy, nginx, meshproxy,
+# ...), so that the ratios report.py gives are between measurements seconds apart, and their
+# median is taken: a machine whose speed drifts from minute to minute moves them less.
+ROUNDS=${ROUNDS:-1}
 TARGETS=${TARGETS:-"direct meshproxy nginx haproxy"}
 SATURATION=${SATURATION:-1}         # 0: fixed rates only
 # A command run in the background during each proxy's measurements, with PROBE_PID (its
@@ -53,6 +58,11 @@ LIKE_ISTIO=${LIKE_ISTIO:-0}
 # through istio-iptables' capture, so that every proxy's client connections cost the kernel the
 # same NAT work (measured: 1.4 µs of nginx's CPU per request). 0: they listen on plain ports.
 CAPTURE_ALL=${CAPTURE_ALL:-0}
+# How the load generator's connections reach meshproxy: iptables (istio-iptables' nat REDIRECT;
+# it turns conntrack on in the namespace, for every proxy's connections) or ebpf
+# (meshproxy-capture attached to a cgroup holding meshproxy and the load generator: no NAT, no
+# conntrack; nginx, haproxy and the origin run outside it).
+CAPTURE=${CAPTURE:-iptables}
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 # Every process of the benchmark runs at this niceness: on a machine shared with compiles, the
@@ -61,11 +71,17 @@ NICE=${NICE:--20}
 BUILD=${BUILD:-$ROOT/build/release}
 MESHPILOT=$BUILD/controlplane/meshpilot
 MESHPROXY=$BUILD/sidecar/meshproxy
+MESHPROXY_CAPTURE=$BUILD/sidecar/meshproxy-capture
 IN_NETNS=MESHPILOT_PROXY_BENCH_NETNS
+case $CAPTURE in
+  iptables) ;;
+  ebpf) [[ $CAPTURE_ALL == 0 ]] || { echo "CAPTURE_ALL=1 needs CAPTURE=iptables" >&2; exit 1; } ;;
+  *) echo "CAPTURE=$CAPTURE: iptables or ebpf" >&2; exit 1 ;;
+esac
 
 if [[ ${!IN_NETNS:-} != 1 ]]; then
-  for binary in "$MESHPILOT" "$MESHPROXY"; do
-    [[ -x $binary ]] || { echo "missing $binary: cmake --build build/release --target meshpilot meshproxy" >&2; exit 1; }
+  for binary in "$MESHPILOT" "$MESHPROXY" $([[ $CAPTURE == ebpf ]] && echo "$MESHPROXY_CAPTURE"); do
+    [[ -x $binary ]] || { echo "missing $binary: cmake --build build/release --target meshpilot meshproxy meshproxy-capture" >&2; exit 1; }
   done
   [[ $(id -u) == 0 ]] || { echo "run as root: it installs packages and uses unshare and iptables" >&2; exit 1; }
   missing=()
@@ -83,9 +99,14 @@ fi
 
 WORK=$(mktemp -d /tmp/meshproxy-bench.XXXXXX)
 PIDS=()
+POD_CGROUP=    # CAPTURE=ebpf: the cgroup meshproxy-capture is attached to
+OUTER_CGROUP=  # and the one this script started in
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n $POD_CGROUP ]]; then
+    echo $$ >"$OUTER_CGROUP/cgroup.procs" && rmdir "$POD_CGROUP" || true  # detaches the programs
+  fi
   if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
@@ -120,6 +141,18 @@ redirect() {
     -j REDIRECT --to-ports "$2"
 }
 declare -A PID_OF   # target -> pids whose RSS and CPU count (nginx: master and workers)
+
+# CAPTURE=ebpf: the pod's cgroup (v2), with meshproxy-capture's programs attached, is where this
+# script runs from the start of meshproxy on, and so meshproxy and the load generator with it;
+# OUTSIDE_POD runs a command in the cgroup the script started in.
+OUTSIDE_POD=()
+if [[ $CAPTURE == ebpf ]]; then
+  cgroup_root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  [[ -n $cgroup_root ]] || { echo "CAPTURE=ebpf needs a cgroup v2 hierarchy" >&2; exit 1; }
+  OUTER_CGROUP=$cgroup_root$(sed -n 's/^0:://p' /proc/self/cgroup)
+  POD_CGROUP=$(mktemp -d "$cgroup_root/meshproxy-bench.XXXXXX")
+  OUTSIDE_POD=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$OUTER_CGROUP")
+fi
 
 # pinned CPUS COMMAND...: COMMAND on CPUS, ahead of the machine's other work (NICE).
 pinned() {
@@ -227,8 +260,14 @@ if [[ " $TARGETS " == *" meshproxy "* ]]; then
   start "$WORK/meshpilot.log" "$LOAD_CPUS" "$MESHPILOT" --config-dir "$WORK/mesh" \
     --xds-port 15010 --debug-port 15014
   wait_for 30 curl -fsS http://127.0.0.1:15014/ready || { cat "$WORK/meshpilot.log" >&2; exit 1; }
-  # istio-iptables' outbound capture, limited to the Service's cluster IP.
-  iptables -t nat -A OUTPUT -p tcp -d "$CLUSTER_IP/32" -j REDIRECT --to-ports 15001
+  if [[ $CAPTURE == ebpf ]]; then
+    # The same capture by meshproxy-capture (127.0.0.0/8 is left alone unless included).
+    "$MESHPROXY_CAPTURE" attach --cgroup "$POD_CGROUP" --include "$CLUSTER_IP/32"
+    echo $$ >"$POD_CGROUP/cgroup.procs"
+  else
+    # istio-iptables' outbound capture, limited to the Service's cluster IP.
+    iptables -t nat -A OUTPUT -p tcp -d "$CLUSTER_IP/32" -j REDIRECT --to-ports 15001
+  fi
   start "$WORK/meshproxy.log" "$PROXY_CPUS" "$MESHPROXY" --xds-address 127.0.0.1:15010 \
     --node-id "sidecar~127.0.0.2~bench-client.default~default.svc.cluster.local" \
     --concurrency "$WORKERS" --log-level warn
@@ -281,7 +320,7 @@ if [[ " $TARGETS " == *" nginx "* ]]; then
   if [[ $CAPTURE_ALL == 1 ]]; then
     redirect "${URL[nginx:h1]}" "$NGINX_H1" && redirect "${URL[nginx:h2]}" "$NGINX_H2"
   fi
-  start "$WORK/nginx.log" "$PROXY_CPUS" nginx -e stderr -c "$WORK/nginx.conf"
+  start "$WORK/nginx.log" "$PROXY_CPUS" "${OUTSIDE_POD[@]}" nginx -e stderr -c "$WORK/nginx.conf"
   PID_OF[nginx]=$LAST_PID
   wait_for 10 curl -fsS "${URL[nginx:h1]}" || { cat "$WORK/nginx.log" >&2; exit 1; }
 fi
@@ -309,7 +348,7 @@ if [[ " $TARGETS " == *" haproxy "* ]]; then
   if [[ $CAPTURE_ALL == 1 ]]; then
     redirect "${URL[haproxy:h1]}" "$HAPROXY_H1" && redirect "${URL[haproxy:h2]}" "$HAPROXY_H2"
   fi
-  start "$WORK/haproxy.log" "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy.cfg"
+  start "$WORK/haproxy.log" "$PROXY_CPUS" "${OUTSIDE_POD[@]}" haproxy -db -f "$WORK/haproxy.cfg"
   PID_OF[haproxy]=$LAST_PID
   wait_for 10 curl -fsS "${URL[haproxy:h1]}" || { cat "$WORK/haproxy.log" >&2; exit 1; }
 fi
@@ -321,9 +360,9 @@ RESULTS=$WORK/results.jsonl
 record() {
   python3 - "$@" >>"$RESULTS" <<'PY'
 import json, sys
-target, proto, load, result, proxy_ns, origin_ns, seconds, rss = sys.argv[1:]
+target, proto, load, result, proxy_ns, origin_ns, seconds, rss, round_ = sys.argv[1:]
 line = json.loads(result)
-line.update(target=target, proto=proto, load=load, rss_kib=int(rss),
+line.update(target=target, proto=proto, load=load, rss_kib=int(rss), round=int(round_),
             proxy_cpu=round(int(proxy_ns) / 1e9 / float(seconds), 3),
             origin_cpu=round(int(origin_ns) / 1e9 / float(seconds), 3))
 print(json.dumps(line))
@@ -335,6 +374,7 @@ measure() {
   local target=$1 proto=$2 load=$3 url=${URL[$1:$2]} pid=${PID_OF[$1]} out result
   local p0 o0 p1 o1
   out=$WORK/$target-$proto-$load
+  if ((ROUND > 1)); then out+=.r$ROUND; fi
   p0=$(cpu_ns "$pid"); o0=$(cpu_ns "$ORIGIN_PID")
   local probe=
   if [[ -n $PROBE ]]; then
@@ -364,7 +404,7 @@ measure() {
   p1=$(cpu_ns "$pid"); o1=$(cpu_ns "$ORIGIN_PID")
   if [[ $target == direct ]]; then p1=$p0; fi
   record "$target" "$proto" "$load" "$result" $((p1 - p0)) $((o1 - o0)) \
-    "$((WARMUP + DURATION))" "$(rss_kib "$pid")"
+    "$((WARMUP + DURATION))" "$(rss_kib "$pid")" "$ROUND"
   echo "  $target $proto $load: $(tail -n1 "$RESULTS" | cut -c1-160)" >&2
 }
 
@@ -375,18 +415,21 @@ speaks_h2c() {
 
 LOADS=$RATES
 if [[ $SATURATION == 1 ]]; then LOADS+=" max"; fi
-for target in $TARGETS; do
-  echo "== $target (RSS $(($(rss_kib "${PID_OF[$target]}") / 1024)) MiB before load)" >&2
-  for load in $LOADS; do measure "$target" h1 "$load"; done
-  if speaks_h2c "$target"; then
-    for load in $LOADS; do measure "$target" h2 "$load"; done
-  else
-    echo "  $target does not answer h2c (prior knowledge): h2 rows marked not supported" >&2
-    for load in $LOADS; do
-      record "$target" h2 "$load" '{"error": "not supported"}' 0 0 1 \
-        "$(rss_kib "${PID_OF[$target]}")"
-    done
-  fi
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+  ROUND_NAME=("" ", round $ROUND")
+  for target in $TARGETS; do
+    echo "== $target${ROUND_NAME[ROUNDS > 1]} (RSS $(($(rss_kib "${PID_OF[$target]}") / 1024)) MiB before load)" >&2
+    for load in $LOADS; do measure "$target" h1 "$load"; done
+    if speaks_h2c "$target"; then
+      for load in $LOADS; do measure "$target" h2 "$load"; done
+    else
+      echo "  $target does not answer h2c (prior knowledge): h2 rows marked not supported" >&2
+      for load in $LOADS; do
+        record "$target" h2 "$load" '{"error": "not supported"}' 0 0 1 \
+          "$(rss_kib "${PID_OF[$target]}")" "$ROUND"
+      done
+    fi
+  done
 done
 
 # ----- the machine's floor: the wake-ups a proxy on its own CPU adds to each request
@@ -407,6 +450,6 @@ if [[ -n ${RATES// } && -z $PROBE ]]; then
 fi
 
 echo >&2
-echo "load generator and origin on CPU $LOAD_CPUS, proxies on CPU $PROXY_CPUS, nice $NICE; $WORKERS worker(s) each;" \
+echo "capture $CAPTURE; load generator and origin on CPU $LOAD_CPUS, proxies on CPU $PROXY_CPUS, nice $NICE; $WORKERS worker(s) each;" \
      "${DURATION}s per measurement after ${WARMUP}s warm-up; $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$ROOT/bench/proxy/report.py" "$RESULTS" $([[ -f $FLOOR ]] && echo "$FLOOR")
