@@ -78,6 +78,24 @@ def main(path, floor_path=None):
               f'{ms(r.get("p99_us"))} | {ms(r.get("p999_us"))} | {r["failed"]} | '
               f'{r["proxy_cpu"]:.2f} | {r["origin_cpu"]:.2f} | {per_core(r)} | {r["rss_kib"] / 1024:.1f} |')
 
+    round_ratios = {}
+    if rounds > 1:
+        print()
+        print("meshproxy's req/s per core at saturation over the reference's, round by round:")
+        in_round = {(r["target"], r["proto"], r["load"], r.get("round", 1)): r for r in measured}
+        for ref in ("nginx", "haproxy"):
+            for proto in ("h1", "h2"):
+                ratios = []
+                for n in range(1, rounds + 1):
+                    ours = efficiency(in_round.get(("meshproxy", proto, "max", n)))
+                    theirs = efficiency(in_round.get((ref, proto, "max", n)))
+                    if ours and theirs:
+                        ratios.append(ours / theirs)
+                if ratios:
+                    round_ratios[(ref, proto)] = statistics.median(ratios)
+                    print(f"- {ref} {proto}: " + ", ".join(f"{x:.2f}" for x in ratios)
+                          + f"; median {statistics.median(ratios):.2f}")
+
     def get(target, proto, load, field):
         r = by_key.get((target, proto, load))
         return None if r is None or "error" in r else r.get(field)
@@ -97,8 +115,10 @@ def main(path, floor_path=None):
             if (ref, proto, "max") not in by_key:
                 continue
             rates = [efficiency(by_key.get((t, proto, "max"))) for t in ("meshproxy", ref)]
+            per_core_cell = (f"{round_ratios[(ref, proto)]:.2f}" if (ref, proto) in round_ratios
+                             else ratio(*rates))
             cells = [ratio(get("meshproxy", proto, "max", "rps"), get(ref, proto, "max", "rps")),
-                     ratio(*rates),
+                     per_core_cell,
                      ratio(get("meshproxy", proto, "max", "p99_us"), get(ref, proto, "max", "p99_us"))]
             if low:
                 direct = get("direct", proto, low, "p99_us")
@@ -108,24 +128,6 @@ def main(path, floor_path=None):
                 cells.append(" vs ".join(ms(a) for a in added))
             cells.append(ratio(get("meshproxy", proto, "max", "rss_kib"), get(ref, proto, "max", "rss_kib")))
             print(f"| {ref} | {proto} | " + " | ".join(cells) + " |")
-
-    round_ratios = {}
-    if rounds > 1:
-        print()
-        print("meshproxy's req/s per core at saturation over the reference's, round by round:")
-        in_round = {(r["target"], r["proto"], r["load"], r.get("round", 1)): r for r in measured}
-        for ref in ("nginx", "haproxy"):
-            for proto in ("h1", "h2"):
-                ratios = []
-                for n in range(1, rounds + 1):
-                    ours = efficiency(in_round.get(("meshproxy", proto, "max", n)))
-                    theirs = efficiency(in_round.get((ref, proto, "max", n)))
-                    if ours and theirs:
-                        ratios.append(ours / theirs)
-                if ratios:
-                    round_ratios[(ref, proto)] = statistics.median(ratios)
-                    print(f"- {ref} {proto}: " + ", ".join(f"{x:.2f}" for x in ratios)
-                          + f"; median {statistics.median(ratios):.2f}")
 
     print()
     sat, sat_nginx = get("meshproxy", "h1", "max", "rps"), get("nginx", "h1", "max", "rps")

@@ -99,13 +99,17 @@ fi
 
 WORK=$(mktemp -d /tmp/meshproxy-bench.XXXXXX)
 PIDS=()
-POD_CGROUP=    # CAPTURE=ebpf: the cgroup meshproxy-capture is attached to
-OUTER_CGROUP=  # and the one this script started in
+POD_CGROUP=     # CAPTURE=ebpf: the cgroup meshproxy-capture is attached to,
+OTHER_CGROUP=   # its sibling, where the origin, nginx and haproxy run,
+OUTER_CGROUP=   # and the one this script started in
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ -n $POD_CGROUP ]]; then
-    echo $$ >"$OUTER_CGROUP/cgroup.procs" && rmdir "$POD_CGROUP" || true  # detaches the programs
+    echo $$ >"$OUTER_CGROUP/cgroup.procs"
+    # Removing the pod's cgroup detaches the programs.
+    rmdir "$POD_CGROUP" "$OTHER_CGROUP" ||
+      echo "warning: $POD_CGROUP or $OTHER_CGROUP is left (a process still in it?)" >&2
   fi
   if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$WORK"
@@ -143,15 +147,18 @@ redirect() {
 declare -A PID_OF   # target -> pids whose RSS and CPU count (nginx: master and workers)
 
 # CAPTURE=ebpf: the pod's cgroup (v2), with meshproxy-capture's programs attached, is where this
-# script runs from the start of meshproxy on, and so meshproxy and the load generator with it;
-# OUTSIDE_POD runs a command in the cgroup the script started in.
+# script runs from the start of meshproxy on, and so meshproxy and the load generator with it.
+# Until then it runs in a sibling cgroup (so that a cgroup CPU controller, if any, weighs both
+# sides alike), where OUTSIDE_POD runs a command later: nginx and haproxy.
 OUTSIDE_POD=()
 if [[ $CAPTURE == ebpf ]]; then
   cgroup_root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
   [[ -n $cgroup_root ]] || { echo "CAPTURE=ebpf needs a cgroup v2 hierarchy" >&2; exit 1; }
   OUTER_CGROUP=$cgroup_root$(sed -n 's/^0:://p' /proc/self/cgroup)
-  POD_CGROUP=$(mktemp -d "$cgroup_root/meshproxy-bench.XXXXXX")
-  OUTSIDE_POD=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$OUTER_CGROUP")
+  POD_CGROUP=$(mktemp -d "$cgroup_root/meshproxy-bench-pod.XXXXXX")
+  OTHER_CGROUP=$(mktemp -d "$cgroup_root/meshproxy-bench-other.XXXXXX")
+  echo $$ >"$OTHER_CGROUP/cgroup.procs"
+  OUTSIDE_POD=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$OTHER_CGROUP")
 fi
 
 # pinned CPUS COMMAND...: COMMAND on CPUS, ahead of the machine's other work (NICE).

@@ -108,7 +108,7 @@ SEC("cgroup/getsockopt")
 int mp_getsockopt(struct bpf_sockopt *ctx) {
   if (ctx->level != SOL_IP || ctx->optname != SO_ORIGINAL_DST) return 1;
   struct bpf_sock *sk = ctx->sk;
-  if (!sk || sk->family != AF_INET) return 1;
+  if (!sk || sk->family != AF_INET || sk->protocol != IPPROTO_TCP) return 1;
   // On the proxy's side the client's address is the peer's (dst_port: network byte order).
   struct client key = {bpf_get_netns_cookie(ctx), {sk->dst_ip4, sk->dst_port}};
   const struct address *original = bpf_map_lookup_elem(&captured, &key);
@@ -128,7 +128,7 @@ int mp_getsockopt(struct bpf_sockopt *ctx) {
 SEC("cgroup/getpeername4")
 int mp_getpeername4(struct bpf_sock_addr *ctx) {
   struct bpf_sock *sk = ctx->sk;
-  if (!sk) return 1;
+  if (!sk || sk->protocol != IPPROTO_TCP) return 1;
   // src_port is in host byte order.
   struct client key = {bpf_get_netns_cookie(ctx), {sk->src_ip4, bpf_htons(sk->src_port)}};
   const struct address *original = bpf_map_lookup_elem(&captured, &key);

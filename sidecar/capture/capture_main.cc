@@ -120,8 +120,43 @@ absl::Status Detach(int cgroup_fd, const std::vector<uint32_t>& keep = {}) {
   return absl::OkStatus();
 }
 
-// Loads the programs and attaches them; then detaches the ones an earlier attach left, so that
-// the capture never lapses. A failure leaves the cgroup as it was.
+// A descriptor of the map called `name` that our sockops program attached to the cgroup uses,
+// or -1 when there is none.
+int AttachedMap(int cgroup_fd, const char* name) {
+  uint32_t ids[64];
+  uint32_t count = 64;
+  uint32_t flags = 0;
+  if (bpf_prog_query(cgroup_fd, BPF_CGROUP_SOCK_OPS, 0, &flags, ids, &count) != 0) return -1;
+  for (uint32_t i = 0; i < count; ++i) {
+    const int program_fd = bpf_prog_get_fd_by_id(ids[i]);
+    if (program_fd < 0) continue;
+    uint32_t map_ids[8];
+    bpf_prog_info info{};
+    info.nr_map_ids = 8;
+    info.map_ids = reinterpret_cast<uintptr_t>(map_ids);
+    uint32_t length = sizeof(info);
+    const bool ours = bpf_obj_get_info_by_fd(program_fd, &info, &length) == 0 &&
+                      std::strcmp(info.name, "mp_sockops") == 0;
+    close(program_fd);
+    for (uint32_t m = 0; ours && m < std::min<uint32_t>(info.nr_map_ids, 8); ++m) {
+      const int map_fd = bpf_map_get_fd_by_id(map_ids[m]);
+      if (map_fd < 0) continue;
+      bpf_map_info map_info{};
+      uint32_t map_length = sizeof(map_info);
+      if (bpf_obj_get_info_by_fd(map_fd, &map_info, &map_length) == 0 &&
+          std::strcmp(map_info.name, name) == 0) {
+        return map_fd;
+      }
+      close(map_fd);
+    }
+  }
+  return -1;
+}
+
+// Loads the programs and attaches them, then detaches those an earlier attach left. The new
+// programs share that attach's connection maps, so connections captured before keep their
+// original destination, and one captured while both sets run is found by either. A failure
+// detaches what this attach attached.
 absl::Status Attach(int cgroup_fd) {
   std::vector<std::pair<Cidr, uint8_t>> ranges;
   for (const std::string& text : absl::GetFlag(FLAGS_include)) {
@@ -143,7 +178,15 @@ absl::Status Attach(int cgroup_fd) {
   skeleton->rodata->proxy_gid = absl::GetFlag(FLAGS_proxy_gid);
   skeleton->rodata->outbound_port = absl::GetFlag(FLAGS_outbound_port);
   absl::Status status;
-  if (meshproxy_capture__load(skeleton) != 0) {
+  for (bpf_map* map : {skeleton->maps.connecting, skeleton->maps.captured}) {
+    const int fd = AttachedMap(cgroup_fd, bpf_map__name(map));
+    if (fd < 0) continue;
+    if (bpf_map__reuse_fd(map, fd) != 0) {
+      status = Errno(absl::StrCat("reusing the attached programs' map ", bpf_map__name(map)));
+    }
+    close(fd);  // libbpf keeps a copy
+  }
+  if (status.ok() && meshproxy_capture__load(skeleton) != 0) {
     status = Errno("loading the programs (the verifier's log is above)");
   }
   for (const auto& [cidr, capture] : ranges) {
@@ -156,15 +199,17 @@ absl::Status Attach(int cgroup_fd) {
   for (const Program& program : kPrograms) {
     if (!status.ok()) break;
     const int fd = bpf_program__fd(program.get(skeleton));
-    if (bpf_prog_attach(fd, cgroup_fd, program.type, BPF_F_ALLOW_MULTI) != 0) {
+    const uint32_t id = ProgramId(fd);
+    if (id == 0) {
+      status = Errno(absl::StrCat("reading ", program.name, "'s id"));
+    } else if (bpf_prog_attach(fd, cgroup_fd, program.type, BPF_F_ALLOW_MULTI) != 0) {
       status = Errno(absl::StrCat("attaching ", program.name));
     } else {
-      attached.push_back(ProgramId(fd));
+      attached.push_back(id);
     }
   }
-  if (status.ok()) {
-    status = Detach(cgroup_fd, attached);
-  } else {
+  if (status.ok()) status = Detach(cgroup_fd, attached);
+  if (!status.ok()) {
     for (size_t i = 0; i < attached.size(); ++i) {
       bpf_prog_detach2(bpf_program__fd(kPrograms[i].get(skeleton)), cgroup_fd, kPrograms[i].type);
     }
@@ -176,6 +221,10 @@ absl::Status Attach(int cgroup_fd) {
 
 int Run(const std::vector<std::string>& args) {
   const std::string cgroup = absl::GetFlag(FLAGS_cgroup);
+  if (const uint32_t port = absl::GetFlag(FLAGS_outbound_port); port == 0 || port > 65535) {
+    std::fprintf(stderr, "meshproxy-capture: --outbound-port %u: not a port (1 to 65535)\n", port);
+    return 2;
+  }
   if (args.size() != 1 || (args[0] != "attach" && args[0] != "detach") || cgroup.empty()) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;
