@@ -112,6 +112,7 @@ std::string AdminHandler::Clusters() const {
                       ejected ? "/failed_outlier_check" : "healthy", "\n");
       absl::StrAppend(&out, prefix, "weight::", host->weight, "\n");
       absl::StrAppend(&out, prefix, "zone::", host->zone, "\n");
+      absl::StrAppend(&out, prefix, "priority::", host->priority, "\n");
     }
   }
   return out;

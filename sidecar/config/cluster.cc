@@ -24,7 +24,8 @@ absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseAssignment(
     const endpoint_v3::ClusterLoadAssignment& proto, const std::string& field) {
   auto set = std::make_shared<EndpointSet>();
   set->cluster_name = proto.cluster_name();
-  // Priority -> localities with healthy endpoints; the lowest priority that has any wins.
+  // Priority -> its localities, which the load balancer spills over from one to the next as
+  // their health goes (Envoy's priority levels: Istio's locality failover).
   std::map<uint32_t, std::vector<Locality>> by_priority;
   for (int l = 0; l < proto.endpoints_size(); ++l) {
     const endpoint_v3::LocalityLbEndpoints& group = proto.endpoints(l);
@@ -33,6 +34,7 @@ absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseAssignment(
     locality.zone = absl::StrCat(group.locality().region(), "/", group.locality().zone(), "/",
                                  group.locality().sub_zone());
     locality.weight = group.has_load_balancing_weight() ? group.load_balancing_weight().value() : 0;
+    locality.priority = group.priority();
     for (int e = 0; e < group.lb_endpoints_size(); ++e) {
       const endpoint_v3::LbEndpoint& lb = group.lb_endpoints(e);
       const std::string ef = absl::StrCat(lf, ".lb_endpoints[", e, "]");
@@ -55,14 +57,21 @@ absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseAssignment(
       if (weight == 0) {
         return absl::InvalidArgumentError(absl::StrCat(ef, ".load_balancing_weight: must be >= 1"));
       }
-      if (!Healthy(lb.health_status())) continue;
+      if (!Healthy(lb.health_status())) {
+        ++locality.unhealthy;
+        continue;
+      }
       locality.endpoints.push_back(
           Endpoint{boost::asio::ip::tcp::endpoint(ip, static_cast<uint16_t>(sa.port_value())),
                    weight});
     }
-    if (!locality.endpoints.empty()) by_priority[group.priority()].push_back(std::move(locality));
+    if (!locality.endpoints.empty() || locality.unhealthy != 0) {
+      by_priority[group.priority()].push_back(std::move(locality));
+    }
   }
-  if (!by_priority.empty()) set->localities = std::move(by_priority.begin()->second);
+  for (auto& [priority, localities] : by_priority) {
+    for (Locality& locality : localities) set->localities.push_back(std::move(locality));
+  }
   return std::shared_ptr<const EndpointSet>(std::move(set));
 }
 

@@ -32,12 +32,15 @@ struct Endpoint {
 struct Locality {
   std::string zone;  // region/zone/sub_zone, for display
   uint32_t weight = 0;  // 0: the sum of its endpoints' weights
-  std::vector<Endpoint> endpoints;
+  std::vector<Endpoint> endpoints;  // the healthy ones (EDS health UNKNOWN or HEALTHY)
+  uint32_t priority = 0;
+  uint32_t unhealthy = 0;  // endpoints EDS gave another health status: they count in their
+                           // priority's health (upstream/load_balancer.h), and take no traffic
 };
 
 struct EndpointSet {
   std::string cluster_name;
-  std::vector<Locality> localities;
+  std::vector<Locality> localities;  // by priority, lowest (most preferred) first
 };
 
 // circuit_breakers.thresholds of priority DEFAULT, with Envoy's defaults.

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numeric>
 #include <string>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 
@@ -79,27 +80,92 @@ double SlowStartWeight(uint32_t weight, const config::SlowStart& slow_start,
                            std::pow(time_factor, 1 / slow_start.aggression));
 }
 
-LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
-                           const std::vector<config::Locality>& localities, uint64_t ring_size,
-                           const std::optional<config::OutlierDetection>& outlier_detection,
-                           std::shared_ptr<ClusterStats> stats,
-                           const std::optional<SlowStartHosts>& slow_start)
-    : policy_(policy), choice_count_(std::max<uint32_t>(2, choice_count)) {
-  for (const config::Locality& source : localities) {
-    if (source.endpoints.empty()) continue;
+// One priority level: its localities, their schedules, its ring or Maglev table.
+class LoadBalancer::Level {
+ public:
+  Level(config::LbPolicy policy, uint32_t choice_count,
+        const std::vector<const config::Locality*>& localities, uint64_t ring_size,
+        const std::optional<SlowStartHosts>& slow_start);
+
+  // A host: one `preferred` accepts, else one `usable` accepts, else (unless `strict`) any;
+  // null when there is none.
+  const Host* Pick(std::mt19937_64& rng, HostPredicate preferred, HostPredicate usable,
+                   bool strict, std::optional<uint64_t> hash, Clock::time_point now) const;
+  void AppendHosts(std::vector<const Host*>& hosts) const;
+  size_t host_count() const { return host_count_; }
+  // Its hosts and the endpoints EDS called unhealthy: the denominator of its health.
+  size_t total() const { return host_count_ + unhealthy_; }
+
+ private:
+  struct LocalityHosts {
+    uint32_t weight = 0;  // 0: the sum of its hosts' weights
+    std::vector<std::unique_ptr<Host>> hosts;
+    mutable std::atomic<uint64_t> next{0};  // ROUND_ROBIN position
+  };
+  // What depends on the hosts' weights: the steady one, and one per step of a slow start ramp.
+  struct Schedule {
+    // Per locality: ROUND_ROBIN order; empty in a ramp's steps (see PickInLocality).
+    std::vector<std::vector<uint32_t>> wheels;
+    std::vector<std::vector<uint64_t>> cumulative;  // per locality: for weighted random
+    std::vector<uint32_t> locality_wheel;
+    std::vector<uint64_t> locality_cumulative;
+  };
+  // `weight_of(host)`: a host's weight in this schedule.
+  Schedule MakeSchedule(absl::FunctionRef<uint64_t(const Host&)> weight_of,
+                        uint64_t locality_scale, bool wheels) const;
+  void BuildRamp(const SlowStartHosts& slow_start);
+  const Schedule& ScheduleAt(Clock::time_point now) const;
+
+  size_t PickLocality(const Schedule& schedule, std::mt19937_64& rng) const;
+  const Host* PickInLocality(const Schedule& schedule, size_t locality,
+                             std::mt19937_64& rng) const;
+  const Host* WeightedRandom(const Schedule& schedule, size_t locality,
+                             std::mt19937_64& rng) const;
+  bool IsHashPolicy() const {
+    return policy_ == config::LbPolicy::kRingHash || policy_ == config::LbPolicy::kMaglev;
+  }
+  // The first host at or after `hash` on the ring (the Maglev table's slot `hash` and those
+  // after it) that `usable` accepts; null if none does.
+  const Host* PickByHash(uint64_t hash, HostPredicate usable) const;
+
+  config::LbPolicy policy_;
+  uint32_t choice_count_;
+  std::vector<std::unique_ptr<LocalityHosts>> localities_;
+  size_t host_count_ = 0;
+  size_t unhealthy_ = 0;
+  std::vector<std::pair<uint64_t, const Host*>> ring_;  // RING_HASH: sorted by hash
+  std::vector<const Host*> maglev_;                     // MAGLEV: the table
+  Schedule steady_;
+  // Slow start: ramp_[i] holds from ramp_start_ + i * ramp_step_ for one step; then steady_.
+  std::vector<Schedule> ramp_;
+  Clock::time_point ramp_start_;
+  Clock::duration ramp_step_{};
+  mutable std::atomic<uint64_t> next_locality_{0};
+};
+
+LoadBalancer::Level::Level(config::LbPolicy policy, uint32_t choice_count,
+                           const std::vector<const config::Locality*>& localities,
+                           uint64_t ring_size, const std::optional<SlowStartHosts>& slow_start)
+    : policy_(policy), choice_count_(choice_count) {
+  for (const config::Locality* source : localities) {
+    unhealthy_ += source->unhealthy;
+    if (source->endpoints.empty()) continue;
     auto locality = std::make_unique<LocalityHosts>();
-    locality->weight = source.weight;
-    for (const config::Endpoint& endpoint : source.endpoints) {
+    locality->weight = source->weight;
+    for (const config::Endpoint& endpoint : source->endpoints) {
       auto host = std::make_unique<Host>();
       host->address = endpoint.address;
       host->weight = endpoint.weight;
-      host->zone = source.zone;
+      host->zone = source->zone;
+      host->priority = source->priority;
       locality->hosts.push_back(std::move(host));
     }
+    host_count_ += locality->hosts.size();
     localities_.push_back(std::move(locality));
   }
+  if (localities_.empty()) return;
   steady_ = MakeSchedule([](const Host& host) { return host.weight; }, 1, true);
-  if (IsHashPolicy() && !localities_.empty()) {
+  if (IsHashPolicy()) {
     // Each host's share of the ring or table: its locality's share times its share inside it.
     std::vector<MaglevHost> shares;
     const double sum = static_cast<double>(steady_.locality_cumulative.back());
@@ -131,12 +197,14 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
                      policy_ == config::LbPolicy::kLeastRequest)) {
     BuildRamp(*slow_start);
   }
-  if (outlier_detection) {
-    outlier_ = std::make_unique<OutlierDetector>(*outlier_detection, Hosts(), std::move(stats));
-  }
 }
 
-LoadBalancer::Schedule LoadBalancer::MakeSchedule(
+void LoadBalancer::Level::AppendHosts(std::vector<const Host*>& hosts) const {
+  for (const auto& locality : localities_) {
+    for (const auto& host : locality->hosts) hosts.push_back(host.get());
+  }
+}
+LoadBalancer::Level::Schedule LoadBalancer::Level::MakeSchedule(
     absl::FunctionRef<uint64_t(const Host&)> weight_of, uint64_t locality_scale,
     bool wheels) const {
   Schedule schedule;
@@ -161,7 +229,7 @@ LoadBalancer::Schedule LoadBalancer::MakeSchedule(
   return schedule;
 }
 
-void LoadBalancer::BuildRamp(const SlowStartHosts& slow_start) {
+void LoadBalancer::Level::BuildRamp(const SlowStartHosts& slow_start) {
   // The ramp lasts until the last host to join leaves its window, in steps of a 32nd of the
   // window (at least 100 ms); each step's weights are those of its middle.
   const config::SlowStart& config = slow_start.config;
@@ -191,14 +259,14 @@ void LoadBalancer::BuildRamp(const SlowStartHosts& slow_start) {
   }
 }
 
-const LoadBalancer::Schedule& LoadBalancer::ScheduleAt(Clock::time_point now) const {
+const LoadBalancer::Level::Schedule& LoadBalancer::Level::ScheduleAt(Clock::time_point now) const {
   if (ramp_.empty()) return steady_;
   if (now < ramp_start_) return ramp_.front();
   const auto step = static_cast<size_t>((now - ramp_start_) / ramp_step_);
   return step < ramp_.size() ? ramp_[step] : steady_;
 }
 
-const Host* LoadBalancer::PickByHash(uint64_t hash, HostPredicate usable) const {
+const Host* LoadBalancer::Level::PickByHash(uint64_t hash, HostPredicate usable) const {
   if (!maglev_.empty()) {
     for (uint64_t step = 0, slot = hash % maglev_.size(); step < maglev_.size(); ++step) {
       if (usable(maglev_[slot])) return maglev_[slot];
@@ -215,15 +283,7 @@ const Host* LoadBalancer::PickByHash(uint64_t hash, HostPredicate usable) const 
   return nullptr;
 }
 
-std::vector<const Host*> LoadBalancer::Hosts() const {
-  std::vector<const Host*> hosts;
-  for (const auto& locality : localities_) {
-    for (const auto& host : locality->hosts) hosts.push_back(host.get());
-  }
-  return hosts;
-}
-
-size_t LoadBalancer::PickLocality(const Schedule& schedule, std::mt19937_64& rng) const {
+size_t LoadBalancer::Level::PickLocality(const Schedule& schedule, std::mt19937_64& rng) const {
   if (localities_.size() == 1) return 0;
   if (policy_ == config::LbPolicy::kRoundRobin) {
     uint64_t n = next_locality_.fetch_add(1, std::memory_order_relaxed);
@@ -234,7 +294,7 @@ size_t LoadBalancer::PickLocality(const Schedule& schedule, std::mt19937_64& rng
   return std::upper_bound(cumulative.begin(), cumulative.end(), point) - cumulative.begin();
 }
 
-const Host* LoadBalancer::WeightedRandom(const Schedule& schedule, size_t locality,
+const Host* LoadBalancer::Level::WeightedRandom(const Schedule& schedule, size_t locality,
                                          std::mt19937_64& rng) const {
   const std::vector<uint64_t>& cumulative = schedule.cumulative[locality];
   uint64_t point = rng() % cumulative.back();
@@ -242,7 +302,7 @@ const Host* LoadBalancer::WeightedRandom(const Schedule& schedule, size_t locali
   return localities_[locality]->hosts[it - cumulative.begin()].get();
 }
 
-const Host* LoadBalancer::PickInLocality(const Schedule& schedule, size_t locality,
+const Host* LoadBalancer::Level::PickInLocality(const Schedule& schedule, size_t locality,
                                          std::mt19937_64& rng) const {
   switch (policy_) {
     case config::LbPolicy::kRoundRobin: {
@@ -278,19 +338,17 @@ const Host* LoadBalancer::PickInLocality(const Schedule& schedule, size_t locali
   return nullptr;
 }
 
-const Host* LoadBalancer::Pick(std::mt19937_64& rng, const Host* avoid,
-                               std::optional<uint64_t> hash, Clock::time_point now) const {
+const Host* LoadBalancer::Level::Pick(std::mt19937_64& rng, HostPredicate preferred,
+                                      HostPredicate usable, bool strict,
+                                      std::optional<uint64_t> hash, Clock::time_point now) const {
   if (localities_.empty()) return nullptr;
-  const bool skip_ejected = outlier_ != nullptr && outlier_->SkipEjected(now);
-  auto healthy = [&](const Host* h) { return !skip_ejected || !outlier_->Ejected(*h, now); };
-  auto preferred = [&](const Host* h) { return h != avoid && healthy(h); };
   if (IsHashPolicy()) {
     const uint64_t point = hash ? *hash : rng();
-    for (HostPredicate usable : {HostPredicate(preferred), HostPredicate(healthy)}) {
-      if (const Host* host = PickByHash(point, usable)) return host;
+    for (HostPredicate accept : {preferred, usable}) {
+      if (const Host* host = PickByHash(point, accept)) return host;
     }
     // Every host ejected with panic mode off (healthy_panic_threshold 0): none.
-    return skip_ejected ? nullptr : PickByHash(point, [](const Host*) { return true; });
+    return strict ? nullptr : PickByHash(point, [](const Host*) { return true; });
   }
   const Schedule& schedule = ScheduleAt(now);
   const Host* host = PickInLocality(schedule, PickLocality(schedule, rng), rng);
@@ -299,16 +357,130 @@ const Host* LoadBalancer::Pick(std::mt19937_64& rng, const Host* avoid,
     host = PickInLocality(schedule, PickLocality(schedule, rng), rng);
   }
   if (preferred(host)) return host;
-  // Unlucky draws, or few usable hosts: any other healthy host, then any healthy one.
-  for (HostPredicate usable : {HostPredicate(preferred), HostPredicate(healthy)}) {
+  // Unlucky draws, or few usable hosts: any other usable host, then any usable one.
+  for (HostPredicate accept : {preferred, usable}) {
     for (const auto& locality : localities_) {
       for (const auto& other : locality->hosts) {
-        if (usable(other.get())) return other.get();
+        if (accept(other.get())) return other.get();
       }
     }
   }
   // Every host ejected with panic mode off (healthy_panic_threshold 0): none.
-  return skip_ejected ? nullptr : host;
+  return strict ? nullptr : host;
+}
+
+LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
+                           const std::vector<config::Locality>& localities, uint64_t ring_size,
+                           const std::optional<config::OutlierDetection>& outlier_detection,
+                           std::shared_ptr<ClusterStats> stats,
+                           const std::optional<SlowStartHosts>& slow_start) {
+  choice_count = std::max<uint32_t>(2, choice_count);
+  for (size_t begin = 0; begin < localities.size();) {
+    std::vector<const config::Locality*> level;
+    size_t end = begin;
+    for (; end < localities.size() && localities[end].priority == localities[begin].priority;
+         ++end) {
+      level.push_back(&localities[end]);
+    }
+    begin = end;
+    auto built = std::make_unique<Level>(policy, choice_count, level, ring_size, slow_start);
+    if (built->total() != 0) levels_.push_back(std::move(built));
+  }
+  // No host at all: nothing to pick (an all-unhealthy assignment included).
+  if (std::none_of(levels_.begin(), levels_.end(),
+                   [](const auto& level) { return level->host_count() != 0; })) {
+    levels_.clear();
+  }
+  if (outlier_detection) {
+    outlier_ = std::make_unique<OutlierDetector>(*outlier_detection, Hosts(), std::move(stats));
+  }
+}
+
+LoadBalancer::~LoadBalancer() = default;
+
+std::vector<const Host*> LoadBalancer::Hosts() const {
+  std::vector<const Host*> hosts;
+  for (const auto& level : levels_) level->AppendHosts(hosts);
+  return hosts;
+}
+
+LoadBalancer::PriorityLoad LoadBalancer::PriorityLoadAt(Clock::time_point now) const {
+  const size_t n = levels_.size();
+  PriorityLoad result{std::vector<uint32_t>(n, 0), std::vector<bool>(n, false)};
+  if (n == 0) return result;
+  if (outlier_ != nullptr) outlier_->SkipEjected(now);  // brings back hosts whose time is up
+  const bool ejections = outlier_ != nullptr && outlier_->ejected_count() > 0;
+  std::vector<uint64_t> usable(n);
+  uint64_t health_sum = 0;
+  std::vector<uint64_t> health(n);
+  std::vector<const Host*> hosts;
+  for (size_t i = 0; i < n; ++i) {
+    usable[i] = levels_[i]->host_count();
+    if (ejections) {
+      hosts.clear();
+      levels_[i]->AppendHosts(hosts);
+      for (const Host* host : hosts) usable[i] -= outlier_->Ejected(*host, now) ? 1 : 0;
+    }
+    // Envoy's overprovisioning factor: 1.4.
+    health[i] = std::min<uint64_t>(100, 140 * usable[i] / levels_[i]->total());
+    health_sum += health[i];
+  }
+  const uint64_t normalized = std::min<uint64_t>(100, health_sum);
+  const double threshold = outlier_ != nullptr ? outlier_->healthy_panic_threshold() : 50;
+  // `weights` shared out as percentages, what rounding leaves to the first level with a share.
+  auto share = [&](const std::vector<uint64_t>& weights, uint64_t sum) {
+    uint32_t left = 100;
+    for (size_t i = 0; i < n; ++i) {
+      result.load[i] = std::min<uint32_t>(left, static_cast<uint32_t>(weights[i] * 100 / sum));
+      left -= result.load[i];
+    }
+    for (size_t i = 0; i < n && left != 0; ++i) {
+      if (weights[i] != 0) result.load[i] += std::exchange(left, 0);
+    }
+  };
+  if (normalized == 0 && threshold == 0) {
+    result.load[0] = 100;  // nothing healthy and no panic mode: picks find no host
+    return result;
+  }
+  if (normalized != 0) {
+    share(health, health_sum < 100 ? health_sum : 100);
+    if (normalized == 100) return result;
+    bool all = true;
+    for (size_t i = 0; i < n; ++i) {
+      result.panic[i] = static_cast<double>(usable[i]) * 100 <
+                        threshold * static_cast<double>(levels_[i]->total());
+      all = all && result.panic[i];
+    }
+    if (!all) return result;
+  }
+  // Every level in panic: each takes a share by its hosts, and all of them take traffic.
+  std::vector<uint64_t> counts(n);
+  uint64_t count_sum = 0;
+  for (size_t i = 0; i < n; ++i) count_sum += counts[i] = levels_[i]->host_count();
+  share(counts, count_sum);
+  result.panic.assign(n, true);
+  return result;
+}
+
+const Host* LoadBalancer::Pick(std::mt19937_64& rng, const Host* avoid,
+                               std::optional<uint64_t> hash, Clock::time_point now) const {
+  if (levels_.empty()) return nullptr;
+  size_t level = 0;
+  bool skip_ejected = false;
+  if (levels_.size() == 1) {
+    skip_ejected = outlier_ != nullptr && outlier_->SkipEjected(now);
+  } else {
+    // Envoy picks the level by the request's hash (hash policies) or a random draw.
+    const PriorityLoad priority = PriorityLoadAt(now);
+    const uint64_t point = (hash ? *hash : rng()) % 100;
+    for (uint64_t sum = priority.load[0]; level + 1 < levels_.size() && point >= sum;) {
+      sum += priority.load[++level];
+    }
+    skip_ejected = outlier_ != nullptr && outlier_->ejected_count() > 0 && !priority.panic[level];
+  }
+  auto healthy = [&](const Host* h) { return !skip_ejected || !outlier_->Ejected(*h, now); };
+  auto preferred = [&](const Host* h) { return h != avoid && healthy(h); };
+  return levels_[level]->Pick(rng, preferred, healthy, skip_ejected, hash, now);
 }
 
 }  // namespace meshpilot::sidecar::upstream

@@ -2,16 +2,20 @@
 
 // Load balancing over a cluster's healthy endpoints: ROUND_ROBIN (smooth weighted, from a
 // precomputed wheel and one atomic counter), RANDOM (weighted), LEAST_REQUEST (power of
-// `choice_count` weighted random choices, fewest active requests wins). Localities are picked
-// first by their weight, then a host inside. RING_HASH places hosts on a ring, MAGLEV in a
-// Maglev table (upstream/maglev.h), in proportion to their weight (locality weight included), and
-// they pick by the request's hash; a request without one picks at random. With outlier detection, picks skip ejected hosts (unless
-// too few are left: Envoy's panic mode). Slow start (ROUND_ROBIN, LEAST_REQUEST): a host that
-// joined less than the window ago has its weight scaled down (config::SlowStart); the weights
-// of the ramp are precomputed for a few dozen steps of time when the balancer is built, and a
-// pick reads the step of its time (round robin then walks the ramp's weights by a golden-ratio
-// sequence instead of a wheel, so a step costs O(hosts) to build). Immutable once built; the
-// counters are atomics, so worker threads share it without locks.
+// `choice_count` weighted random choices, fewest active requests wins). Endpoints come in
+// priority levels (Istio's locality failover); a pick first chooses a level by Envoy's priority
+// load (PriorityLoadAt: the most preferred level takes all while it is healthy enough, and
+// traffic spills over to the next as its hosts are ejected), then a locality in it by weight,
+// then a host inside. RING_HASH places hosts on a ring, MAGLEV in a Maglev table
+// (upstream/maglev.h), one per level, in proportion to their weight (locality weight
+// included), and they pick by the request's hash; a request without one picks at random. With
+// outlier detection, picks skip ejected hosts (unless too few are left: Envoy's panic mode).
+// Slow start (ROUND_ROBIN, LEAST_REQUEST): a host that joined less than the window ago has its
+// weight scaled down (config::SlowStart); the weights of the ramp are precomputed for a few
+// dozen steps of time when the balancer is built, and a pick reads the step of its time (round
+// robin then walks the ramp's weights by a golden-ratio sequence instead of a wheel, so a step
+// costs O(hosts) to build). Immutable once built; the counters are atomics, so worker threads
+// share it without locks.
 
 #include <atomic>
 #include <chrono>
@@ -37,6 +41,7 @@ struct Host {
   boost::asio::ip::tcp::endpoint address;
   uint32_t weight = 1;
   std::string zone;
+  uint32_t priority = 0;
   mutable std::atomic<int64_t> active_requests{0};
   mutable std::atomic<uint64_t> total_requests{0};
   mutable OutlierState outlier;
@@ -79,11 +84,13 @@ double SlowStartWeight(uint32_t weight, const config::SlowStart& slow_start,
 
 class LoadBalancer {
  public:
+  // `localities` by priority, lowest first (config::EndpointSet).
   LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
                const std::vector<config::Locality>& localities, uint64_t ring_size = 1024,
                const std::optional<config::OutlierDetection>& outlier_detection = std::nullopt,
                std::shared_ptr<ClusterStats> stats = nullptr,
                const std::optional<SlowStartHosts>& slow_start = std::nullopt);
+  ~LoadBalancer();
   LoadBalancer(const LoadBalancer&) = delete;
   LoadBalancer& operator=(const LoadBalancer&) = delete;
 
@@ -93,55 +100,27 @@ class LoadBalancer {
   const Host* Pick(std::mt19937_64& rng, const Host* avoid = nullptr,
                    std::optional<uint64_t> hash = std::nullopt,
                    Clock::time_point now = Clock::now()) const;
-  bool empty() const { return localities_.empty(); }
+  bool empty() const { return levels_.empty(); }
   std::vector<const Host*> Hosts() const;
   // Null without outlier_detection.
   const OutlierDetector* outlier() const { return outlier_.get(); }
 
+  // Envoy's priority load (percent per priority level, summing to 100) and whether each level
+  // is in panic, at `now`. A level's health is min(100, 1.4 * its hosts not ejected * 100 /
+  // all its hosts, EDS-unhealthy ones included); each level takes its health's share of what
+  // the levels before it left, scaled up when their health sums to less than 100; a level
+  // whose not-ejected hosts are below healthy_panic_threshold is in panic (all its hosts take
+  // traffic) unless the health sums to 100. Every level in panic: load by host count.
+  struct PriorityLoad {
+    std::vector<uint32_t> load;
+    std::vector<bool> panic;
+  };
+  PriorityLoad PriorityLoadAt(Clock::time_point now) const;
+
  private:
-  struct LocalityHosts {
-    uint32_t weight = 0;  // 0: the sum of its hosts' weights
-    std::vector<std::unique_ptr<Host>> hosts;
-    mutable std::atomic<uint64_t> next{0};  // ROUND_ROBIN position
-  };
-  // What depends on the hosts' weights: the steady one, and one per step of a slow start ramp.
-  struct Schedule {
-    // Per locality: ROUND_ROBIN order; empty in a ramp's steps (see PickInLocality).
-    std::vector<std::vector<uint32_t>> wheels;
-    std::vector<std::vector<uint64_t>> cumulative;  // per locality: for weighted random
-    std::vector<uint32_t> locality_wheel;
-    std::vector<uint64_t> locality_cumulative;
-  };
-  // `weight_of(host)`: a host's weight in this schedule.
-  Schedule MakeSchedule(absl::FunctionRef<uint64_t(const Host&)> weight_of,
-                        uint64_t locality_scale, bool wheels) const;
-  void BuildRamp(const SlowStartHosts& slow_start);
-  const Schedule& ScheduleAt(Clock::time_point now) const;
+  class Level;  // one priority's localities, ring or table, and schedules
 
-  size_t PickLocality(const Schedule& schedule, std::mt19937_64& rng) const;
-  const Host* PickInLocality(const Schedule& schedule, size_t locality,
-                             std::mt19937_64& rng) const;
-  const Host* WeightedRandom(const Schedule& schedule, size_t locality,
-                             std::mt19937_64& rng) const;
-
-  config::LbPolicy policy_;
-  uint32_t choice_count_;
-  bool IsHashPolicy() const {
-    return policy_ == config::LbPolicy::kRingHash || policy_ == config::LbPolicy::kMaglev;
-  }
-  // The first host at or after `hash` on the ring (the Maglev table's slot `hash` and those
-  // after it) that `usable` accepts; null if none does.
-  const Host* PickByHash(uint64_t hash, absl::FunctionRef<bool(const Host*)> usable) const;
-
-  std::vector<std::unique_ptr<LocalityHosts>> localities_;
-  std::vector<std::pair<uint64_t, const Host*>> ring_;  // RING_HASH: sorted by hash
-  std::vector<const Host*> maglev_;                     // MAGLEV: the table
-  Schedule steady_;
-  // Slow start: ramp_[i] holds from ramp_start_ + i * ramp_step_ for one step; then steady_.
-  std::vector<Schedule> ramp_;
-  Clock::time_point ramp_start_;
-  Clock::duration ramp_step_{};
-  mutable std::atomic<uint64_t> next_locality_{0};
+  std::vector<std::unique_ptr<Level>> levels_;
   std::unique_ptr<OutlierDetector> outlier_;
 };
 

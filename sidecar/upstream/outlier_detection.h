@@ -71,6 +71,7 @@ class OutlierDetector {
   bool SkipEjected(Clock::time_point now) const;
 
   uint32_t ejected_count() const { return ejected_.load(std::memory_order_relaxed); }
+  double healthy_panic_threshold() const { return config_.healthy_panic_threshold; }
 
  private:
   // true if the host was ejected.

@@ -457,6 +457,32 @@ spec:
         self.assertGreater(answers.count("web-z2"), 130, answers.count("web-z2"))
         self.assertLess(answers.count("web-z2"), 190, answers.count("web-z2"))
 
+        # Failover: the endpoint in the proxy's zone starts failing. After 5 5xx in a row
+        # outlier detection ejects it, and its priority's traffic spills over to the next
+        # priority, the other zone (Envoy's priority load), rather than ending in 503s.
+        self.write_mesh(base + web_rule_yaml("outlierDetection: {consecutive5xxErrors: 5}"))
+        wait_until(lambda: backends(20) == ["web-v1"] * 20, WAIT_S, "failover again")
+
+        def answer():
+            req = urllib.request.Request("http://10.96.0.50/hello", headers={"Host": "web"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return json.loads(r.read())["backend"]
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        self.web.status = 503
+        # Istio's default retries (503 included, 2 of them) make the 5 failures in 2 requests:
+        # the first ends in a 503, the second's last attempt goes to the other zone.
+        self.assertEqual([answer() for _ in range(2)], [503, "web-z2"])
+        self.assertEqual([answer() for _ in range(20)], ["web-z2"] * 20)
+        clusters = urllib.request.urlopen("http://127.0.0.1:15000/clusters",
+                                          timeout=5).read().decode()
+        web = "outbound|80||web.default.svc.cluster.local::127.0.0.1:"
+        self.assertIn(f"{web}{self.web.port}::health_flags::/failed_outlier_check\n", clusters)
+        self.assertIn(f"{web}{self.web.port}::priority::0\n", clusters)
+        self.assertIn(f"{web}{z2.port}::priority::1\n", clusters)
+
     def test_tls_routes_pick_backends_by_sni(self):
         self.require_iptables()
         hosts = ["secure.default.svc.cluster.local", "*.secure.default.svc.cluster.local",

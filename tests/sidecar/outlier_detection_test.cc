@@ -8,6 +8,8 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "sidecar/upstream/load_balancer.h"
 
@@ -481,6 +483,132 @@ TEST_CASE("outlier: ParseOutlierDetection reads the interval detectors' fields")
   proto.mutable_enforcing_local_origin_success_rate()->set_value(101);
   CHECK(config::ParseOutlierDetection(proto).status().message() ==
         "outlier_detection.enforcing_local_origin_success_rate: 101 is over 100");
+}
+
+
+// Priority levels (Istio's locality failover): P0 on ports 1..4, P1 on ports 11..14.
+struct Levels {
+  explicit Levels(config::LbPolicy policy = config::LbPolicy::kRoundRobin, double panic = 0,
+                  uint32_t p0_unhealthy = 0)
+      : lb(policy, 2, Localities(p0_unhealthy), 1021, Od(panic)) {}
+  static config::OutlierDetection Od(double panic) {
+    config::OutlierDetection od = Consecutive5xx(1);
+    od.healthy_panic_threshold = panic;
+    return od;
+  }
+  static std::vector<config::Locality> Localities(uint32_t p0_unhealthy) {
+    std::vector<config::Locality> localities(2);
+    localities[0].zone = "r/a/";
+    localities[0].endpoints = Endpoints(4);
+    localities[0].unhealthy = p0_unhealthy;
+    localities[1].zone = "r/b/";
+    localities[1].priority = 1;
+    for (config::Endpoint endpoint : Endpoints(4)) {
+      endpoint.address.port(endpoint.address.port() + 10);
+      localities[1].endpoints.push_back(endpoint);
+    }
+    return localities;
+  }
+  const Host& port(uint16_t p) const {
+    for (const Host* host : lb.Hosts()) {
+      if (host->address.port() == p) return *host;
+    }
+    FAIL("no host on port " << p);
+    return *lb.Hosts()[0];
+  }
+  void Eject(std::initializer_list<uint16_t> ports) {
+    for (uint16_t p : ports) lb.outlier()->Report(port(p), 503, kEnforce, now);
+  }
+  std::vector<uint32_t> Load() const { return lb.PriorityLoadAt(now).load; }
+  // Picks per level (ports below 10: P0) and per port.
+  std::map<uint16_t, int> Spread(int picks, bool hashed = false) const {
+    std::mt19937_64 rng(11);
+    std::map<uint16_t, int> counts;
+    for (int k = 0; k < picks; ++k) {
+      std::optional<uint64_t> hash;
+      if (hashed) hash = upstream::Hash64("key-" + std::to_string(k));
+      const Host* host = lb.Pick(rng, nullptr, hash, now);
+      counts[host == nullptr ? 0 : host->address.port()]++;
+    }
+    return counts;
+  }
+  static int Level1(const std::map<uint16_t, int>& counts) {
+    int n = 0;
+    for (const auto& [p, count] : counts) n += p > 10 ? count : 0;
+    return n;
+  }
+
+  LoadBalancer lb;
+  OutlierDetector::Clock::time_point now = OutlierDetector::Clock::now();
+};
+
+TEST_CASE("priority: the first level takes all while healthy, then spills over as Envoy's does") {
+  Levels f;
+  CHECK(f.lb.Hosts().size() == 8);
+  CHECK(f.port(12).priority == 1);
+  CHECK(f.Load() == std::vector<uint32_t>{100, 0});
+  CHECK(Levels::Level1(f.Spread(1000)) == 0);
+  // 3 of 4 left: health min(100, 1.4 * 75) = 100, still all.
+  f.Eject({1});
+  CHECK(f.Load() == std::vector<uint32_t>{100, 0});
+  // 2 of 4: health 70; the next level takes the 30 left.
+  f.Eject({2});
+  CHECK(f.Load() == std::vector<uint32_t>{70, 30});
+  auto counts = f.Spread(20000);
+  CHECK(Levels::Level1(counts) == Approx(6000).epsilon(0.05));
+  CHECK(counts[1] + counts[2] == 0);  // the ejected ones take nothing
+  // All of P0 out: everything to P1 (locality failover).
+  f.Eject({3, 4});
+  CHECK(f.Load() == std::vector<uint32_t>{0, 100});
+  CHECK(Levels::Level1(f.Spread(1000)) == 1000);
+  // Then P1 too, with panic mode off (Istio's default): no host.
+  f.Eject({11, 12, 13, 14});
+  CHECK(f.Spread(10) == std::map<uint16_t, int>{{0, 10}});
+  // Hosts come back when their time is up, and P0 takes all again.
+  f.now += 31s;
+  CHECK(f.Load() == std::vector<uint32_t>{100, 0});
+  CHECK(Levels::Level1(f.Spread(1000)) == 0);
+}
+
+TEST_CASE("priority: endpoints EDS calls unhealthy lower their level's health") {
+  // 4 healthy of 6: health min(100, 1.4 * 66) = 93; P1 takes 7.
+  Levels f(config::LbPolicy::kRoundRobin, 0, 2);
+  CHECK(f.Load() == std::vector<uint32_t>{93, 7});
+  CHECK(f.lb.Hosts().size() == 8);  // they take no traffic
+}
+
+TEST_CASE("priority: panic per level, and by host count when every level is in panic") {
+  Levels f(config::LbPolicy::kRoundRobin, 50);
+  // P0 with 1 of 4 (health 35), P1 whole (100): the health sums past 100, no panic.
+  f.Eject({1, 2, 3});
+  auto load = f.lb.PriorityLoadAt(f.now);
+  CHECK(load.load == std::vector<uint32_t>{35, 65});
+  CHECK(load.panic == std::vector<bool>{false, false});
+  // P1 down to 1 of 4 too: health 35 + 35 = 70 < 100; both below 50%: total panic, load by
+  // hosts, and ejected hosts take traffic again.
+  f.Eject({11, 12, 13});
+  load = f.lb.PriorityLoadAt(f.now);
+  CHECK(load.load == std::vector<uint32_t>{50, 50});
+  CHECK(load.panic == std::vector<bool>{true, true});
+  auto counts = f.Spread(8000);
+  CHECK(counts[1] > 0);
+  CHECK(counts[11] > 0);
+}
+
+TEST_CASE("priority: ring hash and maglev keep a table per level; keys fail over and come back") {
+  for (config::LbPolicy policy : {config::LbPolicy::kRingHash, config::LbPolicy::kMaglev}) {
+    INFO((policy == config::LbPolicy::kMaglev ? "maglev" : "ring hash"));
+    Levels f(policy);
+    auto before = f.Spread(2000, true);
+    CHECK(Levels::Level1(before) == 0);
+    CHECK(before == f.Spread(2000, true));  // sticky
+    f.Eject({1, 2, 3, 4});
+    auto failed_over = f.Spread(2000, true);
+    CHECK(Levels::Level1(failed_over) == 2000);
+    CHECK(failed_over.size() == 4);  // spread over P1's hosts
+    f.now += 31s;
+    CHECK(f.Spread(2000, true) == before);
+  }
 }
 
 }  // namespace

@@ -185,6 +185,31 @@ std::string Assignment(const std::string& name, const std::vector<int>& ports) {
   return R"({"cluster_name": ")" + name + R"(", "endpoints": [{"lb_endpoints": [)" + endpoints + "]}]}";
 }
 
+TEST_CASE("xds: every priority of an assignment is kept, in order, with its unhealthy count") {
+  auto parsed = config::ParseClusterLoadAssignment(FromJson<Cla>(R"({"cluster_name": "c",
+    "endpoints": [
+      {"priority": 2, "locality": {"zone": "c"}, "lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.3", "port_value": 80}}}}]},
+      {"locality": {"zone": "a"}, "lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.1", "port_value": 80}}}},
+        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.9", "port_value": 80}}},
+         "health_status": "UNHEALTHY"}]},
+      {"priority": 1, "locality": {"zone": "b"}, "lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "10.0.0.8", "port_value": 80}}},
+         "health_status": "DRAINING"}]}]})"));
+  REQUIRE(parsed.ok());
+  const auto& localities = (*parsed)->localities;
+  REQUIRE(localities.size() == 3);
+  CHECK(localities[0].zone == "/a/");
+  CHECK(localities[0].endpoints.size() == 1);
+  CHECK(localities[0].unhealthy == 1);
+  CHECK(localities[1].priority == 1);
+  CHECK(localities[1].endpoints.empty());
+  CHECK(localities[1].unhealthy == 1);
+  CHECK(localities[2].priority == 2);
+  CHECK(localities[2].endpoints[0].address.address().to_string() == "10.0.0.3");
+}
+
 TEST_CASE("xds: slow start counts from when an endpoint joined, across EDS updates") {
   using std::chrono::seconds;
   StatsStore stats;
