@@ -225,11 +225,13 @@ std::string StatsStore::RenderPrometheus() const {
   };
   if (!clusters_.empty()) {
     AppendFamilies(clusters_, "envoy_cluster_", "envoy_cluster_name", ClusterMetrics, out);
-    family("envoy_cluster_upstream_rq", true);
+    // Envoy's tag extractor turns cluster.NAME.upstream_rq_2xx into upstream_rq_xx with
+    // envoy_response_code_class="2".
+    family("envoy_cluster_upstream_rq_xx", true);
     for (const auto& [name, stats] : clusters_) {
       for (int c = 1; c <= 5; ++c) {
-        absl::StrAppend(&out, "envoy_cluster_upstream_rq{envoy_response_code_class=\"", c,
-                        "xx\",envoy_cluster_name=\"", Label(name), "\"} ",
+        absl::StrAppend(&out, "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"", c,
+                        "\",envoy_cluster_name=\"", Label(name), "\"} ",
                         stats->upstream_rq_class[c].load(std::memory_order_relaxed), "\n");
       }
     }

@@ -387,8 +387,20 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     abandoned.Cancel();
     if (up != nullptr) up->Reset();
   });
+  // Envoy's retry resource (max_retries): taken when a retry is decided and held through its
+  // back-off and the attempt it makes, until that attempt's outcome is known or the request
+  // ends, so retries in flight count against the breaker.
+  struct RetryResource {
+    std::atomic<int64_t>* active = nullptr;
+    void Release() {
+      if (active != nullptr) active->fetch_sub(1, std::memory_order_relaxed);
+      active = nullptr;
+    }
+    ~RetryResource() { Release(); }
+  } retry_resource;
   auto may_retry = [&](router::AttemptOutcome outcome, unsigned status,
                        std::optional<uint32_t> grpc_status = std::nullopt) {
+    retry_resource.Release();
     if (abandoned.cancelled) return false;
     // A streamed body can be sent again only if it went whole and fits the retry buffer.
     if (pump != nullptr && !pump->can_replay()) return false;
@@ -408,8 +420,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     ++retry_number;
     stats.upstream_rq_retry.fetch_add(1, std::memory_order_relaxed);
     stats.upstream_rq_retry_active.fetch_add(1, std::memory_order_relaxed);
+    retry_resource.active = &stats.upstream_rq_retry_active;
     co_await sleep(router::Backoff(*retry, retry_number, worker_.rng()()));
-    stats.upstream_rq_retry_active.fetch_sub(1, std::memory_order_relaxed);
   };
   auto timeout_reply = [&]() -> asio::awaitable<void> {
     if (stream_deadline && Clock::now() + std::chrono::milliseconds(1) >= *stream_deadline) {

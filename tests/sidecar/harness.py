@@ -204,6 +204,8 @@ class Backend:
     GET  /fail/N/KEY[/CODE] answers 503 (or CODE) to the first N requests with KEY (across
                             backends), then 200
     GET  /slowonce/MS/KEY   the first request with KEY answers after MS milliseconds
+    GET  /failonce-slow/MS/KEY  the first request with KEY answers 503, the others after MS
+                            milliseconds (counted in `failures` as they arrive)
     GET  /chunked/N         answers N chunks with Transfer-Encoding: chunked
     GET  /trailers/VALUE    answers two chunks and the trailer x-checksum: VALUE
     GET  /bytes/N           answers N bytes of pattern_bytes(N)
@@ -283,6 +285,14 @@ class Backend:
                 if "delay" in parts:
                     time.sleep(int(parts[parts.index("delay") + 1]) / 1000)
                     return self._reply(200, self._info())
+                if "failonce-slow" in parts:
+                    i = parts.index("failonce-slow")
+                    with Backend.failures_lock:
+                        seen = Backend.failures.get(parts[i + 2], 0)
+                        Backend.failures[parts[i + 2]] = seen + 1
+                    if seen > 0:
+                        time.sleep(int(parts[i + 1]) / 1000)
+                    return self._reply(503 if seen == 0 else 200, self._info(attempt=seen + 1))
                 if "fail" in parts:
                     status, attempt = self._failing(parts)
                     return self._reply(status, self._info(attempt=attempt))
@@ -359,6 +369,14 @@ class Backend:
                         remaining -= got
                 status, attempt = 200, None
                 parts = self.path.split("?")[0].strip("/").split("/")
+                if "failonce-slow" in parts:
+                    i = parts.index("failonce-slow")
+                    with Backend.failures_lock:
+                        seen = Backend.failures.get(parts[i + 2], 0)
+                        Backend.failures[parts[i + 2]] = seen + 1
+                    if seen > 0:
+                        time.sleep(int(parts[i + 1]) / 1000)
+                    return self._reply(503 if seen == 0 else 200, self._info(attempt=seen + 1))
                 if "fail" in parts:
                     status, attempt = self._failing(parts)
                 return self._reply(status, self._info(

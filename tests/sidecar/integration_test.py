@@ -178,6 +178,9 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                                                       "max_stream_duration": {
                                                           "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
+                    route("/retry-limited/", {"route": {"cluster": "retry-limited", "retry_policy": {
+                        "retry_on": "5xx", "num_retries": 1,
+                        "retry_back_off": {"base_interval": "0.01s"}}}}),
                     route("/queued/", {"route": {"cluster": "queued"}}),
                     route("/burst/", {"route": {"cluster": "burst"}}),
                     route("/idle-upstream/", {"route": {"cluster": "idle-upstream"}}),
@@ -279,6 +282,7 @@ class Mesh:
         clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
+                    limited_cluster("retry-limited", max_retries=1),
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
                     dict(limited_cluster("burst", max_connections=3, max_pending_requests=15),
                          connect_timeout="10s"),
@@ -296,6 +300,7 @@ class Mesh:
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
+                     assignment("retry-limited", [self.v1.port]),
                      assignment("burst", [self.burst.port]),
                      assignment("idle-upstream", [self.v1.port]),
                      assignment("trailers", [self.v1.port]),
@@ -851,6 +856,27 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(self.mesh.stat("cluster.limited.upstream_rq_pending_overflow"), 1)
         self.assertEqual(self.mesh.get("/limited/y")[0], 200)  # the breaker closes again
 
+    def test_retry_circuit_breaker_counts_retries_in_flight(self):
+        # max_retries 1. A's first attempt fails and its retry is slow; while that retry is in
+        # flight it holds the cluster's one retry (as Envoy's retry state does until the
+        # attempt's outcome), so B, whose first attempt fails too, may not retry: its 503 goes
+        # to the client and counts as a retry overflow.
+        results = []
+        a = threading.Thread(
+            target=lambda: results.append(self.mesh.get("/retry-limited/failonce-slow/700/rl-a")))
+        a.start()
+        wait_until(lambda: Backend.failures.get("rl-a") == 2, WAIT_S, "A's retry to be in flight")
+        status, _, _ = self.mesh.get("/retry-limited/failonce-slow/0/rl-b")
+        self.assertEqual(status, 503)
+        self.assertEqual(Backend.failures.get("rl-b"), 1)  # not sent again
+        self.assertEqual(self.mesh.stat("cluster.retry-limited.upstream_rq_retry_overflow"), 1)
+        a.join(timeout=10)
+        self.assertEqual(results[0][0], 200)
+        # A's retry answered: the resource is back, and C's retry goes out.
+        status, _, body = self.mesh.get("/retry-limited/failonce-slow/0/rl-c")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["attempt"], 2)
+
     def test_outlier_detection_ejects_the_failing_host(self):
         # Round robin over web-v1 and a host that always answers 503: its third 503 in a row
         # ejects it (for 300 s), and from then on web-v1 takes every request.
@@ -1115,7 +1141,7 @@ class HttpTest(SharedMeshTest):
         self.assertIn(f"web-v1::127.0.0.1:{self.mesh.v1.port}::health_flags::healthy", clusters)
         status, prom = self.mesh.admin("/stats/prometheus")
         self.assertIn('envoy_cluster_upstream_rq_total{envoy_cluster_name="web-v1"}', prom)
-        self.assertIn('envoy_cluster_upstream_rq{envoy_response_code_class="2xx",envoy_cluster_name="web-v1"}', prom)
+        self.assertIn('envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="web-v1"}', prom)
         self.assertIn('envoy_cluster_upstream_cx_active{envoy_cluster_name="web-v1"}', prom)
         self.assertGreater(self.mesh.stat("listener.http.downstream_cx_total"), 0)
         self.assertGreater(self.mesh.stat("cluster.web-v1.upstream_rq_2xx"), 0)
@@ -1259,7 +1285,8 @@ class ConfigUpdateTest(OwnMeshTest):
         self.assertEqual(sorted(eds["names"]),
                          ["burst", "dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
                           "max-requests",
-                          "mirror", FLAKY, "queued", "sticky", "tcp-a", "tcp-b", "tcp-patchy", "tcp-ring",
+                          "mirror", FLAKY, "queued", "retry-limited", "sticky", "tcp-a", "tcp-b",
+                          "tcp-patchy", "tcp-ring",
                           "trailers", "web-v1", "web-v2"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
