@@ -48,6 +48,9 @@ ABSL_FLAG(absl::Duration, xds_initial_backoff, absl::Milliseconds(250),
           "First reconnect back-off ceiling; doubles per failed attempt (full jitter).");
 ABSL_FLAG(absl::Duration, xds_max_backoff, absl::Seconds(30), "Largest reconnect back-off.");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error.");
+ABSL_FLAG(absl::Duration, drain_time, absl::Seconds(45),
+          "How long /drain_listeners?graceful keeps the drained listeners accepting (Envoy's "
+          "--drain-time-s; Istio's drainDuration).");
 
 namespace meshpilot::sidecar {
 namespace {
@@ -116,9 +119,15 @@ int Run() {
     quit_cv.notify_all();
   };
 
-  admin::AdminHandler handler(store, stats, bootstrap.node, request_quit, [&workers] {
-    for (auto& worker : workers) worker->Drain();
-  });
+  const auto drain_time = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_drain_time));
+  admin::AdminHandler handler(store, stats, bootstrap.node, request_quit,
+                              [&workers, drain_time](admin::DrainRequest request) {
+                                for (auto& worker : workers) {
+                                  worker->Drain(request.inbound_only,
+                                                request.graceful ? drain_time
+                                                                 : std::chrono::milliseconds(0));
+                                }
+                              });
   admin::AdminServer admin(handler);
   absl::StatusOr<uint16_t> admin_port = admin.Listen(bootstrap.admin_address, bootstrap.admin_port);
   if (!admin_port.ok()) {

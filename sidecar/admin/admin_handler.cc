@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace meshpilot::sidecar::admin {
 namespace {
@@ -137,11 +138,25 @@ AdminResponse AdminHandler::Handle(const std::string& method, const std::string&
     return {200, "text/plain", "OK\n"};
   }
   if (path == "/drain_listeners") {
-    // Stop accepting on every listener; connections in flight finish, keep-alive ones close
-    // after their current request.
+    // Stop accepting (at once, or after the drain time); connections in flight finish,
+    // keep-alive ones close after their current request.
     if (method != "POST") return {405, "text/plain", "use POST\n"};
+    DrainRequest request;
+    const size_t query = target.find('?');
+    if (query != std::string::npos) {
+      for (absl::string_view param : absl::StrSplit(target.substr(query + 1), '&')) {
+        const absl::string_view name = param.substr(0, param.find('='));
+        if (name == "inboundonly") {
+          request.inbound_only = true;
+        } else if (name == "graceful") {
+          request.graceful = true;
+        } else if (name != "skip_exit" && !name.empty()) {  // meshproxy never exits on a drain
+          return {400, "text/plain", absl::StrCat("unknown query parameter: ", name, "\n")};
+        }
+      }
+    }
     draining_ = true;
-    if (drain_) drain_();
+    if (drain_) drain_(request);
     return {200, "text/plain", "OK\n"};
   }
   if (path == "/" || path == "/help") {

@@ -13,6 +13,14 @@
 
 namespace meshpilot::sidecar::admin {
 
+// POST /drain_listeners[?inboundonly][&graceful], as Envoy's: only the listeners whose
+// traffic_direction is INBOUND, or all; graceful: they keep accepting for the drain time,
+// discouraging requests (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY), and stop after it.
+struct DrainRequest {
+  bool inbound_only = false;
+  bool graceful = false;
+};
+
 struct AdminResponse {
   unsigned status = 200;
   std::string content_type = "text/plain";
@@ -22,7 +30,7 @@ struct AdminResponse {
 class AdminHandler {
  public:
   AdminHandler(const ConfigStore& store, StatsStore& stats, envoy::config::core::v3::Node node,
-               std::function<void()> quit, std::function<void()> drain = {})
+               std::function<void()> quit, std::function<void(DrainRequest)> drain = {})
       : store_(store),
         stats_(stats),
         node_(std::move(node)),
@@ -39,7 +47,7 @@ class AdminHandler {
   StatsStore& stats_;
   envoy::config::core::v3::Node node_;
   std::function<void()> quit_;
-  std::function<void()> drain_;
+  std::function<void(DrainRequest)> drain_;
   mutable std::atomic<bool> draining_{false};
 };
 

@@ -196,17 +196,37 @@ void Worker::ApplyListeners(std::shared_ptr<const ProxyConfig> config) {
   asio::post(io_, [this, config = std::move(config)] { Reconcile(*config); });
 }
 
-void Worker::Drain() {
-  asio::post(io_, [this] {
-    draining_ = true;
-    for (auto& [name, bound] : bound_) bound.acceptor->close();
-    bound_.clear();
+void Worker::Drain(bool inbound_only, std::chrono::milliseconds close_after) {
+  asio::post(io_, [this, inbound_only, close_after] {
+    const DrainScope scope = inbound_only ? DrainScope::kInbound : DrainScope::kAll;
+    if (drain_scope_ != DrainScope::kAll) drain_scope_ = scope;
     DrainConnections(nullptr);
+    if (close_after.count() <= 0) {
+      CloseDrainedAcceptors();
+      return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(io_, close_after);
+    timer->async_wait([this, timer](const boost::system::error_code& ec) {
+      if (!ec) CloseDrainedAcceptors();
+    });
   });
 }
 
+void Worker::CloseDrainedAcceptors() {
+  drain_closed_ = true;
+  for (auto it = bound_.begin(); it != bound_.end();) {
+    if (InDrainScope(it->second.inbound)) {
+      if (index_ == 0) spdlog::info("listener {}: closed by /drain_listeners", it->first);
+      it->second.acceptor->close();
+      it = bound_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 bool Worker::ListenerDrained(const std::string& name, const config::ListenerConfig* config) {
-  if (draining_) return true;
+  if (InDrainScope(config->inbound)) return true;
   const std::shared_ptr<const ProxyConfig> current = store_.Load();
   const ListenerEntry* listener = current->FindListener(name);
   return listener == nullptr || listener->config.get() != config;
@@ -227,8 +247,12 @@ Worker::DrainWatch::~DrainWatch() { worker_.drain_watches_.erase(this); }
 void Worker::DrainConnections(const ProxyConfig* config) {
   std::vector<DrainWatch*> draining;
   for (DrainWatch* watch : drain_watches_) {
-    const ListenerEntry* current =
-        config == nullptr ? nullptr : config->FindListener(watch->listener_);
+    if (InDrainScope(watch->config_->inbound)) {
+      draining.push_back(watch);
+      continue;
+    }
+    if (config == nullptr) continue;
+    const ListenerEntry* current = config->FindListener(watch->listener_);
     if (current == nullptr || current->config != watch->config_) draining.push_back(watch);
   }
   for (DrainWatch* watch : draining) {
@@ -239,7 +263,6 @@ void Worker::DrainConnections(const ProxyConfig* config) {
 }
 
 void Worker::Reconcile(const ProxyConfig& config) {
-  if (draining_) return;
   DrainConnections(&config);
   for (auto it = bound_.begin(); it != bound_.end();) {
     const ListenerEntry* listener = config.FindListener(it->first);
@@ -255,6 +278,7 @@ void Worker::Reconcile(const ProxyConfig& config) {
   bool retry_bind = false;
   for (const auto& [name, listener] : config.listeners) {
     if (!listener.config->bind_to_port || bound_.contains(name)) continue;
+    if (drain_closed_ && InDrainScope(listener.config->inbound)) continue;
     auto acceptor = std::make_shared<tcp::acceptor>(io_);
     boost::system::error_code ec;
     const tcp::endpoint& address = listener.config->address;
@@ -279,7 +303,7 @@ void Worker::Reconcile(const ProxyConfig& config) {
       spdlog::info("listener {}: listening on {}:{}", name, address.address().to_string(),
                    address.port());
     }
-    bound_[name] = Bound{address, acceptor};
+    bound_[name] = Bound{address, acceptor, listener.config->inbound};
     asio::co_spawn(io_, AcceptLoop(acceptor, name), asio::detached);
   }
   if (retry_bind && !bind_retry_pending_) {

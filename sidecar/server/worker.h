@@ -4,6 +4,7 @@
 // that binds, its own upstream connection pool and random generator. Workers share nothing
 // but the immutable ProxyConfig and atomic stats, so the data path takes no locks.
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -54,10 +55,13 @@ class Worker {
   // Opens acceptors for new listeners, closes those of removed ones (their connections in
   // flight carry on: the drain). Thread-safe: runs on the worker's thread.
   void ApplyListeners(std::shared_ptr<const ProxyConfig> config);
-  // Stops accepting for good (/drain_listeners); connections in flight finish.
-  void Drain();
+  // /drain_listeners: the listeners in scope (the INBOUND ones with `inbound_only`, else all)
+  // drain: their connections are told at once and new ones drain from the start; their
+  // acceptors close after `close_after` (0: at once; graceful: the drain time) and stay closed
+  // through later LDS updates. Connections in flight finish.
+  void Drain(bool inbound_only, std::chrono::milliseconds close_after);
   // On the worker's thread: whether a connection accepted with `config` for the listener
-  // `name` drains (the listener was removed or replaced, or the worker drains).
+  // `name` drains (the listener was removed or replaced, or /drain_listeners covers it).
   bool ListenerDrained(const std::string& name, const config::ListenerConfig* config);
 
   // On the worker's thread: `drain` is called once, when the listener `name` that a
@@ -90,11 +94,19 @@ class Worker {
   struct Bound {
     boost::asio::ip::tcp::endpoint address;
     std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+    bool inbound = false;
   };
+  // What /drain_listeners covers.
+  enum class DrainScope { kNone, kInbound, kAll };
+  bool InDrainScope(bool inbound) const {
+    return drain_scope_ == DrainScope::kAll || (drain_scope_ == DrainScope::kInbound && inbound);
+  }
   void Reconcile(const ProxyConfig& config);
-  // Tells the watched connections whose listener `config` no longer has (all of them when
-  // null: the worker drains).
+  // Tells the watched connections whose listener `config` no longer has, or that
+  // /drain_listeners covers (null: only those).
   void DrainConnections(const ProxyConfig* config);
+  // Closes the acceptors of the listeners /drain_listeners covers.
+  void CloseDrainedAcceptors();
   boost::asio::awaitable<void> AcceptLoop(std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
                                           std::string listener);
   boost::asio::awaitable<void> HandleConnection(boost::asio::ip::tcp::socket socket,
@@ -124,7 +136,8 @@ class Worker {
   std::mt19937_64 rng_;
   std::map<std::string, Bound> bound_;
   bool bind_retry_pending_ = false;
-  bool draining_ = false;
+  DrainScope drain_scope_ = DrainScope::kNone;
+  bool drain_closed_ = false;  // the acceptors in drain scope are closed
   std::set<DrainWatch*> drain_watches_;
   int connections_ = 0;
   boost::asio::steady_timer trim_timer_{io_};

@@ -264,7 +264,7 @@ class Mesh:
             self.proxy_bin, "--xds-address", f"127.0.0.1:{self.ads_port}", "--node-id", NODE_ID,
             "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", str(self.concurrency),
             # Reconnects within a second in tests (the default ceiling is 30s).
-            "--xds-max-backoff", "1s"])
+            "--xds-max-backoff", "1s", "--drain-time", "1s"])
         self.test = test
         wait_until(lambda: self.admin("/ready")[0] == 200, WAIT_S, "meshproxy /ready")
         wait_until(lambda: self.get("/")[0] == 200, WAIT_S, "the HTTP listener to route")
@@ -1440,6 +1440,61 @@ class ConfigUpdateTest(OwnMeshTest):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.getheader("Connection"), "close")
         conn.close()
+
+    def test_drain_listeners_inbound_only_and_graceful(self):
+        # What pilot-agent asks when a pod terminates: only the INBOUND listeners drain; for
+        # the drain time (--drain-time 1s here) they still accept but close every connection
+        # after its response, then stop accepting. The outbound ones are untouched, so the
+        # application can still call out.
+        inbound_port = free_port()
+        listeners = [http_listener("http", self.mesh.http_port, "web-routes"),
+                     dict(http_listener("inbound", inbound_port, "web-routes"),
+                          traffic_direction="INBOUND")]
+        self.mesh.wait_acked("lds", self.mesh.write(self.mesh.resources(listeners=listeners)))
+
+        def get(conn):
+            conn.request("GET", "/", headers={"Host": "web"})
+            r = conn.getresponse()
+            r.read()
+            return r.status, r.getheader("Connection")
+
+        def connect(port):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            self.addCleanup(conn.close)
+            return conn
+
+        def refused(port):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+
+        wait_until(lambda: not refused(inbound_port), WAIT_S, "the inbound listener")
+        inbound, outbound = connect(inbound_port), connect(self.mesh.http_port)
+        self.assertEqual(get(inbound), (200, None))
+        self.assertEqual(get(outbound), (200, None))
+        self.assertEqual(self.mesh.admin("/drain_listeners?inboundonly&graceful", method="POST"),
+                         (200, "OK\n"))
+        drained_at = time.monotonic()
+        self.assertEqual(self.mesh.admin("/ready"), (503, "DRAINING\n"))
+        # Draining: the open connection and a new one are answered, and told to close.
+        self.assertEqual(get(inbound), (200, "close"))
+        self.assertEqual(get(connect(inbound_port)), (200, "close"))
+        # Outbound: kept alive, and new connections too.
+        self.assertEqual(get(outbound), (200, None))
+        self.assertEqual(get(connect(self.mesh.http_port)), (200, None))
+        # After the drain time the inbound listener stops accepting, and stays closed through
+        # an LDS update; the outbound one carries on.
+        wait_until(lambda: refused(inbound_port), WAIT_S, "the inbound listener to close")
+        self.assertGreater(time.monotonic() - drained_at, 0.9)
+        listeners[0] = http_listener("http", self.mesh.http_port, "web-routes",
+                                     common_http_protocol_options={"idle_timeout": "301s"})
+        self.mesh.wait_acked("lds", self.mesh.write(self.mesh.resources(listeners=listeners)))
+        self.assertTrue(refused(inbound_port))
+        self.assertEqual(get(connect(self.mesh.http_port)), (200, None))
+        self.assertEqual(self.mesh.admin("/drain_listeners?sometimes", method="POST"),
+                         (400, "unknown query parameter: sometimes\n"))
 
     def test_replaced_http_listener_closes_its_keep_alive_connection(self):
         # As Envoy's drain: a connection the old version of a listener accepted answers its
