@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "absl/flags/flag.h"
 #include "common/flags.h"
@@ -51,6 +53,10 @@ ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error.");
 ABSL_FLAG(absl::Duration, drain_time, absl::Seconds(45),
           "How long /drain_listeners?graceful keeps the drained listeners accepting (Envoy's "
           "--drain-time-s; Istio's drainDuration).");
+ABSL_FLAG(absl::Duration, termination_drain_duration, absl::ZeroDuration(),
+          "On SIGTERM, first drain the inbound listeners gracefully for this long, as "
+          "pilot-agent does (Istio's terminationDrainDuration, 5s); 0: exit at once. A second "
+          "signal exits at once.");
 
 namespace meshpilot::sidecar {
 namespace {
@@ -144,9 +150,29 @@ int Run() {
     spdlog::info("readiness: /healthz/ready on 0.0.0.0:{}", *ready_port);
   }
   boost::asio::signal_set signals(admin.io(), SIGTERM, SIGINT);
-  signals.async_wait([&](const boost::system::error_code& ec, int) {
-    if (!ec) request_quit();
-  });
+  boost::asio::steady_timer termination(admin.io());
+  const auto termination_drain =
+      absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_termination_drain_duration));
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int signal) {
+        if (ec) return;
+        if (signal != SIGTERM || termination_drain.count() <= 0 ||
+            termination.expiry() != boost::asio::steady_timer::time_point()) {
+          request_quit();
+          return;
+        }
+        // As pilot-agent on SIGTERM: the inbound listeners drain (the application's own calls
+        // out keep working), then meshproxy exits.
+        spdlog::info("meshproxy: SIGTERM: draining inbound listeners for {} ms, then exiting",
+                     termination_drain.count());
+        handler.Handle("POST", "/drain_listeners?inboundonly&graceful");
+        termination.expires_after(termination_drain);
+        termination.async_wait([&](const boost::system::error_code& timer_ec) {
+          if (!timer_ec) request_quit();
+        });
+        signals.async_wait(on_signal);
+      };
+  signals.async_wait(on_signal);
   admin.Start();
 
   xds::AdsClientOptions options;

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -234,7 +235,7 @@ class Mesh:
 
     concurrency = 2  # meshproxy's workers
 
-    def __init__(self, test):
+    def __init__(self, test, proxy_args=()):
         self.ads_bin = binary("ADS_SERVER_BIN", "build/release/tests/sidecar/sidecar_test_ads_server")
         self.proxy_bin = binary("MESHPROXY_BIN", "build/release/sidecar/meshproxy")
         self.dir = tempfile.mkdtemp(prefix="meshproxy-it-")
@@ -264,7 +265,7 @@ class Mesh:
             self.proxy_bin, "--xds-address", f"127.0.0.1:{self.ads_port}", "--node-id", NODE_ID,
             "--admin-port", str(self.admin_port), "--readiness-port", "0", "--concurrency", str(self.concurrency),
             # Reconnects within a second in tests (the default ceiling is 30s).
-            "--xds-max-backoff", "1s", "--drain-time", "1s"])
+            "--xds-max-backoff", "1s", "--drain-time", "1s", *proxy_args])
         self.test = test
         wait_until(lambda: self.admin("/ready")[0] == 200, WAIT_S, "meshproxy /ready")
         wait_until(lambda: self.get("/")[0] == 200, WAIT_S, "the HTTP listener to route")
@@ -1255,6 +1256,40 @@ class PendingCancelTest(SharedMeshTest):
         self.assertEqual(stat("upstream_cx_total"), 1)  # the gone requests never went upstream
 
 
+def keep_alive_get(conn):
+    """(status, Connection header) of a GET / for web on `conn`."""
+    conn.request("GET", "/", headers={"Host": "web"})
+    r = conn.getresponse()
+    r.read()
+    return r.status, r.getheader("Connection")
+
+
+def http_connection(test, port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    test.addCleanup(conn.close)
+    return conn
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def with_inbound_listener(test, mesh):
+    """Serves the outbound `http` listener and an INBOUND one on a port of its own; returns
+    the listeners and that port, once it accepts."""
+    inbound_port = free_port()
+    listeners = [http_listener("http", mesh.http_port, "web-routes"),
+                 dict(http_listener("inbound", inbound_port, "web-routes"),
+                      traffic_direction="INBOUND")]
+    mesh.wait_acked("lds", mesh.write(mesh.resources(listeners=listeners)))
+    wait_until(lambda: not refused(inbound_port), WAIT_S, "the inbound listener")
+    return listeners, inbound_port
+
+
 class OwnMeshTest(unittest.TestCase):
     """A test with a Mesh of its own, whose logs are printed when the test fails."""
 
@@ -1353,13 +1388,7 @@ class ConfigUpdateTest(OwnMeshTest):
         self.mesh.wait_acked("lds", version)
         wait_until(lambda: tcp_exchange(extra_port, b"n") == b"tcp-b:n", WAIT_S, "the new listener")
 
-        def refused():
-            try:
-                socket.create_connection(("127.0.0.1", self.mesh.tcp_port), timeout=1).close()
-                return False
-            except ConnectionRefusedError:
-                return True
-        wait_until(refused, WAIT_S, "the removed listener to close")
+        wait_until(lambda: refused(self.mesh.tcp_port), WAIT_S, "the removed listener to close")
         in_flight.sendall(b"after")
         in_flight.shutdown(socket.SHUT_WR)
         data = b""
@@ -1426,13 +1455,7 @@ class ConfigUpdateTest(OwnMeshTest):
         self.assertEqual(self.mesh.admin("/drain_listeners", method="POST")[0], 200)
         self.assertEqual(self.mesh.admin("/ready"), (503, "DRAINING\n"))
 
-        def refused():
-            try:
-                socket.create_connection(("127.0.0.1", self.mesh.http_port), timeout=1).close()
-                return False
-            except ConnectionRefusedError:
-                return True
-        wait_until(refused, WAIT_S, "the listeners to stop accepting")
+        wait_until(lambda: refused(self.mesh.http_port), WAIT_S, "the listeners to stop accepting")
         # The open connection is still served, and told to close.
         conn.request("GET", "/", headers={"Host": "web"})
         r = conn.getresponse()
@@ -1446,31 +1469,8 @@ class ConfigUpdateTest(OwnMeshTest):
         # the drain time (--drain-time 1s here) they still accept but close every connection
         # after its response, then stop accepting. The outbound ones are untouched, so the
         # application can still call out.
-        inbound_port = free_port()
-        listeners = [http_listener("http", self.mesh.http_port, "web-routes"),
-                     dict(http_listener("inbound", inbound_port, "web-routes"),
-                          traffic_direction="INBOUND")]
-        self.mesh.wait_acked("lds", self.mesh.write(self.mesh.resources(listeners=listeners)))
-
-        def get(conn):
-            conn.request("GET", "/", headers={"Host": "web"})
-            r = conn.getresponse()
-            r.read()
-            return r.status, r.getheader("Connection")
-
-        def connect(port):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            self.addCleanup(conn.close)
-            return conn
-
-        def refused(port):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return False
-            except ConnectionRefusedError:
-                return True
-
-        wait_until(lambda: not refused(inbound_port), WAIT_S, "the inbound listener")
+        listeners, inbound_port = with_inbound_listener(self, self.mesh)
+        get, connect = keep_alive_get, lambda port: http_connection(self, port)
         inbound, outbound = connect(inbound_port), connect(self.mesh.http_port)
         self.assertEqual(get(inbound), (200, None))
         self.assertEqual(get(outbound), (200, None))
@@ -1624,6 +1624,29 @@ class AdsClientTest(OwnMeshTest):
         self.mesh.wait_acked("rds", version)
         self.assertEqual(self.mesh.requests("cds")[0]["node"], NODE_ID)
         self.assertEqual(self.mesh.get("/after")[0], 203)
+
+
+class TerminationDrainTest(OwnMeshTest):
+    """meshproxy with --termination-drain-duration, as the injection template runs it."""
+
+    def setUp(self):
+        self.mesh = Mesh(self, proxy_args=("--termination-drain-duration", "1s"))
+
+    def test_sigterm_drains_the_inbound_listeners_then_exits(self):
+        # As pilot-agent: on SIGTERM the inbound listeners drain (responses close their
+        # connections) while outbound calls keep working; meshproxy exits after the duration.
+        _, inbound_port = with_inbound_listener(self, self.mesh)
+        inbound = http_connection(self, inbound_port)
+        outbound = http_connection(self, self.mesh.http_port)
+        self.assertEqual(keep_alive_get(inbound), (200, None))
+        self.mesh.proxy.proc.send_signal(signal.SIGTERM)
+        signalled_at = time.monotonic()
+        wait_until(lambda: self.mesh.admin("/ready") == (503, "DRAINING\n"), WAIT_S,
+                   "meshproxy to drain")
+        self.assertEqual(keep_alive_get(inbound), (200, "close"))
+        self.assertEqual(keep_alive_get(outbound), (200, None))
+        self.assertEqual(self.mesh.proxy.proc.wait(timeout=10), 0)
+        self.assertGreater(time.monotonic() - signalled_at, 0.9)
 
 
 if __name__ == "__main__":
