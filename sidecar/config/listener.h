@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +56,9 @@ struct HttpChain {
   std::chrono::milliseconds drain_timeout{5000};
   // http_protocol_options.enable_trailers: HTTP/1.1 responses carry trailers (chunked).
   bool enable_trailers = false;
+  // upgrade_configs: the upgrade types (lower case, e.g. "websocket") and whether each is
+  // enabled; a route's own upgrade_configs override (RouteAction::upgrades).
+  std::map<std::string, bool> upgrades;
   // istio.metadata_exchange (io.istio.http.peer_metadata.Config in a TypedStruct): which of
   // its istio_headers methods are on (istio_peer.h).
   struct PeerExchange {

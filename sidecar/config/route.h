@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -166,6 +167,9 @@ struct RouteAction {
   std::optional<RetryPolicy> retry;
   std::vector<HashPolicy> hash_policies;
   std::vector<MirrorPolicy> mirrors;
+  // upgrade_configs: per upgrade type (lower case), enabled or not on this route, over the
+  // HTTP connection manager's (HttpChain::upgrades).
+  std::map<std::string, bool> upgrades;
 };
 
 struct Redirect {

@@ -156,6 +156,15 @@ class Http1DownstreamStream final : public DownstreamStream {
 
   void OnAbandoned(std::function<void()> callback) override { on_abandoned_ = std::move(callback); }
 
+  Tunnel TakeTunnel() override {
+    Tunnel tunnel{&stream_, std::string(static_cast<const char*>(buffer_.data().data()),
+                                        buffer_.size())};
+    buffer_.consume(buffer_.size());
+    response_started_ = true;
+    failed_ = true;  // the connection closes once the tunnel has ended
+    return tunnel;
+  }
+
   // Nothing reads the socket meanwhile: readable means the client closed or reset it, or sent
   // more bytes (the rest of a body, a pipelined request), which are read into the connection's
   // buffer for the parser, and then its close cannot be seen before them. Through TLS the close

@@ -21,7 +21,9 @@
 #include "sidecar/router/retry.h"
 #include "sidecar/router/route_match.h"
 #include "sidecar/router/timeout.h"
+#include "sidecar/server/connection_slot.h"
 #include "sidecar/server/request_mirror.h"
+#include "sidecar/server/upgrade.h"
 #include "sidecar/server/upstream_pool.h"
 #include "spdlog/spdlog.h"
 
@@ -38,6 +40,7 @@ constexpr size_t kRetryBufferLimit = 64 * 1024;
 constexpr char kConnectFailure[] =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
 constexpr char kRbacDenied[] = "RBAC: access denied";
+const std::vector<config::MirrorPolicy> kNoMirrors;  // an upgrade is not copied
 constexpr char kOverflow[] =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 constexpr char kConnectionTermination[] =
@@ -308,8 +311,20 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
                                              info_.remote.port(), info_.local.address().to_string(),
                                              ":", info_.local.port()),
                                 set_cookies);
+  // An upgrade (WebSocket) the route allows goes upstream with its Upgrade and Connection
+  // headers and becomes a tunnel (server/upgrade.h); one it does not allow is refused, as
+  // Envoy's upgrade_failed.
+  const std::string upgrade =
+      down.protocol() == Protocol::kHttp1 ? UpgradeRequested(request) : std::string();
+  if (!upgrade.empty() && !UpgradeAllowed(upgrade, chain_, action)) {
+    co_return co_await local_reply(403, "", response_mutations);
+  }
   // The request as it goes upstream.
   router::StripHopByHop(request);
+  if (!upgrade.empty()) {
+    request.Set("upgrade", upgrade);
+    request.Set("connection", "upgrade");
+  }
   if (!request.Has("x-request-id")) {
     request.AddStatic("x-request-id", router::NewRequestId(worker_.rng()).view());
   }
@@ -350,7 +365,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
   const Protocol protocol = UpstreamProtocolOf(*cluster->config, down.protocol());
   // Copies get a held body at once, a streamed one as the first attempt's pump reads it.
   std::vector<std::shared_ptr<MirrorBody>> mirrors;
-  for (const config::MirrorPolicy& mirror : action.mirrors) {
+  for (const config::MirrorPolicy& mirror : upgrade.empty() ? action.mirrors : kNoMirrors) {
     if (worker_.rng()() % 1000000 >= mirror.per_million) continue;
     mirrors.push_back(MirrorRequest(worker_, config, mirror, request, down.protocol(), action.timeout));
     if (held) mirrors.back()->Append(*held, true);
@@ -444,6 +459,54 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     istio.response_flags |= flag;
     co_await local_reply(503, detail, response_mutations);
   };
+
+  if (!upgrade.empty()) {
+    // One attempt, on a connection of its own; the route's timeout covers the answer's head.
+    const upstream::Host* host = lb->Pick(worker_.rng(), nullptr, request_hash);
+    if (host == nullptr) {
+      stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);
+      istio.response_flags |= kNoHealthyUpstream;
+      co_return co_await local_reply(503, "no healthy upstream", response_mutations);
+    }
+    const upstream::HostRequest active(host);
+    ConnectionSlot slot = ConnectionSlot::Claim(cluster->stats, breakers.max_connections);
+    if (!slot) {
+      stats.upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+      co_return co_await overloaded(response_mutations);
+    }
+    UpgradeResponse up = co_await SendUpgrade(worker_, *cluster->config, stats, host->address,
+                                              request, deadline.value_or(Clock::time_point::max()));
+    const upstream::OutlierDetector* outlier = lb->outlier();
+    if (up.error != StreamError::kNone) {
+      if (outlier != nullptr) {
+        outlier->ReportLocalOrigin(*host, up.error == StreamError::kTimeout, worker_.rng()(),
+                                   Clock::now());
+      }
+      if (up.error == StreamError::kTimeout) co_return co_await timeout_reply();
+      co_return co_await upstream_failed(up.error == StreamError::kConnectFailure
+                                             ? kUpstreamConnectionFailure
+                                             : kUpstreamConnectionTermination,
+                                         up.error == StreamError::kConnectFailure
+                                             ? kConnectFailure
+                                             : kConnectionTermination);
+    }
+    const unsigned status = up.headers.Status();
+    stats.CountResponse(status);
+    if (outlier != nullptr) outlier->Report(*host, status, worker_.rng()(), Clock::now());
+    router::StripHopByHop(up.headers);
+    add_peer_headers(up.headers);
+    response_mutations.ApplyTo(up.headers);
+    count_downstream(status);
+    if (status != 101) {
+      istio.response_bytes += up.body.size();
+      co_await down.WriteResponse(std::move(up.headers), up.body, true);
+      co_return;
+    }
+    up.headers.Set("upgrade", upgrade);
+    up.headers.Set("connection", "upgrade");
+    co_await RunTunnel(worker_, down.TakeTunnel(), up, up.headers, stats, chain_.idle_timeout);
+    co_return;
+  }
 
   // The attempts, until one answers the client; every way out of them is a break to the
   // pump's join below (not a co_return).

@@ -23,6 +23,7 @@
 
 namespace meshpilot::sidecar::server {
 
+class Transport;
 using Clock = std::chrono::steady_clock;
 
 enum class Protocol { kHttp1, kHttp2 };
@@ -86,6 +87,14 @@ class DownstreamStream {
   // Envoy does; empty: none. HTTP/1.1 notices a client that went away only when it next reads
   // or writes, or while watched.
   virtual void OnAbandoned(std::function<void()> callback) {}
+  // HTTP/1.1, once the upstream has accepted an upgrade (101): the connection, to relay bytes
+  // both ways from then on (server/upgrade.h), and what the client sent past the request head.
+  // The connection then serves no further request. HTTP/2: none.
+  struct Tunnel {
+    Transport* transport = nullptr;
+    std::string early;
+  };
+  virtual Tunnel TakeTunnel() { return {}; }
   // While `on`, the router waits for an upstream connection without reading or writing
   // downstream (the pending queue): HTTP/1.1 watches the connection for the client's close or
   // reset meanwhile, so that OnAbandoned's callback runs (HTTP/2 always notices).

@@ -2,6 +2,7 @@
 tests/conformance and tests/kube, through mesh_harness.py), real HTTP and TCP backends in
 threads, free ports, bounded waits, a pod's network namespace. No wait is unbounded."""
 
+import base64
 import hashlib
 import http.server
 import json
@@ -11,6 +12,7 @@ import shutil
 import socket
 import socketserver
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -444,6 +446,88 @@ class TcpEchoBackend(ThreadedTcpServer):
                     data += chunk
                 conn.sendall(self.name.encode() + b":" + data)
             except OSError:
+                pass
+
+
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def websocket_accept(key):
+    """The Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455, 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode() + WEBSOCKET_GUID).digest()).decode()
+
+
+def websocket_frame(opcode, payload, mask):
+    """One final frame; a client's is masked (RFC 6455, 5.2)."""
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    masked = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([masked | n])
+    elif n < 65536:
+        head += bytes([masked | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([masked | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def read_websocket_frame(reader):
+    """(opcode, payload) of the next frame from `reader` (a file from socket.makefile)."""
+    first, second = reader.read(2)
+    n = second & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", reader.read(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", reader.read(8))[0]
+    key = reader.read(4) if second & 0x80 else None
+    payload = reader.read(n)
+    if key:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return first & 0x0F, payload
+
+
+class WebSocketEchoBackend(ThreadedTcpServer):
+    """A WebSocket server (RFC 6455): answers an upgrade request with 101 and echoes each text
+    or binary message as NAME:MESSAGE, and a close with a close. A path ending in /refuse, or
+    a request without `Upgrade: websocket`, gets 403 "no upgrade here". `requests` keeps each
+    request head's lines."""
+
+    def __init__(self, name):
+        self.name = name
+        self.requests = []
+        super().__init__()
+
+    def _serve(self, conn):
+        with conn, conn.makefile("rb") as reader:
+            conn.settimeout(10)
+            try:
+                lines = []
+                while (line := reader.readline().decode().rstrip("\r\n")):
+                    lines.append(line)
+                self.requests.append(lines)
+                headers = {k.strip().lower(): v.strip()
+                           for k, v in (l.split(":", 1) for l in lines[1:])}
+                if headers.get("upgrade", "").lower() != "websocket" or \
+                        lines[0].split(" ")[1].endswith("/refuse"):
+                    body = b"no upgrade here"
+                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n"
+                                 b"Connection: close\r\n\r\n%s" % (len(body), body))
+                    return
+                accept = websocket_accept(headers["sec-websocket-key"])
+                conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                              f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+                             .encode())
+                while True:
+                    opcode, payload = read_websocket_frame(reader)
+                    if opcode == 0x8:
+                        conn.sendall(websocket_frame(0x8, payload, mask=False))
+                        return
+                    conn.sendall(websocket_frame(opcode, self.name.encode() + b":" + payload,
+                                                 mask=False))
+            except (OSError, ValueError):
                 pass
 
 

@@ -7,6 +7,7 @@ http.client and raw sockets (and curl where it is installed). Binaries come from
 and ADS_SERVER_BIN (set by ctest); by hand they default to build/release.
 """
 
+import base64
 import hashlib
 import http.client
 import json
@@ -23,8 +24,9 @@ import time
 import unittest
 import urllib.request
 
-from harness import (Backend, Children, CountingBackend, SharedMeshTest, TcpEchoBackend, binary, free_port,
-                     pattern_bytes, tcp_exchange, wait_until, write_resources)
+from harness import (Backend, Children, CountingBackend, SharedMeshTest, TcpEchoBackend,  # noqa: E402
+                     WebSocketEchoBackend, binary, free_port, pattern_bytes, read_websocket_frame,
+                     tcp_exchange, wait_until, websocket_accept, websocket_frame, write_resources)
 
 T = "type.googleapis.com/"
 HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -94,6 +96,7 @@ def assignment(name, ports):
 
 
 def http_listener(name, port, route_name, **hcm):
+    hcm.setdefault("upgrade_configs", [{"upgrade_type": "websocket"}])  # as meshpilot's
     return {"@type": T + "envoy.config.listener.v3.Listener", "name": name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{
@@ -179,6 +182,9 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                                                       "max_stream_duration": {
                                                           "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
+                    route("/ws/", {"route": {"cluster": "ws"}}),
+                    route("/ws-off/", {"route": {"cluster": "ws", "upgrade_configs": [
+                        {"upgrade_type": "websocket", "enabled": False}]}}),
                     route("/retry-limited/", {"route": {"cluster": "retry-limited", "retry_policy": {
                         "retry_on": "5xx", "num_retries": 1,
                         "retry_back_off": {"base_interval": "0.01s"}}}}),
@@ -246,6 +252,7 @@ class Mesh:
         self.mirror = Backend("mirror", close_after_reply=True)
         self.burst = CountingBackend()
         self.tcp_a, self.tcp_b = TcpEchoBackend("tcp-a"), TcpEchoBackend("tcp-b")
+        self.ws = WebSocketEchoBackend("ws-echo")
         self.dead_port = free_port()  # nothing listens there
         self.http_port, self.tcp_port, self.split_tcp_port = free_port(), free_port(), free_port()
         self.sticky_tcp_port = free_port()
@@ -283,7 +290,7 @@ class Mesh:
         clusters = [eds_cluster("web-v1"), eds_cluster("web-v2"), eds_cluster("dead"),
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
-                    limited_cluster("retry-limited", max_retries=1),
+                    limited_cluster("retry-limited", max_retries=1), eds_cluster("ws"),
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
                     dict(limited_cluster("burst", max_connections=3, max_pending_requests=15),
                          connect_timeout="10s"),
@@ -301,7 +308,7 @@ class Mesh:
                      assignment("dead", [self.dead_port]), assignment("empty", []),
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
-                     assignment("retry-limited", [self.v1.port]),
+                     assignment("retry-limited", [self.v1.port]), assignment("ws", [self.ws.port]),
                      assignment("burst", [self.burst.port]),
                      assignment("idle-upstream", [self.v1.port]),
                      assignment("trailers", [self.v1.port]),
@@ -316,7 +323,7 @@ class Mesh:
         if listeners is None:
             listeners = [http_listener("http", self.http_port, "web-routes"),
                          http_listener("idle-http", self.idle_http_port, "web-routes",
-                                       drain_timeout="0.3s",
+                                       drain_timeout="0.3s", upgrade_configs=[],
                                        common_http_protocol_options={"idle_timeout": "0.3s"}),
                          http_listener("duration-http", self.duration_http_port, "web-routes",
                                        common_http_protocol_options={
@@ -383,7 +390,7 @@ class Mesh:
     def close(self):
         self.children.stop()
         for backend in (self.v1, self.v2, self.broken, self.mirror, self.tcp_a, self.tcp_b,
-                        self.burst):
+                        self.burst, self.ws):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -878,6 +885,63 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(status, 200, body)
         self.assertEqual(json.loads(body)["attempt"], 2)
 
+    def websocket(self, path, port=None, early=b""):
+        """A WebSocket client's handshake on a new connection: (socket, its reader, the status
+        line, the response headers). `early` goes out in the same write as the handshake."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn = socket.create_connection(("127.0.0.1", port or self.mesh.http_port), timeout=10)
+        self.addCleanup(conn.close)
+        conn.sendall((f"GET {path} HTTP/1.1\r\nHost: web\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode() + early)
+        reader = conn.makefile("rb")
+        self.addCleanup(reader.close)
+        status = reader.readline().decode().rstrip()
+        headers = {}
+        while (line := reader.readline().decode().rstrip("\r\n")):
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+        return conn, reader, status, headers, key
+
+    def test_websocket_upgrade_becomes_a_tunnel(self):
+        # The first message goes out with the handshake, before the 101: it must reach the
+        # server after it, as the client sent it.
+        conn, reader, status, headers, key = self.websocket(
+            "/ws/chat", early=websocket_frame(0x1, b"early", mask=True))
+        self.assertEqual(status, "HTTP/1.1 101 Switching Protocols")
+        self.assertEqual(headers["sec-websocket-accept"], websocket_accept(key))
+        self.assertEqual(headers["upgrade"].lower(), "websocket")
+        self.assertEqual(headers["connection"].lower(), "upgrade")
+        self.assertEqual(read_websocket_frame(reader), (0x1, b"ws-echo:early"))
+        # Messages both ways, one larger than 64 KiB (a 64-bit length) and binary.
+        for opcode, payload in ((0x1, b"hello"), (0x2, os.urandom(70000)), (0x1, b"x" * 300)):
+            conn.sendall(websocket_frame(opcode, payload, mask=True))
+            self.assertEqual(read_websocket_frame(reader), (opcode, b"ws-echo:" + payload))
+        conn.sendall(websocket_frame(0x8, b"\x03\xe8", mask=True))
+        self.assertEqual(read_websocket_frame(reader), (0x8, b"\x03\xe8"))
+        self.assertEqual(reader.read(), b"")  # the server closed, and so did meshproxy
+        # The upstream got the upgrade headers and the request's usual ones.
+        head = self.mesh.ws.requests[-1]
+        self.assertEqual(head[0], "GET /ws/chat HTTP/1.1")
+        lowered = [line.lower() for line in head]
+        self.assertIn("upgrade: websocket", lowered)
+        self.assertIn("connection: upgrade", lowered)
+        self.assertTrue(any(line.startswith("x-request-id: ") for line in lowered), head)
+        self.assertGreaterEqual(self.mesh.stat("cluster.ws.upstream_rq_1xx"), 1)
+
+    def test_websocket_refused_and_not_enabled(self):
+        # The upstream says no: its answer is passed on as a response.
+        conn, reader, status, headers, _ = self.websocket("/ws/refuse")
+        self.assertEqual(status, "HTTP/1.1 403 Forbidden")
+        self.assertEqual(reader.read(int(headers["content-length"])), b"no upgrade here")
+        # The route turns the upgrade off, or the listener has none: Envoy's 403, and the
+        # upstream never sees the request.
+        seen = len(self.mesh.ws.requests)
+        for path, port in (("/ws-off/chat", None), ("/ws/chat", self.mesh.idle_http_port)):
+            _, _, status, _, _ = self.websocket(path, port=port)
+            self.assertEqual(status, "HTTP/1.1 403 Forbidden", path)
+        self.assertEqual(len(self.mesh.ws.requests), seen)
+
     def test_outlier_detection_ejects_the_failing_host(self):
         # Round robin over web-v1 and a host that always answers 503: its third 503 in a row
         # ejects it (for 300 s), and from then on web-v1 takes every request.
@@ -1322,7 +1386,7 @@ class ConfigUpdateTest(OwnMeshTest):
                           "max-requests",
                           "mirror", FLAKY, "queued", "retry-limited", "sticky", "tcp-a", "tcp-b",
                           "tcp-patchy", "tcp-ring",
-                          "trailers", "web-v1", "web-v2"])
+                          "trailers", "web-v1", "web-v2", "ws"])
 
     def test_invalid_route_is_nacked_and_the_last_good_config_keeps_serving(self):
         good = f"v{self.mesh.version}"
