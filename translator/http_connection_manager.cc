@@ -25,6 +25,7 @@ HttpConnectionManager RdsConnectionManager(const std::string& stat_prefix,
   rds->mutable_config_source()->mutable_ads();
   rds->mutable_config_source()->set_resource_api_version(envoy::config::core::v3::V3);
   if (!proxyless_grpc) {
+    AllowWebSocket(hcm);
     *hcm.add_http_filters() = MetadataExchangeFilter(/*inbound=*/false);
     auto* cors = hcm.add_http_filters();
     cors->set_name(kCorsFilter);
@@ -37,6 +38,10 @@ HttpConnectionManager RdsConnectionManager(const std::string& stat_prefix,
   router->set_name("envoy.filters.http.router");
   router->mutable_typed_config()->PackFrom(envoy::extensions::filters::http::router::v3::Router());
   return hcm;
+}
+
+void AllowWebSocket(HttpConnectionManager& hcm) {
+  hcm.add_upgrade_configs()->set_upgrade_type("websocket");
 }
 
 envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter

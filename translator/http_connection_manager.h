@@ -23,4 +23,8 @@ RdsConnectionManager(const std::string& stat_prefix, const std::string& route_co
 envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter
 MetadataExchangeFilter(bool inbound);
 
+// WebSocket upgrades, which istiod allows on every sidecar HTTP connection manager.
+void AllowWebSocket(
+    envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager& hcm);
+
 }  // namespace meshpilot::translator

@@ -59,6 +59,7 @@ HttpConnectionManager InboundConnectionManager(const std::string& route_name,
   if (proxyless_grpc) {
     route->mutable_non_forwarding_action();
   } else {
+    AllowWebSocket(hcm);
     *hcm.add_http_filters() = MetadataExchangeFilter(/*inbound=*/true);
     route->mutable_route()->set_cluster(*cluster);
     route->mutable_route()->mutable_timeout()->set_seconds(0);

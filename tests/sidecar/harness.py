@@ -489,6 +489,25 @@ def read_websocket_frame(reader):
     return first & 0x0F, payload
 
 
+def websocket_connect(test, address, port, path, authority="web", early=b""):
+    """A WebSocket client's handshake on a new connection: (socket, its reader, the status
+    line, the response headers, the key). `early` goes out in the same write."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    conn = socket.create_connection((address, port), timeout=10)
+    test.addCleanup(conn.close)
+    conn.sendall((f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode() + early)
+    reader = conn.makefile("rb")
+    test.addCleanup(reader.close)
+    status = reader.readline().decode().rstrip()
+    headers = {}
+    while (line := reader.readline().decode().rstrip("\r\n")):
+        name, value = line.split(":", 1)
+        headers[name.strip().lower()] = value.strip()
+    return conn, reader, status, headers, key
+
+
 class WebSocketEchoBackend(ThreadedTcpServer):
     """A WebSocket server (RFC 6455): answers an upgrade request with 101 and echoes each text
     or binary message as NAME:MESSAGE, and a close with a close. A path ending in /refuse, or

@@ -7,7 +7,6 @@ http.client and raw sockets (and curl where it is installed). Binaries come from
 and ADS_SERVER_BIN (set by ctest); by hand they default to build/release.
 """
 
-import base64
 import hashlib
 import http.client
 import json
@@ -26,7 +25,8 @@ import urllib.request
 
 from harness import (Backend, Children, CountingBackend, SharedMeshTest, TcpEchoBackend,  # noqa: E402
                      WebSocketEchoBackend, binary, free_port, pattern_bytes, read_websocket_frame,
-                     tcp_exchange, wait_until, websocket_accept, websocket_frame, write_resources)
+                     tcp_exchange, wait_until, websocket_accept, websocket_connect, websocket_frame,
+                     write_resources)
 
 T = "type.googleapis.com/"
 HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -886,22 +886,8 @@ class HttpTest(SharedMeshTest):
         self.assertEqual(json.loads(body)["attempt"], 2)
 
     def websocket(self, path, port=None, early=b""):
-        """A WebSocket client's handshake on a new connection: (socket, its reader, the status
-        line, the response headers). `early` goes out in the same write as the handshake."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        conn = socket.create_connection(("127.0.0.1", port or self.mesh.http_port), timeout=10)
-        self.addCleanup(conn.close)
-        conn.sendall((f"GET {path} HTTP/1.1\r\nHost: web\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n").encode() + early)
-        reader = conn.makefile("rb")
-        self.addCleanup(reader.close)
-        status = reader.readline().decode().rstrip()
-        headers = {}
-        while (line := reader.readline().decode().rstrip("\r\n")):
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-        return conn, reader, status, headers, key
+        return websocket_connect(self, "127.0.0.1", port or self.mesh.http_port, path,
+                                 early=early)
 
     def test_websocket_upgrade_becomes_a_tunnel(self):
         # The first message goes out with the handshake, before the 101: it must reach the

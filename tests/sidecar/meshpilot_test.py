@@ -38,9 +38,11 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (POD_IP, PROXY_UID, Backend, Children, LogsOnFailure, TcpEchoBackend,  # noqa: E402
-                     TlsBackend, binary, capture_outbound, config_dump_has, free_port, http_json,
-                     main_in_network_namespace, reset_network, run, self_signed_cert,
-                     start_meshpilot, start_sidecar, tcp_exchange, tls_exchange, wait_until)
+                     TlsBackend, WebSocketEchoBackend, binary, capture_outbound, config_dump_has,
+                     free_port, http_json, main_in_network_namespace, read_websocket_frame,
+                     reset_network, run, self_signed_cert, start_meshpilot, start_sidecar,
+                     tcp_exchange, tls_exchange, wait_until, websocket_accept, websocket_connect,
+                     websocket_frame)
 
 NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 WAIT_S = 20
@@ -243,6 +245,26 @@ class MeshpilotTest(LogsOnFailure):
         self.assertRegex(stats, r"listener\.0\.0\.0\.0_80\.downstream_cx_total: [1-9]")
         self.assertRegex(
             stats, r"cluster\.outbound\|7070\|\|echo\.default\.svc\.cluster\.local\.upstream_rq_2xx: 3")
+
+    def test_websocket_through_meshpilots_config(self):
+        # meshpilot allows WebSocket upgrades on every HTTP connection manager, as istiod
+        # does: a WebSocket to the chat Service's cluster IP becomes a tunnel to its backend.
+        self.require_iptables()
+        chat = WebSocketEchoBackend("chat")
+        self.addCleanup(chat.stop)
+        self.write_mesh(yaml_for(self.web.port, self.db.port, self.echo_port)
+                        + chat_yaml(chat.port))
+        wait_until(lambda: config_dump_has("outbound|80||chat.default.svc.cluster.local"),
+                   WAIT_S, "meshproxy to get the chat Service")
+        capture_outbound()
+        conn, reader, status, headers, key = websocket_connect(
+            self, "10.96.0.80", 80, "/room", authority="chat")
+        self.assertEqual(status, "HTTP/1.1 101 Switching Protocols", headers)
+        self.assertEqual(headers["sec-websocket-accept"], websocket_accept(key))
+        conn.sendall(websocket_frame(0x1, b"hi", mask=True))
+        self.assertEqual(read_websocket_frame(reader), (0x1, b"chat:hi"))
+        conn.sendall(websocket_frame(0x8, b"", mask=True))
+        self.assertEqual(read_websocket_frame(reader), (0x8, b""))
 
     def test_authorization_policies_are_enforced_inbound(self):
         self.require_iptables()
@@ -746,6 +768,30 @@ metadata:
   namespace: default
   labels: {{app: web, topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z2}}
 status: {{podIP: 127.0.0.2}}
+"""
+
+
+def chat_yaml(chat_port):
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: chat, namespace: default}}
+spec:
+  clusterIP: 10.96.0.80
+  ports:
+  - {{name: http, port: 80, protocol: TCP}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: chat-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: chat}}
+addressType: IPv4
+ports:
+- {{name: http, port: {chat_port}, protocol: TCP}}
+endpoints:
+- addresses: [127.0.0.1]
 """
 
 
