@@ -16,7 +16,8 @@ bool ShouldRetry(const config::RetryPolicy& p, AttemptOutcome outcome, unsigned 
     case AttemptOutcome::kRefusedStream:
       return p.on_refused_stream || p.on_5xx || p.on_gateway_error || p.on_reset;
     case AttemptOutcome::kPerTryTimeout:
-      return p.on_5xx || p.on_gateway_error;
+      // Envoy resets the attempt (a local reset) and retries it as one.
+      return p.on_5xx || p.on_gateway_error || p.on_reset;
     case AttemptOutcome::kResponse:
       if (p.on_5xx && status >= 500 && status <= 599) return true;
       if (p.on_gateway_error && (status == 502 || status == 503 || status == 504)) return true;

@@ -201,8 +201,14 @@ TEST_CASE("retry: conditions as Envoy reads them") {
   CHECK(ShouldRetry(gateway, AttemptOutcome::kResponse, 502));
   CHECK(ShouldRetry(gateway, AttemptOutcome::kPerTryTimeout));
 
+  auto reset = Policy(R"({"retry_on": "reset"})");
+  CHECK(ShouldRetry(reset, AttemptOutcome::kReset));
+  CHECK(ShouldRetry(reset, AttemptOutcome::kPerTryTimeout));  // a local reset, in Envoy
+  CHECK_FALSE(ShouldRetry(reset, AttemptOutcome::kResponse, 503));
+
   auto connect = Policy(R"({"retry_on": "connect-failure"})");
   CHECK(ShouldRetry(connect, AttemptOutcome::kConnectFailure));
+  CHECK_FALSE(ShouldRetry(connect, AttemptOutcome::kPerTryTimeout));
   CHECK_FALSE(ShouldRetry(connect, AttemptOutcome::kReset));
   CHECK_FALSE(ShouldRetry(connect, AttemptOutcome::kResponse, 503));
 
