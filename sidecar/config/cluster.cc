@@ -63,7 +63,7 @@ absl::StatusOr<std::shared_ptr<const EndpointSet>> ParseAssignment(
       }
       locality.endpoints.push_back(
           Endpoint{boost::asio::ip::tcp::endpoint(ip, static_cast<uint16_t>(sa.port_value())),
-                   weight});
+                   weight, lb.endpoint().hostname()});
     }
     if (!locality.endpoints.empty() || locality.unhealthy != 0) {
       by_priority[group.priority()].push_back(std::move(locality));

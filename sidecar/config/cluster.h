@@ -27,6 +27,7 @@ enum class DiscoveryType { kStatic, kEds, kOriginalDst };
 struct Endpoint {
   boost::asio::ip::tcp::endpoint address;
   uint32_t weight = 1;
+  std::string hostname;  // endpoint.hostname: what auto_host_rewrite sets :authority to
 };
 
 struct Locality {

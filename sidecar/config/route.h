@@ -161,7 +161,7 @@ struct RouteAction {
   std::shared_ptr<const re2::RE2> regex_rewrite;
   std::string regex_substitution;
   std::string host_rewrite;
-  bool auto_host_rewrite = false;
+  bool auto_host_rewrite = false;  // :authority becomes the upstream host's hostname
   std::chrono::milliseconds timeout{15000};  // Envoy's default; 0: none
   StreamTimeouts stream_timeouts;
   std::optional<RetryPolicy> retry;

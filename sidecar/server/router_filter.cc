@@ -530,6 +530,10 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
                       request_hash);
       picked = host != nullptr;
       if (picked) target.peer = host->address;
+      // auto_host_rewrite: the authority is the chosen host's name, when it has one.
+      if (picked && action.auto_host_rewrite && !host->hostname.empty()) {
+        request.Set(":authority", host->hostname);
+      }
     }
     if (!picked) {
       stats.upstream_cx_none_healthy.fetch_add(1, std::memory_order_relaxed);

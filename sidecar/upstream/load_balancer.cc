@@ -157,6 +157,7 @@ LoadBalancer::Level::Level(config::LbPolicy policy, uint32_t choice_count,
       host->address = endpoint.address;
       host->weight = endpoint.weight;
       host->zone = source->zone;
+      host->hostname = endpoint.hostname;
       host->priority = source->priority;
       locality->hosts.push_back(std::move(host));
     }

@@ -41,6 +41,7 @@ struct Host {
   boost::asio::ip::tcp::endpoint address;
   uint32_t weight = 1;
   std::string zone;
+  std::string hostname;  // the endpoint's, for auto_host_rewrite
   uint32_t priority = 0;
   mutable std::atomic<int64_t> active_requests{0};
   mutable std::atomic<uint64_t> total_requests{0};

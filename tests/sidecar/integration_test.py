@@ -87,11 +87,12 @@ def outlier_cluster(name, **outlier_detection):
     return cluster
 
 
-def assignment(name, ports):
+def assignment(name, ports, hostname=""):
     return {"@type": T + "envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": name,
             "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                             "port_value": p}}},
+                                                             "port_value": p}},
+                              "hostname": hostname},
                  "health_status": "HEALTHY"} for p in ports]}]}
 
 
@@ -183,6 +184,7 @@ def routes(name, extra_routes=(), regex="/regex/[a-z]+", split=(75, 25)):
                                                           "grpc_timeout_header_max": "0.2s"}}}),
                     route("/limited/", {"route": {"cluster": "limited"}}),
                     route("/ws/", {"route": {"cluster": "ws"}}),
+                    route("/auto-host/", {"route": {"cluster": "named", "auto_host_rewrite": True}}),
                     route("/ws-off/", {"route": {"cluster": "ws", "upgrade_configs": [
                         {"upgrade_type": "websocket", "enabled": False}]}}),
                     route("/retry-limited/", {"route": {"cluster": "retry-limited", "retry_policy": {
@@ -291,6 +293,7 @@ class Mesh:
                     eds_cluster("empty"), eds_cluster("tcp-a"), eds_cluster("tcp-b", "RANDOM"),
                     limited_cluster("limited", max_requests=1), eds_cluster("sticky", "RING_HASH"),
                     limited_cluster("retry-limited", max_retries=1), eds_cluster("ws"),
+                    eds_cluster("named"),
                     limited_cluster("queued", max_connections=1, max_pending_requests=1),
                     dict(limited_cluster("burst", max_connections=3, max_pending_requests=15),
                          connect_timeout="10s"),
@@ -309,6 +312,7 @@ class Mesh:
                      assignment("tcp-a", [self.tcp_a.port]), assignment("tcp-b", [self.tcp_b.port]),
                      assignment("limited", [self.v1.port]), assignment("queued", [self.v1.port]),
                      assignment("retry-limited", [self.v1.port]), assignment("ws", [self.ws.port]),
+                     assignment("named", [self.v2.port], hostname="web-v2.named.example"),
                      assignment("burst", [self.burst.port]),
                      assignment("idle-upstream", [self.v1.port]),
                      assignment("trailers", [self.v1.port]),
@@ -889,6 +893,11 @@ class HttpTest(SharedMeshTest):
         return websocket_connect(self, "127.0.0.1", port or self.mesh.http_port, path,
                                  early=early)
 
+    def test_auto_host_rewrite_sets_the_hosts_name(self):
+        status, _, body = self.mesh.get("/auto-host/x")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["headers"]["host"], "web-v2.named.example")
+
     def test_websocket_upgrade_becomes_a_tunnel(self):
         # The first message goes out with the handshake, before the 101: it must reach the
         # server after it, as the client sent it.
@@ -1370,7 +1379,7 @@ class ConfigUpdateTest(OwnMeshTest):
         self.assertEqual(sorted(eds["names"]),
                          ["burst", "dead", "empty", "idle-upstream", "keepalive", "limited", "max-duration",
                           "max-requests",
-                          "mirror", FLAKY, "queued", "retry-limited", "sticky", "tcp-a", "tcp-b",
+                          "mirror", "named", FLAKY, "queued", "retry-limited", "sticky", "tcp-a", "tcp-b",
                           "tcp-patchy", "tcp-ring",
                           "trailers", "web-v1", "web-v2", "ws"])
 
