@@ -9,7 +9,7 @@ DEBIAN_PACKAGES=(
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev
   libcpprest-dev libyaml-cpp-dev nlohmann-json3-dev libabsl-dev catch2
   libboost-dev libnghttp2-dev nghttp2-client libssl-dev prometheus-cpp-dev libspdlog-dev
-  libjemalloc-dev
+  libjemalloc-dev libxxhash-dev
   libbenchmark-dev nodejs npm
   openssl python3-yaml iproute2 util-linux iptables
   clang-14 libbpf-dev bpftool

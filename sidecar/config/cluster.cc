@@ -358,6 +358,21 @@ absl::StatusOr<std::shared_ptr<const ClusterConfig>> ParseCluster(
       if (proto.ring_hash_lb_config().has_minimum_ring_size()) {
         cluster->ring_size = proto.ring_hash_lb_config().minimum_ring_size().value();
       }
+      if (proto.ring_hash_lb_config().has_maximum_ring_size()) {
+        cluster->max_ring_size = proto.ring_hash_lb_config().maximum_ring_size().value();
+      }
+      if (cluster->ring_size == 0 || cluster->ring_size > cluster->max_ring_size ||
+          cluster->max_ring_size > kMaxRingSize) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "ring_hash_lb_config: minimum_ring_size (", cluster->ring_size,
+            ") and maximum_ring_size (", cluster->max_ring_size, ") must be in 1..",
+            kMaxRingSize, ", the minimum at most the maximum"));
+      }
+      if (proto.ring_hash_lb_config().hash_function() !=
+          cluster_v3::Cluster::RingHashLbConfig::XX_HASH) {
+        return absl::InvalidArgumentError(
+            "ring_hash_lb_config.hash_function: only XX_HASH is supported");
+      }
       break;
     case cluster_v3::Cluster::MAGLEV:
       cluster->lb_policy = LbPolicy::kMaglev;

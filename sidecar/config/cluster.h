@@ -24,6 +24,9 @@ class TlsTransportSocket;  // config/tls.h
 enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kRingHash, kMaglev };
 enum class DiscoveryType { kStatic, kEds, kOriginalDst };
 
+// Envoy's default and largest maximum_ring_size.
+inline constexpr uint64_t kMaxRingSize = 8388608;
+
 struct Endpoint {
   boost::asio::ip::tcp::endpoint address;
   uint32_t weight = 1;
@@ -126,6 +129,7 @@ struct ClusterConfig {
   LbPolicy lb_policy = LbPolicy::kRoundRobin;
   uint32_t choice_count = 2;  // LEAST_REQUEST
   uint64_t ring_size = 1024;  // RING_HASH minimum_ring_size / MAGLEV table_size (capped)
+  uint64_t max_ring_size = kMaxRingSize;  // RING_HASH maximum_ring_size
   std::chrono::milliseconds connect_timeout{5000};
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   Http1Options http1;

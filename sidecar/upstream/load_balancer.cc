@@ -11,6 +11,9 @@
 
 #include "absl/container/flat_hash_map.h"
 
+#define XXH_INLINE_ALL  // header-only: nothing to link
+#include <xxhash.h>
+
 namespace meshpilot::sidecar::upstream {
 
 using HostPredicate = absl::FunctionRef<bool(const Host*)>;
@@ -59,13 +62,8 @@ std::string AddressString(const boost::asio::ip::tcp::endpoint& endpoint) {
                                     : absl::StrCat(address, ":", endpoint.port());
 }
 
-uint64_t Hash64(std::string_view data) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : data) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return SplitMixFinalise(h);
+uint64_t Hash64(std::string_view data, uint64_t seed) {
+  return XXH64(data.data(), data.size(), seed);
 }
 
 uint64_t Mix64(uint64_t h) { return SplitMixFinalise(h + kGoldenGamma); }
@@ -85,7 +83,7 @@ class LoadBalancer::Level {
  public:
   Level(config::LbPolicy policy, uint32_t choice_count,
         const std::vector<const config::Locality*>& localities, uint64_t ring_size,
-        const std::optional<SlowStartHosts>& slow_start);
+        uint64_t max_ring_size, const std::optional<SlowStartHosts>& slow_start);
 
   // A host: one `preferred` accepts, else one `usable` accepts, else (unless `strict`) any;
   // null when there is none.
@@ -145,7 +143,8 @@ class LoadBalancer::Level {
 
 LoadBalancer::Level::Level(config::LbPolicy policy, uint32_t choice_count,
                            const std::vector<const config::Locality*>& localities,
-                           uint64_t ring_size, const std::optional<SlowStartHosts>& slow_start)
+                           uint64_t ring_size, uint64_t max_ring_size,
+                           const std::optional<SlowStartHosts>& slow_start)
     : policy_(policy), choice_count_(choice_count) {
   for (const config::Locality* source : localities) {
     unhealthy_ += source->unhealthy;
@@ -183,10 +182,19 @@ LoadBalancer::Level::Level(config::LbPolicy policy, uint32_t choice_count,
     if (policy_ == config::LbPolicy::kMaglev) {
       maglev_ = BuildMaglevTable(shares, ring_size);
     } else {
+      // Envoy's ring: scaled so that the lightest host gets a whole number of points (at
+      // least minimum_ring_size in all, at most maximum_ring_size); the points are running
+      // sums over the hosts in order, each point the xxHash64 of "ADDRESS_i".
+      double lightest = 1;
+      for (const MaglevHost& share : shares) lightest = std::min(lightest, share.weight);
+      const double scale = std::min(std::ceil(lightest * static_cast<double>(ring_size)) / lightest,
+                                    static_cast<double>(max_ring_size));
+      ring_.reserve(static_cast<size_t>(std::ceil(scale)));
+      double current = 0;
+      double target = 0;
       for (const MaglevHost& share : shares) {
-        const uint64_t replicas =
-            std::max<uint64_t>(1, static_cast<uint64_t>(share.weight * ring_size + 0.5));
-        for (uint64_t i = 0; i < replicas; ++i) {
+        target += scale * share.weight;
+        for (uint64_t i = 0; current < target; ++i, ++current) {
           ring_.emplace_back(Hash64(absl::StrCat(share.key, "_", i)), share.host);
         }
       }
@@ -374,7 +382,8 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
                            const std::vector<config::Locality>& localities, uint64_t ring_size,
                            const std::optional<config::OutlierDetection>& outlier_detection,
                            std::shared_ptr<ClusterStats> stats,
-                           const std::optional<SlowStartHosts>& slow_start) {
+                           const std::optional<SlowStartHosts>& slow_start,
+                           uint64_t max_ring_size) {
   choice_count = std::max<uint32_t>(2, choice_count);
   for (size_t begin = 0; begin < localities.size();) {
     std::vector<const config::Locality*> level;
@@ -384,7 +393,8 @@ LoadBalancer::LoadBalancer(config::LbPolicy policy, uint32_t choice_count,
       level.push_back(&localities[end]);
     }
     begin = end;
-    auto built = std::make_unique<Level>(policy, choice_count, level, ring_size, slow_start);
+    auto built = std::make_unique<Level>(policy, choice_count, level, ring_size, max_ring_size,
+                                         slow_start);
     if (built->total() != 0) levels_.push_back(std::move(built));
   }
   // No host at all: nothing to pick (an all-unhealthy assignment included).

@@ -90,7 +90,8 @@ class LoadBalancer {
                const std::vector<config::Locality>& localities, uint64_t ring_size = 1024,
                const std::optional<config::OutlierDetection>& outlier_detection = std::nullopt,
                std::shared_ptr<ClusterStats> stats = nullptr,
-               const std::optional<SlowStartHosts>& slow_start = std::nullopt);
+               const std::optional<SlowStartHosts>& slow_start = std::nullopt,
+               uint64_t max_ring_size = config::kMaxRingSize);
   ~LoadBalancer();
   LoadBalancer(const LoadBalancer&) = delete;
   LoadBalancer& operator=(const LoadBalancer&) = delete;
@@ -132,8 +133,10 @@ std::vector<uint32_t> SmoothWeightedOrder(std::vector<uint64_t> weights, size_t 
 // An address as Envoy writes one (Address::asString): "IP:PORT", "[IPv6]:PORT".
 std::string AddressString(const boost::asio::ip::tcp::endpoint& endpoint);
 
-// A 64-bit hash with good mixing (FNV-1a then a splitmix64 finaliser), stable across runs.
-uint64_t Hash64(std::string_view data);
+// xxHash64 (seed 0 unless given), Envoy's HashUtil::xxHash64: the ring's points, the Maglev
+// table's permutations and requests' hashes are Envoy's, so that Envoy and meshproxy send the
+// same key to the same host.
+uint64_t Hash64(std::string_view data, uint64_t seed = 0);
 // splitmix64's step: Mix64(seed + n * kGoldenGamma) for n = 0, 1, 2, ... are independent
 // well-mixed numbers (a second hash of a hash, one draw per decision from one random seed).
 inline constexpr uint64_t kGoldenGamma = 0x9e3779b97f4a7c15ULL;

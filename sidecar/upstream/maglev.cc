@@ -17,7 +17,7 @@ std::vector<const Host*> BuildMaglevTable(const std::vector<MaglevHost>& hosts,
     const Host* host;
     uint64_t offset;
     uint64_t skip;
-    double weight;  // relative to the heaviest host: it takes a slot every turn
+    double weight;  // its share; the heaviest host takes a slot every turn
     std::string_view key;
     double target = 0;
     uint64_t next = 0;  // position in its permutation
@@ -25,9 +25,9 @@ std::vector<const Host*> BuildMaglevTable(const std::vector<MaglevHost>& hosts,
   std::vector<Builder> builders;
   for (const MaglevHost& host : hosts) {
     if (host.weight <= 0) continue;
-    const uint64_t h = Hash64(host.key);
-    builders.push_back({host.host, h % table_size, Mix64(h) % (table_size - 1) + 1,
-                        host.weight / max_weight, host.key});
+    // Envoy's: offset and skip from xxHash64 of the key with seeds 0 and 1.
+    builders.push_back({host.host, Hash64(host.key) % table_size,
+                        Hash64(host.key, 1) % (table_size - 1) + 1, host.weight, host.key});
   }
   // Turns in key order: the same hosts give the same table whatever order EDS listed them in.
   std::sort(builders.begin(), builders.end(),
@@ -37,9 +37,10 @@ std::vector<const Host*> BuildMaglevTable(const std::vector<MaglevHost>& hosts,
   for (uint64_t turn = 1; filled < table_size; ++turn) {
     for (Builder& b : builders) {
       if (filled == table_size) break;
-      // A host of weight w takes a slot on one turn in 1/w.
+      // A host takes a slot on one turn in max_weight / weight (Envoy's arithmetic, so that
+      // the same shares give the same table).
       if (static_cast<double>(turn) * b.weight < b.target) continue;
-      b.target += 1;
+      b.target += max_weight;
       uint64_t slot = (b.offset + b.skip * b.next) % table_size;
       while (table[slot] != nullptr) slot = (b.offset + b.skip * ++b.next) % table_size;
       table[slot] = b.host;

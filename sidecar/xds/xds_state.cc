@@ -298,7 +298,7 @@ std::shared_ptr<const ProxyConfig> XdsState::Build(SteadyTime now) {
         entry.lb = std::make_shared<const upstream::LoadBalancer>(
             cluster.parsed->lb_policy, cluster.parsed->choice_count, localities,
             cluster.parsed->ring_size, cluster.parsed->outlier_detection, entry.stats,
-            slow_start);
+            slow_start, cluster.parsed->max_ring_size);
       }
       if (auto it = joined_.find(name); it != joined_.end() && cluster.parsed->slow_start) {
         joined[name] = std::move(it->second);

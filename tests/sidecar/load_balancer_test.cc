@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "sidecar/upstream/load_balancer.h"
@@ -117,6 +118,40 @@ TEST_CASE("lb: ring hash and maglev are sticky, weighted, and move few keys when
       if (owner[key] != 2 && port != owner[key]) ++moved;
     }
     CHECK(moved < 20000 * 0.1);
+  }
+}
+
+TEST_CASE("lb: ring hash and maglev place hosts as Envoy's do (Envoy's own test vectors)") {
+  // Envoy's RingHashLoadBalancerTest.Basic and MaglevLoadBalancerTest.Basic: hosts
+  // 127.0.0.1:90..95, a ring of at least 12 points, a table of 7 slots.
+  std::vector<config::Endpoint> hosts;
+  for (uint16_t port = 90; port <= 95; ++port) {
+    hosts.push_back({boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"),
+                                                    port)});
+  }
+  std::mt19937_64 rng(1);
+  LoadBalancer ring(config::LbPolicy::kRingHash, 2, {{"z", 0, hosts}}, 12);
+  auto on_ring = [&](uint64_t hash) { return ring.Pick(rng, nullptr, hash)->address.port(); };
+  // The ring's points, in order, and whose they are.
+  const std::pair<uint64_t, uint16_t> points[] = {
+      {833437586790550860ULL, 94},   {928266305478181108ULL, 92},
+      {1033482794131418490ULL, 90},  {3551244743356806947ULL, 95},
+      {3851675632748031481ULL, 93},  {5583722120771150861ULL, 91},
+      {6311230543546372928ULL, 91},  {7700377290971790572ULL, 93},
+      {13144177310400110813ULL, 95}, {13444792449719432967ULL, 92},
+      {15516499411664133160ULL, 94}, {16117243373044804889ULL, 90}};
+  for (const auto& [point, port] : points) {
+    CHECK(on_ring(point) == port);      // a point is its own host's
+    CHECK(on_ring(point - 1) == port);  // and so is what comes just before it
+  }
+  CHECK(on_ring(0) == 94);
+  CHECK(on_ring(std::numeric_limits<uint64_t>::max()) == 94);  // past the last: the first
+  CHECK(on_ring(3551244743356806948ULL) == 93);
+
+  LoadBalancer maglev(config::LbPolicy::kMaglev, 2, {{"z", 0, hosts}}, 7);
+  const uint16_t table[] = {92, 94, 90, 91, 95, 90, 93};
+  for (uint64_t hash = 0; hash < 21; ++hash) {
+    CHECK(maglev.Pick(rng, nullptr, hash)->address.port() == table[hash % 7]);
   }
 }
 
