@@ -489,11 +489,14 @@ def read_websocket_frame(reader):
     return first & 0x0F, payload
 
 
-def websocket_connect(test, address, port, path, authority="web", early=b""):
-    """A WebSocket client's handshake on a new connection: (socket, its reader, the status
-    line, the response headers, the key). `early` goes out in the same write."""
+def websocket_connect(test, address, port, path, authority="web", early=b"", tls=None):
+    """A WebSocket client's handshake on a new connection (through TLS with the ssl context
+    `tls`): (socket, its reader, the status line, the response headers, the key). `early`
+    goes out in the same write."""
     key = base64.b64encode(os.urandom(16)).decode()
     conn = socket.create_connection((address, port), timeout=10)
+    if tls is not None:
+        conn = tls.wrap_socket(conn, server_hostname=authority)
     test.addCleanup(conn.close)
     conn.sendall((f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -514,14 +517,24 @@ class WebSocketEchoBackend(ThreadedTcpServer):
     a request without `Upgrade: websocket`, gets 403 "no upgrade here". `requests` keeps each
     request head's lines."""
 
-    def __init__(self, name):
+    def __init__(self, name, cert=None, key=None):
         self.name = name
         self.requests = []
+        self.context = None
+        if cert:  # a TLS server
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(cert, key)
         super().__init__()
 
     def _serve(self, conn):
+        conn.settimeout(10)
+        if self.context is not None:
+            try:
+                conn = self.context.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):
+                conn.close()
+                return
         with conn, conn.makefile("rb") as reader:
-            conn.settimeout(10)
             try:
                 lines = []
                 while (line := reader.readline().decode().rstrip("\r\n")):

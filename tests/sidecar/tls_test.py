@@ -19,8 +19,9 @@ import threading
 import unittest
 
 from harness import (Backend, Children, HttpsBackend, SharedMeshTest, TcpEchoBackend, TlsBackend,
-                     ThreadedTcpServer, binary, free_port, tcp_exchange, make_pki, wait_until,
-                     write_resources)
+                     ThreadedTcpServer, WebSocketEchoBackend, binary, free_port, tcp_exchange,
+                     make_pki, read_websocket_frame, wait_until, websocket_connect,
+                     websocket_frame, write_resources)
 from integration_test import (NODE_ID, ROUTER, T, TCP_PROXY, WAIT_S, assignment, eds_cluster,
                               http_listener, limited_cluster, route)
 
@@ -283,6 +284,7 @@ class TlsMesh:
         self.speak_first = SpeakFirstBackend()
         self.tls_sink = TlsSinkBackend(pki["server"], pki["server_key"])
         self.recorder = TlsHttpRecorder(pki["server"], pki["server_key"])
+        self.ws_tls = WebSocketEchoBackend("ws-tls", pki["server"], pki["server_key"])
         self.dead_port = free_port()
         ports = ("plain", "https", "mtls", "tls_tcp", "originate_tcp", "tls_speak_first",
                  "originate_sink", "sds_file", "sds_dir", "rbac_http", "rbac_tcp", "admin")
@@ -340,6 +342,7 @@ class TlsMesh:
                 "common_http_protocol_options": {"idle_timeout": "0.3s"},
                 "explicit_http_config": {"http_protocol_options": {}}}}),
             tls_cluster("tls-sink", ca=pki["ca"], sans=["backend.test"]),
+            tls_cluster("ws-tls", ca=pki["ca"], sans=["backend.test"]),
         ]
         endpoints = [assignment("web", [self.web.port]),
                      assignment("verified", [self.https.port]),
@@ -357,7 +360,8 @@ class TlsMesh:
                      assignment("queued", [self.web.port]),
                      assignment("sds-verified", [self.https.port]),
                      assignment("idle-tls", [self.recorder.port]),
-                     assignment("tls-sink", [self.tls_sink.port])]
+                     assignment("tls-sink", [self.tls_sink.port]),
+                     assignment("ws-tls", [self.ws_tls.port])]
 
         def host(domain, cluster, **action):
             return {"name": domain, "domains": [domain],
@@ -371,6 +375,7 @@ class TlsMesh:
                       host("alpn-h2", "alpn-h2", host_rewrite_literal="inner"),
                       host("alpn-h1", "alpn-h1"), host("tls-dead", "tls-dead"),
                       host("h2-tls", "h2-tls", host_rewrite_literal="inner"),
+                      host("ws-tls", "ws-tls"),
                       # What arrives over the TLS listener: tells the protocol it came in.
                       {"name": "inner", "domains": ["inner"], "routes": [route("/", {"route": {
                           "cluster": "web"}}, request_headers_to_add=[{"header": {
@@ -453,7 +458,7 @@ class TlsMesh:
     def close(self):
         self.children.stop()
         for backend in (self.web, self.https, self.mtls, self.echo, self.tls_echo,
-                        self.speak_first, self.tls_sink, self.recorder):
+                        self.speak_first, self.tls_sink, self.recorder, self.ws_tls):
             backend.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -741,6 +746,23 @@ class OriginationTest(SharedMeshTest):
         wait_until(lambda: self.mesh.recorder.outcomes, WAIT_S, "the idle connection to close")
         self.assertEqual(self.mesh.recorder.outcomes, ["close_notify"])
         self.assertEqual(self.mesh.stat("cluster.idle-tls.upstream_cx_idle_timeout"), 1)
+
+    def test_a_websocket_through_tls_on_both_sides(self):
+        # As between two Istio sidecars: the client's TLS ends at meshproxy's listener, and
+        # meshproxy's own TLS connection to the backend carries the upgraded connection.
+        client = ssl.create_default_context(cafile=self.mesh.pki["ca"])
+        client.check_hostname = False
+        conn, reader, status, headers, _ = websocket_connect(
+            self, "127.0.0.1", self.mesh.port["https"], "/chat", authority="ws-tls", tls=client,
+            early=websocket_frame(0x1, b"first", mask=True))
+        self.assertEqual(status, "HTTP/1.1 101 Switching Protocols", headers)
+        self.assertEqual(read_websocket_frame(reader), (0x1, b"ws-tls:first"))
+        big = os.urandom(200000)
+        conn.sendall(websocket_frame(0x2, big, mask=True))
+        self.assertEqual(read_websocket_frame(reader), (0x2, b"ws-tls:" + big))
+        conn.sendall(websocket_frame(0x8, b"", mask=True))
+        self.assertEqual(read_websocket_frame(reader), (0x8, b""))
+        self.assertGreater(self.mesh.stat("cluster.ws-tls.ssl.handshake"), 0)
 
     def test_tcp_proxy_originating_tls_carries_a_half_close_as_close_notify(self):
         # The client's FIN after 1 MiB becomes close_notify toward the TLS backend, which reads
