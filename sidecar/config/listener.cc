@@ -2,7 +2,11 @@
 
 #include <algorithm>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include "absl/algorithm/container.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "sidecar/config/tls.h"
@@ -219,6 +223,18 @@ absl::Status ParseConnectionLimits(const hcm_v3::HttpConnectionManager& hcm,
     status.Update(duration(hcm.drain_timeout(), "drain_timeout", field, http.drain_timeout));
   }
   return status;
+}
+
+// A hash of `message`'s bytes, serialized deterministically (its Structs' maps in order).
+uint64_t Fingerprint(const google::protobuf::Message& message) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return absl::HashOf(bytes);
 }
 
 absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
@@ -541,6 +557,25 @@ const FilterChain* ListenerConfig::ChainFor(const ConnectionMatchInput& input) c
   return default_chain ? &*default_chain : nullptr;
 }
 
+bool ListenerConfig::Keeps(const ListenerConfig& old, const HttpChain& http) const {
+  if (&old == this) return true;
+  if (fingerprint != old.fingerprint) return false;
+  const FilterChain* was = nullptr;
+  auto holds = [&http](const FilterChain& chain) {
+    const auto* filter = std::get_if<HttpChain>(&chain.filter);
+    return filter == &http;
+  };
+  for (const FilterChain& chain : old.chains) {
+    if (holds(chain)) was = &chain;
+  }
+  if (old.default_chain && holds(*old.default_chain)) was = &*old.default_chain;
+  if (was == nullptr) return false;
+  for (const FilterChain& chain : chains) {
+    if (chain.fingerprint == was->fingerprint) return true;
+  }
+  return default_chain && default_chain->fingerprint == was->fingerprint;
+}
+
 absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
     const listener_v3::Listener& proto) {
   auto listener = std::make_shared<ListenerConfig>();
@@ -602,13 +637,19 @@ absl::StatusOr<std::shared_ptr<const ListenerConfig>> ParseListener(
   for (int i = 0; i < proto.filter_chains_size(); ++i) {
     auto chain = ParseChain(proto.filter_chains(i), absl::StrCat("filter_chains[", i, "]"));
     if (!chain.ok()) return chain.status();
+    chain->fingerprint = Fingerprint(proto.filter_chains(i));
     listener->chains.push_back(*std::move(chain));
   }
   if (proto.has_default_filter_chain()) {
     auto chain = ParseChain(proto.default_filter_chain(), "default_filter_chain");
     if (!chain.ok()) return chain.status();
+    chain->fingerprint = Fingerprint(proto.default_filter_chain());
     listener->default_chain = *std::move(chain);
   }
+  listener_v3::Listener settings = proto;
+  settings.clear_filter_chains();
+  settings.clear_default_filter_chain();
+  listener->fingerprint = Fingerprint(settings);
   if (listener->chains.empty() && !listener->default_chain) {
     return absl::InvalidArgumentError("filter_chains: empty and no default_filter_chain");
   }

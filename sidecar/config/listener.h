@@ -114,6 +114,7 @@ struct FilterChain {
   // transport_socket envoy.transport_sockets.tls: the chain terminates TLS (null: plaintext).
   std::shared_ptr<const TlsTransportSocket> tls;
   std::variant<HttpChain, TcpProxyChain> filter;
+  uint64_t fingerprint = 0;  // a hash of its proto's bytes
 };
 
 // A listener filter's filter_disabled (Envoy's ListenerFilterChainMatchPredicate), on the
@@ -152,6 +153,12 @@ struct ListenerConfig {
   bool continue_on_listener_filters_timeout = false;
   std::vector<FilterChain> chains;
   std::optional<FilterChain> default_chain;
+  uint64_t fingerprint = 0;  // a hash of its proto's bytes but its filter chains'
+
+  // Whether the connections `old` gave the chain of `http` carry on under this version of
+  // the listener, as Envoy's filter-chain-only update: the listener's own settings are the
+  // same and the chain is still here, byte for byte; else they drain.
+  bool Keeps(const ListenerConfig& old, const HttpChain& http) const;
 
   // The chain for a connection, as Envoy picks it: criterion by criterion in the order
   // destination port, destination IP, server name, transport protocol, application

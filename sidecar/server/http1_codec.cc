@@ -388,8 +388,8 @@ asio::awaitable<void> ServeHttp1(Worker& worker, Transport& stream,
   ConnectionTimers timers(stream, chain, stats);
   // A listener removed or replaced, or /drain_listeners: the next response closes the
   // connection. Told by the worker once, rather than asked at every request.
-  bool drained = worker.ListenerDrained(listener_name, listener.config.get());
-  const Worker::DrainWatch drain_watch(worker, listener_name, listener.config,
+  bool drained = worker.ListenerDrained(listener_name, *listener.config, chain);
+  const Worker::DrainWatch drain_watch(worker, listener_name, listener.config, chain,
                                        [&drained] { drained = true; });
   for (uint32_t requests = 1;; ++requests) {
     http::Http1Parser<true> parser(chain.enable_trailers);

@@ -161,12 +161,12 @@ asio::awaitable<void> ServeHttp2(Worker& worker, Transport transport, std::strin
   // A listener that was removed or replaced, or /drain_listeners, drains the connection at
   // once (idle or not), as Envoy's: the notice, the final GOAWAY drain_timeout later.
   const Worker::DrainWatch drain_watch(
-      worker, context->listener_name, context->listener.config,
+      worker, context->listener_name, context->listener.config, chain,
       [weak = std::weak_ptr<Http2Connection>(connection)] {
         if (auto drained = weak.lock()) drained->DrainGracefully();
       });
   // Drained before the watch began (accepted just as its listener went).
-  if (worker.ListenerDrained(context->listener_name, context->listener.config.get())) {
+  if (worker.ListenerDrained(context->listener_name, *context->listener.config, chain)) {
     connection->DrainGracefully();
   }
   co_await connection->Serve(std::move(preface));

@@ -225,19 +225,21 @@ void Worker::CloseDrainedAcceptors() {
   }
 }
 
-bool Worker::ListenerDrained(const std::string& name, const config::ListenerConfig* config) {
-  if (InDrainScope(config->inbound)) return true;
+bool Worker::ListenerDrained(const std::string& name, const config::ListenerConfig& config,
+                             const config::HttpChain& http) {
+  if (InDrainScope(config.inbound)) return true;
   const std::shared_ptr<const ProxyConfig> current = store_.Load();
   const ListenerEntry* listener = current->FindListener(name);
-  return listener == nullptr || listener->config.get() != config;
+  return listener == nullptr || !listener->config->Keeps(config, http);
 }
 
 Worker::DrainWatch::DrainWatch(Worker& worker, std::string listener,
                                std::shared_ptr<const config::ListenerConfig> config,
-                               std::function<void()> drain)
+                               const config::HttpChain& http, std::function<void()> drain)
     : worker_(worker),
       listener_(std::move(listener)),
       config_(std::move(config)),
+      http_(http),
       drain_(std::move(drain)) {
   worker_.drain_watches_.insert(this);
 }
@@ -253,7 +255,9 @@ void Worker::DrainConnections(const ProxyConfig* config) {
     }
     if (config == nullptr) continue;
     const ListenerEntry* current = config->FindListener(watch->listener_);
-    if (current == nullptr || current->config != watch->config_) draining.push_back(watch);
+    if (current == nullptr || !current->config->Keeps(*watch->config_, watch->http_)) {
+      draining.push_back(watch);
+    }
   }
   for (DrainWatch* watch : draining) {
     // Told once: out of the set before its callback runs (which may end the connection).

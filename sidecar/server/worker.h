@@ -60,18 +60,24 @@ class Worker {
   // acceptors close after `close_after` (0: at once; graceful: the drain time) and stay closed
   // through later LDS updates. Connections in flight finish.
   void Drain(bool inbound_only, std::chrono::milliseconds close_after);
-  // On the worker's thread: whether a connection accepted with `config` for the listener
-  // `name` drains (the listener was removed or replaced, or /drain_listeners covers it).
-  bool ListenerDrained(const std::string& name, const config::ListenerConfig* config);
+  // On the worker's thread: whether an HTTP connection accepted with `config` for the listener
+  // `name`, on the chain of `http`, drains (the listener was removed, its own settings or that
+  // chain changed, or /drain_listeners covers it).
+  bool ListenerDrained(const std::string& name, const config::ListenerConfig& config,
+                       const config::HttpChain& http);
 
-  // On the worker's thread: `drain` is called once, when the listener `name` that a
-  // connection was accepted with (`config`) is removed or replaced, or the worker drains, as
-  // Envoy's drain manager tells its connections (an HTTP/2 one starts its drain sequence
-  // then, not only at its next stream); until the watch is destroyed.
+  // On the worker's thread: `drain` is called once, when the listener `name` that an HTTP
+  // connection was accepted with (`config`, on the chain of `http`) is removed, or replaced
+  // by a version without that chain or with other settings of its own (a version that only
+  // adds, changes or removes other chains leaves it alone: Envoy's filter-chain-only update),
+  // or /drain_listeners covers it, as Envoy's drain manager tells its connections (an HTTP/2
+  // one starts its drain sequence then, not only at its next stream); until the watch is
+  // destroyed.
   class DrainWatch {
    public:
     DrainWatch(Worker& worker, std::string listener,
-               std::shared_ptr<const config::ListenerConfig> config, std::function<void()> drain);
+               std::shared_ptr<const config::ListenerConfig> config,
+               const config::HttpChain& http, std::function<void()> drain);
     ~DrainWatch();
     DrainWatch(const DrainWatch&) = delete;
     DrainWatch& operator=(const DrainWatch&) = delete;
@@ -81,6 +87,7 @@ class Worker {
     Worker& worker_;
     std::string listener_;
     std::shared_ptr<const config::ListenerConfig> config_;
+    const config::HttpChain& http_;
     std::function<void()> drain_;
   };
 
@@ -102,8 +109,8 @@ class Worker {
     return drain_scope_ == DrainScope::kAll || (drain_scope_ == DrainScope::kInbound && inbound);
   }
   void Reconcile(const ProxyConfig& config);
-  // Tells the watched connections whose listener `config` no longer has, or that
-  // /drain_listeners covers (null: only those).
+  // Tells the watched connections whose listener or chain `config` no longer has (ListenerConfig::Keeps),
+  // or that /drain_listeners covers (null: only those).
   void DrainConnections(const ProxyConfig* config);
   // Closes the acceptors of the listeners /drain_listeners covers.
   void CloseDrainedAcceptors();

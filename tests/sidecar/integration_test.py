@@ -1555,14 +1555,35 @@ class ConfigUpdateTest(OwnMeshTest):
         self.assertEqual(self.mesh.admin("/drain_listeners?sometimes", method="POST"),
                          (400, "unknown query parameter: sometimes\n"))
 
+    def test_a_filter_chain_only_update_leaves_other_chains_connections_alone(self):
+        # As Envoy's filter-chain-only update: another chain added to the listener, or changed,
+        # and the connections of the chain that stayed byte for byte keep going, HTTP/1.1 kept
+        # alive and HTTP/2 without a GOAWAY.
+        def with_other_chain(idle):
+            listener = http_listener("http", self.mesh.http_port, "web-routes")
+            other = json.loads(json.dumps(listener["filter_chains"][0]))
+            other["filter_chain_match"] = {"destination_port": 1}
+            other["filters"][0]["typed_config"]["common_http_protocol_options"] = {
+                "idle_timeout": idle}
+            listener["filter_chains"].append(other)
+            return [listener]
+        conn = http_connection(self, self.mesh.http_port)
+        self.assertEqual(keep_alive_get(conn), (200, None))
+        for idle in ("301s", "302s"):  # the other chain added, then changed
+            self.mesh.wait_acked("lds", self.mesh.write(
+                self.mesh.resources(listeners=with_other_chain(idle))))
+            self.assertEqual(keep_alive_get(conn), (200, None))
+        # The connection's own chain changes: it drains.
+        listeners = with_other_chain("302s")
+        listeners[0]["filter_chains"][0]["filters"][0]["typed_config"][
+            "common_http_protocol_options"] = {"idle_timeout": "303s"}
+        self.mesh.wait_acked("lds", self.mesh.write(self.mesh.resources(listeners=listeners)))
+        self.assertEqual(keep_alive_get(conn), (200, "close"))
+
     def test_replaced_http_listener_closes_its_keep_alive_connection(self):
         # As Envoy's drain: a connection the old version of a listener accepted answers its
         # next request with Connection: close; new connections get the new version, kept alive.
-        def get(conn):
-            conn.request("GET", "/", headers={"Host": "web"})
-            r = conn.getresponse()
-            r.read()
-            return r.status, r.getheader("Connection")
+        get = keep_alive_get
         old = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
         self.assertEqual(get(old), (200, None))
         listeners = [http_listener("http", self.mesh.http_port, "web-routes",
