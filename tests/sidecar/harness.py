@@ -371,14 +371,6 @@ class Backend:
                         remaining -= got
                 status, attempt = 200, None
                 parts = self.path.split("?")[0].strip("/").split("/")
-                if "failonce-slow" in parts:
-                    i = parts.index("failonce-slow")
-                    with Backend.failures_lock:
-                        seen = Backend.failures.get(parts[i + 2], 0)
-                        Backend.failures[parts[i + 2]] = seen + 1
-                    if seen > 0:
-                        time.sleep(int(parts[i + 1]) / 1000)
-                    return self._reply(503 if seen == 0 else 200, self._info(attempt=seen + 1))
                 if "fail" in parts:
                     status, attempt = self._failing(parts)
                 return self._reply(status, self._info(
