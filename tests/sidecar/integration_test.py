@@ -1706,6 +1706,47 @@ class AdsClientTest(OwnMeshTest):
         self.assertEqual(self.mesh.get("/after")[0], 203)
 
 
+class BootstrapFileTest(OwnMeshTest):
+    """meshproxy started with --bootstrap FILE alone."""
+
+    def start(self, bootstrap):
+        path = os.path.join(self.mesh.dir, "bootstrap.json")
+        with open(path, "w") as f:
+            f.write(bootstrap if isinstance(bootstrap, str) else json.dumps(bootstrap))
+        return self.mesh.children.start("meshproxy-bootstrap", [self.mesh.proxy_bin,
+                                                                "--bootstrap", path])
+
+    def test_node_addresses_and_ports_come_from_the_file(self):
+        self.mesh.proxy.stop()  # its listeners' ports go to the new one
+        admin_port = free_port()
+        node_id = "sidecar~10.1.2.3~boot-7f9.default~default.svc.cluster.local"
+        self.start({"node": {"id": node_id, "cluster": "boot.default", "metadata": {
+                        "NAMESPACE": "default", "NAME": "boot-7f9",
+                        "LABELS": {"app": "boot"}}},
+                    "xds_address": f"127.0.0.1:{self.mesh.ads_port}",
+                    "admin_address": "127.0.0.1", "admin_port": admin_port,
+                    "readiness_port": 0, "concurrency": 1})
+
+        def admin(path):
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        wait_until(lambda: admin("/ready") == (200, "LIVE\n"), WAIT_S, "meshproxy to be ready")
+        # Each stream's first request names its node: the last stream is the new proxy's.
+        self.assertEqual([r["node"] for r in self.mesh.requests() if "node" in r][-1], node_id)
+        dump = json.loads(admin("/config_dump")[1])
+        node = dump["configs"][0]["bootstrap"]["node"]
+        self.assertEqual((node["id"], node["metadata"]["LABELS"]), (node_id, {"app": "boot"}))
+        self.assertEqual(self.mesh.get("/")[0], 200)  # and it serves the mesh's listeners
+
+    def test_a_bad_file_is_named_with_its_field(self):
+        proxy = self.start({"node": {"id": 7}})
+        self.assertNotEqual(proxy.proc.wait(timeout=10), 0)
+        self.assertIn("bootstrap.json: node:", "\n".join(proxy.lines()))
+        proxy = self.start("not json")
+        self.assertNotEqual(proxy.proc.wait(timeout=10), 0)
+        self.assertIn("bootstrap.json: not a JSON object", "\n".join(proxy.lines()))
+
+
 class TerminationDrainTest(OwnMeshTest):
     """meshproxy with --termination-drain-duration, as the injection template runs it."""
 
