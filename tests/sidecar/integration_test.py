@@ -1434,6 +1434,59 @@ class ConfigUpdateTest(OwnMeshTest):
         self.assertGreater(len(statuses), 50)
         self.assertEqual([s for s in statuses if s != 200], [])
 
+    def test_cluster_endpoint_and_listener_changes_mid_traffic_lose_no_request(self):
+        # CDS, EDS and LDS change under traffic: the cluster's settings, its endpoints (the
+        # host requests are on goes away and comes back), and the listener (its keep-alive
+        # connections are drained: answered with Connection: close, and the client opens new
+        # ones). No request fails.
+        statuses, stop = [], threading.Event()
+
+        def traffic():
+            conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
+            while not stop.is_set():
+                try:
+                    conn.request("GET", "/delay/5", headers={"Host": "web"})
+                    r = conn.getresponse()
+                    r.read()
+                    statuses.append(r.status)
+                except Exception as e:  # any failure is a lost request
+                    statuses.append(repr(e))
+                    conn.close()
+            conn.close()
+
+        def web_v1(resources, ports=None, max_requests=None, idle=None):
+            for cluster in resources["cds"]:
+                if cluster["name"] == "web-v1" and max_requests:
+                    cluster["circuit_breakers"] = {"thresholds": [{"max_requests": max_requests}]}
+            if ports is not None:
+                resources["eds"] = [assignment("web-v1", ports) if e["cluster_name"] == "web-v1"
+                                    else e for e in resources["eds"]]
+            if idle is not None:
+                resources["lds"][0] = http_listener(
+                    "http", self.mesh.http_port, "web-routes",
+                    common_http_protocol_options={"idle_timeout": idle})
+            return resources
+
+        v1, v2 = self.mesh.v1.port, self.mesh.v2.port
+        steps = (("cds", {"max_requests": 500}), ("eds", {"ports": [v1, v2]}),
+                 ("eds", {"ports": [v2]}), ("lds", {"idle": "301s"}), ("cds", {"max_requests": 400}),
+                 ("eds", {"ports": [v1]}), ("lds", {"idle": "302s"}))
+        workers = [threading.Thread(target=traffic) for _ in range(3)]
+        for w in workers:
+            w.start()
+        try:
+            for kind, change in steps:
+                version = self.mesh.write(web_v1(self.mesh.resources(), **change))
+                self.mesh.wait_acked(kind, version)
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(timeout=10)
+        self.assertGreater(len(statuses), 50)
+        self.assertEqual([s for s in statuses if s != 200], [])
+        self.assertGreater(self.mesh.stat("cluster.web-v1.upstream_cx_total"), 1)
+
     def test_removed_listener_stops_accepting_drains_and_new_one_binds(self):
         # A connection accepted before the listener goes away finishes normally (the drain).
         in_flight = socket.create_connection(("127.0.0.1", self.mesh.tcp_port), timeout=5)
