@@ -1093,11 +1093,15 @@ class HttpTest(SharedMeshTest):
         total_before = self.mesh.stat("cluster.mirror.upstream_rq_total") or 0
         for i in range(n):
             self.assertEqual(self.mesh.get(f"/mirror-half/{i}")[0], 200)
-        # Each copy starts before its request is answered; wait for them all to finish.
-        wait_until(lambda: self.mesh.stat("cluster.mirror.upstream_rq_active") == 0, WAIT_S,
-                   "the copies to finish")
-        copies = len([r for r in self.mesh.mirror.received if r["path"].startswith("/mirror-half/")])
-        self.assertEqual(self.mesh.stat("cluster.mirror.upstream_rq_total") - total_before, copies)
+        # A copy may still be starting when its request has been answered: wait until every
+        # copy counted has arrived (and none is in flight); one that never does fails here.
+        def settled():
+            copies = len([r for r in self.mesh.mirror.received
+                          if r["path"].startswith("/mirror-half/")])
+            counted = self.mesh.stat("cluster.mirror.upstream_rq_total") - total_before
+            active = self.mesh.stat("cluster.mirror.upstream_rq_active")
+            return copies if counted == copies and active == 0 else None
+        copies = wait_until(settled, WAIT_S, "every copy counted to arrive")
         # Binomial(200, 0.5): outside [60, 140] with probability below 1e-8.
         self.assertTrue(60 <= copies <= 140, copies)
 
