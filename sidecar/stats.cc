@@ -3,6 +3,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "sidecar/heap.h"
@@ -183,6 +184,22 @@ std::vector<IstioScrape> StatsStore::IstioScrapes() const {
   return scrapes;
 }
 
+namespace {
+
+// The status codes a cluster has seen, with their counts (Envoy makes upstream_rq_<code> with
+// its first response).
+void ForEachCode(const ClusterStats& stats,
+                 absl::FunctionRef<void(unsigned code, uint64_t count)> visit) {
+  const ClusterStats::CodeCounts* codes = stats.upstream_rq_code.load(std::memory_order_acquire);
+  if (codes == nullptr) return;
+  for (unsigned i = 0; i < codes->size(); ++i) {
+    const uint64_t n = (*codes)[i].load(std::memory_order_relaxed);
+    if (n != 0) visit(100 + i, n);
+  }
+}
+
+}  // namespace
+
 std::string StatsStore::RenderText() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
@@ -194,6 +211,9 @@ std::string StatsStore::RenderText() const {
       absl::StrAppend(&out, "cluster.", name, ".upstream_rq_", c, "xx: ",
                       stats->upstream_rq_class[c].load(std::memory_order_relaxed), "\n");
     }
+    ForEachCode(*stats, [&](unsigned code, uint64_t n) {
+      absl::StrAppend(&out, "cluster.", name, ".upstream_rq_", code, ": ", n, "\n");
+    });
   }
   for (const auto& [name, stats] : listeners_) {
     for (const Metric& m : ListenerMetrics(*stats)) {
@@ -234,6 +254,14 @@ std::string StatsStore::RenderPrometheus() const {
                         "\",envoy_cluster_name=\"", Label(name), "\"} ",
                         stats->upstream_rq_class[c].load(std::memory_order_relaxed), "\n");
       }
+    }
+    // ... and cluster.NAME.upstream_rq_200 into upstream_rq with envoy_response_code="200".
+    family("envoy_cluster_upstream_rq", true);
+    for (const auto& [name, stats] : clusters_) {
+      ForEachCode(*stats, [&](unsigned code, uint64_t n) {
+        absl::StrAppend(&out, "envoy_cluster_upstream_rq{envoy_response_code=\"", code,
+                        "\",envoy_cluster_name=\"", Label(name), "\"} ", n, "\n");
+      });
     }
   }
   RenderIstioPrometheus(IstioScrapes(), peers_->local(), *peers_, out);

@@ -28,8 +28,17 @@ struct SslStats {
 };
 
 struct ClusterStats {
+  ClusterStats() = default;
+  ClusterStats(const ClusterStats&) = delete;
+  ClusterStats& operator=(const ClusterStats&) = delete;
+  ~ClusterStats() { delete upstream_rq_code.load(std::memory_order_acquire); }
+
   std::atomic<uint64_t> upstream_rq_total{0};
   std::array<std::atomic<uint64_t>, 6> upstream_rq_class{};  // [1] 1xx ... [5] 5xx
+  // Envoy's upstream_rq_<code>, per status 100..599: made with the first response (4 KiB),
+  // so that a cluster nothing answered costs nothing.
+  using CodeCounts = std::array<std::atomic<uint64_t>, 500>;
+  std::atomic<CodeCounts*> upstream_rq_code{nullptr};
   std::atomic<uint64_t> upstream_rq_retry{0};
   std::atomic<uint64_t> upstream_rq_timeout{0};
   std::atomic<uint64_t> upstream_rq_per_try_timeout{0};
@@ -69,9 +78,18 @@ struct ClusterStats {
 
   void CountResponse(unsigned status) {
     upstream_rq_total.fetch_add(1, std::memory_order_relaxed);
-    if (status >= 100 && status < 600) {
-      upstream_rq_class[status / 100].fetch_add(1, std::memory_order_relaxed);
+    if (status < 100 || status >= 600) return;
+    upstream_rq_class[status / 100].fetch_add(1, std::memory_order_relaxed);
+    CodeCounts* codes = upstream_rq_code.load(std::memory_order_acquire);
+    if (codes == nullptr) {
+      auto* made = new CodeCounts{};
+      if (upstream_rq_code.compare_exchange_strong(codes, made, std::memory_order_acq_rel)) {
+        codes = made;
+      } else {
+        delete made;  // another worker's came first: `codes` is it
+      }
     }
+    (*codes)[status - 100].fetch_add(1, std::memory_order_relaxed);
   }
 };
 

@@ -1209,6 +1209,12 @@ class HttpTest(SharedMeshTest):
         self.assertIn('envoy_cluster_upstream_cx_active{envoy_cluster_name="web-v1"}', prom)
         self.assertGreater(self.mesh.stat("listener.http.downstream_cx_total"), 0)
         self.assertGreater(self.mesh.stat("cluster.web-v1.upstream_rq_2xx"), 0)
+        # Per status code, once one came: Envoy's upstream_rq_<code>.
+        ok = self.mesh.stat("cluster.web-v1.upstream_rq_200")
+        self.assertGreater(ok, 0)
+        self.assertRegex(prom, r'envoy_cluster_upstream_rq\{envoy_response_code="200",'
+                               r'envoy_cluster_name="web-v1"\} [1-9]')
+        self.assertIsNone(self.mesh.stat("cluster.web-v1.upstream_rq_418"))
         self.assertEqual(self.mesh.admin("/ready"), (200, "LIVE\n"))
         self.assertEqual(self.mesh.admin("/quitquitquit")[0], 405)  # POST only
 
