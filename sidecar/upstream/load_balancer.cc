@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 
 #define XXH_INLINE_ALL  // header-only: nothing to link
 #include <xxhash.h>
@@ -98,6 +99,7 @@ class LoadBalancer::Level {
   struct LocalityHosts {
     uint32_t weight = 0;  // 0: the sum of its hosts' weights
     std::vector<std::unique_ptr<Host>> hosts;
+    uint32_t unhealthy = 0;  // endpoints EDS called unhealthy: they lower its availability
     mutable std::atomic<uint64_t> next{0};  // ROUND_ROBIN position
   };
   // What depends on the hosts' weights: the steady one, and one per step of a slow start ramp.
@@ -115,6 +117,11 @@ class LoadBalancer::Level {
   const Schedule& ScheduleAt(Clock::time_point now) const;
 
   size_t PickLocality(const Schedule& schedule, std::mt19937_64& rng) const;
+  // Envoy's locality availability: each locality's weight times min(1, 1.4 × its `usable`
+  // hosts over all of them, EDS-unhealthy ones counted), so that a locality losing hosts
+  // passes its traffic to the others; weighted random.
+  size_t PickAvailableLocality(const Schedule& schedule, HostPredicate usable,
+                               std::mt19937_64& rng) const;
   const Host* PickInLocality(const Schedule& schedule, size_t locality,
                              std::mt19937_64& rng) const;
   const Host* WeightedRandom(const Schedule& schedule, size_t locality,
@@ -130,7 +137,7 @@ class LoadBalancer::Level {
   uint32_t choice_count_;
   std::vector<std::unique_ptr<LocalityHosts>> localities_;
   size_t host_count_ = 0;
-  size_t unhealthy_ = 0;
+  size_t unhealthy_ = 0;  // EDS-unhealthy endpoints, all localities
   std::vector<std::pair<uint64_t, const Host*>> ring_;  // RING_HASH: sorted by hash
   std::vector<const Host*> maglev_;                     // MAGLEV: the table
   Schedule steady_;
@@ -151,6 +158,7 @@ LoadBalancer::Level::Level(config::LbPolicy policy, uint32_t choice_count,
     if (source->endpoints.empty()) continue;
     auto locality = std::make_unique<LocalityHosts>();
     locality->weight = source->weight;
+    locality->unhealthy = source->unhealthy;
     for (const config::Endpoint& endpoint : source->endpoints) {
       auto host = std::make_unique<Host>();
       host->address = endpoint.address;
@@ -303,6 +311,29 @@ size_t LoadBalancer::Level::PickLocality(const Schedule& schedule, std::mt19937_
   return std::upper_bound(cumulative.begin(), cumulative.end(), point) - cumulative.begin();
 }
 
+size_t LoadBalancer::Level::PickAvailableLocality(const Schedule& schedule, HostPredicate usable,
+                                                  std::mt19937_64& rng) const {
+  absl::InlinedVector<double, 8> weights;
+  double sum = 0;
+  uint64_t previous = 0;
+  for (size_t l = 0; l < localities_.size(); ++l) {
+    const LocalityHosts& locality = *localities_[l];
+    const uint64_t weight = schedule.locality_cumulative[l] - previous;
+    previous = schedule.locality_cumulative[l];
+    size_t up = 0;
+    for (const auto& host : locality.hosts) up += usable(host.get()) ? 1 : 0;
+    const double all = static_cast<double>(locality.hosts.size() + locality.unhealthy);
+    sum += weights.emplace_back(static_cast<double>(weight) * std::min(1.0, 1.4 * up / all));
+  }
+  if (sum <= 0) return PickLocality(schedule, rng);
+  double point = std::uniform_real_distribution<double>(0, sum)(rng);
+  for (size_t l = 0; l < weights.size(); ++l) {
+    if (point < weights[l]) return l;
+    point -= weights[l];
+  }
+  return weights.size() - 1;
+}
+
 const Host* LoadBalancer::Level::WeightedRandom(const Schedule& schedule, size_t locality,
                                          std::mt19937_64& rng) const {
   const std::vector<uint64_t>& cumulative = schedule.cumulative[locality];
@@ -360,11 +391,30 @@ const Host* LoadBalancer::Level::Pick(std::mt19937_64& rng, HostPredicate prefer
     return strict ? nullptr : PickByHash(point, [](const Host*) { return true; });
   }
   const Schedule& schedule = ScheduleAt(now);
-  const Host* host = PickInLocality(schedule, PickLocality(schedule, rng), rng);
+  // Localities weigh their full weight unless some have hosts out (ejected: `strict`, or
+  // unhealthy in EDS).
+  const bool by_availability = localities_.size() > 1 && (strict || unhealthy_ != 0);
+  auto pick_locality = [&] {
+    return by_availability ? PickAvailableLocality(schedule, usable, rng)
+                           : PickLocality(schedule, rng);
+  };
+  // A locality, then a usable host of it: Envoy picks among a locality's healthy hosts, so an
+  // ejected one drawn gives way to another of the same locality (a few draws, then the first).
+  auto draw = [&] {
+    const size_t locality = pick_locality();
+    const Host* host = PickInLocality(schedule, locality, rng);
+    for (int attempt = 0; attempt < 4 && !usable(host); ++attempt) {
+      host = PickInLocality(schedule, locality, rng);
+    }
+    if (usable(host)) return host;
+    for (const auto& other : localities_[locality]->hosts) {
+      if (usable(other.get())) return static_cast<const Host*>(other.get());
+    }
+    return host;
+  };
+  const Host* host = draw();
   // As Envoy's previous_hosts predicate with host_selection_retry_max_attempts: a few tries.
-  for (int attempt = 0; attempt < 4 && !preferred(host); ++attempt) {
-    host = PickInLocality(schedule, PickLocality(schedule, rng), rng);
-  }
+  for (int attempt = 0; attempt < 4 && !preferred(host); ++attempt) host = draw();
   if (preferred(host)) return host;
   // Unlucky draws, or few usable hosts: any other usable host, then any usable one.
   for (HostPredicate accept : {preferred, usable}) {

@@ -611,5 +611,37 @@ TEST_CASE("priority: ring hash and maglev keep a table per level; keys fail over
   }
 }
 
+
+TEST_CASE("priority: a locality losing hosts passes its share to the others (Envoy's availability)") {
+  // One level, localities a (ports 1, 2) and b (ports 11, 12), weights 50/50.
+  auto localities = [](uint32_t a_unhealthy) {
+    std::vector<config::Locality> out(2);
+    out[0] = {"r/a/", 50, Endpoints(2), 0, a_unhealthy};
+    out[1] = {"r/b/", 50, {}, 0, 0};
+    for (config::Endpoint endpoint : Endpoints(2)) {
+      endpoint.address.port(endpoint.address.port() + 10);
+      out[1].endpoints.push_back(endpoint);
+    }
+    return out;
+  };
+  auto share_of_a = [](const LoadBalancer& lb, OutlierDetector::Clock::time_point now) {
+    std::mt19937_64 rng(3);
+    int a = 0;
+    for (int k = 0; k < 20000; ++k) a += lb.Pick(rng, nullptr, std::nullopt, now)->address.port() < 10;
+    return a / 20000.0;
+  };
+  const auto now = OutlierDetector::Clock::now();
+  LoadBalancer lb(config::LbPolicy::kRoundRobin, 2, localities(0), 1024, Levels::Od(0));
+  CHECK(share_of_a(lb, now) == Approx(0.5).epsilon(0.03));
+  // One of a's two out: availability min(1, 1.4 × 1/2) = 0.7, so a weighs 35 against 50.
+  lb.outlier()->Report(*lb.Hosts()[0], 503, kEnforce, now);
+  CHECK(share_of_a(lb, now) == Approx(35.0 / 85).epsilon(0.05));
+  lb.outlier()->Report(*lb.Hosts()[1], 503, kEnforce, now);
+  CHECK(share_of_a(lb, now) == 0);
+  // Two of a's four endpoints unhealthy in EDS: the same 0.7, with nothing ejected.
+  LoadBalancer unhealthy(config::LbPolicy::kRandom, 2, localities(2));
+  CHECK(share_of_a(unhealthy, now) == Approx(35.0 / 85).epsilon(0.05));
+}
+
 }  // namespace
 }  // namespace meshpilot::sidecar
