@@ -52,6 +52,9 @@ PROBE=${PROBE:-}
 # (x-request-id, x-forwarded-proto, x-envoy-peer-metadata-id, x-envoy-peer-metadata; the
 # metadata value is the one meshproxy sends, read back through the origin's /peer), so that
 # the origin parses request heads of the same size from every proxy.
+# fixed: the same, but their x-request-id is a constant rather than one generated per request
+# (nginx's $request_id, haproxy's uuid()), to tell the cost of the headers from the cost of
+# generating ids.
 LIKE_ISTIO=${LIKE_ISTIO:-0}
 # 1: the load generator reaches nginx and haproxy through a nat REDIRECT too (from addresses of
 # their own, 127.0.0.81 and .82, port 80 for HTTP/1.1 and 81 for h2c), as it reaches meshproxy
@@ -285,8 +288,14 @@ fi
 # ----- the request headers of an Istio sidecar for nginx and haproxy (LIKE_ISTIO=1)
 NGINX_ISTIO_HEADERS=
 HAPROXY_ISTIO_HEADERS=
-if [[ $LIKE_ISTIO == 1 ]]; then
+if [[ $LIKE_ISTIO == 1 || $LIKE_ISTIO == fixed ]]; then
   PEER_ID="sidecar~127.0.0.2~bench-client.default~default.svc.cluster.local"
+  NGINX_REQUEST_ID='$request_id'
+  HAPROXY_REQUEST_ID='%[uuid()]'
+  if [[ $LIKE_ISTIO == fixed ]]; then
+    NGINX_REQUEST_ID=6f1f3c1e-8a0b-4c7e-9a55-2c1d6b7e9f00
+    HAPROXY_REQUEST_ID=$NGINX_REQUEST_ID
+  fi
   if [[ " $TARGETS " == *" meshproxy "* ]]; then
     PEER_METADATA=$(curl -fsS "http://$CLUSTER_IP/peer")
     [[ -n $PEER_METADATA ]] || { echo "meshproxy sent no x-envoy-peer-metadata" >&2; exit 1; }
@@ -294,12 +303,12 @@ if [[ $LIKE_ISTIO == 1 ]]; then
     PEER_METADATA=$(head -c 234 /dev/zero | tr '\0' A | base64 -w0)  # the same length
   fi
   NGINX_ISTIO_HEADERS="
-      proxy_set_header x-request-id \$request_id;
+      proxy_set_header x-request-id $NGINX_REQUEST_ID;
       proxy_set_header x-forwarded-proto \$scheme;
       proxy_set_header x-envoy-peer-metadata-id \"$PEER_ID\";
       proxy_set_header x-envoy-peer-metadata \"$PEER_METADATA\";"
   HAPROXY_ISTIO_HEADERS="
-  unique-id-format %[uuid()]
+  unique-id-format $HAPROXY_REQUEST_ID
   http-request set-header x-request-id %[unique-id]
   http-request set-header x-forwarded-proto http
   http-request set-header x-envoy-peer-metadata-id $PEER_ID
