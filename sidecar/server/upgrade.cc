@@ -36,7 +36,12 @@ StreamError ErrorOf(const boost::system::error_code& ec) {
 
 std::string UpgradeRequested(const http::HeaderMap& request) {
   const std::string_view upgrade = View(request.Get("upgrade"));
-  if (upgrade.empty()) return {};
+  // h2c is not an upgrade to proxy: Envoy's codec drops it and serves HTTP/1.1 (curl --http2
+  // asks for it on http:// URLs).
+  if (upgrade.empty() || absl::EqualsIgnoreCase(absl::string_view(upgrade.data(), upgrade.size()),
+                                                "h2c")) {
+    return {};
+  }
   for (const auto& [name, value] : request.entries()) {
     if (name != "connection") continue;
     for (absl::string_view token :

@@ -26,7 +26,7 @@
 namespace meshpilot::sidecar::server {
 
 // The upgrade a request asks for (its Upgrade header's value, as sent) when its Connection
-// header lists "upgrade"; empty otherwise.
+// header lists "upgrade"; empty otherwise, and for h2c (served as HTTP/1.1, as Envoy does).
 std::string UpgradeRequested(const http::HeaderMap& request);
 
 // Whether the upgrade `type` may go ahead on `route` of `chain`.

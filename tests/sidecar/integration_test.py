@@ -936,6 +936,14 @@ class HttpTest(SharedMeshTest):
             _, _, status, _, _ = self.websocket(path, port=port)
             self.assertEqual(status, "HTTP/1.1 403 Forbidden", path)
         self.assertEqual(len(self.mesh.ws.requests), seen)
+        # What curl --http2 sends on an http:// URL: served as HTTP/1.1, the upgrade dropped.
+        status, _, body = self.mesh.get("/", headers={
+            "Upgrade": "h2c", "Connection": "Upgrade, HTTP2-Settings",
+            "HTTP2-Settings": "AAMAAABkAAQAoAAAAAIAAAAA"})
+        self.assertEqual(status, 200, body)
+        received = json.loads(body)["headers"]
+        self.assertNotIn("upgrade", received)
+        self.assertNotIn("http2-settings", received)
 
     def test_outlier_detection_ejects_the_failing_host(self):
         # Round robin over web-v1 and a host that always answers 503: its third 503 in a row
