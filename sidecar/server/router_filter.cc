@@ -475,7 +475,8 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
       co_return co_await overloaded(response_mutations);
     }
     UpgradeResponse up = co_await SendUpgrade(worker_, *cluster->config, stats, host->address,
-                                              request, deadline.value_or(Clock::time_point::max()));
+                                              request, held ? *held : std::string_view(),
+                                              deadline.value_or(Clock::time_point::max()));
     const upstream::OutlierDetector* outlier = lb->outlier();
     if (up.error != StreamError::kNone) {
       if (outlier != nullptr) {

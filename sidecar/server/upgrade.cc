@@ -66,7 +66,7 @@ asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker, const config::Clust
                                              ClusterStats& stats,
                                              const asio::ip::tcp::endpoint& peer,
                                              const http::HeaderMap& request,
-                                             Clock::time_point deadline) {
+                                             std::string_view body, Clock::time_point deadline) {
   UpgradeResponse response;
   auto transport = std::make_unique<Transport>(worker.io());
   if (!co_await ConnectUpstream(*transport, peer,
@@ -79,6 +79,7 @@ asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker, const config::Clust
   std::string head;
   http::AppendHttp1RequestHead(request, head);
   http::EndHttp1Head(head);
+  head.append(body);
   if (co_await transport->Write(asio::buffer(head))) {
     response.error = StreamError::kReset;
     co_return response;

@@ -41,14 +41,16 @@ struct UpgradeResponse {
   std::string early;                       // a 101: what the upstream sent past its head
 };
 
-// Sends `request` (with its Upgrade and Connection headers) on a new connection to `peer`
-// with the cluster's socket options and TLS, and reads the answer: a 101's connection is left
-// for the tunnel; another answer is read whole. The head must come by `deadline`.
+// Sends `request` (with its Upgrade and Connection headers) and its `body` (the router holds
+// a body with a length) on a new connection to `peer` with the cluster's socket options and
+// TLS, and reads the answer: a 101's connection is left for the tunnel; another answer is read
+// whole. The head must come by `deadline`.
 boost::asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker,
                                                     const config::ClusterConfig& cluster,
                                                     ClusterStats& stats,
                                                     const boost::asio::ip::tcp::endpoint& peer,
                                                     const http::HeaderMap& request,
+                                                    std::string_view body,
                                                     Clock::time_point deadline);
 
 // Writes the 101 `head` to the client, then relays bytes both ways (what either side sent
