@@ -1420,14 +1420,16 @@ class ConfigUpdateTest(OwnMeshTest):
         self.mesh.wait_acked("rds", fixed)
         self.assertEqual(self.mesh.get("/new")[0], 202)
 
-    def test_config_changes_mid_traffic_lose_no_request(self):
+    def traffic_during(self, path, changes):
+        """Three clients send GET `path` on keep-alive connections while `changes()` runs;
+        every request's status, or the error that lost it."""
         statuses, stop = [], threading.Event()
 
         def traffic():
             conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
             while not stop.is_set():
                 try:
-                    conn.request("GET", "/split", headers={"Host": "web"})
+                    conn.request("GET", path, headers={"Host": "web"})
                     r = conn.getresponse()
                     r.read()
                     statuses.append(r.status)
@@ -1440,15 +1442,22 @@ class ConfigUpdateTest(OwnMeshTest):
         for w in workers:
             w.start()
         try:
+            changes()
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(timeout=10)
+        return statuses
+
+    def test_config_changes_mid_traffic_lose_no_request(self):
+        def changes():
             for weights in ((50, 50), (0, 100), (100, 0), (75, 25)):
                 version = self.mesh.write(self.mesh.resources(
                     routes_override=routes("web-routes", split=weights)))
                 self.mesh.wait_acked("rds", version)
                 time.sleep(0.2)
-        finally:
-            stop.set()
-            for w in workers:
-                w.join(timeout=10)
+
+        statuses = self.traffic_during("/split", changes)
         self.assertGreater(len(statuses), 50)
         self.assertEqual([s for s in statuses if s != 200], [])
 
@@ -1457,21 +1466,6 @@ class ConfigUpdateTest(OwnMeshTest):
         # host requests are on goes away and comes back), and the listener (its keep-alive
         # connections are drained: answered with Connection: close, and the client opens new
         # ones). No request fails.
-        statuses, stop = [], threading.Event()
-
-        def traffic():
-            conn = http.client.HTTPConnection("127.0.0.1", self.mesh.http_port, timeout=10)
-            while not stop.is_set():
-                try:
-                    conn.request("GET", "/delay/5", headers={"Host": "web"})
-                    r = conn.getresponse()
-                    r.read()
-                    statuses.append(r.status)
-                except Exception as e:  # any failure is a lost request
-                    statuses.append(repr(e))
-                    conn.close()
-            conn.close()
-
         def web_v1(resources, ports=None, max_requests=None, idle=None):
             for cluster in resources["cds"]:
                 if cluster["name"] == "web-v1" and max_requests:
@@ -1489,18 +1483,14 @@ class ConfigUpdateTest(OwnMeshTest):
         steps = (("cds", {"max_requests": 500}), ("eds", {"ports": [v1, v2]}),
                  ("eds", {"ports": [v2]}), ("lds", {"idle": "301s"}), ("cds", {"max_requests": 400}),
                  ("eds", {"ports": [v1]}), ("lds", {"idle": "302s"}))
-        workers = [threading.Thread(target=traffic) for _ in range(3)]
-        for w in workers:
-            w.start()
-        try:
+
+        def changes():
             for kind, change in steps:
                 version = self.mesh.write(web_v1(self.mesh.resources(), **change))
                 self.mesh.wait_acked(kind, version)
                 time.sleep(0.2)
-        finally:
-            stop.set()
-            for w in workers:
-                w.join(timeout=10)
+
+        statuses = self.traffic_during("/delay/5", changes)
         self.assertGreater(len(statuses), 50)
         self.assertEqual([s for s in statuses if s != 200], [])
         self.assertGreater(self.mesh.stat("cluster.web-v1.upstream_cx_total"), 1)
