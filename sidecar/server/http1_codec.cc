@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/http.hpp>
 
 #include "sidecar/http/http1_headers.h"
@@ -157,8 +158,7 @@ class Http1DownstreamStream final : public DownstreamStream {
   void OnAbandoned(std::function<void()> callback) override { on_abandoned_ = std::move(callback); }
 
   Tunnel TakeTunnel() override {
-    Tunnel tunnel{&stream_, std::string(static_cast<const char*>(buffer_.data().data()),
-                                        buffer_.size())};
+    Tunnel tunnel{&stream_, beast::buffers_to_string(buffer_.data())};
     buffer_.consume(buffer_.size());
     response_started_ = true;
     failed_ = true;  // the connection closes once the tunnel has ended

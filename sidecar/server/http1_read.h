@@ -11,12 +11,20 @@
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 #include <boost/asio/awaitable.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 
+#include "sidecar/server/stream.h"
 #include "sidecar/server/transport.h"
 
 namespace meshpilot::sidecar::server {
+
+// An HTTP/1.1 exchange's read or write error as the router sees it: a deadline that passed,
+// else a reset.
+inline StreamError Http1StreamError(const boost::system::error_code& ec) {
+  return ec == boost::beast::error::timeout ? StreamError::kTimeout : StreamError::kReset;
+}
 
 // The most one read takes from the socket. A connection's buffer grows only while the peer
 // keeps filling the reads, as with a large body (whose pieces, http::kBodyPiece, bound it in

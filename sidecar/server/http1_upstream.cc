@@ -17,10 +17,6 @@ namespace bhttp = beast::http;
 
 namespace {
 
-StreamError ErrorOf(const boost::system::error_code& ec) {
-  return ec == beast::error::timeout ? StreamError::kTimeout : StreamError::kReset;
-}
-
 bool MethodHasBody(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "PATCH";
 }
@@ -73,7 +69,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::Send(std::string_view data, bo
   if (!connection_->stream.WriteNow(buffers, sent, ec)) {
     ec = co_await connection_->stream.Write(buffers, sent);
   }
-  co_return ec ? ErrorOf(ec) : StreamError::kNone;
+  co_return ec ? Http1StreamError(ec) : StreamError::kNone;
 }
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::HeaderMap& headers,
@@ -97,7 +93,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::SendHeaders(const http::Header
   if (!connection_->stream.WriteNow(head, sent, ec)) {
     ec = co_await connection_->stream.Write(head, sent);
   }
-  co_return ec ? ErrorOf(ec) : StreamError::kNone;
+  co_return ec ? Http1StreamError(ec) : StreamError::kNone;
 }
 
 asio::awaitable<StreamError> Http1UpstreamStream::SendBody(std::string_view data,
@@ -125,7 +121,7 @@ asio::awaitable<StreamError> Http1UpstreamStream::ReadHeaders(http::HeaderMap& o
     if (head_request_) parser_->skip(true);
     const boost::system::error_code ec = co_await ReadHttp1(
         connection_->stream, connection_->buffer, *parser_, Http1ReadUntil::kHeader, deadline);
-    if (ec) co_return ErrorOf(ec);
+    if (ec) co_return Http1StreamError(ec);
     const unsigned status = parser_->status();
     // 100 Continue and other informational responses: the final one follows.
     if (status >= 100 && status < 200 && status != 101) continue;
@@ -159,7 +155,7 @@ StreamError Http1UpstreamStream::BodyRead(std::string& out, size_t before,
   if (ec == bhttp::error::need_buffer) ec = {};
   if (ec) {
     out.resize(before);
-    return ErrorOf(ec);
+    return Http1StreamError(ec);
   }
   end = parser_->is_done();
   if (end) trailers_ = std::move(parser_->trailers());  // kept with enable_trailers

@@ -505,7 +505,7 @@ asio::awaitable<void> RouterFilter::Serve(DownstreamStream& down) {
     }
     up.headers.Set("upgrade", upgrade);
     up.headers.Set("connection", "upgrade");
-    co_await RunTunnel(worker_, down.TakeTunnel(), up, up.headers, stats, chain_.idle_timeout);
+    co_await RunTunnel(worker_, down.TakeTunnel(), up, stats, chain_.idle_timeout);
     co_return;
   }
 

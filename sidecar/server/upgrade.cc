@@ -1,5 +1,6 @@
 #include "sidecar/server/upgrade.h"
 
+#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 
@@ -17,25 +18,8 @@ namespace meshpilot::sidecar::server {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 
-namespace {
-
-std::string_view View(const std::optional<std::string_view>& value) {
-  return value ? *value : std::string_view();
-}
-
-// The connection's bytes not parsed yet.
-std::string Unparsed(const beast::flat_buffer& buffer) {
-  return std::string(static_cast<const char*>(buffer.data().data()), buffer.size());
-}
-
-StreamError ErrorOf(const boost::system::error_code& ec) {
-  return ec == beast::error::timeout ? StreamError::kTimeout : StreamError::kReset;
-}
-
-}  // namespace
-
 std::string UpgradeRequested(const http::HeaderMap& request) {
-  const std::string_view upgrade = View(request.Get("upgrade"));
+  const std::string_view upgrade = request.GetOr("upgrade", "");
   // h2c is not an upgrade to proxy: Envoy's codec drops it and serves HTTP/1.1 (curl --http2
   // asks for it on http:// URLs).
   if (upgrade.empty() || absl::EqualsIgnoreCase(absl::string_view(upgrade.data(), upgrade.size()),
@@ -91,7 +75,7 @@ asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker, const config::Clust
     const boost::system::error_code ec =
         co_await ReadHttp1(*transport, buffer, *parser, Http1ReadUntil::kHeader, deadline);
     if (ec) {
-      response.error = ErrorOf(ec);
+      response.error = Http1StreamError(ec);
       co_return response;
     }
     // 100 Continue and the like: the final answer follows.
@@ -99,7 +83,7 @@ asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker, const config::Clust
   }
   response.headers = std::move(parser->headers());
   if (parser->status() == 101) {
-    response.early = Unparsed(buffer);
+    response.early = beast::buffers_to_string(buffer.data());  // past the head
     response.upstream = std::move(transport);
     co_return response;
   }
@@ -109,7 +93,7 @@ asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker, const config::Clust
         co_await ReadHttp1(*transport, buffer, *parser, Http1ReadUntil::kMessage, deadline);
     if (ec == beast::http::error::need_buffer) continue;
     if (ec) {
-      response.error = ErrorOf(ec);
+      response.error = Http1StreamError(ec);
       co_return response;
     }
   }
@@ -117,10 +101,10 @@ asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker, const config::Clust
 }
 
 asio::awaitable<void> RunTunnel(Worker& worker, DownstreamStream::Tunnel downstream,
-                                UpgradeResponse& upstream, const http::HeaderMap& head,
-                                ClusterStats& stats, std::chrono::milliseconds idle) {
+                                UpgradeResponse& upstream, ClusterStats& stats,
+                                std::chrono::milliseconds idle) {
   std::string out;
-  http::AppendHttp1ResponseHead(head, 11, out);
+  http::AppendHttp1ResponseHead(upstream.headers, 11, out);
   http::EndHttp1Head(out);
   out += upstream.early;
   if (co_await downstream.transport->Write(asio::buffer(out))) co_return;

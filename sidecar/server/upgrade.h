@@ -53,10 +53,11 @@ boost::asio::awaitable<UpgradeResponse> SendUpgrade(Worker& worker,
                                                     std::string_view body,
                                                     Clock::time_point deadline);
 
-// Writes the 101 `head` to the client, then relays bytes both ways (what either side sent
-// early first) until both sides end, or nothing moves for `idle` (0: no limit).
+// Writes `upstream`'s 101 head (as the router left it) to the client, then relays bytes both
+// ways (what either side sent early first) until both sides end, or nothing moves for `idle`
+// (0: no limit).
 boost::asio::awaitable<void> RunTunnel(Worker& worker, DownstreamStream::Tunnel downstream,
-                                       UpgradeResponse& upstream, const http::HeaderMap& head,
-                                       ClusterStats& stats, std::chrono::milliseconds idle);
+                                       UpgradeResponse& upstream, ClusterStats& stats,
+                                       std::chrono::milliseconds idle);
 
 }  // namespace meshpilot::sidecar::server
