@@ -92,6 +92,7 @@ class LoadBalancer::Level {
                    bool strict, std::optional<uint64_t> hash, Clock::time_point now) const;
   void AppendHosts(std::vector<const Host*>& hosts) const;
   size_t host_count() const { return host_count_; }
+  size_t CountUsable(HostPredicate usable) const;
   // Its hosts and the endpoints EDS called unhealthy: the denominator of its health.
   size_t total() const { return host_count_ + unhealthy_; }
 
@@ -119,9 +120,11 @@ class LoadBalancer::Level {
   size_t PickLocality(const Schedule& schedule, std::mt19937_64& rng) const;
   // Envoy's locality availability: each locality's weight times min(1, 1.4 × its `usable`
   // hosts over all of them, EDS-unhealthy ones counted), so that a locality losing hosts
-  // passes its traffic to the others; weighted random.
-  size_t PickAvailableLocality(const Schedule& schedule, HostPredicate usable,
-                               std::mt19937_64& rng) const;
+  // passes its traffic to the others. Empty when no locality has any.
+  using LocalityWeights = absl::InlinedVector<double, 8>;
+  LocalityWeights AvailableWeights(const Schedule& schedule, HostPredicate usable) const;
+  // A locality drawn at random by `weights` (AvailableWeights).
+  static size_t PickAvailable(const LocalityWeights& weights, std::mt19937_64& rng);
   const Host* PickInLocality(const Schedule& schedule, size_t locality,
                              std::mt19937_64& rng) const;
   const Host* WeightedRandom(const Schedule& schedule, size_t locality,
@@ -221,6 +224,14 @@ void LoadBalancer::Level::AppendHosts(std::vector<const Host*>& hosts) const {
     for (const auto& host : locality->hosts) hosts.push_back(host.get());
   }
 }
+
+size_t LoadBalancer::Level::CountUsable(HostPredicate usable) const {
+  size_t n = 0;
+  for (const auto& locality : localities_) {
+    for (const auto& host : locality->hosts) n += usable(host.get()) ? 1 : 0;
+  }
+  return n;
+}
 LoadBalancer::Level::Schedule LoadBalancer::Level::MakeSchedule(
     absl::FunctionRef<uint64_t(const Host&)> weight_of, uint64_t locality_scale,
     bool wheels) const {
@@ -311,9 +322,9 @@ size_t LoadBalancer::Level::PickLocality(const Schedule& schedule, std::mt19937_
   return std::upper_bound(cumulative.begin(), cumulative.end(), point) - cumulative.begin();
 }
 
-size_t LoadBalancer::Level::PickAvailableLocality(const Schedule& schedule, HostPredicate usable,
-                                                  std::mt19937_64& rng) const {
-  absl::InlinedVector<double, 8> weights;
+LoadBalancer::Level::LocalityWeights LoadBalancer::Level::AvailableWeights(
+    const Schedule& schedule, HostPredicate usable) const {
+  LocalityWeights weights;
   double sum = 0;
   uint64_t previous = 0;
   for (size_t l = 0; l < localities_.size(); ++l) {
@@ -325,8 +336,13 @@ size_t LoadBalancer::Level::PickAvailableLocality(const Schedule& schedule, Host
     const double all = static_cast<double>(locality.hosts.size() + locality.unhealthy);
     sum += weights.emplace_back(static_cast<double>(weight) * std::min(1.0, 1.4 * up / all));
   }
-  if (sum <= 0) return PickLocality(schedule, rng);
-  double point = std::uniform_real_distribution<double>(0, sum)(rng);
+  if (sum <= 0) weights.clear();
+  return weights;
+}
+
+size_t LoadBalancer::Level::PickAvailable(const LocalityWeights& weights, std::mt19937_64& rng) {
+  double point = std::uniform_real_distribution<double>(
+      0, std::accumulate(weights.begin(), weights.end(), 0.0))(rng);
   for (size_t l = 0; l < weights.size(); ++l) {
     if (point < weights[l]) return l;
     point -= weights[l];
@@ -392,11 +408,13 @@ const Host* LoadBalancer::Level::Pick(std::mt19937_64& rng, HostPredicate prefer
   }
   const Schedule& schedule = ScheduleAt(now);
   // Localities weigh their full weight unless some have hosts out (ejected: `strict`, or
-  // unhealthy in EDS).
-  const bool by_availability = localities_.size() > 1 && (strict || unhealthy_ != 0);
+  // unhealthy in EDS); their availability is taken once per pick.
+  LocalityWeights available;
+  if (localities_.size() > 1 && (strict || unhealthy_ != 0)) {
+    available = AvailableWeights(schedule, usable);
+  }
   auto pick_locality = [&] {
-    return by_availability ? PickAvailableLocality(schedule, usable, rng)
-                           : PickLocality(schedule, rng);
+    return available.empty() ? PickLocality(schedule, rng) : PickAvailable(available, rng);
   };
   // A locality, then a usable host of it: Envoy picks among a locality's healthy hosts, so an
   // ejected one drawn gives way to another of the same locality (a few draws, then the first).
@@ -471,17 +489,12 @@ LoadBalancer::PriorityLoad LoadBalancer::PriorityLoadAt(Clock::time_point now) c
   if (n == 0) return result;
   if (outlier_ != nullptr) outlier_->SkipEjected(now);  // brings back hosts whose time is up
   const bool ejections = outlier_ != nullptr && outlier_->ejected_count() > 0;
+  auto not_ejected = [&](const Host* host) { return !outlier_->Ejected(*host, now); };
   std::vector<uint64_t> usable(n);
   uint64_t health_sum = 0;
   std::vector<uint64_t> health(n);
-  std::vector<const Host*> hosts;
   for (size_t i = 0; i < n; ++i) {
-    usable[i] = levels_[i]->host_count();
-    if (ejections) {
-      hosts.clear();
-      levels_[i]->AppendHosts(hosts);
-      for (const Host* host : hosts) usable[i] -= outlier_->Ejected(*host, now) ? 1 : 0;
-    }
+    usable[i] = ejections ? levels_[i]->CountUsable(not_ejected) : levels_[i]->host_count();
     // Envoy's overprovisioning factor: 1.4.
     health[i] = std::min<uint64_t>(100, 140 * usable[i] / levels_[i]->total());
     health_sum += health[i];
