@@ -227,8 +227,13 @@ void Worker::CloseDrainedAcceptors() {
 
 bool Worker::ListenerDrained(const std::string& name, const config::ListenerConfig& config,
                              const config::HttpChain& http) {
+  return Drains(store_.Load().get(), name, config, http);
+}
+
+bool Worker::Drains(const ProxyConfig* current, const std::string& name,
+                    const config::ListenerConfig& config, const config::HttpChain& http) const {
   if (InDrainScope(config.inbound)) return true;
-  const std::shared_ptr<const ProxyConfig> current = store_.Load();
+  if (current == nullptr) return false;
   const ListenerEntry* listener = current->FindListener(name);
   return listener == nullptr || !listener->config->Keeps(config, http);
 }
@@ -249,15 +254,7 @@ Worker::DrainWatch::~DrainWatch() { worker_.drain_watches_.erase(this); }
 void Worker::DrainConnections(const ProxyConfig* config) {
   std::vector<DrainWatch*> draining;
   for (DrainWatch* watch : drain_watches_) {
-    if (InDrainScope(watch->config_->inbound)) {
-      draining.push_back(watch);
-      continue;
-    }
-    if (config == nullptr) continue;
-    const ListenerEntry* current = config->FindListener(watch->listener_);
-    if (current == nullptr || !current->config->Keeps(*watch->config_, watch->http_)) {
-      draining.push_back(watch);
-    }
+    if (Drains(config, watch->listener_, *watch->config_, watch->http_)) draining.push_back(watch);
   }
   for (DrainWatch* watch : draining) {
     // Told once: out of the set before its callback runs (which may end the connection).

@@ -109,8 +109,12 @@ class Worker {
     return drain_scope_ == DrainScope::kAll || (drain_scope_ == DrainScope::kInbound && inbound);
   }
   void Reconcile(const ProxyConfig& config);
-  // Tells the watched connections whose listener or chain `config` no longer has (ListenerConfig::Keeps),
-  // or that /drain_listeners covers (null: only those).
+  // Whether an HTTP connection of `config`'s chain of `http`, on the listener `name`, drains:
+  // /drain_listeners covers it, or `current` (null: no new config) no longer has its listener
+  // or that chain (ListenerConfig::Keeps).
+  bool Drains(const ProxyConfig* current, const std::string& name,
+              const config::ListenerConfig& config, const config::HttpChain& http) const;
+  // Tells the watched connections that drain under `config` (Drains).
   void DrainConnections(const ProxyConfig* config);
   // Closes the acceptors of the listeners /drain_listeners covers.
   void CloseDrainedAcceptors();
