@@ -297,21 +297,17 @@ absl::StatusOr<FilterChain> ParseChain(const listener_v3::FilterChain& proto,
     http.stat_prefix = hcm.stat_prefix();
     http.enable_trailers = hcm.http_protocol_options().enable_trailers();
     for (int u = 0; u < hcm.upgrade_configs_size(); ++u) {
-      const auto& upgrade = hcm.upgrade_configs(u);
+      const auto& proto = hcm.upgrade_configs(u);
       const std::string uf = absl::StrCat(hf, ".upgrade_configs[", u, "]");
-      if (upgrade.upgrade_type().empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(uf, ".upgrade_type: empty"));
-      }
-      if (upgrade.filters_size() > 0) {
+      auto upgrade = ParseUpgradeConfig(proto, uf);
+      if (!upgrade.ok()) return upgrade.status();
+      if (proto.filters_size() > 0) {
         return absl::InvalidArgumentError(
             absl::StrCat(uf, ".filters: unsupported (upgrades take the chain's filters)"));
       }
-      if (!http.upgrades
-               .emplace(absl::AsciiStrToLower(upgrade.upgrade_type()),
-                        !upgrade.has_enabled() || upgrade.enabled().value())
-               .second) {
+      if (!http.upgrades.insert(*std::move(upgrade)).second) {
         return absl::InvalidArgumentError(
-            absl::StrCat(uf, ".upgrade_type: \"", upgrade.upgrade_type(), "\" given twice"));
+            absl::StrCat(uf, ".upgrade_type: \"", proto.upgrade_type(), "\" given twice"));
       }
     }
     if (auto status = ParseConnectionLimits(hcm, hf, http); !status.ok()) return status;

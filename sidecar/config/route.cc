@@ -248,13 +248,10 @@ absl::StatusOr<RouteAction> ParseAction(const route_v3::RouteAction& proto,
     action.mirrors.push_back(std::move(mirror));
   }
   for (int i = 0; i < proto.upgrade_configs_size(); ++i) {
-    const auto& upgrade = proto.upgrade_configs(i);
-    if (upgrade.upgrade_type().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".upgrade_configs[", i, "].upgrade_type: empty"));
-    }
-    action.upgrades[absl::AsciiStrToLower(upgrade.upgrade_type())] =
-        !upgrade.has_enabled() || upgrade.enabled().value();
+    auto upgrade = ParseUpgradeConfig(proto.upgrade_configs(i),
+                                      absl::StrCat(field, ".upgrade_configs[", i, "]"));
+    if (!upgrade.ok()) return upgrade.status();
+    action.upgrades[upgrade->first] = upgrade->second;
   }
   return action;
 }

@@ -10,10 +10,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/status/statusor.h"
 #include "envoy/config/core/v3/base.pb.h"
 #include "envoy/config/route/v3/route.pb.h"
@@ -256,6 +259,18 @@ struct RouteTable {
 
 absl::StatusOr<std::shared_ptr<const RouteTable>> ParseRouteConfiguration(
     const envoy::config::route::v3::RouteConfiguration& proto);
+
+// One upgrade_configs entry, the HTTP connection manager's or a route's (`field` names it):
+// its type in lower case, and whether it is enabled (unset: yes).
+template <class UpgradeConfig>
+absl::StatusOr<std::pair<std::string, bool>> ParseUpgradeConfig(const UpgradeConfig& proto,
+                                                                 const std::string& field) {
+  if (proto.upgrade_type().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".upgrade_type: empty"));
+  }
+  return std::pair(absl::AsciiStrToLower(proto.upgrade_type()),
+                   !proto.has_enabled() || proto.enabled().value());
+}
 
 absl::StatusOr<RetryPolicy> ParseRetryPolicy(const envoy::config::route::v3::RetryPolicy& proto,
                                              const std::string& field);

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "absl/strings/match.h"
 #include "sidecar/xds/xds_state.h"
 #include "tests/sidecar/proto_json.h"
 
@@ -152,6 +153,38 @@ TEST_CASE("xds: listener errors carry the filter's field path") {
         "Listener \"l1\": filter_chains[0].filters[0].typed_config.http_filters[0]: the last HTTP "
         "filter must be envoy.filters.http.router, not \"envoy.filters.http.router\"");
   CHECK(state.Build()->FindListener("l1") == nullptr);
+}
+
+TEST_CASE("xds: upgrade_configs of the connection manager and of routes") {
+  auto listener = [](const std::string& upgrades) {
+    std::string json = HttpListener("l1", 1001, "r1");
+    json.insert(json.find(R"("stat_prefix")"), R"("upgrade_configs": )" + upgrades + ", ");
+    return config::ParseListener(FromJson<Listener>(json));
+  };
+  auto parsed = listener(R"([{"upgrade_type": "WebSocket"}, {"upgrade_type": "CONNECT", "enabled": false}])");
+  REQUIRE(parsed.ok());
+  const auto& http = std::get<config::HttpChain>((*parsed)->chains[0].filter);
+  CHECK(http.upgrades == std::map<std::string, bool>{{"websocket", true}, {"connect", false}});
+  CHECK(listener(R"([{"upgrade_type": ""}])").status().message() ==
+        "filter_chains[0].filters[0].typed_config.upgrade_configs[0].upgrade_type: empty");
+  CHECK(listener(R"([{"upgrade_type": "websocket"}, {"upgrade_type": "WEBSOCKET"}])")
+            .status().message() ==
+        "filter_chains[0].filters[0].typed_config.upgrade_configs[1].upgrade_type: "
+        "\"WEBSOCKET\" given twice");
+
+  auto routes = [](const std::string& upgrades) {
+    return config::ParseRouteConfiguration(FromJson<envoy::config::route::v3::RouteConfiguration>(
+        R"({"name": "r1", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+          {"match": {"prefix": "/"}, "route": {"cluster": "c", "upgrade_configs": )" +
+        upgrades + "}}]}]}"));
+  };
+  auto table = routes(R"([{"upgrade_type": "websocket", "enabled": false}])");
+  REQUIRE(table.ok());
+  const auto& action = std::get<config::RouteAction>((*table)->virtual_hosts[0].routes[0].action);
+  CHECK(action.upgrades == std::map<std::string, bool>{{"websocket", false}});
+  auto empty = routes(R"([{"upgrade_type": ""}])");
+  REQUIRE_FALSE(empty.ok());
+  CHECK(absl::StrContains(empty.status().message(), "upgrade_configs[0].upgrade_type: empty"));
 }
 
 TEST_CASE("xds: load balancers survive rebuilds that do not touch their cluster") {
